@@ -1,0 +1,1 @@
+"""The runtime: supervised trio actors with mailboxes, the router, sessions and the storage actor."""

@@ -1,0 +1,129 @@
+"""Mailboxes, addresses, one-shot replies and `ask()`, the request/reply helper that always times out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import trio
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+
+class ActorError(Exception):
+    """Base of the runtime's errors."""
+
+
+class BusyError(ActorError):
+    """The recipient's mailbox is full; the caller should retry later or answer 'busy'."""
+
+
+class DeadActorError(ActorError):
+    """The recipient has stopped for good; its mailbox is closed."""
+
+
+class AskTimeoutError(ActorError):
+    """No reply arrived within the timeout given to `ask()`."""
+
+
+class Address(Generic[M]):
+    """Where to send messages to one actor. It outlives restarts: the supervisor owns the mailbox."""
+
+    __slots__ = ("_send", "name")
+
+    def __init__(self, name: str, send: trio.MemorySendChannel[M]) -> None:
+        self.name = name
+        self._send = send
+
+    async def send(self, msg: M) -> None:
+        """Enqueue `msg`, waiting while the mailbox is full. Raises DeadActorError if the actor is gone."""
+        try:
+            await self._send.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise DeadActorError(f"actor {self.name} has stopped") from exc
+
+    def send_nowait(self, msg: M) -> None:
+        """Enqueue `msg` now. Raises BusyError when the mailbox is full, DeadActorError when it is gone."""
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock as exc:
+            raise BusyError(f"actor {self.name} is busy") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise DeadActorError(f"actor {self.name} has stopped") from exc
+
+    def backlog(self) -> int:
+        """Return how many messages wait in the mailbox."""
+        return self._send.statistics().current_buffer_used
+
+    def __repr__(self) -> str:
+        return f"Address({self.name!r})"
+
+
+class Mailbox(Generic[M]):
+    """A bounded FIFO inbox; `address` is the sending side handed out to others."""
+
+    __slots__ = ("address", "capacity", "inbox")
+
+    def __init__(self, name: str, *, capacity: int = 64) -> None:
+        send, receive = trio.open_memory_channel[M](capacity)
+        self.capacity = capacity
+        self.inbox: trio.MemoryReceiveChannel[M] = receive
+        self.address: Address[M] = Address(name, send)
+
+
+_UNSET = object()
+
+
+class Reply(Generic[T]):
+    """A one-shot answer slot carried inside a request message."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: object = _UNSET
+        self._error: BaseException | None = None
+
+    def set(self, value: T) -> None:
+        """Answer with a value; a second answer is ignored (the first one wins)."""
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with an error that `wait()` will raise; ignored when already answered."""
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> T:
+        """Block until answered; return the value or raise the error."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+async def ask(address: Address[M], make: Callable[[Reply[T]], M], *, timeout: float) -> T:
+    """Send `make(reply)` to `address` and wait for the answer.
+
+    Raises AskTimeoutError when no answer comes within `timeout` seconds (the wait for mailbox space
+    counts too), DeadActorError when the actor is gone, and whatever error the actor answered with.
+    """
+    reply: Reply[T] = Reply()
+    with trio.move_on_after(timeout) as scope:
+        await address.send(make(reply))
+        return await reply.wait()
+    assert scope.cancelled_caught
+    raise AskTimeoutError(f"{address.name} did not answer within {timeout:g} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Ask an actor to finish what is queued and exit normally."""

@@ -1,0 +1,100 @@
+"""Every message the runtime's actors exchange: frozen dataclasses grouped by recipient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from actors.base import Reply, Stop
+from storage.events import EventRow
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SessionKey:
+    """Which conversation: the transport (`api`, `telegram`, …), its chat, and an optional topic/channel."""
+
+    transport: str
+    chat_id: str
+    topic_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.transport or not self.chat_id:
+            raise ValueError("a SessionKey needs a transport and a chat_id")
+
+    def __str__(self) -> str:
+        base = f"{self.transport}:{self.chat_id}"
+        return f"{base}:{self.topic_id}" if self.topic_id else base
+
+
+@dataclass(frozen=True, slots=True)
+class TurnAccepted:
+    session_id: str
+    turn_id: str
+    queued_behind: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Answer to Subscribe: events to deliver first, then the live channel carries seq > `last_seq`."""
+
+    session_id: str
+    replay: list[EventRow]
+    last_seq: int
+
+
+# ---- to the router, and forwarded by it to the key's session ----
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    key: SessionKey
+    text: str
+    reply: Reply[TurnAccepted]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Stream this session's events into `channel`; replay everything after `after_seq` first (None: live)."""
+
+    key: SessionKey
+    channel: trio.MemorySendChannel[EventRow]
+    after_seq: int | None
+    reply: Reply[Subscription]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    key: SessionKey
+    channel: trio.MemorySendChannel[EventRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Stop the running turn and drop queued ones; answer how many processes were killed."""
+
+    key: SessionKey
+    reply: Reply[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Answer the session id bound to the key (creating the session if needed)."""
+
+    key: SessionKey
+    reply: Reply[str]
+
+
+SessionRequest = Submit | Subscribe | Unsubscribe | Abort | Resolve
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """From a session to the router: nothing to do after `received` messages; retire me if that is all."""
+
+    key: SessionKey
+    received: int
+
+
+RouterMsg = SessionRequest | Idle
+SessionMsg = SessionRequest | Stop

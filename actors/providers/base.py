@@ -1,0 +1,89 @@
+"""The provider interface: start a turn, stream its events, abort it and report how many processes died."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from actors.messages import SessionKey
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    role: str  # user | assistant | system
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    session_id: str
+    key: SessionKey
+    prompt: str
+    history: Sequence[HistoryMessage] = ()
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolActivity:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatus:
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalText:
+    """The whole answer, when a provider knows it better than the concatenated deltas."""
+
+    text: str
+
+
+ProviderEvent = TextDelta | ToolActivity | SystemStatus | FinalText
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str
+    models: list[str] = field(default_factory=list)
+    default_model: str | None = None
+    available: bool = True
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "models": self.models,
+            "default_model": self.default_model,
+            "available": self.available,
+            "detail": self.detail,
+        }
+
+
+class ProviderTurn(Protocol):
+    def events(self) -> AsyncIterator[ProviderEvent]:
+        """Yield the turn's events; raising an Exception ends the turn as failed."""
+        ...
+
+    async def abort(self) -> int:
+        """Stop the turn's work at once; return how many OS processes were killed."""
+        ...
+
+
+class Provider(Protocol):
+    name: str
+
+    def info(self) -> ProviderInfo: ...
+
+    def start_turn(self, request: TurnRequest) -> ProviderTurn: ...
+
+
+class ProviderError(Exception):
+    """A provider could not run a turn; the message is shown to the user."""

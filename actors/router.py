@@ -1,0 +1,169 @@
+"""The router actor: maps each SessionKey to its session actor, starting it on first use and retiring it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from actors.base import Address, BusyError, DeadActorError, Stop
+from actors.messages import Idle, RouterMsg, SessionKey, SessionMsg
+from actors.providers.base import Provider
+from actors.session import SessionActor, SessionConfig
+from actors.store import Store
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from storage.events import EventRow
+
+log = logging.getLogger("gateway.router")
+
+
+@dataclass(slots=True)
+class _Live:
+    address: Address[SessionMsg]
+    actor: SessionActor
+    sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    live_sessions: int
+    started: int
+    retired: int
+    crashed: int
+
+
+class Router:
+    """Owns the nursery of session actors. Never blocks on a child: a full session mailbox answers 'busy'."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        provider: Callable[[], Provider],
+        session_config: SessionConfig | None = None,
+        registry: Registry | None = None,
+        session_policy: RestartPolicy | None = None,
+        session_capacity: int = 64,
+        on_event: Callable[[EventRow], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.session_config = session_config or SessionConfig()
+        self.registry = registry or Registry()
+        self.session_policy = session_policy or RestartPolicy(Restart.TRANSIENT, max_restarts=3, window=10.0)
+        self.session_capacity = session_capacity
+        self.on_event = on_event
+        self._live: dict[SessionKey, _Live] = {}
+        self._started = 0
+        self._retired = 0
+        self._crashed = 0
+        self.address: Address[RouterMsg] | None = None
+
+    @property
+    def live_sessions(self) -> int:
+        return len(self._live)
+
+    def statistics(self) -> RouterStats:
+        return RouterStats(len(self._live), self._started, self._retired, self._crashed)
+
+    def address_of(self, key: SessionKey) -> Address[SessionMsg] | None:
+        """Return the live session's address, or None when it is hibernated (for inspection and tests)."""
+        live = self._live.get(key)
+        return live.address if live else None
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[RouterMsg]) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                async for msg in inbox:
+                    if isinstance(msg, Idle):
+                        self._on_idle(msg)
+                    else:
+                        await self._forward(nursery, msg.key, msg)
+            finally:
+                self._live.clear()
+
+    async def _forward(self, nursery: trio.Nursery, key: SessionKey, msg: SessionMsg) -> None:
+        live = self._live.get(key)
+        if live is None:
+            live = await self._spawn(nursery, key)
+        try:
+            live.address.send_nowait(msg)
+        except BusyError as exc:
+            reply = getattr(msg, "reply", None)
+            if reply is not None:
+                reply.fail(exc)
+            return
+        except DeadActorError as exc:
+            self._live.pop(key, None)
+            reply = getattr(msg, "reply", None)
+            if reply is not None:
+                reply.fail(exc)
+            return
+        live.sent += 1
+
+    async def _spawn(self, nursery: trio.Nursery, key: SessionKey) -> _Live:
+        assert self.address is not None, "Router.run must be started through supervise()"
+        actor = SessionActor(
+            key,
+            store=self.store,
+            router=self.address,
+            provider=self.provider,
+            config=self.session_config,
+            on_event=self.on_event,
+        )
+        spec: ChildSpec[SessionMsg] = ChildSpec(
+            name=f"session:{key}",
+            run=actor.run,
+            policy=self.session_policy,
+            capacity=self.session_capacity,
+        )
+        address: Address[SessionMsg] = await nursery.start(partial(self._supervise_session, key, spec))
+        live = _Live(address, actor)
+        self._live[key] = live
+        self._started += 1
+        return live
+
+    async def _supervise_session(
+        self, key: SessionKey, spec: ChildSpec[SessionMsg], *, task_status: trio.TaskStatus[Address[SessionMsg]]
+    ) -> None:
+        try:
+            await supervise(spec, task_status=task_status)
+        except GaveUpError as exc:
+            # One broken session must not take the others down: forget it; the next message revives it.
+            self._crashed += 1
+            log.error("%s", exc)
+            live = self._live.get(key)
+            if live is not None and live.actor is not None and live.address.name == spec.name:
+                self._live.pop(key, None)
+
+    def _on_idle(self, msg: Idle) -> None:
+        live = self._live.get(msg.key)
+        if live is None or live.sent != live.actor.received:
+            return  # something was sent after it went idle: it is busy again
+        del self._live[msg.key]
+        self._retired += 1
+        try:
+            live.address.send_nowait(Stop())
+        except (BusyError, DeadActorError):
+            pass
+
+
+async def start_router(nursery: trio.Nursery, router: Router, *, capacity: int = 1024) -> Address[RouterMsg]:
+    """Start `router` under a permanent supervisor in `nursery`; return its address."""
+
+    async def run(inbox: trio.MemoryReceiveChannel[RouterMsg]) -> None:
+        await router.run(inbox)
+
+    spec: ChildSpec[RouterMsg] = ChildSpec(
+        name="router",
+        run=run,
+        capacity=capacity,
+        registry=router.registry,
+        policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
+    )
+    address: Address[RouterMsg] = await nursery.start(partial(supervise, spec))
+    router.address = address
+    return address

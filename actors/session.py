@@ -1,0 +1,393 @@
+"""The session actor: one turn at a time, a queue behind it, events persisted and fanned out to subscribers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from actors.base import Address, BusyError, Reply, Stop
+from actors.messages import (
+    Abort,
+    Idle,
+    Resolve,
+    RouterMsg,
+    SessionKey,
+    SessionMsg,
+    Submit,
+    Subscribe,
+    Subscription,
+    TurnAccepted,
+    Unsubscribe,
+)
+from actors.providers.base import (
+    FinalText,
+    HistoryMessage,
+    Provider,
+    ProviderTurn,
+    SystemStatus,
+    TextDelta,
+    ToolActivity,
+    TurnRequest,
+)
+from actors.store import Store
+from storage import events as ev_db
+from storage import messages as msg_db
+from storage import sessions as sess_db
+from storage.events import EventRow
+
+log = logging.getLogger("gateway.session")
+
+
+def now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    idle_timeout: float = 300.0
+    max_queue: int = 32
+    history_limit: int = 50
+    recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap
+    subscriber_buffer: int = 1024
+    provider_name: str = "echo"
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class _QueuedTurn:
+    turn_id: str
+    prompt: str
+
+
+@dataclass(slots=True)
+class _RunningTurn:
+    turn_id: str
+    scope: trio.CancelScope
+    handle: ProviderTurn | None = None
+    aborted: bool = False
+    finished: trio.Event = field(default_factory=trio.Event)
+
+
+class SessionActor:
+    """State of one SessionKey while it is awake; everything that must survive lives in storage."""
+
+    def __init__(
+        self,
+        key: SessionKey,
+        *,
+        store: Store,
+        router: Address[RouterMsg],
+        provider: Callable[[], Provider],
+        config: SessionConfig,
+        on_event: Callable[[EventRow], None] | None = None,
+    ) -> None:
+        self.key = key
+        self.store = store
+        self.router = router
+        self.provider = provider
+        self.config = config
+        self.on_event = on_event
+        self.received = 0  # counted over restarts too: the router compares it with what it sent
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
+        """One life of the actor (the supervisor calls it again after a crash, with fresh state)."""
+        life = _SessionLife(self)
+        await life.run(inbox)
+
+
+class _SessionLife:
+    def __init__(self, actor: SessionActor) -> None:
+        self.a = actor
+        self.cfg = actor.config
+        self.session_id = ""
+        self.seq = 0
+        self.flushed_seq = 0
+        self.pending: list[EventRow] = []
+        self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
+        self.subscribers: list[trio.MemorySendChannel[EventRow]] = []
+        self.queue: deque[_QueuedTurn] = deque()
+        self.running: _RunningTurn | None = None
+        self.last_activity = trio.current_time()
+        self.idle_sent_at: int | None = None
+        self.dirty = trio.Event()
+        self.flushed = trio.Event()
+        self.work = trio.Event()
+        self.stopping = False
+
+    # ---- lifecycle ----
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
+        key = self.a.key
+        row = await self.a.store.call(
+            sess_db.get_or_create_session,
+            key.transport,
+            key.chat_id,
+            key.topic_id,
+            now_ms=now_ms(),
+            provider=self.cfg.provider_name,
+            model=self.cfg.model,
+        )
+        self.session_id = row.id
+        self.seq = self.flushed_seq = await self.a.store.call(ev_db.last_seq, row.id)
+        for t in await self.a.store.call(msg_db.queued_turns, row.id):
+            self.queue.append(_QueuedTurn(t.id, t.prompt))
+        if self.queue:
+            self.work.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._flusher)
+                nursery.start_soon(self._runner)
+                await self._serve(inbox, nursery)
+                # Stop: let the running turn and the queue finish, then flush what they wrote.
+                while self.running is not None or self.queue:
+                    if self.running is not None:
+                        await self.running.finished.wait()
+                    else:
+                        await trio.lowlevel.checkpoint()
+                await self._wait_flushed(self.seq)
+                nursery.cancel_scope.cancel()
+        finally:
+            for ch in self.subscribers:
+                ch.close()
+            self.subscribers.clear()
+
+    async def _serve(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
+        while True:
+            deadline = self.last_activity + self.cfg.idle_timeout if self._is_idle() else math.inf
+            if deadline == math.inf:
+                deadline = trio.current_time() + self.cfg.idle_timeout
+            msg: SessionMsg | None = None
+            with trio.move_on_at(deadline):
+                msg = await inbox.receive()
+            if msg is None:
+                if self._is_idle() and self.idle_sent_at != self.a.received:
+                    self.idle_sent_at = self.a.received
+                    try:
+                        self.a.router.send_nowait(Idle(self.a.key, self.a.received))
+                    except BusyError:
+                        self.idle_sent_at = None  # router busy: try again after the next timeout
+                continue
+            if not isinstance(msg, Stop):
+                self.a.received += 1
+            match msg:
+                case Submit():
+                    await self._submit(msg)
+                case Subscribe():
+                    await self._subscribe(msg)
+                case Unsubscribe():
+                    self._drop_subscriber(msg.channel)
+                case Abort():
+                    nursery.start_soon(self._abort, msg.reply)
+                case Resolve():
+                    msg.reply.set(self.session_id)
+                case Stop():
+                    return
+                case _:
+                    raise TypeError(f"session {self.a.key} got an unknown message {msg!r}")
+            self.last_activity = trio.current_time()
+
+    def _is_idle(self) -> bool:
+        self.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels > 0]
+        return self.running is None and not self.queue and not self.subscribers
+
+    # ---- requests ----
+
+    async def _submit(self, msg: Submit) -> None:
+        if len(self.queue) >= self.cfg.max_queue:
+            msg.reply.fail(BusyError(f"session {self.a.key} already has {len(self.queue)} turns queued"))
+            return
+        try:
+            turn_id = await self.a.store.call(msg_db.create_turn, self.session_id, msg.text, now_ms=now_ms())
+        except Exception as exc:
+            msg.reply.fail(exc)
+            return
+        ahead = len(self.queue) + (1 if self.running else 0)
+        self.queue.append(_QueuedTurn(turn_id, msg.text))
+        self.work.set()
+        msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
+
+    async def _subscribe(self, msg: Subscribe) -> None:
+        if msg.after_seq is None or msg.after_seq >= self.seq:
+            self.subscribers.append(msg.channel)
+            msg.reply.set(Subscription(self.session_id, [], self.seq))
+            return
+        replay: list[EventRow] = []
+        after = msg.after_seq
+        while True:
+            floor = self.recent[0].seq if self.recent else self.seq + 1
+            if after + 1 >= floor:
+                replay.extend(e for e in self.recent if e.seq > after)
+                break
+            rows = await self.a.store.call(ev_db.events_after, self.session_id, after, limit=2000)
+            if not rows:
+                # Nothing stored past `after` but memory starts later: events were lost. Should not happen.
+                log.error("session %s: gap in events after seq %d", self.a.key, after)
+                replay.extend(e for e in self.recent if e.seq > after)
+                break
+            replay.extend(rows)
+            after = rows[-1].seq
+        self.subscribers.append(msg.channel)
+        msg.reply.set(Subscription(self.session_id, replay, self.seq))
+
+    def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
+        if channel in self.subscribers:
+            self.subscribers.remove(channel)
+            channel.close()
+
+    async def _abort(self, reply: Reply[int]) -> None:
+        dropped = list(self.queue)
+        self.queue.clear()
+        killed = 0
+        running = self.running
+        if running is not None and not running.aborted:
+            running.aborted = True
+            if running.handle is not None:
+                try:
+                    killed = await running.handle.abort()
+                except Exception as exc:
+                    log.error("session %s: provider abort failed: %r", self.a.key, exc)
+            running.scope.cancel()
+            await running.finished.wait()
+        if dropped:
+            ts = now_ms()
+
+            def drop_all(conn: Any) -> None:
+                for t in dropped:
+                    msg_db.finish_turn(conn, t.turn_id, "aborted", now_ms=ts, error="aborted before it started")
+
+            await self.a.store.call(drop_all)
+        reply.set(killed)
+
+    # ---- events ----
+
+    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any]) -> EventRow:
+        """Give the event the next sequence number, queue it for storage and send it to every subscriber."""
+        self.seq += 1
+        event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
+        self.pending.append(event)
+        self.recent.append(event)
+        self.dirty.set()
+        alive: list[trio.MemorySendChannel[EventRow]] = []
+        for ch in self.subscribers:
+            try:
+                ch.send_nowait(event)
+            except trio.WouldBlock:
+                # A subscriber that cannot keep up is cut off; it resumes from its last seq.
+                ch.close()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            else:
+                alive.append(ch)
+        self.subscribers = alive
+        if self.a.on_event is not None:
+            self.a.on_event(event)
+        return event
+
+    async def _flusher(self) -> None:
+        backoff = 0.05
+        while True:
+            await self.dirty.wait()
+            self.dirty = trio.Event()
+            batch, self.pending = self.pending, []
+            while True:
+                try:
+                    await self.a.store.call(ev_db.append_events, batch)
+                    break
+                except Exception as exc:
+                    log.error("session %s: cannot store %d events (%r); retrying", self.a.key, len(batch), exc)
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            backoff = 0.05
+            self.flushed_seq = batch[-1].seq
+            self.flushed.set()
+            self.flushed = trio.Event()
+
+    async def _wait_flushed(self, seq: int) -> None:
+        while self.flushed_seq < seq:
+            await self.flushed.wait()
+
+    # ---- turns ----
+
+    async def _runner(self) -> None:
+        while True:
+            await self.work.wait()
+            if not self.queue:
+                self.work = trio.Event()
+                continue
+            turn = self.queue.popleft()
+            await self._run_turn(turn)
+            self.last_activity = trio.current_time()
+
+    async def _run_turn(self, turn: _QueuedTurn) -> None:
+        store = self.a.store
+        running = _RunningTurn(turn.turn_id, trio.CancelScope())
+        self.running = running
+        deltas: list[str] = []
+        final: str | None = None
+        state, error = "completed", None
+        try:
+            await store.call(msg_db.start_turn, turn.turn_id, now_ms=now_ms())
+            self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
+            history = await store.call(msg_db.history, self.session_id, limit=self.cfg.history_limit)
+            request = TurnRequest(
+                session_id=self.session_id,
+                key=self.a.key,
+                prompt=turn.prompt,
+                history=[HistoryMessage(m.role, m.content) for m in history if m.turn_id != turn.turn_id],
+                model=self.cfg.model,
+            )
+            with running.scope:
+                if running.aborted:
+                    running.scope.cancel()
+                handle = self.a.provider().start_turn(request)
+                running.handle = handle
+                try:
+                    async for item in handle.events():
+                        match item:
+                            case TextDelta():
+                                deltas.append(item.text)
+                                self.emit(turn.turn_id, "text_delta", {"data": item.text})
+                            case ToolActivity():
+                                self.emit(turn.turn_id, "tool_activity", {"data": item.name})
+                            case SystemStatus():
+                                self.emit(turn.turn_id, "system_status", {"data": item.text})
+                            case FinalText():
+                                final = item.text
+                except Exception as exc:
+                    state, error = "failed", f"{type(exc).__name__}: {exc}"
+                    log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
+            if running.scope.cancelled_caught or running.aborted:
+                state, error = "aborted", "aborted by the user"
+            text = final if final is not None else "".join(deltas)
+            if state == "completed":
+                self.emit(
+                    turn.turn_id,
+                    "result",
+                    {"text": text, "stream_fallback": final is not None and not deltas, "files": []},
+                )
+            elif state == "failed":
+                self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error})
+            self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state})
+            with trio.CancelScope(shield=True):
+                await self._wait_flushed(self.seq)
+                await store.call(
+                    msg_db.finish_turn,
+                    turn.turn_id,
+                    state,
+                    now_ms=now_ms(),
+                    result=text if state == "completed" else (text or None),
+                    error=error,
+                    session_status="completed" if not self.queue else "pending",
+                )
+        finally:
+            self.running = None
+            running.finished.set()

@@ -1,0 +1,133 @@
+"""The storage actor: sole owner of the SQLite connection, committing each mailbox drain in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import trio
+
+from actors.base import Address, AskTimeoutError, Reply
+
+T = TypeVar("T")
+P = ParamSpec("P")
+log = logging.getLogger("gateway.store")
+
+
+class StorageUnavailableError(Exception):
+    """The database could not commit (disk full, I/O error, locked); nothing in the batch was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[T]):
+    """One unit of work: `fn(conn)` runs inside the batch's transaction, under its own savepoint."""
+
+    fn: Callable[[sqlite3.Connection], T]
+    reply: Reply[T]
+
+
+StoreMsg = Op[Any]
+
+
+@dataclass(slots=True)
+class StoreStats:
+    batches: int = 0
+    ops: int = 0
+    largest_batch: int = 0
+    failed_commits: int = 0
+    last_error: str | None = field(default=None)
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
+    """Run every op in one transaction; an op's own error rolls back only that op (savepoint)."""
+    results: list[tuple[bool, Any]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        err = StorageUnavailableError(f"cannot start a transaction: {exc}")
+        return [(False, err)] * len(batch)
+    for op in batch:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op.fn(conn)
+        except Exception as exc:
+            try:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            except sqlite3.Error:
+                pass
+            results.append((False, exc))
+        else:
+            conn.execute("RELEASE op")
+            results.append((True, value))
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        err = StorageUnavailableError(f"the database could not commit: {exc}")
+        return [(False, err)] * len(batch)
+    return results
+
+
+class StoreActor:
+    """Drains its mailbox into batches and runs each in a single worker thread (limiter of 1)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 512) -> None:
+        self.conn = conn
+        self.max_batch = max_batch
+        self.stats = StoreStats()
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[StoreMsg]) -> None:
+        """Serve until cancelled. A batch already handed to the thread always finishes and is answered."""
+        while True:
+            first = await inbox.receive()
+            batch: list[Op[Any]] = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(inbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            # Shielded: once SQLite has the batch, its callers must learn the outcome even at shutdown.
+            with trio.CancelScope(shield=True):
+                results = await trio.to_thread.run_sync(_run_batch, self.conn, batch, limiter=self._limiter)
+            self.stats.batches += 1
+            self.stats.ops += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for op, (ok, value) in zip(batch, results, strict=True):
+                if ok:
+                    op.reply.set(value)
+                else:
+                    if isinstance(value, StorageUnavailableError):
+                        self.stats.failed_commits += 1
+                        self.stats.last_error = str(value)
+                    op.reply.fail(value)
+            if self.stats.failed_commits and results and isinstance(results[0][1], StorageUnavailableError):
+                log.error("storage commit failed: %s", self.stats.last_error)
+
+
+class Store:
+    """The handle other actors use: `await store.call(fn, *args)` answers after the commit that holds it."""
+
+    def __init__(self, address: Address[StoreMsg], *, timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(conn, *args, **kwargs)` in the storage thread; return its value once committed.
+
+        Raises whatever `fn` raised (its writes rolled back), StorageUnavailableError when the commit failed,
+        and AskTimeoutError after `timeout` seconds. Cancellation abandons the wait, not the write.
+        """
+        reply: Reply[T] = Reply()
+        op = Op(lambda conn: fn(conn, *args, **kwargs), reply)
+        with trio.move_on_after(self.timeout):
+            await self.address.send(op)
+            return await reply.wait()
+        raise AskTimeoutError(f"storage did not answer within {self.timeout:g} s")

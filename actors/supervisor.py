@@ -1,0 +1,162 @@
+"""Supervision: Erlang's restart modes, a restart budget counted on trio's clock, and a registry of actors."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import trio
+
+from actors.base import Address, Mailbox
+
+M = TypeVar("M")
+log = logging.getLogger("gateway.supervisor")
+
+
+class Restart(enum.Enum):
+    PERMANENT = "permanent"  # restarted whatever the reason it stopped
+    TRANSIENT = "transient"  # restarted only after a crash
+    TEMPORARY = "temporary"  # never restarted
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    mode: Restart = Restart.PERMANENT
+    max_restarts: int = 5
+    window: float = 60.0  # seconds on trio's clock, so MockClock drives it in tests
+    backoff: float = 0.1  # first delay before a restart, doubled per restart still inside the window
+    max_backoff: float = 30.0
+
+
+class RestartBudget:
+    """Counts restarts in a sliding window and says whether one more is allowed."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self._times: deque[float] = deque()
+
+    def allows(self, error: BaseException | None, *, now: float) -> bool:
+        """Return True when the actor that just stopped (crashed when `error` is set) should restart."""
+        mode = self.policy.mode
+        if mode is Restart.TEMPORARY or (mode is Restart.TRANSIENT and error is None):
+            return False
+        while self._times and now - self._times[0] > self.policy.window:
+            self._times.popleft()
+        if len(self._times) >= self.policy.max_restarts:
+            return False
+        self._times.append(now)
+        return True
+
+    def delay(self) -> float:
+        """Return the backoff before the restart just allowed (grows while restarts crowd the window)."""
+        n = max(len(self._times) - 1, 0)
+        return float(min(self.policy.backoff * (2**n), self.policy.max_backoff))
+
+
+class GaveUpError(Exception):
+    """A supervised actor crashed more often than its restart budget allows."""
+
+
+@dataclass(slots=True)
+class ActorInfo:
+    """Live facts about one supervised actor, as shown by `Registry.statistics()`."""
+
+    name: str
+    state: str = "starting"  # starting | running | restarting | stopped | failed
+    restarts: int = 0
+    last_error: str | None = None
+    started_at: float = 0.0
+    address: Address[object] | None = field(default=None, repr=False)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "backlog": self.address.backlog() if self.address is not None else 0,
+        }
+
+
+class Registry:
+    """Every supervised actor by name, so status pages can see restarts, errors and backlogs."""
+
+    def __init__(self) -> None:
+        self._actors: dict[str, ActorInfo] = {}
+
+    def register(self, name: str, address: Address[object]) -> ActorInfo:
+        info = ActorInfo(name=name, address=address, started_at=trio.current_time())
+        self._actors[name] = info
+        return info
+
+    def unregister(self, name: str) -> None:
+        self._actors.pop(name, None)
+
+    def get(self, name: str) -> ActorInfo | None:
+        return self._actors.get(name)
+
+    def statistics(self) -> dict[str, dict[str, object]]:
+        """Return a snapshot of every registered actor."""
+        return {name: info.snapshot() for name, info in sorted(self._actors.items())}
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec(Generic[M]):
+    """How to run one actor: `run(inbox)` is called again on every restart with the same inbox."""
+
+    name: str
+    run: Callable[[trio.MemoryReceiveChannel[M]], Awaitable[None]]
+    policy: RestartPolicy = RestartPolicy()
+    capacity: int = 64
+    registry: Registry | None = None
+
+
+async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[M]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run `spec.run` under its restart policy; hand back the actor's Address through `task_status`.
+
+    Returns when the actor stops and may not be restarted; raises GaveUpError when a crash exhausts the
+    budget. Only `Exception` counts as a crash: cancellation passes straight through.
+    """
+    mailbox: Mailbox[M] = Mailbox(spec.name, capacity=spec.capacity)
+    budget = RestartBudget(spec.policy)
+    info = spec.registry.register(spec.name, mailbox.address) if spec.registry else None  # type: ignore[arg-type]
+    try:
+        with mailbox.inbox:
+            task_status.started(mailbox.address)
+            while True:
+                if info:
+                    info.state = "running"
+                error: Exception | None
+                try:
+                    await spec.run(mailbox.inbox)
+                    error = None
+                except Exception as exc:
+                    error = exc
+                    log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
+                    if info:
+                        info.last_error = f"{type(exc).__name__}: {exc}"
+                if not budget.allows(error, now=trio.current_time()):
+                    if error is not None:
+                        if info:
+                            info.state = "failed"
+                        raise GaveUpError(
+                            f"actor {spec.name} crashed {spec.policy.max_restarts + 1} times within "
+                            f"{spec.policy.window:g} s; giving up"
+                        ) from error
+                    if info:
+                        info.state = "stopped"
+                    return
+                if info:
+                    info.state = "restarting"
+                    info.restarts += 1
+                await trio.sleep(budget.delay())
+    finally:
+        if spec.registry is not None and info is not None and info.state != "failed":
+            spec.registry.unregister(spec.name)

@@ -1,0 +1,254 @@
+"""Configuration: a frozen, validated tree loaded from TOML, then `GATEWAY_<SECTION>_<KEY>` env overrides."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "GATEWAY_"
+# Tokens people paste from examples; a gateway never runs with one of these.
+_PLACEHOLDER_TOKENS = {"changeme", "change-me", "your-secret-token", "secret", "token", "password", "test"}
+MIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the setting and says what to do."""
+
+
+class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8741
+    token: str = ""  # empty: use (or generate) the token file in the data folder
+    chat_id: int = 1  # default chat for /ws clients that send none
+    allow_public: bool = False  # binding beyond loopback without this prints a warning
+    graceful_timeout: float = 5.0
+    file_access: Literal["all", "home", "workspace"] = "workspace"
+    workspace: str = ""  # empty: <data_dir>/workspace
+    max_body_bytes: int = 2 * 1024 * 1024
+
+
+class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    data_dir: str = ""  # empty: $XDG_DATA_HOME/gateway
+    synchronous: Literal["full", "normal"] = "full"
+    max_batch: int = 512
+
+
+class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    idle_timeout: float = 300.0
+    max_queue: int = 32
+    history_limit: int = 50
+
+
+class EchoProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    delay_ms: float = 0.0
+
+
+class Providers(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    echo: EchoProviderConfig = EchoProviderConfig()
+
+
+class Agent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    provider: str = "echo"
+    model: str = ""
+
+
+class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    file: str = ""  # empty: <data_dir>/logs/gateway.log
+    max_bytes: int = 5 * 1024 * 1024
+    backups: int = 3
+
+
+class Cors(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    origins: list[str] = msgspec.field(default_factory=list)
+    credentials: bool = False
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    server: Server = Server()
+    storage: Storage = Storage()
+    sessions: Sessions = Sessions()
+    agent: Agent = Agent()
+    providers: Providers = Providers()
+    log: Log = Log()
+    cors: Cors = Cors()
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where this gateway's files live, derived from the config path and settings."""
+
+    config_file: Path
+    data_dir: Path
+    db_file: Path
+    token_file: Path
+    log_file: Path
+    workspace: Path
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gateway" / "config.toml"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gateway"
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect `GATEWAY_<SECTION>_<KEY>` variables for the known settings (strings, converted later)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, stype in _sections().items():
+        for fname in stype.__struct_fields__:
+            if fname == "echo":
+                continue
+            name = f"{ENV_PREFIX}{section}_{fname}".upper()
+            if name in env:
+                raw = env[name]
+                value: Any = raw
+                if fname == "origins":
+                    value = [o.strip() for o in raw.split(",") if o.strip()]
+                out.setdefault(section, {})[fname] = value
+    return out
+
+
+def _sections() -> dict[str, type[msgspec.Struct]]:
+    return {name: type(getattr(Config(), name)) for name in Config.__struct_fields__}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> Config:
+    """Validate a config tree; raise ConfigError naming the bad setting."""
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(str(exc))}") from None
+    _check(config, source)
+    return config
+
+
+def _explain(message: str) -> str:
+    # msgspec says "... - at `$.server.port`"; people write TOML, so name the setting as they would.
+    if " - at `$." in message:
+        what, where = message.split(" - at `$.", 1)
+        return f"setting {where.rstrip('`')}: {what}"
+    return message
+
+
+def _check(config: Config, source: str) -> None:
+    s = config.server
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"{source}: setting server.port: {s.port} is not a port number (0-65535)")
+    if s.chat_id <= 0:
+        raise ConfigError(f"{source}: setting server.chat_id must be a positive integer")
+    if s.graceful_timeout < 0:
+        raise ConfigError(f"{source}: setting server.graceful_timeout must be >= 0")
+    if s.token:
+        check_token(s.token, f"{source}: setting server.token")
+    if config.sessions.idle_timeout <= 0:
+        raise ConfigError(f"{source}: setting sessions.idle_timeout must be > 0 seconds")
+    if config.sessions.max_queue < 1:
+        raise ConfigError(f"{source}: setting sessions.max_queue must be >= 1")
+    if config.agent.provider not in ("echo", "openai", "cli"):
+        raise ConfigError(
+            f"{source}: setting agent.provider: unknown provider {config.agent.provider!r}; use echo, openai or cli"
+        )
+    if config.log.backups < 0 or config.log.max_bytes < 1024:
+        raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
+
+
+def check_token(token: str, what: str = "token") -> None:
+    """Refuse empty, short and placeholder tokens."""
+    if token.strip().lower() in _PLACEHOLDER_TOKENS:
+        raise ConfigError(f"{what} is a placeholder; remove it to have a strong one generated")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"{what} is too short ({len(token)} characters); use at least {MIN_TOKEN_LENGTH}, "
+            "or remove it to have a strong one generated"
+        )
+
+
+def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) -> tuple[Config, Path]:
+    """Read the TOML file at `path` (default location when None; a missing file means defaults) plus env."""
+    env = dict(os.environ) if env is None else env
+    path = Path(env.get(f"{ENV_PREFIX}CONFIG") or default_config_path()) if path is None else path
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    data = _merge(data, _env_overrides(env))
+    return parse_config(data, source=str(path)), path.resolve()
+
+
+def paths_for(config: Config, config_file: Path) -> Paths:
+    data_dir = Path(config.storage.data_dir).expanduser() if config.storage.data_dir else default_data_dir()
+    log_file = Path(config.log.file).expanduser() if config.log.file else data_dir / "logs" / "gateway.log"
+    workspace = Path(config.server.workspace).expanduser() if config.server.workspace else data_dir / "workspace"
+    return Paths(
+        config_file=config_file,
+        data_dir=data_dir,
+        db_file=data_dir / "gateway.db",
+        token_file=data_dir / "token",
+        log_file=log_file,
+        workspace=workspace,
+    )
+
+
+def ensure_token(config: Config, paths: Paths) -> tuple[str, bool]:
+    """Return the token to use and whether it was just generated (saved 0600 in the data folder)."""
+    if config.server.token:
+        return config.server.token, False
+    if paths.token_file.exists():
+        token = paths.token_file.read_text().strip()
+        check_token(token, f"token file {paths.token_file}")
+        return token, False
+    token = secrets.token_urlsafe(32)
+    write_token(paths, token)
+    return token, True
+
+
+def write_token(paths: Paths, token: str) -> None:
+    """Save `token` atomically with owner-only permissions."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = paths.token_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.replace(tmp, paths.token_file)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def shorten_token(token: str) -> str:
+    """Show enough of a token to recognise it, never enough to use it."""
+    return f"{token[:4]}…{token[-4:]}" if len(token) >= 12 else "…"
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,189 @@
+"""The root of the process: startup order, signals and shutdown, as nested nurseries (infra ⊃ core ⊃ edge)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from actors.base import Address
+from actors.messages import Resolve, RouterMsg, SessionKey
+from actors.providers.base import Provider
+from actors.providers.echo import EchoProvider
+from actors.router import Router, start_router
+from actors.session import SessionConfig
+from actors.store import Store, StoreActor, StoreMsg
+from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
+from gateway import __version__
+from gateway.config import Config, Paths
+from gateway.logs import redactor
+from storage import messages as msg_db
+from storage import sessions as sess_db
+from storage.db import open_db
+
+log = logging.getLogger("gateway.runtime")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
+
+    config: Config
+    paths: Paths
+    token: str
+    store: Store
+    router: Router
+    router_address: Address[RouterMsg]
+    registry: Registry
+    providers: dict[str, Provider]
+    shutdown: trio.Event
+    started_wall: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    connections: int = 0
+    binds: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def active_provider(self) -> Provider:
+        return self.providers[self.config.agent.provider]
+
+
+def build_providers(config: Config) -> dict[str, Provider]:
+    """Instantiate the configured providers; `echo` is always present."""
+    providers: dict[str, Provider] = {"echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000)}
+    return providers
+
+
+def recover(conn: sqlite3.Connection) -> int:
+    """After a crash: turns left `running` can never finish, so mark them `interrupted`."""
+    conn.execute("BEGIN IMMEDIATE")
+    n = msg_db.interrupt_running_turns(conn, now_ms=time.time_ns() // 1_000_000)
+    conn.execute("COMMIT")
+    return n
+
+
+async def _resume_queued(store: Store, router: Address[RouterMsg]) -> None:
+    """Wake every session that still has queued turns so they run after a restart."""
+
+    def keys(conn: sqlite3.Connection) -> list[SessionKey]:
+        out = []
+        for sid in msg_db.sessions_with_queued_turns(conn):
+            row = sess_db.get_session(conn, sid)
+            if row is not None:
+                out.append(SessionKey(row.transport, row.chat_id, row.topic_id))
+        return out
+
+    from actors.base import Reply
+
+    for key in await store.call(keys):
+        await router.send(Resolve(key, Reply()))
+
+
+async def watch_signals(shutdown: trio.Event, *, on_signal: Callable[[int], None] | None = None) -> None:
+    """First SIGINT/SIGTERM sets `shutdown`; then the receiver closes so a second Ctrl-C interrupts for real."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %s received: shutting down", signal.Signals(signum).name)
+            if on_signal is not None:
+                on_signal(signum)
+            shutdown.set()
+            return
+
+
+async def run(
+    config: Config,
+    paths: Paths,
+    *,
+    token: str,
+    app_factory: Callable[[Runtime], Any] | None = None,
+    handle_signals: bool = False,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
+    redactor.add(token)
+    shutdown = shutdown or trio.Event()
+    conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
+    interrupted = recover(conn)
+    if interrupted:
+        log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)
+    registry = Registry()
+    providers = build_providers(config)
+    try:
+        async with trio.open_nursery() as infra:
+            if handle_signals:
+                infra.start_soon(watch_signals, shutdown)
+            store_actor = StoreActor(conn, max_batch=config.storage.max_batch)
+            store_spec: ChildSpec[StoreMsg] = ChildSpec(
+                name="store",
+                run=store_actor.run,
+                capacity=8192,
+                registry=registry,
+                policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
+            )
+            store = Store(await infra.start(partial(supervise, store_spec)))
+            async with trio.open_nursery() as core:
+                router = Router(
+                    store=store,
+                    provider=lambda: providers[config.agent.provider],
+                    session_config=SessionConfig(
+                        idle_timeout=config.sessions.idle_timeout,
+                        max_queue=config.sessions.max_queue,
+                        history_limit=config.sessions.history_limit,
+                        provider_name=config.agent.provider,
+                        model=config.agent.model or None,
+                    ),
+                    registry=registry,
+                )
+                router_address = await start_router(core, router)
+                runtime = Runtime(
+                    config=config,
+                    paths=paths,
+                    token=token,
+                    store=store,
+                    router=router,
+                    router_address=router_address,
+                    registry=registry,
+                    providers=providers,
+                    shutdown=shutdown,
+                )
+                await _resume_queued(store, router_address)
+                if app_factory is None:
+                    from gateway.asgi import build_app
+
+                    app_factory = build_app
+                app = app_factory(runtime)
+                hc = HypercornConfig()
+                hc.bind = [_bind(config.server.host, config.server.port)]
+                hc.graceful_timeout = config.server.graceful_timeout
+                hc.accesslog = None
+                hc.errorlog = logging.getLogger("hypercorn.error")
+                hc.websocket_max_message_size = 16 * 1024 * 1024
+                hc.keep_alive_timeout = 5
+                async with trio.open_nursery() as edge:
+                    runtime.binds = await edge.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))
+                    log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
+                    task_status.started(runtime)
+                core.cancel_scope.cancel("gateway shutdown")
+            infra.cancel_scope.cancel("gateway shutdown")
+    finally:
+        conn.close()
+        log.info("gateway stopped")
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

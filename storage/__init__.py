@@ -1,0 +1,1 @@
+"""Synchronous persistence: one SQLite file, its schema, migrations and typed queries (never imports trio)."""

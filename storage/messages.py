@@ -1,0 +1,132 @@
+"""Typed reads and writes of turns (one prompt and its outcome) and the messages that form a history."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from storage.ids import new_id
+
+TURN_STATES = ("queued", "running", "completed", "aborted", "failed", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRow:
+    id: str
+    session_id: str
+    state: str
+    prompt: str
+    result: str | None
+    error: str | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    role: str
+    content: str
+    turn_id: str | None
+    created_at: int
+
+
+def create_turn(conn: sqlite3.Connection, session_id: str, prompt: str, *, now_ms: int) -> str:
+    """Record a queued turn and its user message; return the turn id."""
+    turn_id = new_id()
+    conn.execute(
+        "INSERT INTO turns (id, session_id, state, prompt, created_at) VALUES (?, ?, 'queued', ?, ?)",
+        (turn_id, session_id, prompt, now_ms),
+    )
+    conn.execute(
+        "INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, 'user', ?, ?)",
+        (session_id, turn_id, prompt, now_ms),
+    )
+    conn.execute(
+        "UPDATE sessions SET latest_message = ?, latest_message_at = ?, updated_at = ? WHERE id = ?",
+        (prompt, now_ms, now_ms, session_id),
+    )
+    return turn_id
+
+
+def start_turn(conn: sqlite3.Connection, turn_id: str, *, now_ms: int) -> None:
+    """Mark a turn running and its session `running`."""
+    conn.execute("UPDATE turns SET state = 'running', started_at = ? WHERE id = ?", (now_ms, turn_id))
+    conn.execute(
+        "UPDATE sessions SET status = 'running', updated_at = ? WHERE id = (SELECT session_id FROM turns WHERE id = ?)",
+        (now_ms, turn_id),
+    )
+
+
+def finish_turn(
+    conn: sqlite3.Connection,
+    turn_id: str,
+    state: str,
+    *,
+    now_ms: int,
+    result: str | None = None,
+    error: str | None = None,
+    session_status: str = "completed",
+) -> None:
+    """Record a turn's end state; a non-empty result becomes the assistant's message in the history."""
+    if state not in TURN_STATES:
+        raise ValueError(f"unknown turn state {state!r}")
+    conn.execute(
+        "UPDATE turns SET state = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
+        (state, result, error, now_ms, turn_id),
+    )
+    row = conn.execute("SELECT session_id FROM turns WHERE id = ?", (turn_id,)).fetchone()
+    if row is None:
+        return
+    session_id = row[0]
+    if result:
+        conn.execute(
+            "INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, 'assistant', ?, ?)",
+            (session_id, turn_id, result, now_ms),
+        )
+        conn.execute(
+            "UPDATE sessions SET latest_message = ?, latest_message_at = ?, unread = unread + 1 WHERE id = ?",
+            (result, now_ms, session_id),
+        )
+    conn.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", (session_status, now_ms, session_id))
+
+
+def get_turn(conn: sqlite3.Connection, turn_id: str) -> TurnRow | None:
+    """Return one turn, or None."""
+    row = conn.execute(
+        "SELECT id, session_id, state, prompt, result, error, created_at FROM turns WHERE id = ?", (turn_id,)
+    ).fetchone()
+    return None if row is None else TurnRow(*row)
+
+
+def queued_turns(conn: sqlite3.Connection, session_id: str) -> list[TurnRow]:
+    """Return a session's turns still waiting to run, oldest first."""
+    rows = conn.execute(
+        "SELECT id, session_id, state, prompt, result, error, created_at FROM turns "
+        "WHERE session_id = ? AND state = 'queued' ORDER BY id",
+        (session_id,),
+    ).fetchall()
+    return [TurnRow(*r) for r in rows]
+
+
+def sessions_with_queued_turns(conn: sqlite3.Connection) -> list[str]:
+    """Return the ids of sessions that have queued turns (to resume them after a restart)."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT session_id FROM turns WHERE state = 'queued'")]
+
+
+def interrupt_running_turns(conn: sqlite3.Connection, *, now_ms: int) -> int:
+    """Mark every turn left `running` by a crash as `interrupted`; return how many there were."""
+    cur = conn.execute(
+        "UPDATE turns SET state = 'interrupted', error = 'gateway stopped during the turn', ended_at = ? "
+        "WHERE state = 'running'",
+        (now_ms,),
+    )
+    conn.execute("UPDATE sessions SET status = 'completed' WHERE status = 'running'")
+    return cur.rowcount
+
+
+def history(conn: sqlite3.Connection, session_id: str, *, limit: int = 200) -> list[MessageRow]:
+    """Return the last `limit` messages of a session, oldest first."""
+    rows = conn.execute(
+        "SELECT role, content, turn_id, created_at FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+        (session_id, limit),
+    ).fetchall()
+    return [MessageRow(*r) for r in reversed(rows)]

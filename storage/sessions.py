@@ -1,0 +1,109 @@
+"""Typed reads and writes of the `sessions` table (one row per SessionKey)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from storage.ids import new_id
+
+_COLUMNS = (
+    "id, transport, chat_id, topic_id, title, status, provider, model, owner, last_seq, unread, "
+    "latest_message, latest_message_at, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    transport: str
+    chat_id: str
+    topic_id: str
+    title: str
+    status: str
+    provider: str | None
+    model: str | None
+    owner: str | None
+    last_seq: int
+    unread: int
+    latest_message: str | None
+    latest_message_at: int | None
+    created_at: int
+    updated_at: int | None
+
+
+def _row(row: tuple[object, ...] | None) -> SessionRow | None:
+    return None if row is None else SessionRow(*row)  # type: ignore[arg-type]
+
+
+def get_session(conn: sqlite3.Connection, session_id: str) -> SessionRow | None:
+    """Return the session with this id, or None."""
+    return _row(conn.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone())
+
+
+def find_session(conn: sqlite3.Connection, transport: str, chat_id: str, topic_id: str) -> SessionRow | None:
+    """Return the session bound to this key, or None."""
+    return _row(
+        conn.execute(
+            f"SELECT {_COLUMNS} FROM sessions WHERE transport = ? AND chat_id = ? AND topic_id = ?",
+            (transport, chat_id, topic_id),
+        ).fetchone()
+    )
+
+
+def get_or_create_session(
+    conn: sqlite3.Connection,
+    transport: str,
+    chat_id: str,
+    topic_id: str,
+    *,
+    now_ms: int,
+    provider: str | None = None,
+    model: str | None = None,
+    owner: str | None = None,
+) -> SessionRow:
+    """Return the session for this key, creating it (status `pending`) when there is none."""
+    found = find_session(conn, transport, chat_id, topic_id)
+    if found is not None:
+        return found
+    session_id = new_id()
+    conn.execute(
+        "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, provider, model, owner, "
+        "last_seq, unread, created_at, updated_at) VALUES (?, ?, ?, ?, '', 'pending', ?, ?, ?, 0, 0, ?, ?)",
+        (session_id, transport, chat_id, topic_id, provider, model, owner, now_ms, now_ms),
+    )
+    created = get_session(conn, session_id)
+    assert created is not None
+    return created
+
+
+def list_sessions(conn: sqlite3.Connection, *, limit: int = 100, offset: int = 0) -> list[SessionRow]:
+    """Return sessions, most recently updated first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM sessions ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
+        (limit, offset),
+    ).fetchall()
+    return [SessionRow(*r) for r in rows]
+
+
+def count_sessions(conn: sqlite3.Connection) -> int:
+    """Return how many sessions are stored."""
+    return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+
+def set_status(conn: sqlite3.Connection, session_id: str, status: str, *, now_ms: int) -> None:
+    """Set a session's status (`pending|running|waiting|completed`)."""
+    conn.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", (status, now_ms, session_id))
+
+
+def rename_session(conn: sqlite3.Connection, session_id: str, title: str, *, now_ms: int) -> bool:
+    """Set a session's title; return False when there is no such session."""
+    cur = conn.execute("UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?", (title, now_ms, session_id))
+    return cur.rowcount > 0
+
+
+def delete_session(conn: sqlite3.Connection, session_id: str) -> bool:
+    """Delete a session with its turns, messages and events; return False when there was none."""
+    for table in ("events", "messages", "turns"):
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+    return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
