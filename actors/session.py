@@ -298,6 +298,8 @@ class _SessionLife:
             await self.dirty.wait()
             self.dirty = trio.Event()
             batch, self.pending = self.pending, []
+            if not batch:
+                continue  # a turn's end already wrote them with its final state
             while True:
                 try:
                     await self.a.store.call(ev_db.append_events, batch)
@@ -307,7 +309,7 @@ class _SessionLife:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
             backoff = 0.05
-            self.flushed_seq = batch[-1].seq
+            self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
             self.flushed.set()
             self.flushed = trio.Event()
 
@@ -377,17 +379,32 @@ class _SessionLife:
             elif state == "failed":
                 self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error})
             self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state})
-            with trio.CancelScope(shield=True):
-                await self._wait_flushed(self.seq)
-                await store.call(
-                    msg_db.finish_turn,
+            # Shielded and bounded: the turn's end is recorded even during shutdown, and never hangs it.
+            # The remaining events go in the same transaction as the turn's end state.
+            batch, self.pending = self.pending, []
+            ts = now_ms()
+
+            def finish(conn: Any) -> None:
+                ev_db.append_events(conn, batch)
+                msg_db.finish_turn(
+                    conn,
                     turn.turn_id,
                     state,
-                    now_ms=now_ms(),
+                    now_ms=ts,
                     result=text if state == "completed" else (text or None),
                     error=error,
                     session_status="completed" if not self.queue else "pending",
                 )
+
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await store.call(finish)
+                    if batch:
+                        self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
+                        self.flushed.set()
+                        self.flushed = trio.Event()
+                except Exception as exc:
+                    log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
         finally:
             self.running = None
             running.finished.set()

@@ -126,7 +126,12 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
     """
     mailbox: Mailbox[M] = Mailbox(spec.name, capacity=spec.capacity)
     budget = RestartBudget(spec.policy)
-    info = spec.registry.register(spec.name, mailbox.address) if spec.registry else None  # type: ignore[arg-type]
+    crashes = 0
+    info = (
+        spec.registry.register(spec.name, mailbox.address)  # type: ignore[arg-type]
+        if spec.registry is not None
+        else None
+    )
     try:
         with mailbox.inbox:
             task_status.started(mailbox.address)
@@ -139,6 +144,7 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                     error = None
                 except Exception as exc:
                     error = exc
+                    crashes += 1
                     log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
                     if info:
                         info.last_error = f"{type(exc).__name__}: {exc}"
@@ -147,8 +153,9 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                         if info:
                             info.state = "failed"
                         raise GaveUpError(
-                            f"actor {spec.name} crashed {spec.policy.max_restarts + 1} times within "
-                            f"{spec.policy.window:g} s; giving up"
+                            f"actor {spec.name} crashed {crashes} time(s) and its restart budget "
+                            f"({spec.policy.mode.value}, {spec.policy.max_restarts} in {spec.policy.window:g} s) "
+                            "allows no more; giving up"
                         ) from error
                     if info:
                         info.state = "stopped"

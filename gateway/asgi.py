@@ -83,9 +83,15 @@ async def health(request: Request) -> Response:
     )
 
 
-def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    """Build the app for a running gateway. Later features add their routes here, one module each."""
+def all_routes() -> list[BaseRoute]:
+    """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    return routes
+
+
+def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """Build the app for a running gateway."""
+    routes = all_routes()
     routes.extend(extra_routes or [])
     app = Starlette(
         routes=routes,

@@ -16,6 +16,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.base import Address
+from actors.broadcast import Broadcast
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
 from actors.providers.echo import EchoProvider
@@ -29,6 +30,7 @@ from gateway.logs import redactor
 from storage import messages as msg_db
 from storage import sessions as sess_db
 from storage.db import open_db
+from storage.events import EventRow
 
 log = logging.getLogger("gateway.runtime")
 
@@ -50,6 +52,9 @@ class Runtime:
     started_monotonic: float = field(default_factory=time.monotonic)
     connections: int = 0
     binds: list[str] = field(default_factory=list)
+    # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
+    event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
+    notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
 
     @property
     def version(self) -> str:
@@ -136,8 +141,18 @@ async def run(
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
             )
             store = Store(await infra.start(partial(supervise, store_spec)))
+            listeners: list[Callable[[EventRow], None]] = []
+
+            def on_event(event: EventRow) -> None:
+                for listener in listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("event listener %r failed", listener)
+
             async with trio.open_nursery() as core:
                 router = Router(
+                    on_event=on_event,
                     store=store,
                     provider=lambda: providers[config.agent.provider],
                     session_config=SessionConfig(
@@ -183,6 +198,10 @@ async def run(
     finally:
         conn.close()
         log.info("gateway stopped")
+
+
+async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
+    """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
 
 
 def _bind(host: str, port: int) -> str:

@@ -1,0 +1,1 @@
+"""HTTP route modules; each exports `routes() -> list[BaseRoute]` and `build_app` mounts them all."""

@@ -1,0 +1,204 @@
+"""The router and session actors: serialized turns per key, concurrency across keys, fan-out, abort,
+hibernation and revival, crash isolation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from actors.messages import SessionKey
+from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
+from actors.providers.echo import EchoProvider
+from storage import messages as msg_db
+from tests.actors.harness import harness, until_turn_ends
+
+A = SessionKey("api", "1")
+A2 = SessionKey("api", "1", "77")
+B = SessionKey("api", "2")
+
+
+class GateProvider:
+    """Each turn waits until the test opens its gate; records how many turns run per key at once."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.gates: dict[str, trio.Event] = {}
+        self.running: Counter[SessionKey] = Counter()
+        self.max_running: Counter[SessionKey] = Counter()
+        self.started: list[str] = []
+
+    def info(self) -> ProviderInfo:
+        return ProviderInfo("gate")
+
+    def start_turn(self, request: TurnRequest) -> GateTurn:
+        return GateTurn(self, request)
+
+
+class GateTurn:
+    def __init__(self, provider: GateProvider, request: TurnRequest) -> None:
+        self.p = provider
+        self.r = request
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        p, key = self.p, self.r.key
+        p.running[key] += 1
+        p.max_running[key] = max(p.max_running[key], p.running[key])
+        p.started.append(self.r.prompt)
+        try:
+            gate = p.gates.setdefault(self.r.prompt, trio.Event())
+            await gate.wait()
+            yield TextDelta(self.r.prompt)
+        finally:
+            p.running[key] -= 1
+
+    async def abort(self) -> int:
+        return 0
+
+
+async def test_turns_serialize_per_key_and_run_concurrently_across_keys(tmp_path: Path) -> None:
+    gate = GateProvider()
+    async with harness(tmp_path, lambda: gate) as h:
+        _, events_a, _ = await h.subscribe(A)
+        for text, key in (("a1", A), ("a2", A), ("b1", B)):
+            await h.submit(key, text)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(gate.started) == ["a1", "b1"]  # a2 waits behind a1; b1 runs beside it
+        gate.gates["a1"].set()
+        first = await until_turn_ends(events_a)
+        assert [e.data.get("text") for e in first if e.type == "result"] == ["a1"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(gate.started) == ["a1", "a2", "b1"]
+        gate.gates["a2"].set()
+        gate.gates["b1"].set()
+        second = await until_turn_ends(events_a)
+        assert [e.data.get("text") for e in second if e.type == "result"] == ["a2"]
+        assert gate.max_running[A] == 1
+        assert gate.max_running[B] == 1
+        # Sequence numbers are contiguous per session.
+        seqs = [e.seq for e in first + second]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_every_subscriber_sees_the_same_stream(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(delay=0.001)) as h:
+        subs = [await h.subscribe(A) for _ in range(3)]
+        await h.submit(A, "one two three four")
+        streams = [await until_turn_ends(r) for _, r, _ in subs]
+        assert streams[0] == streams[1] == streams[2]
+        types = [e.type for e in streams[0]]
+        assert types == ["turn_started", *["text_delta"] * 4, "result", "turn_ended"]
+        assert "".join(e.data["data"] for e in streams[0] if e.type == "text_delta") == "one two three four"
+
+
+async def test_resubscribe_after_seq_replays_exactly_the_missed_events(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider()) as h:
+        _, live, _ = await h.subscribe(A)
+        await h.submit(A, "alpha beta gamma")
+        everything = await until_turn_ends(live)
+        live.close()
+        cut = everything[2].seq
+        sub, later, _ = await h.subscribe(A, after=cut)
+        assert sub.replay == everything[3:]
+        assert sub.last_seq == everything[-1].seq
+
+
+async def test_hibernation_and_revival_keep_history(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(delay=0.01), idle_timeout=30.0, timeout=300) as h:
+        _, live, _ = await h.subscribe(A)
+        await h.submit(A, "first turn")
+        first = await until_turn_ends(live)
+        live.close()  # the subscriber leaves
+        assert h.router.live_sessions == 1
+        await trio.sleep(31)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.router.live_sessions == 0, "an idle session hibernates"
+        assert h.router.statistics().retired == 1
+
+        accepted = await h.submit(A, "second turn")  # revives it from storage
+        assert h.router.live_sessions == 1
+        sub, live, _ = await h.subscribe(A, after=0)
+        replayed = list(sub.replay)
+        if not any(e.type == "turn_ended" and e.data["turn_id"] == accepted.turn_id for e in replayed):
+            replayed += await until_turn_ends(live)
+        assert replayed[: len(first)] == first
+        assert [e.seq for e in replayed] == list(range(1, len(replayed) + 1))
+        history = await h.store.call(msg_db.history, accepted.session_id)
+        assert [(m.role, m.content) for m in history] == [
+            ("user", "first turn"),
+            ("assistant", "first turn"),
+            ("user", "second turn"),
+            ("assistant", "second turn"),
+        ]
+
+
+async def test_a_session_with_a_subscriber_does_not_hibernate(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(), idle_timeout=5.0, timeout=300) as h:
+        _sub, _live, _send = await h.subscribe(A)
+        await trio.sleep(60)
+        assert h.router.live_sessions == 1
+
+
+async def test_a_crash_restarts_only_that_session(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(delay=0.005)) as h:
+        _, live_b, _ = await h.subscribe(B)
+        await h.submit(A, "before the crash")
+        await h.submit(B, "b keeps streaming through a's crash with many words in it")
+        address_a = h.router.address_of(A)
+        assert address_a is not None
+        address_a.send_nowait("not a message")  # type: ignore[arg-type]
+        b_events = await until_turn_ends(live_b)
+        assert b_events[-1].data["state"] == "completed"
+        # A restarted with its state read back from storage; its address is the same.
+        _, live_a, _ = await h.subscribe(A)
+        accepted = await h.submit(A, "after")
+        a_events = await until_turn_ends(live_a)
+        assert a_events[-1].data["state"] == "completed"
+        history = await h.store.call(msg_db.history, accepted.session_id)
+        assert [m.content for m in history if m.role == "user"] == ["before the crash", "after"]
+        assert h.router.address_of(A) is address_a
+
+
+async def test_abort_stops_the_turn_at_once_and_drops_the_queue(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(delay=0.05)) as h:
+        _, live, _ = await h.subscribe(A)
+        _, live_other, _ = await h.subscribe(A2)
+        long_text = " ".join(f"w{i}" for i in range(200))
+        first = await h.submit(A, long_text)
+        queued = await h.submit(A, "never runs")
+        other = await h.submit(A2, "other channel keeps going")
+        seen = []
+        async for e in live:
+            seen.append(e)
+            if e.type == "text_delta":
+                break
+        with trio.fail_after(1):
+            killed = await h.abort(A)
+        assert killed == 0  # echo has no processes
+        rest = await until_turn_ends(live)
+        assert rest[-1].data == {"turn_id": first.turn_id, "state": "aborted"}
+        assert not any(e.type == "result" for e in rest)
+        turn = await h.store.call(msg_db.get_turn, queued.turn_id)
+        assert turn is not None and turn.state == "aborted"
+        other_events = await until_turn_ends(live_other)
+        assert other_events[-1].data == {"turn_id": other.turn_id, "state": "completed"}
+
+
+async def test_a_full_queue_answers_busy(tmp_path: Path) -> None:
+    gate = GateProvider()
+    async with harness(tmp_path, lambda: gate, max_queue=2) as h:
+        await h.submit(A, "q1")
+        await h.submit(A, "q2")
+        await trio.testing.wait_all_tasks_blocked()
+        await h.submit(A, "q3")
+        from actors.base import BusyError
+
+        with pytest.raises(BusyError):
+            await h.submit(A, "q4")

@@ -1,0 +1,126 @@
+"""Supervisor restart modes and budget, on the autojump clock."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from actors.base import AskTimeoutError, Reply, ask
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartBudget, RestartPolicy, supervise
+
+
+class Boom(Exception):
+    pass
+
+
+def crashing(counter: list[float]) -> ChildSpec[object]:
+    async def run(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        counter.append(trio.current_time())
+        await trio.sleep(1)
+        raise Boom("crash")
+
+    return ChildSpec("crasher", run, RestartPolicy(Restart.PERMANENT, max_restarts=3, window=60, backoff=0.5))
+
+
+async def test_permanent_restarts_until_budget_then_gives_up(autojump_clock: trio.testing.MockClock) -> None:
+    starts: list[float] = []
+    with pytest.raises(GaveUpError) as info:
+        await supervise(crashing(starts))
+    assert isinstance(info.value.__cause__, Boom)
+    assert len(starts) == 4  # first run + 3 restarts
+    # Backoff doubles between restarts: 0.5, 1, 2 seconds (plus 1 s of work each time).
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == pytest.approx([1.5, 2.0, 3.0])
+
+
+async def test_budget_window_slides_so_rare_crashes_never_give_up(autojump_clock: trio.testing.MockClock) -> None:
+    starts: list[float] = []
+
+    async def run(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        starts.append(trio.current_time())
+        await trio.sleep(30)  # one crash every 30 s; the window holds at most 2 of them
+        if len(starts) < 8:
+            raise Boom("rare")
+
+    spec: ChildSpec[object] = ChildSpec("rare", run, RestartPolicy(Restart.TRANSIENT, max_restarts=2, window=60))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(supervise, spec))
+    assert len(starts) == 8
+
+
+async def test_transient_exits_normally_without_restart(autojump_clock: trio.testing.MockClock) -> None:
+    runs = 0
+
+    async def run(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        nonlocal runs
+        runs += 1
+
+    spec: ChildSpec[object] = ChildSpec("t", run, RestartPolicy(Restart.TRANSIENT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(supervise, spec))
+    assert runs == 1
+
+
+async def test_temporary_is_never_restarted(autojump_clock: trio.testing.MockClock) -> None:
+    runs = 0
+
+    async def run(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        nonlocal runs
+        runs += 1
+        raise Boom("once")
+
+    spec: ChildSpec[object] = ChildSpec("tmp", run, RestartPolicy(Restart.TEMPORARY))
+    with pytest.raises(GaveUpError):
+        await supervise(spec)
+    assert runs == 1
+
+
+async def test_address_survives_restart_and_registry_counts(autojump_clock: trio.testing.MockClock) -> None:
+    registry = Registry()
+
+    async def run(inbox: trio.MemoryReceiveChannel[tuple[str, Reply[str]]]) -> None:
+        async for text, reply in inbox:
+            if text == "crash":
+                raise Boom("asked to")
+            reply.set(text.upper())
+
+    spec: ChildSpec[tuple[str, Reply[str]]] = ChildSpec(
+        "echo", run, RestartPolicy(Restart.PERMANENT, max_restarts=5, window=10, backoff=0.1), registry=registry
+    )
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(partial(supervise, spec))
+        assert await ask(address, lambda r: ("hi", r), timeout=1) == "HI"
+        with pytest.raises(AskTimeoutError):
+            await ask(address, lambda r: ("crash", r), timeout=1)
+        assert await ask(address, lambda r: ("again", r), timeout=1) == "AGAIN"
+        stats = registry.statistics()["echo"]
+        assert stats["restarts"] == 1
+        assert stats["state"] == "running"
+        assert "Boom" in str(stats["last_error"])
+        nursery.cancel_scope.cancel()
+
+
+def test_budget_modes() -> None:
+    b = RestartBudget(RestartPolicy(Restart.TRANSIENT, max_restarts=1, window=5))
+    assert not b.allows(None, now=0)
+    assert b.allows(Boom(), now=0)
+    assert not b.allows(Boom(), now=1)
+    assert b.allows(Boom(), now=7)
+
+
+async def test_ask_times_out_on_an_actor_that_never_answers(autojump_clock: trio.testing.MockClock) -> None:
+    async def run(inbox: trio.MemoryReceiveChannel[Reply[int]]) -> None:
+        async for _ in inbox:
+            pass
+
+    spec: ChildSpec[Reply[int]] = ChildSpec("mute", run)
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(partial(supervise, spec))
+        start = trio.current_time()
+        with pytest.raises(AskTimeoutError):
+            await ask(address, lambda r: r, timeout=2.5)
+        assert trio.current_time() - start == pytest.approx(2.5)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,71 @@
+"""Config loading: TOML, env overrides, validation messages, token generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, ensure_token, load_config, parse_config, paths_for
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    config, path = load_config(tmp_path / "missing.toml", env={})
+    assert config.server.port == 8741
+    assert config.server.host == "127.0.0.1"
+    assert config.agent.provider == "echo"
+    assert path == (tmp_path / "missing.toml").resolve()
+
+
+def test_toml_then_env_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[cors]\nenabled = true\n')
+    config, _ = load_config(f, env={"GATEWAY_SERVER_PORT": "9100", "GATEWAY_CORS_ORIGINS": "http://a, http://b"})
+    assert config.server.port == 9100
+    assert config.server.host == "0.0.0.0"
+    assert config.cors.enabled is True
+    assert config.cors.origins == ["http://a", "http://b"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"server": {"port": "x"}}, "setting server.port"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"prot": 1}}, "unknown field `prot`"),
+        ({"server": {"token": "changeme"}}, "placeholder"),
+        ({"server": {"token": "short"}}, "too short"),
+        ({"agent": {"provider": "magic"}}, "unknown provider"),
+        ({"server": {"file_access": "everything"}}, "server.file_access"),
+        ({"sessions": {"idle_timeout": 0}}, "sessions.idle_timeout"),
+    ],
+)
+def test_invalid_settings_are_named(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(f, env={})
+
+
+def test_token_is_generated_once_and_kept(tmp_path: Path) -> None:
+    config = parse_config({"storage": {"data_dir": str(tmp_path / "d")}})
+    paths = paths_for(config, tmp_path / "c.toml")
+    token, generated = ensure_token(config, paths)
+    assert generated and len(token) >= 32
+    again, generated_again = ensure_token(config, paths)
+    assert again == token and not generated_again
+    assert paths.token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_placeholder_in_the_token_file_is_refused(tmp_path: Path) -> None:
+    config = parse_config({"storage": {"data_dir": str(tmp_path / "d")}})
+    paths = paths_for(config, tmp_path / "c.toml")
+    paths.data_dir.mkdir(parents=True)
+    paths.token_file.write_text("changeme\n")
+    with pytest.raises(ConfigError, match="placeholder"):
+        ensure_token(config, paths)

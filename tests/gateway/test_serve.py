@@ -1,0 +1,128 @@
+"""`gateway serve`: /health over a real socket, a clean shutdown in-process and as a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from gateway import __version__
+from tests.conftest import RunningGateway, make_config, start_gateway
+
+
+async def test_health_over_a_real_socket(gateway: RunningGateway) -> None:
+    with trio.fail_after(5):
+        async with httpx.AsyncClient(base_url=gateway.base_url) as client:
+            r = await client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["version"] == __version__
+    assert body["connections"] == 0
+    assert body["uptime"] >= 0
+
+
+async def test_errors_have_one_shape(gateway: RunningGateway) -> None:
+    with trio.fail_after(5):
+        async with httpx.AsyncClient(base_url=gateway.base_url) as client:
+            missing = await client.get("/no/such/route")
+            wrong_method = await client.post("/health")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"code": "NOT_FOUND", "message": "Not Found"}}
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_shutdown_is_clean_and_prompt(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    async with httpx.AsyncClient(base_url=gw.base_url) as client:
+        assert (await client.get("/health")).status_code == 200
+    with trio.fail_after(5):
+        await gw.stop()
+    async with httpx.AsyncClient(base_url=gw.base_url) as client:
+        try:
+            await client.get("/health")
+        except httpx.ConnectError:
+            pass
+        else:
+            raise AssertionError("still answering after shutdown")
+
+
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "GATEWAY_SERVER_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, lines: list[str]) -> re.Match[str]:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError("process ended before printing " + pattern + ":\n" + "".join(lines))
+
+
+def test_serve_as_a_process_generates_a_token_and_stops_on_sigterm(tmp_path: Path) -> None:
+    proc = _spawn(tmp_path, "serve")
+    lines: list[str] = []
+    try:
+        token = _read_until(proc, r"token:\s+(\S+)\s+\(new", lines).group(1)
+        port = int(_read_until(proc, r"listening on http://127\.0\.0\.1:(\d+)", lines).group(1))
+        r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    token_file = tmp_path / "data" / "gateway" / "token"
+    assert token_file.read_text().strip() == token
+    assert len(token) >= 32
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    log_text = (tmp_path / "data" / "gateway" / "logs" / "gateway.log").read_text()
+    assert token not in log_text, "the token must never be logged"
+    assert "gateway stopped" in log_text
+
+    # The second start reuses the token and shows it shortened only.
+    proc = _spawn(tmp_path, "serve")
+    lines = []
+    try:
+        shown = _read_until(proc, r"token:\s+(\S+)\s+\(from", lines).group(1)
+        _read_until(proc, r"listening on", lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert token not in "".join(lines)
+    assert shown == f"{token[:4]}…{token[-4:]}"
+
+
+def test_a_bad_config_exits_with_the_config_code(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nport = "eighty"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 78
+    assert "server.port" in r.stderr
+    assert "Traceback" not in r.stderr

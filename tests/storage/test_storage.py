@@ -1,0 +1,117 @@
+"""Storage: time-ordered ids, migrations, sessions, turns and events (plain pytest and hypothesis)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage import events as ev_db
+from storage import messages as msg_db
+from storage import sessions as sess_db
+from storage.db import StorageError, integrity_check, open_db
+from storage.ids import id_time_ms, new_id
+from storage.schema import MIGRATIONS, run_migrations
+
+
+def test_ids_are_time_ordered_and_unique() -> None:
+    ids = [new_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 for i in ids)
+    assert id_time_ms(ids[-1]) >= id_time_ms(ids[0])
+
+
+def test_migrations_run_once(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "m.db")
+    assert run_migrations(conn, MIGRATIONS) == []
+    names = [r[0] for r in conn.execute("SELECT name FROM _migrations")]
+    assert names == [name for name, _ in MIGRATIONS]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert integrity_check(conn) == "ok"
+
+
+def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "f.db")
+
+    def broken(db: Any) -> None:
+        db["half"].create({"id": int}, pk="id")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        run_migrations(conn, [*MIGRATIONS, ("999_broken", broken)])
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "half" not in tables
+    assert "999_broken" not in {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+
+
+def test_open_db_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="cannot open the database"):
+        open_db(bad)
+
+
+def test_sessions_are_unique_per_key(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "s.db")
+    a = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=1)
+    b = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=2)
+    c = sess_db.get_or_create_session(conn, "api", "1", "7", now_ms=3)
+    assert a.id == b.id != c.id
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO sessions (id, transport, chat_id, topic_id, created_at) VALUES ('x', 'api', '1', '', 0)"
+        )
+    assert sess_db.rename_session(conn, a.id, "hello", now_ms=4)
+    got = sess_db.get_session(conn, a.id)
+    assert got is not None and got.title == "hello"
+    assert sess_db.delete_session(conn, a.id)
+    assert sess_db.get_session(conn, a.id) is None
+
+
+def test_turn_lifecycle_and_crash_recovery(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "t.db")
+    s = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=1)
+    t1 = msg_db.create_turn(conn, s.id, "hi", now_ms=2)
+    msg_db.start_turn(conn, t1, now_ms=3)
+    assert msg_db.interrupt_running_turns(conn, now_ms=4) == 1
+    turn = msg_db.get_turn(conn, t1)
+    assert turn is not None and turn.state == "interrupted"
+    t2 = msg_db.create_turn(conn, s.id, "again", now_ms=5)
+    assert [t.id for t in msg_db.queued_turns(conn, s.id)] == [t2]
+    msg_db.start_turn(conn, t2, now_ms=6)
+    msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
+    assert [(m.role, m.content) for m in msg_db.history(conn, s.id)] == [
+        ("user", "hi"),
+        ("user", "again"),
+        ("assistant", "again"),
+    ]
+    row = sess_db.get_session(conn, s.id)
+    assert row is not None and row.unread == 1 and row.latest_message == "again"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(payloads=st.lists(st.dictionaries(st.text(max_size=10), json_values, max_size=5), min_size=1, max_size=20))
+def test_events_round_trip_in_order(payloads: list[dict[str, Any]]) -> None:
+    conn = open_db(":memory:")
+    s = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=1)
+    rows = [ev_db.EventRow(s.id, i + 1, None, "text_delta", p, 10 + i) for i, p in enumerate(payloads)]
+    ev_db.append_events(conn, rows)
+    assert ev_db.events_after(conn, s.id, 0) == rows
+    assert ev_db.events_after(conn, s.id, len(rows) // 2) == rows[len(rows) // 2 :]
+    assert ev_db.last_seq(conn, s.id) == len(rows)
+    got = sess_db.get_session(conn, s.id)
+    assert got is not None and got.last_seq == len(rows)
+    with pytest.raises(sqlite3.IntegrityError):
+        ev_db.append_events(conn, rows[:1])
