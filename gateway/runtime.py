@@ -55,6 +55,8 @@ class Runtime:
     # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
     event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
+    # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
+    status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def version(self) -> str:

@@ -35,7 +35,7 @@ class Harness:
         self, key: SessionKey, after: int | None = None, buffer: int = 10_000
     ) -> tuple[Subscription, trio.MemoryReceiveChannel[EventRow], trio.MemorySendChannel[EventRow]]:
         send, receive = trio.open_memory_channel[EventRow](buffer)
-        sub = await ask(self.address, lambda r: Subscribe(key, send, after, r), timeout=5)
+        sub: Subscription = await ask(self.address, lambda r: Subscribe(key, send, after, r), timeout=5)
         return sub, receive, send
 
     async def abort(self, key: SessionKey) -> int:

@@ -103,7 +103,7 @@ async def test_resubscribe_after_seq_replays_exactly_the_missed_events(tmp_path:
         everything = await until_turn_ends(live)
         live.close()
         cut = everything[2].seq
-        sub, later, _ = await h.subscribe(A, after=cut)
+        sub, _later, _ = await h.subscribe(A, after=cut)
         assert sub.replay == everything[3:]
         assert sub.last_seq == everything[-1].seq
 

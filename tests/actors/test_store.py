@@ -93,7 +93,8 @@ async def test_a_failed_commit_fails_every_op_in_the_batch(tmp_path: Path) -> No
                 # A deferred foreign-key violation is only detected at COMMIT: a real commit failure.
                 c.execute("PRAGMA defer_foreign_keys = ON")
                 c.execute(
-                    "INSERT INTO turns (id, session_id, state, prompt, created_at) VALUES ('t', 'nope', 'queued', '', 0)"
+                    "INSERT INTO turns (id, session_id, state, prompt, created_at) "
+                    "VALUES ('t', 'nope', 'queued', '', 0)"
                 )
 
             with pytest.raises(StorageUnavailableError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 
 import pytest
@@ -32,7 +33,7 @@ async def test_permanent_restarts_until_budget_then_gives_up(autojump_clock: tri
     assert isinstance(info.value.__cause__, Boom)
     assert len(starts) == 4  # first run + 3 restarts
     # Backoff doubles between restarts: 0.5, 1, 2 seconds (plus 1 s of work each time).
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps == pytest.approx([1.5, 2.0, 3.0])
 
 
