@@ -41,14 +41,51 @@ class StoreStats:
     last_error: str | None = field(default=None)
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
-    """Run every op in one transaction; an op's own error rolls back only that op (savepoint)."""
-    results: list[tuple[bool, Any]] = []
+def _commit(conn: sqlite3.Connection) -> StorageUnavailableError | None:
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        return StorageUnavailableError(f"the database could not commit: {exc}")
+    return None
+
+
+def _begin(conn: sqlite3.Connection) -> StorageUnavailableError | None:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
-        err = StorageUnavailableError(f"cannot start a transaction: {exc}")
+        return StorageUnavailableError(f"cannot start a transaction: {exc}")
+    return None
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
+    """Run every op in one transaction; an op's own error rolls back only that op.
+
+    Optimistic: the batch first runs without savepoints (two statements fewer per op); only when an op
+    fails is the transaction rolled back and the batch run again with a savepoint around each op.
+    """
+    err = _begin(conn)
+    if err is not None:
         return [(False, err)] * len(batch)
+    results: list[tuple[bool, Any]] = []
+    for op in batch:
+        try:
+            results.append((True, op.fn(conn)))
+        except Exception:
+            conn.execute("ROLLBACK")
+            return _run_batch_isolated(conn, batch)
+    err = _commit(conn)
+    return [(False, err)] * len(batch) if err is not None else results
+
+
+def _run_batch_isolated(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
+    err = _begin(conn)
+    if err is not None:
+        return [(False, err)] * len(batch)
+    results: list[tuple[bool, Any]] = []
     for op in batch:
         conn.execute("SAVEPOINT op")
         try:
@@ -63,16 +100,8 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[boo
         else:
             conn.execute("RELEASE op")
             results.append((True, value))
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        err = StorageUnavailableError(f"the database could not commit: {exc}")
-        return [(False, err)] * len(batch)
-    return results
+    err = _commit(conn)
+    return [(False, err)] * len(batch) if err is not None else results
 
 
 class StoreActor:
