@@ -125,6 +125,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     shown = msgspec.to_builtins(config)
     if shown["server"].get("token"):
         shown["server"]["token"] = shorten_token(config.server.token)
+    if shown["providers"]["openai"].get("api_key"):
+        shown["providers"]["openai"]["api_key"] = "[set]"
     print(
         msgspec.json.format(
             msgspec.json.encode(

@@ -50,8 +50,24 @@ class EchoProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     delay_ms: float = 0.0
 
 
+class OpenAIProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    base_url: str = "https://api.openai.com/v1"  # Ollama: http://127.0.0.1:11434/v1
+    api_key: str = ""  # a secret: never shown, never logged
+    model: str = "gpt-4o-mini"
+    models: list[str] = msgspec.field(default_factory=list)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    system_prompt: str = ""
+    context_tokens: int = 8000
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_retries: int = 3
+    max_iterations: int = 8
+
+
 class Providers(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     echo: EchoProviderConfig = EchoProviderConfig()
+    openai: OpenAIProviderConfig = OpenAIProviderConfig()
 
 
 class Agent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -105,25 +121,25 @@ def default_data_dir() -> Path:
     return Path(base) / "gateway"
 
 
-def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Collect `GATEWAY_<SECTION>_<KEY>` variables for the known settings (strings, converted later)."""
-    out: dict[str, dict[str, Any]] = {}
-    for section, stype in _sections().items():
+def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
+    """Collect `GATEWAY_<SECTION>_[<SUB>_]<KEY>` variables for the known settings (converted later)."""
+
+    def walk(stype: type[msgspec.Struct], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        defaults = stype()
         for fname in stype.__struct_fields__:
-            if fname == "echo":
-                continue
-            name = f"{ENV_PREFIX}{section}_{fname}".upper()
-            if name in env:
+            default = getattr(defaults, fname)
+            name = f"{prefix}_{fname}".upper()
+            if isinstance(default, msgspec.Struct):
+                sub = walk(type(default), name)
+                if sub:
+                    out[fname] = sub
+            elif name in env:
                 raw = env[name]
-                value: Any = raw
-                if fname == "origins":
-                    value = [o.strip() for o in raw.split(",") if o.strip()]
-                out.setdefault(section, {})[fname] = value
-    return out
+                out[fname] = [o.strip() for o in raw.split(",") if o.strip()] if isinstance(default, list) else raw
+        return out
 
-
-def _sections() -> dict[str, type[msgspec.Struct]]:
-    return {name: type(getattr(Config(), name)) for name in Config.__struct_fields__}
+    return walk(Config, ENV_PREFIX.rstrip("_"))
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +187,13 @@ def _check(config: Config, source: str) -> None:
     if config.agent.provider not in ("echo", "openai", "cli"):
         raise ConfigError(
             f"{source}: setting agent.provider: unknown provider {config.agent.provider!r}; use echo, openai or cli"
+        )
+    o = config.providers.openai
+    if not o.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: setting providers.openai.base_url must start with http:// or https://")
+    if o.context_tokens < 256 or o.max_retries < 0 or o.max_iterations < 1:
+        raise ConfigError(
+            f"{source}: providers.openai needs context_tokens >= 256, max_retries >= 0, max_iterations >= 1"
         )
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")

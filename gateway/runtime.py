@@ -20,6 +20,7 @@ from actors.broadcast import Broadcast
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
 from actors.providers.echo import EchoProvider
+from actors.providers.openai import OpenAIProvider, OpenAISettings
 from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Store, StoreActor, StoreMsg
@@ -71,7 +72,28 @@ class Runtime:
 
 def build_providers(config: Config) -> dict[str, Provider]:
     """Instantiate the configured providers; `echo` is always present."""
-    providers: dict[str, Provider] = {"echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000)}
+    o = config.providers.openai
+    redactor.add(o.api_key)
+    openai = OpenAIProvider(
+        OpenAISettings(
+            base_url=o.base_url,
+            api_key=o.api_key,
+            model=o.model,
+            models=tuple(o.models),
+            temperature=o.temperature,
+            max_tokens=o.max_tokens,
+            system_prompt=o.system_prompt,
+            context_tokens=o.context_tokens,
+            connect_timeout=o.connect_timeout,
+            read_timeout=o.read_timeout,
+            max_retries=o.max_retries,
+            max_iterations=o.max_iterations,
+        )
+    )
+    providers: dict[str, Provider] = {
+        "echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000),
+        "openai": openai,
+    }
     return providers
 
 

@@ -1,0 +1,289 @@
+"""The `openai` provider: any OpenAI-compatible streaming chat endpoint (OpenAI, Ollama, llama.cpp, vLLM)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import trio
+
+from actors.providers.base import (
+    HistoryMessage,
+    ProviderError,
+    ProviderEvent,
+    ProviderInfo,
+    SystemStatus,
+    TextDelta,
+    ToolActivity,
+    TurnRequest,
+)
+
+log = logging.getLogger("gateway.provider.openai")
+
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    system_prompt: str = ""
+    context_tokens: int = 8000  # budget for system prompt + history + prompt (estimated at 4 chars a token)
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0  # the longest silence tolerated inside a stream
+    max_retries: int = 3
+    backoff: float = 0.5
+    max_iterations: int = 8  # model ↔ tool round trips in one turn
+    models: tuple[str, ...] = ()
+
+
+class ToolBox(Protocol):
+    """Tools the model may call (MCP servers plug in here); `call` returns the tool's text result."""
+
+    def specs(self) -> list[dict[str, Any]]: ...
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> str: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, conservative token estimate (no tokenizer on a Pi): ~4 characters a token, plus framing."""
+    return math.ceil(len(text) / 4) + 4
+
+
+def build_messages(settings: OpenAISettings, history: Sequence[HistoryMessage], prompt: str) -> list[dict[str, Any]]:
+    """System prompt, then the newest history that fits the token budget, then the prompt."""
+    budget = settings.context_tokens - estimate_tokens(prompt)
+    head: list[dict[str, Any]] = []
+    if settings.system_prompt:
+        head.append({"role": "system", "content": settings.system_prompt})
+        budget -= estimate_tokens(settings.system_prompt)
+    kept: list[dict[str, Any]] = []
+    for m in reversed(history):
+        cost = estimate_tokens(m.content)
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append({"role": m.role, "content": m.content})
+    kept.reverse()
+    return [*head, *kept, {"role": "user", "content": prompt}]
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class _Round:
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, _ToolCall] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+
+class OpenAITurn:
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        request: TurnRequest,
+        tools: ToolBox | None,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.s = settings
+        self.request = request
+        self.tools = tools
+        self._sleep = sleep
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        s = self.s
+        messages = build_messages(s, self.request.history, self.request.prompt)
+        timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
+        headers = {"Accept": "text/event-stream"}
+        if s.api_key:
+            headers["Authorization"] = f"Bearer {s.api_key}"
+        async with httpx.AsyncClient(base_url=s.base_url.rstrip("/"), timeout=timeout, headers=headers) as client:
+            for _ in range(max(s.max_iterations, 1)):
+                rnd = _Round()
+                async for event in self._stream_round(client, messages, rnd):
+                    yield event
+                if rnd.finish_reason != "tool_calls" or not rnd.calls:
+                    return
+                calls = [rnd.calls[i] for i in sorted(rnd.calls)]
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": "".join(rnd.text) or None,
+                        "tool_calls": [
+                            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                            for c in calls
+                        ],
+                    }
+                )
+                for c in calls:
+                    yield ToolActivity(c.name)
+                    if self.tools is None:
+                        yield SystemStatus(f"the model asked for tool {c.name!r}, but no tools are configured")
+                        return
+                    result = await self._run_tool(c)
+                    messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+            yield SystemStatus(f"stopped after {s.max_iterations} tool rounds (agent.max_iterations)")
+
+    async def _run_tool(self, call: _ToolCall) -> str:
+        assert self.tools is not None
+        try:
+            args = json.loads(call.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError as exc:
+            return f"error: invalid arguments for {call.name}: {exc}"
+        try:
+            return await self.tools.call(call.name, args)
+        except Exception as exc:  # a failing tool is the model's problem to handle, not the turn's
+            return f"error: tool {call.name} failed: {exc}"
+
+    def _body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        s = self.s
+        body: dict[str, Any] = {"model": self.request.model or s.model, "messages": messages, "stream": True}
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            body["max_tokens"] = s.max_tokens
+        if self.tools is not None and (specs := self.tools.specs()):
+            body["tools"] = specs
+        return body
+
+    async def _stream_round(
+        self, client: httpx.AsyncClient, messages: list[dict[str, Any]], rnd: _Round
+    ) -> AsyncIterator[ProviderEvent]:
+        body = self._body(messages)
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async with client.stream("POST", "/chat/completions", json=body) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        message = _error_message(response)
+                        if response.status_code in RETRY_STATUSES and attempt < self.s.max_retries:
+                            delay = _retry_after(response) or self.s.backoff * 2**attempt
+                            attempt += 1
+                            log.warning(
+                                "openai: HTTP %s (%s); retry %d in %.1f s",
+                                response.status_code,
+                                message,
+                                attempt,
+                                delay,
+                            )
+                            await self._sleep(delay)
+                            continue
+                        raise ProviderError(f"the model endpoint answered HTTP {response.status_code}: {message}")
+                    done = False
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            done = True
+                            break
+                        text = _apply_chunk(data, rnd)
+                        if text:
+                            started = True
+                            yield TextDelta(text)
+                    if not done and rnd.finish_reason is None:
+                        raise ProviderError("the model's stream ended in the middle of the answer")
+                    return
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if started or attempt >= self.s.max_retries:
+                    raise ProviderError(f"the model endpoint failed: {type(exc).__name__}: {exc}") from exc
+                delay = self.s.backoff * 2**attempt
+                attempt += 1
+                log.warning("openai: %s; retry %d in %.1f s", type(exc).__name__, attempt, delay)
+                await self._sleep(delay)
+
+    async def abort(self) -> int:
+        # Cancelling the turn closes the HTTP stream at once; no process to kill.
+        return 0
+
+
+def _apply_chunk(data: str, rnd: _Round) -> str:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise ProviderError(f"the model sent a chunk that is not JSON: {data[:80]!r}") from exc
+    if isinstance(chunk, dict) and "error" in chunk:
+        err = chunk["error"]
+        raise ProviderError(f"the model reported an error: {err.get('message', err) if isinstance(err, dict) else err}")
+    text = ""
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if isinstance(delta.get("content"), str):
+            text += delta["content"]
+        for tc in delta.get("tool_calls") or []:
+            call = rnd.calls.setdefault(int(tc.get("index", 0)), _ToolCall())
+            call.id = tc.get("id") or call.id
+            fn = tc.get("function") or {}
+            call.name = fn.get("name") or call.name
+            call.arguments += fn.get("arguments") or ""
+        if choice.get("finish_reason"):
+            rnd.finish_reason = choice["finish_reason"]
+    if text:
+        rnd.text.append(text)
+    return text
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        err = body.get("error", body)
+        return str(err.get("message", err) if isinstance(err, dict) else err)[:300]
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(float(value), 60.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIProvider:
+    """Streams from an OpenAI-compatible endpoint; the API key is a secret the caller must redact from logs."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        *,
+        tools: ToolBox | None = None,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.tools = tools
+        self._sleep = sleep
+
+    def info(self) -> ProviderInfo:
+        s = self.settings
+        local = any(h in s.base_url for h in ("://127.", "://localhost", "://[::1]"))
+        available = bool(s.api_key) or local
+        return ProviderInfo(
+            name="openai",
+            models=list(s.models) or [s.model],
+            default_model=s.model,
+            available=available,
+            detail=s.base_url if available else f"{s.base_url} (no API key configured)",
+        )
+
+    def start_turn(self, request: TurnRequest) -> OpenAITurn:
+        return OpenAITurn(self.settings, request, self.tools, self._sleep)

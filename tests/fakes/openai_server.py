@@ -1,0 +1,101 @@
+"""A fake OpenAI-compatible endpoint on loopback: real HTTP, OpenAI's real streaming format, scripted replies."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Script:
+    """What the next request gets: streamed `chunks` (text or tool-call deltas), or an HTTP error."""
+
+    texts: list[str] = field(default_factory=list)
+    tool_calls: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (id, name, argument fragments)
+    status: int = 200
+    error: str = ""
+    retry_after: str | None = None
+    cut: bool = False  # end the body mid-answer: no finish_reason, no [DONE]
+    pause: float = 0.0  # between chunks, to make a stream last
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.scripts: deque[Script] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.disconnected = trio.Event()
+        self.base_url = ""
+
+    async def _completions(self, request: Request) -> Response:
+        self.requests.append(await request.json())
+        self.headers.append(dict(request.headers))
+        script = self.scripts.popleft() if self.scripts else Script(texts=["ok"])
+        if script.status != 200:
+            headers = {"Retry-After": script.retry_after} if script.retry_after else None
+            return JSONResponse(
+                {"error": {"message": script.error or "failed", "type": "server_error", "code": None}},
+                status_code=script.status,
+                headers=headers,
+            )
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield _chunk({"role": "assistant", "content": ""})
+                for text in script.texts:
+                    if script.pause:
+                        await trio.sleep(script.pause)
+                    yield _chunk({"content": text})
+                for index, (call_id, name, fragments) in enumerate(script.tool_calls):
+                    first = {
+                        "index": index,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                    yield _chunk({"tool_calls": [first]})
+                    for frag in fragments:
+                        yield _chunk({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
+                if script.cut:
+                    return
+                yield _chunk({}, "tool_calls" if script.tool_calls else "stop")
+                yield b"data: [DONE]\n\n"
+            except BaseException:
+                self.disconnected.set()
+                raise
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
+
+    async def start(self, nursery: trio.Nursery) -> str:
+        config = HypercornConfig()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        binds: list[str] = await nursery.start(partial(serve, cast(Any, self.app()), config))
+        self.base_url = binds[0] + "/v1"
+        return self.base_url
