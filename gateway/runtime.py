@@ -17,6 +17,7 @@ from hypercorn.trio import serve
 
 from actors.base import Address
 from actors.broadcast import Broadcast
+from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
 from actors.providers.echo import EchoProvider
@@ -28,6 +29,7 @@ from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, super
 from gateway import __version__
 from gateway.config import Config, Paths
 from gateway.logs import redactor
+from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
 from storage.db import open_db
@@ -58,6 +60,7 @@ class Runtime:
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
     # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
     status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    mcp: McpHub | None = None
 
     @property
     def version(self) -> str:
@@ -226,6 +229,28 @@ async def run(
 
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
+    await start_mcp(runtime, nursery)
+
+
+async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
+    """Connect the enabled MCP servers and offer their tools to the `openai` provider."""
+    hub: McpHub = await nursery.start(McpHub(registry=runtime.registry).run)
+    runtime.mcp = hub
+    servers = await runtime.store.call(mcp_db.list_servers)
+    for server in servers:
+        for secret in [*server.env.values(), *server.headers.values()]:
+            redactor.add(secret)
+    hub.apply(servers)
+    openai = runtime.providers.get("openai")
+    if isinstance(openai, OpenAIProvider):
+        openai.tools = McpToolBox(hub)
+
+    def check() -> dict[str, Any]:
+        status = hub.status()
+        bad = [n for n, s in status.items() if s["state"] in ("failed", "error")]
+        return {"status": "error" if bad else "ok", "details": status}
+
+    runtime.status_checks["mcp"] = check
 
 
 def _bind(host: str, port: int) -> str:

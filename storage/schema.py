@@ -79,8 +79,15 @@ def _m001_core(db: Any) -> None:
     db["events"].create_index(["session_id", "seq"], unique=True)
 
 
+def _m040_mcp(db: Any) -> None:
+    from storage.mcp import migrate
+
+    migrate(db)
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core", _m001_core),
+    ("040_mcp_servers", _m040_mcp),
 ]
 
 

@@ -1,0 +1,214 @@
+"""MCP servers as tools: one supervised connection actor per enabled server, and the ToolBox the model calls."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+from actors.base import Address, Reply, ask
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from storage.mcp import McpServerRow
+
+log = logging.getLogger("gateway.mcp")
+
+
+@dataclass(frozen=True, slots=True)
+class McpTool:
+    server: str
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    tool: str
+    arguments: dict[str, Any]
+    reply: Reply[str]
+
+
+@dataclass(slots=True)
+class ServerState:
+    state: str = "starting"  # starting | connected | error | failed | stopped
+    last_error: str | None = None
+    restarts: int = 0
+    tools: list[McpTool] = field(default_factory=list)
+    address: Address[CallTool] | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@asynccontextmanager
+async def _connect(server: McpServerRow) -> AsyncIterator[Any]:
+    """Open an MCP ClientSession over the server's transport (the SDK is imported only when needed)."""
+    from mcp.client.session import ClientSession
+
+    if server.transport == "stdio":
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        params = StdioServerParameters(command=server.command, args=server.args, env=server.env or None)
+        transport = stdio_client(params)
+    elif server.transport == "sse":
+        from mcp.client.sse import sse_client
+
+        transport = sse_client(server.url, headers=server.headers or None)
+    else:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        transport = streamable_http_client(server.url, http_client=httpx2.AsyncClient(headers=server.headers))
+    async with transport as streams, ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        yield session
+
+
+def _text(result: Any) -> str:
+    parts = [getattr(c, "text", None) for c in getattr(result, "content", [])]
+    text = "\n".join(p for p in parts if p) or str(getattr(result, "structured_content", "") or "")
+    return f"error: {text}" if getattr(result, "is_error", False) else text
+
+
+class McpHub:
+    """Keeps one connection per enabled MCP server; `apply()` makes the live set match the configuration."""
+
+    def __init__(
+        self, *, call_timeout: float = 60.0, registry: Registry | None = None, policy: RestartPolicy | None = None
+    ) -> None:
+        self.call_timeout = call_timeout
+        self.registry = registry
+        self.policy = policy or RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0, backoff=1.0)
+        self.servers: dict[str, ServerState] = {}
+        self._configs: dict[str, McpServerRow] = {}
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+
+    def _set(self, st: ServerState, state: str, error: str | None = None) -> None:
+        st.state, st.last_error = state, error
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_state(self, name: str, *states: str) -> ServerState:
+        """Block until server `name` is in one of `states`; return its state record."""
+        while True:
+            st = self.servers.get(name)
+            if st is not None and st.state in states:
+                return st
+            await self._changed.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[McpHub] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    def apply(self, servers: list[McpServerRow]) -> None:
+        """Start newly enabled or changed servers and stop disabled or removed ones (returns at once)."""
+        assert self._nursery is not None, "McpHub.run must be started first"
+        wanted = {s.name: s for s in servers if s.enabled}
+        for name in list(self.servers):
+            if name not in wanted or wanted[name] != self._configs.get(name):
+                self.servers.pop(name).scope.cancel()
+                self._configs.pop(name, None)
+        for name, cfg in wanted.items():
+            if name not in self.servers:
+                self._configs[name] = cfg
+                self.servers[name] = ServerState()
+                self._nursery.start_soon(self._supervise, cfg, self.servers[name])
+
+    async def _supervise(self, cfg: McpServerRow, st: ServerState) -> None:
+        async def run(inbox: trio.MemoryReceiveChannel[CallTool]) -> None:
+            if st.state == "error":
+                st.restarts += 1
+            self._set(st, "starting")
+            try:
+                async with _connect(cfg) as session:
+                    listed = await session.list_tools()
+                    st.tools = [
+                        McpTool(cfg.name, t.name, t.description or "", dict(t.input_schema or {})) for t in listed.tools
+                    ]
+                    self._set(st, "connected")
+                    log.info("mcp server %s connected with %d tool(s)", cfg.name, len(st.tools))
+                    async for call in inbox:
+                        try:
+                            call.reply.set(_text(await session.call_tool(call.tool, call.arguments)))
+                        except Exception as exc:
+                            # The connection is suspect: mark it before the caller hears of the failure.
+                            st.tools = []
+                            self._set(st, "error", f"{type(exc).__name__}: {exc}")
+                            call.reply.fail(exc)
+                            raise
+            except Exception as exc:
+                st.tools = []
+                self._set(st, "error", f"{type(exc).__name__}: {exc}")
+                log.warning("mcp server %s: %s", cfg.name, st.last_error)
+                raise
+
+        spec: ChildSpec[CallTool] = ChildSpec(f"mcp:{cfg.name}", run, self.policy, registry=self.registry)
+        with st.scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    st.address = await nursery.start(partial(supervise, spec))
+            except* GaveUpError:
+                self._set(st, "failed", st.last_error)  # visible in the listing and /api/status until re-applied
+        if st.state != "failed":
+            self._set(st, "stopped", st.last_error)
+
+    def tools(self) -> list[McpTool]:
+        """Every tool of every connected server."""
+        return [t for st in self.servers.values() if st.state == "connected" for t in st.tools]
+
+    async def call(self, server: str, tool: str, arguments: dict[str, Any]) -> str:
+        """Call a tool; raises when the server is not connected or does not answer within `call_timeout`."""
+        st = self.servers.get(server)
+        if st is None or st.address is None or st.state != "connected":
+            raise RuntimeError(f"MCP server {server!r} is not connected")
+        return await ask(st.address, lambda r: CallTool(tool, arguments, r), timeout=self.call_timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            name: {"state": st.state, "last_error": st.last_error, "restarts": st.restarts, "tools": len(st.tools)}
+            for name, st in self.servers.items()
+        }
+
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def function_name(server: str, tool: str) -> str:
+    """The name a model sees: `server__tool`, limited to OpenAI's `^[a-zA-Z0-9_-]{1,64}$`."""
+    return _UNSAFE.sub("_", f"{server}__{tool}")[:64]
+
+
+class McpToolBox:
+    """Offers the hub's tools to the `openai` provider as functions, and routes its calls back."""
+
+    def __init__(self, hub: McpHub) -> None:
+        self.hub = hub
+
+    def _index(self) -> dict[str, McpTool]:
+        return {function_name(t.server, t.name): t for t in self.hub.tools()}
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": fname,
+                    "description": t.description[:1024],
+                    "parameters": t.input_schema or {"type": "object", "properties": {}},
+                },
+            }
+            for fname, t in self._index().items()
+        ]
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> str:
+        tool = self._index().get(name)
+        if tool is None:
+            raise LookupError(f"no such tool {name!r}")
+        return await self.hub.call(tool.server, tool.name, arguments)

@@ -1,0 +1,106 @@
+"""Typed reads and writes of `mcp_servers`: the MCP servers the agent may use as tools."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+TRANSPORTS = ("stdio", "sse", "streamable_http")
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerRow:
+    name: str
+    transport: str
+    enabled: bool
+    description: str = ""
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+
+
+def migrate(db: Any) -> None:
+    """Migration 040: the `mcp_servers` table."""
+    db["mcp_servers"].create(
+        {
+            "name": str,
+            "transport": str,
+            "enabled": int,
+            "description": str,
+            "command": str,
+            "args": str,
+            "env": str,
+            "url": str,
+            "headers": str,
+            "updated_at": int,
+        },
+        pk="name",
+        not_null={"transport", "enabled"},
+    )
+
+
+def _row(r: tuple[Any, ...]) -> McpServerRow:
+    return McpServerRow(
+        name=r[0],
+        transport=r[1],
+        enabled=bool(r[2]),
+        description=r[3] or "",
+        command=r[4] or "",
+        args=json.loads(r[5] or "[]"),
+        env=json.loads(r[6] or "{}"),
+        url=r[7] or "",
+        headers=json.loads(r[8] or "{}"),
+    )
+
+
+_COLS = "name, transport, enabled, description, command, args, env, url, headers"
+
+
+def list_servers(conn: sqlite3.Connection) -> list[McpServerRow]:
+    """Return every configured server, by name."""
+    return [_row(r) for r in conn.execute(f"SELECT {_COLS} FROM mcp_servers ORDER BY name")]
+
+
+def get_server(conn: sqlite3.Connection, name: str) -> McpServerRow | None:
+    """Return one server, or None."""
+    r = conn.execute(f"SELECT {_COLS} FROM mcp_servers WHERE name = ?", (name,)).fetchone()
+    return None if r is None else _row(r)
+
+
+def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int) -> None:
+    """Create or replace a server's configuration."""
+    conn.execute(
+        f"INSERT INTO mcp_servers ({_COLS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET transport = excluded.transport, enabled = excluded.enabled, "
+        "description = excluded.description, command = excluded.command, args = excluded.args, "
+        "env = excluded.env, url = excluded.url, headers = excluded.headers, updated_at = excluded.updated_at",
+        (
+            server.name,
+            server.transport,
+            int(server.enabled),
+            server.description,
+            server.command,
+            json.dumps(server.args),
+            json.dumps(server.env),
+            server.url,
+            json.dumps(server.headers),
+            now_ms,
+        ),
+    )
+
+
+def set_enabled(conn: sqlite3.Connection, name: str, enabled: bool, *, now_ms: int) -> bool:
+    """Enable or disable a server; return False when there is none of that name."""
+    cur = conn.execute(
+        "UPDATE mcp_servers SET enabled = ?, updated_at = ? WHERE name = ?", (int(enabled), now_ms, name)
+    )
+    return cur.rowcount > 0
+
+
+def delete_server(conn: sqlite3.Connection, name: str) -> bool:
+    """Delete a server; return False when there was none."""
+    return conn.execute("DELETE FROM mcp_servers WHERE name = ?", (name,)).rowcount > 0
