@@ -29,6 +29,7 @@ from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, super
 from gateway import __version__
 from gateway.config import Config, Paths
 from gateway.logs import redactor
+from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
@@ -61,6 +62,7 @@ class Runtime:
     # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
     status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     mcp: McpHub | None = None
+    skills: SkillCatalog = field(default_factory=SkillCatalog)
 
     @property
     def version(self) -> str:
@@ -230,6 +232,10 @@ async def run(
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
     await start_mcp(runtime, nursery)
+    await runtime.skills.refresh(runtime.store)
+    openai = runtime.providers.get("openai")
+    if isinstance(openai, OpenAIProvider):
+        openai.context = runtime.skills.contexts
 
 
 async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:

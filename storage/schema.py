@@ -85,9 +85,16 @@ def _m040_mcp(db: Any) -> None:
     migrate(db)
 
 
+def _m041_skills(db: Any) -> None:
+    from storage.skills import migrate
+
+    migrate(db)
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core", _m001_core),
     ("040_mcp_servers", _m040_mcp),
+    ("041_skills_a2a", _m041_skills),
 ]
 
 

@@ -84,3 +84,18 @@ async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Runnin
 
 def to_dict(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+@pytest.fixture
+async def store(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Any]:
+    """A real storage actor over a migrated SQLite file in `tmp_path`."""
+    from functools import partial
+
+    from actors.store import Store, StoreActor
+    from actors.supervisor import ChildSpec, supervise
+    from storage.db import open_db
+
+    conn = open_db(tmp_path / "store.db", synchronous="normal")
+    actor = StoreActor(conn)
+    spec: ChildSpec[Any] = ChildSpec("store", actor.run, capacity=1024)
+    yield Store(await nursery.start(partial(supervise, spec)))

@@ -58,13 +58,16 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) + 4
 
 
-def build_messages(settings: OpenAISettings, history: Sequence[HistoryMessage], prompt: str) -> list[dict[str, Any]]:
-    """System prompt, then the newest history that fits the token budget, then the prompt."""
+def build_messages(
+    settings: OpenAISettings, history: Sequence[HistoryMessage], prompt: str, context: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """System prompt and context (enabled skills), then the newest history that fits the budget, then the prompt."""
     budget = settings.context_tokens - estimate_tokens(prompt)
     head: list[dict[str, Any]] = []
-    if settings.system_prompt:
-        head.append({"role": "system", "content": settings.system_prompt})
-        budget -= estimate_tokens(settings.system_prompt)
+    for text in [settings.system_prompt, *context]:
+        if text and estimate_tokens(text) <= budget:
+            head.append({"role": "system", "content": text})
+            budget -= estimate_tokens(text)
     kept: list[dict[str, Any]] = []
     for m in reversed(history):
         cost = estimate_tokens(m.content)
@@ -97,15 +100,17 @@ class OpenAITurn:
         request: TurnRequest,
         tools: ToolBox | None,
         sleep: Callable[[float], Awaitable[None]],
+        context: Sequence[str] = (),
     ) -> None:
         self.s = settings
         self.request = request
         self.tools = tools
         self._sleep = sleep
+        self.context = context
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
         s = self.s
-        messages = build_messages(s, self.request.history, self.request.prompt)
+        messages = build_messages(s, self.request.history, self.request.prompt, self.context)
         timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
         headers = {"Accept": "text/event-stream"}
         if s.api_key:
@@ -267,10 +272,12 @@ class OpenAIProvider:
         settings: OpenAISettings,
         *,
         tools: ToolBox | None = None,
+        context: Callable[[], list[str]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
     ) -> None:
         self.settings = settings
         self.tools = tools
+        self.context = context  # enabled skills' text, read at the start of every turn
         self._sleep = sleep
 
     def info(self) -> ProviderInfo:
@@ -286,4 +293,4 @@ class OpenAIProvider:
         )
 
     def start_turn(self, request: TurnRequest) -> OpenAITurn:
-        return OpenAITurn(self.settings, request, self.tools, self._sleep)
+        return OpenAITurn(self.settings, request, self.tools, self._sleep, self.context() if self.context else ())

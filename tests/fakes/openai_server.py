@@ -6,16 +6,15 @@ import json
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.http_server import serve_app
 
 
 @dataclass
@@ -93,9 +92,5 @@ class FakeOpenAI:
         return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
 
     async def start(self, nursery: trio.Nursery) -> str:
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        binds: list[str] = await nursery.start(partial(serve, cast(Any, self.app()), config))
-        self.base_url = binds[0] + "/v1"
+        self.base_url = await serve_app(nursery, self.app()) + "/v1"
         return self.base_url
