@@ -19,6 +19,7 @@ from actors.base import Address
 from actors.broadcast import Broadcast
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
+from actors.providers.cli import CliProvider
 from actors.providers.echo import EchoProvider
 from actors.router import Router, start_router
 from actors.session import SessionConfig
@@ -72,6 +73,9 @@ class Runtime:
 def build_providers(config: Config) -> dict[str, Provider]:
     """Instantiate the configured providers; `echo` is always present."""
     providers: dict[str, Provider] = {"echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000)}
+    cli = config.providers.cli
+    if cli.argv or config.agent.provider == "cli":
+        providers["cli"] = CliProvider(cli.argv, workdir=cli.workdir or None, env=cli.env, grace=cli.grace)
     return providers
 
 
@@ -190,6 +194,8 @@ async def run(
                 hc.accesslog = None
                 hc.errorlog = logging.getLogger("hypercorn.error")
                 hc.websocket_max_message_size = 16 * 1024 * 1024
+                # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
+                hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
                 async with trio.open_nursery() as edge:
                     runtime.binds = await edge.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))
