@@ -100,7 +100,6 @@ async def get_file(request: Request) -> Response:
 
 def clean_name(name: str) -> str:
     """A safe file name: separators, reserved characters and NUL become `_`, at most 120 characters."""
-    name = os.path.basename(name.replace("\\", "/"))
     cleaned = "".join("_" if c in _BAD_NAME_CHARS or ord(c) < 32 else c for c in name).strip(" .")
     if not cleaned:
         cleaned = "file"
