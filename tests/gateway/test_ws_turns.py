@@ -171,3 +171,34 @@ async def test_resume_from_beyond_the_end_is_live_only(gateway: RunningGateway) 
             await c.send_message("fresh")
             frames = await until(c, "result")
             assert deltas(frames) == "fresh"
+
+
+TOOLS = r"""
+import json, sys
+if sys.stdin.read() == "fail":
+    sys.exit("the agent broke")
+print(json.dumps({"type": "assistant", "message": {"content": [{"type": "tool_use", "name": "Bash"}]}}))
+print(json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "see <file:/w/a.pdf>"}]}}))
+"""
+
+
+async def test_cli_tool_use_and_failure_over_ws(nursery: trio.Nursery, tmp_path: Path) -> None:
+    script = tmp_path / "tools.py"
+    script.write_text(TOOLS)
+    config, paths = make_config(
+        tmp_path, agent={"provider": "cli"}, providers={"cli": {"argv": [sys.executable, str(script)]}}
+    )
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        async with client(gw) as c:
+            await c.send_message("go")
+            frames = await until(c, "result")
+            assert [(f["type"], f.get("data")) for f in frames[:2]] == [
+                ("tool_activity", "Bash"),
+                ("text_delta", "see <file:/w/a.pdf>"),
+            ]
+            assert frames[-1]["files"] == [{"path": "/w/a.pdf", "name": "a.pdf", "is_image": False}]
+            await c.send_message("fail")
+            err = (await until(c, "error"))[-1]
+            assert err["code"] == "internal_error" and "the agent broke" in err["message"]
+        await gw.stop()
