@@ -258,15 +258,22 @@ class Connection:
             return None
         return sub, receive
 
-    async def _deliver(self, event: EventRow) -> None:
-        if event.seq <= self.last_seq:
-            return
-        self.last_seq = event.seq
-        if event.type == "turn_ended":
-            self._own_turns.discard(str(event.data.get("turn_id")))
-        frame = event_frame(event, self.auth.version)
-        if frame is not None:
-            await self.send(frame)
+    async def _deliver(self, events: list[EventRow]) -> None:
+        """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
+        frames: list[bytes] = []
+        for event in events:
+            if event.seq <= self.last_seq:
+                continue
+            self.last_seq = event.seq
+            if event.type == "turn_ended":
+                self._own_turns.discard(str(event.data.get("turn_id")))
+            frame = event_frame(event, self.auth.version)
+            if frame is not None:
+                frames.append(msgspec.json.encode(frame))
+        if frames:
+            async with self._lock:
+                for plain in frames:
+                    await self.wire.send_frame(self.auth.channel.seal_frame(plain))
 
     async def _stream(self, first: tuple[Subscription, trio.MemoryReceiveChannel[EventRow]]) -> None:
         sub, receive = first
@@ -274,11 +281,17 @@ class Connection:
         # Live: what came before is history. Resuming: a seq past the session's end (another database) is clamped.
         self.last_seq = sub.last_seq if resume is None else min(resume, sub.last_seq)
         while True:
-            for event in sub.replay:
-                await self._deliver(event)
+            for start in range(0, len(sub.replay), 256):
+                await self._deliver(sub.replay[start : start + 256])
             async with receive:
                 async for event in receive:
-                    await self._deliver(event)
+                    batch = [event]
+                    while len(batch) < 256:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._deliver(batch)
             # The session cut us off (we were too slow) or restarted: resume from the last event we sent.
             again = await self._subscribe(self.last_seq)
             if again is None:
