@@ -27,6 +27,7 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 SUBSCRIBER_BUFFER = 1024
 ASK_TIMEOUT = 10.0
+FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
 
 
 def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
@@ -187,6 +188,7 @@ class Connection:
         self._lock = trio.Lock()
         self._own_turns: set[str] = set()
         self._stamps: deque[float] = deque()
+        self._frame_stamps: deque[float] = deque()
         self._failures = 0
         self.last_seq = 0
         self._nursery: trio.Nursery
@@ -308,13 +310,15 @@ class Connection:
                 async for item in channel:
                     await self.send({"type": "notification", "notification": item})
 
-    def _rate_ok(self) -> bool:
+    @staticmethod
+    def _window_ok(stamps: deque[float], limit: int) -> bool:
+        """A sliding one-minute window: True (and counted) while fewer than `limit` entries are in it."""
         now = trio.current_time()
-        while self._stamps and now - self._stamps[0] >= 60.0:
-            self._stamps.popleft()
-        if len(self._stamps) >= self.cfg.messages_per_minute:
+        while stamps and now - stamps[0] >= 60.0:
+            stamps.popleft()
+        if len(stamps) >= limit:
             return False
-        self._stamps.append(now)
+        stamps.append(now)
         return True
 
     async def _read(self) -> None:
@@ -324,6 +328,11 @@ class Connection:
                 await self.error("frame_too_large", f"frames are limited to {self.cfg.max_frame_bytes} bytes")
                 await self.wire.close(CLOSE_TOO_BIG)
                 return
+            # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
+            # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
+            if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
+                await self.error("rate_limited", "too many frames; slow down")
+                continue
             try:
                 plain = self.auth.channel.open_frame(frame)
             except crypto.DecryptError as exc:
@@ -348,7 +357,7 @@ class Connection:
             elif kind == "message":
                 if not isinstance(text, str) or not text.strip():
                     await self.error("empty", "the message has no text")
-                elif not self._rate_ok():
+                elif not self._window_ok(self._stamps, self.cfg.messages_per_minute):
                     await self.error("rate_limited", f"at most {self.cfg.messages_per_minute} messages a minute")
                 else:
                     await self._submit(text)

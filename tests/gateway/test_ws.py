@@ -10,6 +10,8 @@ import pytest
 import trio
 from nacl.public import PrivateKey
 from trio_websocket import ConnectionClosed
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Ping, Request
 
 from gateway import crypto
 from tests.conftest import RunningGateway, make_config, start_gateway
@@ -173,3 +175,37 @@ async def test_unknown_path_is_not_a_websocket(gateway: RunningGateway) -> None:
         assert url(gateway).endswith("/ws")
         async with httpx.AsyncClient(base_url=gateway.base_url) as http:
             assert (await http.get("/ws")).status_code in (400, 404, 426)
+
+
+async def test_every_frame_counts_against_a_wider_rate_limit(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, ws={"messages_per_minute": 1})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(20):
+        async with client(gw) as c:
+            for _ in range(10):
+                await c.abort()
+                assert (await c.receive())["type"] == "abort_ok"
+            await c.abort()
+            assert (await c.receive())["code"] == "rate_limited"
+        await gw.stop()
+
+
+async def test_the_server_sends_protocol_pings(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, ws={"ping_interval": 0.05})
+    gw = await start_gateway(nursery, config, paths)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream(host, int(port))
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host=host, target="/ws")))
+        pings = 0
+        while pings < 2:
+            data = await stream.receive_some(4096)
+            assert data, "the server closed the socket"
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Ping):
+                    pings += 1
+                    await stream.send_all(ws.send(event.response()))
+        await stream.aclose()
+        await gw.stop()
