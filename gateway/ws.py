@@ -104,7 +104,8 @@ class _Asgi:
 
 
 class WebSocketApp:
-    """The raw ASGI app mounted at `/ws` (raw ASGI: measurably faster than Starlette's WebSocket wrapper).
+    """The raw ASGI app mounted at `/ws` (raw for control of frames and close codes; speed is the same as
+    Starlette's WebSocket wrapper in scripts/bench_ws.py).
 
     A class instance, not a function, so that Starlette's WebSocketRoute hands it the raw ASGI triple.
     """
