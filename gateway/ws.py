@@ -13,6 +13,7 @@ from nacl.public import PrivateKey
 
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
+from actors.providers.base import ProviderInfo
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
@@ -25,6 +26,7 @@ log = logging.getLogger("gateway.ws")
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
 SUBSCRIBER_BUFFER = 1024
 ASK_TIMEOUT = 10.0
 FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
@@ -61,10 +63,9 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
 class _Asgi:
     """The ASGI receive/send pair as the handshake's transport."""
 
-    def __init__(self, receive: Receive, send: Send, max_frame: int) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
-        self.max_frame = max_frame
         self.closed = False
 
     async def receive(self) -> Frame:
@@ -123,7 +124,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    wire = _Asgi(receive, send, runtime.config.ws.max_frame_bytes)
+    wire = _Asgi(receive, send)
     runtime.connections += 1
     try:
         await _serve(runtime, wire)
@@ -133,7 +134,9 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         log.exception("websocket connection failed")
     finally:
         runtime.connections -= 1
-        await wire.close()
+        # Shielded and bounded: the close frame goes out even when shutdown cancelled us, and never hangs it.
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await wire.close()
 
 
 def _plain_error(code: str, message: str) -> str:
@@ -149,19 +152,20 @@ async def _serve(runtime: Runtime, wire: _Asgi) -> None:
                 wire, token=runtime.token, identity=identity, default_chat=runtime.config.server.chat_id
             )
         except AuthError as exc:
-            await wire.send_text(
-                msgspec.json.encode({"type": "error", "code": exc.code, "message": exc.message}).decode()
-            )
+            await wire.send_text(_plain_error(exc.code, exc.message))
             await wire.close(CLOSE_POLICY)
             return
     if auth is None:
         message = f"no auth frame within {runtime.config.ws.auth_timeout:g} s"
-        await wire.send_text(
-            msgspec.json.encode({"type": "error", "code": "auth_timeout", "message": message}).decode()
-        )
+        await wire.send_text(_plain_error("auth_timeout", message))
         await wire.close(CLOSE_POLICY)
         return
     await Connection(runtime, wire, auth).run()
+
+
+def _info(runtime: Runtime, name: str) -> ProviderInfo | None:
+    provider = runtime.providers.get(name)
+    return provider.info() if provider is not None else None
 
 
 _identities: dict[str, PrivateKey] = {}
@@ -216,7 +220,7 @@ class Connection:
             "e2e_pk": crypto.b64encode(self.auth.server_public),
             "providers": [p.info().as_dict() for p in rt.providers.values()],
             "active_provider": active,
-            "active_model": rt.config.agent.model or rt.providers[active].info().default_model or "",
+            "active_model": rt.config.agent.model or (info.default_model if (info := _info(rt, active)) else "") or "",
             "session_id": sub[0].session_id,
             "last_seq": sub[0].last_seq,
         }
@@ -298,7 +302,9 @@ class Connection:
             # The session cut us off (we were too slow) or restarted: resume from the last event we sent.
             again = await self._subscribe(self.last_seq)
             if again is None:
-                return
+                # No stream to give: close, so the client reconnects (with resume_from) rather than wait forever.
+                await self.wire.close(CLOSE_INTERNAL)
+                raise Disconnected()
             sub, receive = again
 
     async def _notifications(self, first: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
