@@ -213,6 +213,8 @@ class Connection:
             return
         rt = self.rt
         active = rt.config.agent.provider
+        info = _info(rt, active)
+        model = rt.config.agent.model or (info.default_model if info is not None else None) or ""
         hello: dict[str, Any] = {"type": "auth_ok", "chat_id": self.auth.chat_id}
         if self.auth.channel_id:
             hello["channel_id"] = self.auth.channel_id
@@ -220,7 +222,7 @@ class Connection:
             "e2e_pk": crypto.b64encode(self.auth.server_public),
             "providers": [p.info().as_dict() for p in rt.providers.values()],
             "active_provider": active,
-            "active_model": rt.config.agent.model or (info.default_model if (info := _info(rt, active)) else "") or "",
+            "active_model": model,
             "session_id": sub[0].session_id,
             "last_seq": sub[0].last_seq,
         }
