@@ -190,7 +190,7 @@ async def _gateway_abort(rt: Runtime, n: int) -> list[float]:
             await c.send_message("go")
             while (first := await c.receive())["type"] != "text_delta":
                 pass
-            pgid = int(first["data"])  # the agent prints its pid first; it leads its own group
+            pgid = int(first["data"].split()[0])  # the agent prints its pid first; it leads its own group
             t0 = time.perf_counter()
             await c.abort()
             while (frame := await c.receive())["type"] != "abort_ok":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import signal
@@ -143,6 +144,9 @@ class CliTurn:
                     pass  # the command does not read its stdin: fine
                 await proc.stdin.aclose()
             assert proc.stdout is not None
+            # Plain output streams as it comes (partial lines too); JSON lines are parsed line by line. The first
+            # non-blank bytes decide which, as coding-agent CLIs in stream-json mode start with a JSON object.
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
             buffer = b""
             json_mode: bool | None = None
             while True:
@@ -150,15 +154,26 @@ class CliTurn:
                 if not chunk:
                     break
                 buffer += chunk
+                if json_mode is None:
+                    head = buffer.lstrip()
+                    if not head:
+                        continue
+                    json_mode = head.startswith(b"{")
+                if not json_mode:
+                    text = decoder.decode(buffer)
+                    buffer = b""
+                    if text:
+                        yield TextDelta(text)
+                    continue
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if json_mode is None:
-                        json_mode = line.lstrip().startswith(b"{")
-                    for event in self._line(line, json_mode):
+                    for event in self._json_line(line):
                         yield event
-            if buffer:
-                for event in self._line(buffer, bool(json_mode), final=True):
+            if json_mode:
+                for event in self._json_line(buffer):
                     yield event
+            elif text := decoder.decode(buffer, final=True):
+                yield TextDelta(text)
             code = await proc.wait()
             if code != 0 and not self._aborted:
                 errfile.seek(0)
@@ -174,18 +189,18 @@ class CliTurn:
                 except ProcessLookupError:
                     pass
 
-    def _line(self, line: bytes, json_mode: bool, *, final: bool = False) -> list[ProviderEvent]:
+    @staticmethod
+    def _json_line(line: bytes) -> list[ProviderEvent]:
         text = line.decode("utf-8", "replace")
-        if json_mode:
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = None
-            if isinstance(obj, dict):
-                return parse_json_line(obj)
-            if not text.strip():
-                return []
-        return [TextDelta(text if final else text + "\n")]
+        if not text.strip():
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            return parse_json_line(obj)
+        return [TextDelta(text + "\n")]  # a plain line among JSON lines: shown as it is
 
     async def abort(self) -> int:
         self._aborted = True
