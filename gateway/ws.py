@@ -24,6 +24,7 @@ from storage.events import EventRow
 
 log = logging.getLogger("gateway.ws")
 
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
@@ -237,6 +238,7 @@ class Connection:
                     self._nursery = nursery
                     nursery.start_soon(self._guard, self._stream, sub)
                     nursery.start_soon(self._guard, self._notifications, notes)
+                    nursery.start_soon(self._guard, self._going_away)
                     await self._guard(self._read)
                     nursery.cancel_scope.cancel()
             finally:
@@ -247,6 +249,16 @@ class Connection:
                             await ask(self.rt.router_address, lambda r: Abort(self.key, r), timeout=ASK_TIMEOUT)
                         except ActorError as exc:
                             log.warning("abort on disconnect of %s failed: %r", self.key, exc)
+
+    async def _going_away(self) -> None:
+        """At shutdown, tell the client at once (1001) instead of leaving it to hypercorn's graceful timeout.
+
+        Its turn is not aborted: the restart marks it interrupted, and the client resumes with `resume_from`.
+        """
+        await self.rt.shutdown.wait()
+        self._own_turns.clear()
+        await self.wire.close(CLOSE_GOING_AWAY)
+        raise Disconnected()
 
     async def _guard(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run one of the connection's tasks; the client going away ends them all, quietly."""

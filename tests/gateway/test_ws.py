@@ -209,3 +209,15 @@ async def test_the_server_sends_protocol_pings(nursery: trio.Nursery, tmp_path: 
                     await stream.send_all(ws.send(event.response()))
         await stream.aclose()
         await gw.stop()
+
+
+async def test_shutdown_closes_connections_with_going_away(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, server={"graceful_timeout": 30.0})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(10):
+        async with client(gw) as c:
+            with trio.fail_after(5):  # far below the graceful timeout: the connection did not hold it up
+                await gw.stop()
+            with pytest.raises(ConnectionClosed):
+                await c.ws.get_message()
+            assert c.ws.closed is not None and c.ws.closed.code == 1001
