@@ -28,6 +28,9 @@ MAC_BYTES = 16
 _PREFIX_BYTES = 16
 
 
+_PROBE = bytes(PrivateKey.generate())
+
+
 class DecryptError(Exception):
     """A frame could not be opened: bad base64, wrong key, tampered, replayed or reflected."""
 
@@ -55,8 +58,11 @@ def parse_public_key(text: object) -> bytes:
         raise ValueError("e2e_pk is not valid base64") from exc
     if len(raw) != KEY_BYTES:
         raise ValueError(f"e2e_pk must decode to {KEY_BYTES} bytes")
-    if raw == bytes(KEY_BYTES):
-        raise ValueError("e2e_pk is the zero key")
+    try:
+        # libsodium refuses low-order points (the shared secret would be all zeros); find out here, not mid-handshake.
+        crypto_scalarmult(_PROBE, raw)
+    except CryptoError:
+        raise ValueError("e2e_pk is not a usable Curve25519 key (low order)") from None
     return raw
 
 

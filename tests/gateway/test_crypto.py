@@ -48,7 +48,8 @@ def test_v1_garbage_is_a_decrypt_error(text: str) -> None:
 def test_parse_public_key() -> None:
     good = crypto.b64encode(bytes(CLIENT.public_key))
     assert crypto.parse_public_key(good) == bytes(CLIENT.public_key)
-    for bad in (None, 5, "", "AAAA", "!!", crypto.b64encode(bytes(32)), "A" * 100):
+    low_order = crypto.b64encode(bytes([1] + [0] * 31))
+    for bad in (None, 5, "", "AAAA", "!!", crypto.b64encode(bytes(32)), low_order, "A" * 100):
         with pytest.raises(ValueError):
             crypto.parse_public_key(bad)
 

@@ -58,6 +58,8 @@ async def test_default_chat_without_channel(gateway: RunningGateway) -> None:
         ('{"type":"auth","token":"TOKEN"}', "auth_failed"),
         ('{"type":"auth","token":"TOKEN","e2e_pk":"not base64!"}', "auth_failed"),
         ('{"type":"auth","token":"TOKEN","e2e_pk":"AAAA"}', "auth_failed"),
+        ('{"type":"auth","token":"TOKEN","e2e_pk":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}', "auth_failed"),
+        ('{"type":"auth","v":2,"e2e_pk":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","nonce":"x"}', "auth_failed"),
         ('{"type":"auth","token":12,"e2e_pk":"AAAA"}', "auth_failed"),
     ],
 )
