@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import mimetypes
 import os
 import stat
@@ -87,7 +88,9 @@ async def get_file(request: Request) -> Response:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {raw}") from None
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidRequestError("the path is too long") from None
         raise ForbiddenError("the file cannot be read") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):

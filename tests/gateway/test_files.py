@@ -87,6 +87,7 @@ async def test_encoded_traversal_nul_and_missing(gateway: RunningGateway, tree: 
             assert r.status_code == 400
         assert (await get(gateway, f"{tree}/a.txt\n")).status_code == 400
         assert (await get(gateway, f"{tree}/missing.txt")).status_code == 404
+        assert (await get(gateway, f"{tree}/{'x' * 5000}")).status_code == 400
         assert (await get(gateway, f"{tree}/sub")).status_code == 404
         assert (await get(gateway, f"{tree}/a.txt", token=False)).status_code == 401
         async with httpx.AsyncClient(base_url=gateway.base_url) as http:
