@@ -134,7 +134,7 @@ def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for section, stype in _sections().items():
         for fname in stype.__struct_fields__:
-            if fname in ("echo", "cli"):
+            if fname == "echo":
                 continue
             name = f"{ENV_PREFIX}{section}_{fname}".upper()
             if name in env:
