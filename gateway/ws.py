@@ -19,7 +19,7 @@ from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
-from gateway.ws_auth import Authenticated, AuthError, Disconnected, Frame, handshake
+from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.ws")
@@ -61,50 +61,6 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     return None
 
 
-class _Asgi:
-    """The ASGI receive/send pair as the handshake's transport."""
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
-        self._send = send
-        self.closed = False
-
-    async def receive(self) -> Frame:
-        while True:
-            msg = await self._receive()
-            kind = msg["type"]
-            if kind == "websocket.disconnect":
-                self.closed = True
-                raise Disconnected()
-            if kind == "websocket.receive":
-                text = msg.get("text")
-                return text if text is not None else bytes(msg.get("bytes") or b"")
-
-    async def send_text(self, text: str) -> None:
-        await self.send_frame(text)
-
-    async def send_frame(self, frame: Frame) -> None:
-        if self.closed:
-            raise Disconnected()
-        try:
-            if isinstance(frame, str):
-                await self._send({"type": "websocket.send", "text": frame})
-            else:
-                await self._send({"type": "websocket.send", "bytes": frame})
-        except (OSError, RuntimeError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.closed = True
-            raise Disconnected() from exc
-
-    async def close(self, code: int = 1000) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self._send({"type": "websocket.close", "code": code})
-        except Exception:
-            pass  # already gone: nothing to tell
-
-
 class WebSocketApp:
     """The raw ASGI app mounted at `/ws` (raw for control of frames and close codes; speed is the same as
     Starlette's WebSocket wrapper in scripts/bench_ws.py).
@@ -125,7 +81,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    wire = _Asgi(receive, send)
+    wire = AsgiTransport(receive, send)
     runtime.connections += 1
     try:
         await _serve(runtime, wire)
@@ -144,7 +100,7 @@ def _plain_error(code: str, message: str) -> str:
     return msgspec.json.encode({"type": "error", "code": code, "message": message}).decode()
 
 
-async def _serve(runtime: Runtime, wire: _Asgi) -> None:
+async def _serve(runtime: Runtime, wire: AsgiTransport) -> None:
     identity = _identity(runtime)
     auth: Authenticated | None = None
     with trio.move_on_after(runtime.config.ws.auth_timeout):
@@ -184,7 +140,7 @@ def _identity(runtime: Runtime) -> PrivateKey:
 class Connection:
     """The connection actor: a reader, the session's event stream and notifications, one send lock."""
 
-    def __init__(self, runtime: Runtime, wire: _Asgi, auth: Authenticated) -> None:
+    def __init__(self, runtime: Runtime, wire: AsgiTransport, auth: Authenticated) -> None:
         self.rt = runtime
         self.wire = wire
         self.auth = auth

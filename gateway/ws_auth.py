@@ -1,4 +1,4 @@
-"""The `/ws` auth phase: the v1 plaintext auth frame and the v2 pinned-key handshake, over raw ASGI."""
+"""The `/ws` auth phase (v1 plaintext auth frame, v2 pinned-key handshake) and its raw-ASGI frame transport."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
+import trio
 from nacl.public import PrivateKey
 
 from gateway import crypto
 from gateway.auth import token_matches
+from gateway.types import Receive, Send
 
 MAX_AUTH_FRAME = 64 * 1024
 Frame = str | bytes
@@ -73,6 +75,50 @@ class V2Channel:
         if not isinstance(frame, bytes):
             raise crypto.DecryptError("v2 frames are binary frames")
         return self.counter.open(frame)
+
+
+class AsgiTransport:
+    """The ASGI receive/send pair of one WebSocket as a frame transport (for the handshake and the connection)."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.closed = False
+
+    async def receive(self) -> Frame:
+        while True:
+            msg = await self._receive()
+            kind = msg["type"]
+            if kind == "websocket.disconnect":
+                self.closed = True
+                raise Disconnected()
+            if kind == "websocket.receive":
+                text = msg.get("text")
+                return text if text is not None else bytes(msg.get("bytes") or b"")
+
+    async def send_text(self, text: str) -> None:
+        await self.send_frame(text)
+
+    async def send_frame(self, frame: Frame) -> None:
+        if self.closed:
+            raise Disconnected()
+        try:
+            if isinstance(frame, str):
+                await self._send({"type": "websocket.send", "text": frame})
+            else:
+                await self._send({"type": "websocket.send", "bytes": frame})
+        except (OSError, RuntimeError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.closed = True
+            raise Disconnected() from exc
+
+    async def close(self, code: int = 1000) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:
+            pass  # already gone: nothing to tell
 
 
 @dataclass(frozen=True, slots=True)
