@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.errors import GatewayError
 from gateway.runtime import Runtime
@@ -85,7 +85,12 @@ async def health(request: Request) -> Response:
 
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
+    from gateway.routes.files import routes as file_routes
+    from gateway.ws import websocket_app
+
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes.append(WebSocketRoute("/ws", websocket_app))
+    routes.extend(file_routes())
     return routes
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -112,7 +113,52 @@ def cmd_token(args: argparse.Namespace) -> int:
     if generated:
         _say(f"generated a new token and saved it to {paths.token_file}")
     print(token)
+    _say_fingerprint(paths)
     return EXIT_OK
+
+
+def _say_fingerprint(paths: Paths) -> None:
+    from gateway.identity import identity_fingerprint
+
+    try:
+        _say(f"server identity (pin this for `/ws` v2 clients): {identity_fingerprint(paths)}")
+    except (OSError, ValueError) as exc:
+        _say(f"warning: cannot read the server identity key: {exc}")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import trio
+
+    from gateway.chat import ChatState, chat
+    from gateway.identity import identity_fingerprint
+
+    config, paths = _load(args)
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = args.url or f"ws://{'[' + host + ']' if ':' in host else host}:{config.server.port}/ws"
+    token = args.token or ensure_token(config, paths)[0]
+    pin = args.pin
+    if args.v2 and pin is None and not args.url:
+        pin = identity_fingerprint(paths)  # our own gateway: its key is right here
+    state = ChatState(paths.data_dir / "chat-state.json")
+    state_key = f"{url} {args.chat or ''} {args.channel or ''}"
+    resume: int | None = args.resume
+    if resume is not None and resume < 0:
+        resume = state.get(state_key) or 0
+    return trio.run(
+        partial(
+            chat,
+            url,
+            token,
+            chat_id=args.chat,
+            channel_id=args.channel,
+            resume_from=resume,
+            v2=args.v2,
+            pin=pin,
+            message=args.message,
+            state=state,
+            state_key=state_key,
+        )
+    )
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -162,6 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port to bind (default from config: 8741)")
     p = add("token", cmd_token, "print the gateway token (generating one if none exists)")
     p.add_argument("--rotate", action="store_true", help="replace the token with a new one")
+    p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn)")
+    p.add_argument("--url", help="ws://host:port/ws (default: this gateway from the config)")
+    p.add_argument("--token", help="the gateway token (default: this gateway's token)")
+    p.add_argument("--chat", type=int, help="chat id (default: the gateway's server.chat_id)")
+    p.add_argument("--channel", type=int, help="channel id: a separate session within the chat")
+    p.add_argument(
+        "--resume",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="SEQ",
+        help="first replay what was missed: after SEQ, or after the last seq this command saw",
+    )
+    p.add_argument("--v2", action="store_true", help="use the v2 handshake (pinned key, token never sent)")
+    p.add_argument("--pin", help="v2: the server fingerprint to require (`gateway token` prints it)")
+    p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
     add("config", cmd_config, "print the effective configuration and paths (token shortened)")
     add("version", cmd_version, "print the version")
     return parser

@@ -65,9 +65,31 @@ class OpenAIProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     max_iterations: int = 8
 
 
+class CliProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The command to run per turn. An argument "{prompt}" is replaced by the prompt; without one the
+    # prompt is written to the command's stdin.
+    argv: list[str] = msgspec.field(default_factory=list)
+    workdir: str = ""  # empty: the workspace
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # added to the gateway's environment
+    grace: float = 2.0  # seconds between SIGTERM and SIGKILL on abort
+
+
 class Providers(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     echo: EchoProviderConfig = EchoProviderConfig()
     openai: OpenAIProviderConfig = OpenAIProviderConfig()
+    cli: CliProviderConfig = CliProviderConfig()
+
+
+class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    auth_timeout: float = 10.0  # the v1 clients' timeout for the first frame
+    max_frame_bytes: int = 1024 * 1024
+    messages_per_minute: int = 120
+    max_decrypt_failures: int = 3  # a connection that sends this many bad frames is closed
+    ping_interval: float = 20.0  # WebSocket protocol pings (0: none)
+
+
+class Files(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_upload_bytes: int = 50 * 1024 * 1024
 
 
 class Agent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +119,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     providers: Providers = Providers()
     log: Log = Log()
     cors: Cors = Cors()
+    ws: WebSocketConfig = WebSocketConfig()
+    files: Files = Files()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +158,7 @@ def _env_overrides(env: dict[str, str]) -> dict[str, Any]:
                 sub = walk(type(default), name)
                 if sub:
                     out[fname] = sub
-            elif name in env:
+            elif name in env and not isinstance(default, dict):  # maps are set in the file, not the environment
                 raw = env[name]
                 out[fname] = [o.strip() for o in raw.split(",") if o.strip()] if isinstance(default, list) else raw
         return out
@@ -195,6 +219,16 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: providers.openai needs context_tokens >= 256, max_retries >= 0, max_iterations >= 1"
         )
+    if config.agent.provider == "cli" and not config.providers.cli.argv:
+        raise ConfigError(f"{source}: setting providers.cli.argv: the cli provider needs a command to run")
+    w = config.ws
+    if w.auth_timeout <= 0 or w.max_frame_bytes < 1024 or w.messages_per_minute < 1 or w.ping_interval < 0:
+        raise ConfigError(
+            f"{source}: settings ws.*: auth_timeout > 0, max_frame_bytes >= 1024, messages_per_minute >= 1 "
+            "and ping_interval >= 0 are required"
+        )
+    if config.files.max_upload_bytes < 1:
+        raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
 

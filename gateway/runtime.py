@@ -20,6 +20,7 @@ from actors.broadcast import Broadcast
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
+from actors.providers.cli import CliProvider
 from actors.providers.echo import EchoProvider
 from actors.providers.openai import OpenAIProvider, OpenAISettings
 from actors.router import Router, start_router
@@ -99,6 +100,9 @@ def build_providers(config: Config) -> dict[str, Provider]:
         "echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000),
         "openai": openai,
     }
+    cli = config.providers.cli
+    if cli.argv or config.agent.provider == "cli":
+        providers["cli"] = CliProvider(cli.argv, workdir=cli.workdir or None, env=cli.env, grace=cli.grace)
     return providers
 
 
@@ -217,6 +221,8 @@ async def run(
                 hc.accesslog = None
                 hc.errorlog = logging.getLogger("hypercorn.error")
                 hc.websocket_max_message_size = 16 * 1024 * 1024
+                # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
+                hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
                 async with trio.open_nursery() as edge:
                     runtime.binds = await edge.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))

@@ -1,0 +1,245 @@
+"""The `cli` provider: runs a configured command per turn in its own process group, streams its stdout."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from actors.providers.base import (
+    FinalText,
+    ProviderError,
+    ProviderEvent,
+    ProviderInfo,
+    SystemStatus,
+    TextDelta,
+    ToolActivity,
+    TurnRequest,
+)
+
+_POLL = 0.005  # seconds between checks that the group is gone: aborts must answer in milliseconds
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields we need follow the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(name))
+    return members
+
+
+async def kill_group(pgid: int, grace: float) -> int:
+    """SIGTERM the whole group, wait up to `grace` seconds for it to go, then SIGKILL what is left.
+
+    Returns how many processes the group held. Never raises for a group that is already gone.
+    """
+    members = group_members(pgid)
+    if not members:
+        return 0
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return len(members)
+    with trio.move_on_after(grace):
+        # Grandchildren are not our children: no wait() or event tells us they died, so poll /proc.
+        while group_members(pgid):  # noqa: ASYNC110
+            await trio.sleep(_POLL)
+        return len(members)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    with trio.move_on_after(1.0):
+        while group_members(pgid):  # noqa: ASYNC110
+            await trio.sleep(_POLL)
+    return len(members)
+
+
+def parse_json_line(obj: Mapping[str, Any]) -> list[ProviderEvent]:
+    """Map one JSON-lines record of a coding-agent CLI (Claude Code / Codex / Gemini style) to events."""
+    kind = obj.get("type")
+    out: list[ProviderEvent] = []
+    if kind == "assistant" and isinstance(obj.get("message"), dict):
+        for block in obj["message"].get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                out.append(TextDelta(block["text"]))
+            elif block.get("type") == "tool_use":
+                out.append(ToolActivity(str(block.get("name") or "tool")))
+    elif kind in ("tool_use", "tool_call") or (kind == "item.started" and isinstance(obj.get("item"), dict)):
+        item = obj.get("item") if isinstance(obj.get("item"), dict) else obj
+        assert isinstance(item, dict)
+        out.append(ToolActivity(str(item.get("name") or item.get("tool_name") or item.get("type") or "tool")))
+    elif kind in ("text", "text_delta", "content_block_delta", "message"):
+        text = obj.get("text") or obj.get("content") or obj.get("data")
+        if isinstance(text, str):
+            out.append(TextDelta(text))
+    elif kind == "system" or kind == "status":
+        status = obj.get("subtype") or obj.get("message") or obj.get("status")
+        out.append(SystemStatus(str(status) if status is not None else None))
+    elif kind == "result" and isinstance(obj.get("result"), str):
+        out.append(FinalText(obj["result"]))
+    return out
+
+
+class CliTurn:
+    """One run of the command. `abort()` kills its whole process group and counts the processes."""
+
+    def __init__(self, argv: list[str], cwd: str | None, env: dict[str, str], grace: float, stdin: bytes | None):
+        self._argv = argv
+        self._cwd = cwd
+        self._env = env
+        self._grace = grace
+        self._stdin = stdin
+        self._proc: trio.Process | None = None
+        self._aborted = False
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        if not self._argv:
+            raise ProviderError("the cli provider has no command; set providers.cli.argv")
+        # stderr goes to a file, not a pipe: nothing has to drain it while we stream stdout.
+        errfile = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            try:
+                proc = await trio.lowlevel.open_process(
+                    self._argv,
+                    stdin=subprocess.PIPE if self._stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=errfile,
+                    cwd=self._cwd,
+                    env=self._env,
+                    start_new_session=True,  # its own process group, so abort kills grandchildren too
+                )
+            except OSError as exc:
+                raise ProviderError(f"cannot run {self._argv[0]!r}: {exc.strerror}") from exc
+            self._proc = proc
+            if self._stdin is not None:
+                assert proc.stdin is not None
+                try:
+                    await proc.stdin.send_all(self._stdin)
+                except trio.BrokenResourceError:
+                    pass  # the command does not read its stdin: fine
+                await proc.stdin.aclose()
+            assert proc.stdout is not None
+            # Plain output streams as it comes (partial lines too); JSON lines are parsed line by line. The first
+            # non-blank bytes decide which, as coding-agent CLIs in stream-json mode start with a JSON object.
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            buffer = b""
+            json_mode: bool | None = None
+            while True:
+                chunk = await proc.stdout.receive_some(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                if json_mode is None:
+                    head = buffer.lstrip()
+                    if not head:
+                        continue
+                    json_mode = head.startswith(b"{")
+                if not json_mode:
+                    text = decoder.decode(buffer)
+                    buffer = b""
+                    if text:
+                        yield TextDelta(text)
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    for event in self._json_line(line):
+                        yield event
+            if json_mode:
+                for event in self._json_line(buffer):
+                    yield event
+            elif text := decoder.decode(buffer, final=True):
+                yield TextDelta(text)
+            code = await proc.wait()
+            if code != 0 and not self._aborted:
+                errfile.seek(0)
+                tail = errfile.read()[-2000:].decode("utf-8", "replace").strip()
+                raise ProviderError(f"{os.path.basename(self._argv[0])} exited with status {code}: {tail}".rstrip(": "))
+        finally:
+            errfile.close()
+            proc_ = self._proc
+            if proc_ is not None and proc_.poll() is None:
+                # Cancelled or failed while the command still runs: never leave its group behind.
+                try:
+                    os.killpg(proc_.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    @staticmethod
+    def _json_line(line: bytes) -> list[ProviderEvent]:
+        text = line.decode("utf-8", "replace")
+        if not text.strip():
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            return parse_json_line(obj)
+        return [TextDelta(text + "\n")]  # a plain line among JSON lines: shown as it is
+
+    async def abort(self) -> int:
+        self._aborted = True
+        proc = self._proc
+        if proc is None:
+            return 0
+        killed = await kill_group(proc.pid, self._grace)
+        if proc.poll() is None:
+            with trio.move_on_after(1.0):
+                await proc.wait()
+        return killed
+
+
+class CliProvider:
+    """Runs `argv` per turn; `{prompt}` in argv is replaced by the prompt, else the prompt goes to stdin."""
+
+    name = "cli"
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        grace: float = 2.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.workdir = workdir
+        self.env = dict(env or {})
+        self.grace = grace
+
+    def info(self) -> ProviderInfo:
+        if not self.argv:
+            return ProviderInfo(name="cli", available=False, detail="set providers.cli.argv")
+        return ProviderInfo(name="cli", models=["cli"], default_model="cli", detail=os.path.basename(self.argv[0]))
+
+    def start_turn(self, request: TurnRequest) -> CliTurn:
+        uses_arg = any("{prompt}" in a for a in self.argv)
+        argv = [a.replace("{prompt}", request.prompt) for a in self.argv] if uses_arg else list(self.argv)
+        env = {**os.environ, **self.env}
+        stdin = None if uses_arg else request.prompt.encode()
+        return CliTurn(argv, self.workdir, env, self.grace, stdin)

@@ -1,0 +1,159 @@
+"""`gateway chat`: talk to a gateway over `/ws` from a terminal; Ctrl-C aborts the running turn."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from gateway.client import Client, HandshakeError, connect
+
+
+class ChatState:
+    """The last seq seen per URL and scope, kept in the data folder so `--resume` knows where to start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> int | None:
+        return self._load().get(key)
+
+    def put(self, key: str, seq: int) -> None:
+        data = self._load()
+        data[key] = seq
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(data))
+        except OSError:
+            pass  # resuming is a convenience: never fail the chat over it
+
+
+class Printer:
+    """Prints frames as they arrive; `done` is set when the current turn has ended."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+        self.streamed = ""
+        self.done = trio.Event()
+        self.done.set()  # no turn running yet
+        self.replay_end = 0  # frames up to this seq are replayed history: they end no turn of ours
+
+    def show(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        seq = frame.get("seq")
+        live = not isinstance(seq, int) or seq > self.replay_end
+        if kind == "text_delta":
+            self.streamed += str(frame.get("data"))
+            self.out.write(str(frame.get("data")))
+            self.out.flush()
+        elif kind == "tool_activity":
+            self.err.write(f"\n[tool: {frame.get('data')}]\n")
+        elif kind == "system_status" and frame.get("data"):
+            self.err.write(f"[{frame.get('data')}]\n")
+        elif kind == "result":
+            text = str(frame.get("text") or "")
+            if text and text != self.streamed:
+                self.out.write(text)
+            self.out.write("\n")
+            self.out.flush()
+            for f in frame.get("files") or []:
+                self.err.write(f"[file: {f.get('path')}]\n")
+            self._end(live)
+        elif kind == "abort_ok":
+            self.err.write(f"\n[aborted: {frame.get('killed')} process(es) killed]\n")
+            self._end(live)
+        elif kind == "error":
+            self.err.write(f"\n[error {frame.get('code')}: {frame.get('message')}]\n")
+            self._end(live)
+        elif kind == "notification":
+            note = frame.get("notification") or {}
+            self.err.write(f"\n[notification: {note.get('title')}: {note.get('body')}]\n")
+        self.err.flush()
+
+    def _end(self, live: bool) -> None:
+        self.streamed = ""
+        if live:
+            self.done.set()
+
+
+async def _pump(client: Client, printer: Printer, finished: trio.Event) -> None:
+    async for frame in client.frames():
+        printer.show(frame)
+    finished.set()
+
+
+async def chat(
+    url: str,
+    token: str,
+    *,
+    chat_id: int | None,
+    channel_id: int | None,
+    resume_from: int | None,
+    v2: bool,
+    pin: str | None,
+    message: str | None,
+    state: ChatState,
+    state_key: str,
+) -> int:
+    """Run the chat until stdin ends (or after one `message`); return an exit code."""
+    printer = Printer(sys.stdout, sys.stderr)
+    try:
+        async with connect(
+            url, token, chat_id=chat_id, channel_id=channel_id, resume_from=resume_from, v2=v2, pin=pin
+        ) as client:
+            finished = trio.Event()
+            printer.replay_end = int(client.auth_ok.get("last_seq") or 0)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_pump, client, printer, finished)
+                    with trio.open_signal_receiver(signal.SIGINT) as signals:
+                        nursery.start_soon(_on_sigint, signals, client, printer, nursery)
+                        await _converse(client, printer, message, finished)
+                    nursery.cancel_scope.cancel()
+            finally:
+                state.put(state_key, client.last_seq)
+    except HandshakeError as exc:
+        print(f"error: the gateway refused the connection: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot connect to {url}: {exc}; is the gateway running?", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _converse(client: Client, printer: Printer, message: str | None, finished: trio.Event) -> None:
+    if message is not None:
+        printer.done = trio.Event()
+        await client.send_message(message)
+        await printer.done.wait()
+        return
+    while not finished.is_set():
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return
+        if not line.strip():
+            continue
+        printer.done = trio.Event()
+        await client.send_message(line.rstrip("\n"))
+        await printer.done.wait()
+
+
+async def _on_sigint(signals: Any, client: Client, printer: Printer, nursery: trio.Nursery) -> None:
+    async for _ in signals:
+        if not printer.done.is_set():
+            await client.abort()  # first Ctrl-C during a turn: abort the turn, stay connected
+        else:
+            nursery.cancel_scope.cancel()  # between turns: leave
+            return

@@ -1,0 +1,211 @@
+"""`GET /files` and `POST /upload`: token-protected file access confined to the `file_access` root."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import mimetypes
+import os
+import stat
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message
+
+from gateway.asgi import JSON, runtime_of
+from gateway.auth import require_admin
+from gateway.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from gateway.runtime import Runtime
+
+_CHUNK = 256 * 1024
+_BAD_NAME_CHARS = '/\\<>:"|?*\x00'
+MAX_NAME = 120
+# Part headers and boundaries around the file: allowed beyond the file limit before the body is refused.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def allowed_root(runtime: Runtime) -> Path:
+    """The folder `file_access` allows: `/`, the home folder, or the workspace (resolved)."""
+    mode = runtime.config.server.file_access
+    if mode == "all":
+        return Path("/")
+    if mode == "home":
+        return Path(os.path.realpath(Path.home()))
+    runtime.paths.workspace.mkdir(parents=True, exist_ok=True)
+    return Path(os.path.realpath(runtime.paths.workspace))
+
+
+def resolve_inside(raw: str, root: Path) -> Path:
+    """Resolve `raw` (symlinks included) and return it if it lies inside `root`, comparing whole components.
+
+    Raises InvalidRequestError for NUL/control characters and ForbiddenError outside the root.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise InvalidRequestError("the path contains control characters")
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    real = Path(os.path.realpath(candidate))
+    # commonpath, not commonprefix: "/ws2/x" must not count as inside "/ws" (Starlette CVE-2023-29159).
+    if os.path.commonpath([str(root), str(real)]) != str(root):
+        raise ForbiddenError("the path is outside the folders this gateway may read (server.file_access)")
+    return real
+
+
+def content_disposition(name: str, kind: str = "attachment") -> str:
+    """RFC 6266: an ASCII fallback `filename` and, for anything else, a UTF-8 `filename*`."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\/;' else "_" for c in name) or "file"
+    value = f'{kind}; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+    return value
+
+
+def _stream(fd: int) -> Iterator[bytes]:
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+
+
+async def get_file(request: Request) -> Response:
+    require_admin(request)
+    raw = request.query_params.get("path")
+    if not raw:
+        raise InvalidRequestError("missing `path`: GET /files?path=/absolute/path")
+    real = resolve_inside(raw, allowed_root(runtime_of(request)))
+    try:
+        # O_NOFOLLOW: if the final component became a symlink after the check, refuse instead of following.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {raw}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidRequestError("the path is too long") from None
+        raise ForbiddenError("the file cannot be read") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotFoundError(f"not a regular file: {raw}")
+    mime = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
+    headers = {"Content-Length": str(info.st_size), "Content-Disposition": content_disposition(real.name)}
+    return StreamingResponse(_stream(fd), media_type=mime, headers=headers)
+
+
+def clean_name(name: str) -> str:
+    """A safe file name: separators, reserved characters and NUL become `_`, at most 120 characters."""
+    cleaned = "".join("_" if c in _BAD_NAME_CHARS or ord(c) < 32 else c for c in name).strip(" .")
+    if not cleaned:
+        cleaned = "file"
+    if len(cleaned) > MAX_NAME:
+        stem, ext = os.path.splitext(cleaned)
+        ext = ext[:20]
+        cleaned = stem[: MAX_NAME - len(ext)] + ext
+    return cleaned
+
+
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"OggS", "audio/ogg"),
+    (b"ID3", "audio/mpeg"),
+    (b"\x1f\x8b", "application/gzip"),
+]
+
+
+def sniff_mime(head: bytes, name: str) -> str:
+    """The type from the content's magic bytes (never the client's Content-Type), else from the extension."""
+    for magic, mime in _MAGIC:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _unique(folder: Path, name: str) -> tuple[Path, int]:
+    """Create `name` exclusively in `folder` (`name_1.ext`, `name_2.ext` … on a clash); return path and fd."""
+    stem, ext = os.path.splitext(name)
+    n = 0
+    while True:
+        candidate = folder / (name if n == 0 else f"{stem}_{n}{ext}")
+        try:
+            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            n += 1
+
+
+class _LimitedReceive:
+    """Counts the request body as it arrives and refuses it past the limit, so nothing big is buffered."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._receive = request.receive
+        self._limit = limit
+        self._seen = 0
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._limit:
+                raise PayloadTooLargeError(f"the upload is larger than {self._limit - _MULTIPART_SLACK} bytes")
+        return message
+
+
+async def upload(request: Request) -> Response:
+    require_admin(request)
+    runtime = runtime_of(request)
+    limit = runtime.config.files.max_upload_bytes
+    too_big = PayloadTooLargeError(f"files are limited to {limit} bytes ({limit // (1024 * 1024)} MB)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+        raise too_big
+    limited = Request(request.scope, _LimitedReceive(request, limit + _MULTIPART_SLACK))
+    async with limited.form(max_files=1, max_fields=8) as form:
+        upload_file = form.get("file")
+        if not isinstance(upload_file, UploadFile):
+            raise InvalidRequestError("send the file as the multipart field `file`")
+        caption = form.get("caption")
+        caption = caption.strip() if isinstance(caption, str) else ""
+        folder = runtime.paths.workspace / "api_files" / dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        folder.mkdir(parents=True, exist_ok=True)
+        target, fd = _unique(folder, clean_name(upload_file.filename or "file"))
+        size, head = 0, b""
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await upload_file.read(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    if len(head) < 64:
+                        head += chunk[: 64 - len(head)]
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)  # never leave a partial file behind
+            raise
+    mime = sniff_mime(head, target.name)
+    prompt = f"[The user sent a file: <file:{target}> ({mime}, {size} bytes)]"
+    if caption:
+        prompt += f"\n{caption}"
+    return JSON({"path": str(target), "name": target.name, "mime": mime, "size": size, "prompt": prompt})
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/files", get_file, methods=["GET"]), Route("/upload", upload, methods=["POST"])]

@@ -1,0 +1,67 @@
+"""`gateway chat` and `gateway token` as real processes against a real gateway."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from gateway.identity import identity_fingerprint
+from tests.conftest import RunningGateway, make_config, start_gateway
+
+
+def chat_argv(gw: RunningGateway, *args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", "chat", "--url", gw.ws_url + "/ws", "--token", gw.token, *args]
+
+
+async def test_chat_sends_one_message_and_prints_the_answer(gateway: RunningGateway) -> None:
+    with trio.fail_after(30):
+        r = await trio.run_process(chat_argv(gateway, "-m", "hello from a terminal"), capture_stdout=True)
+        assert r.stdout.decode() == "hello from a terminal\n"
+        r = await trio.run_process(
+            chat_argv(gateway, "--v2", "--resume", "0", "-m", "again"),
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        # --resume 0 replays the first turn before the new one's answer.
+        assert r.stdout.decode() == "hello from a terminal\nagain\n", r.stderr.decode()
+
+
+async def test_ctrl_c_aborts_the_running_turn(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, providers={"echo": {"delay_ms": 20}})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        proc = await trio.lowlevel.open_process(
+            chat_argv(gw), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        await proc.stdin.send_all((" ".join(["word"] * 1000) + "\n").encode())
+        assert (await proc.stdout.receive_some(100)).startswith(b"word")
+        proc.send_signal(signal.SIGINT)
+        err = b""
+        while b"[aborted" not in err:
+            chunk = await proc.stderr.receive_some(1000)
+            assert chunk, "chat ended without reporting the abort"
+            err += chunk
+        await proc.stdin.aclose()  # end of input: the chat exits
+        assert await proc.wait() == 0
+        await gw.stop()
+
+
+async def test_token_prints_the_identity_fingerprint(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    with trio.fail_after(30):
+        r = await trio.run_process(
+            [sys.executable, "-m", "gateway", "token", "--config", str(config_file)],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    _, paths = make_config(tmp_path)
+    fingerprint = identity_fingerprint(paths)
+    assert fingerprint in r.stderr.decode()
+    assert len(r.stdout.decode().strip()) >= 32  # stdout stays the bare token, for scripts
+    assert (paths.data_dir / "identity.key").stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,162 @@
+"""`GET /files` and `POST /upload` over a real socket: containment, auth, names, limits, MIME sniffing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from gateway.routes.files import clean_name, content_disposition
+from tests.conftest import RunningGateway, make_config, start_gateway
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+def auth(gw: RunningGateway) -> dict[str, str]:
+    return {"Authorization": f"Bearer {gw.token}"}
+
+
+async def get(gw: RunningGateway, path: str, *, token: bool = True) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gw.base_url) as http:
+        return await http.get("/files", params={"path": path}, headers=auth(gw) if token else {})
+
+
+@pytest.fixture
+def tree(gateway: RunningGateway) -> Path:
+    ws = gateway.runtime.paths.workspace
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "a.txt").write_text("inside")
+    (ws / "sub").mkdir()
+    (ws / "café €.txt").write_text("unicode")
+    sibling = ws.parent / (ws.name + "2")
+    sibling.mkdir()
+    (sibling / "secret.txt").write_text("SIBLING-SECRET")
+    outside = ws.parent / "outside.txt"
+    outside.write_text("OUTSIDE-SECRET")
+    os.symlink(outside, ws / "link.txt")
+    os.symlink(ws.parent, ws / "up")
+    return ws
+
+
+async def test_a_file_inside_the_workspace_is_served(gateway: RunningGateway, tree: Path) -> None:
+    with trio.fail_after(10):
+        r = await get(gateway, str(tree / "a.txt"))
+        assert r.status_code == 200 and r.text == "inside"
+        assert r.headers["content-disposition"] == 'attachment; filename="a.txt"'
+        r = await get(gateway, str(tree / "café €.txt"))
+        assert r.status_code == 200 and r.text == "unicode"
+        assert "filename*=UTF-8''caf%C3%A9%20%E2%82%AC.txt" in r.headers["content-disposition"]
+        r = await get(gateway, "a.txt")  # relative to the root
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "make_path",
+    [
+        lambda ws: f"{ws}/../token",
+        lambda ws: f"{ws}/sub/../../gateway.db",
+        lambda ws: "/etc/passwd",
+        lambda ws: f"{ws}2/secret.txt",  # a sibling folder whose name starts with the root's
+        lambda ws: f"{ws}/link.txt",  # a symlink pointing out of the root
+        lambda ws: f"{ws}/up/outside.txt",  # through a symlinked folder
+        lambda ws: f"{ws}/../outside.txt",
+    ],
+)
+async def test_paths_outside_the_root_are_forbidden(gateway: RunningGateway, tree: Path, make_path: object) -> None:
+    assert callable(make_path)
+    with trio.fail_after(10):
+        r = await get(gateway, make_path(tree))
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "FORBIDDEN"
+    assert "SECRET" not in r.text
+
+
+async def test_encoded_traversal_nul_and_missing(gateway: RunningGateway, tree: Path) -> None:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+            # %2e%2e once-decoded is `..` (refused); double-encoded stays literal, which is simply absent.
+            r = await http.get(f"/files?path={tree}/%2e%2e/outside.txt", headers=auth(gateway))
+            assert r.status_code == 403
+            r = await http.get(f"/files?path={tree}/%252e%252e/outside.txt", headers=auth(gateway))
+            assert r.status_code == 404 and "SECRET" not in r.text
+            r = await http.get(f"/files?path={tree}/a.txt%00.png", headers=auth(gateway))
+            assert r.status_code == 400
+        assert (await get(gateway, f"{tree}/a.txt\n")).status_code == 400
+        assert (await get(gateway, f"{tree}/missing.txt")).status_code == 404
+        assert (await get(gateway, f"{tree}/{'x' * 5000}")).status_code == 400
+        assert (await get(gateway, f"{tree}/sub")).status_code == 404
+        assert (await get(gateway, f"{tree}/a.txt", token=False)).status_code == 401
+        async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+            r = await http.get("/files", headers=auth(gateway))
+            assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+async def upload(
+    gw: RunningGateway, name: str, data: bytes, caption: str | None = None, token: bool = True
+) -> httpx.Response:
+    fields = {"caption": caption} if caption is not None else None
+    async with httpx.AsyncClient(base_url=gw.base_url) as http:
+        return await http.post(
+            "/upload", files={"file": (name, data, "text/plain")}, data=fields, headers=auth(gw) if token else {}
+        )
+
+
+async def test_upload_saves_under_a_dated_folder_with_a_clean_name(gateway: RunningGateway) -> None:
+    with trio.fail_after(10):
+        r = await upload(gateway, "../../etc/pa:ss*wd.png", PNG, caption="look at this")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        saved = Path(body["path"])
+        assert await trio.Path(saved).read_bytes() == PNG
+        assert saved.parent.parent == gateway.runtime.paths.workspace / "api_files"
+        assert body["name"] == "_.._etc_pa_ss_wd.png" == saved.name
+        assert body["mime"] == "image/png"  # sniffed from the bytes, not the declared text/plain
+        assert body["size"] == len(PNG)
+        assert f"<file:{saved}>" in body["prompt"] and body["prompt"].endswith("look at this")
+        again = (await upload(gateway, "../../etc/pa:ss*wd.png", b"x")).json()
+        assert again["name"] == "_.._etc_pa_ss_wd_1.png"
+        assert (await upload(gateway, "a.txt", b"x", token=False)).status_code == 401
+        async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+            r = await http.post("/upload", data={"caption": "no file"}, headers=auth(gateway))
+            assert r.status_code == 400
+            r = await http.post("/upload", content=b"garbage", headers=auth(gateway) | {"content-type": "text/plain"})
+            assert r.status_code == 400
+
+
+async def test_an_upload_over_the_limit_is_413_and_leaves_nothing(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, files={"max_upload_bytes": 1000})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(20):
+        r = await upload(gw, "big.bin", b"x" * 1001)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        r = await upload(gw, "huge.bin", b"x" * 200_000)  # refused from its Content-Length
+        assert r.status_code == 413
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="s.bin"\r\n\r\n'
+            for _ in range(25):
+                yield b"y" * 8192
+            yield b"\r\n--B--\r\n"
+
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            headers = {"Authorization": f"Bearer {gw.token}", "content-type": "multipart/form-data; boundary=B"}
+            r = await http.post("/upload", content=chunked(), headers=headers)  # no length: counted as it streams
+        assert r.status_code == 413
+        folder = paths.workspace / "api_files"
+        leftovers = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+        assert leftovers == []
+        assert (await upload(gw, "ok.bin", b"x" * 1000)).status_code == 200
+        await gw.stop()
+
+
+def test_clean_name_and_content_disposition() -> None:
+    assert clean_name('a/b\\c<d>e:f"g|h?i*j\x00k') == "a_b_c_d_e_f_g_h_i_j_k"
+    assert clean_name("..") == "file"
+    long = clean_name("x" * 300 + ".txt")
+    assert len(long) == 120 and long.endswith(".txt")
+    assert content_disposition("plain.txt") == 'attachment; filename="plain.txt"'
+    assert content_disposition('a"b\r\n.txt').startswith('attachment; filename="a_b__.txt"; filename*=')
