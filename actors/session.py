@@ -62,10 +62,15 @@ class SessionConfig:
     model: str | None = None
 
 
+# Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
+SEQ_RESERVE = 100_000
+
+
 @dataclass(slots=True)
 class _QueuedTurn:
     turn_id: str
     prompt: str
+    history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
 
 
 @dataclass(slots=True)
@@ -75,6 +80,12 @@ class _RunningTurn:
     handle: ProviderTurn | None = None
     aborted: bool = False
     finished: trio.Event = field(default_factory=trio.Event)
+
+
+def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
+    ev_db.append_events(conn, batch)
+    if batch:
+        msg_db.reserve_seq(conn, batch[0].session_id, reserve_to)
 
 
 class SessionActor:
@@ -137,7 +148,8 @@ class _SessionLife:
             model=self.cfg.model,
         )
         self.session_id = row.id
-        self.seq = self.flushed_seq = await self.a.store.call(ev_db.last_seq, row.id)
+        self.seq = self.flushed_seq = await self.a.store.call(msg_db.seq_floor, row.id)
+        self.reserved = self.seq
         for t in await self.a.store.call(msg_db.queued_turns, row.id):
             self.queue.append(_QueuedTurn(t.id, t.prompt))
         if self.queue:
@@ -205,13 +217,26 @@ class _SessionLife:
         if len(self.queue) >= self.cfg.max_queue:
             msg.reply.fail(BusyError(f"session {self.a.key} already has {len(self.queue)} turns queued"))
             return
+        ahead = len(self.queue) + (1 if self.running else 0)
+        history: list[msg_db.MessageRow] | None = None
         try:
-            turn_id = await self.a.store.call(msg_db.create_turn, self.session_id, msg.text, now_ms=now_ms())
+            if ahead == 0:
+                # Idle: accept and start in one commit, so the provider starts one fsync sooner.
+                self.reserved = self.seq + SEQ_RESERVE
+                turn_id, history = await self.a.store.call(
+                    msg_db.accept_and_begin,
+                    self.session_id,
+                    msg.text,
+                    now_ms=now_ms(),
+                    reserve_to=self.reserved,
+                    history_limit=self.cfg.history_limit,
+                )
+            else:
+                turn_id = await self.a.store.call(msg_db.create_turn, self.session_id, msg.text, now_ms=now_ms())
         except Exception as exc:
             msg.reply.fail(exc)
             return
-        ahead = len(self.queue) + (1 if self.running else 0)
-        self.queue.append(_QueuedTurn(turn_id, msg.text))
+        self.queue.append(_QueuedTurn(turn_id, msg.text, history))
         self.work.set()
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
 
@@ -300,9 +325,13 @@ class _SessionLife:
             batch, self.pending = self.pending, []
             if not batch:
                 continue  # a turn's end already wrote them with its final state
+            reserve_to = self.reserved
+            if batch[-1].seq > self.reserved - SEQ_RESERVE // 10:
+                reserve_to = batch[-1].seq + SEQ_RESERVE  # a very long turn: extend the reservation in time
             while True:
                 try:
-                    await self.a.store.call(ev_db.append_events, batch)
+                    await self.a.store.call(_append_and_reserve, batch, reserve_to)
+                    self.reserved = max(self.reserved, reserve_to)
                     break
                 except Exception as exc:
                     log.error("session %s: cannot store %d events (%r); retrying", self.a.key, len(batch), exc)
@@ -337,14 +366,23 @@ class _SessionLife:
         final: str | None = None
         state, error = "completed", None
         try:
-            await store.call(msg_db.start_turn, turn.turn_id, now_ms=now_ms())
+            history = turn.history
+            if history is None:
+                self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
+                history = await store.call(
+                    msg_db.begin_turn,
+                    turn.turn_id,
+                    self.session_id,
+                    now_ms=now_ms(),
+                    reserve_to=self.reserved,
+                    history_limit=self.cfg.history_limit,
+                )
             self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
-            history = await store.call(msg_db.history, self.session_id, limit=self.cfg.history_limit)
             request = TurnRequest(
                 session_id=self.session_id,
                 key=self.a.key,
                 prompt=turn.prompt,
-                history=[HistoryMessage(m.role, m.content) for m in history if m.turn_id != turn.turn_id],
+                history=[HistoryMessage(m.role, m.content) for m in history],
                 model=self.cfg.model,
             )
             with running.scope:

@@ -56,6 +56,40 @@ def start_turn(conn: sqlite3.Connection, turn_id: str, *, now_ms: int) -> None:
     )
 
 
+def begin_turn(
+    conn: sqlite3.Connection, turn_id: str, session_id: str, *, now_ms: int, reserve_to: int, history_limit: int
+) -> list[MessageRow]:
+    """Mark a turn running, reserve sequence numbers up to `reserve_to`, and return the history before it."""
+    start_turn(conn, turn_id, now_ms=now_ms)
+    reserve_seq(conn, session_id, reserve_to)
+    return [m for m in history(conn, session_id, limit=history_limit + 1) if m.turn_id != turn_id][-history_limit:]
+
+
+def accept_and_begin(
+    conn: sqlite3.Connection, session_id: str, prompt: str, *, now_ms: int, reserve_to: int, history_limit: int
+) -> tuple[str, list[MessageRow]]:
+    """For an idle session: record the turn and start it in one transaction (one fsync before the provider)."""
+    turn_id = create_turn(conn, session_id, prompt, now_ms=now_ms)
+    return turn_id, begin_turn(
+        conn, turn_id, session_id, now_ms=now_ms, reserve_to=reserve_to, history_limit=history_limit
+    )
+
+
+def reserve_seq(conn: sqlite3.Connection, session_id: str, upto: int) -> None:
+    """Durably promise that sequence numbers up to `upto` may already have been shown to clients."""
+    conn.execute("UPDATE sessions SET seq_reserved = max(seq_reserved, ?) WHERE id = ?", (upto, session_id))
+
+
+def seq_floor(conn: sqlite3.Connection, session_id: str) -> int:
+    """Where a new life of the session continues numbering: above every stored or reserved number."""
+    row = conn.execute(
+        "SELECT max(coalesce((SELECT max(seq) FROM events WHERE session_id = ?), 0), seq_reserved) "
+        "FROM sessions WHERE id = ?",
+        (session_id, session_id),
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
 def finish_turn(
     conn: sqlite3.Connection,
     turn_id: str,
@@ -87,6 +121,12 @@ def finish_turn(
             (result, now_ms, session_id),
         )
     conn.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", (session_status, now_ms, session_id))
+    # A clean end: everything shown is stored, so the reservation shrinks back to the last stored number.
+    conn.execute(
+        "UPDATE sessions SET seq_reserved = coalesce((SELECT max(seq) FROM events WHERE session_id = ?), 0) "
+        "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM turns WHERE session_id = ? AND state = 'running')",
+        (session_id, session_id, session_id),
+    )
 
 
 def get_turn(conn: sqlite3.Connection, turn_id: str) -> TurnRow | None:

@@ -79,6 +79,12 @@ def _m001_core(db: Any) -> None:
     db["events"].create_index(["session_id", "seq"], unique=True)
 
 
+def _m002_seq_reserved(db: Any) -> None:
+    # Sequence numbers a session may have shown but not yet stored: after a crash it starts above them,
+    # so a client resuming from a number it saw never skips new events. See actors/session.py.
+    db["sessions"].add_column("seq_reserved", int, not_null_default=0)
+
+
 def _m040_mcp(db: Any) -> None:
     from storage.mcp import migrate
 
@@ -93,6 +99,7 @@ def _m041_skills(db: Any) -> None:
 
 MIGRATIONS: list[Migration] = [
     ("001_core", _m001_core),
+    ("002_seq_reserved", _m002_seq_reserved),
     ("040_mcp_servers", _m040_mcp),
     ("041_skills_a2a", _m041_skills),
 ]

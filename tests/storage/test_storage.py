@@ -115,3 +115,20 @@ def test_events_round_trip_in_order(payloads: list[dict[str, Any]]) -> None:
     assert got is not None and got.last_seq == len(rows)
     with pytest.raises(sqlite3.IntegrityError):
         ev_db.append_events(conn, rows[:1])
+
+
+def test_sequence_numbers_continue_above_a_crashed_turns_reservation(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "r.db")
+    s = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=1)
+    turn_id, history = msg_db.accept_and_begin(conn, s.id, "hi", now_ms=2, reserve_to=1000, history_limit=10)
+    assert history == []
+    ev_db.append_events(conn, [ev_db.EventRow(s.id, 1, turn_id, "turn_started", {}, 3)])
+    # A crash here: clients may have seen numbers up to 1000 that were never stored.
+    assert msg_db.seq_floor(conn, s.id) == 1000
+    assert msg_db.interrupt_running_turns(conn, now_ms=4) == 1
+    t2, history = msg_db.accept_and_begin(conn, s.id, "again", now_ms=5, reserve_to=2000, history_limit=10)
+    assert [m.content for m in history] == ["hi"]
+    ev_db.append_events(conn, [ev_db.EventRow(s.id, 1001, t2, "turn_started", {}, 6)])
+    msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
+    # A clean end gives the reservation back: the next life continues right after the last stored number.
+    assert msg_db.seq_floor(conn, s.id) == 1001
