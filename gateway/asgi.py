@@ -85,7 +85,11 @@ async def health(request: Request) -> Response:
 
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
+    from gateway.routes import connectors, status
+
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes.extend(connectors.routes())
+    routes.extend(status.routes())
     return routes
 
 
