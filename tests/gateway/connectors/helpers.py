@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -38,9 +38,9 @@ async def put(client: httpx.AsyncClient, kind: str, name: str, body: dict[str, A
 
 
 @asynccontextmanager
-async def fake_server(routes: list[BaseRoute]) -> AsyncIterator[str]:
+async def fake_server(routes: Sequence[BaseRoute]) -> AsyncIterator[str]:
     """Serve a small Starlette app with hypercorn on 127.0.0.1:0; yield its base URL."""
-    app = Starlette(routes=routes)
+    app = Starlette(routes=list(routes))
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
