@@ -131,30 +131,44 @@ def ingest(
     """
     cache = _BatchCache()
     out: list[Outcome] = []
-    insert = (
-        "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (connector, event_key) DO NOTHING"
-    )
+    # One lookup for the whole batch instead of one per event; then one executemany for the new rows.
+    # Both run inside the caller's transaction on the only writer connection, so nothing can slip between.
+    keys = list({i.event_key for i in items if isinstance(i, IngressItem)})
+    prior: dict[str, tuple[bytes, str]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for key, fp, sid in conn.execute(
+            "SELECT event_key, fingerprint, session_id FROM ingress_events "
+            f"WHERE connector = ? AND event_key IN ({marks})",
+            [connector, *chunk],
+        ):
+            prior[key] = (bytes(fp), str(sid))
+    rows: list[tuple[Any, ...]] = []
     for item in items:
         if isinstance(item, Outcome):
             out.append(item)
             continue
-        prior = conn.execute(
-            "SELECT fingerprint, session_id FROM ingress_events WHERE connector = ? AND event_key = ?",
-            (connector, item.event_key),
-        ).fetchone()
-        if prior is not None:
-            out.append(_replay(prior, item))
+        seen = prior.get(item.event_key)
+        if seen is not None:
+            out.append(_replay(seen, item))
             continue
         try:
             sid = _resolve(conn, cache, item.session, now_ms)
         except _Reject as exc:
             out.append(Outcome("rejected", reason=str(exc)))
             continue
-        conn.execute(insert, (connector, item.event_key, item.fingerprint, sid, item.text, item.payload, now_ms))
+        rows.append((connector, item.event_key, item.fingerprint, sid, item.text, item.payload, now_ms))
+        prior[item.event_key] = (item.fingerprint, sid)  # a later copy in the same batch is a duplicate
         if item.reply_targets is not None:
             _update_targets(conn, cache, sid, item.reply_targets, now_ms)
         out.append(Outcome("accepted", session_id=sid, created=True))
+    if rows:
+        conn.executemany(
+            "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     if poll_offset is not None:
         conn.execute(
             "INSERT INTO poll_offsets (connector, next_offset) VALUES (?, ?) "
@@ -164,8 +178,8 @@ def ingest(
     return out
 
 
-def _replay(prior: tuple[Any, ...], item: IngressItem) -> Outcome:
-    if bytes(prior[0]) == item.fingerprint:
+def _replay(prior: tuple[bytes, str], item: IngressItem) -> Outcome:
+    if prior[0] == item.fingerprint:
         return Outcome("duplicate", session_id=str(prior[1]))
     return Outcome(
         "rejected",
