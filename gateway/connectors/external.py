@@ -31,7 +31,6 @@ from gateway.errors import (
 from storage.ingress import IngressItem, Outcome
 
 MAX_BODY = 2 * 1024 * 1024
-MAX_BATCH = 64
 PROTOCOLS = (1, 2)
 
 
@@ -164,8 +163,10 @@ class ExternalConnector(AdapterBase):
             raise ValidationFailedError(f"invalid batch: {exc}") from None
         except msgspec.DecodeError:
             raise InvalidRequestError('the body is not JSON; send {"protocol_version": 2, "events": [...]}') from None
-        if len(batch.events) > MAX_BATCH:
-            raise PayloadTooLargeError(f"{len(batch.events)} events in one batch; send at most {MAX_BATCH}")
+        if len(batch.events) > self.s.max_batch_events:
+            raise PayloadTooLargeError(
+                f"{len(batch.events)} events in one batch; send at most {self.s.max_batch_events}"
+            )
         ids: list[str | None] = []
         items: list[IngressItem | Outcome] = []
         for raw in batch.events:

@@ -98,6 +98,8 @@ class ExternalSettings(_Chat, forbid_unknown_fields=True, kw_only=True):
     base_url: str | None = None
     shared_token: SecretMeta | None = None
     ingress_events_per_second: float | None = None
+    # The reference implementation's limit; raise it for scripts that batch more (the benchmark sends 100).
+    max_batch_events: int = 64
     child_process: ChildProcess | None = None
 
 
@@ -228,6 +230,8 @@ def validate(s: Settings, what: str) -> None:
             )
         if s.ingress_events_per_second is not None and s.ingress_events_per_second <= 0:
             raise ValidationFailedError(f"{what}: ingress_events_per_second must be > 0 (or null for no limit)")
+        if not 1 <= s.max_batch_events <= 1000:
+            raise ValidationFailedError(f"{what}: max_batch_events must be between 1 and 1000")
         cp = s.child_process
         if cp is not None:
             if not cp.command:
