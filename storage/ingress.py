@@ -25,6 +25,7 @@ class SessionSpec:
     session_id: str | None = None
     create_if_missing: bool = True
     provider: str | None = None
+    transport: str = ""  # for a fixed session created on first use
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,11 @@ def _resolve(conn: sqlite3.Connection, cache: _BatchCache, spec: SessionSpec, no
     if spec.fixed_session_id:
         sid = spec.fixed_session_id
         if not _session_exists(conn, cache, sid):
-            if not spec.create_if_missing or not spec.candidates:
+            if not spec.create_if_missing:
                 raise _Reject(f"session {sid} does not exist and session_policy.create_if_missing is false")
-            t, _chat, topic = spec.candidates[0]
+            t, topic = (spec.candidates[0][0], spec.candidates[0][2]) if spec.candidates else (spec.transport, "")
+            if not t:
+                raise _Reject(f"session {sid} does not exist")
             conn.execute(
                 "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, provider, last_seq, unread, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, '', 'pending', ?, 0, 0, ?, ?)",

@@ -75,6 +75,7 @@ class AdapterBase(Connector):
             fixed_session_id=s.fixed_session_id,
             create_if_missing=s.session_policy.create_if_missing,
             provider=self.ctx.provider,
+            transport=self.ctx.transport,
         )
 
 
