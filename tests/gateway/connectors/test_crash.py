@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from tests.conftest import TOKEN
+from tests.gateway.connectors.helpers import wait_for
 
 SHARED = "crash-test-shared-token-0001"
 EVENTS = 3000
@@ -62,6 +63,16 @@ async def _spawn(config: Path, nursery: trio.Nursery, tmp_path: Path) -> Gateway
 
     nursery.start_soon(drain)
     return Gateway(process, int(m.group(1)))
+
+
+def _all_dispatched(db_file: Path) -> bool:
+    db = sqlite3.connect(db_file, timeout=5)
+    try:
+        cursor = db.execute("SELECT last_id FROM ingress_cursor").fetchone()[0]
+        top = db.execute("SELECT max(id) FROM ingress_events").fetchone()[0]
+    finally:
+        db.close()
+    return bool(top) and cursor == top
 
 
 def _event(i: int) -> dict[str, Any]:
@@ -127,6 +138,12 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
                     break
                 await gw.process.wait()
                 gw = await _spawn(config, nursery, tmp_path)
+
+            # Events stored before a kill but not yet fed to the agent are fed after the restart.
+            async def dispatched() -> bool:
+                return _all_dispatched(data / "gateway.db")
+
+            await wait_for(dispatched, timeout=30, interval=0.1)
             gw.process.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
                 await gw.process.wait()
