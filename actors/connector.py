@@ -224,9 +224,19 @@ class IngressDispatcher:
     transaction).
     """
 
-    def __init__(self, store: Store, router: Address[RouterMsg], *, batch: int = 500, settle: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: Store,
+        router: Address[RouterMsg],
+        *,
+        batch: int = 500,
+        settle: float = 0.05,
+        max_delay: float = 1.0,
+    ) -> None:
         self.store = store
         self.settle = settle
+        self.max_delay = max_delay
+        self._last_wake = 0.0
         self.router = router
         self.batch = batch
         self.dispatched = 0
@@ -235,7 +245,20 @@ class IngressDispatcher:
 
     def wake(self) -> None:
         """Say new events were committed (cheap, never blocks; coalesces)."""
+        self._last_wake = trio.current_time()
         self._wake.set()
+
+    async def _settle(self) -> None:
+        # Feeding the agent yields to ingress: wait until commits pause for `settle` seconds, but never
+        # longer than `max_delay` after the first one. Bursts become fewer, bigger turns, and the ingress
+        # answers (which never wait for this) keep the CPU while a batch upload is running.
+        first = trio.current_time()
+        while True:
+            quiet_at = self._last_wake + self.settle
+            now = trio.current_time()
+            if now >= quiet_at or now - first >= self.max_delay:
+                return
+            await trio.sleep(min(quiet_at, first + self.max_delay) - now)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain the backlog left by a previous run, then follow new commits until cancelled."""
@@ -245,8 +268,7 @@ class IngressDispatcher:
             while await self._round():
                 pass
             await self._wake.wait()
-            # Let a burst settle: the ingress answer never waits for this, and bigger rounds mean fewer turns.
-            await trio.sleep(self.settle)
+            await self._settle()
 
     async def _round(self) -> bool:
         pending = await self.store.call(ingress_db.undispatched, limit=self.batch)

@@ -128,6 +128,9 @@ def gateway(tmp: Path) -> Server:
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = 0\ntoken = "{TOKEN}"\n'
         f'[storage]\ndata_dir = "{tmp / "data"}"\n'
+        # The agent streams ~50 words/s per session, like a real model; the echo provider's default (no delay)
+        # would spend the CPU on emitting words as fast as Python can, which no deployed agent does.
+        "[providers.echo]\ndelay_ms = 20\n"
         f'[connectors.external.bench]\nshared_token = {{ value = "{SHARED}" }}\nmax_batch_events = 100\n'
     )
     env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "XDG_CONFIG_HOME": str(tmp)}
@@ -143,12 +146,21 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, expect_items: 
 
         async def worker() -> None:
             while queue:
-                r = await client.post(url, content=queue.pop())
+                body = queue.pop()
+                for attempt in range(3):
+                    try:
+                        r = await client.post(url, content=body)
+                        break
+                    except (httpx.RemoteProtocolError, httpx.ConnectError):
+                        # A keep-alive connection closed by the server under load: send again (the gateway
+                        # answers a re-sent batch `duplicate`, which the check below accepts).
+                        if attempt == 2:
+                            raise
                 if r.status_code != 200:
                     raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
                 if expect_items > 1:
-                    statuses = {x["status"] for x in r.json()["results"]}
-                    if statuses != {"accepted"}:
+                    statuses = {x["status"] for x in msgspec.json.decode(r.content)["results"]}
+                    if not statuses <= {"accepted", "duplicate"}:
                         raise RuntimeError(f"unexpected statuses {statuses}")
 
         start = time.perf_counter()
@@ -173,8 +185,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     """Measure both hot paths and their floors in this run; return one row per comparison."""
     n_batch = 6_000 if quick else 30_000
     n_single = 2_000 if quick else 8_000
-    batch_clients = 4
-    floor_rows = raw_sqlite(n_batch)
+    batch_clients = 8
+    # The floor is measured before and after the gateway and the higher figure kept: shared machines
+    # drift, and the comparison should never flatter the gateway.
+    floor_before = raw_sqlite(n_batch)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         gw = gateway(Path(d))
@@ -188,17 +202,29 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 for b in range(0, n_batch, 100)
             ]
             per_s = trio.run(_drive, base + "/events/batch", bodies, batch_clients, 100) * 100
-            rows.append(_row("ingress batch events/s (100/request) vs raw sqlite", per_s, "events/s", floor_rows, 0.8))
             singles = [msgspec.json.encode(event(i, "s" + run_id)) for i in range(n_single)]
             single_rate = trio.run(_drive, base + "/events", singles, 32, 1)
         finally:
             gw.stop()
+    floor_rows = max(floor_before, raw_sqlite(n_batch))
+    rows.insert(0, _row("ingress batch events/s (100/request) vs raw sqlite", per_s, "events/s", floor_rows, 0.8))
     bare = Server([sys.executable, "-c", _BARE_SERVER])
     try:
         bodies = [msgspec.json.encode(event(i, "bare")) for i in range(n_single)]
         bare_rate = trio.run(_drive, bare.url + "/", bodies, 32, 1)
+        # Context for the first row: the same 100-event bodies posted to a server that does nothing with them.
+        batches = [
+            msgspec.json.encode({"protocol_version": 2, "events": [event(i, "bare") for i in range(b, b + 100)]})
+            for b in range(0, n_batch, 100)
+        ]
+        bare_batch = trio.run(_drive, bare.url + "/", batches, batch_clients, 1) * 100
     finally:
         bare.stop()
+    rows.append(
+        _row(
+            "ingress batch events/s vs bare hypercorn-trio POST of the same bodies", per_s, "events/s", bare_batch, 0.8
+        )
+    )
     rows.append(
         _row("ingress single /events req/s (32 clients) vs bare hypercorn-trio", single_rate, "req/s", bare_rate, 0.8)
     )
