@@ -28,7 +28,7 @@ from gateway.errors import (
     RateLimitedError,
     ValidationFailedError,
 )
-from storage.ingress import IngressItem, Outcome
+from storage.ingress import IngressItem, Outcome, SessionSpec
 
 MAX_BODY = 2 * 1024 * 1024
 PROTOCOLS = (1, 2)
@@ -94,6 +94,7 @@ class ExternalConnector(AdapterBase):
         assert isinstance(s, ExternalSettings)
         self.s = s
         self.bucket = TokenBucket(s.ingress_events_per_second) if s.ingress_events_per_second else None
+        self._specs: dict[tuple[str, str | None], SessionSpec] = {}
 
     async def background(self) -> None:
         if self.s.child_process is not None:
@@ -131,13 +132,20 @@ class ExternalConnector(AdapterBase):
             text = "\n".join([text, *parts] if text else parts)
         if not text and not ev.attachments:
             return Outcome("rejected", reason="the event has no content, input_items or attachments")
-        candidates: list[tuple[str, str]] = []
-        if ev.thread is not None and ev.thread.path:
-            candidates.append(("path:" + "/".join(ev.thread.path), ""))
-        if ev.routing_key:
-            candidates.append(("rk:" + ev.routing_key, ""))
-        candidates.extend(("bind:" + k, "") for k in self.s.additional_binding_keys)
-        spec = self.session_spec(candidates)
+        path = "/".join(ev.thread.path) if ev.thread is not None and ev.thread.path else ""
+        # Events of one thread share one SessionSpec: the hot path builds it once per thread, not per event.
+        spec = self._specs.get((path, ev.routing_key))
+        if spec is None:
+            candidates: list[tuple[str, str]] = []
+            if path:
+                candidates.append(("path:" + path, ""))
+            if ev.routing_key:
+                candidates.append(("rk:" + ev.routing_key, ""))
+            candidates.extend(("bind:" + k, "") for k in self.s.additional_binding_keys)
+            spec = self.session_spec(candidates)
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            self._specs[(path, ev.routing_key)] = spec
         if spec.fixed_session_id is None and not spec.candidates:
             return Outcome("rejected", reason="cannot derive a session: give thread.path or routing_key")
         payload = canonical(ev)
