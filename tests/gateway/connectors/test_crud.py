@@ -230,3 +230,18 @@ async def test_file_connectors_are_read_only_and_delete_is_refused_while_referen
             r = await c.delete("/v1/runtime/connectors/http/third")
             assert r.status_code == 409 and "cron" in r.json()["error"]["message"]
     await gw.stop()
+
+
+def test_a_bad_connector_in_the_config_file_is_a_config_error() -> None:
+    import pytest
+
+    from gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"connectors\.http\.x.*allow_unauthenticated_ingress"):
+        parse_config({"connectors": {"http": {"x": {}}}})
+    with pytest.raises(ConfigError, match="unknown connector kind"):
+        parse_config({"connectors": {"irc": {"x": {}}}})
+    with pytest.raises(ConfigError, match="env cannot be combined"):
+        parse_config({"connectors": {"http": {"x": {"bearer_token": {"env": "A", "value": "b"}}}}})
+    ok = parse_config({"connectors": {"external": {"e": {"shared_token": {"env": "E_TOKEN"}}}}})
+    assert ok.connectors["external"]["e"]["shared_token"] == {"env": "E_TOKEN"}
