@@ -148,6 +148,9 @@ def ingest(
         ):
             prior[key] = (bytes(fp), str(sid))
     rows: list[tuple[Any, ...]] = []
+    # Adapters share one SessionSpec per thread, and Outcomes are immutable: both are reused per batch.
+    by_spec: dict[int, str] = {}
+    accepted: dict[str, Outcome] = {}
     for item in items:
         if isinstance(item, Outcome):
             out.append(item)
@@ -156,16 +159,22 @@ def ingest(
         if seen is not None:
             out.append(_replay(seen, item))
             continue
-        try:
-            sid = _resolve(conn, cache, item.session, now_ms)
-        except _Reject as exc:
-            out.append(Outcome("rejected", reason=str(exc)))
-            continue
+        sid_or_none = by_spec.get(id(item.session))
+        if sid_or_none is None:
+            try:
+                sid_or_none = by_spec[id(item.session)] = _resolve(conn, cache, item.session, now_ms)
+            except _Reject as exc:
+                out.append(Outcome("rejected", reason=str(exc)))
+                continue
+        sid = sid_or_none
         rows.append((connector, item.event_key, item.fingerprint, sid, item.text, item.payload, now_ms))
         prior[item.event_key] = (item.fingerprint, sid)  # a later copy in the same batch is a duplicate
         if item.reply_targets is not None:
             _update_targets(conn, cache, sid, item.reply_targets, now_ms)
-        out.append(Outcome("accepted", session_id=sid, created=True))
+        outcome = accepted.get(sid)
+        if outcome is None:
+            outcome = accepted[sid] = Outcome("accepted", session_id=sid, created=True)
+        out.append(outcome)
     if rows:
         conn.executemany(
             "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
