@@ -116,7 +116,9 @@ async def _deliver(connector: Connector, msg: Deliver) -> None:
     try:
         msg.reply.set(await connector.deliver(msg.request))
     except Exception as exc:
-        msg.reply.set(DeliveryResult("retryable", f"{type(exc).__name__}: {exc}"))
+        # Only the type: an exception's text may carry a URL with a token in it (Telegram's /bot<token>/).
+        log.warning("delivery %s via %s failed: %r", msg.request.delivery_id, connector.name, exc)
+        msg.reply.set(DeliveryResult("retryable", f"{type(exc).__name__} while delivering"))
 
 
 @dataclass(slots=True)
@@ -137,6 +139,8 @@ class ConnectorRegistry:
         self._entries: dict[str, _Entry] = {}
         self._nursery: trio.Nursery | None = None
         self._failed: dict[str, str] = {}
+        # Serialises start/stop so two concurrent PUTs of one connector cannot leave an orphaned actor.
+        self._lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the actors' nursery open until cancelled."""
@@ -151,7 +155,11 @@ class ConnectorRegistry:
 
     async def start(self, ref: str, factory: ConnectorFactory) -> None:
         """Start (or replace) the actor for `ref`; the old one is stopped first."""
-        await self.stop(ref)
+        async with self._lock:
+            await self._stop(ref)
+            await self._start(ref, factory)
+
+    async def _start(self, ref: str, factory: ConnectorFactory) -> None:
         assert self._nursery is not None, "ConnectorRegistry.run must be started first"
         entry = _Entry(ref, trio.CancelScope())
         self._entries[ref] = entry
@@ -182,6 +190,10 @@ class ConnectorRegistry:
 
     async def stop(self, ref: str) -> None:
         """Stop the actor for `ref` (if running) and wait until it is gone."""
+        async with self._lock:
+            await self._stop(ref)
+
+    async def _stop(self, ref: str) -> None:
         entry = self._entries.pop(ref, None)
         self._failed.pop(ref, None)
         if entry is None:
