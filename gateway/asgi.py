@@ -85,12 +85,15 @@ async def health(request: Request) -> Response:
 
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
+    from gateway.routes import connectors, status
     from gateway.routes.files import routes as file_routes
     from gateway.ws import websocket_app
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes.append(WebSocketRoute("/ws", websocket_app))
     routes.extend(file_routes())
+    routes.extend(connectors.routes())
+    routes.extend(status.routes())
     return routes
 
 

@@ -111,6 +111,13 @@ class Cors(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     credentials: bool = False
 
 
+class Outbox(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_attempts: int = 8
+    backoff: float = 1.0  # seconds before the first retry, doubled per failure
+    max_backoff: float = 300.0
+    timeout: float = 30.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     storage: Storage = Storage()
@@ -121,6 +128,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     cors: Cors = Cors()
     ws: WebSocketConfig = WebSocketConfig()
     files: Files = Files()
+    outbox: Outbox = Outbox()
+    # [connectors.<kind>.<name>]: validated by gateway.connectors.model (issue 4); read-only over the API.
+    connectors: dict[str, dict[str, dict[str, Any]]] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +241,16 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
+    if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:
+        raise ConfigError(f"{source}: setting outbox: max_attempts >= 1, backoff >= 0 and timeout > 0")
+    if config.connectors:
+        from gateway.connectors.service import file_connectors
+        from gateway.errors import GatewayError
+
+        try:
+            file_connectors(config.connectors)
+        except GatewayError as exc:
+            raise ConfigError(f"{source}: {exc.message}") from None
 
 
 def check_token(token: str, what: str = "token") -> None:

@@ -64,6 +64,8 @@ class Runtime:
     status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     mcp: McpHub | None = None
     skills: SkillCatalog = field(default_factory=SkillCatalog)
+    # The connector service (issue 4), set by start_services; typed loosely to keep imports one-way.
+    connectors: Any = None
 
     @property
     def version(self) -> str:
@@ -208,8 +210,10 @@ async def run(
                     registry=registry,
                     providers=providers,
                     shutdown=shutdown,
+                    event_listeners=listeners,
                 )
                 await _resume_queued(store, router_address)
+                await start_services(runtime, core)
                 if app_factory is None:
                     from gateway.asgi import build_app
 
@@ -238,6 +242,7 @@ async def run(
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
     await start_mcp(runtime, nursery)
+    await _start_connectors(runtime, nursery)
     await runtime.skills.refresh(runtime.store)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
@@ -263,6 +268,33 @@ async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
         return {"status": "error" if bad else "ok", "details": status}
 
     runtime.status_checks["mcp"] = check
+
+
+async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
+    # Issue 4: connector actors, the ingress dispatcher and the reply outbox.
+    from actors.outbox import OutboxPolicy
+    from gateway.connectors.service import ConnectorService, file_connectors
+
+    cfg = runtime.config
+    service = ConnectorService(
+        store=runtime.store,
+        router=runtime.router_address,
+        registry=runtime.registry,
+        files=file_connectors(cfg.connectors),
+        files_dir=runtime.paths.workspace / "connectors",
+        provider=cfg.agent.provider,
+        gateway_url=lambda: runtime.binds[0] if runtime.binds else f"http://{cfg.server.host}:{cfg.server.port}",
+        outbox_policy=OutboxPolicy(
+            max_attempts=cfg.outbox.max_attempts,
+            backoff=cfg.outbox.backoff,
+            max_backoff=cfg.outbox.max_backoff,
+            timeout=cfg.outbox.timeout,
+        ),
+    )
+    runtime.connectors = service
+    runtime.event_listeners.append(service.on_event)
+    runtime.status_checks["connectors"] = service.status
+    await nursery.start(service.run)
 
 
 def _bind(host: str, port: int) -> str:

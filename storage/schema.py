@@ -79,6 +79,45 @@ def _m001_core(db: Any) -> None:
     db["events"].create_index(["session_id", "seq"], unique=True)
 
 
+def _m020_connectors(db: Any) -> None:
+    # Plain SQL: the hot ingress table wants exact control of its keys (issue 4, docs/performance.md).
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE connectors (kind TEXT NOT NULL, name TEXT NOT NULL, settings BLOB NOT NULL, "
+        "created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, name))"
+    )
+    # Secrets live apart from connector rows so that no view or dump of a connector can carry one.
+    conn.execute(
+        "CREATE TABLE secrets (slot TEXT PRIMARY KEY, value TEXT NOT NULL, created_at INTEGER NOT NULL, "
+        "updated_at INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE TABLE personas (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+    # One row per acknowledged event; the UNIQUE key is the idempotency receipt, written in the same row
+    # (hence the same transaction) as the event. INTEGER rowid keys keep inserts appending.
+    conn.execute(
+        "CREATE TABLE ingress_events (id INTEGER PRIMARY KEY, connector TEXT NOT NULL, event_key TEXT NOT NULL, "
+        "fingerprint BLOB NOT NULL, session_id TEXT NOT NULL, text TEXT NOT NULL, payload BLOB NOT NULL, "
+        "created_at INTEGER NOT NULL, UNIQUE (connector, event_key))"
+    )
+    conn.execute("CREATE TABLE ingress_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_id INTEGER NOT NULL)")
+    conn.execute("INSERT INTO ingress_cursor (id, last_id) VALUES (1, 0)")
+    conn.execute("CREATE TABLE poll_offsets (connector TEXT PRIMARY KEY, next_offset INTEGER NOT NULL)")
+    conn.execute(
+        "CREATE TABLE session_routing (session_id TEXT PRIMARY KEY, reply_targets BLOB NOT NULL, "
+        "updated_at INTEGER NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL, "
+        "turn_id TEXT NOT NULL, plugin TEXT NOT NULL, connector TEXT NOT NULL, target BLOB NOT NULL, "
+        "text TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "next_attempt_at INTEGER NOT NULL, last_error TEXT, created_at INTEGER NOT NULL, "
+        "updated_at INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE INDEX outbox_due ON outbox (state, next_attempt_at)")
+    # A turn listed here has had its deliveries planned; the startup scan looks for finished turns missing.
+    conn.execute("CREATE TABLE outbox_turns (turn_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)")
+
+
 def _m002_seq_reserved(db: Any) -> None:
     # Sequence numbers a session may have shown but not yet stored: after a crash it starts above them,
     # so a client resuming from a number it saw never skips new events. See actors/session.py.
@@ -100,6 +139,7 @@ def _m041_skills(db: Any) -> None:
 MIGRATIONS: list[Migration] = [
     ("001_core", _m001_core),
     ("002_seq_reserved", _m002_seq_reserved),
+    ("020_connectors", _m020_connectors),
     ("040_mcp_servers", _m040_mcp),
     ("041_skills_a2a", _m041_skills),
 ]

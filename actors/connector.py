@@ -1,0 +1,311 @@
+"""Connector actors: one supervised actor per configured connector, their registry, and the ingress dispatcher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import trio
+
+from actors.base import Address, BusyError, DeadActorError, Reply, ask
+from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
+from actors.store import Store
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from storage import ingress as ingress_db
+
+log = logging.getLogger("gateway.connectors")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer produced by a connector for an ingress request (the edge renders it)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """An ingress request handed from the HTTP edge to the connector's actor, raw body included."""
+
+    action: str  # "" for the connector's root route, "events", "events/batch", "credentials/<key>"...
+    headers: Mapping[str, str]
+    body: bytes
+    reply: Reply[Answer]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    outcome: Literal["delivered", "retryable", "terminal"]
+    error: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRequest:
+    delivery_id: str
+    session_id: str
+    turn_id: str
+    target: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    request: DeliveryRequest
+    reply: Reply[DeliveryResult]
+
+
+ConnectorMsg = Inbound | Deliver
+
+
+class Connector:
+    """What a protocol adapter implements; one instance lives for one life of its actor."""
+
+    kind: str = ""
+    name: str = ""
+
+    async def background(self) -> None:
+        """Long-running work (polling, a sidecar). Raising crashes the actor, which is restarted with backoff."""
+        await trio.sleep_forever()
+
+    async def handle(self, msg: Inbound) -> Answer:
+        """Answer one ingress request; a raised error is answered to that request only."""
+        raise NotImplementedError
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        """Send one reply to this connector's platform."""
+        return DeliveryResult("terminal", f"{self.kind} connectors cannot deliver replies")
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds (HTTP clients, processes); called at the end of every life."""
+
+
+ConnectorFactory = Callable[[], Awaitable[Connector]]
+
+
+async def _serve(factory: ConnectorFactory, inbox: trio.MemoryReceiveChannel[ConnectorMsg]) -> None:
+    connector = await factory()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connector.background)
+            async for msg in inbox:
+                match msg:
+                    case Inbound():
+                        nursery.start_soon(_answer, connector, msg)
+                    case Deliver():
+                        nursery.start_soon(_deliver, connector, msg)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await connector.aclose()
+
+
+async def _answer(connector: Connector, msg: Inbound) -> None:
+    try:
+        msg.reply.set(await connector.handle(msg))
+    except Exception as exc:
+        msg.reply.fail(exc)
+
+
+async def _deliver(connector: Connector, msg: Deliver) -> None:
+    try:
+        msg.reply.set(await connector.deliver(msg.request))
+    except Exception as exc:
+        # Only the type: an exception's text may carry a URL with a token in it (Telegram's /bot<token>/).
+        log.warning("delivery %s via %s failed: %r", msg.request.delivery_id, connector.name, exc)
+        msg.reply.set(DeliveryResult("retryable", f"{type(exc).__name__} while delivering"))
+
+
+@dataclass(slots=True)
+class _Entry:
+    ref: str
+    scope: trio.CancelScope
+    address: Address[ConnectorMsg] | None = None
+    stopped: trio.Event = field(default_factory=trio.Event)
+    gave_up: str | None = None
+
+
+class ConnectorRegistry:
+    """Starts, replaces and stops connector actors by `kind/name`; owns the nursery they run in."""
+
+    def __init__(self, registry: Registry, *, policy: RestartPolicy | None = None) -> None:
+        self.registry = registry
+        self.policy = policy or RestartPolicy(Restart.PERMANENT, max_restarts=8, window=60.0, backoff=0.5)
+        self._entries: dict[str, _Entry] = {}
+        self._nursery: trio.Nursery | None = None
+        self._failed: dict[str, str] = {}
+        # Serialises start/stop so two concurrent PUTs of one connector cannot leave an orphaned actor.
+        self._lock = trio.Lock()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the actors' nursery open until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def address_of(self, ref: str) -> Address[ConnectorMsg] | None:
+        entry = self._entries.get(ref)
+        return entry.address if entry is not None else None
+
+    async def start(self, ref: str, factory: ConnectorFactory) -> None:
+        """Start (or replace) the actor for `ref`; the old one is stopped first."""
+        async with self._lock:
+            await self._stop(ref)
+            await self._start(ref, factory)
+
+    async def _start(self, ref: str, factory: ConnectorFactory) -> None:
+        assert self._nursery is not None, "ConnectorRegistry.run must be started first"
+        entry = _Entry(ref, trio.CancelScope())
+        self._entries[ref] = entry
+        self._failed.pop(ref, None)
+        entry.address = await self._nursery.start(self._supervise, entry, factory)
+
+    async def _supervise(
+        self, entry: _Entry, factory: ConnectorFactory, *, task_status: trio.TaskStatus[Address[ConnectorMsg]]
+    ) -> None:
+        spec: ChildSpec[ConnectorMsg] = ChildSpec(
+            name=f"connector:{entry.ref}",
+            run=partial(_serve, factory),
+            policy=self.policy,
+            capacity=1024,
+            registry=self.registry,
+        )
+        try:
+            with entry.scope:
+                await supervise(spec, task_status=task_status)
+        except GaveUpError as exc:
+            # Never silently: the state stays `failed` with the error in /api/status until reconfigured.
+            log.error("%s", exc)
+            self._failed[entry.ref] = str(exc.__cause__ or exc)
+        finally:
+            entry.stopped.set()
+            if self._entries.get(entry.ref) is entry and entry.ref not in self._failed:
+                del self._entries[entry.ref]
+
+    async def stop(self, ref: str) -> None:
+        """Stop the actor for `ref` (if running) and wait until it is gone."""
+        async with self._lock:
+            await self._stop(ref)
+
+    async def _stop(self, ref: str) -> None:
+        entry = self._entries.pop(ref, None)
+        self._failed.pop(ref, None)
+        if entry is None:
+            return
+        entry.scope.cancel()
+        await entry.stopped.wait()
+        self.registry.unregister(f"connector:{ref}")
+
+    def refs(self) -> list[str]:
+        return sorted(set(self._entries) | set(self._failed))
+
+    def statistics(self, ref: str) -> dict[str, Any]:
+        """Return state, last_error, restarts and mailbox backlog of one connector actor."""
+        info = self.registry.get(f"connector:{ref}")
+        if ref in self._failed:
+            snap = info.snapshot() if info is not None else {}
+            return {
+                "state": "failed",
+                "last_error": self._failed[ref],
+                "restarts": snap.get("restarts", 0),
+                "backlog": 0,
+            }
+        if info is None:
+            return {"state": "stopped", "last_error": None, "restarts": 0, "backlog": 0}
+        snap = info.snapshot()
+        return {
+            "state": snap["state"],
+            "last_error": snap["last_error"],
+            "restarts": snap["restarts"],
+            "backlog": snap["backlog"],
+        }
+
+
+class IngressDispatcher:
+    """Feeds stored ingress events to the agent after their commit, following a durable cursor.
+
+    Events of one session that arrived together are coalesced into one turn, so a burst of thousands
+    of events costs a handful of turns. A crash between Submit and the cursor update re-feeds at most
+    one round (at-least-once towards the agent; at-most-once is impossible without the turn in the same
+    transaction).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        router: Address[RouterMsg],
+        *,
+        batch: int = 500,
+        settle: float = 0.05,
+        max_delay: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.settle = settle
+        self.max_delay = max_delay
+        self._last_wake = 0.0
+        self.router = router
+        self.batch = batch
+        self.dispatched = 0
+        self.turns = 0
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        """Say new events were committed (cheap, never blocks; coalesces)."""
+        self._last_wake = trio.current_time()
+        self._wake.set()
+
+    async def _settle(self) -> None:
+        # Feeding the agent yields to ingress: wait until commits pause for `settle` seconds, but never
+        # longer than `max_delay` after the first one. Bursts become fewer, bigger turns, and the ingress
+        # answers (which never wait for this) keep the CPU while a batch upload is running.
+        first = trio.current_time()
+        while True:
+            quiet_at = self._last_wake + self.settle
+            now = trio.current_time()
+            if now >= quiet_at or now - first >= self.max_delay:
+                return
+            await trio.sleep(min(quiet_at, first + self.max_delay) - now)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drain the backlog left by a previous run, then follow new commits until cancelled."""
+        task_status.started()
+        while True:
+            self._wake = trio.Event()
+            while await self._round():
+                pass
+            await self._wake.wait()
+            await self._settle()
+
+    async def _round(self) -> bool:
+        pending = await self.store.call(ingress_db.undispatched, limit=self.batch)
+        if not pending:
+            return False
+        groups: dict[str, list[ingress_db.Pending]] = {}
+        for p in pending:
+            groups.setdefault(p.session_id, []).append(p)
+        for rows in groups.values():
+            first = rows[0]
+            key = SessionKey(first.transport, first.chat_id, first.topic_id)
+            text = "\n\n".join(r.text for r in rows if r.text) or "(event without text)"
+            await self._submit(key, text)
+            self.turns += 1
+        await self.store.call(ingress_db.advance_cursor, pending[-1].id)
+        self.dispatched += len(pending)
+        return True
+
+    async def _submit(self, key: SessionKey, text: str) -> TurnAccepted:
+        delay = 0.05
+        while True:
+            try:
+                return await ask(self.router, lambda r: Submit(key, text, r), timeout=30)
+            except (BusyError, DeadActorError, Exception) as exc:
+                # A full session queue is temporary; the events are durable, so wait and try again.
+                log.warning("cannot feed events to session %s yet (%s); retrying in %.2fs", key, exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,1 @@
+"""Connector edges: the per-kind settings model and the Telegram, Slack, HTTP and external protocol adapters."""

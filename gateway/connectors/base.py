@@ -1,0 +1,182 @@
+"""What every protocol adapter shares: its context, secret-aware auth, fingerprints and durable ingestion."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+
+from actors.base import AskTimeoutError
+from actors.connector import Connector
+from actors.store import StorageUnavailableError, Store
+from gateway.connectors.model import ConnectorConfig, ReplyHandle
+from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
+from storage import ingress as ingress_db
+from storage.ingress import IngressItem, Outcome, SessionSpec
+
+log = logging.getLogger("gateway.connectors")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything an adapter may use; built fresh for every life of the connector's actor."""
+
+    config: ConnectorConfig
+    secrets: dict[str, str]  # secret field -> resolved value (absent when not configured or unresolvable)
+    store: Store
+    wake_dispatcher: Callable[[], None]
+    files_dir: Path
+    provider: str
+    gateway_url: Callable[[], str]
+    slot_value: Callable[[str], Awaitable[str | None]]
+    sidecar_tokens: SidecarTokens
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter status shown in /api/status
+
+    @property
+    def ref(self) -> str:
+        return self.config.ref
+
+    @property
+    def transport(self) -> str:
+        return f"{self.config.kind}:{self.config.name}"
+
+
+class AdapterBase(Connector):
+    """Holds the context and one HTTP client for the adapter's outbound calls."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.kind = ctx.config.kind
+        self.name = ctx.config.name
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def session_spec(self, candidates: Sequence[tuple[str, str]]) -> SessionSpec:
+        """Session resolution for this connector: fixed id first, then the candidate (chat, topic) keys."""
+        s = self.ctx.config.settings
+        return SessionSpec(
+            candidates=tuple((self.ctx.transport, chat, topic) for chat, topic in candidates if chat),
+            fixed_session_id=s.fixed_session_id,
+            create_if_missing=s.session_policy.create_if_missing,
+            provider=self.ctx.provider,
+            transport=self.ctx.transport,
+        )
+
+
+def check_bearer(headers: Mapping[str, str], expected: str | None, *, allow_unauthenticated: bool, what: str) -> None:
+    """Require `Authorization: Bearer <expected>` unless the connector allows unauthenticated ingress."""
+    if expected is None:
+        if allow_unauthenticated:
+            return
+        raise UnavailableError(f"{what} has no usable secret configured; set it or allow unauthenticated ingress")
+    header = headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected.encode()):
+        raise UnauthorizedError(
+            f"missing or invalid token for {what}; send `Authorization: Bearer <token>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def canonical(obj: Any) -> bytes:
+    """A stable encoding of a payload (sorted keys), stored and fingerprinted."""
+    return msgspec.json.encode(obj, order="sorted")
+
+
+def fingerprint(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def reply_dicts(handles: Sequence[ReplyHandle]) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(h) for h in handles]
+
+
+async def store_items(
+    ctx: Context, items: Sequence[IngressItem | Outcome], *, poll_offset: int | None = None
+) -> list[Outcome]:
+    """Commit a batch of events in one transaction, then wake the dispatcher; 503 when storage cannot commit."""
+    try:
+        out = await ctx.store.call(ingress_db.ingest, ctx.ref, items, now_ms=now_ms(), poll_offset=poll_offset)
+    except (StorageUnavailableError, AskTimeoutError) as exc:
+        raise UnavailableError(f"storage cannot accept events right now ({exc}); retry later") from None
+    if any(o.created for o in out):
+        ctx.wake_dispatcher()
+    return out
+
+
+def safe_filename(name: str) -> str:
+    cleaned = re.sub(r'[/\\<>:"|?*\x00-\x1f]', "_", name).strip(". ") or "file"
+    return cleaned[:120]
+
+
+async def save_download(ctx: Context, client: httpx.AsyncClient, url: str, name: str, headers: dict[str, str]) -> Path:
+    """Download `url` into the connector's files folder; raise GatewayError(502) when the platform refuses."""
+    folder = ctx.files_dir / ctx.config.kind / ctx.config.name
+    await trio.Path(folder).mkdir(parents=True, exist_ok=True)
+    target = folder / safe_filename(name)
+    async with client.stream("GET", url, headers=headers) as r:
+        if r.status_code != 200:
+            raise GatewayError(f"file download failed with HTTP {r.status_code}", status=502, code="UPSTREAM_ERROR")
+        data = b""
+        async for chunk in r.aiter_bytes():
+            data += chunk
+            if len(data) > 50 * 1024 * 1024:
+                raise GatewayError("inbound file larger than 50 MB", status=502, code="UPSTREAM_ERROR")
+    await trio.Path(target).write_bytes(data)
+    return target
+
+
+@dataclass(slots=True)
+class _Grant:
+    ref: str
+    keys: dict[str, str]  # env key -> slot
+    expires: float
+
+
+class SidecarTokens:
+    """Short-lived opaque tokens handed to sidecars; each allows fetching a fixed set of secret slots."""
+
+    def __init__(self) -> None:
+        self._grants: dict[str, _Grant] = {}
+
+    def issue(self, ref: str, keys: dict[str, str], ttl: float) -> str:
+        import secrets
+
+        token = secrets.token_urlsafe(32)
+        from gateway.logs import redactor
+
+        redactor.add(token)
+        self._grants[token] = _Grant(ref, dict(keys), time.monotonic() + ttl)
+        return token
+
+    def revoke(self, token: str) -> None:
+        self._grants.pop(token, None)
+
+    def check(self, token: str | None, ref: str) -> _Grant:
+        """Return the grant of a live token for this connector; raise 401 otherwise (constant-time lookup)."""
+        grant: _Grant | None = None
+        for t, g in list(self._grants.items()):
+            if g.expires < time.monotonic():
+                self._grants.pop(t, None)
+                continue
+            if token is not None and hmac.compare_digest(t.encode(), token.encode()) and g.ref == ref:
+                grant = g
+        if grant is None:
+            raise UnauthorizedError("missing, expired or revoked sidecar credential token")
+        return grant

@@ -1,0 +1,281 @@
+"""External connectors: `/events` and `/events/batch` ingress (protocols 1 and 2), rate limits, sidecar delivery."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
+from gateway.connectors.base import (
+    AdapterBase,
+    Context,
+    canonical,
+    check_bearer,
+    fingerprint,
+    reply_dicts,
+    store_items,
+)
+from gateway.connectors.model import ExternalSettings
+from gateway.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ValidationFailedError,
+)
+from storage.ingress import IngressItem, Outcome, SessionSpec
+
+MAX_BODY = 2 * 1024 * 1024
+PROTOCOLS = (1, 2)
+
+
+class Thread(msgspec.Struct, kw_only=True):
+    path: list[str]
+
+
+class InputItem(msgspec.Struct, kw_only=True):
+    type: str = "text"
+    text: str | None = None
+
+
+class ExternalEvent(msgspec.Struct, kw_only=True):
+    event_id: str
+    instance_id: str | None = None
+    occurred_at_ms: int | None = None
+    actor_id: str | None = None
+    thread: Thread | None = None
+    routing_key: str | None = None
+    content: str | None = None
+    text: str | None = None  # protocol 1 spelling of `content`
+    input_items: list[InputItem] | None = None
+    attachments: list[dict[str, Any]] | None = None
+    reply_route: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    protocol_version: int | None = None  # single-event requests may carry it
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    events: list[msgspec.Raw]
+    protocol_version: int = 2
+
+
+_event_decoder = msgspec.json.Decoder(ExternalEvent)
+_batch_decoder = msgspec.json.Decoder(Batch)
+
+
+class TokenBucket:
+    """`rate` tokens per second, holding at most `burst`; `take()` answers how long until one is free."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate, 1.0)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class ExternalConnector(AdapterBase):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        s = ctx.config.settings
+        assert isinstance(s, ExternalSettings)
+        self.s = s
+        self.bucket = TokenBucket(s.ingress_events_per_second) if s.ingress_events_per_second else None
+        self._specs: dict[tuple[str, str | None], SessionSpec] = {}
+
+    async def background(self) -> None:
+        if self.s.child_process is not None:
+            from gateway.connectors.sidecar import run_sidecar
+
+            await run_sidecar(self.ctx, self.s, self.http)
+        else:
+            await super().background()
+
+    async def handle(self, msg: Inbound) -> Answer:
+        if msg.action.startswith("credentials"):
+            from gateway.connectors.sidecar import credential_answer
+
+            return await credential_answer(self.ctx, msg)
+        check_bearer(
+            msg.headers,
+            self.ctx.secrets.get("shared_token"),
+            allow_unauthenticated=self.s.allow_unauthenticated_ingress,
+            what=f"external connector {self.name}",
+        )
+        if len(msg.body) > MAX_BODY:
+            raise PayloadTooLargeError(f"request body over {MAX_BODY} bytes; send smaller batches")
+        if msg.action == "events/batch":
+            return await self._batch(msg.body)
+        if msg.action == "events":
+            return await self._single(msg.body)
+        raise NotFoundError(f"no such external connector route {msg.action!r}")
+
+    def _item(self, ev: ExternalEvent, version: int) -> IngressItem | Outcome:
+        if not ev.event_id or len(ev.event_id) > 256:
+            return Outcome("rejected", reason="event_id must be 1-256 characters")
+        text = ev.content if ev.content is not None else ev.text
+        if ev.input_items:
+            parts = [i.text for i in ev.input_items if i.type == "text" and i.text]
+            text = "\n".join([text, *parts] if text else parts)
+        if not text and not ev.attachments:
+            return Outcome("rejected", reason="the event has no content, input_items or attachments")
+        path = "/".join(ev.thread.path) if ev.thread is not None and ev.thread.path else ""
+        # Events of one thread share one SessionSpec: the hot path builds it once per thread, not per event.
+        spec = self._specs.get((path, ev.routing_key))
+        if spec is None:
+            candidates: list[tuple[str, str]] = []
+            if path:
+                candidates.append(("path:" + path, ""))
+            if ev.routing_key:
+                candidates.append(("rk:" + ev.routing_key, ""))
+            candidates.extend(("bind:" + k, "") for k in self.s.additional_binding_keys)
+            spec = self.session_spec(candidates)
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            self._specs[(path, ev.routing_key)] = spec
+        if spec.fixed_session_id is None and not spec.candidates:
+            return Outcome("rejected", reason="cannot derive a session: give thread.path or routing_key")
+        payload = canonical(ev)
+        targets: list[dict[str, Any]] | None = None
+        if self.s.include_self_output or self.s.additional_reply_targets:
+            targets = []
+            if self.s.include_self_output:
+                route = ev.reply_route or {
+                    "thread": ev.thread.path if ev.thread else None,
+                    "routing_key": ev.routing_key,
+                }
+                targets.append({"plugin": "external", "connector": self.name, "address": route})
+            targets.extend(reply_dicts(self.s.additional_reply_targets))
+        return IngressItem(ev.event_id, fingerprint(payload), text or "", payload, spec, targets)
+
+    def _rate(self) -> float:
+        return self.bucket.take() if self.bucket is not None else 0.0
+
+    async def _batch(self, body: bytes) -> Answer:
+        try:
+            batch = _batch_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailedError(f"invalid batch: {exc}") from None
+        except msgspec.DecodeError:
+            raise InvalidRequestError('the body is not JSON; send {"protocol_version": 2, "events": [...]}') from None
+        if len(batch.events) > self.s.max_batch_events:
+            raise PayloadTooLargeError(
+                f"{len(batch.events)} events in one batch; send at most {self.s.max_batch_events}"
+            )
+        ids: list[str | None] = []
+        items: list[IngressItem | Outcome] = []
+        for raw in batch.events:
+            try:
+                ev = _event_decoder.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                ids.append(_guess_id(raw))
+                items.append(Outcome("rejected", reason=f"invalid event: {exc}"))
+                continue
+            ids.append(ev.event_id)
+            if batch.protocol_version not in PROTOCOLS:
+                items.append(Outcome("rejected", reason=_version_reason(batch.protocol_version)))
+                continue
+            item = self._item(ev, batch.protocol_version)
+            if isinstance(item, IngressItem):
+                wait = self._rate()
+                if wait > 0:
+                    items.append(Outcome("rejected", reason=f"rate_limited:{math.ceil(wait * 1000)}"))
+                    continue
+            items.append(item)
+        if any(isinstance(i, IngressItem) for i in items):
+            outcomes = await store_items(self.ctx, items)
+        else:
+            outcomes = [i for i in items if isinstance(i, Outcome)]
+        results = [_result(eid, o) for eid, o in zip(ids, outcomes, strict=True)]
+        return Answer(200, {"protocol_version": batch.protocol_version, "results": results})
+
+    async def _single(self, body: bytes) -> Answer:
+        try:
+            ev = _event_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailedError(f"invalid event: {exc}") from None
+        except msgspec.DecodeError:
+            raise InvalidRequestError("the body is not JSON; send one event object") from None
+        version = ev.protocol_version or 2
+        if version not in PROTOCOLS:
+            raise ValidationFailedError(_version_reason(version))
+        item = self._item(ev, version)
+        if isinstance(item, Outcome):
+            raise ValidationFailedError(item.reason or "rejected", details={"event_id": ev.event_id})
+        wait = self._rate()
+        if wait > 0:
+            raise RateLimitedError(
+                f"over ingress_events_per_second; retry in {math.ceil(wait)} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        (o,) = await store_items(self.ctx, [item])
+        if o.status == "rejected":
+            raise ConflictError(o.reason or "rejected", details={"event_id": ev.event_id, "status": "rejected"})
+        return Answer(200, _result(ev.event_id, o))
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        if not self.s.base_url:
+            return DeliveryResult("terminal", "external connector has no base_url to deliver to")
+        headers = {"Idempotency-Key": request.delivery_id}
+        token = self.ctx.secrets.get("shared_token")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        body = {
+            "protocol_version": 1,
+            "delivery_id": request.delivery_id,
+            "session_id": request.session_id,
+            "turn_id": request.turn_id,
+            "route": request.target.get("address"),
+            "text": request.text,
+        }
+        try:
+            r = await self.http.post(self.s.base_url.rstrip("/") + "/deliver", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return DeliveryResult("retryable", f"{type(exc).__name__}: cannot reach the sidecar")
+        status = ""
+        try:
+            status = str(r.json().get("status", ""))
+        except ValueError:
+            pass
+        if r.status_code < 300 and status in ("committed", ""):
+            return DeliveryResult("delivered")
+        if status == "terminal_error" or (400 <= r.status_code < 500 and r.status_code != 429):
+            return DeliveryResult("terminal", f"sidecar answered HTTP {r.status_code} {status}".strip())
+        return DeliveryResult("retryable", f"sidecar answered HTTP {r.status_code} {status}".strip())
+
+
+def _version_reason(version: int) -> str:
+    return f"unsupported protocol_version {version}; this gateway speaks {' and '.join(map(str, PROTOCOLS))}"
+
+
+def _guess_id(raw: msgspec.Raw) -> str | None:
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    value = obj.get("event_id") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _result(event_id: str | None, o: Outcome) -> dict[str, Any]:
+    out: dict[str, Any] = {"event_id": event_id, "status": o.status}
+    if o.reason and o.reason.startswith("rate_limited:"):
+        return {"event_id": event_id, "status": "rate_limited", "retry_after_ms": int(o.reason.split(":", 1)[1])}
+    if o.session_id is not None:
+        out["session_id"] = o.session_id
+    if o.reason:
+        out["reason"] = o.reason
+    return out

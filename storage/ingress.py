@@ -1,0 +1,260 @@
+"""Durable ingress: one row per acknowledged event, whose UNIQUE (connector, event_key) is the idempotency receipt."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from storage import connectors as conn_db
+from storage import sessions as sess_db
+
+Status = Literal["accepted", "duplicate", "rejected"]
+KeyTuple = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """How to find an event's session, in order: fixed id, given id, an existing candidate key, a new first key."""
+
+    candidates: tuple[KeyTuple, ...] = ()
+    fixed_session_id: str | None = None
+    session_id: str | None = None
+    create_if_missing: bool = True
+    provider: str | None = None
+    transport: str = ""  # for a fixed session created on first use
+
+
+@dataclass(frozen=True, slots=True)
+class IngressItem:
+    event_key: str
+    fingerprint: bytes
+    text: str
+    payload: bytes
+    session: SessionSpec
+    # Replace the session's reply targets with these when they differ (None: leave them alone).
+    reply_targets: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    session_id: str | None = None
+    reason: str | None = None
+    created: bool = False  # a new row was written (the dispatcher has work)
+
+
+@dataclass(slots=True)
+class _BatchCache:
+    keys: dict[KeyTuple, str] = field(default_factory=dict)
+    ids: dict[str, bool] = field(default_factory=dict)
+    targets: dict[str, bytes | None] = field(default_factory=dict)
+
+
+class _Reject(Exception):
+    pass
+
+
+def _session_exists(conn: sqlite3.Connection, cache: _BatchCache, session_id: str) -> bool:
+    if session_id not in cache.ids:
+        cache.ids[session_id] = (
+            conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
+        )
+    return cache.ids[session_id]
+
+
+def _find(conn: sqlite3.Connection, cache: _BatchCache, key: KeyTuple) -> str | None:
+    if key in cache.keys:
+        return cache.keys[key]
+    row = conn.execute("SELECT id FROM sessions WHERE transport = ? AND chat_id = ? AND topic_id = ?", key).fetchone()
+    if row is not None:
+        cache.keys[key] = str(row[0])
+        return str(row[0])
+    return None
+
+
+def resolve_session(conn: sqlite3.Connection, spec: SessionSpec, *, now_ms: int, cache: Any = None) -> str:
+    """Return the session id for `spec`, creating the session when allowed; raise ValueError with a reason."""
+    c: _BatchCache = cache if isinstance(cache, _BatchCache) else _BatchCache()
+    try:
+        return _resolve(conn, c, spec, now_ms)
+    except _Reject as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _resolve(conn: sqlite3.Connection, cache: _BatchCache, spec: SessionSpec, now_ms: int) -> str:
+    if spec.fixed_session_id:
+        sid = spec.fixed_session_id
+        if not _session_exists(conn, cache, sid):
+            if not spec.create_if_missing:
+                raise _Reject(f"session {sid} does not exist and session_policy.create_if_missing is false")
+            t, topic = (spec.candidates[0][0], spec.candidates[0][2]) if spec.candidates else (spec.transport, "")
+            if not t:
+                raise _Reject(f"session {sid} does not exist")
+            conn.execute(
+                "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, provider, last_seq, unread, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, '', 'pending', ?, 0, 0, ?, ?)",
+                (sid, t, f"fixed:{sid}", topic, spec.provider, now_ms, now_ms),
+            )
+            cache.ids[sid] = True
+        return sid
+    if spec.session_id:
+        if not _session_exists(conn, cache, spec.session_id):
+            raise _Reject(f"session {spec.session_id} does not exist")
+        return spec.session_id
+    for key in spec.candidates:
+        found = _find(conn, cache, key)
+        if found is not None:
+            return found
+    if not spec.candidates:
+        raise _Reject("cannot derive a session: give thread.path, routing_key, binding keys or a session id")
+    if not spec.create_if_missing:
+        raise _Reject("no session is bound to this event and session_policy.create_if_missing is false")
+    key = spec.candidates[0]
+    row = sess_db.get_or_create_session(conn, *key, now_ms=now_ms, provider=spec.provider)
+    cache.keys[key] = row.id
+    return row.id
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    connector: str,
+    items: Sequence[IngressItem | Outcome],
+    *,
+    now_ms: int,
+    poll_offset: int | None = None,
+) -> list[Outcome]:
+    """Store a batch of events in the caller's transaction; an Outcome in `items` passes through unchanged.
+
+    Each item is independent (a rejected one does not stop the next). `poll_offset`, when given, is saved
+    as the connector's next polling offset in the same transaction as the updates it confirms.
+    """
+    cache = _BatchCache()
+    out: list[Outcome] = []
+    # One lookup for the whole batch instead of one per event; then one executemany for the new rows.
+    # Both run inside the caller's transaction on the only writer connection, so nothing can slip between.
+    keys = list({i.event_key for i in items if isinstance(i, IngressItem)})
+    prior: dict[str, tuple[bytes, str]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for key, fp, sid in conn.execute(
+            "SELECT event_key, fingerprint, session_id FROM ingress_events "
+            f"WHERE connector = ? AND event_key IN ({marks})",
+            [connector, *chunk],
+        ):
+            prior[key] = (bytes(fp), str(sid))
+    rows: list[tuple[Any, ...]] = []
+    # Adapters share one SessionSpec per thread, and Outcomes are immutable: both are reused per batch.
+    by_spec: dict[int, str] = {}
+    accepted: dict[str, Outcome] = {}
+    for item in items:
+        if isinstance(item, Outcome):
+            out.append(item)
+            continue
+        seen = prior.get(item.event_key)
+        if seen is not None:
+            out.append(_replay(seen, item))
+            continue
+        sid_or_none = by_spec.get(id(item.session))
+        if sid_or_none is None:
+            try:
+                sid_or_none = by_spec[id(item.session)] = _resolve(conn, cache, item.session, now_ms)
+            except _Reject as exc:
+                out.append(Outcome("rejected", reason=str(exc)))
+                continue
+        sid = sid_or_none
+        rows.append((connector, item.event_key, item.fingerprint, sid, item.text, item.payload, now_ms))
+        prior[item.event_key] = (item.fingerprint, sid)  # a later copy in the same batch is a duplicate
+        if item.reply_targets is not None:
+            _update_targets(conn, cache, sid, item.reply_targets, now_ms)
+        outcome = accepted.get(sid)
+        if outcome is None:
+            outcome = accepted[sid] = Outcome("accepted", session_id=sid, created=True)
+        out.append(outcome)
+    if rows:
+        conn.executemany(
+            "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    if poll_offset is not None:
+        conn.execute(
+            "INSERT INTO poll_offsets (connector, next_offset) VALUES (?, ?) "
+            "ON CONFLICT (connector) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
+            (connector, poll_offset),
+        )
+    return out
+
+
+def _replay(prior: tuple[bytes, str], item: IngressItem) -> Outcome:
+    if prior[0] == item.fingerprint:
+        return Outcome("duplicate", session_id=str(prior[1]))
+    return Outcome(
+        "rejected",
+        session_id=None,
+        reason=f"event {item.event_key!r} was already accepted with a different payload; use a new event id",
+    )
+
+
+def _update_targets(
+    conn: sqlite3.Connection, cache: _BatchCache, sid: str, targets: list[dict[str, Any]], now_ms: int
+) -> None:
+    # Written only when they change, so a busy thread does not rewrite the same row per event.
+    blob = msgspec.json.encode(targets)
+    if sid not in cache.targets:
+        row = conn.execute("SELECT reply_targets FROM session_routing WHERE session_id = ?", (sid,)).fetchone()
+        cache.targets[sid] = None if row is None else bytes(row[0])
+    if cache.targets[sid] != blob:
+        conn_db.set_reply_targets(conn, sid, targets, now_ms=now_ms)
+        cache.targets[sid] = blob
+
+
+def poll_offset(conn: sqlite3.Connection, connector: str) -> int:
+    """Return the next polling offset saved for a connector (0 when none)."""
+    row = conn.execute("SELECT next_offset FROM poll_offsets WHERE connector = ?", (connector,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    session_id: str
+    transport: str
+    chat_id: str
+    topic_id: str
+    text: str
+
+
+def undispatched(conn: sqlite3.Connection, *, limit: int = 500) -> list[Pending]:
+    """Return stored events not yet fed to the agent, oldest first."""
+    rows = conn.execute(
+        "SELECT e.id, e.session_id, s.transport, s.chat_id, s.topic_id, e.text FROM ingress_events e "
+        "JOIN sessions s ON s.id = e.session_id "
+        "WHERE e.id > (SELECT last_id FROM ingress_cursor WHERE id = 1) ORDER BY e.id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [Pending(*r) for r in rows]
+
+
+def advance_cursor(conn: sqlite3.Connection, last_id: int) -> None:
+    """Record that every event up to `last_id` has been fed to the agent."""
+    conn.execute("UPDATE ingress_cursor SET last_id = max(last_id, ?) WHERE id = 1", (last_id,))
+
+
+def count_events(conn: sqlite3.Connection, connector: str | None = None) -> int:
+    """Return how many events are stored (for one connector when given)."""
+    if connector is None:
+        return int(conn.execute("SELECT count(*) FROM ingress_events").fetchone()[0])
+    return int(conn.execute("SELECT count(*) FROM ingress_events WHERE connector = ?", (connector,)).fetchone()[0])
+
+
+def backlog(conn: sqlite3.Connection) -> int:
+    """Return how many stored events wait to be fed to the agent."""
+    row = conn.execute(
+        "SELECT count(*) FROM ingress_events WHERE id > (SELECT last_id FROM ingress_cursor WHERE id = 1)"
+    ).fetchone()
+    return int(row[0])

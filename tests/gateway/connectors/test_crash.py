@@ -1,0 +1,163 @@
+"""Crash safety: SIGKILL the gateway process at random moments during batched ingress with re-sends."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import TOKEN
+from tests.gateway.connectors.helpers import wait_for
+
+SHARED = "crash-test-shared-token-0001"
+EVENTS = 3000
+BATCH = 25
+KILLS = 5
+
+
+class Gateway:
+    """One `python -m gateway serve` process; its output is drained so it can never block on a full pipe."""
+
+    def __init__(self, process: trio.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+
+async def _spawn(config: Path, nursery: trio.Nursery, tmp_path: Path) -> Gateway:
+    env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "GATEWAY_NO_RESPAWN": "1", "XDG_CONFIG_HOME": str(tmp_path)}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    stream = process.stdout
+    buf = b""
+    with trio.fail_after(30):
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise AssertionError("gateway exited before listening:\n" + buf.decode(errors="replace"))
+            buf += chunk
+            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", buf)
+            if m:
+                break
+
+    async def drain() -> None:
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    nursery.start_soon(drain)
+    return Gateway(process, int(m.group(1)))
+
+
+def _all_dispatched(db_file: Path) -> bool:
+    db = sqlite3.connect(db_file, timeout=5)
+    try:
+        cursor = db.execute("SELECT last_id FROM ingress_cursor").fetchone()[0]
+        top = db.execute("SELECT max(id) FROM ingress_events").fetchone()[0]
+    finally:
+        db.close()
+    return bool(top) and cursor == top
+
+
+def _event(i: int) -> dict[str, Any]:
+    return {"event_id": f"ev-{i:05d}", "thread": {"path": ["crash", str(i % 7)]}, "content": f"event {i} " + "x" * 200}
+
+
+@pytest.mark.slow
+async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ntoken = "{TOKEN}"\n'
+        f'[storage]\ndata_dir = "{data}"\n'
+        f'[log]\nlevel = "info"\n'
+        f'[connectors.external.crash]\nshared_token = {{ value = "{SHARED}" }}\n'
+    )
+    rng = random.Random(4)
+    batches = [[_event(i) for i in range(b, min(b + BATCH, EVENTS))] for b in range(0, EVENTS, BATCH)]
+    acked: dict[str, str] = {}  # event_id -> session_id from an answered request
+    pending = list(range(len(batches)))
+    # Kill points spread over the run, so every kill lands while batches are in flight.
+    thresholds = sorted(rng.sample(range(EVENTS // 20, EVENTS * 9 // 10), KILLS))
+    kills = 0
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            gw = await _spawn(config, nursery, tmp_path)
+            while True:
+                url = f"http://127.0.0.1:{gw.port}/v1/connectors/external/crash/events/batch"
+                async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SHARED}"}, timeout=10) as client:
+                    crossed = trio.Event()
+                    target = thresholds[kills] if kills < KILLS else EVENTS
+
+                    async def sender(url: str, target: int, crossed: trio.Event) -> None:
+                        while pending:
+                            idx = pending.pop(0)
+                            # Sometimes re-send a batch right after its answer: it must come back `duplicate`.
+                            resend = rng.random() < 0.2
+                            try:
+                                r = await client.post(url, json={"protocol_version": 2, "events": batches[idx]})
+                                if resend:
+                                    r2 = await client.post(url, json={"protocol_version": 2, "events": batches[idx]})
+                                    assert all(x["status"] == "duplicate" for x in r2.json()["results"]), r2.text
+                            except httpx.HTTPError:
+                                pending.append(idx)  # maybe not acknowledged: send it again after the restart
+                                return
+                            assert r.status_code == 200, r.text
+                            for x in r.json()["results"]:
+                                assert x["status"] in ("accepted", "duplicate"), x
+                                assert acked.setdefault(x["event_id"], x["session_id"]) == x["session_id"]
+                            if len(acked) >= target or not pending:
+                                crossed.set()
+                        crossed.set()
+
+                    async with trio.open_nursery() as senders:
+                        for _ in range(3):
+                            senders.start_soon(sender, url, target, crossed)
+                        if kills < KILLS:
+                            await crossed.wait()
+                            await trio.sleep(rng.uniform(0, 0.03))
+                            gw.process.send_signal(signal.SIGKILL)
+                            kills += 1
+                if gw.process.poll() is None and kills == KILLS and not pending:
+                    break
+                await gw.process.wait()
+                gw = await _spawn(config, nursery, tmp_path)
+
+            # Events stored before a kill but not yet fed to the agent are fed after the restart.
+            async def dispatched() -> bool:
+                return _all_dispatched(data / "gateway.db")
+
+            await wait_for(dispatched, timeout=30, interval=0.1)
+            gw.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                await gw.process.wait()
+            nursery.cancel_scope.cancel()
+    assert kills == KILLS
+    assert len(acked) == EVENTS
+    db = sqlite3.connect(data / "gateway.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute(
+            "SELECT event_key, session_id FROM ingress_events WHERE connector = 'external/crash'"
+        ).fetchall()
+    finally:
+        db.close()
+    keys = [r[0] for r in rows]
+    assert len(keys) == len(set(keys)) == EVENTS
+    assert dict(rows) == acked

@@ -1,0 +1,126 @@
+"""External sidecars as real child processes: manifest/health checks, restarts, on-demand credentials, /deliver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tests.conftest import make_config, start_gateway
+from tests.gateway.connectors.helpers import admin, put, wait_for
+
+PLATFORM_SECRET = "platform-canary-secret-5d1e"
+SHARED = "shared-token-sidecar-000111"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_sidecar_lifecycle_credentials_and_delivery(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("SIDE_VISIBLE", "yes")
+    monkeypatch.setenv("PLATFORM_API_KEY", "must-not-be-injected")
+    out = tmp_path / "sidecar"
+    out.mkdir()
+    port = free_port()
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    app = Path(__file__).with_name("sidecar_app.py")
+    with trio.fail_after(60):
+        async with admin(gw) as c:
+            r = await c.put("/v1/runtime/secrets/platform/api-key", json={"value": PLATFORM_SECRET})
+            assert r.status_code == 200
+            r = await put(
+                c,
+                "external",
+                "side",
+                {
+                    "shared_token": {"value": SHARED},
+                    "mode": "sidecar",
+                    "base_url": f"http://127.0.0.1:{port}",
+                    "include_self_output": True,
+                    "child_process": {
+                        "command": [sys.executable, str(app), str(out)],
+                        "env_keys": ["SIDE_VISIBLE"],
+                        "credential_env_keys": ["PLATFORM_API_KEY"],
+                        "credential_slots": {"PLATFORM_API_KEY": "platform/api-key"},
+                    },
+                },
+            )
+            assert r.status_code == 201, r.text
+
+            async def started() -> list[Path]:
+                return sorted(out.glob("start-*.json"))
+
+            first = (await wait_for(started))[0]
+            info = json.loads(first.read_text())
+            # The secret came from the gateway on demand, never through the environment.
+            assert info["creds"] == {"PLATFORM_API_KEY": PLATFORM_SECRET}
+            assert "PLATFORM_API_KEY" not in info["env"]
+            assert info["env"]["SIDE_VISIBLE"] == "yes"
+            assert PLATFORM_SECRET not in json.dumps(info["env"])
+            token = info["env"]["GATEWAY_CREDENTIAL_TOKEN"]
+
+            async def running() -> dict[str, Any] | None:
+                st = (await c.get("/api/status")).json()["checks"]["connectors"]["details"]["external/side"]
+                return st if st.get("sidecar", {}).get("health") == "ready" else None
+
+            st = await wait_for(running)
+            pid = st["sidecar"]["pid"]
+            # The token only grants the listed keys, and only this connector's.
+            cred_url = "/v1/connectors/external/side/credentials"
+            async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as s:
+                assert (
+                    await s.get(f"{cred_url}/OTHER", headers={"Authorization": f"Bearer {token}"})
+                ).status_code == 403
+                assert (await s.get(f"{cred_url}/PLATFORM_API_KEY")).status_code == 401
+
+            # A sidecar that dies is restarted, with a fresh token; the old one is revoked.
+            os.kill(pid, signal.SIGKILL)
+
+            async def restarted() -> dict[str, Any] | None:
+                st = (await c.get("/api/status")).json()["checks"]["connectors"]["details"]["external/side"]
+                ok = st["restarts"] >= 1 and st.get("sidecar", {}).get("health") == "ready"
+                return st if ok and st["sidecar"]["pid"] != pid else None
+
+            await wait_for(restarted, timeout=30)
+            async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as s:
+                old = await s.get(f"{cred_url}/PLATFORM_API_KEY", headers={"Authorization": f"Bearer {token}"})
+                assert old.status_code == 401
+
+                # Ingress, then the agent's answer is delivered to the sidecar's /deliver.
+                r = await s.post(
+                    "/v1/connectors/external/side/events",
+                    json={
+                        "event_id": "e1",
+                        "routing_key": "chan-1",
+                        "content": "to the sidecar",
+                        "reply_route": {"channel": "chan-1"},
+                    },
+                    headers={"Authorization": f"Bearer {SHARED}"},
+                )
+                assert r.status_code == 200, r.text
+
+            async def delivered() -> list[dict[str, Any]]:
+                f = out / "deliveries.jsonl"
+                return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+            d = (await wait_for(delivered))[0]
+            assert d["body"]["text"] == "to the sidecar" and d["body"]["route"] == {"channel": "chan-1"}
+            assert d["key"] == d["body"]["delivery_id"]
+            # Deleting the connector stops its sidecar.
+            assert (await c.delete("/v1/runtime/connectors/external/side")).status_code == 409  # reply targets
+    await gw.stop()
+    log_text = "\n".join(str(x) for x in (tmp_path / "data").rglob("*.log"))
+    assert PLATFORM_SECRET not in log_text
