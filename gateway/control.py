@@ -9,8 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import msgspec
@@ -232,22 +231,21 @@ def restart(paths: Paths, *, force: bool, timeout_ms: int, term: Term) -> int:
     return EXIT_OK
 
 
-def _tail(path: Path, lines: int) -> list[str]:
+def _tail(fh: BinaryIO, lines: int) -> list[str]:
+    """The last `lines` lines of `fh`, leaving its position at the end it read up to (where following goes on)."""
+    fh.seek(0, os.SEEK_END)
+    end = fh.tell()
     if lines <= 0:
         return []
-    with path.open("rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        end = fh.tell()
-        size = min(end, 8192)
-        # Read backwards in growing chunks until enough newlines are seen: logs can be megabytes.
-        while True:
-            fh.seek(end - size)
-            chunk = fh.read(size)
-            if chunk.count(b"\n") > lines or size == end:
-                break
-            size = min(end, size * 4)
-    text = chunk.decode("utf-8", "replace")
-    return text.splitlines()[-lines:]
+    size = min(end, 8192)
+    # Read backwards in growing chunks until enough newlines are seen: logs can be megabytes.
+    while True:
+        fh.seek(end - size)
+        chunk = fh.read(size)
+        if chunk.count(b"\n") > lines or size == end:
+            break
+        size = min(end, size * 4)
+    return chunk.decode("utf-8", "replace").splitlines()[-lines:]
 
 
 def logs(paths: Paths, *, lines: int, follow: bool, secret: str | None, term: Term) -> int:
@@ -262,28 +260,27 @@ def logs(paths: Paths, *, lines: int, follow: bool, secret: str | None, term: Te
     if not path.exists() and not follow:
         term.error(f"no log file yet at {path}; it is written once the gateway has started")
         return EXIT_FAILURE
-    if path.exists():
-        for line in _tail(path, lines):
-            show(line)
-    if not follow:
-        return EXIT_OK
-    fh = None
+    fh: BinaryIO | None = None
     ident: tuple[int, int] | None = None
     try:
         if path.exists():
-            fh = path.open("r", encoding="utf-8", errors="replace")
-            fh.seek(0, os.SEEK_END)
+            # One handle for the tail and the follow, so no line written in between is lost.
+            fh = path.open("rb")
             st = os.fstat(fh.fileno())
             ident = (st.st_dev, st.st_ino)
-        pending = ""
+            for line in _tail(fh, lines):
+                show(line)
+        if not follow:
+            return EXIT_OK
+        pending = b""
         while True:
             if fh is not None:
                 data = fh.read()
                 if data:
                     pending += data
-                    *complete, pending = pending.split("\n")
-                    for line in complete:
-                        show(line)
+                    *complete, pending = pending.split(b"\n")
+                    for raw in complete:
+                        show(raw.decode("utf-8", "replace"))
                     continue
             time.sleep(0.2)
             try:
@@ -294,7 +291,7 @@ def logs(paths: Paths, *, lines: int, follow: bool, secret: str | None, term: Te
             if fh is None or (st.st_dev, st.st_ino) != ident or st.st_size < fh.tell():
                 if fh is not None:
                     fh.close()
-                fh = path.open("r", encoding="utf-8", errors="replace")
+                fh = path.open("rb")
                 ident = (st.st_dev, st.st_ino)
     except KeyboardInterrupt:
         return EXIT_OK
