@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import time
@@ -75,6 +74,8 @@ def live_lock(paths: Paths) -> LockInfo | None:
 def _guard(path: Path) -> Iterator[None]:
     # Taking over a stale lock is check-then-replace; an flock on a sibling file that is never deleted makes that
     # step atomic between concurrent starters (the lock file itself is deleted, so it cannot carry the flock).
+    import fcntl  # POSIX only; imported here so that `gateway install` still renders the Windows task
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_suffix(".guard"), os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.daemon import ENV_ALLOW_SIGUSR1, ENV_SERVICE_MARKER, EXIT_CONFIG, self_command, zipapp_path
+from gateway.daemon import ENV_ALLOW_SIGUSR1, ENV_SERVICE_MARKER, EXIT_CONFIG, EXIT_RESTART, self_command, zipapp_path
 
 UNIT_NAME = "gateway.service"
 LAUNCHD_LABEL = "dev.agent-gateway"
@@ -78,8 +78,9 @@ def systemd_unit(spec: ServiceSpec) -> str:
         "ExecStart=" + " ".join(_systemd_quote(a) for a in spec.command),
         *(f"Environment={_systemd_quote(f'{k}={v}')}" for k, v in sorted(spec.env.items())),
         "Restart=on-failure",
-        "RestartSec=5",
+        "RestartSec=2",
         f"RestartPreventExitStatus={EXIT_CONFIG}",
+        f"RestartForceExitStatus={EXIT_RESTART}",
         "KillSignal=SIGTERM",
         f"TimeoutStopSec={int(spec.stop_timeout)}",
         "",

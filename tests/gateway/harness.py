@@ -78,8 +78,11 @@ class Site:
         return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def spawn(self, *args: str, stdout: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
-        out = stdout if stdout is not None else (self.root / "serve.out").open("ab")
-        proc = subprocess.Popen(self.argv(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        if stdout is not None:
+            proc = subprocess.Popen(self.argv(*args), env=self.env, stdout=stdout, stderr=subprocess.STDOUT)
+        else:
+            with (self.root / "serve.out").open("ab") as out:  # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen(self.argv(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self._procs.append(proc)
         return proc
 

@@ -34,6 +34,7 @@ def test_the_systemd_unit_restarts_on_failure_but_not_after_a_bad_config() -> No
     assert "[Service]" in lines and "[Install]" in lines
     assert "Restart=on-failure" in lines
     assert f"RestartPreventExitStatus={EXIT_CONFIG}" in lines
+    assert "RestartForceExitStatus=75" in lines  # SIGUSR1 restart: exit 75 and be started again
     assert "Environment=SHIV_ROOT=/home/pi/.cache/gateway/shiv" in lines
     assert "Environment=GATEWAY_SERVICE_MARKER=systemd" in lines
     assert "Environment=GATEWAY_ALLOW_SIGUSR1_RESTART=1" in lines
