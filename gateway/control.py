@@ -74,7 +74,8 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
         if held is not None:
             out["staleLock"] = {"pid": held.pid, "createdAt": held.created_at}
         return out
-    out.update(running=True, pid=info.pid, port=info.port, url=info.url, version=info.version)
+    url = info.url.replace("//0.0.0.0:", "//localhost:").replace("//[::]:", "//localhost:") if info.url else None
+    out.update(running=True, pid=info.pid, port=info.port, url=url, version=info.version)
     out["supervisor"] = info.supervisor
     out["sessions"] = _count_sessions(paths)
     if not info.url:
@@ -82,7 +83,7 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
         out["note"] = "starting (not listening yet)"
         return out
     try:
-        with httpx.Client(base_url=info.url, timeout=_HTTP_TIMEOUT) as client:
+        with httpx.Client(base_url=reachable_url(info.url), timeout=_HTTP_TIMEOUT) as client:
             health = client.get("/health")
             out["healthy"] = health.status_code == 200
             if health.status_code == 200:
@@ -104,6 +105,11 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
     if out.get("uptime") is None:
         out["uptime"] = _age(info)
     return out
+
+
+def reachable_url(url: str) -> str:
+    """The URL to connect to: a wildcard bind (0.0.0.0, ::) is reached through loopback."""
+    return url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
 
 def _age(info: LockInfo) -> float | None:
@@ -193,7 +199,7 @@ def wait_serving(paths: Paths, *, old: LockInfo | None, timeout: float) -> LockI
         fresh = info is not None and (old is None or (info.pid, info.created_at) != (old.pid, old.created_at))
         if info is not None and fresh and info.url:
             try:
-                if httpx.get(f"{info.url}/health", timeout=1.0).status_code == 200:
+                if httpx.get(f"{reachable_url(info.url)}/health", timeout=1.0).status_code == 200:
                     return info
             except httpx.HTTPError:
                 pass

@@ -13,15 +13,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import trio
 
-from gateway import __version__, runtime
+from gateway import __version__
 from gateway.config import Config, Paths, ensure_token, is_loopback, shorten_token
 from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.logs import setup_logging
 from gateway.procs import free_port, terminate
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.daemon")
 
@@ -112,6 +116,9 @@ async def serve_once(config: Config, paths: Paths, token: str, lock: GatewayLock
 
     The lock is updated with the bound port and URL once serving. Errors of the runtime propagate.
     """
+    # Imported here, not at the top: `gateway status`/`stop` import this module and need none of the server stack.
+    from gateway import runtime
+
     outcome = Outcome()
     shutdown = trio.Event()
     signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if allow_usr1 else [])
@@ -122,13 +129,13 @@ async def serve_once(config: Config, paths: Paths, token: str, lock: GatewayLock
     async with trio.open_nursery() as nursery:
         nursery.start_soon(partial(runtime.watch_signals, shutdown, on_signal=on_signal, signals=signals))
 
-        async def serve(task_status: trio.TaskStatus[runtime.Runtime]) -> None:
+        async def serve(task_status: trio.TaskStatus[Runtime]) -> None:
             try:
                 await runtime.run(config, paths, token=token, shutdown=shutdown, task_status=task_status)
             finally:
                 nursery.cancel_scope.cancel("gateway stopped")
 
-        rt: runtime.Runtime = await nursery.start(serve)
+        rt: Runtime = await nursery.start(serve)
         url = rt.binds[0] if rt.binds else ""
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1)
         await shutdown.wait()

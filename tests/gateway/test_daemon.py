@@ -229,6 +229,11 @@ def test_logs_prints_the_tail_and_follow_shows_new_lines(site: Site) -> None:
         reader.wait_line("a line appended by the test", timeout=CLI_TIMEOUT)
         proc.send_signal(signal.SIGTERM)
         reader.wait_line("gateway stopped", timeout=CLI_TIMEOUT)
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
+        # Rotation, as RotatingFileHandler does it: the file is renamed and a new one started.
+        site.paths.log_file.rename(site.paths.log_file.with_suffix(".log.1"))
+        site.paths.log_file.write_text("first line of the new file\n")
+        reader.wait_line("first line of the new file", timeout=CLI_TIMEOUT)
     finally:
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=CLI_TIMEOUT) == 0
