@@ -102,6 +102,7 @@ class Outcome:
     """How one serving round ended: the signal that ended it (None if the server stopped by itself)."""
 
     signum: int | None = None
+    serving: bool = False  # became true once listening: an OSError after that is not a bind failure
 
 
 def _port_of(url: str) -> int | None:
@@ -111,7 +112,9 @@ def _port_of(url: str) -> int | None:
         return None
 
 
-async def serve_once(config: Config, paths: Paths, token: str, lock: GatewayLock, *, allow_usr1: bool) -> Outcome:
+async def serve_once(
+    config: Config, paths: Paths, token: str, lock: GatewayLock, *, allow_usr1: bool, outcome: Outcome | None = None
+) -> Outcome:
     """Serve until SIGINT/SIGTERM (or SIGUSR1 when allowed), then shut down within graceful_timeout (+1 s).
 
     The lock is updated with the bound port and URL once serving. Errors of the runtime propagate.
@@ -119,7 +122,7 @@ async def serve_once(config: Config, paths: Paths, token: str, lock: GatewayLock
     # Imported here, not at the top: `gateway status`/`stop` import this module and need none of the server stack.
     from gateway import runtime
 
-    outcome = Outcome()
+    outcome = Outcome() if outcome is None else outcome
     shutdown = trio.Event()
     signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if allow_usr1 else [])
 
@@ -138,6 +141,7 @@ async def serve_once(config: Config, paths: Paths, token: str, lock: GatewayLock
         rt: Runtime = await nursery.start(serve)
         url = rt.binds[0] if rt.binds else ""
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1)
+        outcome.serving = True
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
         nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
@@ -225,11 +229,12 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
             lock.release()
             raise
         _banner(config, paths, token, generated, detached)
+        outcome = Outcome()
         try:
-            outcome = trio.run(partial(serve_once, config, paths, token, lock, allow_usr1=allow_usr1))
+            trio.run(partial(serve_once, config, paths, token, lock, allow_usr1=allow_usr1, outcome=outcome))
         except BaseException as exc:
             oserr = _find_oserror(exc)
-            if oserr is None or isinstance(exc, KeyboardInterrupt):
+            if oserr is None or outcome.serving or isinstance(exc, KeyboardInterrupt):
                 raise
             hint = " try `gateway serve --force` or `--port N`" if oserr.errno == errno.EADDRINUSE else ""
             _say(f"error: cannot listen on {config.server.host}:{config.server.port}: {oserr.strerror};{hint}")
