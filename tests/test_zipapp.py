@@ -94,6 +94,30 @@ def test_the_zipapp_serves_health_and_runs_start_status_stop(pyz: Path, tmp_path
         site.cleanup()
 
 
+def test_a_sigusr1_restart_respawns_the_same_zipapp(pyz: Path, tmp_path: Path) -> None:
+    site = Site(
+        tmp_path,
+        command=[str(pyz)],
+        port=free_port(),
+        SHIV_ROOT=str(tmp_path / "shiv"),
+        GATEWAY_ALLOW_SIGUSR1_RESTART="1",
+    )
+    site.env.pop("GATEWAY_NO_RESPAWN")
+    try:
+        proc = site.spawn("serve")
+        before = site.wait_serving()
+        restart = site.cli("restart")
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        after = site.wait_serving()
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
+        assert after.pid != before.pid and after.port == before.port
+        cmdline = Path(f"/proc/{after.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-S", str(pyz).encode()], cmdline
+        assert site.cli("stop").returncode == 0
+    finally:
+        site.cleanup()
+
+
 def test_the_zipapp_installs_a_unit_that_runs_itself(pyz: Path, tmp_path: Path) -> None:
     site = Site(tmp_path, command=[str(pyz)], SHIV_ROOT=str(tmp_path / "shiv"))
     r = site.cli("install", "--print", "--platform", "linux")

@@ -245,3 +245,15 @@ def test_logs_prints_the_tail_and_follow_shows_new_lines(site: Site) -> None:
 def test_logs_without_a_log_file_says_so(site: Site) -> None:
     r = site.cli("logs")
     assert r.returncode == 1 and "no log file yet" in r.stdout
+
+
+def test_force_replaces_the_gateway_holding_the_lock(site: Site) -> None:
+    first = site.spawn("serve")
+    before = site.wait_serving()
+    second = site.spawn("serve", "--force")
+    after = site.wait_serving(not_pid=before.pid)
+    assert after.pid == second.pid
+    assert first.wait(timeout=CLI_TIMEOUT) == 0, "SIGTERM first: the old gateway shuts down cleanly"
+    assert f"--force: stopping the gateway holding the lock (pid {before.pid})" in site.output()
+    assert site.cli("stop").returncode == 0
+    assert second.wait(timeout=CLI_TIMEOUT) == 0
