@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -17,11 +18,13 @@ from gateway.config import (
     ConfigError,
     Paths,
     ensure_token,
-    is_loopback,
     load_config,
     paths_for,
     shorten_token,
 )
+
+if TYPE_CHECKING:
+    from gateway.term import Term
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -47,51 +50,122 @@ def _load(args: argparse.Namespace) -> tuple[Config, Paths]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import trio
+    from gateway import daemon
 
-    from gateway import runtime
-    from gateway.logs import setup_logging
+    return daemon.serve(lambda: _load(args), args=args.argv, force=args.force)
+
+
+def _term() -> Term:
+    from gateway.term import Term
+
+    return Term(sys.stdout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway import control
 
     config, paths = _load(args)
-    setup_logging(
-        level=config.log.level,
-        fmt=config.log.format,
-        file=paths.log_file,
-        max_bytes=config.log.max_bytes,
-        backups=config.log.backups,
-    )
-    token, generated = ensure_token(config, paths)
-    _say(f"gateway {__version__}")
-    _say(f"  config:  {paths.config_file}{'' if paths.config_file.exists() else ' (not present: defaults)'}")
-    _say(f"  data:    {paths.data_dir}")
-    _say(f"  logs:    {paths.log_file}")
-    if generated:
-        _say(f"  token:   {token}   (new; saved to {paths.token_file})")
-    else:
-        src = "config" if config.server.token else str(paths.token_file)
-        _say(f"  token:   {shorten_token(token)}   (from {src}; `gateway token` shows it)")
-    if not is_loopback(config.server.host) and not config.server.allow_public:
-        _say(
-            f"  warning: listening on {config.server.host}, reachable from the network; "
-            "set server.allow_public = true to silence this"
-        )
-    _say(
-        f"  url:     http://{'localhost' if config.server.host in ('0.0.0.0', '::') else config.server.host}"
-        f":{config.server.port}/"
-    )
+    return control.status(config, paths, as_json=args.json, term=_term())
 
-    async def main() -> None:
-        await runtime.run(config, paths, token=token, handle_signals=True)
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from gateway import control
+
+    _, paths = _load(args)
+    return control.stop(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from gateway import control
+
+    _, paths = _load(args)
+    return control.restart(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from gateway import control
+
+    config, paths = _load(args)
+    secret = control.read_token(config, paths)
+    return control.logs(paths, lines=args.lines, follow=args.follow, secret=secret, term=_term())
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from gateway import service
+    from gateway.config import check_token, write_token
+
+    config, paths = _load(args)
+    kind = service.platform_kind(args.platform)
+    spec = service.build_spec(
+        paths.config_file,
+        host=args.host,
+        port=args.port,
+        graceful_timeout=config.server.graceful_timeout,
+        log_file=paths.log_file,
+        marker=kind,
+    )
+    if args.platform and not args.print:
+        _say("error: --platform only goes with --print; install on the machine that runs the service")
+        return EXIT_USAGE
+    if args.print:
+        sys.stdout.write(service.render(spec, kind))
+        return EXIT_OK
+    if args.token:
+        check_token(args.token, "--token")
+        if config.server.token:
+            _say("error: the token is set in the config file (server.token); change it there instead of --token")
+            return EXIT_CONFIG
+        write_token(paths, args.token)
+        _say(f"token saved to {paths.token_file}")
+    try:
+        where = service.install(spec, kind)
+    except service.ServiceError as exc:
+        written = service.unit_path(kind)
+        if kind != "windows" and written.exists():
+            _say(f"wrote {written}")
+        _say(f"error: {exc}")
+        return EXIT_FAILURE
+    _say(f"installed the {kind} service{f' ({where})' if where else ''}; it starts at login")
+    _say("  `gateway service-start` starts it now, `gateway service-status` shows it")
+    return EXIT_OK
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from gateway import service
+
+    kind = service.platform_kind()
+    try:
+        removed = service.uninstall(kind)
+    except service.ServiceError as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILURE
+    _say(f"removed {removed}" if removed else f"the {kind} service is not installed")
+    return EXIT_OK
+
+
+def cmd_service_start(args: argparse.Namespace) -> int:
+    from gateway import service
+
+    kind = service.platform_kind()
+    try:
+        service.start(kind)
+    except service.ServiceError as exc:
+        _say(f"error: {exc}; is the service installed (`gateway install`)?")
+        return EXIT_FAILURE
+    _say(f"started the {kind} service; `gateway status` shows it")
+    return EXIT_OK
+
+
+def cmd_service_status(args: argparse.Namespace) -> int:
+    from gateway import service
 
     try:
-        trio.run(main)
-    except OSError as exc:
-        _say(
-            f"error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}; "
-            "is another gateway running? try `gateway serve --port N`"
-        )
+        code, text = service.status_text(service.platform_kind())
+    except service.ServiceError as exc:
+        _say(f"error: {exc}")
         return EXIT_FAILURE
-    return EXIT_OK
+    print(text)
+    return code
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -191,6 +265,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+def _millis(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of milliseconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the timeout must be >= 0 ms")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A self-hosted agent gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -206,6 +290,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "run the gateway in the foreground", aliases=["start"])
     p.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default from config: 8741)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="first stop whatever listens on the port and the gateway holding this config's lock "
+        "(SIGTERM, 700 ms, SIGKILL)",
+    )
+    p = add("status", cmd_status, "show whether the gateway runs, where, since when and how it is doing")
+    p.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
+    p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait, then SIGKILL)")
+    p.add_argument("--force", action="store_true", help="SIGKILL at once")
+    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p = add(
+        "restart",
+        cmd_restart,
+        "restart the gateway: SIGUSR1 when it runs with GATEWAY_ALLOW_SIGUSR1_RESTART=1, else stop and start",
+    )
+    p.add_argument("--force", action="store_true", help="kill it (SIGKILL) and start a new one")
+    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p = add("logs", cmd_logs, "print the end of the gateway's log file")
+    p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    p = add("install", cmd_install, "install the gateway as a user service (systemd, launchd or Task Scheduler)")
+    p.add_argument("--host", help="address the service binds (default from config)")
+    p.add_argument("--port", type=int, help="port the service binds (default from config)")
+    p.add_argument("--token", help="save this token (16+ characters) to the token file first")
+    p.add_argument("--print", action="store_true", help="print the unit, plist or command instead of installing")
+    p.add_argument("--platform", choices=["linux", "darwin", "win32"], help="with --print: the platform to render for")
+    add("uninstall", cmd_uninstall, "stop, disable and remove the user service")
+    add("service-start", cmd_service_start, "start the installed user service")
+    add("service-status", cmd_service_status, "show the service manager's report on the user service")
     p = add("token", cmd_token, "print the gateway token (generating one if none exists)")
     p.add_argument("--rotate", action="store_true", help="replace the token with a new one")
     p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn)")
@@ -232,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     fn: Command | None = getattr(args, "fn", None)
     if fn is None:
         parser.print_help(sys.stderr)

@@ -6,7 +6,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -133,10 +133,16 @@ async def _resume_queued(store: Store, router: Address[RouterMsg]) -> None:
         await router.send(Resolve(key, Reply()))
 
 
-async def watch_signals(shutdown: trio.Event, *, on_signal: Callable[[int], None] | None = None) -> None:
-    """First SIGINT/SIGTERM sets `shutdown`; then the receiver closes so a second Ctrl-C interrupts for real."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
+async def watch_signals(
+    shutdown: trio.Event,
+    *,
+    on_signal: Callable[[int], None] | None = None,
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """First of `signals` (SIGINT/SIGTERM; the daemon adds SIGUSR1 for restart) sets `shutdown`; then the
+    receiver closes so a second Ctrl-C interrupts for real."""
+    with trio.open_signal_receiver(*signals) as received:
+        async for signum in received:
             log.info("signal %s received: shutting down", signal.Signals(signum).name)
             if on_signal is not None:
                 on_signal(signum)
@@ -156,7 +162,7 @@ async def run(
 ) -> None:
     """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
     redactor.add(token)
-    shutdown = shutdown or trio.Event()
+    shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
     conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
     interrupted = recover(conn)
     if interrupted:

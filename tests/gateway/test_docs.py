@@ -1,0 +1,40 @@
+"""docs/cli.md cannot drift from the parser: every command and option is in it, and it is what `--help` renders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+
+from gateway import clidoc
+from gateway.cli import build_parser
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_command_and_option_is_documented() -> None:
+    doc = clidoc.DOC.read_text()
+    missing = []
+    for name, parser in _commands().items():
+        if f"gateway {name}" not in doc and f"{name})" not in doc:
+            missing.append(name)
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in doc:
+                    missing.append(f"{name} {option}")
+    assert not missing, f"docs/cli.md lacks {missing}; run scripts/gen-cli-docs"
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="argparse's layout differs between Python versions")
+def test_docs_cli_md_is_the_rendered_help() -> None:
+    assert clidoc.DOC.read_text() == clidoc.render(), "docs/cli.md is stale; run scripts/gen-cli-docs"
+
+
+def test_every_command_answers_help() -> None:
+    for name, parser in _commands().items():
+        assert parser.format_help().startswith("usage: gateway "), name
