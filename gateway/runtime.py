@@ -57,6 +57,8 @@ class Runtime:
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
     # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
     status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    # Shared state of the features started by `start_services` (e.g. "rest", "scheduler"), by name.
+    services: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -179,6 +181,7 @@ async def run(
                     shutdown=shutdown,
                 )
                 await _resume_queued(store, router_address)
+                await start_services(runtime, core)
                 if app_factory is None:
                     from gateway.asgi import build_app
 
@@ -204,6 +207,9 @@ async def run(
 
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
+    from gateway.services import start_rest_services
+
+    await start_rest_services(runtime, nursery)
 
 
 def _bind(host: str, port: int) -> str:
