@@ -249,7 +249,7 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 def routes() -> list[Route]:
     """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.routes import auth  # noqa: F401  (importing registers the endpoints)
+    from gateway.routes import auth, messages, notifications, sessions  # noqa: F401  (importing registers them)
 
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:

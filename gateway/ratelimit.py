@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import RateLimitedError
@@ -86,16 +85,15 @@ class StreamLimiter:
     def count(self, who: str) -> int:
         return self._open.get(who, 0)
 
-    @contextmanager
-    def open(self, who: str) -> Iterator[None]:
+    def acquire(self, who: str) -> None:
+        """Take a stream slot for `who`; raise RateLimitedError (429) when all `limit` are in use."""
         if self._open.get(who, 0) >= self.limit:
-            raise rate_limited(5, f"too many open streams ({self.limit} allowed)")
+            raise rate_limited(5, f"too many open streams ({self.limit} allowed); close one first")
         self._open[who] = self._open.get(who, 0) + 1
-        try:
-            yield
-        finally:
-            left = self._open[who] - 1
-            if left:
-                self._open[who] = left
-            else:
-                del self._open[who]
+
+    def release(self, who: str) -> None:
+        left = self._open.get(who, 0) - 1
+        if left > 0:
+            self._open[who] = left
+        else:
+            self._open.pop(who, None)

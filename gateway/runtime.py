@@ -179,6 +179,7 @@ async def run(
                     registry=registry,
                     providers=providers,
                     shutdown=shutdown,
+                    event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)

@@ -37,6 +37,12 @@ async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
         streams=StreamLimiter(lim.max_streams),
     )
     runtime.paths.files_dir.mkdir(parents=True, exist_ok=True)
+    from gateway.notify import BackgroundTurns
+
+    background = BackgroundTurns(runtime)
+    runtime.services["background"] = background
+    runtime.event_listeners.append(background.on_event)
+    nursery.start_soon(background.run)
     from actors.scheduler import start_scheduler
 
     await start_scheduler(runtime, nursery)
