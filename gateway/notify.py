@@ -46,6 +46,13 @@ class BackgroundTurns:
     def watch(self, turn_id: str, *, title: str, source: str, owner: str | None) -> None:
         self._watched[turn_id] = Watched(title, source, owner)
 
+    def failed(self, *, title: str, error: str, source: str, owner: str | None) -> None:
+        """Notify that something never started (e.g. a cron job whose target is gone)."""
+        try:
+            self._send.send_nowait((Watched(title, source, owner), "failed", error))
+        except trio.WouldBlock:
+            log.warning("notification queue full; dropped %r", title)
+
     def on_event(self, event: EventRow) -> None:
         """An event listener (synchronous, cheap): remember results, queue a notification at the turn's end."""
         if event.turn_id is None or event.turn_id not in self._watched:

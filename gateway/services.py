@@ -7,8 +7,10 @@ from typing import Any
 
 import trio
 
+from actors.scheduler import Fired, Scheduler
 from gateway.api import RestState
 from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
+from gateway.notify import BackgroundTurns
 from gateway.ratelimit import Rate, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 
@@ -43,8 +45,6 @@ async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     runtime.services["background"] = background
     runtime.event_listeners.append(background.on_event)
     nursery.start_soon(background.run)
-    from actors.scheduler import start_scheduler
-
     await start_scheduler(runtime, nursery)
     runtime.status_checks["storage"] = lambda: _storage_status(runtime)
     runtime.status_checks["disk"] = lambda: _disk_status(runtime)
@@ -64,3 +64,21 @@ def _disk_status(runtime: Runtime) -> dict[str, Any]:
     if usage.free < MIN_FREE_DISK:
         return {"status": "error", "details": f"only {free_mib} MiB free in {runtime.paths.data_dir}; free some space"}
     return {"status": "ok", "details": f"{free_mib} MiB free"}
+
+
+async def start_scheduler(runtime: Runtime, nursery: trio.Nursery) -> Scheduler:
+    """Start the scheduler in `nursery`, report it in `/api/status` and notify about each run."""
+    background: BackgroundTurns = runtime.services["background"]
+
+    def on_fired(f: Fired) -> None:
+        title = f"Cron {f.job.name or f.job.id}"
+        if f.accepted is not None:
+            background.watch(f.accepted.turn_id, title=title, source="cron", owner=f.job.owner)
+        else:
+            background.failed(title=title, error=f.error or "", source="cron", owner=f.job.owner)
+
+    scheduler = Scheduler(runtime.store, runtime.router_address, on_fired=on_fired)
+    runtime.services["scheduler"] = scheduler
+    runtime.status_checks["scheduler"] = scheduler.status
+    await nursery.start(scheduler.run)
+    return scheduler
