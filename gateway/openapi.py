@@ -96,7 +96,14 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         }
     responses: dict[str, Any] = {}
     if ep.media is not None:
-        content: dict[str, Any] = {ep.media: {"schema": {"type": "string"}}}
+        body_schema: dict[str, Any] = {"type": "string", "format": "binary"}
+        if ep.media == "text/event-stream":
+            # Described per event, as SSE-aware tools read it: `data` is one JSON document (or `[DONE]`).
+            body_schema = {
+                "type": "object",
+                "properties": {name: {"type": "string"} for name in ("id", "event", "data", "retry")},
+            }
+        content: dict[str, Any] = {ep.media: {"schema": body_schema}}
         if ep.response is not None:
             content["application/json"] = {"schema": _to_openapi30(refs[ep.response])}
         responses[str(ep.status)] = {"description": "OK", "content": content}
@@ -143,6 +150,10 @@ def _to_openapi30(schema: Any) -> Any:
             else:
                 out[key] = rest
             out["nullable"] = True
+    for bound, key in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), int | float) and not isinstance(out.get(bound), bool):
+            out[key] = out[bound]
+            out[bound] = True
     if "const" in out:
         out["enum"] = [out.pop("const")]
     return out

@@ -15,7 +15,7 @@ from gateway.turns import ensure_session, run_turn, submit
 
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
-Timeout = Annotated[float, msgspec.Meta(gt=0, le=600)]
+Timeout = Annotated[float, msgspec.Meta(ge=1, le=600, description="seconds to wait for the reply")]
 
 
 class AgentError(GatewayError):
