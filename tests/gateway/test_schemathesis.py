@@ -26,7 +26,10 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "--generation-deterministic", "--request-timeout", "30",
     ]  # fmt: skip
     with trio.fail_after(400):
-        result = await trio.run_process(command, capture_stdout=True, stderr=subprocess.STDOUT, check=False)
+        # cwd: schemathesis keeps a cache folder where it runs; keep it out of the work tree.
+        result = await trio.run_process(
+            command, capture_stdout=True, stderr=subprocess.STDOUT, check=False, cwd=tmp_path
+        )
     output = result.stdout.decode(errors="replace")
     assert result.returncode == 0, output[-6000:]
     assert "passed" in output and "Server error" not in output
