@@ -10,8 +10,8 @@ from functools import partial
 
 import trio
 
-from actors.base import ActorError, BusyError, ask
-from actors.messages import Abort, SessionKey, Submit, Subscribe, TurnAccepted
+from actors.base import ActorError, BusyError, DeadActorError, Reply, Stop, ask
+from actors.messages import Abort, Resolve, SessionKey, Submit, Subscribe, TurnAccepted
 from gateway.errors import GatewayError, UnavailableError
 from gateway.runtime import Runtime
 from storage import sessions as sess_db
@@ -54,7 +54,11 @@ async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -
 async def submit(runtime: Runtime, key: SessionKey, text: str) -> TurnAccepted:
     """Queue a turn; raise 429 when the session's queue is full, 503 when the runtime does not answer."""
     try:
-        return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
+        try:
+            return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
+        except DeadActorError:
+            # The key's actor was just retired (its session deleted): the router has forgotten it; once more.
+            return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
     except BusyError as exc:
         from gateway.ratelimit import rate_limited
 
@@ -70,6 +74,33 @@ async def abort(runtime: Runtime, key: SessionKey) -> int:
         raise UnavailableError(f"the agent runtime did not answer the stop: {exc}") from None
 
 
+async def retire(runtime: Runtime, key: SessionKey, *, timeout: float = 10.0) -> None:
+    """Stop the key's live session actor and wait until it has exited (its last events flushed).
+
+    Needed before deleting a session's rows: a live actor would go on writing under the old session id.
+    """
+    address = runtime.router.address_of(key)
+    if address is None:
+        return
+    try:
+        address.send_nowait(Stop())
+    except DeadActorError:
+        return
+    except BusyError as exc:
+        raise UnavailableError("the session is busy; try again") from exc
+    with trio.move_on_after(timeout):
+        while True:
+            # Once the actor has returned, its supervisor closes the mailbox and sends fail: that is the signal.
+            try:
+                address.send_nowait(Resolve(key, Reply()))
+            except DeadActorError:
+                return
+            except BusyError:
+                pass
+            await trio.sleep(0.01)
+    raise UnavailableError("the session did not stop in time; try again")
+
+
 async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> AsyncIterator[EventRow]:
     """Yield the session's events after `after_seq` (None: from now on), forever, resubscribing when cut off.
 
@@ -78,12 +109,12 @@ async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> As
     while True:
         send, receive = trio.open_memory_channel[EventRow](1024)
         with receive:
+            make = partial(Subscribe, key, send, after_seq)
             try:
-                sub = await ask(
-                    runtime.router_address,
-                    partial(Subscribe, key, send, after_seq),
-                    timeout=ASK_TIMEOUT,
-                )
+                try:
+                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
+                except DeadActorError:
+                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
             except ActorError as exc:
                 raise UnavailableError(f"cannot follow the session: {exc}") from None
             for event in sub.replay:

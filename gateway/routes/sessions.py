@@ -12,7 +12,7 @@ from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.routes.auth import iso, now_ms
 from gateway.sse import SSEResponse, sse_event
-from gateway.turns import abort, ensure_session, follow, start_and_follow
+from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import files as files_db
 from storage import session_views as views_db
 from storage import sessions as sess_db
@@ -192,6 +192,7 @@ async def get_session(ctx: Ctx) -> SessionItem:
 async def delete_session(ctx: Ctx) -> Ok:
     row = await owned_session(ctx, ctx.path("key"))
     await abort(ctx.runtime, key_of(row))
+    await retire(ctx.runtime, key_of(row))
     await ctx.store.call(sess_db.delete_session, row.id)
     return Ok()
 

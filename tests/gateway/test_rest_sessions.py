@@ -153,6 +153,12 @@ async def test_message_sync_agent_and_background_notification(gateway: RunningGa
             again = await client.post("/api/agent", json={"message": "again", "session": "default"})
             assert again.json()["session_id"] == r.json()["session_id"]
             assert (await client.post("/api/agent", json={"message": "x", "session": "bad name!"})).status_code == 422
+            # Deleting a live session retires its actor: the same name starts afresh, with a new id.
+            old = r.json()["session_id"]
+            assert (await client.delete(f"/api/sessions/{old}")).status_code == 200
+            fresh = await client.post("/api/agent", json={"message": "after delete"})
+            assert fresh.status_code == 200 and fresh.json()["session_id"] != old
+            assert fresh.json()["reply"] == "after delete"
         await register(gateway, "root")  # the first user is the admin; erin is a plain user
         user = await register(gateway, "erin")
         # The telegram chat's session is the admin's: a user cannot post into it.
