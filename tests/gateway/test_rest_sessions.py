@@ -94,7 +94,7 @@ async def test_chat_streams_sse_with_seq_ids_and_resumes(gateway: RunningGateway
 
 
 async def test_stop_aborts_a_running_turn(nursery: trio.Nursery, tmp_path: Path) -> None:
-    gw = await start_gateway(nursery, *make_config(tmp_path, providers={"echo": {"delay_ms": 200.0}}))
+    gw = await start_gateway(nursery, *make_config(tmp_path, providers={"echo": {"delay_ms": 500.0}}))
     with trio.fail_after(30):
         async with admin_client(gw) as client:
             sid = (await client.post("/api/sessions", json={})).json()["session_id"]
@@ -112,7 +112,8 @@ async def test_stop_aborts_a_running_turn(nursery: trio.Nursery, tmp_path: Path)
 
 
 async def test_concurrent_streams_are_limited(nursery: trio.Nursery, tmp_path: Path) -> None:
-    config = make_config(tmp_path, limits={"max_streams": 1}, providers={"echo": {"delay_ms": 100.0}})
+    # Slow words keep the first stream open well past the second request, even on a loaded machine.
+    config = make_config(tmp_path, limits={"max_streams": 1}, providers={"echo": {"delay_ms": 1000.0}})
     gw = await start_gateway(nursery, *config)
     with trio.fail_after(30):
         async with admin_client(gw) as client:
