@@ -249,7 +249,7 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 def routes() -> list[Route]:
     """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.routes import auth, cron, files, messages, notifications, openai_compat, sessions, status  # noqa: F401
+    from gateway.routes import api_files, api_status, auth, cron, messages, notifications, openai_compat, sessions  # noqa: F401
 
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
