@@ -21,9 +21,8 @@ async def notify(runtime: Runtime, *, title: str, body: str, source: str, owner:
     row = await runtime.store.call(
         notes_db.add, title=title, body=body, source=source, owner=owner, now_ms=time.time_ns() // 1_000_000
     )
-    runtime.notifications.publish(
-        {"id": row.id, "title": row.title, "body": row.body, "read": row.read, "source": source, "owner": owner}
-    )
+    # Exactly the seed's shape: the WebSocket edge forwards it as it is to every authenticated client.
+    runtime.notifications.publish({"id": row.id, "title": row.title, "body": row.body, "read": row.read})
     return row
 
 

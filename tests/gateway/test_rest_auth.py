@@ -72,7 +72,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(gateway: RunningGate
 
 
 def _secret(gw: RunningGateway) -> str:
-    return gw.runtime.paths.jwt_secret_file.read_text().strip()
+    path = gw.runtime.paths.jwt_secret_file
+    assert path.stat().st_mode & 0o777 == 0o600, "the signing secret is readable by its owner only"
+    return path.read_text().strip()
 
 
 async def test_jwt_attacks_are_refused(gateway: RunningGateway) -> None:
