@@ -59,6 +59,7 @@ class AgentResponse(msgspec.Struct, kw_only=True):
 
 
 async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
+    # Admin only (see the endpoints): a connector chat belongs to people outside the gateway's user list.
     key = SessionKey(req.channel, str(req.chat_id), req.topic_id)
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
@@ -72,6 +73,7 @@ async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
     summary="Send a message to a connector chat; the reply goes out through the connector",
     tag="messages",
     group="chat",
+    auth="admin",
     body=MessageRequest,
     response=MessageResponse,
     status=202,
@@ -94,6 +96,7 @@ async def send_message(ctx: Ctx) -> MessageResponse:
     summary="Send a message to a connector chat and wait for the reply",
     tag="messages",
     group="chat",
+    auth="admin",
     body=MessageRequest,
     response=SyncResponse,
     errors=(403, 422, 502, 504),

@@ -143,6 +143,9 @@ def key_of(row: SessionRow) -> SessionKey:
 )
 async def create_session(ctx: Ctx) -> CreateSessionResponse:
     req: CreateSessionRequest = ctx.body
+    if req.channel != "webchat" and not ctx.user.is_admin:
+        # Otherwise a user could claim a connector chat's session before its first message and read it.
+        raise ForbiddenError("only an admin can open a session on a connector's chat", code="CHANNEL_FORBIDDEN")
     key = SessionKey(req.channel, req.chat_id or new_id())
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):

@@ -162,9 +162,16 @@ async def test_message_sync_agent_and_background_notification(gateway: RunningGa
             assert fresh.json()["reply"] == "after delete"
         await register(gateway, "root")  # the first user is the admin; erin is a plain user
         user = await register(gateway, "erin")
-        # The telegram chat's session is the admin's: a user cannot post into it.
-        r = await user.client.post("/api/message", json={"channel": "telegram", "chat_id": 42, "content": "x"})
+        # Connector chats are the admins': a user can neither post into one nor claim one's session.
+        r = await user.client.post("/api/message", json={"channel": "telegram", "chat_id": 43, "content": "x"})
         assert r.status_code == 403
+        claim = await user.client.post("/api/sessions", json={"channel": "telegram", "chat_id": "43"})
+        assert claim.status_code == 403 and error_of(claim)["code"] == "CHANNEL_FORBIDDEN"
+        # A webchat session with a chosen chat_id that another user owns is not handed over either.
+        async with admin_client(gateway) as client:
+            assert (await client.post("/api/sessions", json={"chat_id": "shared1"})).status_code == 201
+        taken = await user.client.post("/api/sessions", json={"chat_id": "shared1"})
+        assert taken.status_code == 403 and error_of(taken)["code"] == "SESSION_FORBIDDEN"
         # A user's "default" agent session is their own, not the admin's.
         mine = await user.client.post("/api/agent", json={"message": "hello"})
         assert mine.status_code == 200 and mine.json()["session_id"] != r.json().get("session_id")
