@@ -175,3 +175,27 @@ async def test_message_sync_agent_and_background_notification(gateway: RunningGa
         # A user's "default" agent session is their own, not the admin's.
         mine = await user.client.post("/api/agent", json={"message": "hello"})
         assert mine.status_code == 200 and mine.json()["session_id"] != r.json().get("session_id")
+
+
+async def test_resume_mid_turn_continues_live_without_gaps(nursery: trio.Nursery, tmp_path: Path) -> None:
+    gw = await start_gateway(nursery, *make_config(tmp_path, providers={"echo": {"delay_ms": 300.0}}))
+    with trio.fail_after(30):
+        async with admin_client(gw) as client:
+            sid = (await client.post("/api/sessions", json={})).json()["session_id"]
+            words = "w1 w2 w3 w4 w5 w6"
+            seen: list[int] = []
+            async with client.stream("POST", f"/api/sessions/{sid}/chat", json={"message": words}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("id: "):
+                        seen.append(int(line[4:]))
+                        if len(seen) == 3:
+                            break  # the connection drops while the turn is still streaming
+            headers = {"Last-Event-ID": str(seen[-1])}
+            async with client.stream("POST", f"/api/sessions/{sid}/chat", json={"message": "x"}, headers=headers) as r:
+                rest = await sse_events(r)
+        ids = seen + [int(e["id"]) for e in rest]
+        assert ids == list(range(1, len(ids) + 1)), "every event once, in order"
+        assert rest[-1]["event"] == "turn_ended" and rest[-1]["data"]["state"] == "completed"
+        text = [e["data"]["text"] for e in rest if e["event"] == "result"]
+        assert text == [words]
+        await gw.stop()
