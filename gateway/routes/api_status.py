@@ -13,6 +13,7 @@ from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON
 from gateway.errors import ValidationFailedError
 from gateway.logs import memory_handler
+from storage import sessions as sess_db
 from storage.db import integrity_check
 
 log = logging.getLogger("gateway.status")
@@ -30,6 +31,7 @@ class StatusResponse(msgspec.Struct, kw_only=True):
     status: Literal["ok", "error"]
     version: str
     uptime: float
+    sessions: int  # stored sessions (`gateway status` shows it)
     services: list[ServiceStatus]
 
 
@@ -98,8 +100,10 @@ def _check(name: str, fn: Any) -> ServiceStatus:
 async def status(ctx: Ctx) -> Any:
     rt = ctx.runtime
     services: list[ServiceStatus] = []
+    sessions = 0
     try:
         verdict = await rt.store.call(integrity_check)
+        sessions = await rt.store.call(sess_db.count_sessions)
         services.append(ServiceStatus(service="storage", status="ok" if verdict == "ok" else "error", details=verdict))
     except Exception as exc:
         services.append(
@@ -108,7 +112,11 @@ async def status(ctx: Ctx) -> Any:
     services.extend(_check(name, fn) for name, fn in sorted(rt.status_checks.items()) if name != "storage")
     bad = [s.service for s in services if s.status == "error"]
     body = StatusResponse(
-        status="error" if bad else "ok", version=rt.version, uptime=round(rt.uptime(), 3), services=services
+        status="error" if bad else "ok",
+        version=rt.version,
+        uptime=round(rt.uptime(), 3),
+        sessions=sessions,
+        services=services,
     )
     if bad:
         return JSON(
