@@ -175,7 +175,9 @@ class _SessionLife:
     async def _serve(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
         while True:
             deadline = self.last_activity + self.cfg.idle_timeout if self._is_idle() else math.inf
-            if deadline == math.inf:
+            # Idle already reported and the router kept us (it had sent more): wait a full period again
+            # rather than spin on a deadline that has passed.
+            if deadline == math.inf or self.idle_sent_at == self.a.received:
                 deadline = trio.current_time() + self.cfg.idle_timeout
             msg: SessionMsg | None = None
             with trio.move_on_at(deadline):

@@ -8,12 +8,15 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, PayloadTooLargeError
 from gateway.runtime import Runtime
+from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.http")
 
@@ -85,7 +88,8 @@ async def health(request: Request) -> Response:
 
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
-    from gateway.routes import connectors, status
+    from gateway import api, openapi
+    from gateway.routes import connectors
     from gateway.routes.files import routes as file_routes
     from gateway.ws import websocket_app
 
@@ -93,16 +97,74 @@ def all_routes() -> list[BaseRoute]:
     routes.append(WebSocketRoute("/ws", websocket_app))
     routes.extend(file_routes())
     routes.extend(connectors.routes())
-    routes.extend(status.routes())
+    routes.extend(api.routes())
+    routes.extend(openapi.routes())
     return routes
+
+
+class BodyLimit:
+    """Refuse bodies over the limit on every route: by Content-Length up front, else while they stream in."""
+
+    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.larger = larger  # path -> its own limit (uploads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope["path"], self.default)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit():
+                    await error_response(400, "INVALID_REQUEST", "bad Content-Length header")(scope, receive, send)
+                    return
+                if int(value) > limit:
+                    too_big = error_response(413, "PAYLOAD_TOO_LARGE", f"the request body is larger than {limit} bytes")
+                    await too_big(scope, receive, send)
+                    return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
     routes = all_routes()
     routes.extend(extra_routes or [])
+    config = runtime.config
+    middleware = [
+        Middleware(
+            BodyLimit,
+            default=config.server.max_body_bytes,
+            larger={"/api/files": config.limits.max_upload_bytes},
+        )
+    ]
+    if config.cors.enabled:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.cors.origins,
+                allow_credentials=config.cors.credentials,
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Session-Id"],
+                expose_headers=["Retry-After", "Content-Disposition"],
+            ),
+        )
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

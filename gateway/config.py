@@ -118,6 +118,29 @@ class Outbox(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     timeout: float = 30.0
 
 
+class Auth(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    registration_open: bool = True  # the first user may always register: it becomes the super admin
+    access_ttl: float = 900.0  # seconds a JWT access token lives
+    refresh_ttl: float = 30 * 86400.0  # seconds a refresh token lives (each use rotates it)
+    hash_concurrency: int = 2  # argon2id hashes at once; each takes ~19 MiB, so a Pi stays within memory
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Token buckets per user (or per client address before login) and route group: N per minute, burst B."""
+
+    enabled: bool = True
+    auth_per_minute: float = 20.0
+    auth_burst: int = 10
+    chat_per_minute: float = 60.0
+    chat_burst: int = 20
+    api_per_minute: float = 600.0
+    api_burst: int = 120
+    upload_per_minute: float = 30.0
+    upload_burst: int = 10
+    max_streams: int = 4  # concurrent SSE streams per user
+    max_upload_bytes: int = 20 * 1024 * 1024
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     storage: Storage = Storage()
@@ -131,6 +154,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     outbox: Outbox = Outbox()
     # [connectors.<kind>.<name>]: validated by gateway.connectors.model (issue 4); read-only over the API.
     connectors: dict[str, dict[str, dict[str, Any]]] = msgspec.field(default_factory=dict)
+    auth: Auth = Auth()
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +166,8 @@ class Paths:
     data_dir: Path
     db_file: Path
     token_file: Path
+    jwt_secret_file: Path
+    files_dir: Path
     log_file: Path
     workspace: Path
 
@@ -239,6 +266,15 @@ def _check(config: Config, source: str) -> None:
         )
     if config.files.max_upload_bytes < 1:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
+    if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:
+        raise ConfigError(f"{source}: settings auth.access_ttl and auth.refresh_ttl must be > 0 seconds")
+    if config.auth.hash_concurrency < 1:
+        raise ConfigError(f"{source}: setting auth.hash_concurrency must be >= 1")
+    lim = config.limits
+    if min(lim.auth_per_minute, lim.chat_per_minute, lim.api_per_minute, lim.upload_per_minute) <= 0:
+        raise ConfigError(f"{source}: every limits.*_per_minute must be > 0")
+    if min(lim.auth_burst, lim.chat_burst, lim.api_burst, lim.upload_burst, lim.max_streams) < 1:
+        raise ConfigError(f"{source}: every limits.*_burst and limits.max_streams must be >= 1")
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
     if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:
@@ -290,6 +326,8 @@ def paths_for(config: Config, config_file: Path) -> Paths:
         data_dir=data_dir,
         db_file=data_dir / "gateway.db",
         token_file=data_dir / "token",
+        jwt_secret_file=data_dir / "jwt_secret",
+        files_dir=data_dir / "files",
         log_file=log_file,
         workspace=workspace,
     )

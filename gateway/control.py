@@ -86,8 +86,10 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
                 out.update(uptime=body.get("uptime"), connections=body.get("connections"))
             if token:
                 api = client.get("/api/status", headers={"Authorization": f"Bearer {token}"})
-                if api.status_code == 200:
+                if api.status_code in (200, 503):
                     body = api.json()
+                    if api.status_code == 503:  # a service in error: the report is in the error's details
+                        body = body.get("error", {}).get("details") or {}
                     if isinstance(body.get("services"), list):
                         out["services"] = body["services"]
                     if isinstance(body.get("sessions"), int):
@@ -144,9 +146,19 @@ def print_status(status: dict[str, Any], term: Term) -> None:
     if status.get("supervisor"):
         term.field("service", status["supervisor"])
     for svc in status.get("services", []):
-        name = svc.get("name", "?") if isinstance(svc, dict) else str(svc)
-        state = svc.get("status", "?") if isinstance(svc, dict) else "?"
-        term.field(f"  {name}", term.style(str(state), "green" if state == "ok" else "red"))
+        if not isinstance(svc, dict):
+            continue
+        name = str(svc.get("service") or svc.get("name") or "?")
+        state = str(svc.get("status", "?"))
+        term.field(f"  {name}", term.style(state, "green" if state == "ok" else "red"))
+        details = svc.get("details")
+        if name == "connectors" and isinstance(details, dict):
+            # Connector health: each connector's state, restarts and last error.
+            for ref, info in sorted(details.items()):
+                if isinstance(info, dict):
+                    extra = f", {info['restarts']} restarts" if info.get("restarts") else ""
+                    error = f", last error: {info['last_error']}" if info.get("last_error") else ""
+                    term.field(f"    {ref}", f"{info.get('state', '?')}{extra}{error}")
     term.line()
     term.hint("gateway stop", "stop it")
     term.hint("gateway restart", "restart it")

@@ -66,6 +66,8 @@ class Runtime:
     skills: SkillCatalog = field(default_factory=SkillCatalog)
     # The connector service (issue 4), set by start_services; typed loosely to keep imports one-way.
     connectors: Any = None
+    # Shared state of the features started by `start_services` (e.g. "rest", "scheduler"), by name.
+    services: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -216,7 +218,7 @@ async def run(
                     registry=registry,
                     providers=providers,
                     shutdown=shutdown,
-                    event_listeners=listeners,
+                    event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
@@ -249,6 +251,7 @@ async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
     await start_mcp(runtime, nursery)
     await _start_connectors(runtime, nursery)
+    await _start_rest(runtime, nursery)
     await runtime.skills.refresh(runtime.store)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
@@ -301,6 +304,13 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
     runtime.event_listeners.append(service.on_event)
     runtime.status_checks["connectors"] = service.status
     await nursery.start(service.run)
+
+
+async def _start_rest(runtime: Runtime, nursery: trio.Nursery) -> None:
+    # Issue 6: users, rate limits, notifications, the cron scheduler.
+    from gateway.services import start_rest_services
+
+    await start_rest_services(runtime, nursery)
 
 
 def _bind(host: str, port: int) -> str:

@@ -75,8 +75,11 @@ def cron_references(conn: sqlite3.Connection, ref: str) -> int:
     cols = {r[1] for r in conn.execute("PRAGMA table_info(cron_jobs)")}
     if "connector" not in cols:
         return 0
-    _, _, name = ref.partition("/")
-    row = conn.execute("SELECT count(*) FROM cron_jobs WHERE connector IN (?, ?)", (ref, name)).fetchone()
+    kind, _, name = ref.partition("/")
+    # A job may name it as `kind/name`, as the transport `kind:name` its sessions use, or by name alone.
+    row = conn.execute(
+        "SELECT count(*) FROM cron_jobs WHERE connector IN (?, ?, ?)", (ref, f"{kind}:{name}", name)
+    ).fetchone()
     return int(row[0])
 
 

@@ -136,10 +136,66 @@ def _m041_skills(db: Any) -> None:
     migrate(db)
 
 
+def _sql(*statements: str) -> Callable[[Any], None]:
+    """A migration made of plain SQL statements (clearer than sqlite-utils calls for constraints)."""
+
+    def run(db: Any) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return run
+
+
+_m030_users = _sql(
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY, username TEXT UNIQUE, email TEXT UNIQUE, nickname TEXT NOT NULL DEFAULT '',
+        avatar TEXT NOT NULL DEFAULT '', password_hash TEXT NOT NULL, role TEXT NOT NULL, status TEXT NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+    """CREATE TABLE refresh_tokens (
+        id TEXT PRIMARY KEY, family TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL, used_at INTEGER, revoked INTEGER NOT NULL
+        DEFAULT 0, created_at INTEGER NOT NULL)""",
+    "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
+    "CREATE INDEX sessions_owner ON sessions (owner, updated_at)",
+)
+
+_m031_notifications = _sql(
+    """CREATE TABLE notifications (
+        id TEXT PRIMARY KEY, owner TEXT, title TEXT NOT NULL, body TEXT NOT NULL, source TEXT NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL)""",
+    "CREATE INDEX notifications_read ON notifications (read, id)",
+)
+
+_m032_cron = _sql(
+    # `connector` is nullable and named so: the connectors' module reads it to deliver a job's reply.
+    """CREATE TABLE cron_jobs (
+        id TEXT PRIMARY KEY, owner TEXT, name TEXT NOT NULL DEFAULT '', cron TEXT, interval_seconds INTEGER,
+        session_id TEXT, connector TEXT, chat_id TEXT, prompt TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
+        next_fire_at INTEGER, last_fire_at INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+    "CREATE INDEX cron_jobs_due ON cron_jobs (enabled, next_fire_at)",
+    # One row per fired slot; the unique key is what makes a slot fire at most once, even across a crash.
+    """CREATE TABLE cron_runs (
+        id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, slot_at INTEGER NOT NULL, trigger TEXT NOT NULL,
+        status TEXT NOT NULL, session_id TEXT, turn_id TEXT, error TEXT, started_at INTEGER NOT NULL,
+        UNIQUE (job_id, slot_at))""",
+)
+
+_m033_files = _sql(
+    """CREATE TABLE files (
+        id TEXT PRIMARY KEY, owner TEXT, session_id TEXT, filename TEXT NOT NULL, extension TEXT NOT NULL,
+        mime_type TEXT NOT NULL, size INTEGER NOT NULL, key TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+    "CREATE INDEX files_owner ON files (owner, id)",
+    "CREATE INDEX files_session ON files (session_id)",
+)
+
 MIGRATIONS: list[Migration] = [
     ("001_core", _m001_core),
     ("002_seq_reserved", _m002_seq_reserved),
     ("020_connectors", _m020_connectors),
+    ("030_users", _m030_users),
+    ("031_notifications", _m031_notifications),
+    ("032_cron", _m032_cron),
+    ("033_files", _m033_files),
     ("040_mcp_servers", _m040_mcp),
     ("041_skills_a2a", _m041_skills),
 ]

@@ -53,3 +53,13 @@ async def fake_server(routes: Sequence[BaseRoute]) -> AsyncIterator[str]:
             yield binds[0]
         finally:
             shutdown.set()
+
+
+async def connector_status(client: Any, ref: str) -> dict[str, Any]:
+    """One connector's health from `GET /api/status` (the report sits in the error details on a 503)."""
+    r = await client.get("/api/status")
+    body = r.json()
+    report = body["error"]["details"] if r.status_code == 503 else body
+    services = {s["service"]: s for s in report["services"]}
+    details: dict[str, Any] = services["connectors"]["details"]
+    return dict(details[ref])

@@ -216,19 +216,17 @@ async def test_file_connectors_are_read_only_and_delete_is_refused_while_referen
             r = await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": []})
             assert r.status_code == 200
             assert (await c.delete("/v1/runtime/connectors/http/other")).status_code == 204
-            # A cron job naming the connector blocks deletion (the scheduler's table, when present).
+            # A cron job sending to the connector's chats blocks deletion until the job is gone.
             assert (await put(c, "http", "third", {"allow_unauthenticated_ingress": True})).status_code == 201
-
-            def add_cron(conn: object) -> None:
-                import sqlite3
-
-                assert isinstance(conn, sqlite3.Connection)
-                conn.execute("CREATE TABLE IF NOT EXISTS cron_jobs (id TEXT, connector TEXT)")
-                conn.execute("INSERT INTO cron_jobs VALUES ('j1', 'http/third')")
-
-            await gw.runtime.store.call(add_cron)
+            job = await c.post(
+                "/api/cron/create",
+                json={"prompt": "ping", "interval_seconds": 3600, "connector": "http:third", "chat_id": "42"},
+            )
+            assert job.status_code in (200, 201), job.text
             r = await c.delete("/v1/runtime/connectors/http/third")
             assert r.status_code == 409 and "cron" in r.json()["error"]["message"]
+            assert (await c.delete(f"/api/cron/{job.json()['id']}")).status_code in (200, 204)
+            assert (await c.delete("/v1/runtime/connectors/http/third")).status_code == 204
     await gw.stop()
 
 

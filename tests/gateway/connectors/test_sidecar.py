@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from tests.conftest import make_config, start_gateway
-from tests.gateway.connectors.helpers import admin, put, wait_for
+from tests.gateway.connectors.helpers import admin, connector_status, put, wait_for
 
 PLATFORM_SECRET = "platform-canary-secret-5d1e"
 SHARED = "shared-token-sidecar-000111"
@@ -73,7 +73,7 @@ async def test_sidecar_lifecycle_credentials_and_delivery(
             token = info["env"]["GATEWAY_CREDENTIAL_TOKEN"]
 
             async def running() -> dict[str, Any] | None:
-                st = (await c.get("/api/status")).json()["checks"]["connectors"]["details"]["external/side"]
+                st = await connector_status(c, "external/side")
                 return st if st.get("sidecar", {}).get("health") == "ready" else None
 
             st = await wait_for(running)
@@ -90,7 +90,7 @@ async def test_sidecar_lifecycle_credentials_and_delivery(
             os.kill(pid, signal.SIGKILL)
 
             async def restarted() -> dict[str, Any] | None:
-                st = (await c.get("/api/status")).json()["checks"]["connectors"]["details"]["external/side"]
+                st = await connector_status(c, "external/side")
                 ok = st["restarts"] >= 1 and st.get("sidecar", {}).get("health") == "ready"
                 return st if ok and st["sidecar"]["pid"] != pid else None
 

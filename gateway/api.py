@@ -1,0 +1,267 @@
+"""The REST plumbing: a typed `endpoint` decorator (auth, rate limit, body/query validation) and its registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actors.store import Store
+from gateway.asgi import JSON, runtime_of
+from gateway.auth import bearer_token
+from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, TokenIssuer, classify_bearer, missing_credentials
+from gateway.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    ValidationFailedError,
+)
+from gateway.ratelimit import RateLimiter, StreamLimiter
+from gateway.runtime import Runtime
+from storage import users as users_db
+
+AuthMode = Literal["none", "user", "admin"]
+S = TypeVar("S")
+
+
+class Error(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: Error
+
+
+class Ok(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+
+
+@dataclass(slots=True)
+class RestState:
+    """What the REST routes share; built once by `start_services` and kept in `runtime.services['rest']`."""
+
+    issuer: TokenIssuer
+    hasher: PasswordHasher
+    limiter: RateLimiter
+    streams: StreamLimiter
+
+
+def rest_of(runtime: Runtime) -> RestState:
+    state: RestState = runtime.services["rest"]
+    return state
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One request as an endpoint sees it: the caller, the validated body and query, the path parameters."""
+
+    request: Request
+    runtime: Runtime
+    principal: Principal | None
+    body: Any = None
+    query: Any = None
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def user(self) -> Principal:
+        """The caller (only on endpoints with auth `user` or `admin`)."""
+        assert self.principal is not None
+        return self.principal
+
+    def path(self, name: str) -> str:
+        value: str = self.request.path_params[name]
+        return value
+
+    @property
+    def rest(self) -> RestState:
+        return rest_of(self.runtime)
+
+    @property
+    def client_key(self) -> str:
+        """Who to charge a rate limit to: the user, else the client address (before login)."""
+        if self.principal is not None:
+            return self.principal.user_id or "gateway-token"
+        client = self.request.client
+        return f"ip:{client.host if client else 'unknown'}"
+
+
+Handler = Callable[[Ctx], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    auth: AuthMode
+    group: str | None
+    body: type[Any] | None
+    query: type[Any] | None
+    response: type[Any] | None
+    status: int
+    errors: tuple[int, ...]
+    media: str | None  # a non-JSON success body (text/event-stream, application/octet-stream)
+    multipart: bool = False
+    extra_responses: dict[int, type[Any]] = field(default_factory=dict)
+
+
+ENDPOINTS: list[Endpoint] = []
+
+
+def endpoint(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    tag: str,
+    auth: AuthMode = "user",
+    group: str | None = "api",
+    body: type[Any] | None = None,
+    query: type[Any] | None = None,
+    response: type[Any] | None = None,
+    status: int = 200,
+    errors: tuple[int, ...] = (),
+    media: str | None = None,
+    multipart: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Register `fn(ctx)` for `method path`; it returns a Response, or a value encoded as JSON with `status`."""
+
+    def register(fn: Handler) -> Handler:
+        ENDPOINTS.append(
+            Endpoint(
+                method, path, fn, summary, tag, auth, group, body, query, response, status, errors, media, multipart
+            )
+        )
+        return fn
+
+    return register
+
+
+async def authenticate(request: Request, runtime: Runtime) -> Principal:
+    """Return the caller of `request`: the gateway token, or a valid access token of an active user.
+
+    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential.
+    """
+    token = bearer_token(request)
+    kind = classify_bearer(token, runtime.token)
+    if kind == "missing":
+        raise missing_credentials()
+    if kind == "gateway":
+        return ADMIN_TOKEN
+    assert token is not None
+    claims = rest_of(runtime).issuer.decode_access(token)
+    user = await runtime.store.call(users_db.get_user, claims["sub"])
+    if user is None or user.status != "active":
+        # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.
+        raise UnauthorizedError(
+            "this account no longer exists or is not active",
+            code="ACCOUNT_DISABLED",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # The role comes from the database, so a demoted admin loses the role with the next request.
+    return Principal(user.id, user.role)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing more than `limit` bytes (413) whatever Content-Length claims."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+
+
+def validation_error(exc: msgspec.ValidationError, where: str = "body") -> ValidationFailedError:
+    """Turn msgspec's message into a 422 naming the field: `details: [{"loc", "message"}]`."""
+    text = str(exc)
+    m = _AT.match(text)
+    message, path = (m.group(1), m.group(2)) if m else (text, "")
+    loc = [where, *[p for p in re.split(r"\.|\[|\]", path) if p]]
+    return ValidationFailedError(f"invalid {'.'.join(loc)}: {message}", details=[{"loc": loc, "message": message}])
+
+
+def decode_json(raw: bytes, type_: type[S]) -> S:
+    """Decode and validate a JSON body into `type_`: 400 when it is not JSON, 422 when a field is wrong."""
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+
+
+def decode_query(request: Request, type_: type[S]) -> S:
+    data = {k: v for k, v in request.query_params.items() if k in getattr(type_, "__struct_fields__", ())}
+    try:
+        return msgspec.convert(data, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc, "query") from None
+
+
+def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def view(request: Request) -> Response:
+        runtime = runtime_of(request)
+        ctx = Ctx(request, runtime, None)
+        if ep.auth != "none":
+            ctx.principal = await authenticate(request, runtime)
+            if ep.auth == "admin" and not ctx.principal.is_admin:
+                raise ForbiddenError("this needs the super_admin role")
+        if ep.group is not None and runtime.config.limits.enabled:
+            rest_of(runtime).limiter.hit(ep.group, ctx.client_key)
+        if ep.query is not None:
+            ctx.query = decode_query(request, ep.query)
+        if ep.body is not None:
+            raw = await read_body(request, runtime.config.server.max_body_bytes)
+            ctx.body = decode_json(raw, ep.body)
+        result = await ep.handler(ctx)
+        if isinstance(result, Response):
+            return result
+        return JSON(result, status_code=ep.status)
+
+    view.__name__ = ep.handler.__name__
+    return view
+
+
+def routes() -> list[Route]:
+    """Starlette routes for every registered endpoint (importing the route modules registers them)."""
+    from gateway.routes import api_files, api_status, auth, cron, messages, notifications, openai_compat, sessions  # noqa: F401
+
+    by_path: dict[str, list[Endpoint]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, []).append(ep)
+    out: list[Route] = []
+    for path, eps in by_path.items():
+        views = {ep.method: _wrap(ep) for ep in eps}
+
+        async def dispatch(
+            request: Request, views: dict[str, Callable[[Request], Awaitable[Response]]] = views
+        ) -> Response:
+            return await views[request.method](request)
+
+        out.append(Route(path, dispatch, methods=list(views)))
+    return out

@@ -1,0 +1,161 @@
+"""Who is calling: argon2id passwords, pinned-algorithm JWT access tokens, rotating refresh tokens, principals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import nacl.exceptions
+import nacl.pwhash
+import trio
+
+from gateway.auth import token_matches
+from gateway.errors import UnauthorizedError
+from gateway.logs import redactor
+
+# OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); libsodium always uses p=1.
+OPSLIMIT = 2
+MEMLIMIT = 19 * 1024 * 1024
+# Pinned: a token's own `alg` header is never trusted (RFC 8725 §2.1), so `none` and key confusion fail.
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ"]
+MAX_PASSWORD_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of a request: a user, or the gateway token acting as super admin (`user_id` None)."""
+
+    user_id: str | None
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "super_admin"
+
+    @property
+    def owner(self) -> str | None:
+        """What goes in an `owner` column for things this caller creates (None for the gateway token)."""
+        return self.user_id
+
+    def may_access(self, owner: str | None) -> bool:
+        """Admins see everything; a user sees only what they own."""
+        return self.is_admin or (self.user_id is not None and owner == self.user_id)
+
+
+ADMIN_TOKEN = Principal(None, "super_admin")
+
+
+class PasswordHasher:
+    """argon2id in worker threads, at most `concurrency` at once: each hash holds MEMLIMIT bytes."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._dummy: bytes | None = None
+
+    async def hash(self, password: str) -> str:
+        """Return the argon2id hash string (blocks a worker thread for ~50-100 ms)."""
+        raw = password.encode()
+        out: bytes = await trio.to_thread.run_sync(
+            lambda: nacl.pwhash.argon2id.str(raw, opslimit=OPSLIMIT, memlimit=MEMLIMIT), limiter=self._limiter
+        )
+        return out.decode()
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """Check `password` against `stored`; with None, burn the same time so unknown users are not revealed."""
+        if stored is None:
+            if self._dummy is None:
+                self._dummy = (await self.hash(secrets.token_urlsafe(16))).encode()
+            target = self._dummy
+        else:
+            target = stored.encode()
+        raw = password.encode()
+
+        def check() -> bool:
+            try:
+                return bool(nacl.pwhash.verify(target, raw))
+            except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
+                return False
+
+        ok = await trio.to_thread.run_sync(check, limiter=self._limiter)
+        return ok and stored is not None
+
+
+def load_jwt_secret(path: Path) -> str:
+    """Read the signing secret from the data folder, creating it (0600) on first use; never logged."""
+    if path.exists():
+        secret = path.read_text().strip()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        os.replace(tmp, path)
+    redactor.add(secret)
+    return secret
+
+
+class TokenIssuer:
+    """Signs and checks access tokens; makes opaque refresh tokens (only their SHA-256 is stored)."""
+
+    def __init__(self, secret: str, *, access_ttl: float, refresh_ttl: float) -> None:
+        self._secret = secret
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def access_token(self, user_id: str, role: str, *, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        claims = {"sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl)}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def decode_access(self, token: str) -> dict[str, Any]:
+        """Return the claims of a valid access token; raise UnauthorizedError for anything else."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the access token has expired; refresh it", "TOKEN_EXPIRED") from None
+        except jwt.InvalidTokenError:
+            raise _unauthorized("invalid access token; log in again", "INVALID_TOKEN") from None
+        if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
+            raise _unauthorized("invalid access token; log in again", "INVALID_TOKEN")
+        return claims
+
+    @staticmethod
+    def new_refresh_token() -> tuple[str, str]:
+        """Return (token to hand out, hash to store)."""
+        token = secrets.token_urlsafe(32)
+        return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    # A fast hash is right here: the token is 256 random bits, so there is nothing to brute-force.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _unauthorized(message: str, code: str = "UNAUTHORIZED") -> UnauthorizedError:
+    return UnauthorizedError(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+def classify_bearer(token: str | None, gateway_token: str) -> str:
+    """Say what a bearer credential looks like: `missing`, `gateway` or `jwt` (not yet verified)."""
+    if not token:
+        return "missing"
+    if token_matches(token, gateway_token):
+        return "gateway"
+    return "jwt"
+
+
+def missing_credentials() -> UnauthorizedError:
+    return _unauthorized(
+        "authentication required: send `Authorization: Bearer <access token or gateway token>`", "UNAUTHORIZED"
+    )

@@ -1,0 +1,99 @@
+"""In-process rate limits: a token bucket per (route group, caller), and a cap on concurrent streams per caller."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import RateLimitedError
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    per_minute: float
+    burst: int
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token buckets kept in a dict; `clock` is injectable so tests move time by hand.
+
+    Memory is bounded: when more than `max_keys` callers are tracked, buckets that are full again are dropped.
+    """
+
+    def __init__(
+        self, rates: dict[str, Rate], *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
+        self.rates = rates
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def check(self, group: str, who: str, cost: float = 1.0) -> float:
+        """Take `cost` tokens; return 0 when allowed, else the seconds to wait (nothing is taken then)."""
+        rate = self.rates[group]
+        now = self.clock()
+        per_second = rate.per_minute / 60.0
+        bucket = self._buckets.get((group, who))
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._prune(now)
+            bucket = self._buckets[(group, who)] = _Bucket(float(rate.burst), now)
+        bucket.tokens = min(float(rate.burst), bucket.tokens + (now - bucket.updated) * per_second)
+        bucket.updated = now
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
+            return 0.0
+        return (cost - bucket.tokens) / per_second
+
+    def hit(self, group: str, who: str, cost: float = 1.0) -> None:
+        """Like `check`, but raise RateLimitedError (429 with `Retry-After`, whole seconds ≥ 1) when over."""
+        wait = self.check(group, who, cost)
+        if wait > 0:
+            raise rate_limited(wait)
+
+    def _prune(self, now: float) -> None:
+        for key, b in list(self._buckets.items()):
+            rate = self.rates[key[0]]
+            if b.tokens + (now - b.updated) * rate.per_minute / 60.0 >= rate.burst:
+                del self._buckets[key]
+
+
+def rate_limited(wait: float, what: str = "too many requests") -> RateLimitedError:
+    retry_after = max(1, math.ceil(wait))
+    return RateLimitedError(
+        f"{what}; retry after {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+        details={"retry_after": retry_after},
+    )
+
+
+class StreamLimiter:
+    """Counts open streams (SSE) per caller; `open()` refuses past `limit` with a 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def count(self, who: str) -> int:
+        return self._open.get(who, 0)
+
+    def acquire(self, who: str) -> None:
+        """Take a stream slot for `who`; raise RateLimitedError (429) when all `limit` are in use."""
+        if self._open.get(who, 0) >= self.limit:
+            raise rate_limited(5, f"too many open streams ({self.limit} allowed); close one first")
+        self._open[who] = self._open.get(who, 0) + 1
+
+    def release(self, who: str) -> None:
+        left = self._open.get(who, 0) - 1
+        if left > 0:
+            self._open[who] = left
+        else:
+            self._open.pop(who, None)

@@ -1,0 +1,200 @@
+"""Cron jobs over REST: list, create (cron expression or interval; a session or a connector chat), toggle, trigger."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+import msgspec
+
+from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
+from gateway.api import Ctx, Ok, endpoint
+from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
+from gateway.routes.auth import iso, now_ms
+from gateway.routes.sessions import Channel, ChatId, owned_session
+from storage import cron as cron_db
+from storage.cron import CronJob
+
+
+class CreateCronRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    cron: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    interval_seconds: Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)] | None = None
+    session_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    connector: Channel | None = None
+    chat_id: ChatId | None = None
+    enabled: bool = True
+
+
+class CronJobOut(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    cron: str | None
+    interval_seconds: int | None
+    session_id: str | None
+    connector: str | None
+    chat_id: str | None
+    prompt: str
+    enabled: bool
+    next_fire_at: str | None
+    last_fire_at: str | None
+    created_at: str
+
+
+class CronList(msgspec.Struct, kw_only=True):
+    jobs: list[CronJobOut]
+
+
+class ToggleResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    enabled: bool
+
+
+class TriggerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class TriggerResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok", "failed"]
+    message: str
+    session_id: str | None
+    turn_id: str | None
+
+
+def out(job: CronJob) -> CronJobOut:
+    return CronJobOut(
+        id=job.id,
+        name=job.name,
+        cron=job.cron,
+        interval_seconds=job.interval_seconds,
+        session_id=job.session_id,
+        connector=job.connector,
+        chat_id=job.chat_id,
+        prompt=job.prompt,
+        enabled=job.enabled,
+        next_fire_at=iso(job.next_fire_at),
+        last_fire_at=iso(job.last_fire_at),
+        created_at=iso(job.created_at) or "",
+    )
+
+
+def _invalid(field: str, message: str) -> ValidationFailedError:
+    return ValidationFailedError(
+        f"invalid body.{field}: {message}", details=[{"loc": ["body", field], "message": message}]
+    )
+
+
+def scheduler_of(ctx: Ctx) -> Scheduler:
+    scheduler: Scheduler = ctx.runtime.services["scheduler"]
+    return scheduler
+
+
+async def owned_job(ctx: Ctx, job_id: str) -> CronJob:
+    job = await ctx.store.call(cron_db.get_job, job_id)
+    if job is None:
+        raise NotFoundError(f"no cron job {job_id!r}", code="CRON_JOB_NOT_FOUND")
+    if not ctx.user.may_access(job.owner):
+        raise ForbiddenError("this cron job belongs to another user", code="CRON_JOB_FORBIDDEN")
+    return job
+
+
+@endpoint("GET", "/api/cron", summary="List cron jobs", tag="cron", response=CronList)
+async def list_jobs(ctx: Ctx) -> CronList:
+    jobs = await ctx.store.call(cron_db.list_jobs, ctx.user.owner, all_owners=ctx.user.is_admin)
+    return CronList(jobs=[out(j) for j in jobs])
+
+
+@endpoint(
+    "POST",
+    "/api/cron/create",
+    summary="Create a job: `cron` (5 fields, UTC) or `interval_seconds`; target `session_id` or `connector`+`chat_id`",
+    tag="cron",
+    body=CreateCronRequest,
+    response=CronJobOut,
+    status=201,
+    errors=(403, 404, 422),
+)
+async def create_job(ctx: Ctx) -> CronJobOut:
+    req: CreateCronRequest = ctx.body
+    if (req.cron is None) == (req.interval_seconds is None):
+        raise _invalid("cron", "give exactly one of cron or interval_seconds")
+    if req.cron is not None:
+        try:
+            check_cron(req.cron)
+        except ScheduleError as exc:
+            raise _invalid("cron", str(exc)) from None
+    if (req.session_id is None) == (req.connector is None):
+        raise _invalid("session_id", "give exactly one target: session_id, or connector with chat_id")
+    if req.connector is not None and req.chat_id is None:
+        raise _invalid("chat_id", "a connector target needs a chat_id")
+    if req.session_id is not None:
+        await owned_session(ctx, req.session_id)
+    elif not ctx.user.is_admin:
+        raise ForbiddenError("only an admin can schedule messages to a connector chat", code="FORBIDDEN")
+    ts = now_ms()
+    job = CronJob(
+        id=cron_db.new_job_id(), owner=ctx.user.owner, name=req.name, cron=req.cron,
+        interval_seconds=req.interval_seconds, session_id=req.session_id, connector=req.connector,
+        chat_id=req.chat_id if req.connector else None, prompt=req.prompt, enabled=req.enabled,
+        next_fire_at=None, last_fire_at=None, created_at=ts, updated_at=ts,
+    )  # fmt: skip
+    scheduler = scheduler_of(ctx)
+    if req.enabled:
+        job = dataclasses.replace(job, next_fire_at=next_slot(job, scheduler.now_ms()))
+    await ctx.store.call(cron_db.create_job, job)
+    scheduler.wake()
+    return out(job)
+
+
+@endpoint(
+    "DELETE",
+    "/api/cron/{id}",
+    summary="Delete a job and its run history",
+    tag="cron",
+    response=Ok,
+    errors=(403, 404),
+)
+async def delete_job(ctx: Ctx) -> Ok:
+    job = await owned_job(ctx, ctx.path("id"))
+    await ctx.store.call(cron_db.delete_job, job.id)
+    scheduler_of(ctx).wake()
+    return Ok()
+
+
+@endpoint(
+    "POST",
+    "/api/cron/{id}/toggle",
+    summary="Enable or disable a job (enabling schedules its next slot from now)",
+    tag="cron",
+    response=ToggleResponse,
+    errors=(403, 404),
+)
+async def toggle_job(ctx: Ctx) -> ToggleResponse:
+    job = await owned_job(ctx, ctx.path("id"))
+    scheduler = scheduler_of(ctx)
+    enabled = not job.enabled
+    nxt = next_slot(job, scheduler.now_ms()) if enabled else None
+    await ctx.store.call(cron_db.set_enabled, job.id, enabled, nxt, now_ms=now_ms())
+    scheduler.wake()
+    return ToggleResponse(enabled=enabled)
+
+
+@endpoint(
+    "POST",
+    "/api/cron/trigger",
+    summary="Run a job now (recorded as a manual run)",
+    tag="cron",
+    body=TriggerRequest,
+    response=TriggerResponse,
+    errors=(403, 404, 422),
+)
+async def trigger_job(ctx: Ctx) -> TriggerResponse:
+    req: TriggerRequest = ctx.body
+    job = await owned_job(ctx, req.job_id)
+    fired = await scheduler_of(ctx).trigger(job)
+    if fired.accepted is None:
+        return TriggerResponse(status="failed", message=fired.error or "failed", session_id=None, turn_id=None)
+    return TriggerResponse(
+        status="ok", message="Task triggered", session_id=fired.accepted.session_id, turn_id=fired.accepted.turn_id
+    )

@@ -1,0 +1,133 @@
+"""Messages from scripts: to a connector's chat (async or waiting for the reply) and the simple agent call."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from actors.messages import SessionKey
+from gateway.api import Ctx, endpoint
+from gateway.errors import ForbiddenError, GatewayError
+from gateway.notify import BackgroundTurns
+from gateway.routes.sessions import Channel
+from gateway.turns import ensure_session, run_turn, submit
+
+ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+Timeout = Annotated[float, msgspec.Meta(ge=1, le=600, description="seconds to wait for the reply")]
+
+
+class AgentError(GatewayError):
+    status, code = 502, "AGENT_ERROR"
+
+
+class MessageRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: Channel
+    chat_id: ChatRef
+    content: Content
+    topic_id: Annotated[str, msgspec.Meta(pattern=r"^[^\s]{0,128}$")] = ""
+    accountId: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    timeout: Timeout = 120.0
+
+
+class MessageResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    message_id: str
+    session_id: str
+    queued_behind: int
+
+
+class SyncResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    reply: str
+    session_id: str
+    message_id: str
+
+
+class AgentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    message: Content
+    session: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] = "default"
+    timeout: Timeout = 120.0
+
+
+class AgentResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    reply: str
+    session: str
+    session_id: str
+
+
+async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
+    # Admin only (see the endpoints): a connector chat belongs to people outside the gateway's user list.
+    # The seed's `accountId` names the connector: its sessions are keyed by `kind:name`.
+    transport = f"{req.channel}:{req.accountId}" if req.accountId and ":" not in req.channel else req.channel
+    key = SessionKey(transport, str(req.chat_id), req.topic_id)
+    row = await ensure_session(ctx.runtime, key, ctx.user.owner)
+    if not ctx.user.may_access(row.owner):
+        raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
+    return key
+
+
+@endpoint(
+    "POST",
+    "/api/message",
+    summary="Send a message to a connector chat; the reply goes out through the connector",
+    tag="messages",
+    group="chat",
+    auth="admin",
+    body=MessageRequest,
+    response=MessageResponse,
+    status=202,
+    errors=(403, 422),
+)
+async def send_message(ctx: Ctx) -> MessageResponse:
+    req: MessageRequest = ctx.body
+    key = await _connector_key(ctx, req)
+    accepted = await submit(ctx.runtime, key, req.content)
+    background: BackgroundTurns = ctx.runtime.services["background"]
+    background.watch(accepted.turn_id, title=f"Reply in {key}", source="message", owner=ctx.user.owner)
+    return MessageResponse(
+        message_id=accepted.turn_id, session_id=accepted.session_id, queued_behind=accepted.queued_behind
+    )
+
+
+@endpoint(
+    "POST",
+    "/api/message/sync",
+    summary="Send a message to a connector chat and wait for the reply",
+    tag="messages",
+    group="chat",
+    auth="admin",
+    body=MessageRequest,
+    response=SyncResponse,
+    errors=(403, 422, 502, 504),
+)
+async def send_message_sync(ctx: Ctx) -> SyncResponse:
+    req: MessageRequest = ctx.body
+    key = await _connector_key(ctx, req)
+    outcome = await run_turn(ctx.runtime, key, req.content, timeout=req.timeout)
+    if outcome.state != "completed":
+        raise AgentError(f"the agent did not reply ({outcome.state}): {outcome.error or 'no detail'}")
+    return SyncResponse(reply=outcome.text, session_id=outcome.accepted.session_id, message_id=outcome.accepted.turn_id)
+
+
+@endpoint(
+    "POST",
+    "/api/agent",
+    summary="Ask the agent and wait for the reply (`session` names your conversation)",
+    tag="messages",
+    group="chat",
+    body=AgentRequest,
+    response=AgentResponse,
+    errors=(422, 502, 504),
+)
+async def agent(ctx: Ctx) -> AgentResponse:
+    req: AgentRequest = ctx.body
+    # Each user gets their own namespace of named sessions, so "default" is never shared between users.
+    key = SessionKey("rest", f"{ctx.user.owner or 'admin'}.{req.session}")
+    await ensure_session(ctx.runtime, key, ctx.user.owner)
+    outcome = await run_turn(ctx.runtime, key, req.message, timeout=req.timeout)
+    if outcome.state != "completed":
+        raise AgentError(f"the agent did not reply ({outcome.state}): {outcome.error or 'no detail'}")
+    return AgentResponse(reply=outcome.text, session=req.session, session_id=outcome.accepted.session_id)

@@ -1,0 +1,355 @@
+"""Sessions over REST: create, list, get, delete, rename, stop, unread, files, and the turn streamed as SSE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import msgspec
+
+from actors.messages import SessionKey
+from gateway.api import Ctx, Ok, endpoint
+from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
+from gateway.routes.auth import iso, now_ms
+from gateway.sse import SSEResponse, sse_event
+from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
+from storage import files as files_db
+from storage import session_views as views_db
+from storage import sessions as sess_db
+from storage.events import EventRow
+from storage.ids import new_id
+from storage.sessions import SessionRow
+
+# A transport, optionally with a connector's name: connectors' sessions use `kind:name` (e.g. telegram:mybot).
+Channel = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z][a-z0-9_\-]{0,31}(:[A-Za-z0-9_.\-]{1,64})?$",
+        description="e.g. webchat, or a connector's transport such as telegram:mybot",
+    ),
+]
+ChatId = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")]
+SessionStatus = Literal["pending", "running", "waiting", "completed"]
+
+
+class CreateSessionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: Channel = "webchat"
+    chat_id: ChatId | None = None
+    title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class SessionItem(msgspec.Struct, kw_only=True):
+    session_id: str
+    key: str
+    title: str
+    latest_message: str | None
+    latest_message_at: str | None
+    status: SessionStatus
+    unread_message_count: int
+    created_at: str
+    last_seq: int
+
+
+class CreateSessionResponse(SessionItem, kw_only=True):
+    pass
+
+
+class ListSessionResponse(msgspec.Struct, kw_only=True):
+    sessions: list[SessionItem]
+
+
+class ListQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class RenameRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    files: Annotated[list[str], msgspec.Meta(max_length=20)] = []
+
+
+class StopResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    killed: int
+
+
+class FileInfo(msgspec.Struct, kw_only=True):
+    id: str
+    filename: str
+    extension: str
+    mime_type: str
+    size: int
+    key: str
+    session_id: str | None
+    created_at: str
+
+
+class FileListResponse(msgspec.Struct, kw_only=True):
+    files: list[FileInfo]
+
+
+def item(row: SessionRow) -> SessionItem:
+    status = row.status if row.status in ("pending", "running", "waiting", "completed") else "completed"
+    return SessionItem(
+        session_id=row.id,
+        key=str(SessionKey(row.transport, row.chat_id, row.topic_id)),
+        title=row.title,
+        latest_message=row.latest_message,
+        latest_message_at=iso(row.latest_message_at),
+        status=status,  # type: ignore[arg-type]
+        unread_message_count=row.unread,
+        created_at=iso(row.created_at) or "",
+        last_seq=row.last_seq,
+    )
+
+
+def file_info(row: files_db.FileRow) -> FileInfo:
+    return FileInfo(
+        id=row.id,
+        filename=row.filename,
+        extension=row.extension,
+        mime_type=row.mime_type,
+        size=row.size,
+        key=row.key,
+        session_id=row.session_id,
+        created_at=iso(row.created_at) or "",
+    )
+
+
+async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
+    """Find a session by id or by key (`transport:chat_id[:topic]`): 404 when absent, 403 when not the caller's."""
+    if ":" in ref:
+        transport, chat_id, topic = [*ref.split(":", 2), ""][:3]
+        row = await ctx.store.call(sess_db.find_session, transport, chat_id, topic) if transport and chat_id else None
+    else:
+        row = await ctx.store.call(sess_db.get_session, ref)
+    if row is None:
+        raise NotFoundError(f"no session {ref!r}", code="SESSION_NOT_FOUND")
+    if not ctx.user.may_access(row.owner):
+        raise ForbiddenError("this session belongs to another user", code="SESSION_FORBIDDEN")
+    return row
+
+
+def key_of(row: SessionRow) -> SessionKey:
+    return SessionKey(row.transport, row.chat_id, row.topic_id)
+
+
+@endpoint(
+    "POST",
+    "/api/sessions",
+    summary="Create a session (or reuse the one with this channel and chat_id)",
+    tag="sessions",
+    body=CreateSessionRequest,
+    response=CreateSessionResponse,
+    status=201,
+    errors=(403, 422),
+)
+async def create_session(ctx: Ctx) -> CreateSessionResponse:
+    req: CreateSessionRequest = ctx.body
+    if req.channel != "webchat" and not ctx.user.is_admin:
+        # Otherwise a user could claim a connector chat's session before its first message and read it.
+        raise ForbiddenError("only an admin can open a session on a connector's chat", code="CHANNEL_FORBIDDEN")
+    key = SessionKey(req.channel, req.chat_id or new_id())
+    row = await ensure_session(ctx.runtime, key, ctx.user.owner)
+    if not ctx.user.may_access(row.owner):
+        raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
+    if req.title:
+        await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
+        row = await owned_session(ctx, row.id)
+    return CreateSessionResponse(**msgspec.structs.asdict(item(row)))
+
+
+@endpoint(
+    "GET",
+    "/api/sessions",
+    summary="List your sessions (admins: all)",
+    tag="sessions",
+    query=ListQuery,
+    response=ListSessionResponse,
+)
+async def list_sessions(ctx: Ctx) -> ListSessionResponse:
+    q: ListQuery = ctx.query
+    rows = await ctx.store.call(
+        views_db.list_for, ctx.user.owner, all_owners=ctx.user.is_admin, limit=q.limit, offset=q.offset
+    )
+    return ListSessionResponse(sessions=[item(r) for r in rows])
+
+
+@endpoint(
+    "GET",
+    "/api/sessions/{key}",
+    summary="One session, by id or key",
+    tag="sessions",
+    response=SessionItem,
+    errors=(403, 404),
+)
+async def get_session(ctx: Ctx) -> SessionItem:
+    return item(await owned_session(ctx, ctx.path("key")))
+
+
+@endpoint(
+    "DELETE",
+    "/api/sessions/{key}",
+    summary="Stop and delete a session with its history",
+    tag="sessions",
+    response=Ok,
+    errors=(403, 404),
+)
+async def delete_session(ctx: Ctx) -> Ok:
+    row = await owned_session(ctx, ctx.path("key"))
+    await abort(ctx.runtime, key_of(row))
+    await retire(ctx.runtime, key_of(row))
+    await ctx.store.call(sess_db.delete_session, row.id)
+    return Ok()
+
+
+@endpoint(
+    "PUT",
+    "/api/chat/sessions/{id}",
+    summary="Rename a session",
+    tag="sessions",
+    body=RenameRequest,
+    response=SessionItem,
+    errors=(403, 404, 422),
+)
+async def rename_session(ctx: Ctx) -> SessionItem:
+    req: RenameRequest = ctx.body
+    row = await owned_session(ctx, ctx.path("id"))
+    await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
+    return item(await owned_session(ctx, row.id))
+
+
+@endpoint(
+    "POST",
+    "/api/sessions/{id}/stop",
+    summary="Stop the running turn and drop queued ones",
+    tag="sessions",
+    response=StopResponse,
+    errors=(403, 404),
+)
+async def stop_session(ctx: Ctx) -> StopResponse:
+    row = await owned_session(ctx, ctx.path("id"))
+    return StopResponse(killed=await abort(ctx.runtime, key_of(row)))
+
+
+@endpoint(
+    "POST",
+    "/api/sessions/{id}/clear-unread-message-count",
+    summary="Mark a session read",
+    tag="sessions",
+    response=Ok,
+    errors=(403, 404),
+)
+async def clear_unread(ctx: Ctx) -> Ok:
+    row = await owned_session(ctx, ctx.path("id"))
+    await ctx.store.call(views_db.clear_unread, row.id)
+    return Ok()
+
+
+@endpoint(
+    "GET",
+    "/api/sessions/{id}/files",
+    summary="Files attached to a session",
+    tag="sessions",
+    response=FileListResponse,
+    errors=(403, 404),
+)
+async def session_files(ctx: Ctx) -> FileListResponse:
+    row = await owned_session(ctx, ctx.path("id"))
+    return FileListResponse(files=[file_info(f) for f in await ctx.store.call(files_db.files_of_session, row.id)])
+
+
+def event_payload(event: EventRow) -> dict[str, object]:
+    return {"type": event.type, "seq": event.seq, "turn_id": event.turn_id, **event.data}
+
+
+def last_event_id(ctx: Ctx) -> int | None:
+    raw = ctx.request.headers.get("last-event-id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidRequestError("Last-Event-ID must be the number of the last event received")
+    return int(raw)
+
+
+async def _attachments(ctx: Ctx, file_ids: list[str], session_id: str) -> str:
+    """Check each attached file is the caller's (403 otherwise) and describe them for the agent."""
+    lines = []
+    for fid in file_ids:
+        row = await ctx.store.call(files_db.get_file, fid)
+        if row is None:
+            raise NotFoundError(f"no file {fid!r}", code="FILE_NOT_FOUND")
+        if not ctx.user.may_access(row.owner):
+            raise ForbiddenError(f"file {fid!r} belongs to another user", code="FILE_FORBIDDEN")
+        lines.append(f"[attached file: {row.filename} ({row.mime_type}, {row.size} bytes), id {row.id}]")
+    if file_ids:
+        await ctx.store.call(files_db.attach, file_ids, session_id)
+    return ("\n" + "\n".join(lines)) if lines else ""
+
+
+@endpoint(
+    "POST",
+    "/api/sessions/{id}/chat",
+    summary="Send a message and stream the turn as SSE (`id` = event seq; `Last-Event-ID` resumes without resending)",
+    tag="sessions",
+    group="chat",
+    body=ChatRequest,
+    media="text/event-stream",
+    errors=(403, 404, 422),
+)
+async def chat(ctx: Ctx) -> SSEResponse:
+    row = await owned_session(ctx, ctx.path("id"))
+    key = key_of(row)
+    resume_after = last_event_id(ctx)
+    who = ctx.client_key
+    streams = ctx.rest.streams
+    streams.acquire(who)
+    try:
+        if resume_after is not None:
+            source = _resume(ctx, row, key, resume_after)
+        else:
+            req: ChatRequest = ctx.body
+            text = req.message + await _attachments(ctx, req.files, row.id)
+            accepted, events = await start_and_follow(ctx.runtime, key, text)
+            source = _encode(
+                events,
+                first=sse_event(
+                    {
+                        "type": "turn_accepted",
+                        "session_id": accepted.session_id,
+                        "turn_id": accepted.turn_id,
+                        "queued_behind": accepted.queued_behind,
+                    },
+                    event="turn_accepted",
+                ),
+            )
+    except BaseException:
+        streams.release(who)
+        raise
+    return SSEResponse(source, on_close=lambda: streams.release(who))
+
+
+async def _encode(events: AsyncIterator[EventRow], *, first: bytes | None = None) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for event in events:
+        yield sse_event(event_payload(event), event=event.type, id=event.seq)
+
+
+async def _resume(ctx: Ctx, row: SessionRow, key: SessionKey, after: int) -> AsyncIterator[bytes]:
+    """Replay what the client missed, then follow live until every turn in flight has ended."""
+    if after >= row.last_seq and not await ctx.store.call(views_db.has_running_turn, row.id):
+        return
+    open_turns: set[str] = set()
+    async for event in follow(ctx.runtime, key, after):
+        yield sse_event(event_payload(event), event=event.type, id=event.seq)
+        if event.type == "turn_started" and event.turn_id:
+            open_turns.add(event.turn_id)
+        elif event.type == "turn_ended":
+            open_turns.discard(event.turn_id or "")
+            if not open_turns and not await ctx.store.call(views_db.has_running_turn, row.id):
+                return

@@ -1,0 +1,84 @@
+"""Starts what the REST API needs beside the router: auth state, rate limiters, scheduler, status checks."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import trio
+
+from actors.scheduler import Fired, Scheduler
+from gateway.api import RestState
+from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
+from gateway.notify import BackgroundTurns
+from gateway.ratelimit import Rate, RateLimiter, StreamLimiter
+from gateway.runtime import Runtime
+
+MIN_FREE_DISK = 50 * 1024 * 1024
+
+
+async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
+    """Build the REST state, start the cron scheduler in `nursery` and register the status checks."""
+    config = runtime.config
+    lim = config.limits
+    runtime.services["rest"] = RestState(
+        issuer=TokenIssuer(
+            load_jwt_secret(runtime.paths.jwt_secret_file),
+            access_ttl=config.auth.access_ttl,
+            refresh_ttl=config.auth.refresh_ttl,
+        ),
+        hasher=PasswordHasher(config.auth.hash_concurrency),
+        limiter=RateLimiter(
+            {
+                "auth": Rate(lim.auth_per_minute, lim.auth_burst),
+                "chat": Rate(lim.chat_per_minute, lim.chat_burst),
+                "api": Rate(lim.api_per_minute, lim.api_burst),
+                "upload": Rate(lim.upload_per_minute, lim.upload_burst),
+            }
+        ),
+        streams=StreamLimiter(lim.max_streams),
+    )
+    runtime.paths.files_dir.mkdir(parents=True, exist_ok=True)
+    from gateway.notify import BackgroundTurns
+
+    background = BackgroundTurns(runtime)
+    runtime.services["background"] = background
+    runtime.event_listeners.append(background.on_event)
+    nursery.start_soon(background.run)
+    await start_scheduler(runtime, nursery)
+    runtime.status_checks["storage"] = lambda: _storage_status(runtime)
+    runtime.status_checks["disk"] = lambda: _disk_status(runtime)
+
+
+def _storage_status(runtime: Runtime) -> dict[str, Any]:
+    stats = runtime.store.address.backlog()
+    return {"status": "ok", "details": f"queued operations: {stats}"}
+
+
+def _disk_status(runtime: Runtime) -> dict[str, Any]:
+    try:
+        usage = shutil.disk_usage(runtime.paths.data_dir)
+    except OSError as exc:
+        return {"status": "error", "details": f"cannot read disk usage of the data folder: {exc.strerror}"}
+    free_mib = usage.free // (1024 * 1024)
+    if usage.free < MIN_FREE_DISK:
+        return {"status": "error", "details": f"only {free_mib} MiB free in {runtime.paths.data_dir}; free some space"}
+    return {"status": "ok", "details": f"{free_mib} MiB free"}
+
+
+async def start_scheduler(runtime: Runtime, nursery: trio.Nursery) -> Scheduler:
+    """Start the scheduler in `nursery`, report it in `/api/status` and notify about each run."""
+    background: BackgroundTurns = runtime.services["background"]
+
+    def on_fired(f: Fired) -> None:
+        title = f"Cron {f.job.name or f.job.id}"
+        if f.accepted is not None:
+            background.watch(f.accepted.turn_id, title=title, source="cron", owner=f.job.owner)
+        else:
+            background.failed(title=title, error=f.error or "", source="cron", owner=f.job.owner)
+
+    scheduler = Scheduler(runtime.store, runtime.router_address, on_fired=on_fired)
+    runtime.services["scheduler"] = scheduler
+    runtime.status_checks["scheduler"] = scheduler.status
+    await nursery.start(scheduler.run)
+    return scheduler

@@ -1,0 +1,167 @@
+"""Running turns for the HTTP edges: submit, follow a session's event stream (resuming by seq), wait for a result."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from actors.base import ActorError, BusyError, DeadActorError, Reply, Stop, ask
+from actors.messages import Abort, Resolve, SessionKey, Submit, Subscribe, TurnAccepted
+from gateway.errors import GatewayError, UnavailableError
+from gateway.runtime import Runtime
+from storage import sessions as sess_db
+from storage.events import EventRow
+from storage.sessions import SessionRow
+
+ASK_TIMEOUT = 10.0
+
+
+class TimeoutError_(GatewayError):
+    status, code = 504, "TIMEOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    accepted: TurnAccepted
+    state: str  # completed | failed | aborted
+    text: str
+    error: str | None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -> SessionRow:
+    """Return the session row for `key`, creating it owned by `owner` (the session actor then adopts it)."""
+    return await runtime.store.call(
+        sess_db.get_or_create_session,
+        key.transport,
+        key.chat_id,
+        key.topic_id,
+        now_ms=_now_ms(),
+        provider=runtime.config.agent.provider,
+        model=runtime.config.agent.model or None,
+        owner=owner,
+    )
+
+
+async def submit(runtime: Runtime, key: SessionKey, text: str) -> TurnAccepted:
+    """Queue a turn; raise 429 when the session's queue is full, 503 when the runtime does not answer."""
+    try:
+        try:
+            return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
+        except DeadActorError:
+            # The key's actor was just retired (its session deleted): the router has forgotten it; once more.
+            return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
+    except BusyError as exc:
+        from gateway.ratelimit import rate_limited
+
+        raise rate_limited(2, f"the session is busy: {exc}") from None
+    except ActorError as exc:
+        raise UnavailableError(f"the agent runtime did not accept the turn: {exc}") from None
+
+
+async def abort(runtime: Runtime, key: SessionKey) -> int:
+    try:
+        return await ask(runtime.router_address, lambda r: Abort(key, r), timeout=ASK_TIMEOUT)
+    except ActorError as exc:
+        raise UnavailableError(f"the agent runtime did not answer the stop: {exc}") from None
+
+
+async def retire(runtime: Runtime, key: SessionKey, *, timeout: float = 10.0) -> None:
+    """Stop the key's live session actor and wait until it has exited (its last events flushed).
+
+    Needed before deleting a session's rows: a live actor would go on writing under the old session id.
+    """
+    address = runtime.router.address_of(key)
+    if address is None:
+        return
+    try:
+        address.send_nowait(Stop())
+    except DeadActorError:
+        return
+    except BusyError as exc:
+        raise UnavailableError("the session is busy; try again") from exc
+    with trio.move_on_after(timeout):
+        while True:
+            # Once the actor has returned, its supervisor closes the mailbox and sends fail: that is the signal.
+            try:
+                address.send_nowait(Resolve(key, Reply()))
+            except DeadActorError:
+                return
+            except BusyError:
+                pass
+            await trio.sleep(0.01)
+    raise UnavailableError("the session did not stop in time; try again")
+
+
+async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> AsyncIterator[EventRow]:
+    """Yield the session's events after `after_seq` (None: from now on), forever, resubscribing when cut off.
+
+    Cancel the iteration (or stop iterating) to leave; the subscription closes with it.
+    """
+    while True:
+        send, receive = trio.open_memory_channel[EventRow](1024)
+        with receive:
+            make = partial(Subscribe, key, send, after_seq)
+            try:
+                try:
+                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
+                except DeadActorError:
+                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
+            except ActorError as exc:
+                raise UnavailableError(f"cannot follow the session: {exc}") from None
+            for event in sub.replay:
+                if after_seq is None or event.seq > after_seq:
+                    after_seq = event.seq
+                    yield event
+            if after_seq is None:
+                after_seq = sub.last_seq
+            async for event in receive:
+                if event.seq > after_seq:
+                    after_seq = event.seq
+                    yield event
+        # The session closed our channel (we were slow, or it retired): pick up where we stopped.
+
+
+async def start_and_follow(
+    runtime: Runtime, key: SessionKey, text: str
+) -> tuple[TurnAccepted, AsyncIterator[EventRow]]:
+    """Submit a turn and return its events (subscribed first, so none is missed), ending with its turn_ended."""
+    probe = await runtime.store.call(sess_db.find_session, key.transport, key.chat_id, key.topic_id)
+    start_seq = probe.last_seq if probe is not None else 0
+    accepted = await submit(runtime, key, text)
+
+    async def events() -> AsyncIterator[EventRow]:
+        # Events of turns queued ahead of ours are skipped; ours ends with its turn_ended.
+        async for event in follow(runtime, key, start_seq):
+            if event.turn_id != accepted.turn_id:
+                continue
+            yield event
+            if event.type == "turn_ended":
+                return
+
+    return accepted, events()
+
+
+async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: float = math.inf) -> TurnOutcome:
+    """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on)."""
+    accepted, events = await start_and_follow(runtime, key, text)
+    state, result, error = "failed", "", None
+    with trio.move_on_after(timeout) as scope:
+        async for event in events:
+            if event.type == "result":
+                result = str(event.data.get("text", ""))
+            elif event.type == "error":
+                error = str(event.data.get("message", ""))
+            elif event.type == "turn_ended":
+                state = str(event.data.get("state", "failed"))
+    if scope.cancelled_caught:
+        raise TimeoutError_(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
+    return TurnOutcome(accepted, state, result, error)

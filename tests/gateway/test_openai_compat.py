@@ -1,0 +1,57 @@
+"""The `openai` client library, pointed at the gateway, chats and streams through `/v1/chat/completions`."""
+
+from __future__ import annotations
+
+import openai
+import trio
+
+from tests.conftest import TOKEN, RunningGateway
+from tests.gateway.rest import admin_client
+
+
+def _client(gw: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=TOKEN, max_retries=0, timeout=20)
+
+
+async def test_openai_client_streams_and_completes(gateway: RunningGateway) -> None:
+    def talk() -> tuple[list[str], str, str | None]:
+        client = _client(gateway)
+        stream = client.chat.completions.create(
+            model="gateway",
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello from openai"}],
+            stream=True,
+            user="work",
+        )
+        pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+        done = client.chat.completions.create(
+            model="gateway", messages=[{"role": "user", "content": "second turn"}], user="work"
+        )
+        return pieces, done.choices[0].message.content or "", done.choices[0].finish_reason
+
+    with trio.fail_after(60):
+        pieces, reply, finish = await trio.to_thread.run_sync(talk)
+    assert "".join(pieces) == "hello from openai"
+    assert len([p for p in pieces if p]) == 3, "the reply streams word by word"
+    assert reply == "second turn" and finish == "stop"
+    async with admin_client(gateway) as client:
+        sessions = (await client.get("/api/sessions")).json()["sessions"]
+    work = [s for s in sessions if s["key"] == "openai:admin.work"]
+    assert len(work) == 1 and work[0]["latest_message"] == "second turn"
+
+
+async def test_openai_errors_are_openai_shaped(gateway: RunningGateway) -> None:
+    def bad_calls() -> list[int]:
+        statuses: list[int] = []
+        client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key="wrong-key", max_retries=0, timeout=20)
+        try:
+            client.chat.completions.create(model="gateway", messages=[{"role": "user", "content": "x"}])
+        except openai.AuthenticationError as exc:
+            statuses.append(exc.status_code)
+        try:
+            _client(gateway).chat.completions.create(model="gateway", messages=[{"role": "assistant", "content": "x"}])
+        except openai.UnprocessableEntityError as exc:
+            statuses.append(exc.status_code)
+        return statuses
+
+    with trio.fail_after(60):
+        assert await trio.to_thread.run_sync(bad_calls) == [401, 422]
