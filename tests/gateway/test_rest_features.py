@@ -197,6 +197,9 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             logger = logging.getLogger("gateway.test")
             logger.addHandler(memory_handler)
             logger.setLevel(logging.INFO)
+            # Only through our handler: if an earlier test configured the `gateway` logger, propagation
+            # would hand the record to the same memory handler a second time.
+            logger.propagate = False
             try:
                 logger.warning("disk nearly full on %s, token %s", "sda1", gateway.token)
                 logger.info("quiet info line")
