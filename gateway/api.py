@@ -249,7 +249,21 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 def routes() -> list[Route]:
     """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.routes import api_files, api_status, auth, cron, messages, notifications, openai_compat, sessions  # noqa: F401
+    from gateway.routes import (  # noqa: F401
+        api_files,
+        api_status,
+        app_config,
+        auth,
+        cron,
+        media,
+        messages,
+        notifications,
+        openai_compat,
+        sessions,
+        skills,
+        tool_servers,
+        user_tools,
+    )
 
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
