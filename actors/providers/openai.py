@@ -185,6 +185,8 @@ class OpenAITurn:
                     if response.status_code != 200:
                         await response.aread()
                         message = _error_message(response)
+                        if self.s.api_key:  # some endpoints echo the key they refused; the user must not see it
+                            message = message.replace(self.s.api_key, "[redacted]")
                         if response.status_code in RETRY_STATUSES and attempt < self.s.max_retries:
                             delay = _retry_after(response) or self.s.backoff * 2**attempt
                             attempt += 1
