@@ -11,7 +11,7 @@ from msgspec import UNSET, UnsetType
 
 from gateway.a2a import fetch_card
 from gateway.agent_config import prefs_of
-from gateway.api import Ctx, Ok, endpoint
+from gateway.api import Ctx, Ok, endpoint, validation_error
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.logs import redactor
 from gateway.routes.app_config import Url
@@ -41,8 +41,14 @@ class McpServerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     headers: HeaderMap | UnsetType = UNSET
 
 
+# Each entry is decoded by the handler, so a 422 can name the server (msgspec's paths leave dict keys out);
+# the documented schema is still McpServerIn's.
+_SERVER_SCHEMA = msgspec.json.schema(McpServerIn)["$defs"]["McpServerIn"]
+RawServer = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=_SERVER_SCHEMA)]
+
+
 class McpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    mcpServers: Annotated[dict[ServerName, McpServerIn], msgspec.Meta(min_length=1, max_length=32)]
+    mcpServers: Annotated[dict[ServerName, RawServer], msgspec.Meta(min_length=1, max_length=32)]
 
 
 class McpServerOut(msgspec.Struct, kw_only=True):
@@ -117,6 +123,20 @@ async def list_mcp(ctx: Ctx) -> McpServerList:
     return McpServerList(mcp_servers=[mcp_view(ctx, r) for r in rows])
 
 
+def _decode(name: str, raw: dict[str, Any]) -> McpServerIn:
+    try:
+        s = msgspec.convert(raw, McpServerIn)
+    except msgspec.ValidationError as exc:
+        err = validation_error(exc, "body")
+        loc = ["body", "mcpServers", name, *err.details[0]["loc"][1:]]
+        raise ValidationFailedError(
+            f"invalid MCP server {name!r}: {err.details[0]['message']}",
+            details=[{"loc": loc, "message": err.details[0]["message"]}],
+        ) from None
+    _check(name, s)
+    return s
+
+
 def _check(name: str, s: McpServerIn) -> None:
     problems = []
     if s.transport == "stdio" and not s.command.strip():
@@ -139,12 +159,11 @@ def _check(name: str, s: McpServerIn) -> None:
 )
 async def post_mcp(ctx: Ctx) -> Ok:
     req: McpConfig = ctx.body
-    for name, s in req.mcpServers.items():
-        _check(name, s)
+    servers = {name: _decode(name, raw) for name, raw in req.mcpServers.items()}
     now = _now_ms()
 
     def write(conn: Any) -> None:
-        for name, s in req.mcpServers.items():
+        for name, s in servers.items():
             old = mcp_db.get_server(conn, name)
             env = s.env if not isinstance(s.env, UnsetType) else (old.env if old else {})
             headers = s.headers if not isinstance(s.headers, UnsetType) else (old.headers if old else {})
