@@ -55,7 +55,11 @@ class UnsupportedMediaError(GatewayError):
 async def transcribe_file(ctx: Ctx) -> TranscribeResponse:
     req: TranscribeRequest = ctx.body
     path = resolve_inside(req.file_path, allowed_root(ctx.runtime))
-    if not await trio.Path(path).is_file():
+    try:
+        found = await trio.Path(path).is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise InvalidRequestError(f"cannot use that path: {exc.strerror}") from None
+    if not found:
         raise NotFoundError(f"no file {req.file_path!r}", code="FILE_NOT_FOUND")
     t = ctx.runtime.config.transcribe
     settings = TranscribeSettings(
