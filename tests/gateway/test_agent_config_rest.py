@@ -183,3 +183,21 @@ async def test_models_json_merges_and_feeds_the_model_list(gateway: RunningGatew
             assert (await plain.client.get("/api/models-json")).status_code == 200
             assert (await plain.client.patch("/api/models-json", json={"a": 1})).status_code == 403
             await plain.client.aclose()
+
+
+async def test_abort_over_ws_closes_the_openai_stream(gateway: RunningGateway, nursery: trio.Nursery) -> None:
+    fake = FakeOpenAI()
+    base = await fake.start(nursery)
+    with trio.fail_after(30):
+        async with admin_client(gateway) as admin:
+            await use_fake_openai(admin, base)
+        fake.scripts.append(Script(texts=[f"w{i} " for i in range(1000)], pause=0.02))
+        async with client(gateway) as c:
+            await c.send_message("a long answer please")
+            await until(c, "text_delta")
+            await c.abort()
+            frames = await until(c, "abort_ok")
+            assert frames[-1]["killed"] == 0
+            with trio.fail_after(5):
+                await fake.disconnected.wait()  # the endpoint saw the gateway hang up mid-stream
+        assert len(fake.requests) == 1
