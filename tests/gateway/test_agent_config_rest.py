@@ -201,3 +201,16 @@ async def test_abort_over_ws_closes_the_openai_stream(gateway: RunningGateway, n
             with trio.fail_after(5):
                 await fake.disconnected.wait()  # the endpoint saw the gateway hang up mid-stream
         assert len(fake.requests) == 1
+
+
+def test_merge_patch_follows_rfc_7396() -> None:
+    from gateway.agent_config import merge_patch, models_of
+
+    doc = {"a": "b", "c": {"d": "e", "f": "g"}}
+    assert merge_patch(doc, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
+    assert merge_patch(doc, {"c": ["x"]}) == {"a": "b", "c": ["x"]}
+    assert merge_patch({"a": [1]}, {"a": {"b": 1}}) == {"a": {"b": 1}}
+    assert merge_patch(doc, {}) == doc and doc == {"a": "b", "c": {"d": "e", "f": "g"}}  # the input is not changed
+    listed = {"providers": {"openai": {"models": ["a", {"id": "b"}, "a", 3, {"name": "no id"}, ""]}}}
+    assert models_of(listed, "openai") == ["a", "b"]
+    assert models_of(listed, "echo") == [] and models_of({"providers": []}, "openai") == []
