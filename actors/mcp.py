@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -186,13 +186,29 @@ def function_name(server: str, tool: str) -> str:
 
 
 class McpToolBox:
-    """Offers the hub's tools to the `openai` provider as functions, and routes its calls back."""
+    """Offers the hub's tools to the `openai` provider as functions, and routes its calls back.
 
-    def __init__(self, hub: McpHub) -> None:
+    `hidden(owner)` names the servers a user switched off; `scoped(owner)` is the box one turn of theirs sees.
+    """
+
+    def __init__(
+        self,
+        hub: McpHub,
+        *,
+        hidden: Callable[[str | None], Collection[str]] | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.hub = hub
+        self.hidden = hidden
+        self.owner = owner
+
+    def scoped(self, owner: str | None) -> McpToolBox:
+        return McpToolBox(self.hub, hidden=self.hidden, owner=owner)
 
     def _index(self) -> dict[str, McpTool]:
-        return {function_name(t.server, t.name): t for t in self.hub.tools()}
+        # Read at every round, so a server switched off mid-turn stops being offered (and callable) at once.
+        off = self.hidden(self.owner) if self.hidden is not None else ()
+        return {function_name(t.server, t.name): t for t in self.hub.tools() if t.server not in off}
 
     def specs(self) -> list[dict[str, Any]]:
         return [

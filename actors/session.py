@@ -120,6 +120,7 @@ class _SessionLife:
         self.a = actor
         self.cfg = actor.config
         self.session_id = ""
+        self.owner: str | None = None
         self.seq = 0
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
@@ -148,6 +149,7 @@ class _SessionLife:
             model=self.cfg.model,
         )
         self.session_id = row.id
+        self.owner = row.owner
         self.seq = self.flushed_seq = await self.a.store.call(msg_db.seq_floor, row.id)
         self.reserved = self.seq
         for t in await self.a.store.call(msg_db.queued_turns, row.id):
@@ -386,6 +388,7 @@ class _SessionLife:
                 prompt=turn.prompt,
                 history=[HistoryMessage(m.role, m.content) for m in history],
                 model=self.cfg.model,
+                owner=self.owner,
             )
             with running.scope:
                 if running.aborted:

@@ -51,7 +51,7 @@ async def fetch_card(base_url: str, *, client: httpx.AsyncClient) -> A2AServerRo
     for path in CARD_PATHS:
         try:
             r = await client.get(base + path)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # InvalidURL is no HTTPError
             raise A2ACardError(f"cannot reach {base}: {type(exc).__name__}") from None
         if r.status_code == 404:
             last = f"{path} not found"

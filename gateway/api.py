@@ -192,14 +192,18 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 _AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+_AT_KEY = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.S)
 
 
 def validation_error(exc: msgspec.ValidationError, where: str = "body") -> ValidationFailedError:
     """Turn msgspec's message into a 422 naming the field: `details: [{"loc", "message"}]`."""
     text = str(exc)
-    m = _AT.match(text)
+    key = _AT_KEY.match(text)  # a dict key was wrong: msgspec says "at `key` in `$.path`"
+    m = key or _AT.match(text)
     message, path = (m.group(1), m.group(2)) if m else (text, "")
     loc = [where, *[p for p in re.split(r"\.|\[|\]", path) if p]]
+    if key:
+        loc.append("(key)")
     return ValidationFailedError(f"invalid {'.'.join(loc)}: {message}", details=[{"loc": loc, "message": message}])
 
 
@@ -249,7 +253,21 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 def routes() -> list[Route]:
     """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.routes import api_files, api_status, auth, cron, messages, notifications, openai_compat, sessions  # noqa: F401
+    from gateway.routes import (  # noqa: F401
+        api_files,
+        api_status,
+        app_config,
+        auth,
+        cron,
+        media,
+        messages,
+        notifications,
+        openai_compat,
+        sessions,
+        skills,
+        tool_servers,
+        user_tools,
+    )
 
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:

@@ -141,6 +141,19 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_upload_bytes: int = 20 * 1024 * 1024
 
 
+class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/transcribe` tries, in order: a Whisper-compatible HTTP API, `whisper`, whisper.cpp."""
+
+    http_url: str = ""  # e.g. http://127.0.0.1:8080/v1 (POSTs <http_url>/audio/transcriptions)
+    http_api_key: str = ""  # a secret: never shown, never logged
+    http_model: str = "whisper-1"
+    whisper_command: str = "whisper"  # openai-whisper's CLI, used when found on PATH ("" to never use it)
+    whisper_model: str = "base"
+    whisper_cpp_command: str = "whisper-cli"  # used when found on PATH and whisper_cpp_model is set
+    whisper_cpp_model: str = ""
+    timeout: float = 300.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     storage: Storage = Storage()
@@ -156,6 +169,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     connectors: dict[str, dict[str, dict[str, Any]]] = msgspec.field(default_factory=dict)
     auth: Auth = Auth()
     limits: Limits = Limits()
+    transcribe: Transcribe = Transcribe()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +278,11 @@ def _check(config: Config, source: str) -> None:
             f"{source}: settings ws.*: auth_timeout > 0, max_frame_bytes >= 1024, messages_per_minute >= 1 "
             "and ping_interval >= 0 are required"
         )
+    t = config.transcribe
+    if t.http_url and not t.http_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: setting transcribe.http_url must start with http:// or https://")
+    if t.timeout <= 0:
+        raise ConfigError(f"{source}: setting transcribe.timeout must be > 0 seconds")
     if config.files.max_upload_bytes < 1:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:

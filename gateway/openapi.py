@@ -23,9 +23,12 @@ _REASONS = {
     403: "Forbidden (not yours, or needs super_admin)",
     404: "Not found",
     409: "Conflict",
+    410: "Gone (a retired API)",
     413: "Body too large",
     422: "A field is invalid (details name it)",
     429: "Rate limited (Retry-After header, details.retry_after)",
+    501: "Not configured on this gateway",
+    502: "An upstream service failed",
     503: "A service is unavailable",
 }
 
@@ -42,7 +45,8 @@ def build_openapi() -> dict[str, Any]:
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for ep in ENDPOINTS:
-        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, refs)
+        # Starlette's converters (`{path:path}`) are not OpenAPI: the template keeps the name only.
+        paths.setdefault(re.sub(r"{(\w+):\w+}", r"{\1}", ep.path), {})[ep.method.lower()] = _operation(ep, refs)
     return {
         "openapi": "3.0.3",
         "info": {"title": "Agent gateway REST API", "version": __version__},
@@ -64,7 +68,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", ep.path)
+        for name in re.findall(r"{(\w+)(?::\w+)?}", ep.path)
     ]
     if ep.query is not None:
         qschema = _to_openapi30(msgspec.json.schema(ep.query))

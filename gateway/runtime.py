@@ -41,6 +41,13 @@ log = logging.getLogger("gateway.runtime")
 
 
 @dataclass(slots=True)
+class AgentChoice:
+    """The provider every session's next turn uses: the config file's, until `POST /api/app-config/llm` picks one."""
+
+    provider: str
+
+
+@dataclass(slots=True)
 class Runtime:
     """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
 
@@ -53,6 +60,7 @@ class Runtime:
     registry: Registry
     providers: dict[str, Provider]
     shutdown: trio.Event
+    choice: AgentChoice
     started_wall: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     connections: int = 0
@@ -77,18 +85,24 @@ class Runtime:
         return time.monotonic() - self.started_monotonic
 
     def active_provider(self) -> Provider:
-        return self.providers[self.config.agent.provider]
+        return self.providers[self.choice.provider]
+
+    def active_model(self) -> str:
+        """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
+        return self.active_provider().info().default_model or ""
 
 
 def build_providers(config: Config) -> dict[str, Provider]:
     """Instantiate the configured providers; `echo` is always present."""
     o = config.providers.openai
     redactor.add(o.api_key)
+    # agent.model names the default provider's model; for the others it has no meaning.
+    model = config.agent.model if config.agent.provider == "openai" and config.agent.model else o.model
     openai = OpenAIProvider(
         OpenAISettings(
             base_url=o.base_url,
             api_key=o.api_key,
-            model=o.model,
+            model=model,
             models=tuple(o.models),
             temperature=o.temperature,
             max_tokens=o.max_tokens,
@@ -164,6 +178,7 @@ async def run(
 ) -> None:
     """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
     redactor.add(token)
+    redactor.add(config.transcribe.http_api_key)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
     conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
     interrupted = recover(conn)
@@ -171,6 +186,7 @@ async def run(
         log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)
     registry = Registry()
     providers = build_providers(config)
+    choice = AgentChoice(config.agent.provider)
     try:
         async with trio.open_nursery() as infra:
             if handle_signals:
@@ -197,13 +213,13 @@ async def run(
                 router = Router(
                     on_event=on_event,
                     store=store,
-                    provider=lambda: providers[config.agent.provider],
+                    provider=lambda: providers[choice.provider],
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         provider_name=config.agent.provider,
-                        model=config.agent.model or None,
+                        model=None,  # each provider's own default, which the REST API may change
                     ),
                     registry=registry,
                 )
@@ -218,6 +234,7 @@ async def run(
                     registry=registry,
                     providers=providers,
                     shutdown=shutdown,
+                    choice=choice,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
                 await _resume_queued(store, router_address)
@@ -249,6 +266,9 @@ async def run(
 
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
+    from gateway import agent_config
+
+    await agent_config.load(runtime)
     await start_mcp(runtime, nursery)
     await _start_connectors(runtime, nursery)
     await _start_rest(runtime, nursery)
@@ -269,7 +289,10 @@ async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
     hub.apply(servers)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
-        openai.tools = McpToolBox(hub)
+        from gateway.agent_config import prefs_of
+
+        # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
+        openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)
 
     def check() -> dict[str, Any]:
         status = hub.status()

@@ -64,7 +64,7 @@ def parse_skill_md(text: str) -> tuple[dict[str, Any], str]:
         raise SkillInstallError(f"SKILL.md frontmatter is not valid YAML: {exc}") from None
     if not isinstance(meta, dict):
         raise SkillInstallError("SKILL.md frontmatter must be a mapping of keys to values")
-    problems: list[dict[str, str]] = []
+    problems: list[dict[str, Any]] = []
     name = meta.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 64:
         problems.append({"field": "name", "message": "required, a string of 1 to 64 characters"})
@@ -77,6 +77,8 @@ def parse_skill_md(text: str) -> tuple[dict[str, Any], str]:
     if not isinstance(version, (str, int, float)):
         problems.append({"field": "version", "message": "a version string such as 1.2.0"})
     if problems:
+        for p in problems:
+            p["loc"] = ["SKILL.md", "frontmatter", p["field"]]
         raise SkillInstallError("SKILL.md frontmatter is invalid", details=problems)
     body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
     return meta, body.strip()
@@ -222,7 +224,10 @@ async def install(
 ) -> tuple[SkillRow, list[str]]:
     """Install or update a skill; return it with the risk reasons found (empty when text only)."""
     if source_type == "local":
-        bundle = await trio.to_thread.run_sync(load_local, source_ref)
+        try:
+            bundle = await trio.to_thread.run_sync(load_local, source_ref)
+        except OSError as exc:  # unreadable file or folder: the caller's mistake, not ours
+            raise SkillInstallError(f"cannot read {source_ref}: {exc.strerror or exc}") from None
     elif source_type == "github":
         async with httpx.AsyncClient(timeout=20, follow_redirects=True) if client is None else nullcontext(client) as c:
             bundle = await load_github(source_ref, api_base=github_api, client=c)

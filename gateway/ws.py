@@ -13,7 +13,6 @@ from nacl.public import PrivateKey
 
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
-from actors.providers.base import ProviderInfo
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
@@ -120,11 +119,6 @@ async def _serve(runtime: Runtime, wire: AsgiTransport) -> None:
     await Connection(runtime, wire, auth).run()
 
 
-def _info(runtime: Runtime, name: str) -> ProviderInfo | None:
-    provider = runtime.providers.get(name)
-    return provider.info() if provider is not None else None
-
-
 _identities: dict[str, PrivateKey] = {}
 
 
@@ -169,9 +163,9 @@ class Connection:
         if sub is None:
             return
         rt = self.rt
-        active = rt.config.agent.provider
-        info = _info(rt, active)
-        model = rt.config.agent.model or (info.default_model if info is not None else None) or ""
+        # Every session follows the gateway's current default, so this is this session's provider and model.
+        active = rt.choice.provider
+        model = rt.active_model()
         hello: dict[str, Any] = {"type": "auth_ok", "chat_id": self.auth.chat_id}
         if self.auth.channel_id:
             hello["channel_id"] = self.auth.channel_id

@@ -136,6 +136,12 @@ def _m041_skills(db: Any) -> None:
     migrate(db)
 
 
+def _m042_tool_prefs(db: Any) -> None:
+    from storage.tool_prefs import migrate
+
+    migrate(db)
+
+
 def _sql(*statements: str) -> Callable[[Any], None]:
     """A migration made of plain SQL statements (clearer than sqlite-utils calls for constraints)."""
 
@@ -198,6 +204,7 @@ MIGRATIONS: list[Migration] = [
     ("033_files", _m033_files),
     ("040_mcp_servers", _m040_mcp),
     ("041_skills_a2a", _m041_skills),
+    ("042_user_tool_prefs", _m042_tool_prefs),
 ]
 
 

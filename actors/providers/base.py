@@ -22,6 +22,7 @@ class TurnRequest:
     prompt: str
     history: Sequence[HistoryMessage] = ()
     model: str | None = None
+    owner: str | None = None  # the session's owner (None: the gateway token's or a connector's): picks tools
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import trio
@@ -51,6 +51,13 @@ class ToolBox(Protocol):
     def specs(self) -> list[dict[str, Any]]: ...
 
     async def call(self, name: str, arguments: dict[str, Any]) -> str: ...
+
+
+@runtime_checkable
+class ScopedToolBox(ToolBox, Protocol):
+    """A tool box whose offer depends on who the turn is for (users switch MCP servers off for themselves)."""
+
+    def scoped(self, owner: str | None) -> ToolBox: ...
 
 
 def estimate_tokens(text: str) -> int:
@@ -178,6 +185,8 @@ class OpenAITurn:
                     if response.status_code != 200:
                         await response.aread()
                         message = _error_message(response)
+                        if self.s.api_key:  # some endpoints echo the key they refused; the user must not see it
+                            message = message.replace(self.s.api_key, "[redacted]")
                         if response.status_code in RETRY_STATUSES and attempt < self.s.max_retries:
                             delay = _retry_after(response) or self.s.backoff * 2**attempt
                             attempt += 1
@@ -284,13 +293,17 @@ class OpenAIProvider:
         s = self.settings
         local = any(h in s.base_url for h in ("://127.", "://localhost", "://[::1]"))
         available = bool(s.api_key) or local
+        models = list(s.models)
+        if s.model not in models:
+            models.insert(0, s.model)
         return ProviderInfo(
             name="openai",
-            models=list(s.models) or [s.model],
+            models=models,
             default_model=s.model,
             available=available,
             detail=s.base_url if available else f"{s.base_url} (no API key configured)",
         )
 
     def start_turn(self, request: TurnRequest) -> OpenAITurn:
-        return OpenAITurn(self.settings, request, self.tools, self._sleep, self.context() if self.context else ())
+        tools = self.tools.scoped(request.owner) if isinstance(self.tools, ScopedToolBox) else self.tools
+        return OpenAITurn(self.settings, request, tools, self._sleep, self.context() if self.context else ())

@@ -188,7 +188,7 @@ async def logs(ctx: Ctx) -> LogResponse:
 
 @endpoint("GET", "/api/providers", summary="The agent providers", tag="status", response=ProviderList)
 async def providers(ctx: Ctx) -> ProviderList:
-    active = ctx.runtime.config.agent.provider
+    active = ctx.runtime.choice.provider
     out = []
     for name, provider in sorted(ctx.runtime.providers.items()):
         info = provider.info()
@@ -206,5 +206,6 @@ async def models(ctx: Ctx) -> ModelList:
     found: list[Model] = []
     for name, provider in sorted(ctx.runtime.providers.items()):
         found.extend(Model(id=m, provider=name) for m in provider.info().models)
-    cfg = ctx.runtime.config.agent
-    return ModelList(models=found, active_provider=cfg.provider, active_model=cfg.model or None)
+    return ModelList(
+        models=found, active_provider=ctx.runtime.choice.provider, active_model=ctx.runtime.active_model() or None
+    )

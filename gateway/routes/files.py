@@ -52,7 +52,10 @@ def resolve_inside(raw: str, root: Path) -> Path:
     """
     if any(ord(c) < 32 or ord(c) == 127 for c in raw):
         raise InvalidRequestError("the path contains control characters")
-    candidate = Path(raw).expanduser()
+    try:
+        candidate = Path(raw).expanduser()
+    except RuntimeError:  # "~nosuchuser/...": pathlib cannot find that home folder
+        raise InvalidRequestError("the path names the home folder of an unknown user") from None
     if not candidate.is_absolute():
         candidate = root / candidate
     real = Path(os.path.realpath(candidate))

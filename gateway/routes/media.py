@@ -1,0 +1,158 @@
+"""Speech to text (`POST /api/transcribe`) and the agents' avatars (read by anyone signed in, set by an admin)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import trio
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from gateway.api import Ctx, endpoint
+from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PayloadTooLargeError, ValidationFailedError
+from gateway.routes.files import allowed_root, resolve_inside, sniff_mime
+from gateway.transcribe import TranscribeSettings, transcribe
+
+MAX_AVATAR_BYTES = 1024 * 1024
+AVATAR_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")  # never SVG: it can carry scripts
+# One path component of letters, digits, '_', '-' and inner dots: no '/', no '..', nothing hidden.
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}$")
+
+
+class TranscribeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    file_path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class TranscribeResponse(msgspec.Struct, kw_only=True):
+    text: str
+    backend: str
+
+
+class AvatarInfo(msgspec.Struct, kw_only=True):
+    name: str
+    mime: str
+    size: int
+
+
+class UnsupportedMediaError(GatewayError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
+@endpoint(
+    "POST",
+    "/api/transcribe",
+    summary="Transcribe an audio file the gateway may read (server.file_access) with the configured backends",
+    tag="media",
+    group="upload",
+    body=TranscribeRequest,
+    response=TranscribeResponse,
+    errors=(403, 404, 422, 501, 502),
+)
+async def transcribe_file(ctx: Ctx) -> TranscribeResponse:
+    req: TranscribeRequest = ctx.body
+    path = resolve_inside(req.file_path, allowed_root(ctx.runtime))
+    try:
+        found = await trio.Path(path).is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise InvalidRequestError(f"cannot use that path: {exc.strerror}") from None
+    if not found:
+        raise NotFoundError(f"no file {req.file_path!r}", code="FILE_NOT_FOUND")
+    t = ctx.runtime.config.transcribe
+    settings = TranscribeSettings(
+        http_url=t.http_url, http_api_key=t.http_api_key, http_model=t.http_model,
+        whisper_command=t.whisper_command, whisper_model=t.whisper_model,
+        whisper_cpp_command=t.whisper_cpp_command, whisper_cpp_model=t.whisper_cpp_model, timeout=t.timeout,
+    )  # fmt: skip
+    text, backend = await transcribe(settings, path)
+    return TranscribeResponse(text=text, backend=backend)
+
+
+def _avatar_path(ctx: Ctx) -> tuple[str, Path]:
+    name = ctx.path("name")
+    if not _AGENT_NAME.match(name):
+        raise ValidationFailedError(
+            "an agent name is 1 to 64 letters, digits, '_', '-' or single inner dots",
+            details=[{"loc": ["path", "name"], "message": "invalid agent name"}],
+        )
+    return name, ctx.runtime.paths.data_dir / "avatars" / name
+
+
+@endpoint(
+    "GET",
+    "/api/agents/{name}/avatar",
+    summary="An agent's avatar image",
+    tag="media",
+    media="image/*",
+    errors=(404, 422),
+)
+async def get_avatar(ctx: Ctx) -> Response:
+    name, path = _avatar_path(ctx)
+    try:
+        data = await trio.Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"agent {name!r} has no avatar", code="AVATAR_NOT_FOUND") from None
+    mime = sniff_mime(data[:16], "")
+    return Response(data, media_type=mime, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def _store_avatar(upload: UploadFile, path: Path) -> tuple[str, int]:
+    upload.file.seek(0)
+    data = upload.file.read(MAX_AVATAR_BYTES + 1)
+    if len(data) > MAX_AVATAR_BYTES:
+        raise PayloadTooLargeError(f"an avatar may be at most {MAX_AVATAR_BYTES // 1024} KiB")
+    mime = sniff_mime(data[:16], "")  # the content decides, never the client's Content-Type or file name
+    if mime not in AVATAR_TYPES:
+        raise UnsupportedMediaError("an avatar must be a PNG, JPEG, GIF or WebP image")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)  # readers see the old image or the new one, never half of one
+    return mime, len(data)
+
+
+async def _upload(ctx: Ctx) -> AvatarInfo:
+    name, path = _avatar_path(ctx)
+    if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaError("send the image as multipart/form-data in a field named `file`")
+    try:
+        form = await ctx.request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
+    except Exception as exc:  # python-multipart and Starlette raise several types for a malformed body
+        if getattr(exc, "status", None) == 413:
+            raise
+        raise InvalidRequestError(f"malformed multipart body: {exc}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationFailedError(
+                "the form has no file field named `file`", details=[{"loc": ["body", "file"], "message": "required"}]
+            )
+        mime, size = await trio.to_thread.run_sync(_store_avatar, upload, path)
+    finally:
+        await form.close()
+    return AvatarInfo(name=name, mime=mime, size=size)
+
+
+_UPLOAD = {
+    "summary": "Set an agent's avatar (multipart field `file`: PNG, JPEG, GIF or WebP, at most 1 MiB)",
+    "tag": "media",
+    "auth": "admin",
+    "group": "upload",
+    "response": AvatarInfo,
+    "multipart": True,
+    "errors": (400, 413, 415, 422),
+}
+
+
+@endpoint("PUT", "/api/agents/{name}/avatar", **_UPLOAD)  # type: ignore[arg-type]
+async def put_avatar(ctx: Ctx) -> AvatarInfo:
+    return await _upload(ctx)
+
+
+@endpoint("POST", "/api/agents/{name}/avatar", **_UPLOAD)  # type: ignore[arg-type]
+async def post_avatar(ctx: Ctx) -> AvatarInfo:
+    return await _upload(ctx)
