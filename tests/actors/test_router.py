@@ -202,3 +202,25 @@ async def test_a_full_queue_answers_busy(tmp_path: Path) -> None:
 
         with pytest.raises(BusyError):
             await h.submit(A, "q4")
+
+
+async def test_a_turn_running_when_its_session_crashes_ends_interrupted(tmp_path: Path) -> None:
+    gate = GateProvider()  # its turns wait for a gate the test never opens
+    async with harness(tmp_path, lambda: gate) as h:
+        _, live, _ = await h.subscribe(A)
+        accepted = await h.submit(A, "stuck")
+        await trio.testing.wait_all_tasks_blocked()
+        assert gate.started == ["stuck"]
+        address = h.router.address_of(A)
+        assert address is not None
+        address.send_nowait("not a message")  # type: ignore[arg-type]
+        events = await until_turn_ends(live)
+        assert events[-1].data == {"turn_id": accepted.turn_id, "state": "interrupted"}
+        turn = await h.store.call(msg_db.get_turn, accepted.turn_id)
+        assert turn is not None and turn.state == "interrupted", "not left `running` by the crash"
+        # The restarted session takes new turns on the same key.
+        gate.gates["after"] = trio.Event()
+        gate.gates["after"].set()
+        _, live, _ = await h.subscribe(A)
+        await h.submit(A, "after")
+        assert (await until_turn_ends(live))[-1].data["state"] == "completed"
