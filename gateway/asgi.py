@@ -140,6 +140,8 @@ class BodyLimit:
 
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
+    from gateway.routes.files import MULTIPART_SLACK
+
     routes = all_routes()
     routes.extend(extra_routes or [])
     config = runtime.config
@@ -147,7 +149,11 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         Middleware(
             BodyLimit,
             default=config.server.max_body_bytes,
-            larger={"/api/files": config.limits.max_upload_bytes},
+            # Upload routes have their own limits (checked again, precisely, by the routes themselves).
+            larger={
+                "/api/files": config.limits.max_upload_bytes,
+                "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
+            },
         )
     ]
     if config.cors.enabled:

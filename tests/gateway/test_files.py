@@ -160,3 +160,14 @@ def test_clean_name_and_content_disposition() -> None:
     assert len(long) == 120 and long.endswith(".txt")
     assert content_disposition("plain.txt") == 'attachment; filename="plain.txt"'
     assert content_disposition('a"b\r\n.txt').startswith('attachment; filename="a_b__.txt"; filename*=')
+
+
+async def test_an_upload_above_the_json_body_limit_is_accepted(gateway: RunningGateway) -> None:
+    # The 50 MB upload limit is its own: the 2 MiB limit for JSON bodies (server.max_body_bytes) does not apply.
+    size = gateway.runtime.config.server.max_body_bytes + 1024 * 1024
+    assert size < gateway.runtime.config.files.max_upload_bytes
+    with trio.fail_after(30):
+        r = await upload(gateway, "big.bin", b"z" * size)
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == size
+    assert (await trio.Path(r.json()["path"]).stat()).st_size == size
