@@ -142,9 +142,11 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
     """Build the app for a running gateway."""
     from gateway.routes.files import MULTIPART_SLACK
 
-    routes = all_routes()
-    routes.extend(extra_routes or [])
     config = runtime.config
+    routes = all_routes()
+    if not config.api.enabled:  # the E2E API seed's `api.enabled = false`: no /ws, /files, /upload
+        routes = [r for r in routes if getattr(r, "path", None) not in ("/ws", "/files", "/upload")]
+    routes.extend(extra_routes or [])
     middleware = [
         Middleware(
             BodyLimit,

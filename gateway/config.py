@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.config_seeds import SeedConfigError, fold_seed_tables
+
 ENV_PREFIX = "GATEWAY_"
 # Tokens people paste from examples; a gateway never runs with one of these.
 _PLACEHOLDER_TOKENS = {"changeme", "change-me", "your-secret-token", "secret", "token", "password", "test"}
@@ -32,6 +34,11 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     file_access: Literal["all", "home", "workspace"] = "workspace"
     workspace: str = ""  # empty: <data_dir>/workspace
     max_body_bytes: int = 2 * 1024 * 1024
+
+
+class Api(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The E2E API seed's `[api]` table; its other keys name `[server]` settings (gateway/config_seeds.py).
+    enabled: bool = True  # false: no `/ws`, `GET /files`, `POST /upload` (the seed's default is off; ours is on)
 
 
 class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -143,6 +150,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
+    api: Api = Api()
     storage: Storage = Storage()
     sessions: Sessions = Sessions()
     agent: Agent = Agent()
@@ -215,6 +223,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def parse_config(data: dict[str, Any], *, source: str = "config") -> Config:
     """Validate a config tree; raise ConfigError naming the bad setting."""
+    try:
+        data = fold_seed_tables(data)
+    except SeedConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -313,6 +325,10 @@ def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) 
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = fold_seed_tables(data)  # before the environment, so that an env variable overrides [api] too
+    except SeedConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     data = _merge(data, _env_overrides(env))
     return parse_config(data, source=str(path)), path.resolve()
 

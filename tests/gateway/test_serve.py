@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
+import trio_websocket
 
 from gateway import __version__
 from storage import events as ev_db
@@ -195,3 +197,19 @@ async def test_shutdown_cancels_what_outlasts_the_drain(nursery: trio.Nursery, t
     deltas = [e.seq for e in events if e.type == "text_delta"]
     assert deltas and deltas == list(range(deltas[0], deltas[0] + len(deltas)))
     assert events[-1].type == "turn_ended" and events[-1].data["state"] == "interrupted"
+
+
+async def test_api_enabled_false_turns_off_the_e2e_api_only(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, api={"enabled": False})
+    gw = await start_gateway(nursery, config, paths)
+    headers = {"Authorization": f"Bearer {gw.token}"}
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gw.base_url) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/files", params={"path": "/etc/hostname"}, headers=headers)).status_code == 404
+            assert (await client.post("/upload", files={"file": ("a", b"x")}, headers=headers)).status_code == 404
+            assert (await client.get("/api/sessions", headers=headers)).status_code == 200  # REST stays
+        with pytest.raises(trio_websocket.HandshakeError):
+            async with trio_websocket.open_websocket_url(gw.ws_url + "/ws"):
+                pass
+        await gw.stop()
