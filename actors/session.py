@@ -200,7 +200,7 @@ class _SessionLife:
                 case Unsubscribe():
                     self._drop_subscriber(msg.channel)
                 case Abort():
-                    nursery.start_soon(self._abort, msg.reply)
+                    nursery.start_soon(self._abort, msg.reply, msg.only)
                 case Resolve():
                     msg.reply.set(self.session_id)
                 case Stop():
@@ -270,11 +270,14 @@ class _SessionLife:
             self.subscribers.remove(channel)
             channel.close()
 
-    async def _abort(self, reply: Reply[int]) -> None:
-        dropped = list(self.queue)
-        self.queue.clear()
+    async def _abort(self, reply: Reply[int], only: frozenset[str] | None = None) -> None:
+        dropped = [t for t in self.queue if only is None or t.turn_id in only]
+        for t in dropped:
+            self.queue.remove(t)
         killed = 0
         running = self.running
+        if running is not None and (only is not None and running.turn_id not in only):
+            running = None  # another client's turn: it goes on
         if running is not None and not running.aborted:
             running.aborted = True
             if running.handle is not None:

@@ -199,10 +199,14 @@ class Connection:
                     nursery.cancel_scope.cancel()
             finally:
                 if self._own_turns:
-                    # The client left mid-turn: abort its turn (shielded: the cancel above must not skip it).
+                    # The client left mid-turn: abort its turns, running or queued, and only those (another
+                    # connection on the key keeps its own). Shielded: the cancel above must not skip it.
+                    own = frozenset(self._own_turns)
                     with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
                         try:
-                            await ask(self.rt.router_address, lambda r: Abort(self.key, r), timeout=ASK_TIMEOUT)
+                            await ask(
+                                self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT
+                            )
                         except ActorError as exc:
                             log.warning("abort on disconnect of %s failed: %r", self.key, exc)
 

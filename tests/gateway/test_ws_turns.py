@@ -127,6 +127,25 @@ async def test_a_client_that_disconnects_mid_stream_aborts_its_turn(nursery: tri
         await gw.stop()
 
 
+async def test_a_client_that_disconnects_aborts_only_its_own_turns(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = echo_config(tmp_path, delay_ms=10)
+    gw = await start_gateway(nursery, config, paths)
+    text = " ".join(f"w{i}" for i in range(40))
+    with trio.fail_after(30):
+        async with client(gw, chat_id=6) as stayer:
+            await stayer.send_message(text)
+            await until(stayer, "text_delta")
+            async with client(gw, chat_id=6) as leaver:
+                await leaver.send_message("queued behind the stayer's turn")
+                await until(leaver, "text_delta")  # the stayer's stream: the leaver's turn is still queued
+            # The leaver's queued turn goes; the stayer's running turn streams on to its end.
+            frames = await until(stayer, "result")
+            assert frames[-1]["text"] == text
+            assert "aborted" not in [f.get("data") for f in frames if f["type"] == "system_status"]
+        assert sorted(await turn_states(gw)) == ["aborted", "completed"]
+        await gw.stop()
+
+
 async def _turn(gw: RunningGateway, text: str, **kw: Any) -> list[dict[str, Any]]:
     async with client(gw, **kw) as c:
         await c.send_message(text)
