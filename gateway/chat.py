@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
+import trio_websocket
 
 from gateway.client import Client, HandshakeError, connect
 
@@ -127,8 +128,18 @@ async def chat(
     except HandshakeError as exc:
         print(f"error: the gateway refused the connection: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: cannot connect to {url}: {exc}; is the gateway running?", file=sys.stderr)
+    except trio_websocket.ConnectionRejected as exc:
+        print(f"error: {url} is not a gateway's /ws (HTTP {exc.status_code}); check --url", file=sys.stderr)
+        return 1
+    except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+        # trio-websocket wraps a refused TCP connection in a HandshakeError: show the cause, not a traceback.
+        cause = exc.__cause__ or exc
+        print(
+            f"error: cannot connect to {url}: {cause or type(cause).__name__}; is the gateway running?", file=sys.stderr
+        )
+        return 1
+    except trio.TooSlowError:
+        print(f"error: {url} did not finish the handshake in time; is it a gateway?", file=sys.stderr)
         return 1
     return 0
 

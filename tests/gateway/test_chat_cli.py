@@ -89,3 +89,23 @@ async def test_bare_resume_replays_only_what_this_chat_missed(gateway: RunningGa
         r = await trio.run_process([*argv, "--resume", "-m", "fourth"], capture_stdout=True)
         assert r.stdout.decode() == "fourth\n"
     assert (gateway.runtime.paths.data_dir / "chat-state.json").exists()
+
+
+async def test_chat_explains_a_wrong_url_or_a_stopped_gateway(gateway: RunningGateway) -> None:
+    from tests.gateway.harness import free_port
+
+    wrong_path = chat_argv(gateway, "-m", "hi")
+    wrong_path[wrong_path.index("--url") + 1] = gateway.ws_url + "/not-ws"
+    nobody = chat_argv(gateway, "-m", "hi")
+    nobody[nobody.index("--url") + 1] = f"ws://127.0.0.1:{free_port()}/ws"
+    bad_token = chat_argv(gateway, "-m", "hi")
+    bad_token[bad_token.index("--token") + 1] = "not-the-token-0123456789"
+    with trio.fail_after(30):
+        for argv, expected in (
+            (wrong_path, "is not a gateway's /ws (HTTP 403)"),
+            (nobody, "is the gateway running?"),
+            (bad_token, "refused the connection: auth_failed"),
+        ):
+            r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            err = r.stderr.decode()
+            assert r.returncode == 1 and expected in err and "Traceback" not in err, err
