@@ -224,3 +224,15 @@ async def test_a_turn_running_when_its_session_crashes_ends_interrupted(tmp_path
         _, live, _ = await h.subscribe(A)
         await h.submit(A, "after")
         assert (await until_turn_ends(live))[-1].data["state"] == "completed"
+
+
+async def test_a_slow_subscriber_is_cut_off_and_resumes_without_a_gap(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider()) as h:
+        _, watcher, _ = await h.subscribe(A)
+        _, slow, _ = await h.subscribe(A, buffer=3)  # holds 3 events, then the session cuts it off
+        await h.submit(A, " ".join(f"w{i}" for i in range(50)))
+        everything = await until_turn_ends(watcher)
+        got = [e async for e in slow]  # its buffer, then the end of the channel (cut off)
+        assert got == everything[:3]
+        sub, _, _ = await h.subscribe(A, after=got[-1].seq)
+        assert got + sub.replay == everything
