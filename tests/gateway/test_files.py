@@ -171,3 +171,25 @@ async def test_an_upload_above_the_json_body_limit_is_accepted(gateway: RunningG
     assert r.status_code == 200, r.text
     assert r.json()["size"] == size
     assert (await trio.Path(r.json()["path"]).stat()).st_size == size
+
+
+async def test_file_access_home_and_all(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "mine.txt").write_text("MINE")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("ELSEWHERE")
+    monkeypatch.setenv("HOME", str(home))  # what `home` means is the user's home folder
+    with trio.fail_after(20):
+        config, paths = make_config(tmp_path, server={"file_access": "home"})
+        gw = await start_gateway(nursery, config, paths)
+        assert (await get(gw, str(home / "docs" / "mine.txt"))).text == "MINE"
+        assert (await get(gw, str(elsewhere))).status_code == 403
+        assert (await get(gw, str(paths.workspace / ".." / ".." / "elsewhere.txt"))).status_code == 403
+        await gw.stop()
+        config, paths = make_config(tmp_path, server={"file_access": "all"})
+        gw = await start_gateway(nursery, config, paths)
+        r = await get(gw, str(elsewhere))
+        assert r.status_code == 200 and r.text == "ELSEWHERE"
+        assert (await get(gw, f"{elsewhere}\x00")).status_code == 400  # still no NUL, even with every root
+        await gw.stop()
