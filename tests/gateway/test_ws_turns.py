@@ -169,6 +169,25 @@ async def test_resume_after_disconnect_replays_exactly_the_missed_events(nursery
         await gw.stop()
 
 
+async def test_resume_mid_turn_continues_live_with_no_gap_or_repeat(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = echo_config(tmp_path, delay_ms=5)
+    gw = await start_gateway(nursery, config, paths)
+    text = " ".join(f"w{i}" for i in range(150))
+    with trio.fail_after(30):
+        async with client(gw, chat_id=12) as owner:  # its turn; it stays connected, so the turn goes on
+            await owner.send_message(text)
+            async with client(gw, chat_id=12) as reader:
+                before = [await reader.receive() for _ in range(5)]
+            # The reader was away while deltas kept coming; it comes back asking for what it missed.
+            async with client(gw, chat_id=12, resume_from=before[-1]["seq"]) as again:
+                after = await until(again, "result")
+            everything = await until(owner, "result")
+    # Exactly the owner's frames from the reader's first one to the end: nothing missed, nothing twice.
+    assert before + after == everything[everything.index(before[0]) :]
+    assert len(after) > 1 and after[-1]["text"] == text
+    await gw.stop()
+
+
 async def test_resume_after_a_gateway_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
     config, paths = echo_config(tmp_path, delay_ms=0)
     with trio.fail_after(40):
