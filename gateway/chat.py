@@ -89,10 +89,12 @@ class Printer:
             self.done.set()
 
 
-async def _pump(client: Client, printer: Printer, finished: trio.Event) -> None:
+async def _pump(client: Client, printer: Printer, finished: trio.Event, nursery: trio.Nursery) -> None:
     async for frame in client.frames():
         printer.show(frame)
+    # The gateway closed the socket (a restart, say): stop waiting for stdin or for a turn that cannot end here.
     finished.set()
+    nursery.cancel_scope.cancel()
 
 
 async def chat(
@@ -116,15 +118,23 @@ async def chat(
         ) as client:
             finished = trio.Event()
             printer.replay_end = int(client.auth_ok.get("last_seq") or 0)
+            done_here = False
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, client, printer, finished)
+                    nursery.start_soon(_pump, client, printer, finished, nursery)
                     with trio.open_signal_receiver(signal.SIGINT) as signals:
                         nursery.start_soon(_on_sigint, signals, client, printer, nursery)
                         await _converse(client, printer, message, finished)
+                        done_here = True  # stdin ended, or the one message was answered
                     nursery.cancel_scope.cancel()
             finally:
                 state.put(state_key, client.last_seq)
+            if finished.is_set() and not done_here:
+                closed = client.ws.closed
+                why = f"code {closed.code}{': ' + closed.reason if closed.reason else ''}" if closed else "closed"
+                hint = "`gateway chat --resume` shows what you missed"
+                print(f"\nerror: the gateway closed the connection ({why}); {hint}", file=sys.stderr)
+                return 1
     except HandshakeError as exc:
         print(f"error: the gateway refused the connection: {exc}", file=sys.stderr)
         return 1

@@ -109,3 +109,36 @@ async def test_chat_explains_a_wrong_url_or_a_stopped_gateway(gateway: RunningGa
             r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
             err = r.stderr.decode()
             assert r.returncode == 1 and expected in err and "Traceback" not in err, err
+
+
+async def test_chat_ends_when_the_gateway_goes_away(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A stopping gateway closes /ws (1001): the chat says so and exits, waiting neither for stdin nor the turn."""
+    config, paths = make_config(tmp_path, providers={"echo": {"delay_ms": 20}})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        interactive = await trio.lowlevel.open_process(
+            chat_argv(gw), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        one_shot = await trio.lowlevel.open_process(
+            chat_argv(gw, "--channel", "2", "-m", " ".join(["long"] * 1000)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert interactive.stdin and interactive.stdout and interactive.stderr
+            assert one_shot.stdout and one_shot.stderr
+            await interactive.stdin.send_all(b"hello\n")
+            assert (await interactive.stdout.receive_some(100)).startswith(b"hello")
+            assert (await one_shot.stdout.receive_some(100)).startswith(b"long")  # its turn is streaming
+            await gw.stop()  # stdin stays open; the one-shot turn is not over
+            for proc, stderr in ((interactive, interactive.stderr), (one_shot, one_shot.stderr)):
+                assert await proc.wait() == 1
+                err = b""
+                while chunk := await stderr.receive_some(4096):
+                    err += chunk
+                assert b"the gateway closed the connection (code 1001" in err and b"Traceback" not in err, err
+            await interactive.stdin.aclose()
+        finally:
+            for proc in (interactive, one_shot):  # a failed test must not leave them running
+                if proc.returncode is None:
+                    proc.kill()
