@@ -236,8 +236,12 @@ async def run(
                 # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
                 hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
+                inflight = InFlight(app)
                 async with trio.open_nursery() as edge:
-                    runtime.binds = await edge.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))
+                    runtime.binds = await edge.start(
+                        partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
+                    )
+                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
                 core.cancel_scope.cancel("gateway shutdown")
@@ -245,6 +249,45 @@ async def run(
     finally:
         conn.close()
         log.info("gateway stopped")
+
+
+class InFlight:
+    """ASGI wrapper counting the HTTP requests and WebSockets being served, so shutdown knows when all are done."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        self._idle = trio.Event()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Block until nothing is being served."""
+        while self.active:
+            await self._idle.wait()
+
+
+async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight) -> None:
+    """Once shutting down and every request and socket has been answered, stop hypercorn at once.
+
+    Hypercorn drains for `graceful_timeout` itself, but its WebSocket ping task sleeps out its interval after the
+    socket has closed, which would hold every stop with a connected client for the whole graceful timeout.
+    """
+    await shutdown.wait()
+    await inflight.wait_idle()
+    edge.cancel()
 
 
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:

@@ -224,3 +224,18 @@ async def test_shutdown_closes_connections_with_going_away(nursery: trio.Nursery
             with pytest.raises(ConnectionClosed):
                 await c.ws.get_message()
             assert c.ws.closed is not None and c.ws.closed.code == 1001
+
+
+async def test_shutdown_with_pings_does_not_wait_out_the_ping_interval(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # Hypercorn's ping task sleeps out its interval after the socket closed; the gateway must not wait for it
+    # (it would hold every restart with a connected client for the whole graceful timeout).
+    config, paths = make_config(tmp_path, server={"graceful_timeout": 30.0}, ws={"ping_interval": 20.0})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(10):
+        async with client(gw) as c:
+            await c.send_message("hi")
+            await until(c, "result")
+            with trio.fail_after(5):  # far below both the ping interval and the graceful timeout
+                await gw.stop()
+            with pytest.raises(ConnectionClosed):
+                await c.ws.get_message()
