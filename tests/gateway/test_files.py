@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -113,6 +114,11 @@ async def test_upload_saves_under_a_dated_folder_with_a_clean_name(gateway: Runn
         saved = Path(body["path"])
         assert await trio.Path(saved).read_bytes() == PNG
         assert saved.parent.parent == gateway.runtime.paths.workspace / "api_files"
+        today = {
+            dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+            (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%d"),
+        }
+        assert saved.parent.name in today  # YYYY-MM-DD, UTC
         assert body["name"] == "_.._etc_pa_ss_wd.png" == saved.name
         assert body["mime"] == "image/png"  # sniffed from the bytes, not the declared text/plain
         assert body["size"] == len(PNG)
