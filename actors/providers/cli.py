@@ -309,6 +309,8 @@ class CliProvider:
     def start_turn(self, request: TurnRequest) -> CliTurn:
         uses_arg = any("{prompt}" in a for a in self.argv)
         argv = [a.replace("{prompt}", request.prompt) for a in self.argv] if uses_arg else list(self.argv)
-        env = {**os.environ, **self.env}
+        # The gateway's own settings (GATEWAY_*: tokens, API keys) are not the agent's business: an agent told to
+        # print its environment must not hand them to whoever is chatting. providers.cli.env adds what it needs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | self.env
         stdin = None if uses_arg else request.prompt.encode()
         return CliTurn(argv, self.workdir, env, self.grace, stdin)

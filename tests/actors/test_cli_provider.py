@@ -180,3 +180,12 @@ async def test_gemini_stream_json_skips_the_echoed_prompt() -> None:
     ]
     events = await collect(CliProvider(_script(records)), "x")
     assert events == [ToolActivity("read_file"), TextDelta("Done")]
+
+
+async def test_the_gateways_own_settings_stay_out_of_the_agents_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PROVIDERS_OPENAI_API_KEY", "sk-canary-0123456789")
+    monkeypatch.setenv("GATEWAY_SERVER_TOKEN", "canary-token-0123456789")
+    code = "import os; print(sorted(k for k in os.environ if k.startswith(('GATEWAY_', 'GW_', 'PATH'))))"
+    events = await collect(CliProvider([sys.executable, "-c", code], env={"GW_X": "y"}), "x")
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "['GW_X', 'PATH']\n"
