@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import trio
@@ -80,8 +81,8 @@ class Runtime:
         return self.providers[self.config.agent.provider]
 
 
-def build_providers(config: Config) -> dict[str, Provider]:
-    """Instantiate the configured providers; `echo` is always present."""
+def build_providers(config: Config, workspace: Path | None = None) -> dict[str, Provider]:
+    """Instantiate the configured providers; `echo` is always present. `cli` runs in `workspace` by default."""
     o = config.providers.openai
     redactor.add(o.api_key)
     openai = OpenAIProvider(
@@ -106,7 +107,8 @@ def build_providers(config: Config) -> dict[str, Provider]:
     }
     cli = config.providers.cli
     if cli.argv or config.agent.provider == "cli":
-        providers["cli"] = CliProvider(cli.argv, workdir=cli.workdir or None, env=cli.env, grace=cli.grace)
+        workdir = cli.workdir or (str(workspace) if workspace is not None else None)
+        providers["cli"] = CliProvider(cli.argv, workdir=workdir, env=cli.env, grace=cli.grace)
     return providers
 
 
@@ -170,7 +172,9 @@ async def run(
     if interrupted:
         log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)
     registry = Registry()
-    providers = build_providers(config)
+    if config.agent.provider == "cli" or config.providers.cli.argv:
+        paths.workspace.mkdir(parents=True, exist_ok=True)  # the cli provider's default working folder
+    providers = build_providers(config, paths.workspace)
     try:
         async with trio.open_nursery() as infra:
             if handle_signals:

@@ -242,3 +242,17 @@ async def test_cli_tool_use_and_failure_over_ws(nursery: trio.Nursery, tmp_path:
             err = (await until(c, "error"))[-1]
             assert err["code"] == "internal_error" and "the agent broke" in err["message"]
         await gw.stop()
+
+
+async def test_the_cli_provider_runs_in_the_workspace_by_default(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(
+        tmp_path,
+        agent={"provider": "cli"},
+        providers={"cli": {"argv": [sys.executable, "-c", "import os; print(os.getcwd())"]}},
+    )
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(20):
+        async with client(gw) as c:
+            await c.send_message("where")
+            assert (await until(c, "result"))[-1]["text"] == f"{paths.workspace}\n"
+        await gw.stop()
