@@ -236,3 +236,27 @@ async def test_a_slow_subscriber_is_cut_off_and_resumes_without_a_gap(tmp_path: 
         assert got == everything[:3]
         sub, _, _ = await h.subscribe(A, after=got[-1].seq)
         assert got + sub.replay == everything
+
+
+async def test_a_session_over_its_restart_budget_is_forgotten_then_revived(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(), timeout=300) as h:
+        _, live_b, _ = await h.subscribe(B)
+        await h.submit(A, "first")
+        address = h.router.address_of(A)
+        assert address is not None
+        for _ in range(4):  # the budget allows 3 restarts in 10 s: the 4th crash gives up
+            address.send_nowait("not a message")  # type: ignore[arg-type]
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(1)  # virtual: past the restart backoff
+        assert h.router.address_of(A) is None, "given up and forgotten"
+        assert h.router.statistics().crashed == 1
+        # Other sessions never noticed; the next message for A starts a fresh actor from storage.
+        await h.submit(B, "b still works")
+        assert (await until_turn_ends(live_b))[-1].data["state"] == "completed"
+        _, live_a, _ = await h.subscribe(A)
+        accepted = await h.submit(A, "revived")
+        assert (await until_turn_ends(live_a))[-1].data["state"] == "completed"
+        history = await h.store.call(msg_db.history, accepted.session_id)
+        assert [m.content for m in history if m.role == "user"] == ["first", "revived"]
