@@ -157,6 +157,7 @@ async def test_rate_limit_and_frame_size(nursery: trio.Nursery, tmp_path: Path) 
 async def test_two_connections_on_one_key_both_see_the_stream(gateway: RunningGateway) -> None:
     with trio.fail_after(20):
         async with client(gateway, chat_id=2) as a, client(gateway, chat_id=2) as b:
+            assert a.auth_ok["e2e_pk"] != b.auth_ok["e2e_pk"], "a fresh server key per connection"
             await a.send_message("shared words here")
             fa = await until(a, "result")
             fb = await until(b, "result")
