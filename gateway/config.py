@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import tomllib
@@ -330,7 +331,16 @@ def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) 
     except SeedConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     data = _merge(data, _env_overrides(env))
-    return parse_config(data, source=str(path)), path.resolve()
+    try:
+        return parse_config(data, source=str(path)), path.resolve()
+    except ConfigError as exc:
+        # Name the variable when the bad setting came from the environment (never its value: it may be a secret).
+        m = re.search(r"settings? ([a-z_.]+)", str(exc))
+        var = ENV_PREFIX + m.group(1).rstrip(".").replace(".", "_").upper() if m else ""
+        blamed = sorted(k for k in env if var and (k == var or (m and m.group(1).endswith(".") and k.startswith(var))))
+        if blamed:
+            raise ConfigError(f"environment variable {', '.join(blamed)}{str(exc).removeprefix(str(path))}") from None
+        raise
 
 
 def paths_for(config: Config, config_file: Path) -> Paths:

@@ -123,3 +123,18 @@ def test_the_gateway_seeds_table_sets_the_same_settings() -> None:
 def test_seed_tables_are_validated_by_name(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(data)
+
+
+def test_a_bad_environment_variable_is_named_without_its_value(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[server]\nport = 9000\n")
+    with pytest.raises(ConfigError, match=r"^environment variable GATEWAY_SERVER_PORT: setting server\.port"):
+        load_config(f, env={"GATEWAY_SERVER_PORT": "eighty"})
+    with pytest.raises(ConfigError, match=r"^environment variable GATEWAY_WS_AUTH_TIMEOUT: settings ws\.\*"):
+        load_config(f, env={"GATEWAY_WS_AUTH_TIMEOUT": "-1"})
+    with pytest.raises(ConfigError) as info:
+        load_config(f, env={"GATEWAY_SERVER_TOKEN": "short-secret"})
+    assert "GATEWAY_SERVER_TOKEN" in str(info.value) and "short-secret" not in str(info.value)
+    f.write_text('[server]\nport = "x"\n')  # the file's own mistake is still the file's
+    with pytest.raises(ConfigError, match=f"^{f}: setting server.port"):
+        load_config(f, env={"GATEWAY_CORS_ENABLED": "true"})
