@@ -71,10 +71,14 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class Abort:
-    """Stop the running turn and drop queued ones; answer how many processes were killed."""
+    """Stop the running turn and drop queued ones; answer how many processes were killed.
+
+    With `only`, just the turns named there (a client that went away aborts its own turns, not another's).
+    """
 
     key: SessionKey
     reply: Reply[int]
+    only: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,7 @@ class _SessionLife:
                 case Unsubscribe():
                     self._drop_subscriber(msg.channel)
                 case Abort():
-                    nursery.start_soon(self._abort, msg.reply)
+                    nursery.start_soon(self._abort, msg.reply, msg.only)
                 case Resolve():
                     msg.reply.set(self.session_id)
                 case Stop():
@@ -272,11 +272,14 @@ class _SessionLife:
             self.subscribers.remove(channel)
             channel.close()
 
-    async def _abort(self, reply: Reply[int]) -> None:
-        dropped = list(self.queue)
-        self.queue.clear()
+    async def _abort(self, reply: Reply[int], only: frozenset[str] | None = None) -> None:
+        dropped = [t for t in self.queue if only is None or t.turn_id in only]
+        for t in dropped:
+            self.queue.remove(t)
         killed = 0
         running = self.running
+        if running is not None and (only is not None and running.turn_id not in only):
+            running = None  # another client's turn: it goes on
         if running is not None and not running.aborted:
             running.aborted = True
             if running.handle is not None:
@@ -390,27 +393,35 @@ class _SessionLife:
                 model=self.cfg.model,
                 owner=self.owner,
             )
-            with running.scope:
-                if running.aborted:
-                    running.scope.cancel()
-                handle = self.a.provider().start_turn(request)
-                running.handle = handle
-                try:
-                    async for item in handle.events():
-                        match item:
-                            case TextDelta():
-                                deltas.append(item.text)
-                                self.emit(turn.turn_id, "text_delta", {"data": item.text})
-                            case ToolActivity():
-                                self.emit(turn.turn_id, "tool_activity", {"data": item.name})
-                            case SystemStatus():
-                                self.emit(turn.turn_id, "system_status", {"data": item.text})
-                            case FinalText():
-                                final = item.text
-                except Exception as exc:
-                    state, error = "failed", f"{type(exc).__name__}: {exc}"
-                    log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
-            if running.scope.cancelled_caught or running.aborted:
+            # Cancelled from outside (shutdown, or a crash elsewhere in this session): the turn still gets a
+            # recorded end below, then the cancellation goes on. Otherwise it would stay `running` in storage
+            # and its last events would be lost.
+            cut_off: trio.Cancelled | None = None
+            try:
+                with running.scope:
+                    if running.aborted:
+                        running.scope.cancel()
+                    handle = self.a.provider().start_turn(request)
+                    running.handle = handle
+                    try:
+                        async for item in handle.events():
+                            match item:
+                                case TextDelta():
+                                    deltas.append(item.text)
+                                    self.emit(turn.turn_id, "text_delta", {"data": item.text})
+                                case ToolActivity():
+                                    self.emit(turn.turn_id, "tool_activity", {"data": item.name})
+                                case SystemStatus():
+                                    self.emit(turn.turn_id, "system_status", {"data": item.text})
+                                case FinalText():
+                                    final = item.text
+                    except Exception as exc:
+                        state, error = "failed", f"{type(exc).__name__}: {exc}"
+                        log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
+            except trio.Cancelled as exc:
+                cut_off = exc
+                state, error = "interrupted", "gateway stopped during the turn"
+            if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
             if state == "completed":
@@ -448,6 +459,8 @@ class _SessionLife:
                         self.flushed = trio.Event()
                 except Exception as exc:
                     log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
+            if cut_off is not None:
+                raise cut_off
         finally:
             self.running = None
             running.finished.set()

@@ -140,14 +140,22 @@ class BodyLimit:
 
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
-    routes = all_routes()
-    routes.extend(extra_routes or [])
+    from gateway.routes.files import MULTIPART_SLACK
+
     config = runtime.config
+    routes = all_routes()
+    if not config.api.enabled:  # the E2E API seed's `api.enabled = false`: no /ws, /files, /upload
+        routes = [r for r in routes if getattr(r, "path", None) not in ("/ws", "/files", "/upload")]
+    routes.extend(extra_routes or [])
     middleware = [
         Middleware(
             BodyLimit,
             default=config.server.max_body_bytes,
-            larger={"/api/files": config.limits.max_upload_bytes},
+            # Upload routes have their own limits (checked again, precisely, by the routes themselves).
+            larger={
+                "/api/files": config.limits.max_upload_bytes,
+                "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
+            },
         )
     ]
     if config.cors.enabled:

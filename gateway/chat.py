@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
+import trio_websocket
 
 from gateway.client import Client, HandshakeError, connect
 
@@ -88,10 +89,12 @@ class Printer:
             self.done.set()
 
 
-async def _pump(client: Client, printer: Printer, finished: trio.Event) -> None:
+async def _pump(client: Client, printer: Printer, finished: trio.Event, nursery: trio.Nursery) -> None:
     async for frame in client.frames():
         printer.show(frame)
+    # The gateway closed the socket (a restart, say): stop waiting for stdin or for a turn that cannot end here.
     finished.set()
+    nursery.cancel_scope.cancel()
 
 
 async def chat(
@@ -115,20 +118,38 @@ async def chat(
         ) as client:
             finished = trio.Event()
             printer.replay_end = int(client.auth_ok.get("last_seq") or 0)
+            done_here = False
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, client, printer, finished)
+                    nursery.start_soon(_pump, client, printer, finished, nursery)
                     with trio.open_signal_receiver(signal.SIGINT) as signals:
                         nursery.start_soon(_on_sigint, signals, client, printer, nursery)
                         await _converse(client, printer, message, finished)
+                        done_here = True  # stdin ended, or the one message was answered
                     nursery.cancel_scope.cancel()
             finally:
                 state.put(state_key, client.last_seq)
+            if finished.is_set() and not done_here:
+                closed = client.ws.closed
+                why = f"code {closed.code}{': ' + closed.reason if closed.reason else ''}" if closed else "closed"
+                hint = "`gateway chat --resume` shows what you missed"
+                print(f"\nerror: the gateway closed the connection ({why}); {hint}", file=sys.stderr)
+                return 1
     except HandshakeError as exc:
         print(f"error: the gateway refused the connection: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: cannot connect to {url}: {exc}; is the gateway running?", file=sys.stderr)
+    except trio_websocket.ConnectionRejected as exc:
+        print(f"error: {url} is not a gateway's /ws (HTTP {exc.status_code}); check --url", file=sys.stderr)
+        return 1
+    except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+        # trio-websocket wraps a refused TCP connection in a HandshakeError: show the cause, not a traceback.
+        cause = exc.__cause__ or exc
+        print(
+            f"error: cannot connect to {url}: {cause or type(cause).__name__}; is the gateway running?", file=sys.stderr
+        )
+        return 1
+    except trio.TooSlowError:
+        print(f"error: {url} did not finish the handshake in time; is it a gateway?", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import tomllib
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+
+from gateway.config_seeds import SeedConfigError, fold_seed_tables
 
 ENV_PREFIX = "GATEWAY_"
 # Tokens people paste from examples; a gateway never runs with one of these.
@@ -32,6 +35,11 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     file_access: Literal["all", "home", "workspace"] = "workspace"
     workspace: str = ""  # empty: <data_dir>/workspace
     max_body_bytes: int = 2 * 1024 * 1024
+
+
+class Api(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The E2E API seed's `[api]` table; its other keys name `[server]` settings (gateway/config_seeds.py).
+    enabled: bool = True  # false: no `/ws`, `GET /files`, `POST /upload` (the seed's default is off; ours is on)
 
 
 class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -156,6 +164,7 @@ class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
+    api: Api = Api()
     storage: Storage = Storage()
     sessions: Sessions = Sessions()
     agent: Agent = Agent()
@@ -229,6 +238,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def parse_config(data: dict[str, Any], *, source: str = "config") -> Config:
     """Validate a config tree; raise ConfigError naming the bad setting."""
+    try:
+        data = fold_seed_tables(data)
+    except SeedConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -332,8 +345,21 @@ def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) 
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = fold_seed_tables(data)  # before the environment, so that an env variable overrides [api] too
+    except SeedConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     data = _merge(data, _env_overrides(env))
-    return parse_config(data, source=str(path)), path.resolve()
+    try:
+        return parse_config(data, source=str(path)), path.resolve()
+    except ConfigError as exc:
+        # Name the variable when the bad setting came from the environment (never its value: it may be a secret).
+        m = re.search(r"settings? ([a-z_.]+)", str(exc))
+        var = ENV_PREFIX + m.group(1).rstrip(".").replace(".", "_").upper() if m else ""
+        blamed = sorted(k for k in env if var and (k == var or (m and m.group(1).endswith(".") and k.startswith(var))))
+        if blamed:
+            raise ConfigError(f"environment variable {', '.join(blamed)}{str(exc).removeprefix(str(path))}") from None
+        raise
 
 
 def paths_for(config: Config, config_file: Path) -> Paths:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import trio
@@ -92,8 +93,8 @@ class Runtime:
         return self.active_provider().info().default_model or ""
 
 
-def build_providers(config: Config) -> dict[str, Provider]:
-    """Instantiate the configured providers; `echo` is always present."""
+def build_providers(config: Config, workspace: Path | None = None) -> dict[str, Provider]:
+    """Instantiate the configured providers; `echo` is always present. `cli` runs in `workspace` by default."""
     o = config.providers.openai
     redactor.add(o.api_key)
     # agent.model names the default provider's model; for the others it has no meaning.
@@ -120,7 +121,8 @@ def build_providers(config: Config) -> dict[str, Provider]:
     }
     cli = config.providers.cli
     if cli.argv or config.agent.provider == "cli":
-        providers["cli"] = CliProvider(cli.argv, workdir=cli.workdir or None, env=cli.env, grace=cli.grace)
+        workdir = cli.workdir or (str(workspace) if workspace is not None else None)
+        providers["cli"] = CliProvider(cli.argv, workdir=workdir, env=cli.env, grace=cli.grace)
     return providers
 
 
@@ -185,7 +187,9 @@ async def run(
     if interrupted:
         log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)
     registry = Registry()
-    providers = build_providers(config)
+    if config.agent.provider == "cli" or config.providers.cli.argv:
+        paths.workspace.mkdir(parents=True, exist_ok=True)  # the cli provider's default working folder
+    providers = build_providers(config, paths.workspace)
     choice = AgentChoice(config.agent.provider)
     try:
         async with trio.open_nursery() as infra:
@@ -253,8 +257,12 @@ async def run(
                 # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
                 hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
+                inflight = InFlight(app)
                 async with trio.open_nursery() as edge:
-                    runtime.binds = await edge.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))
+                    runtime.binds = await edge.start(
+                        partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
+                    )
+                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
                 core.cancel_scope.cancel("gateway shutdown")
@@ -262,6 +270,45 @@ async def run(
     finally:
         conn.close()
         log.info("gateway stopped")
+
+
+class InFlight:
+    """ASGI wrapper counting the HTTP requests and WebSockets being served, so shutdown knows when all are done."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        self._idle = trio.Event()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Block until nothing is being served."""
+        while self.active:
+            await self._idle.wait()
+
+
+async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight) -> None:
+    """Once shutting down and every request and socket has been answered, stop hypercorn at once.
+
+    Hypercorn drains for `graceful_timeout` itself, but its WebSocket ping task sleeps out its interval after the
+    socket has closed, which would hold every stop with a connected client for the whole graceful timeout.
+    """
+    await shutdown.wait()
+    await inflight.wait_idle()
+    edge.cancel()
 
 
 async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:

@@ -159,7 +159,7 @@ class Connection:
         await self.send({"type": "error", "code": code, "message": message})
 
     async def run(self) -> None:
-        sub = await self._subscribe(self.auth.resume_from)
+        sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
         if sub is None:
             return
         rt = self.rt
@@ -193,10 +193,14 @@ class Connection:
                     nursery.cancel_scope.cancel()
             finally:
                 if self._own_turns:
-                    # The client left mid-turn: abort its turn (shielded: the cancel above must not skip it).
+                    # The client left mid-turn: abort its turns, running or queued, and only those (another
+                    # connection on the key keeps its own). Shielded: the cancel above must not skip it.
+                    own = frozenset(self._own_turns)
                     with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
                         try:
-                            await ask(self.rt.router_address, lambda r: Abort(self.key, r), timeout=ASK_TIMEOUT)
+                            await ask(
+                                self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT
+                            )
                         except ActorError as exc:
                             log.warning("abort on disconnect of %s failed: %r", self.key, exc)
 
@@ -218,14 +222,22 @@ class Connection:
             self.wire.closed = True
             self._nursery.cancel_scope.cancel()
 
-    async def _subscribe(self, after: int | None) -> tuple[Subscription, trio.MemoryReceiveChannel[EventRow]] | None:
+    async def _subscribe(
+        self, after: int | None, *, before_auth_ok: bool = False
+    ) -> tuple[Subscription, trio.MemoryReceiveChannel[EventRow]] | None:
         send, receive = trio.open_memory_channel[EventRow](SUBSCRIBER_BUFFER)
         try:
             sub: Subscription = await ask(
                 self.rt.router_address, lambda r: Subscribe(self.key, send, after, r), timeout=ASK_TIMEOUT
             )
         except ActorError as exc:
-            await self.error("internal_error", f"the session is not available ({exc}); reconnect later")
+            message = f"the session is not available ({exc}); reconnect later"
+            if before_auth_ok and self.auth.version == 1:
+                # A v1 client has no server key before auth_ok: it could not open an encrypted error.
+                await self.wire.send_text(_plain_error("internal_error", message))
+                await self.wire.close(CLOSE_INTERNAL)
+            else:
+                await self.error("internal_error", message)
             return None
         return sub, receive
 

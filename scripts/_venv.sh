@@ -5,14 +5,31 @@ VENV="${GATEWAY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$1"
 if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
+  if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian and Ubuntu ship Python without ensurepip (the python3-venv package): make the environment without
+    # pip and let the system's pip install into it (`pip --python`, pip 22.3 or newer).
+    rm -rf "$VENV"
+    if ! "$PY" -m venv --without-pip "$VENV"; then
+      echo "error: $PY cannot make a virtual environment; install python3-venv (apt install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+fi
+if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  pip=("$VENV/bin/python" -m pip)
+  own_pip=1
+else
+  pip=("$PY" -m pip --python "$VENV/bin/python")
+  own_pip=0
 fi
 if [ ! -f "$stamp" ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+  if [ "$own_pip" = 1 ]; then
+    "${pip[@]}" install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+  fi
   if [ "$1" = dev ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
+    "${pip[@]}" install --quiet --disable-pip-version-check -e "$ROOT[dev]"
   else
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT"
+    "${pip[@]}" install --quiet --disable-pip-version-check -e "$ROOT"
   fi
   touch "$stamp"
 fi

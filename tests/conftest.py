@@ -21,8 +21,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Config, Pat
     data: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "token": TOKEN, "graceful_timeout": 2.0},
         "storage": {"data_dir": str(tmp_path / "data")},
-        # Hypercorn's ping task outlives a closed socket by up to one interval, which the graceful
-        # shutdown then waits for: tests that want pings set ws.ping_interval themselves.
+        # Pings off unless a test wants them (test_ws.py does): they would only add traffic to every test.
         "ws": {"ping_interval": 0},
     }
     for name, values in sections.items():

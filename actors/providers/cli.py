@@ -77,32 +77,101 @@ async def kill_group(pgid: int, grace: float) -> int:
     return len(members)
 
 
-def parse_json_line(obj: Mapping[str, Any]) -> list[ProviderEvent]:
-    """Map one JSON-lines record of a coding-agent CLI (Claude Code / Codex / Gemini style) to events."""
-    kind = obj.get("type")
-    out: list[ProviderEvent] = []
-    if kind == "assistant" and isinstance(obj.get("message"), dict):
-        for block in obj["message"].get("content") or []:
+_TEXT_ITEMS = ("agent_message", "assistant_message", "message")
+_QUIET_ITEMS = ("reasoning", "todo_list", "error")  # thinking and plans are not tool use
+
+
+def _item_name(item: Mapping[str, Any]) -> str:
+    return str(item.get("name") or item.get("tool") or item.get("tool_name") or item.get("type") or "tool")
+
+
+class JsonLines:
+    """Maps the JSON-lines records of coding-agent CLIs to events, one turn's records at a time.
+
+    Understood: Claude Code `--output-format stream-json` (`assistant` messages, and with
+    `--include-partial-messages` the `stream_event` deltas, after which the repeated full `assistant` message is
+    skipped), Codex `exec --json` (`item.started`/`item.completed`: `agent_message` text, commands and tool calls),
+    Gemini `--output-format stream-json` (`message` with `role`, `tool_use`), and plain `text`/`status` records.
+    """
+
+    def __init__(self) -> None:
+        self._partial = False  # Claude's stream_event deltas seen: full assistant messages repeat them
+        self._started: set[str] = set()  # Codex items already reported when they started
+
+    def parse(self, obj: Mapping[str, Any]) -> list[ProviderEvent]:
+        kind = obj.get("type")
+        item = obj.get("item")
+        if kind == "stream_event" and isinstance(obj.get("event"), dict):
+            return self._stream_event(obj["event"])
+        if kind == "assistant" and isinstance(obj.get("message"), dict):
+            return [] if self._partial else self._content(obj["message"].get("content"))
+        if kind in ("item.started", "item.completed") and isinstance(item, dict):
+            return self._item(kind, item)
+        if kind in ("tool_use", "tool_call"):
+            return [ToolActivity(_item_name(obj))]
+        if kind in ("text", "text_delta", "content_block_delta", "message"):
+            if obj.get("role") not in (None, "assistant"):
+                return []  # Gemini repeats the user's prompt as a message
+            delta = obj.get("delta")
+            text = obj.get("text") or obj.get("content") or obj.get("data")
+            if isinstance(delta, dict):
+                text = delta.get("text")
+            return [TextDelta(text)] if isinstance(text, str) and text else []
+        if kind in ("system", "status"):
+            status = obj.get("subtype") or obj.get("message") or obj.get("status")
+            return [SystemStatus(str(status) if status is not None else None)]
+        if kind in ("error", "turn.failed"):
+            error = obj.get("error")
+            message = error.get("message") if isinstance(error, dict) else obj.get("message")
+            return [SystemStatus(f"error: {message}" if message else "error")]
+        if kind == "result" and isinstance(obj.get("result"), str):
+            return [FinalText(obj["result"])]
+        return []
+
+    def _content(self, blocks: object) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        for block in blocks if isinstance(blocks, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and isinstance(block.get("text"), str):
                 out.append(TextDelta(block["text"]))
             elif block.get("type") == "tool_use":
                 out.append(ToolActivity(str(block.get("name") or "tool")))
-    elif kind in ("tool_use", "tool_call") or (kind == "item.started" and isinstance(obj.get("item"), dict)):
-        item = obj.get("item") if isinstance(obj.get("item"), dict) else obj
-        assert isinstance(item, dict)
-        out.append(ToolActivity(str(item.get("name") or item.get("tool_name") or item.get("type") or "tool")))
-    elif kind in ("text", "text_delta", "content_block_delta", "message"):
-        text = obj.get("text") or obj.get("content") or obj.get("data")
-        if isinstance(text, str):
-            out.append(TextDelta(text))
-    elif kind == "system" or kind == "status":
-        status = obj.get("subtype") or obj.get("message") or obj.get("status")
-        out.append(SystemStatus(str(status) if status is not None else None))
-    elif kind == "result" and isinstance(obj.get("result"), str):
-        out.append(FinalText(obj["result"]))
-    return out
+        return out
+
+    def _stream_event(self, event: Mapping[str, Any]) -> list[ProviderEvent]:
+        self._partial = True
+        kind = event.get("type")
+        if kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+            text = event["delta"].get("text")
+            return [TextDelta(text)] if isinstance(text, str) and text else []
+        if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            block = event["content_block"]
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                return [ToolActivity(str(block.get("name") or "tool"))]
+        return []
+
+    def _item(self, kind: str, item: Mapping[str, Any]) -> list[ProviderEvent]:
+        item_type = item.get("type") or item.get("item_type")
+        if item_type in _TEXT_ITEMS:
+            text = item.get("text")
+            # Codex sends a message whole when it completes; nothing streams before that.
+            return [TextDelta(text)] if kind == "item.completed" and isinstance(text, str) and text else []
+        if item_type in _QUIET_ITEMS:
+            return []
+        ident = str(item.get("id") or "")
+        if kind == "item.started":
+            if ident:
+                self._started.add(ident)
+            return [ToolActivity(_item_name(item))]
+        if ident and ident in self._started:
+            return []  # reported when it started
+        return [ToolActivity(_item_name(item))]  # e.g. a file change, reported only once done
+
+
+def parse_json_line(obj: Mapping[str, Any]) -> list[ProviderEvent]:
+    """Map one JSON-lines record on its own (no state carried from earlier records); see `JsonLines`."""
+    return JsonLines().parse(obj)
 
 
 class CliTurn:
@@ -116,6 +185,7 @@ class CliTurn:
         self._stdin = stdin
         self._proc: trio.Process | None = None
         self._aborted = False
+        self._records = JsonLines()
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
         if not self._argv:
@@ -189,8 +259,7 @@ class CliTurn:
                 except ProcessLookupError:
                     pass
 
-    @staticmethod
-    def _json_line(line: bytes) -> list[ProviderEvent]:
+    def _json_line(self, line: bytes) -> list[ProviderEvent]:
         text = line.decode("utf-8", "replace")
         if not text.strip():
             return []
@@ -199,7 +268,7 @@ class CliTurn:
         except ValueError:
             obj = None
         if isinstance(obj, dict):
-            return parse_json_line(obj)
+            return self._records.parse(obj)
         return [TextDelta(text + "\n")]  # a plain line among JSON lines: shown as it is
 
     async def abort(self) -> int:
@@ -240,6 +309,8 @@ class CliProvider:
     def start_turn(self, request: TurnRequest) -> CliTurn:
         uses_arg = any("{prompt}" in a for a in self.argv)
         argv = [a.replace("{prompt}", request.prompt) for a in self.argv] if uses_arg else list(self.argv)
-        env = {**os.environ, **self.env}
+        # The gateway's own settings (GATEWAY_*: tokens, API keys) are not the agent's business: an agent told to
+        # print its environment must not hand them to whoever is chatting. providers.cli.env adds what it needs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | self.env
         stdin = None if uses_arg else request.prompt.encode()
         return CliTurn(argv, self.workdir, env, self.grace, stdin)

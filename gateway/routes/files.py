@@ -31,7 +31,7 @@ _CHUNK = 256 * 1024
 _BAD_NAME_CHARS = '/\\<>:"|?*\x00'
 MAX_NAME = 120
 # Part headers and boundaries around the file: allowed beyond the file limit before the body is refused.
-_MULTIPART_SLACK = 64 * 1024
+MULTIPART_SLACK = 64 * 1024
 
 
 def allowed_root(runtime: Runtime) -> Path:
@@ -168,7 +168,7 @@ class _LimitedReceive:
         if message["type"] == "http.request":
             self._seen += len(message.get("body", b""))
             if self._seen > self._limit:
-                raise PayloadTooLargeError(f"the upload is larger than {self._limit - _MULTIPART_SLACK} bytes")
+                raise PayloadTooLargeError(f"the upload is larger than {self._limit - MULTIPART_SLACK} bytes")
         return message
 
 
@@ -178,9 +178,9 @@ async def upload(request: Request) -> Response:
     limit = runtime.config.files.max_upload_bytes
     too_big = PayloadTooLargeError(f"files are limited to {limit} bytes ({limit // (1024 * 1024)} MB)")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise too_big
-    limited = Request(request.scope, _LimitedReceive(request, limit + _MULTIPART_SLACK))
+    limited = Request(request.scope, _LimitedReceive(request, limit + MULTIPART_SLACK))
     async with limited.form(max_files=1, max_fields=8) as form:
         upload_file = form.get("file")
         if not isinstance(upload_file, UploadFile):

@@ -118,3 +118,74 @@ async def test_abort_kills_a_group_that_ignores_sigterm() -> None:
         assert await turn.abort() == 2
         assert group_members(pgid) == []
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _script(records: list[dict[str, object]]) -> list[str]:
+    """A command that prints `records` as JSON lines, as a coding-agent CLI in its JSON mode does."""
+    return [sys.executable, "-c", f"import json\nfor r in {records!r}:\n    print(json.dumps(r), flush=True)\n"]
+
+
+async def test_claude_partial_messages_stream_once() -> None:
+    def delta(text: str) -> dict[str, object]:
+        return {
+            "type": "stream_event",
+            "event": {"type": "content_block_delta", "delta": {"type": "text_delta", "text": text}},
+        }
+
+    tool_start = {"type": "content_block_start", "content_block": {"type": "tool_use", "name": "Grep"}}
+    records: list[dict[str, object]] = [
+        {"type": "system", "subtype": "init"},
+        delta("Hel"),
+        delta("lo"),
+        {"type": "stream_event", "event": tool_start},
+        # The full message repeats what streamed: it must not be shown twice.
+        {
+            "type": "assistant",
+            "message": {"content": [{"type": "text", "text": "Hello"}, {"type": "tool_use", "name": "Grep"}]},
+        },
+        {"type": "result", "subtype": "success", "result": "Hello"},
+    ]
+    events = await collect(CliProvider(_script(records)), "x")
+    assert events == [SystemStatus("init"), TextDelta("Hel"), TextDelta("lo"), ToolActivity("Grep"), FinalText("Hello")]
+
+
+async def test_codex_exec_json_items() -> None:
+    records: list[dict[str, object]] = [
+        {"type": "thread.started", "thread_id": "t1"},
+        {"type": "turn.started"},
+        {"type": "item.completed", "item": {"id": "i0", "type": "reasoning", "text": "thinking it over"}},
+        {"type": "item.started", "item": {"id": "i1", "type": "command_execution", "command": "ls"}},
+        {"type": "item.completed", "item": {"id": "i1", "type": "command_execution", "command": "ls"}},
+        {"type": "item.completed", "item": {"id": "i2", "type": "file_change"}},
+        {"type": "item.started", "item": {"id": "i3", "type": "mcp_tool_call", "server": "s", "tool": "search"}},
+        {"type": "item.completed", "item": {"id": "i4", "type": "agent_message", "text": "Listed the files."}},
+        {"type": "turn.completed", "usage": {"input_tokens": 1}},
+    ]
+    events = await collect(CliProvider(_script(records)), "x")
+    assert events == [
+        ToolActivity("command_execution"),
+        ToolActivity("file_change"),
+        ToolActivity("search"),
+        TextDelta("Listed the files."),
+    ]
+
+
+async def test_gemini_stream_json_skips_the_echoed_prompt() -> None:
+    records: list[dict[str, object]] = [
+        {"type": "init", "session_id": "s"},
+        {"type": "message", "role": "user", "content": "the prompt"},
+        {"type": "tool_use", "tool_name": "read_file", "tool_id": "1"},
+        {"type": "message", "role": "assistant", "content": "Done", "delta": True},
+        {"type": "result", "status": "success"},
+    ]
+    events = await collect(CliProvider(_script(records)), "x")
+    assert events == [ToolActivity("read_file"), TextDelta("Done")]
+
+
+async def test_the_gateways_own_settings_stay_out_of_the_agents_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PROVIDERS_OPENAI_API_KEY", "sk-canary-0123456789")
+    monkeypatch.setenv("GATEWAY_SERVER_TOKEN", "canary-token-0123456789")
+    code = "import os; print(sorted(k for k in os.environ if k.startswith(('GATEWAY_', 'GW_', 'PATH'))))"
+    events = await collect(CliProvider([sys.executable, "-c", code], env={"GW_X": "y"}), "x")
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "['GW_X', 'PATH']\n"

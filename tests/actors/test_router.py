@@ -202,3 +202,61 @@ async def test_a_full_queue_answers_busy(tmp_path: Path) -> None:
 
         with pytest.raises(BusyError):
             await h.submit(A, "q4")
+
+
+async def test_a_turn_running_when_its_session_crashes_ends_interrupted(tmp_path: Path) -> None:
+    gate = GateProvider()  # its turns wait for a gate the test never opens
+    async with harness(tmp_path, lambda: gate) as h:
+        _, live, _ = await h.subscribe(A)
+        accepted = await h.submit(A, "stuck")
+        await trio.testing.wait_all_tasks_blocked()
+        assert gate.started == ["stuck"]
+        address = h.router.address_of(A)
+        assert address is not None
+        address.send_nowait("not a message")  # type: ignore[arg-type]
+        events = await until_turn_ends(live)
+        assert events[-1].data == {"turn_id": accepted.turn_id, "state": "interrupted"}
+        turn = await h.store.call(msg_db.get_turn, accepted.turn_id)
+        assert turn is not None and turn.state == "interrupted", "not left `running` by the crash"
+        # The restarted session takes new turns on the same key.
+        gate.gates["after"] = trio.Event()
+        gate.gates["after"].set()
+        _, live, _ = await h.subscribe(A)
+        await h.submit(A, "after")
+        assert (await until_turn_ends(live))[-1].data["state"] == "completed"
+
+
+async def test_a_slow_subscriber_is_cut_off_and_resumes_without_a_gap(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider()) as h:
+        _, watcher, _ = await h.subscribe(A)
+        _, slow, _ = await h.subscribe(A, buffer=3)  # holds 3 events, then the session cuts it off
+        await h.submit(A, " ".join(f"w{i}" for i in range(50)))
+        everything = await until_turn_ends(watcher)
+        got = [e async for e in slow]  # its buffer, then the end of the channel (cut off)
+        assert got == everything[:3]
+        sub, _, _ = await h.subscribe(A, after=got[-1].seq)
+        assert got + sub.replay == everything
+
+
+async def test_a_session_over_its_restart_budget_is_forgotten_then_revived(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path, lambda: EchoProvider(), timeout=300) as h:
+        _, live_b, _ = await h.subscribe(B)
+        await h.submit(A, "first")
+        address = h.router.address_of(A)
+        assert address is not None
+        for _ in range(4):  # the budget allows 3 restarts in 10 s: the 4th crash gives up
+            address.send_nowait("not a message")  # type: ignore[arg-type]
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(1)  # virtual: past the restart backoff
+        assert h.router.address_of(A) is None, "given up and forgotten"
+        assert h.router.statistics().crashed == 1
+        # Other sessions never noticed; the next message for A starts a fresh actor from storage.
+        await h.submit(B, "b still works")
+        assert (await until_turn_ends(live_b))[-1].data["state"] == "completed"
+        _, live_a, _ = await h.subscribe(A)
+        accepted = await h.submit(A, "revived")
+        assert (await until_turn_ends(live_a))[-1].data["state"] == "completed"
+        history = await h.store.call(msg_db.history, accepted.session_id)
+        assert [m.content for m in history if m.role == "user"] == ["first", "revived"]

@@ -28,7 +28,8 @@ def crashing(counter: list[float]) -> ChildSpec[object]:
 
 async def test_permanent_restarts_until_budget_then_gives_up(autojump_clock: trio.testing.MockClock) -> None:
     starts: list[float] = []
-    with pytest.raises(GaveUpError) as info:
+    # Virtual seconds: a supervisor that never gave up would fail here instead of looping forever.
+    with trio.fail_after(1000), pytest.raises(GaveUpError) as info:
         await supervise(crashing(starts))
     assert isinstance(info.value.__cause__, Boom)
     assert len(starts) == 4  # first run + 3 restarts

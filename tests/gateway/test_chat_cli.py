@@ -14,7 +14,13 @@ from tests.conftest import RunningGateway, make_config, start_gateway
 
 
 def chat_argv(gw: RunningGateway, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", "chat", "--url", gw.ws_url + "/ws", "--token", gw.token, *args]
+    # A config naming the gateway's data folder: the chat keeps its resume state there, not in the real home.
+    config_file = gw.runtime.paths.config_file
+    config_file.write_text(f'[storage]\ndata_dir = "{gw.runtime.paths.data_dir}"\n')
+    return [
+        *(sys.executable, "-m", "gateway", "chat", "--config", str(config_file)),
+        *("--url", gw.ws_url + "/ws", "--token", gw.token, *args),
+    ]
 
 
 async def test_chat_sends_one_message_and_prints_the_answer(gateway: RunningGateway) -> None:
@@ -42,9 +48,9 @@ async def test_ctrl_c_aborts_the_running_turn(nursery: trio.Nursery, tmp_path: P
         assert (await proc.stdout.receive_some(100)).startswith(b"word")
         proc.send_signal(signal.SIGINT)
         err = b""
-        while b"[aborted" not in err:
+        while b"[aborted: 0 process(es) killed]" not in err:  # abort_ok, printed by the chat
             chunk = await proc.stderr.receive_some(1000)
-            assert chunk, "chat ended without reporting the abort"
+            assert chunk, "chat ended without reporting the abort: " + err.decode()
             err += chunk
         await proc.stdin.aclose()  # end of input: the chat exits
         assert await proc.wait() == 0
@@ -65,3 +71,74 @@ async def test_token_prints_the_identity_fingerprint(tmp_path: Path) -> None:
     assert fingerprint in r.stderr.decode()
     assert len(r.stdout.decode().strip()) >= 32  # stdout stays the bare token, for scripts
     assert (paths.data_dir / "identity.key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_bare_resume_replays_only_what_this_chat_missed(gateway: RunningGateway) -> None:
+    """`--resume` without a number starts after the last seq this command saw (kept in the data folder)."""
+    from tests.gateway.wshelpers import client, until
+
+    argv = chat_argv(gateway, "--chat", "21")
+    with trio.fail_after(40):
+        r = await trio.run_process([*argv, "-m", "first"], capture_stdout=True)
+        assert r.stdout.decode() == "first\n"
+        async with client(gateway, chat_id=21) as other:  # another client talks while this chat is away
+            await other.send_message("missed meanwhile")
+            await until(other, "result")
+        r = await trio.run_process([*argv, "--resume", "-m", "third"], capture_stdout=True, capture_stderr=True)
+        assert r.stdout.decode() == "missed meanwhile\nthird\n", r.stderr.decode()
+        r = await trio.run_process([*argv, "--resume", "-m", "fourth"], capture_stdout=True)
+        assert r.stdout.decode() == "fourth\n"
+    assert (gateway.runtime.paths.data_dir / "chat-state.json").exists()
+
+
+async def test_chat_explains_a_wrong_url_or_a_stopped_gateway(gateway: RunningGateway) -> None:
+    from tests.gateway.harness import free_port
+
+    wrong_path = chat_argv(gateway, "-m", "hi")
+    wrong_path[wrong_path.index("--url") + 1] = gateway.ws_url + "/not-ws"
+    nobody = chat_argv(gateway, "-m", "hi")
+    nobody[nobody.index("--url") + 1] = f"ws://127.0.0.1:{free_port()}/ws"
+    bad_token = chat_argv(gateway, "-m", "hi")
+    bad_token[bad_token.index("--token") + 1] = "not-the-token-0123456789"
+    with trio.fail_after(30):
+        for argv, expected in (
+            (wrong_path, "is not a gateway's /ws (HTTP 403)"),
+            (nobody, "is the gateway running?"),
+            (bad_token, "refused the connection: auth_failed"),
+        ):
+            r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            err = r.stderr.decode()
+            assert r.returncode == 1 and expected in err and "Traceback" not in err, err
+
+
+async def test_chat_ends_when_the_gateway_goes_away(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A stopping gateway closes /ws (1001): the chat says so and exits, waiting neither for stdin nor the turn."""
+    config, paths = make_config(tmp_path, providers={"echo": {"delay_ms": 20}})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        interactive = await trio.lowlevel.open_process(
+            chat_argv(gw), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        one_shot = await trio.lowlevel.open_process(
+            chat_argv(gw, "--channel", "2", "-m", " ".join(["long"] * 1000)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert interactive.stdin and interactive.stdout and interactive.stderr
+            assert one_shot.stdout and one_shot.stderr
+            await interactive.stdin.send_all(b"hello\n")
+            assert (await interactive.stdout.receive_some(100)).startswith(b"hello")
+            assert (await one_shot.stdout.receive_some(100)).startswith(b"long")  # its turn is streaming
+            await gw.stop()  # stdin stays open; the one-shot turn is not over
+            for proc, stderr in ((interactive, interactive.stderr), (one_shot, one_shot.stderr)):
+                assert await proc.wait() == 1
+                err = b""
+                while chunk := await stderr.receive_some(4096):
+                    err += chunk
+                assert b"the gateway closed the connection (code 1001" in err and b"Traceback" not in err, err
+            await interactive.stdin.aclose()
+        finally:
+            for proc in (interactive, one_shot):  # a failed test must not leave them running
+                if proc.returncode is None:
+                    proc.kill()

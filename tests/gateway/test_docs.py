@@ -1,14 +1,16 @@
-"""docs/cli.md cannot drift from the parser: every command and option is in it, and it is what `--help` renders."""
+"""docs/cli.md and docs/config.md cannot drift: every command, option and setting is in them (cli.md as rendered)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+import msgspec
 import pytest
 
 from gateway import clidoc
 from gateway.cli import build_parser
+from gateway.config import Config
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
@@ -38,3 +40,23 @@ def test_docs_cli_md_is_the_rendered_help() -> None:
 def test_every_command_answers_help() -> None:
     for name, parser in _commands().items():
         assert parser.format_help().startswith("usage: gateway "), name
+
+
+def _settings(struct: type[msgspec.Struct], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    defaults = struct()
+    for name in struct.__struct_fields__:
+        value = getattr(defaults, name)
+        out += _settings(type(value), f"{prefix}{name}.") if isinstance(value, msgspec.Struct) else [prefix + name]
+    return out
+
+
+def test_every_setting_is_in_docs_config_md() -> None:
+    lines = (clidoc.DOC.parent / "config.md").read_text().splitlines()
+    missing = []
+    for setting in _settings(Config):
+        section, _, key = setting.rpartition(".")
+        # A row names it in full (`server.port`) or beside a sibling (`providers.cli.workdir`, `env`).
+        if not any(f"`{setting}" in line or (f"`{section}." in line and f"`{key}`" in line) for line in lines):
+            missing.append(setting)
+    assert not missing, f"docs/config.md lacks {missing}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -113,6 +114,11 @@ async def test_upload_saves_under_a_dated_folder_with_a_clean_name(gateway: Runn
         saved = Path(body["path"])
         assert await trio.Path(saved).read_bytes() == PNG
         assert saved.parent.parent == gateway.runtime.paths.workspace / "api_files"
+        today = {
+            dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+            (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%d"),
+        }
+        assert saved.parent.name in today  # YYYY-MM-DD, UTC
         assert body["name"] == "_.._etc_pa_ss_wd.png" == saved.name
         assert body["mime"] == "image/png"  # sniffed from the bytes, not the declared text/plain
         assert body["size"] == len(PNG)
@@ -160,3 +166,36 @@ def test_clean_name_and_content_disposition() -> None:
     assert len(long) == 120 and long.endswith(".txt")
     assert content_disposition("plain.txt") == 'attachment; filename="plain.txt"'
     assert content_disposition('a"b\r\n.txt').startswith('attachment; filename="a_b__.txt"; filename*=')
+
+
+async def test_an_upload_above_the_json_body_limit_is_accepted(gateway: RunningGateway) -> None:
+    # The 50 MB upload limit is its own: the 2 MiB limit for JSON bodies (server.max_body_bytes) does not apply.
+    size = gateway.runtime.config.server.max_body_bytes + 1024 * 1024
+    assert size < gateway.runtime.config.files.max_upload_bytes
+    with trio.fail_after(30):
+        r = await upload(gateway, "big.bin", b"z" * size)
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == size
+    assert (await trio.Path(r.json()["path"]).stat()).st_size == size
+
+
+async def test_file_access_home_and_all(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "mine.txt").write_text("MINE")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("ELSEWHERE")
+    monkeypatch.setenv("HOME", str(home))  # what `home` means is the user's home folder
+    with trio.fail_after(20):
+        config, paths = make_config(tmp_path, server={"file_access": "home"})
+        gw = await start_gateway(nursery, config, paths)
+        assert (await get(gw, str(home / "docs" / "mine.txt"))).text == "MINE"
+        assert (await get(gw, str(elsewhere))).status_code == 403
+        assert (await get(gw, str(paths.workspace / ".." / ".." / "elsewhere.txt"))).status_code == 403
+        await gw.stop()
+        config, paths = make_config(tmp_path, server={"file_access": "all"})
+        gw = await start_gateway(nursery, config, paths)
+        r = await get(gw, str(elsewhere))
+        assert r.status_code == 200 and r.text == "ELSEWHERE"
+        assert (await get(gw, f"{elsewhere}\x00")).status_code == 400  # still no NUL, even with every root
+        await gw.stop()

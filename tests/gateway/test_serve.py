@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
+import trio_websocket
 
 from gateway import __version__
+from storage import events as ev_db
+from storage.events import EventRow
 from tests.conftest import RunningGateway, make_config, start_gateway
 
 
@@ -126,3 +131,85 @@ def test_a_bad_config_exits_with_the_config_code(tmp_path: Path) -> None:
     assert r.returncode == 78
     assert "server.port" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _first_delta(gw: RunningGateway) -> trio.Event:
+    """An event set when the gateway sequences its first `text_delta` (a turn is really in flight)."""
+    seen = trio.Event()
+
+    def listener(event: EventRow) -> None:
+        if event.type == "text_delta":
+            seen.set()
+
+    gw.runtime.event_listeners.append(listener)
+    return seen
+
+
+async def _ask(gw: RunningGateway, words: int, out: dict[str, httpx.Response | Exception]) -> None:
+    body = {"message": " ".join(f"w{i}" for i in range(words))}
+    headers = {"Authorization": f"Bearer {gw.token}"}
+    try:
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=60) as client:
+            out["response"] = await client.post("/api/agent", json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        out["response"] = exc
+
+
+async def test_shutdown_drains_a_request_in_flight(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # 20 words at 20 ms: the answer needs ~0.4 s, well inside the 5 s drain.
+    config, paths = make_config(tmp_path, server={"graceful_timeout": 5.0}, providers={"echo": {"delay_ms": 20}})
+    gw = await start_gateway(nursery, config, paths)
+    out: dict[str, httpx.Response | Exception] = {}
+    with trio.fail_after(20):
+        seen = _first_delta(gw)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_ask, gw, 20, out)
+            await seen.wait()
+            gw.runtime.shutdown.set()  # what the first SIGINT/SIGTERM does
+        await gw.stop()
+    response = out["response"]
+    assert isinstance(response, httpx.Response), f"the request in flight was cut off: {response!r}"
+    assert response.status_code == 200
+    assert response.json()["reply"] == " ".join(f"w{i}" for i in range(20))
+
+
+async def test_shutdown_cancels_what_outlasts_the_drain(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # 2000 words at 50 ms would take 100 s; the drain allows 0.5 s, then the rest is cancelled.
+    config, paths = make_config(tmp_path, server={"graceful_timeout": 0.5}, providers={"echo": {"delay_ms": 50}})
+    gw = await start_gateway(nursery, config, paths)
+    out: dict[str, httpx.Response | Exception] = {}
+    with trio.fail_after(15):
+        seen = _first_delta(gw)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_ask, gw, 2000, out)
+            await seen.wait()
+            await gw.stop()
+    assert isinstance(out["response"], Exception), "the 100 s turn cannot have answered"
+    # The turn cut off by the shutdown is not left `running`: its end was recorded on the way out.
+    conn = sqlite3.connect(paths.db_file)
+    try:
+        (session_id, state), *others = conn.execute("SELECT session_id, state FROM turns").fetchall()
+        events = ev_db.events_after(conn, session_id, 0)
+    finally:
+        conn.close()
+    assert others == [] and state == "interrupted"
+    # Every event sent before the stop was stored, and the stored stream ends the turn (a resuming client sees it).
+    deltas = [e.seq for e in events if e.type == "text_delta"]
+    assert deltas and deltas == list(range(deltas[0], deltas[0] + len(deltas)))
+    assert events[-1].type == "turn_ended" and events[-1].data["state"] == "interrupted"
+
+
+async def test_api_enabled_false_turns_off_the_e2e_api_only(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path, api={"enabled": False})
+    gw = await start_gateway(nursery, config, paths)
+    headers = {"Authorization": f"Bearer {gw.token}"}
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gw.base_url) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/files", params={"path": "/etc/hostname"}, headers=headers)).status_code == 404
+            assert (await client.post("/upload", files={"file": ("a", b"x")}, headers=headers)).status_code == 404
+            assert (await client.get("/api/sessions", headers=headers)).status_code == 200  # REST stays
+        with pytest.raises(trio_websocket.HandshakeError):
+            async with trio_websocket.open_websocket_url(gw.ws_url + "/ws"):
+                pass
+        await gw.stop()

@@ -157,6 +157,7 @@ async def test_rate_limit_and_frame_size(nursery: trio.Nursery, tmp_path: Path) 
 async def test_two_connections_on_one_key_both_see_the_stream(gateway: RunningGateway) -> None:
     with trio.fail_after(20):
         async with client(gateway, chat_id=2) as a, client(gateway, chat_id=2) as b:
+            assert a.auth_ok["e2e_pk"] != b.auth_ok["e2e_pk"], "a fresh server key per connection"
             await a.send_message("shared words here")
             fa = await until(a, "result")
             fb = await until(b, "result")
@@ -224,3 +225,62 @@ async def test_shutdown_closes_connections_with_going_away(nursery: trio.Nursery
             with pytest.raises(ConnectionClosed):
                 await c.ws.get_message()
             assert c.ws.closed is not None and c.ws.closed.code == 1001
+
+
+async def test_shutdown_with_pings_does_not_wait_out_the_ping_interval(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # Hypercorn's ping task sleeps out its interval after the socket closed; the gateway must not wait for it
+    # (it would hold every restart with a connected client for the whole graceful timeout).
+    config, paths = make_config(tmp_path, server={"graceful_timeout": 30.0}, ws={"ping_interval": 20.0})
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(10):
+        async with client(gw) as c:
+            await c.send_message("hi")
+            await until(c, "result")
+            with trio.fail_after(5):  # far below both the ping interval and the graceful timeout
+                await gw.stop()
+            with pytest.raises(ConnectionClosed):
+                await c.ws.get_message()
+
+
+async def test_a_client_written_from_the_protocol_notes_alone(gateway: RunningGateway) -> None:
+    """No gateway code on the client side: PyNaCl's Box, base64 and json, exactly as existing clients do it."""
+    import base64
+    import json
+
+    from nacl.public import Box, PublicKey
+
+    own = PrivateKey.generate()
+    with trio.fail_after(20):
+        async with raw(gateway) as ws:
+            hello = {"type": "auth", "token": gateway.token, "e2e_pk": base64.b64encode(bytes(own.public_key)).decode()}
+            await ws.send_message(json.dumps(hello | {"chat_id": 31, "channel_id": 4}))
+            ok = json.loads(await ws.get_message())
+            assert ok["type"] == "auth_ok" and ok["chat_id"] == 31 and ok["channel_id"] == 4
+            box = Box(own, PublicKey(base64.b64decode(ok["e2e_pk"])))
+
+            async def send(obj: dict[str, object]) -> None:
+                frame = base64.b64encode(box.encrypt(json.dumps(obj, separators=(",", ":")).encode())).decode()
+                await ws.send_message(frame)
+
+            async def receive() -> dict[str, object]:
+                frame = await ws.get_message()
+                assert isinstance(frame, str), "every session-phase frame is a text frame"
+                raw_bytes = base64.b64decode(frame, validate=True)  # standard base64 with padding
+                assert base64.b64encode(raw_bytes).decode() == frame
+                plain = box.decrypt(raw_bytes[24:], raw_bytes[:24])  # nonce (24 bytes) ‖ ciphertext with its MAC
+                obj: dict[str, object] = json.loads(plain)
+                assert plain == json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()  # compact JSON
+                return obj
+
+            await send({"type": "message", "text": "legacy client"})
+            frames = [await receive()]
+            while frames[-1]["type"] != "result":
+                frames.append(await receive())
+            assert "".join(str(f["data"]) for f in frames if f["type"] == "text_delta") == "legacy client"
+            assert {k: frames[-1][k] for k in ("text", "stream_fallback", "files")} == {
+                "text": "legacy client",
+                "stream_fallback": False,
+                "files": [],
+            }
+            await send({"type": "message", "text": "/Stop"})
+            assert (await receive()) == {"type": "abort_ok", "killed": 0}
