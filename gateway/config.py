@@ -38,6 +38,8 @@ class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     data_dir: str = ""  # empty: $XDG_DATA_HOME/gateway
     synchronous: Literal["full", "normal"] = "full"
     max_batch: int = 512
+    # Below this much free space in data_dir, `/api/status` reports the disk in error (503).
+    min_free_disk_mb: int = 50
 
 
 class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -241,6 +243,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting server.graceful_timeout must be >= 0")
     if s.token:
         check_token(s.token, f"{source}: setting server.token")
+    if config.storage.min_free_disk_mb < 0:
+        raise ConfigError(f"{source}: setting storage.min_free_disk_mb must be >= 0")
     if config.sessions.idle_timeout <= 0:
         raise ConfigError(f"{source}: setting sessions.idle_timeout must be > 0 seconds")
     if config.sessions.max_queue < 1:

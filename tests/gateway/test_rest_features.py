@@ -179,18 +179,6 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert r.json()["sessions"] == 0
             assert services == {"storage": "ok", "scheduler": "ok", "disk": "ok", "connectors": "ok", "mcp": "ok"}
             assert (await bob.client.get("/api/status")).status_code == 403
-            gateway.runtime.status_checks["connectors"] = lambda: {
-                "status": "error",
-                "details": "telegram: polling failed",
-            }
-            down = await client.get("/api/status")
-            assert down.status_code == 503
-            err = error_of(down)
-            assert err["code"] == "SERVICE_UNAVAILABLE" and "connectors" in err["message"]
-            assert {"service": "connectors", "status": "error", "details": "telegram: polling failed"} in err[
-                "details"
-            ]["services"]
-            del gateway.runtime.status_checks["connectors"]
 
             from gateway.logs import memory_handler
 
@@ -218,6 +206,21 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert [(p["name"], p["active"]) for p in providers] == [("echo", True), ("openai", False)]
             models = (await bob.client.get("/api/models")).json()
             assert models["active_provider"] == "echo"
+
+
+async def test_status_is_503_while_the_disk_is_short_of_space(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # No stub: the real disk check, told to want more free space than any disk here has (1 EiB).
+    gw = await start_gateway(nursery, *make_config(tmp_path, storage={"min_free_disk_mb": 2**40}))
+    with trio.fail_after(30):
+        async with admin_client(gw) as client:
+            down = await client.get("/api/status")
+        assert down.status_code == 503
+        err = error_of(down)
+        assert err["code"] == "SERVICE_UNAVAILABLE" and err["message"] == "in error: disk"
+        services = {s["service"]: s for s in err["details"]["services"]}
+        assert services["disk"]["status"] == "error" and "MiB free" in services["disk"]["details"]
+        assert services["storage"]["status"] == "ok" and err["details"]["status"] == "error"
+        await gw.stop()
 
 
 async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
