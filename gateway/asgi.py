@@ -102,6 +102,9 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
+MULTIPART_SLACK = 64 * 1024  # room for part headers and small fields (a caption) beside the file
+
+
 class BodyLimit:
     """Refuse bodies over the limit on every route: by Content-Length up front, else while they stream in."""
 
@@ -147,7 +150,11 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         Middleware(
             BodyLimit,
             default=config.server.max_body_bytes,
-            larger={"/api/files": config.limits.max_upload_bytes},
+            # The upload routes check the file's own size; the body adds the multipart framing around it.
+            larger={
+                "/api/files": config.limits.max_upload_bytes + MULTIPART_SLACK,
+                "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
+            },
         )
     ]
     if config.cors.enabled:
