@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -229,7 +230,11 @@ async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
             spec = (await anon.get("/openapi.json")).json()
             docs = await anon.get("/docs")
             viewer = await anon.get("/docs/viewer.js")
+            css = await anon.get("/docs/viewer.css")
             assert (await anon.get("/docs/../../config.py")).status_code == 404
+            # CORS is off by default: no browser origin is let in.
+            cors = await anon.get("/openapi.json", headers={"Origin": "http://app.example"})
+            assert "access-control-allow-origin" not in cors.headers
     assert spec["openapi"].startswith("3.")
     ops = {(m.upper(), p) for p, methods in spec["paths"].items() for m in methods}
     for needed in [
@@ -243,3 +248,9 @@ async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
     assert spec["components"]["schemas"]["RegisterRequest"]["properties"]["password"]["minLength"] == 8
     assert docs.status_code == 200 and "viewer.js" in docs.text and "http" not in docs.text.split("<body>")[0]
     assert viewer.status_code == 200 and "openapi.json" in viewer.text
+    assert css.status_code == 200
+    # Nothing is fetched from elsewhere (no CDN): the page and its assets name no remote URL.
+    for text in (docs.text, viewer.text, css.text):
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), text[:200]
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
+        assert asset.startswith("/"), asset
