@@ -27,6 +27,7 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.offsets: list[int] = []
         self.sent: list[dict[str, Any]] = []
+        self.downloads: list[str] = []
         self.fail_next = 2  # the first getUpdates calls fail, so the poller must restart
         # Answer the next getUpdates with every update, whatever its offset: what Telegram does when the
         # offset confirming them never reached it (the gateway died before it polled again).
@@ -69,6 +70,7 @@ class FakeBotApi:
     async def file(self, request: Request) -> Response:
         if request.path_params["token"] != BOT:
             return Response(status_code=401)
+        self.downloads.append(request.path_params["path"])
         return Response(b"content of " + request.path_params["path"].encode())
 
     def push(self, update: dict[str, Any]) -> None:
@@ -159,6 +161,7 @@ async def test_polling_files_offsets_restarts_and_send_message(nursery: trio.Nur
             assert api.offsets[0] == 103, api.offsets
             assert sorted(dict(await store.call(texts))) == ["100", "101", "102", "103"]
             assert await store.call(ingress_db.poll_offset, "telegram/poll") == 104
+            assert sorted(api.downloads) == ["docs/big", "docs/doc1"], "re-sent updates download nothing again"
         await gw.stop()
 
 
