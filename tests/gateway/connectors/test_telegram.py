@@ -203,3 +203,41 @@ async def test_webhook_secret_dedupe_and_sessions(nursery: trio.Nursery, tmp_pat
 
     assert await gw.runtime.store.call(count) == 4
     await gw.stop()
+
+
+async def test_api_message_to_a_telegram_chat_replies_through_send_message(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api = FakeBotApi()
+    async with fake_server(api.routes()) as base:
+        config, paths = make_config(tmp_path)
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                body = {"bot_token": {"value": BOT}, "secret_token": {"value": SECRET}, "api_base_url": base}
+                assert (await put(c, "telegram", "bot", body)).status_code == 201
+                # A chat the bot has never heard from: the agent's reply still goes to it, through the connector.
+                r = await c.post(
+                    "/api/message",
+                    json={"channel": "telegram", "accountId": "bot", "chat_id": 77, "topic_id": "3", "content": "hi"},
+                )
+                assert r.status_code == 202, r.text
+                sid = r.json()["session_id"]
+
+                async def sent() -> list[dict[str, Any]]:
+                    return [m for m in api.sent if m["text"] == "hi"]
+
+                assert (await wait_for(sent)) == [{"chat_id": 77, "text": "hi", "message_thread_id": 3}]
+                targets = (await c.get(f"/v1/sessions/{sid}/reply-targets")).json()["reply_targets"]
+                assert targets == [
+                    {"plugin": "telegram", "connector": "bot", "address": {"chat_id": 77, "message_thread_id": 3}}
+                ]
+                # Targets chosen over the API are kept: the next message does not reset them.
+                assert (await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": []})).is_success
+                r = await c.post(
+                    "/api/message/sync",
+                    json={"channel": "telegram:bot", "chat_id": "77", "topic_id": "3", "content": "quiet"},
+                )
+                assert r.status_code == 200 and r.json()["session_id"] == sid
+                assert (await c.get(f"/v1/sessions/{sid}/reply-targets")).json()["reply_targets"] == []
+        await gw.stop()
