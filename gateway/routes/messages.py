@@ -69,11 +69,11 @@ async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
         raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
-    await _reply_through_connector(ctx, key, row.id)
+    await reply_through_connector(ctx, key, row.id)
     return key
 
 
-async def _reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) -> None:
+async def reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) -> None:
     """A chat of a configured telegram or slack connector with no reply targets yet replies into that chat."""
     kind, _, name = key.transport.partition(":")
     service = ctx.runtime.connectors

@@ -232,6 +232,23 @@ async def test_api_message_to_a_telegram_chat_replies_through_send_message(
                 assert targets == [
                     {"plugin": "telegram", "connector": "bot", "address": {"chat_id": 77, "message_thread_id": 3}}
                 ]
+                # A cron job for another chat of the connector replies there too.
+                job = await c.post(
+                    "/api/cron/create",
+                    json={
+                        "prompt": "daily ping",
+                        "interval_seconds": 3600,
+                        "connector": "telegram:bot",
+                        "chat_id": "78",
+                    },
+                )
+                assert job.status_code == 201, job.text
+                assert (await c.post("/api/cron/trigger", json={"job_id": job.json()["id"]})).status_code == 200
+
+                async def pinged() -> list[dict[str, Any]]:
+                    return [m for m in api.sent if m["text"] == "daily ping"]
+
+                assert (await wait_for(pinged)) == [{"chat_id": 78, "text": "daily ping"}]
                 # Targets chosen over the API are kept: the next message does not reset them.
                 assert (await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": []})).is_success
                 r = await c.post(
