@@ -44,7 +44,7 @@ async def test_notifications_rest_and_publish(gateway: RunningGateway) -> None:
 
 async def test_files_upload_download_ownership(gateway: RunningGateway) -> None:
     with trio.fail_after(30):
-        await register(gateway, "root")
+        root = await register(gateway, "root")
         bob = await register(gateway, "bob")
         carol = await register(gateway, "carol")
         content = "€ rates\n".encode() * 1000
@@ -70,6 +70,9 @@ async def test_files_upload_download_ownership(gateway: RunningGateway) -> None:
         ]:
             r = await carol.client.request(method, path)
             assert r.status_code == 403 and error_of(r)["code"] == "FILE_FORBIDDEN"
+        # The super admin sees every file.
+        assert (await root.client.get(f"/api/files/{fid}")).status_code == 200
+        assert (await root.client.get(f"/api/files/{fid}/download")).content == content
         # Attaching someone else's file to a chat is refused too.
         sid = (await carol.client.post("/api/sessions", json={})).json()["session_id"]
         r = await carol.client.post(f"/api/sessions/{sid}/chat", json={"message": "read it", "files": [fid]})
