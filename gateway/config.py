@@ -88,6 +88,7 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     messages_per_minute: int = 120
     max_decrypt_failures: int = 3  # a connection that sends this many bad frames is closed
     ping_interval: float = 20.0  # WebSocket protocol pings (0: none)
+    max_connections: int = 64  # open /ws sockets at once (every one holds an actor); the next is closed with 1013
 
 
 class Files(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -268,6 +269,8 @@ def _check(config: Config, source: str) -> None:
             f"{source}: settings ws.*: auth_timeout > 0, max_frame_bytes >= 1024, messages_per_minute >= 1 "
             "and ping_interval >= 0 are required"
         )
+    if w.max_connections < 1:
+        raise ConfigError(f"{source}: setting ws.max_connections must be >= 1")
     if config.files.max_upload_bytes < 1:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:
