@@ -378,7 +378,8 @@ class ConnectorService:
             ctx = self.contexts.get(ref)
             if ctx is not None and ctx.extra:
                 st.update(ctx.extra)
-            failed = failed or st["state"] == "failed"
+            # In error while given up, or waiting out a backoff after a crash (a crash loop is never "ok").
+            failed = failed or st["state"] in ("failed", "restarting")
             details[ref] = st
         details["_ingress"] = {
             "dispatched": self.dispatcher.dispatched,

@@ -258,3 +258,27 @@ async def test_api_message_to_a_telegram_chat_replies_through_send_message(
                 assert r.status_code == 200 and r.json()["session_id"] == sid
                 assert (await c.get(f"/v1/sessions/{sid}/reply-targets")).json()["reply_targets"] == []
         await gw.stop()
+
+
+async def test_a_poller_that_keeps_failing_puts_status_in_error(nursery: trio.Nursery, tmp_path: Path) -> None:
+    api = FakeBotApi()
+    async with fake_server(api.routes()) as base:
+        config, paths = make_config(tmp_path)
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                # A revoked bot token: every getUpdates is a 401, so the poller crashes and backs off, again and again.
+                body = {"bot_token": {"value": "999:revoked"}, "ingress_mode": "polling", "api_base_url": base}
+                assert (await put(c, "telegram", "dead", body)).status_code == 201
+
+                async def in_error() -> dict[str, Any] | None:
+                    r = await c.get("/api/status")
+                    return r.json() if r.status_code == 503 else None
+
+                down = await wait_for(in_error, timeout=30, interval=0.2)
+                services = {s["service"]: s for s in down["error"]["details"]["services"]}
+                assert services["connectors"]["status"] == "error"
+                dead = services["connectors"]["details"]["telegram/dead"]
+                assert dead["state"] in ("restarting", "failed") and dead["restarts"] >= 1
+                assert "getUpdates: HTTP 401" in dead["last_error"] and "999:revoked" not in str(down)
+        await gw.stop()
