@@ -201,6 +201,15 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert len(logs) == 1 and logs[0]["level"] == "warning"
             assert gateway.token not in logs[0]["msg"], "secrets never reach the log API"
             assert (await client.get("/api/logs", params={"since": "2999-01-01T00:00:00Z"})).json()["logs"] == []
+            assert (await client.get("/api/logs", params={"until": "2000-01-01T00:00:00Z"})).json()["logs"] == []
+            assert (
+                len(
+                    (await client.get("/api/logs", params={"until": "2999-01-01T00:00:00Z", "q": "disk"})).json()[
+                        "logs"
+                    ]
+                )
+                == 1
+            )
             assert (await client.get("/api/logs", params={"since": "yesterday"})).status_code == 422
             assert (await client.get("/api/logs", params={"level": "loud"})).status_code == 422
             assert (await bob.client.get("/api/logs")).status_code == 403
