@@ -88,7 +88,7 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     messages_per_minute: int = 120
     max_decrypt_failures: int = 3  # a connection that sends this many bad frames is closed
     ping_interval: float = 20.0  # WebSocket protocol pings (0: none)
-    max_connections: int = 64  # open /ws sockets at once (every one holds an actor); the next is closed with 1013
+    max_connections: int = 512  # open /ws sockets at once (each holds an actor and a descriptor); the next gets 1013
 
 
 class Files(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
