@@ -13,7 +13,7 @@ import trio
 from actors.base import Address, BusyError, DeadActorError, Reply, ask
 from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
 from actors.store import Store
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, describe_error, supervise
 from storage import ingress as ingress_db
 
 log = logging.getLogger("gateway.connectors")
@@ -182,7 +182,7 @@ class ConnectorRegistry:
         except GaveUpError as exc:
             # Never silently: the state stays `failed` with the error in /api/status until reconfigured.
             log.error("%s", exc)
-            self._failed[entry.ref] = str(exc.__cause__ or exc)
+            self._failed[entry.ref] = describe_error(exc.__cause__ or exc)
         finally:
             entry.stopped.set()
             if self._entries.get(entry.ref) is entry and entry.ref not in self._failed:

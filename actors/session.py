@@ -447,7 +447,7 @@ class _SessionLife:
                     now_ms=ts,
                     result=text if state == "completed" else (text or None),
                     error=error,
-                    session_status="completed" if not self.queue else "pending",
+                    session_status="completed" if not self.queue else "waiting",
                 )
 
             with trio.CancelScope(shield=True), trio.move_on_after(5):

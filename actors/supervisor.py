@@ -32,6 +32,16 @@ class RestartPolicy:
     max_backoff: float = 30.0
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` of the error that matters: nurseries wrap a crash in groups that say nothing by themselves."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        leaves = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        if len(leaves) != 1:
+            break
+        exc = leaves[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class RestartBudget:
     """Counts restarts in a sliding window and says whether one more is allowed."""
 
@@ -147,7 +157,7 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                     crashes += 1
                     log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
                     if info:
-                        info.last_error = f"{type(exc).__name__}: {exc}"
+                        info.last_error = describe_error(exc)
                 if not budget.allows(error, now=trio.current_time()):
                     if error is not None:
                         if info:

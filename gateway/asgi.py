@@ -151,9 +151,9 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         Middleware(
             BodyLimit,
             default=config.server.max_body_bytes,
-            # Upload routes have their own limits (checked again, precisely, by the routes themselves).
+            # The upload routes check the file's own size; the body adds the multipart framing around it.
             larger={
-                "/api/files": config.limits.max_upload_bytes,
+                "/api/files": config.limits.max_upload_bytes + MULTIPART_SLACK,
                 "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
             },
         )

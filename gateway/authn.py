@@ -59,6 +59,10 @@ class PasswordHasher:
         self._limiter = trio.CapacityLimiter(concurrency)
         self._dummy: bytes | None = None
 
+    def statistics(self) -> trio.CapacityLimiterStatistics:
+        """How many hashes run now (`borrowed_tokens`) and how many wait for a slot (`tasks_waiting`)."""
+        return self._limiter.statistics()
+
     async def hash(self, password: str) -> str:
         """Return the argon2id hash string (blocks a worker thread for ~50-100 ms)."""
         raw = password.encode()

@@ -46,6 +46,8 @@ class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     data_dir: str = ""  # empty: $XDG_DATA_HOME/gateway
     synchronous: Literal["full", "normal"] = "full"
     max_batch: int = 512
+    # Below this much free space in data_dir, `/api/status` reports the disk in error (503).
+    min_free_disk_mb: int = 50
 
 
 class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -94,6 +96,7 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     messages_per_minute: int = 120
     max_decrypt_failures: int = 3  # a connection that sends this many bad frames is closed
     ping_interval: float = 20.0  # WebSocket protocol pings (0: none)
+    max_connections: int = 512  # open /ws sockets at once (each holds an actor and a descriptor); the next gets 1013
 
 
 class Files(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -268,6 +271,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting server.graceful_timeout must be >= 0")
     if s.token:
         check_token(s.token, f"{source}: setting server.token")
+    if config.storage.min_free_disk_mb < 0:
+        raise ConfigError(f"{source}: setting storage.min_free_disk_mb must be >= 0")
     if config.sessions.idle_timeout <= 0:
         raise ConfigError(f"{source}: setting sessions.idle_timeout must be > 0 seconds")
     if config.sessions.max_queue < 1:
@@ -291,6 +296,8 @@ def _check(config: Config, source: str) -> None:
             f"{source}: settings ws.*: auth_timeout > 0, max_frame_bytes >= 1024, messages_per_minute >= 1 "
             "and ping_interval >= 0 are required"
         )
+    if w.max_connections < 1:
+        raise ConfigError(f"{source}: setting ws.max_connections must be >= 1")
     t = config.transcribe
     if t.http_url and not t.http_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: setting transcribe.http_url must start with http:// or https://")

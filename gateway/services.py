@@ -14,8 +14,6 @@ from gateway.notify import BackgroundTurns
 from gateway.ratelimit import Rate, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 
-MIN_FREE_DISK = 50 * 1024 * 1024
-
 
 async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Build the REST state, start the cron scheduler in `nursery` and register the status checks."""
@@ -61,7 +59,7 @@ def _disk_status(runtime: Runtime) -> dict[str, Any]:
     except OSError as exc:
         return {"status": "error", "details": f"cannot read disk usage of the data folder: {exc.strerror}"}
     free_mib = usage.free // (1024 * 1024)
-    if usage.free < MIN_FREE_DISK:
+    if usage.free < runtime.config.storage.min_free_disk_mb * 1024 * 1024:
         return {"status": "error", "details": f"only {free_mib} MiB free in {runtime.paths.data_dir}; free some space"}
     return {"status": "ok", "details": f"{free_mib} MiB free"}
 

@@ -81,6 +81,16 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         return
     await send({"type": "websocket.accept"})
     wire = AsgiTransport(receive, send)
+    if runtime.connections >= runtime.config.ws.max_connections:
+        # Every socket holds an actor and buffers: past the cap, say so (1013: try again later) and hang up.
+        log.warning("refused a websocket: %d already open (ws.max_connections)", runtime.connections)
+        with trio.move_on_after(1):
+            try:
+                await wire.send_text(_plain_error("TOO_MANY_CONNECTIONS", "too many open connections; try again later"))
+            except Disconnected:
+                pass
+            await wire.close(1013)
+        return
     runtime.connections += 1
     try:
         await _serve(runtime, wire)

@@ -213,6 +213,17 @@ def _update_targets(
         cache.targets[sid] = blob
 
 
+def replay_of(conn: sqlite3.Connection, connector: str, event_key: str, fingerprint: bytes) -> Outcome | None:
+    """The answer for an event already received (duplicate, or rejected for another payload); None when new."""
+    row = conn.execute(
+        "SELECT fingerprint, session_id FROM ingress_events WHERE connector = ? AND event_key = ?",
+        (connector, event_key),
+    ).fetchone()
+    if row is None:
+        return None
+    return _replay((bytes(row[0]), str(row[1])), IngressItem(event_key, fingerprint, "", b"", SessionSpec()))
+
+
 def poll_offset(conn: sqlite3.Connection, connector: str) -> int:
     """Return the next polling offset saved for a connector (0 when none)."""
     row = conn.execute("SELECT next_offset FROM poll_offsets WHERE connector = ?", (connector,)).fetchone()

@@ -40,8 +40,10 @@ def create_turn(conn: sqlite3.Connection, session_id: str, prompt: str, *, now_m
         "INSERT INTO messages (session_id, turn_id, role, content, created_at) VALUES (?, ?, 'user', ?, ?)",
         (session_id, turn_id, prompt, now_ms),
     )
+    # A queued turn makes the session `waiting` until it starts (a running one stays `running`).
     conn.execute(
-        "UPDATE sessions SET latest_message = ?, latest_message_at = ?, updated_at = ? WHERE id = ?",
+        "UPDATE sessions SET latest_message = ?, latest_message_at = ?, updated_at = ?, "
+        "status = CASE status WHEN 'running' THEN 'running' ELSE 'waiting' END WHERE id = ?",
         (prompt, now_ms, now_ms, session_id),
     )
     return turn_id

@@ -120,6 +120,15 @@ async def store_items(
     return out
 
 
+async def known_event(ctx: Context, event_key: str, payload: bytes) -> Outcome | None:
+    """A platform's retry of an event already stored: answer it before any slow work (file downloads)."""
+    try:
+        found: Outcome | None = await ctx.store.call(ingress_db.replay_of, ctx.ref, event_key, fingerprint(payload))
+    except (StorageUnavailableError, AskTimeoutError) as exc:
+        raise UnavailableError(f"storage cannot accept events right now ({exc}); retry later") from None
+    return found
+
+
 def safe_filename(name: str) -> str:
     cleaned = re.sub(r'[/\\<>:"|?*\x00-\x1f]', "_", name).strip(". ") or "file"
     return cleaned[:120]

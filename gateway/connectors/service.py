@@ -291,6 +291,22 @@ class ConnectorService:
         await self.actors.start(ref, partial(self._make, ref))
         return await self.view(kind, name), created
 
+    async def put_secret(self, slot: str, value: str) -> list[str]:
+        """Store or rotate a slot, then restart every connector reading it so the new value applies at once."""
+        redactor.add(value)
+        await self.store.call(secret_db.put_secret, slot, value, now_ms=_now_ms())
+        readers = [
+            ref
+            for ref, cfg in sorted({**self.daemon, **self.files}.items())
+            if any(
+                (meta := getattr(cfg.settings, f)) is not None and meta.secret_ref == slot and f not in cfg.file_secrets
+                for f in SECRET_FIELDS[cfg.kind]
+            )
+        ]
+        for ref in readers:
+            await self.actors.start(ref, partial(self._make, ref))
+        return readers
+
     async def delete(self, kind: str, name: str) -> None:
         """Delete a daemon connector; refused (409) while cron jobs or reply targets reference it."""
         ref = f"{check_kind(kind)}/{name}"
@@ -362,7 +378,8 @@ class ConnectorService:
             ctx = self.contexts.get(ref)
             if ctx is not None and ctx.extra:
                 st.update(ctx.extra)
-            failed = failed or st["state"] == "failed"
+            # In error while given up, or waiting out a backoff after a crash (a crash loop is never "ok").
+            failed = failed or st["state"] in ("failed", "restarting")
             details[ref] = st
         details["_ingress"] = {
             "dispatched": self.dispatcher.dispatched,

@@ -16,13 +16,14 @@ from gateway.connectors.base import (
     Context,
     canonical,
     fingerprint,
+    known_event,
     reply_dicts,
     save_download,
     store_items,
 )
 from gateway.connectors.model import SlackSettings
 from gateway.errors import ConflictError, InvalidRequestError, UnauthorizedError, UnavailableError
-from storage.ingress import IngressItem
+from storage.ingress import IngressItem, Outcome
 
 MAX_SKEW = 300
 
@@ -80,7 +81,13 @@ class SlackConnector(AdapterBase):
         channel = str(event.get("channel") or "")
         root = str(event.get("thread_ts") or event.get("ts") or "")
         text = str(event.get("text") or "")
+        payload = canonical({"event_id": event_id, "event": event, "team_id": body.get("team_id")})
         files = event.get("files") or []
+        if files:
+            # Slack re-sends after 3 s without an answer: a retry must not download the files again.
+            seen = await known_event(self.ctx, event_id, payload)
+            if seen is not None:
+                return self._answer(seen)
         for f in files if isinstance(files, list) else []:
             text += "\n" + await self._file(f)
         targets: list[dict[str, Any]] | None = None
@@ -91,10 +98,12 @@ class SlackConnector(AdapterBase):
                     {"plugin": "slack", "connector": self.name, "address": {"channel": channel, "thread_ts": root}}
                 )
             targets.extend(reply_dicts(self.s.additional_reply_targets))
-        payload = canonical({"event_id": event_id, "event": event, "team_id": body.get("team_id")})
         spec = self.session_spec([(channel, root)])
         item = IngressItem(event_id, fingerprint(payload), text.strip(), payload, spec, targets)
         (o,) = await store_items(self.ctx, [item])
+        return self._answer(o)
+
+    def _answer(self, o: Outcome) -> Answer:
         if o.status == "rejected":
             raise ConflictError(o.reason or "rejected")
         return Answer(200, {"ok": True, "status": o.status, "session_id": o.session_id})

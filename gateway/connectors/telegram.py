@@ -16,6 +16,7 @@ from gateway.connectors.base import (
     Context,
     canonical,
     fingerprint,
+    known_event,
     reply_dicts,
     save_download,
     store_items,
@@ -81,7 +82,14 @@ class TelegramConnector(AdapterBase):
         thread = message.get("message_thread_id")
         topic = str(thread) if thread is not None and message.get("is_topic_message", True) else ""
         text = str(message.get("text") or message.get("caption") or "")
-        for file_id, name in _files(message):
+        payload = canonical(update)
+        files = _files(message)
+        if files:
+            # A re-sent update (webhook retry, or polling after a crash) must not download its files again.
+            seen = await known_event(self.ctx, key, payload)
+            if seen is not None:
+                return seen
+        for file_id, name in files:
             text += "\n" + await self._download(file_id, name)
         targets: list[dict[str, Any]] | None = None
         if self.s.include_self_output or self.s.additional_reply_targets:
@@ -92,7 +100,6 @@ class TelegramConnector(AdapterBase):
                     address["message_thread_id"] = int(topic)
                 targets.append({"plugin": "telegram", "connector": self.name, "address": address})
             targets.extend(reply_dicts(self.s.additional_reply_targets))
-        payload = canonical(update)
         return IngressItem(
             key, fingerprint(payload), text.strip(), payload, self.session_spec([(chat_id, topic)]), targets
         )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import calendar
 import logging
+import sqlite3
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import trio
 
 from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON
@@ -79,6 +82,30 @@ class ModelList(msgspec.Struct, kw_only=True):
     active_model: str | None
 
 
+INTEGRITY_TTL = 60.0  # seconds a verdict is reused: a monitor polling /api/status must not rescan the file each time
+
+
+async def _integrity(rt: Any) -> str:
+    """`PRAGMA integrity_check` on a read-only connection in a worker thread, so the scan of a large database
+    never holds up the store's single writer; one scan at a time, its verdict reused for INTEGRITY_TTL."""
+    lock: trio.Lock = rt.services.setdefault("integrity_lock", trio.Lock())
+    async with lock:
+        cached: tuple[float, str] | None = rt.services.get("integrity_verdict")
+        if cached is not None and trio.current_time() - cached[0] < INTEGRITY_TTL:
+            return cached[1]
+        verdict = await trio.to_thread.run_sync(_check_file, rt.paths.db_file)
+        rt.services["integrity_verdict"] = (trio.current_time(), verdict)
+        return verdict
+
+
+def _check_file(path: Path) -> str:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return integrity_check(conn)
+    finally:
+        conn.close()
+
+
 def _check(name: str, fn: Any) -> ServiceStatus:
     try:
         result = fn()
@@ -106,7 +133,7 @@ async def status(ctx: Ctx) -> Any:
     services: list[ServiceStatus] = []
     sessions = 0
     try:
-        verdict = await rt.store.call(integrity_check)
+        verdict = await _integrity(rt)
         sessions = await rt.store.call(sess_db.count_sessions)
         services.append(ServiceStatus(service="storage", status="ok" if verdict == "ok" else "error", details=verdict))
     except Exception as exc:

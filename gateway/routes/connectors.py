@@ -109,13 +109,8 @@ async def put_secret(request: Request) -> Response:
     value = body.get("value") if isinstance(body, dict) else None
     if not isinstance(body, dict) or set(body) != {"value"} or not isinstance(value, str) or not value:
         raise ValidationFailedError('send {"value": "<secret>"} with a non-empty string')
-    from gateway.logs import redactor
-
-    redactor.add(value)
-    import time
-
-    await service_of(request).store.call(secret_db.put_secret, slot, value, now_ms=time.time_ns() // 1_000_000)
-    return JSON({"slot": slot, "configured": True})
+    restarted = await service_of(request).put_secret(slot, value)
+    return JSON({"slot": slot, "configured": True, "restarted": restarted})
 
 
 async def put_persona(request: Request) -> Response:

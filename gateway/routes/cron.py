@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from actors.messages import SessionKey
 from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.routes.auth import iso, now_ms
+from gateway.routes.messages import reply_through_connector
 from gateway.routes.sessions import Channel, ChatId, owned_session
+from gateway.turns import ensure_session
 from storage import cron as cron_db
 from storage.cron import CronJob
 
@@ -132,6 +135,11 @@ async def create_job(ctx: Ctx) -> CronJobOut:
         await owned_session(ctx, req.session_id)
     elif not ctx.user.is_admin:
         raise ForbiddenError("only an admin can schedule messages to a connector chat", code="FORBIDDEN")
+    else:
+        # The chat's session exists from now on, and a telegram/slack chat replies into itself.
+        key = SessionKey(str(req.connector), str(req.chat_id))
+        row = await ensure_session(ctx.runtime, key, ctx.user.owner)
+        await reply_through_connector(ctx, key, row.id)
     ts = now_ms()
     job = CronJob(
         id=cron_db.new_job_id(), owner=ctx.user.owner, name=req.name, cron=req.cron,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import sqlite3
+import time
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,6 +14,7 @@ from gateway.errors import ForbiddenError, GatewayError
 from gateway.notify import BackgroundTurns
 from gateway.routes.sessions import Channel
 from gateway.turns import ensure_session, run_turn, submit
+from storage import connectors as conn_db
 
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
@@ -66,7 +69,33 @@ async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
         raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
+    await reply_through_connector(ctx, key, row.id)
     return key
+
+
+async def reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) -> None:
+    """A chat of a configured telegram or slack connector with no reply targets yet replies into that chat."""
+    kind, _, name = key.transport.partition(":")
+    service = ctx.runtime.connectors
+    config_of = getattr(service, "config_of", None)
+    if kind not in ("telegram", "slack") or not name or config_of is None or config_of(f"{kind}/{name}") is None:
+        return
+    address: dict[str, Any]
+    if kind == "telegram":
+        chat: int | str = int(key.chat_id) if key.chat_id.lstrip("-").isdigit() else key.chat_id
+        address = {"chat_id": chat}
+        if key.topic_id.isdigit():
+            address["message_thread_id"] = int(key.topic_id)
+    else:
+        address = {"channel": key.chat_id, **({"thread_ts": key.topic_id} if key.topic_id else {})}
+    target = {"plugin": kind, "connector": name, "address": address}
+
+    def txn(conn: sqlite3.Connection) -> None:
+        # Targets set by the connector's own ingress (or over the API) are left as they are.
+        if conn_db.get_reply_targets(conn, session_id) is None:
+            conn_db.set_reply_targets(conn, session_id, [target], now_ms=time.time_ns() // 1_000_000)
+
+    await ctx.store.call(txn)
 
 
 @endpoint(

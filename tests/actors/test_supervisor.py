@@ -126,3 +126,14 @@ async def test_ask_times_out_on_an_actor_that_never_answers(autojump_clock: trio
             await ask(address, lambda r: r, timeout=2.5)
         assert trio.current_time() - start == pytest.approx(2.5)
         nursery.cancel_scope.cancel()
+
+
+def test_describe_error_names_the_crash_inside_nursery_groups() -> None:
+    from actors.supervisor import describe_error
+
+    inner = Boom("manifest announces protocol 7")
+    nested = ExceptionGroup("outer", [ExceptionGroup("Exceptions from Trio nursery", [inner])])
+    assert describe_error(nested) == "Boom: manifest announces protocol 7"
+    assert describe_error(Boom("plain")) == "Boom: plain"
+    two = ExceptionGroup("two crashes", [Boom("a"), ValueError("b")])
+    assert describe_error(two).startswith("ExceptionGroup: two crashes")

@@ -187,12 +187,22 @@ def test_sigusr1_restart_keeps_the_port_and_the_data(tmp_path: Path, respawn: bo
         site.cleanup()
 
 
-def test_sigusr1_under_a_supervisor_exits_with_the_restart_code(tmp_path: Path) -> None:
-    site = Site(tmp_path, GATEWAY_ALLOW_SIGUSR1_RESTART="1", GATEWAY_SERVICE_MARKER="test")
+@pytest.mark.parametrize(
+    ("marker", "supervisor"),
+    [({"GATEWAY_SERVICE_MARKER": "test"}, "test"), ({"INVOCATION_ID": "0f2b9c3e"}, "systemd")],
+    ids=["marker", "systemd-invocation-id"],
+)
+def test_sigusr1_under_a_supervisor_exits_with_the_restart_code(
+    tmp_path: Path, marker: dict[str, str], supervisor: str
+) -> None:
+    # Respawning is not disabled here: under a supervisor the gateway exits instead of respawning.
+    site = Site(tmp_path, GATEWAY_ALLOW_SIGUSR1_RESTART="1")
+    site.env.update(marker)
+    site.env.pop("GATEWAY_NO_RESPAWN")
     try:
         proc = site.spawn("serve")
         info = site.wait_serving()
-        assert info.supervisor == "test"
+        assert info.supervisor == supervisor
         os.kill(info.pid, signal.SIGUSR1)
         assert proc.wait(timeout=CLI_TIMEOUT) == 75
         assert not lock_path(site.paths).exists()
@@ -258,3 +268,86 @@ def test_force_replaces_the_gateway_holding_the_lock(site: Site) -> None:
     assert f"--force: stopping the gateway holding the lock (pid {before.pid})" in site.output()
     assert site.cli("stop").returncode == 0
     assert second.wait(timeout=CLI_TIMEOUT) == 0
+
+
+def test_restart_force_kills_and_starts_anew_even_when_sigusr1_is_allowed(tmp_path: Path) -> None:
+    site = Site(tmp_path, GATEWAY_ALLOW_SIGUSR1_RESTART="1")
+    try:
+        proc = site.spawn("serve")
+        before = site.wait_serving()
+        assert before.sigusr1, "without --force this restart would be a SIGUSR1"
+        restart = site.cli("restart", "--force")
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        assert "SIGUSR1" not in restart.stdout and "started pid" in restart.stdout
+        assert proc.wait(timeout=CLI_TIMEOUT) == -signal.SIGKILL
+        after = site.wait_serving(not_pid=before.pid)
+        assert f"gateway running again (pid {after.pid})" in restart.stdout
+        assert site.cli("stop").returncode == 0
+    finally:
+        site.cleanup()
+
+
+def test_token_shows_one_token_and_rotate_replaces_it(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    first = site.cli("token")
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.strip()
+    assert len(token) >= 32 and site.paths.token_file.read_text().strip() == token
+    assert site.cli("token").stdout.strip() == token, "showing the token never changes it"
+
+    rotated = site.cli("token", "--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert len(new) >= 32 and new != token
+    assert site.paths.token_file.read_text().strip() == new
+    assert site.paths.token_file.stat().st_mode & 0o777 == 0o600
+    assert "restart the gateway" in rotated.stderr and new not in rotated.stderr
+    assert site.cli("token").stdout.strip() == new
+
+    # A token written in the config file is not the CLI's to rotate.
+    site.config_file.write_text(
+        site.config_file.read_text().replace("[server]\n", '[server]\ntoken = "a-strong-token-of-sufficient-length"\n')
+    )
+    refused = site.cli("token", "--rotate")
+    assert refused.returncode == 78 and "server.token" in refused.stderr
+    assert site.paths.token_file.read_text().strip() == new
+
+
+def _run_on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run `argv` with its stdout on a pseudo-terminal; return its exit code and everything it wrote."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdout=slave, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(timeout=CLI_TIMEOUT), out
+    finally:
+        os.close(master)
+
+
+def test_colours_on_a_terminal_only(site: Site) -> None:
+    env = {k: v for k, v in site.env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm-256color"
+    piped = subprocess.run(site.argv("status"), env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert piped.returncode == 3 and "error: gateway is not running" in piped.stdout
+    assert "\x1b[" not in piped.stdout
+    code, shown = _run_on_a_terminal(site.argv("status"), env)
+    assert code == 3
+    assert "\x1b[31;1m✘ gateway is not running\x1b[0m".encode() in shown
+    code, plain = _run_on_a_terminal(site.argv("status"), {**env, "NO_COLOR": "1"})
+    assert code == 3 and b"gateway is not running" in plain and b"\x1b[" not in plain

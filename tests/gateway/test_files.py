@@ -199,3 +199,27 @@ async def test_file_access_home_and_all(nursery: trio.Nursery, tmp_path: Path, m
         assert r.status_code == 200 and r.text == "ELSEWHERE"
         assert (await get(gw, f"{elsewhere}\x00")).status_code == 400  # still no NUL, even with every root
         await gw.stop()
+
+
+async def test_uploads_may_exceed_the_general_body_limit_up_to_their_own(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # Every other route stops at server.max_body_bytes; /upload and /api/files have their own, larger limits.
+    config, paths = make_config(
+        tmp_path,
+        server={"max_body_bytes": 16 * 1024},
+        files={"max_upload_bytes": 128 * 1024},
+        limits={"max_upload_bytes": 64 * 1024},
+    )
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(20):
+        data = b"z" * (50 * 1024)
+        assert (await upload(gw, "big.bin", data)).status_code == 200
+        assert (await upload(gw, "bigger.bin", data * 2)).status_code == 200
+        assert (await upload(gw, "too-big.bin", data * 3)).status_code == 413
+        async with httpx.AsyncClient(base_url=gw.base_url, headers=auth(gw)) as http:
+            r = await http.post("/api/files", files={"file": ("a.bin", data, "application/octet-stream")})
+            assert r.status_code == 201, r.text
+            r = await http.post("/api/files", files={"file": ("b.bin", data * 2, "application/octet-stream")})
+            assert r.status_code == 413
+            r = await http.post("/api/agent", json={"message": "x" * (20 * 1024)})
+            assert r.status_code == 413
+        await gw.stop()

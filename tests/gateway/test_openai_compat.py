@@ -55,3 +55,34 @@ async def test_openai_errors_are_openai_shaped(gateway: RunningGateway) -> None:
 
     with trio.fail_after(60):
         assert await trio.to_thread.run_sync(bad_calls) == [401, 422]
+
+
+async def test_the_session_can_come_from_the_x_session_id_header(gateway: RunningGateway) -> None:
+    def talk() -> tuple[str, int]:
+        client = openai.OpenAI(
+            base_url=f"{gateway.base_url}/v1",
+            api_key=TOKEN,
+            max_retries=0,
+            timeout=20,
+            default_headers={"X-Session-Id": "from-header"},
+        )
+        done = client.chat.completions.create(model="gateway", messages=[{"role": "user", "content": "via header"}])
+        bad = openai.OpenAI(
+            base_url=f"{gateway.base_url}/v1",
+            api_key=TOKEN,
+            max_retries=0,
+            timeout=20,
+            default_headers={"X-Session-Id": "no spaces allowed"},
+        )
+        try:
+            bad.chat.completions.create(model="gateway", messages=[{"role": "user", "content": "x"}])
+        except openai.UnprocessableEntityError as exc:
+            return done.choices[0].message.content or "", exc.status_code
+        return done.choices[0].message.content or "", 200
+
+    with trio.fail_after(60):
+        reply, bad_status = await trio.to_thread.run_sync(talk)
+    assert reply == "via header" and bad_status == 422
+    async with admin_client(gateway) as client:
+        sessions = (await client.get("/api/sessions")).json()["sessions"]
+    assert [s["latest_message"] for s in sessions if s["key"] == "openai:admin.from-header"] == ["via header"]

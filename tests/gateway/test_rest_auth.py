@@ -131,6 +131,14 @@ async def test_admin_user_routes_and_their_rules(gateway: RunningGateway) -> Non
         bad = await admin.client.put(f"/api/admin/users/{user.id}/status", json={"status": "sleepy"})
         assert bad.status_code == 422 and error_of(bad)["details"][0]["loc"] == ["body", "status"]
         assert (await user.client.get("/api/auth/me")).status_code == 200
+        # Inactive: refused at once and at login, and back in once active again.
+        assert (await admin.client.put(f"/api/admin/users/{user.id}/status", json={"status": "inactive"})).is_success
+        assert (await user.client.get("/api/auth/me")).status_code == 401
+        ivan = {"username": "ivan", "password": "correct horse battery"}
+        login = await admin.client.post("/api/auth/login", json=ivan)
+        assert login.status_code == 403 and error_of(login)["code"] == "USER_INACTIVE"
+        assert (await admin.client.put(f"/api/admin/users/{user.id}/status", json={"status": "active"})).is_success
+        assert (await user.client.get("/api/auth/me")).status_code == 200
         banned = await admin.client.put(f"/api/admin/users/{user.id}/status", json={"status": "banned"})
         assert banned.status_code == 200
         # A banned user's access token stops working at once, and logging in says why.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,7 +44,7 @@ async def test_notifications_rest_and_publish(gateway: RunningGateway) -> None:
 
 async def test_files_upload_download_ownership(gateway: RunningGateway) -> None:
     with trio.fail_after(30):
-        await register(gateway, "root")
+        root = await register(gateway, "root")
         bob = await register(gateway, "bob")
         carol = await register(gateway, "carol")
         content = "€ rates\n".encode() * 1000
@@ -69,6 +70,9 @@ async def test_files_upload_download_ownership(gateway: RunningGateway) -> None:
         ]:
             r = await carol.client.request(method, path)
             assert r.status_code == 403 and error_of(r)["code"] == "FILE_FORBIDDEN"
+        # The super admin sees every file.
+        assert (await root.client.get(f"/api/files/{fid}")).status_code == 200
+        assert (await root.client.get(f"/api/files/{fid}/download")).content == content
         # Attaching someone else's file to a chat is refused too.
         sid = (await carol.client.post("/api/sessions", json={})).json()["session_id"]
         r = await carol.client.post(f"/api/sessions/{sid}/chat", json={"message": "read it", "files": [fid]})
@@ -179,18 +183,6 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert r.json()["sessions"] == 0
             assert services == {"storage": "ok", "scheduler": "ok", "disk": "ok", "connectors": "ok", "mcp": "ok"}
             assert (await bob.client.get("/api/status")).status_code == 403
-            gateway.runtime.status_checks["connectors"] = lambda: {
-                "status": "error",
-                "details": "telegram: polling failed",
-            }
-            down = await client.get("/api/status")
-            assert down.status_code == 503
-            err = error_of(down)
-            assert err["code"] == "SERVICE_UNAVAILABLE" and "connectors" in err["message"]
-            assert {"service": "connectors", "status": "error", "details": "telegram: polling failed"} in err[
-                "details"
-            ]["services"]
-            del gateway.runtime.status_checks["connectors"]
 
             from gateway.logs import memory_handler
 
@@ -209,6 +201,15 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert len(logs) == 1 and logs[0]["level"] == "warning"
             assert gateway.token not in logs[0]["msg"], "secrets never reach the log API"
             assert (await client.get("/api/logs", params={"since": "2999-01-01T00:00:00Z"})).json()["logs"] == []
+            assert (await client.get("/api/logs", params={"until": "2000-01-01T00:00:00Z"})).json()["logs"] == []
+            assert (
+                len(
+                    (await client.get("/api/logs", params={"until": "2999-01-01T00:00:00Z", "q": "disk"})).json()[
+                        "logs"
+                    ]
+                )
+                == 1
+            )
             assert (await client.get("/api/logs", params={"since": "yesterday"})).status_code == 422
             assert (await client.get("/api/logs", params={"level": "loud"})).status_code == 422
             assert (await bob.client.get("/api/logs")).status_code == 403
@@ -220,13 +221,32 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert models["active_provider"] == "echo"
 
 
+async def test_status_is_503_while_the_disk_is_short_of_space(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # No stub: the real disk check, told to want more free space than any disk here has (1 EiB).
+    gw = await start_gateway(nursery, *make_config(tmp_path, storage={"min_free_disk_mb": 2**40}))
+    with trio.fail_after(30):
+        async with admin_client(gw) as client:
+            down = await client.get("/api/status")
+        assert down.status_code == 503
+        err = error_of(down)
+        assert err["code"] == "SERVICE_UNAVAILABLE" and err["message"] == "in error: disk"
+        services = {s["service"]: s for s in err["details"]["services"]}
+        assert services["disk"]["status"] == "error" and "MiB free" in services["disk"]["details"]
+        assert services["storage"]["status"] == "ok" and err["details"]["status"] == "error"
+        await gw.stop()
+
+
 async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
     with trio.fail_after(30):
         async with httpx.AsyncClient(base_url=gateway.base_url) as anon:
             spec = (await anon.get("/openapi.json")).json()
             docs = await anon.get("/docs")
             viewer = await anon.get("/docs/viewer.js")
+            css = await anon.get("/docs/viewer.css")
             assert (await anon.get("/docs/../../config.py")).status_code == 404
+            # CORS is off by default: no browser origin is let in.
+            cors = await anon.get("/openapi.json", headers={"Origin": "http://app.example"})
+            assert "access-control-allow-origin" not in cors.headers
     assert spec["openapi"].startswith("3.")
     ops = {(m.upper(), p) for p, methods in spec["paths"].items() for m in methods}
     for needed in [
@@ -240,3 +260,9 @@ async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
     assert spec["components"]["schemas"]["RegisterRequest"]["properties"]["password"]["minLength"] == 8
     assert docs.status_code == 200 and "viewer.js" in docs.text and "http" not in docs.text.split("<body>")[0]
     assert viewer.status_code == 200 and "openapi.json" in viewer.text
+    assert css.status_code == 200
+    # Nothing is fetched from elsewhere (no CDN): the page and its assets name no remote URL.
+    for text in (docs.text, viewer.text, css.text):
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), text[:200]
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
+        assert asset.startswith("/"), asset

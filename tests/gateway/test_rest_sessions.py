@@ -104,10 +104,12 @@ async def test_stop_aborts_a_running_turn(nursery: trio.Nursery, tmp_path: Path)
                     if line.startswith("event: "):
                         seen.append(line[7:])
                         if line == "event: text_delta":
+                            running = (await client.get(f"/api/sessions/{sid}")).json()["status"]
+                            assert running == "running"
                             stop = await client.post(f"/api/sessions/{sid}/stop")
                             assert stop.status_code == 200 and stop.json()["status"] == "ok"
             assert seen[-1] == "turn_ended" and seen.count("text_delta") < 8
-            assert (await client.get(f"/api/sessions/{sid}")).json()["status"] in ("completed", "pending")
+            assert (await client.get(f"/api/sessions/{sid}")).json()["status"] == "completed"
         await gw.stop()
 
 

@@ -132,3 +132,46 @@ def test_service_commands_fail_clearly_without_a_service_manager(tmp_path: Path)
         )
         assert r.returncode == 1, (command, r.stderr)
         assert "is not available here" in r.stderr and "Traceback" not in r.stderr
+
+
+_FAKE_SYSTEMCTL = """#!/bin/sh
+# A stand-in for systemd's systemctl: records how it was called; `status` answers like systemd does.
+echo "$*" >> "$SYSTEMCTL_LOG"
+if [ "$2" = "status" ]; then echo "gateway.service - agent gateway"; echo "   Active: active (running)"; exit 0; fi
+exit 0
+"""
+
+
+def test_install_start_status_uninstall_drive_systemctl(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(_FAKE_SYSTEMCTL)
+    fake.chmod(0o755)
+    calls = tmp_path / "systemctl.log"
+    env = {**site.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SYSTEMCTL_LOG": str(calls)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [*site.command, *args] if args[0] != "install" else site.argv(*args)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+
+    unit = Path(site.env["XDG_CONFIG_HOME"]) / "systemd" / "user" / "gateway.service"
+    installed = run("install", "--port", "9123")
+    assert installed.returncode == 0, installed.stderr
+    assert "--port 9123" in unit.read_text() and str(site.config_file) in unit.read_text()
+    started = run("service-start")
+    assert started.returncode == 0, started.stderr
+    status = run("service-status")
+    assert status.returncode == 0 and "Active: active (running)" in status.stdout
+    removed = run("uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not unit.exists()
+    assert calls.read_text().splitlines() == [
+        "--user daemon-reload",
+        "--user enable gateway.service",
+        "--user start gateway.service",
+        "--user status --no-pager gateway.service",
+        "--user disable --now gateway.service",
+        "--user daemon-reload",
+    ]

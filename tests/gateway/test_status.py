@@ -18,7 +18,7 @@ from tests.conftest import TOKEN, RunningGateway, make_config
 
 
 async def test_status_merges_lock_health_api_status_and_identity(nursery: trio.Nursery, tmp_path: Path) -> None:
-    config, paths = make_config(tmp_path)
+    config, paths = make_config(tmp_path, connectors={"http": {"hooks": {"allow_unauthenticated_ingress": True}}})
     rt: Runtime = await nursery.start(partial(run, config, paths, token=TOKEN))
     lock = acquire(paths)  # this test process plays the gateway's part in the lock
     lock.update(url=rt.binds[0], port=int(rt.binds[0].rsplit(":", 1)[1]))
@@ -38,6 +38,10 @@ async def test_status_merges_lock_health_api_status_and_identity(nursery: trio.N
     control.print_status(data, Term(term_out))
     text = term_out.getvalue()
     assert f"identity:    {data['identity']}" in text and "connectors:" in text and TOKEN not in text
+    # Connector health, one line per connector.
+    connectors = next(s for s in data["services"] if s["service"] == "connectors")["details"]
+    assert connectors["http/hooks"]["state"] == "running"
+    assert "    http/hooks:" in text and "running" in text.split("http/hooks:", 1)[1].splitlines()[0]
 
 
 async def test_status_says_when_the_token_is_not_the_gateways(gateway: RunningGateway) -> None:

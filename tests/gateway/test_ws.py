@@ -15,6 +15,7 @@ from wsproto.events import Ping, Request
 
 from gateway import crypto
 from tests.conftest import RunningGateway, make_config, start_gateway
+from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.wshelpers import client, deltas, plain, raw, until, url
 
 
@@ -284,3 +285,26 @@ async def test_a_client_written_from_the_protocol_notes_alone(gateway: RunningGa
             }
             await send({"type": "message", "text": "/Stop"})
             assert (await receive()) == {"type": "abort_ok", "killed": 0}
+
+
+async def test_connections_past_ws_max_connections_are_refused_with_1013(nursery: trio.Nursery, tmp_path: Path) -> None:
+    gw = await start_gateway(nursery, *make_config(tmp_path, ws={"max_connections": 2}))
+    with trio.fail_after(20):
+        async with client(gw) as a, client(gw, chat_id=2) as b:
+            async with raw(gw) as third:
+                err = await plain(third)
+                assert err["type"] == "error" and err["code"] == "TOO_MANY_CONNECTIONS" and err["message"]
+                with pytest.raises(ConnectionClosed):
+                    await third.get_message()
+                assert third.closed is not None and third.closed.code == 1013
+            assert gw.runtime.connections == 2
+            assert a.ws.closed is None and b.ws.closed is None, "the open ones are untouched"
+
+        # Once they leave, the next is let in.
+        async def free() -> bool:
+            return gw.runtime.connections == 0
+
+        await wait_for(free, timeout=10)
+        async with client(gw) as again:
+            assert again.ws.closed is None
+    await gw.stop()

@@ -132,3 +132,26 @@ def test_sequence_numbers_continue_above_a_crashed_turns_reservation(tmp_path: P
     msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
     # A clean end gives the reservation back: the next life continues right after the last stored number.
     assert msg_db.seq_floor(conn, s.id) == 1001
+
+
+def test_session_status_follows_its_turns(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "s.db")
+
+    def status() -> str:
+        row = sess_db.get_session(conn, sid)
+        assert row is not None
+        return row.status
+
+    sid = sess_db.get_or_create_session(conn, "webchat", "1", "", now_ms=1).id
+    assert status() == "pending"  # nothing asked yet
+    first = msg_db.create_turn(conn, sid, "one", now_ms=2)
+    assert status() == "waiting"  # queued, not started
+    msg_db.start_turn(conn, first, now_ms=3)
+    assert status() == "running"
+    second = msg_db.create_turn(conn, sid, "two", now_ms=4)
+    assert status() == "running", "a turn queued behind a running one leaves it running"
+    msg_db.finish_turn(conn, first, "completed", now_ms=5, result="1", session_status="waiting")
+    assert status() == "waiting"
+    msg_db.start_turn(conn, second, now_ms=6)
+    msg_db.finish_turn(conn, second, "completed", now_ms=7, result="2")
+    assert status() == "completed"

@@ -11,6 +11,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 OUT = Path(sys.argv[1])
+# The protocol its /manifest announces (a test passes another to see the gateway refuse it).
+PROTOCOL = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 
 
 def fetch_credentials() -> dict[str, str]:
@@ -42,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/manifest":
-            self._json(200, {"protocol_version": 1, "name": "test-sidecar"})
+            self._json(200, {"protocol_version": PROTOCOL, "name": "test-sidecar"})
         elif self.path == "/health":
             self._json(200, {"status": "ready"})
         else:

@@ -243,3 +243,40 @@ def test_a_bad_connector_in_the_config_file_is_a_config_error() -> None:
         parse_config({"connectors": {"http": {"x": {"bearer_token": {"env": "A", "value": "b"}}}}})
     ok = parse_config({"connectors": {"external": {"e": {"shared_token": {"env": "E_TOKEN"}}}}})
     assert ok.connectors["external"]["e"]["shared_token"] == {"env": "E_TOKEN"}
+
+
+async def test_rotating_a_secret_takes_effect_at_once(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    events = "/v1/connectors/external/{name}/events"
+
+    async def ingest(c: Any, name: str, token: str, event_id: str) -> int:
+        r = await c.post(
+            events.format(name=name),
+            json={"event_id": event_id, "routing_key": "rk", "content": "hi"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        return int(r.status_code)
+
+    with trio.fail_after(30):
+        async with admin(gw) as c:
+            # Through the secrets API: the connectors reading the slot are restarted with the new value.
+            assert (await c.put("/v1/runtime/secrets/team/ext", json={"value": "first-shared-token-0001"})).is_success
+            r = await put(c, "external", "byref", {"shared_token": {"secret_ref": "team/ext"}})
+            assert r.status_code == 201, r.text
+            assert await ingest(c, "byref", "first-shared-token-0001", "e1") == 200
+            r = await c.put("/v1/runtime/secrets/team/ext", json={"value": "second-shared-token-002"})
+            assert r.status_code == 200 and r.json()["restarted"] == ["external/byref"]
+            assert await ingest(c, "byref", "first-shared-token-0001", "e2") == 401
+            assert await ingest(c, "byref", "second-shared-token-002", "e3") == 200
+            # Through the connector: a new `{value}` replaces the old one in its slot.
+            assert (await put(c, "external", "own", {"shared_token": {"value": "own-token-one-000001"}})).is_success
+            assert await ingest(c, "own", "own-token-one-000001", "o1") == 200
+            assert (await put(c, "external", "own", {"shared_token": {"value": "own-token-two-000002"}})).is_success
+            assert await ingest(c, "own", "own-token-one-000001", "o2") == 401
+            assert await ingest(c, "own", "own-token-two-000002", "o3") == 200
+            # The secrets listing names slots, never values.
+            listing = (await c.get("/v1/runtime/secrets")).text
+            assert "team/ext" in listing
+            assert "second-shared-token-002" not in listing and "own-token-two-000002" not in listing
+    await gw.stop()

@@ -84,6 +84,12 @@ async def test_batch_is_ordered_not_atomic_and_idempotent(nursery: trio.Nursery,
             assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
             huge = await c.post(BATCH, json={"events": [ev("h", text="x" * (3 * 1024 * 1024))]})
             assert huge.status_code == 413
+            # The limit is 2 MiB of body: just under it is taken, just over it is not.
+            mib2 = 2 * 1024 * 1024
+            just_under = await c.post(BATCH, json={"events": [ev("u", text="x" * (mib2 - 200))]})
+            assert just_under.status_code == 200 and just_under.json()["results"][0]["status"] == "accepted"
+            just_over = await c.post(BATCH, json={"events": [ev("o", text="x" * mib2)]})
+            assert just_over.status_code == 413 and just_over.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
             assert (await c.post(BATCH, content=b"{not json")).status_code == 400
             assert (await c.post(BATCH, json={"events": "no"})).status_code == 422
         async with client(gw, token="wrong-token-000000000") as bad:
@@ -96,7 +102,7 @@ async def test_batch_is_ordered_not_atomic_and_idempotent(nursery: trio.Nursery,
     def count(conn: sqlite3.Connection) -> int:
         return ingress_db.count_events(conn, "external/ext")
 
-    assert await gw.runtime.store.call(count) == 4
+    assert await gw.runtime.store.call(count) == 5
     await gw.stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
     received: list[dict[str, Any]] = []
     keys: list[str] = []
     attempts = {"flaky": 0, "broken": 0}
+    broken_at: list[float] = []
 
     async def flaky(request: Request) -> Response:
         attempts["flaky"] += 1
@@ -29,12 +31,13 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
 
     async def broken(request: Request) -> Response:
         attempts["broken"] += 1
+        broken_at.append(trio.current_time())
         return JSONResponse({"error": "down"}, status_code=500)
 
     async with fake_server(
         [Route("/flaky", flaky, methods=["POST"]), Route("/broken", broken, methods=["POST"])]
     ) as url:
-        config, paths = make_config(tmp_path, outbox={"backoff": 0.05, "max_attempts": 4, "max_backoff": 0.2})
+        config, paths = make_config(tmp_path, outbox={"backoff": 0.2, "max_attempts": 4, "max_backoff": 0.8})
         gw = await start_gateway(nursery, config, paths)
         with trio.fail_after(40):
             async with admin(gw) as c:
@@ -75,6 +78,10 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
                 rows = await wait_for(dead)
                 assert rows[0]["attempts"] == 4 and "HTTP 500" in rows[0]["last_error"]
                 assert attempts["broken"] == 4
+                # Exponential backoff between attempts: at least 0.2 s, then 0.4 s, then 0.8 s (a slow machine
+                # only makes the gaps longer; retries without backoff would come back within milliseconds).
+                gaps = [b - a for a, b in itertools.pairwise(broken_at)]
+                assert [g >= want for g, want in zip(gaps, (0.19, 0.39, 0.79), strict=True)] == [True] * 3, gaps
                 ok = (await c.get("/v1/runtime/outbox", params={"state": "delivered"})).json()["deliveries"]
                 assert len(ok) == 1 and ok[0]["attempts"] == 3
                 # A dead letter can be retried by hand.

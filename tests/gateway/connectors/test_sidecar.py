@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import trio
 
+from gateway.procs import is_alive
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, connector_status, put, wait_for
 
@@ -119,8 +120,77 @@ async def test_sidecar_lifecycle_credentials_and_delivery(
             d = (await wait_for(delivered))[0]
             assert d["body"]["text"] == "to the sidecar" and d["body"]["route"] == {"channel": "chan-1"}
             assert d["key"] == d["body"]["delivery_id"]
-            # Deleting the connector stops its sidecar.
+            # Deleting the connector stops its sidecar (once no session replies through it any more).
+            new_pid = (await connector_status(c, "external/side"))["sidecar"]["pid"]
             assert (await c.delete("/v1/runtime/connectors/external/side")).status_code == 409  # reply targets
+            sid = r.json()["session_id"]
+            assert (await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": []})).status_code == 200
+            assert (await c.delete("/v1/runtime/connectors/external/side")).status_code == 204
+
+            async def gone() -> bool:
+                return not is_alive(new_pid)
+
+            await wait_for(gone)
     await gw.stop()
     log_text = "\n".join(str(x) for x in (tmp_path / "data").rglob("*.log"))
     assert PLATFORM_SECRET not in log_text
+
+
+async def test_a_sidecar_announcing_another_protocol_is_refused_and_restarted(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    out = tmp_path / "sidecar"
+    out.mkdir()
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    app = Path(__file__).with_name("sidecar_app.py")
+    with trio.fail_after(60):
+        async with admin(gw) as c:
+            r = await put(
+                c,
+                "external",
+                "future",
+                {
+                    "allow_unauthenticated_ingress": True,
+                    "mode": "sidecar",
+                    "base_url": f"http://127.0.0.1:{free_port()}",
+                    "child_process": {"command": [sys.executable, str(app), str(out), "7"]},
+                },
+            )
+            assert r.status_code == 201, r.text
+
+            async def refused() -> dict[str, Any] | None:
+                st = await connector_status(c, "external/future")
+                error = st.get("last_error") or ""
+                return st if st["restarts"] >= 2 and "protocol 7" in error else None
+
+            st = await wait_for(refused, timeout=40, interval=0.5)
+            # The health page names the real cause, not the nursery groups wrapped around it.
+            assert st["last_error"] == "SidecarError: sidecar manifest announces protocol 7; expected 1"
+            assert st["sidecar"]["health"] is None, "a refused sidecar is never reported healthy"
+            # Each refused life was a real process, and each was stopped before the next began.
+            starts = sorted(out.glob("start-*.json"))
+            assert len(starts) >= 2
+            pids = [int(p.stem.split("-")[1]) for p in starts]
+            assert not any(is_alive(pid) for pid in pids[:-1])
+    await gw.stop()
+
+
+def test_sidecar_credential_tokens_expire_and_are_bound_to_one_connector() -> None:
+    import pytest
+
+    from gateway.connectors.base import SidecarTokens
+    from gateway.errors import UnauthorizedError
+
+    tokens = SidecarTokens()
+    live = tokens.issue("external/a", {"KEY": "slot"}, ttl=3600)
+    assert tokens.check(live, "external/a").keys == {"KEY": "slot"}
+    with pytest.raises(UnauthorizedError):
+        tokens.check(live, "external/b")
+    expired = tokens.issue("external/a", {"KEY": "slot"}, ttl=-1)
+    with pytest.raises(UnauthorizedError):
+        tokens.check(expired, "external/a")
+    tokens.revoke(live)
+    with pytest.raises(UnauthorizedError):
+        tokens.check(live, "external/a")
+    assert len(live) >= 40 and live != expired

@@ -27,7 +27,11 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.offsets: list[int] = []
         self.sent: list[dict[str, Any]] = []
+        self.downloads: list[str] = []
         self.fail_next = 2  # the first getUpdates calls fail, so the poller must restart
+        # Answer the next getUpdates with every update, whatever its offset: what Telegram does when the
+        # offset confirming them never reached it (the gateway died before it polled again).
+        self.replay_once = False
         self.changed = trio.Event()
 
     def routes(self) -> list[Route]:
@@ -47,6 +51,9 @@ class FakeBotApi:
                 return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, status_code=502)
             offset = int(body.get("offset", 0))
             self.offsets.append(offset)
+            if self.replay_once:
+                self.replay_once = False
+                return JSONResponse({"ok": True, "result": list(self.updates)})
             with trio.move_on_after(min(float(body.get("timeout", 0)), 0.5)):
                 while not [u for u in self.updates if u["update_id"] >= offset]:
                     await self.changed.wait()
@@ -63,6 +70,7 @@ class FakeBotApi:
     async def file(self, request: Request) -> Response:
         if request.path_params["token"] != BOT:
             return Response(status_code=401)
+        self.downloads.append(request.path_params["path"])
         return Response(b"content of " + request.path_params["path"].encode())
 
     def push(self, update: dict[str, Any]) -> None:
@@ -129,21 +137,31 @@ async def test_polling_files_offsets_restarts_and_send_message(nursery: trio.Nur
                 st = await connector_status(c, "telegram/poll")
                 assert st["restarts"] >= 1 and st["state"] == "running"
 
-                # A re-delivered update is a duplicate, not a second event.
-                api.updates = [u for u in api.updates if u["update_id"] == 101]
-                api.push(message(103, "after"))
-
-                async def four() -> bool:
-                    return await store.call(count) == 4
-
-                await wait_for(four)
-
                 # Replies go back to the chat and topic through sendMessage.
                 async def sent() -> list[dict[str, Any]]:
                     return [m for m in api.sent if m["text"].startswith("hello")]
 
                 reply = (await wait_for(sent))[0]
                 assert reply["chat_id"] == 42 and reply["message_thread_id"] == 5
+        await gw.stop()
+
+        # A new gateway on the same data polls from the saved offset; updates Telegram sends again
+        # (as after a crash before the offset reached it) are recognised by update_id and stored once.
+        api.offsets.clear()
+        api.replay_once = True
+        api.push(message(103, "after the restart"))
+        gw = await start_gateway(nursery, config, paths)
+        store = gw.runtime.store
+        with trio.fail_after(60):
+
+            async def four() -> bool:
+                return await store.call(count) == 4
+
+            await wait_for(four, timeout=30)
+            assert api.offsets[0] == 103, api.offsets
+            assert sorted(dict(await store.call(texts))) == ["100", "101", "102", "103"]
+            assert await store.call(ingress_db.poll_offset, "telegram/poll") == 104
+            assert sorted(api.downloads) == ["docs/big", "docs/doc1"], "re-sent updates download nothing again"
         await gw.stop()
 
 
@@ -185,3 +203,82 @@ async def test_webhook_secret_dedupe_and_sessions(nursery: trio.Nursery, tmp_pat
 
     assert await gw.runtime.store.call(count) == 4
     await gw.stop()
+
+
+async def test_api_message_to_a_telegram_chat_replies_through_send_message(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api = FakeBotApi()
+    async with fake_server(api.routes()) as base:
+        config, paths = make_config(tmp_path)
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                body = {"bot_token": {"value": BOT}, "secret_token": {"value": SECRET}, "api_base_url": base}
+                assert (await put(c, "telegram", "bot", body)).status_code == 201
+                # A chat the bot has never heard from: the agent's reply still goes to it, through the connector.
+                r = await c.post(
+                    "/api/message",
+                    json={"channel": "telegram", "accountId": "bot", "chat_id": 77, "topic_id": "3", "content": "hi"},
+                )
+                assert r.status_code == 202, r.text
+                sid = r.json()["session_id"]
+
+                async def sent() -> list[dict[str, Any]]:
+                    return [m for m in api.sent if m["text"] == "hi"]
+
+                assert (await wait_for(sent)) == [{"chat_id": 77, "text": "hi", "message_thread_id": 3}]
+                targets = (await c.get(f"/v1/sessions/{sid}/reply-targets")).json()["reply_targets"]
+                assert targets == [
+                    {"plugin": "telegram", "connector": "bot", "address": {"chat_id": 77, "message_thread_id": 3}}
+                ]
+                # A cron job for another chat of the connector replies there too.
+                job = await c.post(
+                    "/api/cron/create",
+                    json={
+                        "prompt": "daily ping",
+                        "interval_seconds": 3600,
+                        "connector": "telegram:bot",
+                        "chat_id": "78",
+                    },
+                )
+                assert job.status_code == 201, job.text
+                assert (await c.post("/api/cron/trigger", json={"job_id": job.json()["id"]})).status_code == 200
+
+                async def pinged() -> list[dict[str, Any]]:
+                    return [m for m in api.sent if m["text"] == "daily ping"]
+
+                assert (await wait_for(pinged)) == [{"chat_id": 78, "text": "daily ping"}]
+                # Targets chosen over the API are kept: the next message does not reset them.
+                assert (await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": []})).is_success
+                r = await c.post(
+                    "/api/message/sync",
+                    json={"channel": "telegram:bot", "chat_id": "77", "topic_id": "3", "content": "quiet"},
+                )
+                assert r.status_code == 200 and r.json()["session_id"] == sid
+                assert (await c.get(f"/v1/sessions/{sid}/reply-targets")).json()["reply_targets"] == []
+        await gw.stop()
+
+
+async def test_a_poller_that_keeps_failing_puts_status_in_error(nursery: trio.Nursery, tmp_path: Path) -> None:
+    api = FakeBotApi()
+    async with fake_server(api.routes()) as base:
+        config, paths = make_config(tmp_path)
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                # A revoked bot token: every getUpdates is a 401, so the poller crashes and backs off, again and again.
+                body = {"bot_token": {"value": "999:revoked"}, "ingress_mode": "polling", "api_base_url": base}
+                assert (await put(c, "telegram", "dead", body)).status_code == 201
+
+                async def in_error() -> dict[str, Any] | None:
+                    r = await c.get("/api/status")
+                    return r.json() if r.status_code == 503 else None
+
+                down = await wait_for(in_error, timeout=30, interval=0.2)
+                services = {s["service"]: s for s in down["error"]["details"]["services"]}
+                assert services["connectors"]["status"] == "error"
+                dead = services["connectors"]["details"]["telegram/dead"]
+                assert dead["state"] in ("restarting", "failed") and dead["restarts"] >= 1
+                assert "getUpdates: HTTP 401" in dead["last_error"] and "999:revoked" not in str(down)
+        await gw.stop()
