@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -362,7 +362,7 @@ class EventsQuery(msgspec.Struct, kw_only=True):
 
 
 class EventsResponse(msgspec.Struct, kw_only=True):
-    events: list[dict[str, object]]
+    events: list[dict[str, Any]]
     last_seq: int
     more: bool
 

@@ -73,8 +73,12 @@ export async function raw(path, opts = {}, retry = true) {
   const headers = new Headers(opts.headers || {});
   if (bearer()) headers.set("Authorization", `Bearer ${bearer()}`);
   const r = await fetch(path, { ...opts, headers });
-  if (r.status === 401 && retry && auth && auth.kind === "user" && (await refresh())) return raw(path, opts, false);
-  if (r.status === 401 && path !== "/api/auth/login") window.dispatchEvent(new CustomEvent("gateway:unauthorized"));
+  if (r.status === 401 && auth && retry) {
+    // Sign out only when the credential itself is refused: a route that takes only the gateway token also
+    // answers 401 to a (freshly refreshed, valid) account token, and that must not end the session.
+    if (auth.kind === "user" && (await refresh())) return raw(path, opts, false);
+    window.dispatchEvent(new CustomEvent("gateway:unauthorized"));
+  }
   if (!r.ok) throw await toError(r);
   return r;
 }

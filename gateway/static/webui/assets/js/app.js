@@ -81,7 +81,7 @@ function loginView() {
   tabs.append(tab("Gateway token", tokenForm), tab("Account", userForm));
   tabs.firstChild.classList.add("active");
   const done = () => {
-    location.hash = "#/chat";
+    history.replaceState(null, "", "#/chat"); // no hashchange: start() routes once
     start();
   };
   tokenForm.addEventListener("submit", async (e) => {
@@ -135,6 +135,7 @@ function logout() {
   if (chatState.engine) chatState.engine.close();
   chatState.engine = null;
   chatState.ref = null;
+  chatState.pending = null;
   clearInterval(pollTimer);
   setAuth(null);
   loginView();

@@ -6,7 +6,7 @@ import { icon } from "./icons.js";
 import { clear, fmtBytes, h, toast } from "./ui.js";
 import { sessionList } from "./sessions.js";
 
-export const chatState = { engine: null, ref: null };
+export const chatState = { engine: null, ref: null, pending: null };
 
 // Resolve a route ref (session id or key; empty = the default chat) to an engine target.
 async function targetFor(ref) {
@@ -26,11 +26,11 @@ async function targetFor(ref) {
 }
 
 export function engineFor(ref, onNotification) {
-  if (chatState.engine && chatState.ref === ref) return Promise.resolve(chatState.engine);
+  if (chatState.ref === ref && chatState.pending) return chatState.pending; // one engine per chat, even when asked twice
   if (chatState.engine) chatState.engine.close();
   chatState.engine = null;
   chatState.ref = ref;
-  return targetFor(ref).then((target) => {
+  chatState.pending = targetFor(ref).then((target) => {
     if (chatState.ref !== ref) return chatState.engine; // switched again meanwhile
     const engine = new ChatEngine(target);
     engine.addEventListener("notification", (e) => onNotification(e.detail));
@@ -39,6 +39,10 @@ export function engineFor(ref, onNotification) {
     engine.start();
     return engine;
   });
+  chatState.pending.catch(() => {
+    if (chatState.ref === ref) chatState.ref = chatState.pending = null; // let the next visit try again
+  });
+  return chatState.pending;
 }
 
 function renderMessage(item) {

@@ -1,7 +1,7 @@
 // Control panel screens: connectors (health from /api/status, secrets write-only), models and provider, MCP, skills.
 // The app-config, MCP, skills and models-json routes may be absent on an older gateway: each screen then says so.
 
-import { del, get, patch, post, put } from "./api.js";
+import { del, get, isToken, patch, post, put } from "./api.js";
 import { button, clear, confirmButton, field, h, panel, toast, unavailable } from "./ui.js";
 
 const SECRET_FIELDS = {
@@ -19,6 +19,11 @@ export async function connectorsView(view) {
   clear(view).append(panel("Connectors", [button("+ New connector", () => edit(null), "small primary")], list), editor);
 
   async function draw() {
+    if (!isToken()) {
+      // The connector API takes the gateway token only (it holds the platforms' secrets).
+      clear(list).append(unavailable({ status: 401 }, "Connectors"));
+      return;
+    }
     let data;
     try {
       data = await get("/v1/runtime/connectors");

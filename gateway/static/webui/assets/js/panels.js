@@ -67,8 +67,9 @@ export async function cronView(view) {
     const body = { prompt: prompt.value.trim(), name: name.value.trim(), enabled: enabled.checked };
     if (kind.value === "cron") body.cron = when.value.trim();
     else body.interval_seconds = Number(when.value);
-    if (target.value) body.session_id = target.value;
     try {
+      // Every job needs a target session: "a new session" makes one named after the job.
+      body.session_id = target.value || (await post("/api/sessions", { channel: "webchat", title: `Cron: ${body.name || "job"}` })).session_id;
       await post("/api/cron/create", body);
       toast("Job created");
       prompt.value = "";

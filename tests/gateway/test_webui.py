@@ -1,0 +1,305 @@
+"""The web UI in a real headless Chromium against a real gateway on loopback: chat, Stop, history, resume, cron,
+notifications, a user account over SSE, and every screen without console errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from playwright.sync_api import Page
+
+from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
+from tests.gateway.browser import PHONE, in_browser, login_with_token, require_chromium, texts
+from tests.gateway.rest import admin_client, register, sse_events
+
+ECHO = {"echo": {"delay_ms": 30.0}}  # slow enough that streaming and Stop are observable in the page
+WORDS = " ".join(f"w{i}" for i in range(200))
+
+
+async def _events(gw: RunningGateway, key: str) -> list[dict[str, Any]]:
+    async with admin_client(gw) as client:
+        r = await client.get(f"/api/sessions/{key}/events")
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()["events"]
+    return events
+
+
+def _turn_text(events: list[dict[str, Any]], turn: int) -> str:
+    started = [e["turn_id"] for e in events if e["type"] == "turn_started"]
+    return "".join(e["data"] for e in events if e["type"] == "text_delta" and e["turn_id"] == started[turn])
+
+
+async def test_chat_streams_stops_mid_stream_and_shows_history_after_reload(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    require_chromium()
+    gw = await start_gateway(nursery, *make_config(tmp_path, providers=ECHO))
+    first = "the quick brown fox jumps over the lazy dog and keeps on running far away"
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.fill("#composer-input", first)
+        page.press("#composer-input", "Enter")
+        # Streaming: the bubble shows part of the reply while the turn still runs.
+        partial = page.wait_for_function(
+            """full => { const t = document.querySelector('.msg.assistant.streaming .text');
+                         return t && t.textContent.length > 0 && t.textContent.trim() !== full && t.textContent; }""",
+            arg=first,
+        ).json_value()
+        seen["partial"] = partial
+        page.wait_for_selector(".msg.assistant.done")
+        seen["done"] = texts(page, ".msg.assistant .text")
+        # Stop mid-stream: the turn ends as "stopped" long before its 200 words.
+        page.fill("#composer-input", WORDS)
+        page.press("#composer-input", "Enter")
+        page.wait_for_function(
+            "() => document.querySelector('.msg.assistant.streaming .text')?.textContent.includes('w5')"
+        )
+        page.click("#stop")
+        page.wait_for_selector(".msg.assistant.aborted")
+        page.wait_for_selector("#send:not([hidden])")
+        seen["stopped"] = texts(page, ".msg.assistant.aborted .text")[0]
+        # Reload: the history comes back from the gateway, prompts included, each message once.
+        page.reload()
+        page.wait_for_selector("#conn-state.live")
+        page.wait_for_selector(".msg.assistant.aborted")
+        seen["users_after"] = texts(page, ".msg.user")
+        seen["assistants_after"] = texts(page, ".msg.assistant .text")
+
+    with trio.fail_after(90):
+        console = await in_browser(gw.base_url, scenario)
+        events = await _events(gw, "api:1")
+    assert console.errors == []
+    assert first.startswith(seen["partial"].strip()) and len(seen["partial"].strip()) < len(first)
+    assert seen["done"] == [first]
+    stopped = seen["stopped"]
+    assert WORDS.startswith(stopped) and 0 < len(stopped) < len(WORDS)
+    assert _turn_text(events, 1).strip() == stopped, "the page shows exactly what the gateway streamed"
+    assert any(e["type"] == "turn_ended" and e["state"] == "aborted" for e in events)
+    assert seen["users_after"] == [first, WORDS]
+    assert seen["assistants_after"] == [first, stopped]
+    await gw.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    require_chromium()
+    config, paths = make_config(tmp_path, server={"port": _free_port()})
+    gw = await start_gateway(nursery, config, paths)
+    box: dict[str, Any] = {"gw": gw}
+
+    async def restart_and_run_a_turn_elsewhere() -> None:
+        # Back on the same port and database; another client runs a turn before the page has reconnected.
+        box["gw"] = again = await start_gateway(nursery, config, paths)
+        chat = {"message": "second reply"}
+        async with admin_client(again) as client, client.stream("POST", "/api/sessions/api:1/chat", json=chat) as r:
+            await sse_events(r)
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.fill("#composer-input", "first reply")
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        trio.from_thread.run(gw.stop)  # the gateway goes away: the socket drops
+        page.wait_for_selector("#conn-state.reconnecting")
+        trio.from_thread.run(restart_and_run_a_turn_elsewhere)
+        page.wait_for_selector("#conn-state.live", timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll('.msg.assistant.done').length >= 2")
+        box["users"] = texts(page, ".msg.user")
+        box["assistants"] = texts(page, ".msg.assistant .text")
+
+    with trio.fail_after(90):
+        console = await in_browser(gw.base_url, scenario)
+    assert console.errors == []
+    assert box["users"] == ["first reply"]  # v1 /ws frames carry no prompt of another client's turn
+    assert box["assistants"] == ["first reply", "second reply"], "the missed turn once, the old one not again"
+    await box["gw"].stop()
+
+
+async def test_cron_job_create_toggle_trigger_delete_with_a_live_notification(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    require_chromium()
+    gw = await start_gateway(nursery, *make_config(tmp_path))
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)  # on the chat screen, so /ws is open and pushes notifications
+        page.click("#nav a[data-route=cron]")
+        page.fill("#cron-name", "nightly digest")
+        page.fill("#cron-prompt", "summarise the day")
+        page.click("#cron-form button[type=submit]")
+        job = page.locator(".cron-job")
+        job.wait_for()
+        seen["created"] = job.inner_text()
+        job.locator("input.switch").click()
+        # The checkbox flips at once; the card is redrawn from the gateway's answer.
+        redrawn = "s => document.querySelector('.cron-job label.check')?.textContent.trim() === s"
+        page.wait_for_function(redrawn, arg="off")
+        seen["off"] = job.inner_text()
+        job.locator("input.switch").click()
+        page.wait_for_function(redrawn, arg="on")
+        page.locator(".cron-job button", has_text="Run now").click()
+        seen["toast"] = page.locator(".toast.note").first.inner_text()  # pushed over /ws when the run ends
+        page.wait_for_selector("#bell .badge:not([hidden])")
+        seen["badge"] = page.inner_text("#bell .badge")
+        page.click("#bell")
+        page.wait_for_selector("#notifications .note.unread")
+        seen["listed"] = texts(page, "#notifications .note.unread strong")
+        page.click("text=Mark all read")
+        page.wait_for_selector("#bell .badge[hidden]", state="attached")
+        page.click("#nav a[data-route=cron]")
+        delete = page.locator(".cron-job button", has_text="Delete")
+        delete.click()
+        page.locator(".cron-job button", has_text="Really delete?").click()
+        page.wait_for_selector("text=No jobs yet.")
+
+    with trio.fail_after(90):
+        console = await in_browser(gw.base_url, scenario)
+        async with admin_client(gw) as client:
+            jobs = (await client.get("/api/cron")).json()["jobs"]
+            unread = (await client.get("/api/notifications/unread-count")).json()["count"]
+            notes = (await client.get("/api/notifications")).json()["notifications"]
+    assert console.errors == []
+    assert "nightly digest" in seen["created"] and "every 3600 s" in seen["created"]
+    assert "off" in seen["off"].split("\n") and "next" not in seen["off"]  # disabled: no next slot
+    assert "nightly digest" in seen["toast"]
+    assert seen["badge"] == "1"
+    assert len(seen["listed"]) == 1 and "nightly digest" in seen["listed"][0]
+    assert jobs == [] and unread == 0 and len(notes) == 1 and notes[0]["read"] is True
+    await gw.stop()
+
+
+async def test_a_user_account_chats_over_sse_and_keeps_history(nursery: trio.Nursery, tmp_path: Path) -> None:
+    require_chromium()
+    gw = await start_gateway(nursery, *make_config(tmp_path, providers=ECHO))
+    await register(gw, "root")  # the first account is the admin; erin is a plain user
+    erin = await register(gw, "erin", "erins long password")
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        page.click("text=Account")
+        page.fill("#login-user", "erin")
+        page.fill("#login-pass", "erins long password")
+        page.click("#user-form button[type=submit]")
+        page.wait_for_selector("#conn-state.live")
+        page.fill("#composer-input", "hello from an account")
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        page.reload()  # remembered in localStorage: no second login
+        page.wait_for_selector(".msg.assistant.done")
+        seen["users"] = texts(page, ".msg.user")
+        seen["assistants"] = texts(page, ".msg.assistant .text")
+        page.click("#nav a[data-route=connectors]")
+        seen["connectors"] = page.locator(".notice").first.inner_text()
+
+    with trio.fail_after(90):
+        console = await in_browser(gw.base_url, scenario)
+        sessions = (await erin.client.get("/api/sessions")).json()["sessions"]
+        await erin.client.aclose()
+    assert console.errors == []
+    assert seen["users"] == ["hello from an account"]
+    assert seen["assistants"] == ["hello from an account"]
+    assert "needs the gateway token" in seen["connectors"]
+    assert [s["key"].split(":")[0] for s in sessions] == ["webchat"]
+    await gw.stop()
+
+
+SCREENS = ["chat", "sessions", "notifications", "cron", "connectors", "models", "mcp", "skills", "logs"]
+
+
+async def test_every_screen_renders_without_console_errors(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Also the screenshot maker: GATEWAY_SCREENSHOTS=docs/screenshots saves them there (see docs/webui.md)."""
+    require_chromium()
+    gw = await start_gateway(nursery, *make_config(tmp_path, providers=ECHO))
+    out = trio.Path(os.environ.get("GATEWAY_SCREENSHOTS") or tmp_path / "shots")
+    await out.mkdir(parents=True, exist_ok=True)
+    async with admin_client(gw) as client:
+        # Something to look at: a connector, a cron job with a notification, a second session.
+        r = await client.put("/v1/runtime/connectors/http/intake", json={"allow_unauthenticated_ingress": True})
+        assert r.status_code == 201, r.text
+        sid = (
+            await client.post("/api/sessions", json={"channel": "api", "chat_id": "2", "title": "Release notes"})
+        ).json()
+        job = await client.post(
+            "/api/cron/create",
+            json={"name": "daily summary", "prompt": "summarise", "cron": "0 8 * * *", "session_id": sid["session_id"]},
+        )
+        assert job.status_code == 201, job.text
+    seen: dict[str, str] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.fill(
+            "#composer-input", "Show me how the gateway streams a reply, word by word, over the encrypted socket."
+        )
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        page.screenshot(path=str(out / "chat.png"))
+        for name in SCREENS[1:]:
+            page.click(f"#nav a[data-route={name}]")
+            page.wait_for_selector(f".view-{name} .panel")
+            page.wait_for_load_state("networkidle")
+            seen[name] = page.inner_text("#view")
+            if name in ("sessions", "cron", "connectors", "logs", "models"):
+                page.screenshot(path=str(out / f"{name}.png"))
+        page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
+        page.click("#bell")
+        page.click(".menu")
+        page.click("#nav a[data-route=chat]")
+        page.wait_for_selector(".msg.assistant.done")
+        page.screenshot(path=str(out / "phone-chat.png"))
+
+    with trio.fail_after(120):
+        console = await in_browser(gw.base_url, scenario)
+        async with admin_client(gw) as client:
+            paths = set((await client.get("/openapi.json")).json()["paths"])
+    assert console.errors == []
+    assert "Release notes" in seen["sessions"]
+    assert "daily summary" in seen["cron"]
+    assert "http/intake" in seen["connectors"]
+    assert "echo" in seen["models"]
+    # The agent-config routes come from another branch: a screen shows "not available" exactly when they are absent.
+    for name, path in (
+        ("models", "/api/app-config/llm"),
+        ("mcp", "/api/app-config/mcp-servers"),
+        ("skills", "/api/v2/skills"),
+    ):
+        assert ("not available" in seen[name]) == (path not in paths), name
+    for n in ("chat", "sessions", "cron", "connectors", "logs", "phone-chat"):
+        assert (await (out / f"{n}.png").stat()).st_size > 10_000, n
+    await gw.stop()
+
+
+async def test_the_page_loads_with_no_console_error_on_a_phone(gateway: RunningGateway) -> None:
+    require_chromium()
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        assert page.is_hidden(".chat-side")  # the session column folds away on a phone
+        page.click(".menu")
+        page.wait_for_selector(".nav-open #nav a[data-route=logs]")
+        page.click("#nav a[data-route=logs]")
+        page.wait_for_selector("#log-lines .log, #log-lines .muted")
+        page.select_option("#log-level", "critical")
+        page.fill("#log-q", "no-such-record-anywhere")
+        page.wait_for_selector("#log-lines >> text=No matching records.")
+
+    with trio.fail_after(60):
+        console = await in_browser(gateway.base_url, scenario, viewport=PHONE)
+    assert console.errors == []
+    async with httpx.AsyncClient(base_url=gateway.base_url) as anon:
+        assert (await anon.get("/")).status_code == 200
