@@ -3,15 +3,19 @@ notifications, a user account over SSE, and every screen without console errors.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import pytest
 import trio
 from playwright.sync_api import Page
 
+from gateway.logs import memory_handler
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.gateway.browser import PHONE, in_browser, login_with_token, require_chromium, texts
 from tests.gateway.rest import admin_client, register, sse_events
@@ -218,10 +222,46 @@ async def test_a_user_account_chats_over_sse_and_keeps_history(nursery: trio.Nur
     await gw.stop()
 
 
+@contextmanager
+def captured_logs(name: str) -> Iterator[logging.Logger]:
+    """A logger whose records reach the log API (the memory handler) once, whatever an earlier test configured."""
+    logger = logging.getLogger(name)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(memory_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(memory_handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 SCREENS = ["chat", "sessions", "notifications", "cron", "connectors", "models", "mcp", "skills", "logs"]
+# What each screen shows once its data has arrived.
+LOADED = {
+    "sessions": [".view-sessions .session"],
+    "notifications": ["#notifications > li"],
+    "cron": [".cron-job"],
+    "connectors": [".connector"],
+    "models": ["#providers .card", "#llm-config > *", "#agent-config > *", "#models-json > *"],
+    "mcp": ["#mcp-servers > *"],
+    "skills": ["#skills > *"],
+    "logs": ["#log-lines > *"],
+}
 
 
-async def test_every_screen_renders_without_console_errors(nursery: trio.Nursery, tmp_path: Path) -> None:
+@pytest.fixture
+def gateway_logs() -> Iterator[logging.Logger]:
+    """The gateway's own records reach the log API (and so the log screen) during the test."""
+    with captured_logs("gateway") as log:
+        yield log
+
+
+async def test_every_screen_renders_without_console_errors(
+    nursery: trio.Nursery, tmp_path: Path, gateway_logs: logging.Logger
+) -> None:
     """Also the screenshot maker: GATEWAY_SCREENSHOTS=docs/screenshots saves them there (see docs/webui.md)."""
     require_chromium()
     gw = await start_gateway(nursery, *make_config(tmp_path, providers=ECHO))
@@ -248,20 +288,20 @@ async def test_every_screen_renders_without_console_errors(nursery: trio.Nursery
         )
         page.press("#composer-input", "Enter")
         page.wait_for_selector(".msg.assistant.done")
-        page.screenshot(path=str(out / "chat.png"))
+        page.screenshot(path=str(out / "chat.png"), animations="disabled")
         for name in SCREENS[1:]:
             page.click(f"#nav a[data-route={name}]")
-            page.wait_for_selector(f".view-{name} .panel")
-            page.wait_for_load_state("networkidle")
+            for selector in LOADED[name]:
+                page.wait_for_selector(selector)
             seen[name] = page.inner_text("#view")
             if name in ("sessions", "cron", "connectors", "logs", "models"):
-                page.screenshot(path=str(out / f"{name}.png"))
+                page.screenshot(path=str(out / f"{name}.png"), animations="disabled")
         page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
         page.click("#bell")
         page.click(".menu")
         page.click("#nav a[data-route=chat]")
         page.wait_for_selector(".msg.assistant.done")
-        page.screenshot(path=str(out / "phone-chat.png"))
+        page.screenshot(path=str(out / "phone-chat.png"), animations="disabled")
 
     with trio.fail_after(120):
         console = await in_browser(gw.base_url, scenario)
@@ -284,22 +324,34 @@ async def test_every_screen_renders_without_console_errors(nursery: trio.Nursery
     await gw.stop()
 
 
-async def test_the_page_loads_with_no_console_error_on_a_phone(gateway: RunningGateway) -> None:
+async def test_the_log_viewer_filters_by_level_and_text_and_follows_live_on_a_phone(gateway: RunningGateway) -> None:
     require_chromium()
+    seen: dict[str, Any] = {}
+    rows = "n => document.querySelectorAll('#log-lines .log').length === n"
 
-    def scenario(page: Page) -> None:
-        login_with_token(page, TOKEN)
-        assert page.is_hidden(".chat-side")  # the session column folds away on a phone
-        page.click(".menu")
-        page.wait_for_selector(".nav-open #nav a[data-route=logs]")
-        page.click("#nav a[data-route=logs]")
-        page.wait_for_selector("#log-lines .log, #log-lines .muted")
-        page.select_option("#log-level", "critical")
-        page.fill("#log-q", "no-such-record-anywhere")
-        page.wait_for_selector("#log-lines >> text=No matching records.")
+    with captured_logs("gateway.webui-probe") as log:
+        log.info("webui-probe routine detail")
+        log.warning("webui-probe disk nearly full")
 
-    with trio.fail_after(60):
-        console = await in_browser(gateway.base_url, scenario, viewport=PHONE)
+        def scenario(page: Page) -> None:
+            login_with_token(page, TOKEN)
+            seen["side_hidden"] = page.is_hidden(".chat-side")  # the session column folds away on a phone
+            page.click(".menu")
+            page.click("#nav a[data-route=logs]")
+            page.fill("#log-q", "webui-probe")
+            page.wait_for_function(rows, arg=2)
+            page.select_option("#log-level", "warning")
+            page.wait_for_function(rows, arg=1)
+            seen["warning"] = texts(page, "#log-lines .log")
+            trio.from_thread.run_sync(log.error, "webui-probe live record")  # the viewer polls: it shows up
+            page.wait_for_function(rows, arg=2)
+            seen["live"] = texts(page, "#log-lines .log .msgtext")
+            page.fill("#log-q", "no-such-record-anywhere")
+            page.wait_for_selector("#log-lines >> text=No matching records.")
+
+        with trio.fail_after(60):
+            console = await in_browser(gateway.base_url, scenario, viewport=PHONE)
     assert console.errors == []
-    async with httpx.AsyncClient(base_url=gateway.base_url) as anon:
-        assert (await anon.get("/")).status_code == 200
+    assert seen["side_hidden"] is True
+    assert len(seen["warning"]) == 1 and "disk nearly full" in seen["warning"][0] and "WARNING" in seen["warning"][0]
+    assert seen["live"] == ["webui-probe live record", "webui-probe disk nearly full"]  # newest first

@@ -125,6 +125,7 @@ export class ChatEngine extends EventTarget {
         this.touch(a);
         this.cur = null;
         this.setBusy(false);
+        if (this.historyLoaded) this.markRead(); // seen as it arrived: no unread badge for the open chat
         break;
       }
       case "error": {
@@ -182,7 +183,14 @@ export class ChatEngine extends EventTarget {
     }
     // A turn still running in history shows as busy until its end arrives live.
     this.historyLoaded = true;
-    post(`/api/sessions/${encodeURIComponent(this.sessionId)}/clear-unread-message-count`).catch(() => {});
+    this.markRead();
+  }
+
+  markRead() {
+    clearTimeout(this.readTimer);
+    this.readTimer = setTimeout(() => {
+      if (this.sessionId && !this.closed) post(`/api/sessions/${encodeURIComponent(this.sessionId)}/clear-unread-message-count`).catch(() => {});
+    }, 300);
   }
 
   // ---- /ws ----

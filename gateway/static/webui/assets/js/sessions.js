@@ -11,14 +11,18 @@ export async function createSession() {
   return s;
 }
 
+function newButton() {
+  return button("+ New", () => createSession().catch((e) => toast(e.message, "error")), "small primary");
+}
+
 function label(s) {
   return s.title || s.key;
 }
 
 export async function sessionList(box, { compact = false, current = null } = {}) {
   const list = h("ul", { class: "sessions" });
-  const head = h("div", { class: "side-head" }, h("strong", { text: "Sessions" }), button("+ New", () => createSession().catch((e) => toast(e.message, "error")), "small primary"));
-  clear(box).append(head, list);
+  const head = compact ? h("div", { class: "side-head" }, h("strong", { text: "Sessions" }), newButton()) : null;
+  clear(box).append(head || "", list);
   let data;
   try {
     data = await get("/api/sessions?limit=200");
@@ -67,6 +71,6 @@ export async function sessionList(box, { compact = false, current = null } = {})
 
 export async function sessionsView(view) {
   const box = h("div", { class: "session-page" });
-  clear(view).append(panel("Sessions", [], box));
+  clear(view).append(panel("Sessions", [newButton()], box));
   await sessionList(box, { compact: false });
 }
