@@ -90,6 +90,37 @@ async def test_chat_streams_stops_mid_stream_and_shows_history_after_reload(
     await gw.stop()
 
 
+async def test_a_file_goes_up_with_a_message_and_comes_back_as_a_download(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    require_chromium()
+    source = tmp_path / "notes.txt"
+    source.write_text("meeting notes: ship the web UI\n")
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.set_input_files("#file-input", str(source))
+        page.wait_for_selector(".chip:not(.busy)")
+        page.fill("#composer-input", "please keep this")
+        page.press("#composer-input", "Enter")
+        # The echo agent answers with the same <file:…> tag, which the result lists as a file to download.
+        page.wait_for_selector(".msg.assistant.done .files button")
+        seen["user"] = texts(page, ".msg.user")[0]
+        with page.expect_download() as info:
+            page.click(".msg.assistant.done .files button")
+        download = info.value
+        seen["name"] = download.suggested_filename
+        seen["body"] = Path(download.path()).read_text()
+
+    with trio.fail_after(60):
+        console = await in_browser(gateway.base_url, scenario)
+    assert console.errors == []
+    assert "<file:" in seen["user"] and "notes.txt" in seen["user"] and seen["user"].endswith("please keep this")
+    assert seen["name"] == "notes.txt"
+    assert seen["body"] == "meeting notes: ship the web UI\n"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
