@@ -18,6 +18,7 @@ from playwright.sync_api import Page
 from gateway.logs import memory_handler
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.gateway.browser import PHONE, in_browser, login_with_token, require_chromium, texts
+from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.rest import admin_client, register, sse_events
 
 ECHO = {"echo": {"delay_ms": 30.0}}  # slow enough that streaming and Stop are observable in the page
@@ -119,6 +120,116 @@ async def test_a_file_goes_up_with_a_message_and_comes_back_as_a_download(
     assert "<file:" in seen["user"] and "notes.txt" in seen["user"] and seen["user"].endswith("please keep this")
     assert seen["name"] == "notes.txt"
     assert seen["body"] == "meeting notes: ship the web UI\n"
+
+
+async def test_sessions_create_rename_delete_unread_and_channels(gateway: RunningGateway) -> None:
+    require_chromium()
+    async with admin_client(gateway) as client:
+        other = (await client.post("/api/sessions", json={"channel": "api", "chat_id": "7", "title": "Other"})).json()
+    seen: dict[str, Any] = {}
+
+    async def reply_elsewhere() -> None:
+        async with (
+            admin_client(gateway) as client,
+            client.stream(
+                "POST", f"/api/sessions/{other['session_id']}/chat", json={"message": "while you were away"}
+            ) as r,
+        ):
+            await sse_events(r)
+
+    async def wait_read() -> None:
+        async with admin_client(gateway) as client:
+
+            async def read() -> bool | None:
+                r = await client.get(f"/api/sessions/{other['session_id']}")
+                return r.json()["unread_message_count"] == 0 or None
+
+            await wait_for(read, timeout=10)
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        # A channel of the default chat is its own session and stream.
+        page.select_option("#channel-select", "new")
+        page.wait_for_function("() => location.hash === '#/chat/' + encodeURIComponent('api:1:1')")
+        page.wait_for_selector("#conn-state.live")
+        page.fill("#composer-input", "in channel one")
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        seen["channel"] = page.input_value("#channel-select")
+        # Unread: a reply in another session while we look elsewhere shows as a count on it.
+        trio.from_thread.run(reply_elsewhere)
+        page.click("#nav a[data-route=sessions]")
+        row = page.locator(f"li[data-session='{other['session_id']}']")
+        seen["unread"] = row.locator(".badge").inner_text()
+        # Create, rename, delete.
+        page.click(".panel-head button:has-text('+ New')")
+        page.wait_for_selector("#composer-input")
+        seen["new_hash"] = page.evaluate("location.hash")
+        page.click("#nav a[data-route=sessions]")
+        fresh = page.locator("li.session", has_text="New chat")
+        fresh.locator("button", has_text="Rename").click()
+        page.fill(".rename-input", "Renamed in the browser")
+        page.press(".rename-input", "Enter")
+        renamed = page.locator("li.session", has_text="Renamed in the browser")
+        renamed.wait_for()
+        renamed.locator("button", has_text="Delete").click()
+        renamed.locator("button", has_text="Really delete?").click()
+        page.wait_for_selector("li.session:has-text('Renamed in the browser')", state="detached")
+        row.locator(".session-open").click()  # opening it marks it read
+        page.wait_for_selector(".msg.assistant.done")
+        trio.from_thread.run(wait_read)
+        page.click("#nav a[data-route=sessions]")
+        page.locator(f"li[data-session='{other['session_id']}']").wait_for()
+        seen["unread_after"] = page.locator(f"li[data-session='{other['session_id']}'] .badge").count()
+
+    with trio.fail_after(90):
+        console = await in_browser(gateway.base_url, scenario)
+        async with admin_client(gateway) as client:
+            sessions = (await client.get("/api/sessions")).json()["sessions"]
+    assert console.errors == []
+    assert seen["channel"] == "1"
+    assert seen["unread"] == "1" and seen["unread_after"] == 0
+    assert seen["new_hash"].startswith("#/chat/")
+    keys = {s["key"]: s for s in sessions}
+    # The default chat and its channel stay (opening /ws made them), the created one is gone.
+    assert set(keys) == {"api:1", "api:1:1", "api:7"}
+    assert keys["api:1:1"]["latest_message"] and keys["api:7"]["unread_message_count"] == 0
+
+
+async def test_a_connector_is_created_with_a_write_only_secret_and_shows_its_health(gateway: RunningGateway) -> None:
+    require_chromium()
+    secret = "s3cr3t-bearer-value-never-shown"
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.click("#nav a[data-route=connectors]")
+        page.wait_for_selector("#connectors >> text=No connectors.")
+        page.click("text=+ New connector")
+        page.select_option("#conn-kind", "http")
+        page.fill("#conn-name", "intake")
+        page.fill("#conn-settings", '{"actor_id": "ci-bot"}')
+        page.fill("#conn-secret-bearer_token", secret)
+        page.click("#connector-editor button:has-text('Save')")
+        card = page.locator("[data-connector='http/intake']")
+        card.wait_for()
+        seen["card"] = card.inner_text()
+        card.locator("button", has_text="Edit").click()
+        seen["placeholder"] = page.get_attribute("#conn-secret-bearer_token", "placeholder")
+        seen["value"] = page.input_value("#conn-secret-bearer_token")
+        seen["settings"] = page.input_value("#conn-settings")
+        seen["html"] = page.content()
+
+    with trio.fail_after(60):
+        console = await in_browser(gateway.base_url, scenario)
+        async with admin_client(gateway) as client:
+            view = (await client.get("/v1/runtime/connectors/http/intake")).json()
+    assert console.errors == []
+    assert "bearer_token: set" in seen["card"] and "running" in seen["card"]
+    assert seen["value"] == "" and "set" in seen["placeholder"]
+    assert '"actor_id": "ci-bot"' in seen["settings"]
+    assert secret not in seen["html"], "a secret is never put back into the page"
+    assert view["actor_id"] == "ci-bot" and view["bearer_token"]["configured"] is True
 
 
 def _free_port() -> int:

@@ -17,13 +17,23 @@ async function targetFor(ref) {
     if (mine) return mine;
     return post("/api/sessions", { channel: "webchat", title: "Chat" });
   }
-  try {
-    return await get(`/api/sessions/${encodeURIComponent(ref)}`);
-  } catch (e) {
-    if (e.status === 404 && ref.includes(":")) return { key: ref }; // a /ws chat or channel not used yet
-    throw e;
+  if (ref.includes(":")) {
+    // A key: a /ws chat or channel may not have a session yet (its first message makes it), so look it up in the
+    // list rather than asking for it and getting a 404.
+    const list = await get("/api/sessions?limit=1000");
+    return list.sessions.find((s) => s.key === ref) || { key: ref };
   }
+  return get(`/api/sessions/${encodeURIComponent(ref)}`);
 }
+
+// A deleted session's engine must stop: its socket and timers would act on a session that is gone.
+window.addEventListener("gateway:session-deleted", (e) => {
+  const engine = chatState.engine;
+  if (engine && (engine.sessionId === e.detail.session_id || engine.target.key === e.detail.key)) {
+    engine.close();
+    chatState.engine = chatState.ref = chatState.pending = null;
+  }
+});
 
 export function engineFor(ref, onNotification) {
   if (chatState.ref === ref && chatState.pending) return chatState.pending; // one engine per chat, even when asked twice
@@ -122,9 +132,12 @@ export async function chatView(view, ref, app) {
     updateMessage(el, e.detail);
     if (stick) messages.scrollTop = messages.scrollHeight;
   };
+  let wasBusy = engine.busy;
   const onBusy = () => {
     stopBtn.hidden = !engine.busy;
     sendBtn.hidden = engine.busy;
+    if (wasBusy && !engine.busy) setTimeout(() => sessionList(side, { compact: true, current: ref || engine.sessionId }), 500); // new latest message
+    wasBusy = engine.busy;
   };
   const onState = () => {
     statePill.textContent = STATE_LABEL[engine.state] || engine.state;

@@ -183,14 +183,17 @@ export class ChatEngine extends EventTarget {
     }
     // A turn still running in history shows as busy until its end arrives live.
     this.historyLoaded = true;
-    this.markRead();
+    this.markRead(0);
   }
 
-  markRead() {
+  // Opening a chat, or seeing a reply arrive in it, marks it read (debounced while replies stream in).
+  markRead(delay = 300) {
     clearTimeout(this.readTimer);
-    this.readTimer = setTimeout(() => {
+    const send = () => {
       if (this.sessionId && !this.closed) post(`/api/sessions/${encodeURIComponent(this.sessionId)}/clear-unread-message-count`).catch(() => {});
-    }, 300);
+    };
+    if (delay) this.readTimer = setTimeout(send, delay);
+    else send();
   }
 
   // ---- /ws ----

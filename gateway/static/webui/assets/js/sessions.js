@@ -56,6 +56,7 @@ export async function sessionList(box, { compact = false, current = null } = {})
       };
       const remove = async () => {
         try {
+          window.dispatchEvent(new CustomEvent("gateway:session-deleted", { detail: s }));
           await del(`/api/sessions/${encodeURIComponent(s.session_id)}`);
           toast("Session deleted");
           sessionList(box, { compact, current });
