@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Page
+from playwright.sync_api import Page, WebSocketRoute
 
 from gateway.logs import memory_handler
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
@@ -230,6 +231,66 @@ async def test_a_connector_is_created_with_a_write_only_secret_and_shows_its_hea
     assert '"actor_id": "ci-bot"' in seen["settings"]
     assert secret not in seen["html"], "a secret is never put back into the page"
     assert view["actor_id"] == "ci-bot" and view["bearer_token"]["configured"] is True
+
+
+async def test_the_page_drops_replayed_and_reflected_frames(gateway: RunningGateway) -> None:
+    """A man in the middle (Playwright's WebSocket route) sends every encrypted server frame twice and bounces every
+    encrypted page frame back: the page must show each notification once and each reply once."""
+    require_chromium()
+    async with admin_client(gateway) as client:
+        sid = (await client.post("/api/sessions", json={"channel": "webchat"})).json()["session_id"]
+        job = (
+            await client.post("/api/cron/create", json={"prompt": "tick", "interval_seconds": 3600, "session_id": sid})
+        ).json()
+    seen: dict[str, Any] = {"replayed": 0, "reflected": 0}
+
+    async def trigger() -> None:
+        async with admin_client(gateway) as client:
+            assert (await client.post("/api/cron/trigger", json={"job_id": job["id"]})).status_code == 200
+
+    def middle(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        plain = {"page": True, "server": True}  # the first frame each way is the plaintext handshake
+
+        def from_page(msg: str | bytes) -> None:
+            server.send(msg)
+            if plain["page"]:
+                plain["page"] = False
+                return
+            ws.send(msg)  # reflected: the page gets its own frame back
+            seen["reflected"] += 1
+
+        def from_server(msg: str | bytes) -> None:
+            ws.send(msg)
+            if plain["server"]:
+                plain["server"] = False
+                return
+            ws.send(msg)  # replayed: the same frame again
+            seen["replayed"] += 1
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    def scenario(page: Page) -> None:
+        page.route_web_socket(re.compile(r"/ws$"), middle)
+        login_with_token(page, TOKEN)
+        page.fill("#composer-input", "one two three")
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        trio.from_thread.run(trigger)
+        page.wait_for_selector(".toast.note")
+        page.wait_for_selector("#bell .badge:not([hidden])")
+        seen["badge"] = page.inner_text("#bell .badge")
+        seen["toasts"] = page.locator(".toast.note").count()
+        seen["assistants"] = texts(page, ".msg.assistant .text")
+        seen["users"] = texts(page, ".msg.user")
+
+    with trio.fail_after(60):
+        console = await in_browser(gateway.base_url, scenario)
+    assert console.errors == []
+    assert seen["replayed"] > 3 and seen["reflected"] >= 1
+    assert seen["badge"] == "1" and seen["toasts"] == 1
+    assert seen["assistants"] == ["one two three"] and seen["users"] == ["one two three"]
 
 
 def _free_port() -> int:

@@ -19,6 +19,12 @@ export function b64decode(text) {
   return out;
 }
 
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function wsUrl() {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
 }
@@ -28,8 +34,13 @@ export class E2ESocket {
   constructor({ token, chatId, channelId, resumeFrom, onAuth, onFrame, onClose }) {
     this.keys = nacl.box.keyPair(); // fresh per connection, like the server's
     this.shared = null;
-    this.seen = new Set(); // server nonces already accepted: a replayed frame is dropped
-    this.sent = new Set(); // our own nonces: a frame reflected back to us is dropped
+    // Nonces are a 16-byte per-connection prefix and a 64-bit counter, as the gateway sends its own (protocol.md).
+    // So a replayed or reordered server frame (counter not above the last) and one of ours reflected back (our
+    // prefix) are dropped with O(1) memory, however long the connection lives.
+    this.prefix = nacl.randomBytes(16);
+    this.sentCount = 0n;
+    this.peerPrefix = null;
+    this.peerCount = -1n;
     this.onAuth = onAuth;
     this.onFrame = onFrame;
     this.onClose = onClose;
@@ -76,11 +87,15 @@ export class E2ESocket {
     }
     if (raw.length < 24 + 16) return;
     const nonce = raw.subarray(0, 24);
-    const tag = b64encode(nonce);
-    if (this.seen.has(tag) || this.sent.has(tag)) return;
+    const prefix = nonce.subarray(0, 16);
+    const count = new DataView(nonce.buffer, nonce.byteOffset + 16, 8).getBigUint64(0);
+    if (sameBytes(prefix, this.prefix)) return; // reflected
+    if (this.peerPrefix && (!sameBytes(prefix, this.peerPrefix) || count <= this.peerCount)) return; // replayed
     const plain = nacl.box.open.after(raw.subarray(24), nonce, this.shared);
     if (!plain) return;
-    this.seen.add(tag);
+    // Only an authentic frame moves the window, so garbage cannot shift it.
+    this.peerPrefix = this.peerPrefix || prefix.slice();
+    this.peerCount = count;
     let obj;
     try {
       obj = JSON.parse(dec.decode(plain));
@@ -92,8 +107,10 @@ export class E2ESocket {
 
   send(obj) {
     if (!this.open) return false;
-    const nonce = nacl.randomBytes(24);
-    this.sent.add(b64encode(nonce));
+    const nonce = new Uint8Array(24);
+    nonce.set(this.prefix);
+    new DataView(nonce.buffer, 16, 8).setBigUint64(0, this.sentCount);
+    this.sentCount += 1n;
     const box = nacl.box.after(enc.encode(JSON.stringify(obj)), nonce, this.shared);
     const frame = new Uint8Array(24 + box.length);
     frame.set(nonce);
