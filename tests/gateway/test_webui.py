@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -291,6 +292,53 @@ async def test_the_page_drops_replayed_and_reflected_frames(gateway: RunningGate
     assert seen["replayed"] > 3 and seen["reflected"] >= 1
     assert seen["badge"] == "1" and seen["toasts"] == 1
     assert seen["assistants"] == ["one two three"] and seen["users"] == ["one two three"]
+
+
+# A stand-in for a coding-agent CLI in stream-json mode (the `cli` provider's third party): it reports a status and a
+# tool call, then holds until the test has seen them in the page (it opens the FIFO), then answers.
+FAKE_AGENT = """
+import json, sys
+def say(obj):
+    print(json.dumps(obj), flush=True)
+say({"type": "system", "subtype": "reading the repository"})
+say({"type": "assistant", "message": {"content": [{"type": "tool_use", "name": "grep"}]}})
+open(sys.argv[1]).read()
+say({"type": "system", "subtype": None})
+say({"type": "assistant", "message": {"content": [{"type": "text", "text": "Found it in gateway/webui.py."}]}})
+say({"type": "result", "result": "Found it in gateway/webui.py."})
+"""
+
+
+async def test_tool_activity_and_status_lines_show_while_the_agent_works(nursery: trio.Nursery, tmp_path: Path) -> None:
+    require_chromium()
+    script, fifo = tmp_path / "agent.py", tmp_path / "go"
+    script.write_text(FAKE_AGENT)
+    os.mkfifo(fifo)
+    providers = {"cli": {"argv": [sys.executable, str(script), str(fifo)]}}
+    gw = await start_gateway(nursery, *make_config(tmp_path, agent={"provider": "cli"}, providers=providers))
+    seen: dict[str, Any] = {}
+
+    def scenario(page: Page) -> None:
+        login_with_token(page, TOKEN)
+        page.fill("#composer-input", "where is the CSP set?")
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(".msg.assistant.streaming .status-line:has-text('reading the repository')")
+        page.wait_for_selector(".msg.assistant.streaming .tool:has-text('grep')")
+        seen["working"] = page.inner_text(".msg.assistant.streaming")
+        seen["stop_visible"] = page.is_visible("#stop")
+        with open(fifo, "w") as go:  # let the agent finish
+            go.write("go\n")
+        page.wait_for_selector(".msg.assistant.done")
+        seen["done"] = page.inner_text(".msg.assistant.done")
+        seen["status_left"] = page.locator(".msg.assistant.done .status-line").count()
+
+    with trio.fail_after(60):
+        console = await in_browser(gw.base_url, scenario)
+    assert console.errors == []
+    assert "reading the repository" in seen["working"] and "grep" in seen["working"] and seen["stop_visible"]
+    assert "Found it in gateway/webui.py." in seen["done"] and "grep" in seen["done"]  # the tool chip stays
+    assert seen["status_left"] == 0  # a null status clears the line
+    await gw.stop()
 
 
 def _free_port() -> int:

@@ -295,6 +295,8 @@ export class ChatEngine extends EventTarget {
       try {
         const r = await raw(path, { method: "POST", headers, body: JSON.stringify({ message: message || "resume" }), signal: ctl.signal });
         await readSse(r.body, (ev) => this.apply(ev));
+        // The gateway ends the stream only once no turn is in flight (or none ever started): not busy any more.
+        if (this.busy) this.setBusy(false);
         return;
       } catch (e) {
         if (this.closed || e.name === "AbortError") return;
