@@ -147,6 +147,7 @@ export async function chatView(view, ref, app) {
     const t = engine.target;
     title.textContent = t.title || (engine.authOk ? `Chat ${engine.authOk.chat_id}` : t.key || "Chat");
     drawChannels();
+    if (!ref) sessionList(side, { compact: true, current: engine.sessionId }); // the default chat may be new
   };
   engine.addEventListener("add", onAdd);
   engine.addEventListener("update", onUpdate);
