@@ -86,6 +86,11 @@ def test_the_zipapp_serves_health_and_runs_start_status_stop(pyz: Path, tmp_path
         data = json.loads(status.stdout)
         assert data["running"] and data["pid"] == proc.pid and data["port"] == port and data["healthy"]
         assert site.cli("serve").returncode == 1  # the lock works from the zipapp too
+        # The web UI ships inside the file: its page and the vendored NaCl come out of the package data.
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        nacl = httpx.get(f"http://127.0.0.1:{port}/assets/vendor/nacl-fast.min.js", timeout=5)
+        assert page.status_code == 200 and "/assets/js/app.js" in page.text
+        assert nacl.status_code == 200 and nacl.headers["content-type"].startswith("text/javascript")
         stop = site.cli("stop")
         assert stop.returncode == 0 and f"gateway stopped (pid {proc.pid})" in stop.stdout
         assert proc.wait(timeout=CLI_TIMEOUT) == 0

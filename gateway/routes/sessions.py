@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -13,6 +13,7 @@ from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.routes.auth import iso, now_ms
 from gateway.sse import SSEResponse, sse_event
 from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
+from storage import events as events_db
 from storage import files as files_db
 from storage import session_views as views_db
 from storage import sessions as sess_db
@@ -353,3 +354,34 @@ async def _resume(ctx: Ctx, row: SessionRow, key: SessionKey, after: int) -> Asy
             open_turns.discard(event.turn_id or "")
             if not open_turns and not await ctx.store.call(views_db.has_running_turn, row.id):
                 return
+
+
+class EventsQuery(msgspec.Struct, kw_only=True):
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
+
+
+class EventsResponse(msgspec.Struct, kw_only=True):
+    events: list[dict[str, Any]]
+    last_seq: int
+    more: bool
+
+
+@endpoint(
+    "GET",
+    "/api/sessions/{id}/events",
+    summary="The session's stored events after a seq (its history, user prompts included), in order",
+    tag="sessions",
+    query=EventsQuery,
+    response=EventsResponse,
+    errors=(403, 404),
+)
+async def session_events(ctx: Ctx) -> EventsResponse:
+    # The web UI draws its history from here (v1 `/ws` frames carry no user prompts), then resumes `/ws` from
+    # the last seq it got, so nothing is shown twice or lost between the two.
+    q: EventsQuery = ctx.query
+    row = await owned_session(ctx, ctx.path("id"))
+    rows = await ctx.store.call(events_db.events_after, row.id, q.after, limit=q.limit + 1)
+    return EventsResponse(
+        events=[event_payload(e) for e in rows[: q.limit]], last_seq=row.last_seq, more=len(rows) > q.limit
+    )

@@ -1,0 +1,186 @@
+// The app shell: login, the hash router, navigation, and the live notification badge.
+
+import { auth, get, isToken, login, setAuth, useToken } from "./api.js";
+import { chatState, chatView } from "./chat.js";
+import { connectorsView, mcpView, modelsView, skillsView } from "./config.js";
+import { cronView, logsView, notificationsView } from "./panels.js";
+import { sessionsView } from "./sessions.js";
+import { icon } from "./icons.js";
+import { clear, h, toast } from "./ui.js";
+
+const ROUTES = [
+  ["chat", "Chat"],
+  ["sessions", "Sessions"],
+  ["notifications", "Notifications"],
+  ["cron", "Cron"],
+  ["connectors", "Connectors"],
+  ["models", "Models"],
+  ["mcp", "MCP"],
+  ["skills", "Skills"],
+  ["logs", "Logs"],
+];
+
+const root = document.getElementById("app");
+let leaveHooks = [];
+let liveHooks = [];
+let unread = 0;
+let badgeEls = [];
+let pollTimer = null;
+
+const app = {
+  onLeave(fn) {
+    leaveHooks.push(fn);
+  },
+  onNotificationLive(fn) {
+    liveHooks.push(fn);
+  },
+  onNotification(note) {
+    // Pushed over /ws: bump the badge at once, show it, then let the open screen redraw.
+    if (!note.read) setUnread(unread + 1);
+    toast(`${note.title}${note.body ? ` — ${note.body.slice(0, 120)}` : ""}`, "note", 6000);
+    for (const fn of liveHooks) fn(note);
+  },
+  async refreshBadge() {
+    try {
+      setUnread((await get("/api/notifications/unread-count")).count);
+    } catch {
+      /* offline: keep the last count */
+    }
+  },
+};
+
+function setUnread(n) {
+  unread = n;
+  for (const b of badgeEls) {
+    b.textContent = n > 99 ? "99+" : String(n);
+    b.hidden = n === 0;
+  }
+}
+
+function loginView() {
+  clear(root);
+  root.className = "login-shell";
+  const err = h("p", { class: "error", role: "alert" });
+  const token = h("input", { id: "login-token", type: "password", autocomplete: "current-password", placeholder: "gateway token", "aria-label": "Gateway token" });
+  const user = h("input", { id: "login-user", autocomplete: "username", placeholder: "username or email", "aria-label": "Username" });
+  const pass = h("input", { id: "login-pass", type: "password", autocomplete: "current-password", placeholder: "password", "aria-label": "Password" });
+  const tokenForm = h("form", { class: "login-form", id: "token-form" }, token, h("button", { type: "submit", class: "primary" }, "Sign in with token"),
+    h("small", { class: "muted" }, "Run `gateway token` on the gateway's machine to print it."));
+  const userForm = h("form", { class: "login-form", id: "user-form", hidden: true }, user, pass, h("button", { type: "submit", class: "primary" }, "Sign in"));
+  const tabs = h("div", { class: "tabs", role: "tablist" });
+  const tab = (label, form) => {
+    const b = h("button", { type: "button", role: "tab", class: "tab" }, label);
+    b.addEventListener("click", () => {
+      tokenForm.hidden = form !== tokenForm;
+      userForm.hidden = form !== userForm;
+      for (const t of tabs.children) t.classList.toggle("active", t === b);
+      (form === tokenForm ? token : user).focus();
+    });
+    return b;
+  };
+  tabs.append(tab("Gateway token", tokenForm), tab("Account", userForm));
+  tabs.firstChild.classList.add("active");
+  const done = () => {
+    history.replaceState(null, "", "#/chat"); // no hashchange: start() routes once
+    start();
+  };
+  tokenForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await useToken(token.value.trim());
+      done();
+    } catch (x) {
+      err.textContent = x.status === 401 ? "That token is not valid." : x.message;
+    }
+  });
+  userForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await login(user.value.trim(), pass.value);
+      done();
+    } catch (x) {
+      err.textContent = x.message;
+    }
+  });
+  root.append(h("div", { class: "login-card" }, h("div", { class: "brand big" }, h("img", { src: "/assets/icon.svg", alt: "" }), "Agent gateway"), tabs, tokenForm, userForm, err));
+  token.focus();
+}
+
+function shell() {
+  root.className = "shell";
+  clear(root);
+  badgeEls = [];
+  const badge = () => {
+    const b = h("span", { class: "badge", hidden: true });
+    badgeEls.push(b);
+    return b;
+  };
+  const nav = h("nav", { class: "nav", id: "nav" },
+    h("div", { class: "brand" }, h("img", { src: "/assets/icon.svg", alt: "" }), "Gateway"),
+    ROUTES.map(([id, label]) => h("a", { href: `#/${id}`, "data-route": id }, icon(id), h("span", { text: label }), id === "notifications" ? badge() : null)),
+    h("div", { class: "spacer" }),
+    h("div", { class: "who muted", text: isToken() ? "gateway token (admin)" : `${auth.user.username || auth.user.email} (${auth.user.role})` }),
+    h("button", { type: "button", class: "small", id: "logout", onclick: logout }, "Sign out"));
+  const menu = h("button", { type: "button", class: "icon menu", "aria-label": "Menu", onclick: () => root.classList.toggle("nav-open") }, icon("menu"));
+  const bell = h("a", { href: "#/notifications", class: "bell", "aria-label": "Notifications", id: "bell" }, icon("bell"), badge());
+  const title = h("h1", { class: "title", id: "screen-title" });
+  const top = h("header", { class: "topbar" }, menu, title, h("div", { class: "spacer" }), bell);
+  const view = h("main", { class: "view", id: "view" });
+  const scrim = h("div", { class: "scrim", onclick: () => root.classList.remove("nav-open") });
+  root.append(nav, scrim, h("div", { class: "main" }, top, view));
+  return { view, title, nav };
+}
+
+function logout() {
+  if (chatState.engine) chatState.engine.close();
+  chatState.engine = null;
+  chatState.ref = null;
+  chatState.pending = null;
+  clearInterval(pollTimer);
+  setAuth(null);
+  loginView();
+}
+
+let parts = null;
+
+async function route() {
+  if (!auth) return loginView();
+  if (!parts) parts = shell();
+  for (const fn of leaveHooks) fn();
+  leaveHooks = [];
+  liveHooks = [];
+  root.classList.remove("nav-open");
+  const [name = "chat", ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  const ref = rest.length ? decodeURIComponent(rest.join("/")) : "";
+  const known = ROUTES.find((r) => r[0] === name);
+  parts.title.textContent = known ? known[1] : "Chat";
+  for (const a of parts.nav.querySelectorAll("a")) a.classList.toggle("active", a.dataset.route === (known ? name : "chat"));
+  const v = parts.view;
+  v.className = `view view-${known ? name : "chat"}`;
+  const screens = { chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v), skills: () => skillsView(v), logs: () => logsView(v, app) };
+  try {
+    await (screens[name] || screens.chat)();
+  } catch (e) {
+    toast(e.message, "error");
+  }
+}
+
+function start() {
+  parts = null;
+  route();
+  app.refreshBadge();
+  // /ws pushes notifications live; this poll is the fallback for accounts (no /ws) and SSE sessions.
+  clearInterval(pollTimer);
+  pollTimer = setInterval(() => {
+    if (!chatState.engine || chatState.engine.mode !== "ws") app.refreshBadge();
+  }, 15_000);
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("gateway:unauthorized", () => {
+  if (!auth) return;
+  toast("Signed out: the credential was refused", "error");
+  logout();
+});
+if (auth) start();
+else loginView();

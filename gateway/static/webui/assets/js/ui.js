@@ -1,0 +1,88 @@
+// DOM helpers: every text goes in through textContent, never innerHTML, so nothing a user or agent writes runs.
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (k === "value") el.value = v;
+    else if (k === "checked") el.checked = !!v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+let toastBox = null;
+export function toast(message, kind = "info", ms = 4000) {
+  if (!toastBox) {
+    toastBox = h("div", { class: "toasts", role: "status", "aria-live": "polite" });
+    document.body.append(toastBox);
+  }
+  const t = h("div", { class: `toast ${kind}` }, message);
+  toastBox.append(t);
+  setTimeout(() => t.remove(), ms);
+}
+
+export function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const today = new Date();
+  return d.toDateString() === today.toDateString()
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+export function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+// A page section with a title bar and optional actions on the right.
+export function panel(title, actions = [], ...body) {
+  return h("section", { class: "panel" }, h("header", { class: "panel-head" }, h("h2", { text: title }), h("div", { class: "actions" }, actions)), ...body);
+}
+
+// The message a screen shows when a route is absent on this gateway (404) or needs the gateway token (401/403).
+export function unavailable(err, what) {
+  if (err && err.status === 404) return h("p", { class: "notice" }, `${what} is not available on this gateway (its API answers 404).`);
+  if (err && (err.status === 401 || err.status === 403)) return h("p", { class: "notice" }, `${what} needs the gateway token or an admin account.`);
+  return h("p", { class: "notice error" }, `${what}: ${err ? err.message : "unknown error"}`);
+}
+
+export function field(label, input, hint) {
+  return h("label", { class: "field" }, h("span", { text: label }), input, hint ? h("small", { text: hint }) : null);
+}
+
+export function button(label, onclick, cls = "") {
+  return h("button", { type: "button", class: cls, onclick }, label);
+}
+
+// A small confirm step inside the page (window.confirm is blocked in some embedded browsers and ugly on phones).
+export function confirmButton(label, question, onConfirm, cls = "danger") {
+  const b = button(label, () => {
+    if (b.dataset.armed) {
+      onConfirm();
+      return;
+    }
+    b.dataset.armed = "1";
+    b.textContent = question;
+    setTimeout(() => {
+      delete b.dataset.armed;
+      b.textContent = label;
+    }, 3000);
+  }, cls);
+  return b;
+}

@@ -1,0 +1,87 @@
+"""A real headless Chromium (Debian's /usr/bin/chromium, never a downloaded one) driven by Playwright's sync API.
+
+The gateway runs in the trio test; the browser runs in a worker thread (`trio.to_thread.run_sync`), and a scenario
+that must act on the gateway meanwhile calls back with `trio.from_thread.run`. Every Playwright wait has a timeout,
+so a stuck page fails the test instead of hanging the thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Routes another branch adds (agent config): until it is merged they answer 404, which the screens show as
+# "not available" and which Chromium reports as a failed resource. Those are expected; any other error is not.
+OPTIONAL_ROUTES = ("/api/app-config/", "/api/v2/skills", "/api/models-json")
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def require_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does it)")
+
+
+@dataclass
+class Console:
+    errors: list[str] = field(default_factory=list)
+
+    def on_message(self, msg: ConsoleMessage) -> None:
+        if msg.type != "error":
+            return
+        url = str(msg.location.get("url", ""))
+        if "Failed to load resource" in msg.text and "404" in msg.text and any(r in url for r in OPTIONAL_ROUTES):
+            return
+        self.errors.append(f"{msg.text} ({url})")
+
+    def on_page_error(self, exc: Any) -> None:
+        self.errors.append(f"uncaught: {exc}")
+
+
+def run_browser(base_url: str, scenario: Callable[[Page], None], *, viewport: dict[str, int] | None = None) -> Console:
+    """Launch Chromium, open a page on `base_url` and run `scenario(page)`; return what the console reported."""
+    console = Console()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            context = browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.on("console", console.on_message)
+            page.on("pageerror", console.on_page_error)
+            page.goto(base_url + "/")
+            scenario(page)
+        finally:
+            browser.close()
+    return console
+
+
+async def in_browser(base_url: str, scenario: Callable[[Page], None], **kw: Any) -> Console:
+    """Run a browser scenario in a worker thread while the trio test (and its gateway) keeps running."""
+    return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, **kw))
+
+
+def login_with_token(page: Page, token: str) -> None:
+    page.fill("#login-token", token)
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#conn-state.live")
+
+
+def texts(page: Page, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(selector).all_inner_texts()]
