@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sqlite3
@@ -220,6 +221,11 @@ async def run(
                     shutdown=shutdown,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
+                # Live (in memory) vs hibernated sessions, for `GET /api/status` and the memory benchmark.
+                runtime.status_checks["sessions"] = lambda: {
+                    "status": "ok",
+                    "details": dataclasses.asdict(router.statistics()),
+                }
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:
