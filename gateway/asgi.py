@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from actors.store import StorageUnavailableError
 from gateway.errors import GatewayError, PayloadTooLargeError
 from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +63,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
     return error_response(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    # Disk full, I/O error: nothing of this request was committed. Tell the client to retry, never a 500.
+    log.error("storage refused %s %s: %s", request.method, request.url.path, exc)
+    message = "storage cannot write right now (disk full or I/O error); nothing was stored, retry later"
+    return error_response(503, "STORAGE_UNAVAILABLE", message, headers={"Retry-After": "5"})
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -168,6 +176,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
+            StorageUnavailableError: _storage_error,
             Exception: _internal_error,
         },
     )

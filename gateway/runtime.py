@@ -184,7 +184,7 @@ async def run(
                 registry=registry,
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
             )
-            store = Store(await infra.start(partial(supervise, store_spec)))
+            store = Store(await infra.start(partial(supervise, store_spec)), stats=store_actor.stats)
             listeners: list[Callable[[EventRow], None]] = []
 
             def on_event(event: EventRow) -> None:
