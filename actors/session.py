@@ -121,6 +121,7 @@ class _SessionLife:
         self.cfg = actor.config
         self.session_id = ""
         self.seq = 0
+        self.shown = 0  # the last sequence number sent to subscribers
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
@@ -148,7 +149,7 @@ class _SessionLife:
             model=self.cfg.model,
         )
         self.session_id = row.id
-        self.seq = self.flushed_seq = await self.a.store.call(msg_db.seq_floor, row.id)
+        self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
         self.reserved = self.seq
         for t in await self.a.store.call(msg_db.queued_turns, row.id):
             self.queue.append(_QueuedTurn(t.id, t.prompt))
@@ -243,14 +244,14 @@ class _SessionLife:
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
 
     async def _subscribe(self, msg: Subscribe) -> None:
-        if msg.after_seq is None or msg.after_seq >= self.seq:
+        if msg.after_seq is None or msg.after_seq >= self.shown:
             self.subscribers.append(msg.channel)
-            msg.reply.set(Subscription(self.session_id, [], self.seq))
+            msg.reply.set(Subscription(self.session_id, [], self.shown))
             return
         replay: list[EventRow] = []
         after = msg.after_seq
         while True:
-            floor = self.recent[0].seq if self.recent else self.seq + 1
+            floor = self.recent[0].seq if self.recent else self.shown + 1
             if after + 1 >= floor:
                 replay.extend(e for e in self.recent if e.seq > after)
                 break
@@ -263,7 +264,7 @@ class _SessionLife:
             replay.extend(rows)
             after = rows[-1].seq
         self.subscribers.append(msg.channel)
-        msg.reply.set(Subscription(self.session_id, replay, self.seq))
+        msg.reply.set(Subscription(self.session_id, replay, self.shown))
 
     def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
         if channel in self.subscribers:
@@ -296,13 +297,21 @@ class _SessionLife:
 
     # ---- events ----
 
-    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any]) -> EventRow:
-        """Give the event the next sequence number, queue it for storage and send it to every subscriber."""
+    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any], *, show: bool = True) -> EventRow:
+        """Give the event the next sequence number and queue it for storage; with `show`, send it to every
+        subscriber now (else the caller calls `show` once it is committed)."""
         self.seq += 1
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
-        self.recent.append(event)
         self.dirty.set()
+        if show:
+            self.show(event)
+        return event
+
+    def show(self, event: EventRow) -> None:
+        """Send an event to every subscriber and listener (a subscriber that cannot keep up is cut off)."""
+        self.shown = max(self.shown, event.seq)
+        self.recent.append(event)
         alive: list[trio.MemorySendChannel[EventRow]] = []
         for ch in self.subscribers:
             try:
@@ -317,7 +326,6 @@ class _SessionLife:
         self.subscribers = alive
         if self.a.on_event is not None:
             self.a.on_event(event)
-        return event
 
     async def _flusher(self) -> None:
         backoff = 0.05
@@ -410,15 +418,15 @@ class _SessionLife:
             if running.scope.cancelled_caught or running.aborted:
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
+            # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
+            # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
+            ending: list[EventRow] = []
             if state == "completed":
-                self.emit(
-                    turn.turn_id,
-                    "result",
-                    {"text": text, "stream_fallback": final is not None and not deltas, "files": []},
-                )
+                data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
+                ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
-                self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error})
-            self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state})
+                ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+            ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
             # Shielded and bounded: the turn's end is recorded even during shutdown, and never hangs it.
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
@@ -445,6 +453,11 @@ class _SessionLife:
                         self.flushed = trio.Event()
                 except Exception as exc:
                     log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
+                    # Not stored: the flusher keeps trying (events are never dropped), so show them as it would.
+                    self.pending[:0] = batch
+                    self.dirty.set()
+            for event in ending:
+                self.show(event)
         finally:
             self.running = None
             running.finished.set()
