@@ -109,6 +109,17 @@ class OpenAITurn:
         self.context = context
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
+        try:
+            async for event in self._events():
+                yield event
+        except ProviderError as exc:
+            # Upstream error bodies may echo what they were sent (OpenAI-compatible servers quote the key):
+            # the message goes to the user, the log and the database, so the key never rides along.
+            if self.s.api_key and self.s.api_key in str(exc):
+                raise ProviderError(str(exc).replace(self.s.api_key, "[redacted]")) from None
+            raise
+
+    async def _events(self) -> AsyncIterator[ProviderEvent]:
         s = self.s
         messages = build_messages(s, self.request.history, self.request.prompt, self.context)
         timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
@@ -184,7 +195,7 @@ class OpenAITurn:
                             log.warning(
                                 "openai: HTTP %s (%s); retry %d in %.1f s",
                                 response.status_code,
-                                message,
+                                message.replace(self.s.api_key, "[redacted]") if self.s.api_key else message,
                                 attempt,
                                 delay,
                             )

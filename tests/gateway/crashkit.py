@@ -25,8 +25,9 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path) -> Gateway:
-    """Start a gateway process on `config` and wait (30 s at most) until it listens."""
+async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: bytearray | None = None) -> Gateway:
+    """Start a gateway process on `config` and wait (30 s at most) until it listens; its stdout and stderr
+    are appended to `output` when given (else dropped)."""
     env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "GATEWAY_NO_RESPAWN": "1", "XDG_CONFIG_HOME": str(tmp_path)}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
@@ -47,10 +48,14 @@ async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path) -> Gateway:
             if m:
                 break
 
+    if output is not None:
+        output.extend(buf)
+
     async def drain() -> None:
         try:
-            while await stream.receive_some(65536):
-                pass
+            while chunk := await stream.receive_some(65536):
+                if output is not None:
+                    output.extend(chunk)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
