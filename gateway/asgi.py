@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import msgspec
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -15,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.store import StorageUnavailableError
-from gateway.errors import GatewayError, PayloadTooLargeError
+from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
 from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +28,7 @@ _STATUS_CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -113,8 +115,9 @@ def all_routes() -> list[BaseRoute]:
 class BodyLimit:
     """Refuse bodies over the limit on every route: by Content-Length up front, else while they stream in."""
 
-    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int]) -> None:
+    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int], body_timeout: float = 30.0) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.default = default
         self.larger = larger  # path -> its own limit (uploads)
 
@@ -133,15 +136,25 @@ class BodyLimit:
                     await too_big(scope, receive, send)
                     return
         seen = 0
+        complete = False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-            return message
+            nonlocal seen, complete
+            if complete:
+                return await receive()  # after the body: waiting for a disconnect (streams) is not timed
+            # A body that stalls holds a task and a socket: bound every pause (hypercorn's own read timeout
+            # would also cut idle WebSockets and server-sent-event streams, whose clients rightly send nothing).
+            with trio.move_on_after(self.body_timeout):
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    complete = not message.get("more_body", False)
+                    if seen > limit:
+                        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+                else:
+                    complete = True
+                return message
+            raise RequestTimeoutError(f"the request body stalled for {self.body_timeout:g} s; send it without pauses")
 
         await self.app(scope, counted, send)
 
@@ -155,7 +168,12 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         Middleware(
             BodyLimit,
             default=config.server.max_body_bytes,
-            larger={"/api/files": config.limits.max_upload_bytes},
+            # Uploads have their own (larger) limits, which their routes enforce exactly; multipart adds framing.
+            larger={
+                "/api/files": config.limits.max_upload_bytes,
+                "/upload": config.files.max_upload_bytes + 64 * 1024,
+            },
+            body_timeout=config.server.body_timeout,
         )
     ]
     if config.cors.enabled:
