@@ -171,7 +171,7 @@ async def test_1000_streaming_connections_and_32_batch_posters_lose_nothing_and_
                     body = r.json()
                     services = body.get("services") or body["error"]["details"]["services"]
                     live = next(s for s in services if s["service"] == "sessions")["details"]["live_sessions"]
-                    return busy == 0 and cursor == top and live == 0
+                    return bool(busy == 0 and cursor == top and live == 0)
 
                 await wait_for(quiet, timeout=90, interval=0.25)
                 settled.append(_rss_kib(gw.process.pid))
