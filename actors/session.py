@@ -7,7 +7,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio.lowlevel
@@ -42,6 +42,7 @@ from storage import messages as msg_db
 from storage import sessions as sess_db
 from storage.events import EventRow
 
+T = TypeVar("T")
 log = logging.getLogger("gateway.session")
 
 
@@ -80,6 +81,19 @@ class _RunningTurn:
     handle: ProviderTurn | None = None
     aborted: bool = False
     finished: trio.Event = field(default_factory=trio.Event)
+
+
+def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn`, followed in the same transaction by the submitter's `also` (when given)."""
+    if also is None:
+        return fn
+
+    def both(conn: Any, *args: Any, **kwargs: Any) -> T:
+        result = fn(conn, *args, **kwargs)
+        also(conn)
+        return result
+
+    return both
 
 
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
@@ -227,7 +241,7 @@ class _SessionLife:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
                 self.reserved = self.seq + SEQ_RESERVE
                 turn_id, history = await self.a.store.call(
-                    msg_db.accept_and_begin,
+                    _with(msg.also, msg_db.accept_and_begin),
                     self.session_id,
                     msg.text,
                     now_ms=now_ms(),
@@ -235,7 +249,9 @@ class _SessionLife:
                     history_limit=self.cfg.history_limit,
                 )
             else:
-                turn_id = await self.a.store.call(msg_db.create_turn, self.session_id, msg.text, now_ms=now_ms())
+                turn_id = await self.a.store.call(
+                    _with(msg.also, msg_db.create_turn), self.session_id, msg.text, now_ms=now_ms()
+                )
         except Exception as exc:
             msg.reply.fail(exc)
             return

@@ -178,13 +178,13 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             services = {s["service"]: s["status"] for s in r.json()["services"]}
             assert r.json()["sessions"] == 0
             assert services == {
-        "storage": "ok",
-        "scheduler": "ok",
-        "disk": "ok",
-        "connectors": "ok",
-        "mcp": "ok",
-        "sessions": "ok",
-    }
+                "storage": "ok",
+                "scheduler": "ok",
+                "disk": "ok",
+                "connectors": "ok",
+                "mcp": "ok",
+                "sessions": "ok",
+            }
             assert (await bob.client.get("/api/status")).status_code == 403
             gateway.runtime.status_checks["connectors"] = lambda: {
                 "status": "error",

@@ -97,11 +97,18 @@ async def test_sigkill_with_pending_deliveries_resumes_and_delivers_each_at_leas
                 elif not waves:
                     break
 
-            # After the last restart every delivery the outbox holds reaches the receiver.
+            # After the last restart: every event is fed to the agent, every turn ends, and every completed turn's
+            # delivery reaches the receiver.
             async def drained() -> bool:
-                rows = query(db, "SELECT state, count(*) FROM outbox GROUP BY state")
+                cursor = query(db, "SELECT last_id FROM ingress_cursor")[0][0]
+                top = query(db, "SELECT max(id) FROM ingress_events")[0][0]
                 busy = query(db, "SELECT count(*) FROM turns WHERE state IN ('queued', 'running')")[0][0]
-                return busy == 0 and bool(rows) and dict(rows).keys() == {"delivered"}
+                undelivered = query(
+                    db,
+                    "SELECT count(*) FROM turns t WHERE t.state = 'completed' AND NOT EXISTS "
+                    "(SELECT 1 FROM outbox o WHERE o.turn_id = t.id AND o.state = 'delivered')",
+                )[0][0]
+                return bool(cursor == top and busy == 0 and undelivered == 0)
 
             await wait_for(drained, timeout=40, interval=0.1)
             gw.process.send_signal(signal.SIGTERM)
@@ -115,17 +122,23 @@ async def test_sigkill_with_pending_deliveries_resumes_and_delivers_each_at_leas
     outbox = dict(query(db, "SELECT delivery_id, text FROM outbox"))
     assert set(accepted) == set(outbox)  # at least once: each delivery reached the receiver
     assert all(accepted[k] == text for k, text in outbox.items())
-    # Each acknowledged event got a reply. A kill between feeding a turn and saving the dispatcher's cursor feeds
-    # that round again after the restart (at-least-once towards the agent, see IngressDispatcher): a second turn,
-    # hence a second delivery with its own key. Count those; everything else is exactly one delivery per event.
-    texts = sorted(outbox.values())
-    assert set(texts) == {f"msg {i}" for i in range(EVENTS)}
-    refed = len(texts) - EVENTS
+    turns = query(db, "SELECT id, state, prompt FROM turns")
+    # Every acknowledged event reached the agent (in a turn of its own session).
+    fed = {part for _, _, prompt in turns for part in prompt.split("\n\n")}
+    assert {f"msg {i}" for i in range(EVENTS)} <= fed
+    # Exactly once: each event (its own session) in one turn, even when a kill fell between feeding the agent and
+    # advancing the dispatcher's cursor. One delivery per completed turn; a turn the kill interrupted ends
+    # `interrupted` and is not run again, so it has none.
+    assert len(turns) == EVENTS
+    per_turn = dict(query(db, "SELECT turn_id, count(*) FROM outbox GROUP BY turn_id"))
+    completed = {t for t, state, _ in turns if state == "completed"}
+    assert set(per_turn) == completed and set(per_turn.values()) == {1}
+    interrupted = sum(1 for _, state, _ in turns if state == "interrupted")
     # The deliveries that were waiting when the process died were delivered by the next process.
     assert retried_after_kill and retried_after_kill <= set(accepted)
     print(
-        f"{len(outbox)} deliveries for {EVENTS} events ({refed} from a round fed again after a kill), "
-        f"{len(retried_after_kill)} pending at a kill and delivered after the restart"
+        f"{len(outbox)} deliveries for {EVENTS} events in {len(turns)} turns ({interrupted} interrupted by a kill); "
+        f"{len(retried_after_kill)} deliveries pending at a kill were delivered after the restart"
     )
     states = dict(query(db, "SELECT state, count(*) FROM turns GROUP BY state"))
     assert "running" not in states, states
