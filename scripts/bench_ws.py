@@ -111,6 +111,7 @@ async def _floor(n_frames: int, n_rtt: int, app: Any = _floor_app) -> tuple[floa
     hc = HypercornConfig()
     hc.bind = ["127.0.0.1:0"]
     hc.accesslog = None
+    hc.errorlog = None  # no "Running on" line per floor run in the table's output
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, cast(Any, app), hc, shutdown_trigger=shutdown.wait))
