@@ -13,7 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from gateway.client import connect
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.crashkit import Gateway, integrity, query, spawn
 
 CLIENTS = 4
@@ -123,3 +123,18 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
             assert stored.get(seq) == "result", (chat, seq)  # every result a client saw is stored, once
         assert len(stored) == len(set(stored))
     assert sum(len(r) for r in results.values()) >= TURNS_PER_LIFE * (KILLS + 1)
+
+
+async def test_a_result_is_committed_before_any_client_sees_it(gateway: RunningGateway) -> None:
+    # What the crash test relies on, checked on every turn: the moment a client has the `result` frame,
+    # the database already holds it (so no crash can take back a result a client saw).
+    db = gateway.runtime.paths.db_file
+    with trio.fail_after(30):
+        async with connect(gateway.ws_url + "/ws", gateway.token, chat_id=7) as c:
+            sid = str(c.auth_ok["session_id"])
+            for n in range(20):
+                await c.send_message(f"turn {n} " + "w " * 5)
+                while (frame := await c.receive())["type"] != "result":
+                    pass
+                stored = query(db, "SELECT type FROM events WHERE session_id = ? AND seq = ?", sid, frame["seq"])
+                assert stored == [("result",)], (n, frame)
