@@ -14,7 +14,7 @@ import trio
 
 from tests.conftest import TOKEN
 from tests.gateway.connectors.helpers import wait_for
-from tests.gateway.crashkit import spawn
+from tests.gateway.crashkit import query, spawn
 
 SHARED = "crash-test-shared-token-0001"
 EVENTS = 3000
@@ -96,9 +96,10 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
                 await gw.process.wait()
                 gw = await spawn(config, nursery, tmp_path)
 
-            # Events stored before a kill but not yet fed to the agent are fed after the restart.
+            # Events stored before a kill but not yet fed to the agent are fed after the restart, and every turn ends.
             async def dispatched() -> bool:
-                return _all_dispatched(data / "gateway.db")
+                busy = query(data / "gateway.db", "SELECT count(*) FROM turns WHERE state IN ('queued', 'running')")
+                return _all_dispatched(data / "gateway.db") and busy[0][0] == 0
 
             await wait_for(dispatched, timeout=30, interval=0.1)
             gw.process.send_signal(signal.SIGTERM)
@@ -118,3 +119,9 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
     keys = [r[0] for r in rows]
     assert len(keys) == len(set(keys)) == EVENTS
     assert dict(rows) == acked
+    # Fed to the agent exactly once across the kills: each event's text is in exactly one turn's prompt.
+    prompts = [r[0] for r in query(data / "gateway.db", "SELECT prompt FROM turns")]
+    fed = sorted(part.split(" ", 2)[1] for prompt in prompts for part in prompt.split("\n\n"))
+    assert fed == sorted(str(i) for i in range(EVENTS))
+    states = dict(query(data / "gateway.db", "SELECT state, count(*) FROM turns GROUP BY state"))
+    assert "running" not in states and "queued" not in states, states
