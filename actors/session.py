@@ -136,6 +136,7 @@ class _SessionLife:
         self.session_id = ""
         self.seq = 0
         self.shown = 0  # the last sequence number sent to subscribers
+        self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
@@ -367,6 +368,8 @@ class _SessionLife:
             self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
             self.flushed.set()
             self.flushed = trio.Event()
+            while self.held and self.held[0].seq <= self.flushed_seq:
+                self.show(self.held.pop(0))
 
     async def _wait_flushed(self, seq: int) -> None:
         while self.flushed_seq < seq:
@@ -469,11 +472,13 @@ class _SessionLife:
                         self.flushed = trio.Event()
                 except Exception as exc:
                     log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
-                    # Not stored: the flusher keeps trying (events are never dropped), so show them as it would.
+                    # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
                     self.pending[:0] = batch
+                    self.held.extend(ending)
                     self.dirty.set()
-            for event in ending:
-                self.show(event)
+                else:
+                    for event in ending:
+                        self.show(event)
         finally:
             self.running = None
             running.finished.set()

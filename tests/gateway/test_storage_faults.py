@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import trio
 
+from gateway.client import connect
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, put, wait_for
 
@@ -81,6 +82,20 @@ async def test_a_full_disk_is_503_acknowledges_nothing_unstored_and_recovers(
             )
             assert r.status_code == 503, r.text
             assert await _storage_status(a) == (503, "error")
+            # Other writes: a REST route is 503 when its rows need new pages (a small row may still fit in a page's
+            # free space, and is then really stored), never a 500.
+            r = await a.post("/api/sessions", json={"title": "x" * 200})
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE" and r.headers["retry-after"], r.text
+            else:
+                assert r.status_code == 201, r.text
+                assert (await a.get(f"/api/sessions/{r.json()['key']}")).status_code == 200
+            # A /ws message gets an error frame at once (or, if its turn fit, the turn starts): no hang, no 500.
+            async with connect(gw.ws_url + "/ws", gw.token, chat_id=99) as ws:
+                await ws.send_message("hello " * 2000)
+                with trio.fail_after(10):
+                    frame = await ws.receive()
+                assert frame["type"] in ("error", "text_delta", "system_status"), frame
             stored = _stored(paths.db_file)
             assert not {f"e{i}" for i in range(refused_at, refused_at + 40)} & set(stored)
             assert "single" not in stored
