@@ -185,9 +185,16 @@ def gateway_config(tmp: Path, extra: str = "", *, port: int = 0) -> Path:
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\ngraceful_timeout = 1.0\n'
         f'[storage]\ndata_dir = "{tmp / "data"}"\n'
-        "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n" + extra
+        "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n" + _ws_room() + extra
     )
     return config
+
+
+def _ws_room() -> str:
+    # The memory benchmark holds 1000 sockets: raise the gateway's open-socket cap where it has one.
+    from gateway.config import WebSocketConfig
+
+    return "max_connections = 2000\n" if "max_connections" in WebSocketConfig.__struct_fields__ else ""
 
 
 def gateway_env(tmp: Path, **extra: str) -> dict[str, str]:

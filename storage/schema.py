@@ -200,7 +200,7 @@ MIGRATIONS: list[Migration] = [
     ("041_skills_a2a", _m041_skills),
     # The last ingress event fed to each session, written in the transaction that creates the turn holding it,
     # so a crash between feeding the agent and advancing the global cursor never feeds an event twice.
-    ("042_ingress_fed", _sql("CREATE TABLE ingress_fed (session_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL)")),
+    ("043_ingress_fed", _sql("CREATE TABLE ingress_fed (session_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL)")),
 ]
 
 

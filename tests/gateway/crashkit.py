@@ -63,6 +63,15 @@ async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: 
     return Gateway(process, int(m.group(1)))
 
 
+def ws_room(connections: int) -> str:
+    """A `[ws]` line raising the open-socket cap to `connections` where this gateway has one (none: no line)."""
+    from gateway.config import WebSocketConfig
+
+    if "max_connections" in WebSocketConfig.__struct_fields__:
+        return f"max_connections = {connections + 64}\n"
+    return ""
+
+
 def query(db_file: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """Read the gateway's database from a second connection (WAL: it sees what is committed)."""
     db = sqlite3.connect(db_file, timeout=10)

@@ -15,7 +15,7 @@ from trio_websocket import ConnectionClosed
 from gateway.client import connect
 from tests.conftest import TOKEN
 from tests.gateway.connectors.helpers import wait_for
-from tests.gateway.crashkit import Gateway, integrity, query, spawn
+from tests.gateway.crashkit import Gateway, integrity, query, spawn, ws_room
 
 CONNECTIONS = 1000
 POSTERS = 32
@@ -134,8 +134,9 @@ async def test_1000_streaming_connections_and_32_batch_posters_lose_nothing_and_
         f'[storage]\ndata_dir = "{data}"\n'
         "[sessions]\nidle_timeout = 1.0\n"
         "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n"
-        "[limits]\nenabled = false\n"
-        f'[connectors.external.load]\nshared_token = {{ value = "{SHARED}" }}\n'
+        + ws_room(CONNECTIONS)
+        + "[limits]\nenabled = false\n"
+        + f'[connectors.external.load]\nshared_token = {{ value = "{SHARED}" }}\n'
     )
     db = data / "gateway.db"
     acked: set[str] = set()
