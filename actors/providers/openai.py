@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,8 +111,10 @@ class OpenAITurn:
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
         try:
-            async for event in self._events():
-                yield event
+            # aclosing: an abort closes this generator, and the inner one (holding the HTTP client) with it.
+            async with aclosing(self._events()) as events:
+                async for event in events:
+                    yield event
         except ProviderError as exc:
             # Upstream error bodies may echo what they were sent (OpenAI-compatible servers quote the key):
             # the message goes to the user, the log and the database, so the key never rides along.
@@ -119,7 +122,7 @@ class OpenAITurn:
                 raise ProviderError(str(exc).replace(self.s.api_key, "[redacted]")) from None
             raise
 
-    async def _events(self) -> AsyncIterator[ProviderEvent]:
+    async def _events(self) -> AsyncGenerator[ProviderEvent, None]:
         s = self.s
         messages = build_messages(s, self.request.history, self.request.prompt, self.context)
         timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
