@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -231,9 +232,9 @@ class IngressDispatcher:
     """Feeds stored ingress events to the agent after their commit, following a durable cursor.
 
     Events of one session that arrived together are coalesced into one turn, so a burst of thousands
-    of events costs a handful of turns. A crash between Submit and the cursor update re-feeds at most
-    one round (at-least-once towards the agent; at-most-once is impossible without the turn in the same
-    transaction).
+    of events costs a handful of turns. Each turn is recorded in the same transaction as the mark that its
+    events are fed (`ingress_fed`), so a crash before the cursor update feeds nothing twice (exactly once
+    towards the agent; a turn the crash interrupts ends `interrupted`).
     """
 
     def __init__(
@@ -293,17 +294,20 @@ class IngressDispatcher:
             first = rows[0]
             key = SessionKey(first.transport, first.chat_id, first.topic_id)
             text = "\n\n".join(r.text for r in rows if r.text) or "(event without text)"
-            await self._submit(key, text)
+            # The turn and the mark that its events are fed commit together: after a crash they are not fed again.
+            await self._submit(
+                key, text, partial(ingress_db.mark_fed, session_id=first.session_id, last_id=rows[-1].id)
+            )
             self.turns += 1
         await self.store.call(ingress_db.advance_cursor, pending[-1].id)
         self.dispatched += len(pending)
         return True
 
-    async def _submit(self, key: SessionKey, text: str) -> TurnAccepted:
+    async def _submit(self, key: SessionKey, text: str, also: Callable[[sqlite3.Connection], None]) -> TurnAccepted:
         delay = 0.05
         while True:
             try:
-                return await ask(self.router, lambda r: Submit(key, text, r), timeout=30)
+                return await ask(self.router, lambda r: Submit(key, text, r, also), timeout=30)
             except (BusyError, DeadActorError, Exception) as exc:
                 # A full session queue is temporary; the events are durable, so wait and try again.
                 log.warning("cannot feed events to session %s yet (%s); retrying in %.2fs", key, exc, delay)

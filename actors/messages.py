@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -51,6 +53,8 @@ class Submit:
     key: SessionKey
     text: str
     reply: Reply[TurnAccepted]
+    # Runs in the same transaction that records the turn (the dispatcher marks its events fed with it).
+    also: Callable[[sqlite3.Connection], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

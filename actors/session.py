@@ -7,7 +7,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio.lowlevel
@@ -42,6 +42,7 @@ from storage import messages as msg_db
 from storage import sessions as sess_db
 from storage.events import EventRow
 
+T = TypeVar("T")
 log = logging.getLogger("gateway.session")
 
 
@@ -80,6 +81,19 @@ class _RunningTurn:
     handle: ProviderTurn | None = None
     aborted: bool = False
     finished: trio.Event = field(default_factory=trio.Event)
+
+
+def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn`, followed in the same transaction by the submitter's `also` (when given)."""
+    if also is None:
+        return fn
+
+    def both(conn: Any, *args: Any, **kwargs: Any) -> T:
+        result = fn(conn, *args, **kwargs)
+        also(conn)
+        return result
+
+    return both
 
 
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
@@ -122,6 +136,8 @@ class _SessionLife:
         self.session_id = ""
         self.owner: str | None = None
         self.seq = 0
+        self.shown = 0  # the last sequence number sent to subscribers
+        self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
@@ -150,7 +166,7 @@ class _SessionLife:
         )
         self.session_id = row.id
         self.owner = row.owner
-        self.seq = self.flushed_seq = await self.a.store.call(msg_db.seq_floor, row.id)
+        self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
         self.reserved = self.seq
         for t in await self.a.store.call(msg_db.queued_turns, row.id):
             self.queue.append(_QueuedTurn(t.id, t.prompt))
@@ -228,7 +244,7 @@ class _SessionLife:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
                 self.reserved = self.seq + SEQ_RESERVE
                 turn_id, history = await self.a.store.call(
-                    msg_db.accept_and_begin,
+                    _with(msg.also, msg_db.accept_and_begin),
                     self.session_id,
                     msg.text,
                     now_ms=now_ms(),
@@ -236,7 +252,9 @@ class _SessionLife:
                     history_limit=self.cfg.history_limit,
                 )
             else:
-                turn_id = await self.a.store.call(msg_db.create_turn, self.session_id, msg.text, now_ms=now_ms())
+                turn_id = await self.a.store.call(
+                    _with(msg.also, msg_db.create_turn), self.session_id, msg.text, now_ms=now_ms()
+                )
         except Exception as exc:
             msg.reply.fail(exc)
             return
@@ -245,14 +263,14 @@ class _SessionLife:
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
 
     async def _subscribe(self, msg: Subscribe) -> None:
-        if msg.after_seq is None or msg.after_seq >= self.seq:
+        if msg.after_seq is None or msg.after_seq >= self.shown:
             self.subscribers.append(msg.channel)
-            msg.reply.set(Subscription(self.session_id, [], self.seq))
+            msg.reply.set(Subscription(self.session_id, [], self.shown))
             return
         replay: list[EventRow] = []
         after = msg.after_seq
         while True:
-            floor = self.recent[0].seq if self.recent else self.seq + 1
+            floor = self.recent[0].seq if self.recent else self.shown + 1
             if after + 1 >= floor:
                 replay.extend(e for e in self.recent if e.seq > after)
                 break
@@ -265,7 +283,7 @@ class _SessionLife:
             replay.extend(rows)
             after = rows[-1].seq
         self.subscribers.append(msg.channel)
-        msg.reply.set(Subscription(self.session_id, replay, self.seq))
+        msg.reply.set(Subscription(self.session_id, replay, self.shown))
 
     def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
         if channel in self.subscribers:
@@ -301,13 +319,21 @@ class _SessionLife:
 
     # ---- events ----
 
-    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any]) -> EventRow:
-        """Give the event the next sequence number, queue it for storage and send it to every subscriber."""
+    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any], *, show: bool = True) -> EventRow:
+        """Give the event the next sequence number and queue it for storage; with `show`, send it to every
+        subscriber now (else the caller calls `show` once it is committed)."""
         self.seq += 1
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
-        self.recent.append(event)
         self.dirty.set()
+        if show:
+            self.show(event)
+        return event
+
+    def show(self, event: EventRow) -> None:
+        """Send an event to every subscriber and listener (a subscriber that cannot keep up is cut off)."""
+        self.shown = max(self.shown, event.seq)
+        self.recent.append(event)
         alive: list[trio.MemorySendChannel[EventRow]] = []
         for ch in self.subscribers:
             try:
@@ -322,7 +348,6 @@ class _SessionLife:
         self.subscribers = alive
         if self.a.on_event is not None:
             self.a.on_event(event)
-        return event
 
     async def _flusher(self) -> None:
         backoff = 0.05
@@ -348,6 +373,8 @@ class _SessionLife:
             self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
             self.flushed.set()
             self.flushed = trio.Event()
+            while self.held and self.held[0].seq <= self.flushed_seq:
+                self.show(self.held.pop(0))
 
     async def _wait_flushed(self, seq: int) -> None:
         while self.flushed_seq < seq:
@@ -424,15 +451,15 @@ class _SessionLife:
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
+            # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
+            # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
+            ending: list[EventRow] = []
             if state == "completed":
-                self.emit(
-                    turn.turn_id,
-                    "result",
-                    {"text": text, "stream_fallback": final is not None and not deltas, "files": []},
-                )
+                data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
+                ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
-                self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error})
-            self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state})
+                ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+            ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
             # Shielded and bounded: the turn's end is recorded even during shutdown, and never hangs it.
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
@@ -459,6 +486,13 @@ class _SessionLife:
                         self.flushed = trio.Event()
                 except Exception as exc:
                     log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
+                    # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
+                    self.pending[:0] = batch
+                    self.held.extend(ending)
+                    self.dirty.set()
+                else:
+                    for event in ending:
+                        self.show(event)
             if cut_off is not None:
                 raise cut_off
         finally:

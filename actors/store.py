@@ -39,18 +39,47 @@ class StoreStats:
     largest_batch: int = 0
     failed_commits: int = 0
     last_error: str | None = field(default=None)
+    # True from a batch that storage refused (disk full, I/O error) until a batch that writes commits again.
+    failing: bool = False
+
+
+# Result codes (the low byte of an extended code) that mean the database refused work, not that the op was wrong.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def unavailable(exc: BaseException) -> StorageUnavailableError | None:
+    """The StorageUnavailableError an SQLite error stands for (disk full, I/O error...), else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE:
+        return StorageUnavailableError(f"the database cannot write: {exc}")
+    return None
 
 
 def _commit(conn: sqlite3.Connection) -> StorageUnavailableError | None:
     try:
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
+        _rollback(conn)
+        return StorageUnavailableError(f"the database could not commit: {exc}")
+    return None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled the transaction back itself (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM do).
+    if conn.in_transaction:
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        return StorageUnavailableError(f"the database could not commit: {exc}")
-    return None
 
 
 def _begin(conn: sqlite3.Connection) -> StorageUnavailableError | None:
@@ -66,6 +95,8 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[boo
 
     Optimistic: the batch first runs without savepoints (two statements fewer per op); only when an op
     fails is the transaction rolled back and the batch run again with a savepoint around each op.
+    When the database itself refuses (disk full, I/O error), every op of the batch fails with
+    StorageUnavailableError: nothing of it is committed, so nothing of it may be acknowledged.
     """
     err = _begin(conn)
     if err is not None:
@@ -74,8 +105,11 @@ def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[boo
     for op in batch:
         try:
             results.append((True, op.fn(conn)))
-        except Exception:
-            conn.execute("ROLLBACK")
+        except Exception as exc:
+            _rollback(conn)
+            refused = unavailable(exc)
+            if refused is not None:
+                return [(False, refused)] * len(batch)
             return _run_batch_isolated(conn, batch)
     err = _commit(conn)
     return [(False, err)] * len(batch) if err is not None else results
@@ -87,10 +121,15 @@ def _run_batch_isolated(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[
         return [(False, err)] * len(batch)
     results: list[tuple[bool, Any]] = []
     for op in batch:
-        conn.execute("SAVEPOINT op")
         try:
+            conn.execute("SAVEPOINT op")
             value = op.fn(conn)
         except Exception as exc:
+            refused = unavailable(exc)
+            if refused is not None or not conn.in_transaction:
+                # The database refused, or rolled the whole transaction back: the earlier ops are gone too.
+                _rollback(conn)
+                return [(False, refused or StorageUnavailableError(f"the transaction was lost: {exc}"))] * len(batch)
             try:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
@@ -127,12 +166,18 @@ class StoreActor:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             # Shielded: once SQLite has the batch, its callers must learn the outcome even at shutdown.
+            changes = self.conn.total_changes
             if self.inline:
                 results = _run_batch(self.conn, batch)
                 await trio.lowlevel.checkpoint()
             else:
                 with trio.CancelScope(shield=True):
                     results = await trio.to_thread.run_sync(_run_batch, self.conn, batch, limiter=self._limiter)
+            refused = bool(results) and isinstance(results[0][1], StorageUnavailableError)
+            if refused:
+                self.stats.failing = True
+            elif self.conn.total_changes != changes:
+                self.stats.failing = False  # a write committed: storage takes writes again
             self.stats.batches += 1
             self.stats.ops += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -151,9 +196,10 @@ class StoreActor:
 class Store:
     """The handle other actors use: `await store.call(fn, *args)` answers after the commit that holds it."""
 
-    def __init__(self, address: Address[StoreMsg], *, timeout: float = 30.0) -> None:
+    def __init__(self, address: Address[StoreMsg], *, timeout: float = 30.0, stats: StoreStats | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.stats = stats  # the actor's live counters, for health checks (None when not shared)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` in the storage thread; return its value once committed.

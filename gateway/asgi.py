@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import msgspec
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from gateway.errors import GatewayError, PayloadTooLargeError
+from actors.store import StorageUnavailableError
+from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
 from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +28,7 @@ _STATUS_CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -62,6 +65,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
     return error_response(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    # Disk full, I/O error: nothing of this request was committed. Tell the client to retry, never a 500.
+    log.error("storage refused %s %s: %s", request.method, request.url.path, exc)
+    message = "storage cannot write right now (disk full or I/O error); nothing was stored, retry later"
+    return error_response(503, "STORAGE_UNAVAILABLE", message, headers={"Retry-After": "5"})
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -106,8 +116,9 @@ def all_routes() -> list[BaseRoute]:
 class BodyLimit:
     """Refuse bodies over the limit on every route: by Content-Length up front, else while they stream in."""
 
-    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int]) -> None:
+    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int], body_timeout: float = 30.0) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.default = default
         self.larger = larger  # path -> its own limit (uploads)
 
@@ -126,15 +137,25 @@ class BodyLimit:
                     await too_big(scope, receive, send)
                     return
         seen = 0
+        complete = False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-            return message
+            nonlocal seen, complete
+            if complete:
+                return await receive()  # after the body: waiting for a disconnect (streams) is not timed
+            # A body that stalls holds a task and a socket: bound every pause (hypercorn's own read timeout
+            # would also cut idle WebSockets and server-sent-event streams, whose clients rightly send nothing).
+            with trio.move_on_after(self.body_timeout):
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    complete = not message.get("more_body", False)
+                    if seen > limit:
+                        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+                else:
+                    complete = True
+                return message
+            raise RequestTimeoutError(f"the request body stalled for {self.body_timeout:g} s; send it without pauses")
 
         await self.app(scope, counted, send)
 
@@ -157,6 +178,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
                 "/api/files": config.limits.max_upload_bytes + MULTIPART_SLACK,
                 "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
             },
+            body_timeout=config.server.body_timeout,
         )
     ]
     if config.cors.enabled:
@@ -177,6 +199,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
+            StorageUnavailableError: _storage_error,
             Exception: _internal_error,
         },
     )

@@ -35,6 +35,7 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     file_access: Literal["all", "home", "workspace"] = "workspace"
     workspace: str = ""  # empty: <data_dir>/workspace
     max_body_bytes: int = 2 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds a request body may pause between two chunks (slowloris) before a 408
 
 
 class Api(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -267,6 +268,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting server.port: {s.port} is not a port number (0-65535)")
     if s.chat_id <= 0:
         raise ConfigError(f"{source}: setting server.chat_id must be a positive integer")
+    if s.body_timeout <= 0:
+        raise ConfigError(f"{source}: setting server.body_timeout must be > 0 seconds")
     if s.graceful_timeout < 0:
         raise ConfigError(f"{source}: setting server.graceful_timeout must be >= 0")
     if s.token:

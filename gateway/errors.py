@@ -56,6 +56,10 @@ class ConflictError(GatewayError):
     status, code = 409, "CONFLICT"
 
 
+class RequestTimeoutError(GatewayError):
+    status, code = 408, "REQUEST_TIMEOUT"
+
+
 class PayloadTooLargeError(GatewayError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
 

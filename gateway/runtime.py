@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sqlite3
@@ -203,7 +204,7 @@ async def run(
                 registry=registry,
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
             )
-            store = Store(await infra.start(partial(supervise, store_spec)))
+            store = Store(await infra.start(partial(supervise, store_spec)), stats=store_actor.stats)
             listeners: list[Callable[[EventRow], None]] = []
 
             def on_event(event: EventRow) -> None:
@@ -241,6 +242,11 @@ async def run(
                     choice=choice,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
+                # Live (in memory) vs hibernated sessions, for `GET /api/status` and the memory benchmark.
+                runtime.status_checks["sessions"] = lambda: {
+                    "status": "ok",
+                    "details": dataclasses.asdict(router.statistics()),
+                }
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:

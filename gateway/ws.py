@@ -13,6 +13,7 @@ from nacl.public import PrivateKey
 
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
+from actors.store import StorageUnavailableError
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
@@ -364,6 +365,10 @@ class Connection:
             )
         except ActorError as exc:
             await self.error("internal_error", f"cannot start the turn: {exc}")
+            return
+        except StorageUnavailableError:
+            # Disk full or an I/O error: the message was not stored, so it is not accepted. Say so, keep the socket.
+            await self.error("internal_error", "cannot start the turn: storage cannot write right now; retry later")
             return
         self._own_turns.add(accepted.turn_id)
 

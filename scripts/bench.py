@@ -18,23 +18,33 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 
+ORDER = ["storage", "ingress", "ws", "memory", "startup"]  # the table's order; others follow by name
+
+
 def available() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    found = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:,.1f}" if abs(x) < 1000 else f"{x:,.0f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """One Markdown table: value, the floor measured in the same run, their ratio, the target and whether met."""
     lines = [
-        "| benchmark | value | floor (same run) | ratio | target | note |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| benchmark | value | floor (same run) | ratio | target | met | note |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        target = r.get("target")
-        ok = "" if target is None or r.get("ratio") is None else (" ✅" if r["ratio"] >= target else " ❌")
-        floor = f"{r['floor']} {r['unit']} ({r.get('floor_name', '')})" if r.get("floor") is not None else "—"
-        ratio = "—" if r.get("ratio") is None else f"{r['ratio']}{ok}"
-        target_s = "—" if target is None else f"≥ {target}" if r.get("higher_is_better", True) else f"≤ {target}"
+        floor = "—" if r.get("floor") is None else f"{_fmt(r['floor'])} {r['unit']} ({r.get('floor_name', '')})"
+        ratio = "—" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        met = {True: "✅", False: "❌", None: ""}[r.get("met")]
         lines.append(
-            f"| {r['name']} | {r['value']} {r['unit']} | {floor} | {ratio} | {target_s} | {r.get('note', '')} |"
+            f"| {r['name']} | {_fmt(r['value'])} {r['unit']} | {floor} | {ratio} | {r.get('target') or '—'} "
+            f"| {met} | {r.get('note', '')} |"
         )
     return "\n".join(lines)
 
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         + (", --quick" if args.quick else "")
     )
     failed = 0
+    every: list[dict[str, Any]] = []
+    started = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
         module = importlib.import_module(f"bench_{name}")
@@ -77,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: FAILED: {exc!r}", file=sys.stderr)
             failed += 1
             continue
-        body = f"Measured on {machine} in {time.perf_counter() - t0:.0f} s.\n\n{table(rows)}"
-        print(f"\n## {name}\n{body}")
+        print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        every.extend(rows)
         if not args.no_write:
-            write_section(name, body)
+            write_section(name, f"Measured on {machine} in {time.perf_counter() - t0:.0f} s.\n\n{table(rows)}")
+    body = f"Measured on {machine} in {time.perf_counter() - started:.0f} s.\n\n{table(every)}"
+    print(f"\n{body}")
+    if not args.no_write and not args.names and not failed:
+        write_section("summary", body)
     return 1 if failed else 0
 
 

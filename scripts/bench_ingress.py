@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from storage.db import open_db  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import row  # noqa: E402
+
 TOKEN = "bench-admin-token-0123456789"
 SHARED = "bench-shared-token-0123456789"
 SESSIONS = 10
@@ -170,15 +173,16 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, expect_items: 
         return len(bodies) / (time.perf_counter() - start)
 
 
-def _row(name: str, value: float, unit: str, floor: float, target: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": round(value, 1),
-        "unit": unit,
-        "floor": round(floor, 1),
-        "ratio": round(value / floor, 3) if floor else 0.0,
-        "target": target,
-    }
+def _row(name: str, value: float, unit: str, floor: float, target: float, floor_name: str) -> dict[str, Any]:
+    return row(
+        name,
+        round(value),
+        unit,
+        floor=round(floor),
+        floor_name=floor_name,
+        target=f"≥ {target} x floor",
+        met=bool(floor) and value / floor >= target,
+    )
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -207,7 +211,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
         finally:
             gw.stop()
     floor_rows = max(floor_before, raw_sqlite(n_batch))
-    rows.insert(0, _row("ingress batch events/s (100/request) vs raw sqlite", per_s, "events/s", floor_rows, 0.8))
+    rows.insert(
+        0,
+        _row(
+            "batch ingress, 100 events/request, 8 clients",
+            per_s,
+            "events/s",
+            floor_rows,
+            0.8,
+            "raw sqlite3, same rows, 100-row transactions, same pragmas",
+        ),
+    )
     bare = Server([sys.executable, "-c", _BARE_SERVER])
     try:
         bodies = [msgspec.json.encode(event(i, "bare")) for i in range(n_single)]
@@ -222,11 +236,24 @@ def run(quick: bool) -> list[dict[str, Any]]:
         bare.stop()
     rows.append(
         _row(
-            "ingress batch events/s vs bare hypercorn-trio POST of the same bodies", per_s, "events/s", bare_batch, 0.8
+            "batch ingress vs an HTTP server that stores nothing (context)",
+            per_s,
+            "events/s",
+            bare_batch,
+            0.8,
+            "bare hypercorn-trio POST of the same bodies",
         )
+        | {"target": "context: the HTTP ceiling here", "met": None}
     )
     rows.append(
-        _row("ingress single /events req/s (32 clients) vs bare hypercorn-trio", single_rate, "req/s", bare_rate, 0.8)
+        _row(
+            "single-event ingress /events, 32 clients",
+            single_rate,
+            "req/s",
+            bare_rate,
+            0.8,
+            "bare hypercorn-trio POST",
+        )
     )
     return rows
 
@@ -238,7 +265,7 @@ def main() -> int:
     rows = run(args.quick)
     ok = True
     for r in rows:
-        verdict = "ok" if r["ratio"] >= r["target"] else "BELOW TARGET"
+        verdict = "ok" if r["met"] else "BELOW TARGET"
         ok = ok and verdict == "ok"
         line = f"{r['name']}: {r['value']} {r['unit']} / floor {r['floor']} = {r['ratio']}"
         print(f"{line} (target {r['target']}) {verdict}")

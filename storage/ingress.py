@@ -244,11 +244,21 @@ def undispatched(conn: sqlite3.Connection, *, limit: int = 500) -> list[Pending]
     """Return stored events not yet fed to the agent, oldest first."""
     rows = conn.execute(
         "SELECT e.id, e.session_id, s.transport, s.chat_id, s.topic_id, e.text FROM ingress_events e "
-        "JOIN sessions s ON s.id = e.session_id "
-        "WHERE e.id > (SELECT last_id FROM ingress_cursor WHERE id = 1) ORDER BY e.id LIMIT ?",
+        "JOIN sessions s ON s.id = e.session_id LEFT JOIN ingress_fed f ON f.session_id = e.session_id "
+        "WHERE e.id > (SELECT last_id FROM ingress_cursor WHERE id = 1) AND (f.last_id IS NULL OR e.id > f.last_id) "
+        "ORDER BY e.id LIMIT ?",
         (limit,),
     ).fetchall()
     return [Pending(*r) for r in rows]
+
+
+def mark_fed(conn: sqlite3.Connection, session_id: str, last_id: int) -> None:
+    """Record that the events of `session_id` up to `last_id` are in a turn (call it in that turn's transaction)."""
+    conn.execute(
+        "INSERT INTO ingress_fed (session_id, last_id) VALUES (?, ?) "
+        "ON CONFLICT (session_id) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+        (session_id, last_id),
+    )
 
 
 def advance_cursor(conn: sqlite3.Connection, last_id: int) -> None:

@@ -205,6 +205,9 @@ MIGRATIONS: list[Migration] = [
     ("040_mcp_servers", _m040_mcp),
     ("041_skills_a2a", _m041_skills),
     ("042_user_tool_prefs", _m042_tool_prefs),
+    # The last ingress event fed to each session, written in the transaction that creates the turn holding it,
+    # so a crash between feeding the agent and advancing the global cursor never feeds an event twice.
+    ("043_ingress_fed", _sql("CREATE TABLE ingress_fed (session_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL)")),
 ]
 
 

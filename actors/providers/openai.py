@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -116,6 +117,19 @@ class OpenAITurn:
         self.context = context
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
+        try:
+            # aclosing: an abort closes this generator, and the inner one (holding the HTTP client) with it.
+            async with aclosing(self._events()) as events:
+                async for event in events:
+                    yield event
+        except ProviderError as exc:
+            # Upstream error bodies may echo what they were sent (OpenAI-compatible servers quote the key):
+            # the message goes to the user, the log and the database, so the key never rides along.
+            if self.s.api_key and self.s.api_key in str(exc):
+                raise ProviderError(str(exc).replace(self.s.api_key, "[redacted]")) from None
+            raise
+
+    async def _events(self) -> AsyncGenerator[ProviderEvent, None]:
         s = self.s
         messages = build_messages(s, self.request.history, self.request.prompt, self.context)
         timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
@@ -193,7 +207,7 @@ class OpenAITurn:
                             log.warning(
                                 "openai: HTTP %s (%s); retry %d in %.1f s",
                                 response.status_code,
-                                message,
+                                message.replace(self.s.api_key, "[redacted]") if self.s.api_key else message,
                                 attempt,
                                 delay,
                             )

@@ -135,7 +135,14 @@ async def status(ctx: Ctx) -> Any:
     try:
         verdict = await _integrity(rt)
         sessions = await rt.store.call(sess_db.count_sessions)
-        services.append(ServiceStatus(service="storage", status="ok" if verdict == "ok" else "error", details=verdict))
+        stats = rt.store.stats
+        if stats is not None and stats.failing:
+            # Reads still work, so integrity_check passes; but the last write was refused (disk full, I/O error).
+            details = f"writes are failing: {stats.last_error}; free disk space, then writes resume by themselves"
+            services.append(ServiceStatus(service="storage", status="error", details=details))
+        else:
+            ok = verdict == "ok"
+            services.append(ServiceStatus(service="storage", status="ok" if ok else "error", details=verdict))
     except Exception as exc:
         services.append(
             ServiceStatus(service="storage", status="error", details=f"the database does not answer: {exc}")

@@ -104,3 +104,81 @@ async def test_a_failed_commit_fails_every_op_in_the_batch(tmp_path: Path) -> No
             assert await store.call(insert, "after") == 1
             nursery.cancel_scope.cancel()
     assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
+
+
+def _refused(code: int, message: str) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code  # what SQLite sets on a real error of this kind
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(sqlite3.SQLITE_IOERR, "disk I/O error"), (sqlite3.SQLITE_FULL, "database or disk is full")],
+)
+async def test_an_io_error_or_a_full_disk_fails_the_whole_batch_and_commits_nothing(
+    tmp_path: Path, code: int, message: str
+) -> None:
+    conn = open_db(tmp_path / "io.db")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            store, actor = await start_store(nursery, conn)
+
+            def broken(c: sqlite3.Connection) -> None:
+                c.execute("INSERT INTO settings (key, value) VALUES ('broken', 'v')")
+                raise _refused(code, message)
+
+            outcomes: dict[str, BaseException | int | None] = {}
+
+            async def call(name: str, fn: object, *args: object) -> None:
+                try:
+                    outcomes[name] = await store.call(fn, *args)  # type: ignore[arg-type]
+                except Exception as exc:
+                    outcomes[name] = exc
+
+            # Three ops sent together, so the actor drains them into one batch: good writes around the refused one.
+            async with trio.open_nursery() as callers:
+                callers.start_soon(call, "first", insert, "before")
+                callers.start_soon(call, "broken", broken)
+                callers.start_soon(call, "last", insert, "after")
+            assert all(isinstance(o, StorageUnavailableError) for o in outcomes.values()), outcomes
+            assert actor.stats.failing
+            # Nothing was committed, so nothing may have been acknowledged.
+            assert conn.execute("SELECT count(*) FROM settings").fetchone()[0] == 0
+            # A later write commits and clears the failing state; a read alone would not.
+            assert await store.call(insert, "recovered") == 1
+            assert not actor.stats.failing
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_real_full_database_rolls_back_the_batch_and_recovers(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "full.db")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            store, actor = await start_store(nursery, conn)
+
+            def limit(c: sqlite3.Connection, pages: int | None) -> None:
+                n = pages or c.execute("PRAGMA page_count").fetchone()[0]
+                c.execute(f"PRAGMA max_page_count = {int(n)}")
+
+            def fill(c: sqlite3.Connection, n: int) -> None:
+                c.executemany(
+                    "INSERT INTO settings (key, value) VALUES (?, ?)", [(f"k{n}-{i}", "x" * 400) for i in range(50)]
+                )
+
+            await store.call(limit, None)
+            refused: int | None = None
+            for n in range(100):
+                try:
+                    await store.call(fill, n)
+                except StorageUnavailableError:
+                    refused = n
+                    break
+            assert refused is not None, "SQLite's max_page_count never made the database full"
+            assert actor.stats.failing
+            stored = {r[0] for r in conn.execute("SELECT key FROM settings")}
+            assert not any(k.startswith(f"k{refused}-") for k in stored)
+            await store.call(limit, 1 << 30)
+            await store.call(fill, refused)
+            assert not actor.stats.failing
+            nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import events as ev_db
+from storage import ingress as ingress_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
 from storage.db import StorageError, integrity_check, open_db
@@ -155,3 +156,23 @@ def test_session_status_follows_its_turns(tmp_path: Path) -> None:
     msg_db.start_turn(conn, second, now_ms=6)
     msg_db.finish_turn(conn, second, "completed", now_ms=7, result="2")
     assert status() == "completed"
+
+
+def test_events_marked_fed_for_their_session_are_not_fed_again_when_the_cursor_lags(tmp_path: Path) -> None:
+    # The dispatcher's exactly-once: a turn commits with `mark_fed`; the global cursor may lag behind it.
+    conn = open_db(tmp_path / "fed.db")
+    a = sess_db.get_or_create_session(conn, "x", "a", "", now_ms=0).id
+    b = sess_db.get_or_create_session(conn, "x", "b", "", now_ms=0).id
+    rows = [("c", f"k{i}", b"fp", a if i % 2 == 0 else b, f"t{i}", b"{}", 0) for i in range(6)]
+    conn.executemany(
+        "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    assert [p.text for p in ingress_db.undispatched(conn)] == [f"t{i}" for i in range(6)]
+    ingress_db.mark_fed(conn, a, 3)  # session a's turn held events 1 and 3 (ids are 1-based)
+    assert [p.text for p in ingress_db.undispatched(conn)] == ["t1", "t3", "t4", "t5"]
+    ingress_db.mark_fed(conn, a, 1)  # never moves back
+    assert [p.text for p in ingress_db.undispatched(conn)] == ["t1", "t3", "t4", "t5"]
+    ingress_db.advance_cursor(conn, 4)
+    assert [p.text for p in ingress_db.undispatched(conn)] == ["t4", "t5"]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,51 +14,12 @@ import trio
 
 from tests.conftest import TOKEN
 from tests.gateway.connectors.helpers import wait_for
+from tests.gateway.crashkit import query, spawn
 
 SHARED = "crash-test-shared-token-0001"
 EVENTS = 3000
 BATCH = 25
 KILLS = 5
-
-
-class Gateway:
-    """One `python -m gateway serve` process; its output is drained so it can never block on a full pipe."""
-
-    def __init__(self, process: trio.Process, port: int) -> None:
-        self.process = process
-        self.port = port
-
-
-async def _spawn(config: Path, nursery: trio.Nursery, tmp_path: Path) -> Gateway:
-    env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "GATEWAY_NO_RESPAWN": "1", "XDG_CONFIG_HOME": str(tmp_path)}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    stream = process.stdout
-    buf = b""
-    with trio.fail_after(30):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise AssertionError("gateway exited before listening:\n" + buf.decode(errors="replace"))
-            buf += chunk
-            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", buf)
-            if m:
-                break
-
-    async def drain() -> None:
-        try:
-            while await stream.receive_some(65536):
-                pass
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-
-    nursery.start_soon(drain)
-    return Gateway(process, int(m.group(1)))
 
 
 def _all_dispatched(db_file: Path) -> bool:
@@ -98,7 +55,7 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
     kills = 0
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            gw = await _spawn(config, nursery, tmp_path)
+            gw = await spawn(config, nursery, tmp_path)
             while True:
                 url = f"http://127.0.0.1:{gw.port}/v1/connectors/external/crash/events/batch"
                 async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SHARED}"}, timeout=10) as client:
@@ -137,11 +94,12 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
                 if gw.process.poll() is None and kills == KILLS and not pending:
                     break
                 await gw.process.wait()
-                gw = await _spawn(config, nursery, tmp_path)
+                gw = await spawn(config, nursery, tmp_path)
 
-            # Events stored before a kill but not yet fed to the agent are fed after the restart.
+            # Events stored before a kill but not yet fed to the agent are fed after the restart, and every turn ends.
             async def dispatched() -> bool:
-                return _all_dispatched(data / "gateway.db")
+                busy = query(data / "gateway.db", "SELECT count(*) FROM turns WHERE state IN ('queued', 'running')")
+                return _all_dispatched(data / "gateway.db") and busy[0][0] == 0
 
             await wait_for(dispatched, timeout=30, interval=0.1)
             gw.process.send_signal(signal.SIGTERM)
@@ -161,3 +119,9 @@ async def test_sigkill_during_batched_ingress_loses_and_duplicates_nothing(tmp_p
     keys = [r[0] for r in rows]
     assert len(keys) == len(set(keys)) == EVENTS
     assert dict(rows) == acked
+    # Fed to the agent exactly once across the kills: each event's text is in exactly one turn's prompt.
+    prompts = [r[0] for r in query(data / "gateway.db", "SELECT prompt FROM turns")]
+    fed = sorted(part.split(" ", 2)[1] for prompt in prompts for part in prompt.split("\n\n"))
+    assert fed == sorted(str(i) for i in range(EVENTS))
+    states = dict(query(data / "gateway.db", "SELECT state, count(*) FROM turns GROUP BY state"))
+    assert "running" not in states and "queued" not in states, states

@@ -1,0 +1,271 @@
+"""What the benchmarks share: server subprocesses, the bare floor server, RSS readings and the row shape."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-admin-token-0123456789"
+Row = dict[str, Any]
+
+# The floor of "all deps imported and serving in one process": the third-party packages the gateway has loaded
+# when it serves (listed by `gateway_imports()`), then a raw-ASGI hypercorn-trio app that answers `/health`
+# and holds NaCl-keyed WebSockets open. Started as `python -c FLOOR_SERVER <port> <module> ...`.
+FLOOR_SERVER = """
+import importlib, sys
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+import msgspec, trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from nacl.public import Box, PrivateKey, PublicKey
+import base64
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            if m["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif m["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "http":
+        body = b'{"status":"ok"}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    hello = msgspec.json.decode((await receive())["text"])
+    own = PrivateKey.generate()
+    box = Box(own, PublicKey(base64.b64decode(hello["e2e_pk"])))
+    await send({"type": "websocket.send", "text": msgspec.json.encode(
+        {"type": "auth_ok", "e2e_pk": base64.b64encode(bytes(own.public_key)).decode()}).decode()})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+async def main():
+    c = Config(); c.bind = ["127.0.0.1:" + sys.argv[1]]; c.accesslog = None
+    async with trio.open_nursery() as n:
+        binds = await n.start(serve, app, c)
+        print("listening on " + binds[0], flush=True)
+
+trio.run(main)
+"""
+
+_IMPORTS: list[str] = []
+PYZ = ROOT / "dist" / "gateway.pyz"
+SHIV_ROOT = Path(tempfile.gettempdir()) / "gw-bench-shiv"
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", *(p for d in ("gateway", "actors", "storage") for p in (ROOT / d).rglob("*"))]
+    for path in sorted(f for f in files if f.is_file() and "__pycache__" not in f.parts):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_zipapp() -> Path:
+    """dist/gateway.pyz, built by scripts/build-zipapp unless it was built from exactly these sources."""
+    stamp = PYZ.with_name(PYZ.name + ".sources")
+    digest = _sources_digest()
+    if not PYZ.exists() or not stamp.exists() or stamp.read_text() != digest:
+        subprocess.run([str(ROOT / "scripts" / "build-zipapp")], check=True, capture_output=True, timeout=900)
+        stamp.write_text(digest)
+    return PYZ
+
+
+def zipapp_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "SHIV_ROOT": str(SHIV_ROOT), **extra}
+
+
+def zipapp_site() -> Path:
+    """The zipapp's extracted site-packages (extracting it once): the floor runs on exactly these packages."""
+    pyz = ensure_zipapp()
+    out = subprocess.run(
+        [sys.executable, "-S", str(pyz), "-c", "import gateway, pathlib; print(pathlib.Path(gateway.__file__).parent)"],
+        env=zipapp_env(SHIV_INTERPRETER="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip()).parent
+
+
+def floor_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(zipapp_site())}
+
+
+def gateway_imports() -> list[str]:
+    """Top-level third-party packages a serving gateway has loaded (routes, runtime and CLI imported), as the
+    zipapp runs it (no dev dependencies)."""
+    if not _IMPORTS:
+        probe = (
+            "import sys\n"
+            "import gateway.cli, gateway.runtime, gateway.asgi, gateway.ws\n"
+            "from gateway.asgi import all_routes\n"
+            "all_routes()\n"
+            "own = {'gateway', 'actors', 'storage'}\n"
+            "names = {m.split('.')[0] for m in sys.modules}\n"
+            "print(' '.join(sorted(n for n in names if n not in sys.stdlib_module_names and n not in own\n"
+            "                      and not n.startswith('_')\n"
+            "                      and getattr(sys.modules[n], '__file__', None))))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-S", "-c", probe], capture_output=True, text=True, env=floor_env(), check=True, cwd="/"
+        )
+        _IMPORTS.extend(out.stdout.split())
+    return list(_IMPORTS)
+
+
+def floor_argv(port: int = 0) -> list[str]:
+    return [sys.executable, "-S", "-c", FLOOR_SERVER, str(port), *gateway_imports()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A server subprocess whose output is drained by a thread once its port is known."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        )
+        assert self.proc.stdout is not None
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        else:
+            raise RuntimeError("server did not start:\n" + "".join(lines))
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def floor_server(port: int = 0) -> Server:
+    return Server(floor_argv(port), floor_env())
+
+
+def gateway_config(tmp: Path, extra: str = "", *, port: int = 0) -> Path:
+    """A config file for a benchmark gateway under `tmp` (token fixed, data in `tmp/data`)."""
+    config = tmp / "config.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\ngraceful_timeout = 1.0\n'
+        f'[storage]\ndata_dir = "{tmp / "data"}"\n'
+        "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n" + _ws_room() + extra
+    )
+    return config
+
+
+def _ws_room() -> str:
+    # The memory benchmark holds 1000 sockets: raise the gateway's open-socket cap where it has one.
+    from gateway.config import WebSocketConfig
+
+    return "max_connections = 2000\n" if "max_connections" in WebSocketConfig.__struct_fields__ else ""
+
+
+def gateway_env(tmp: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "XDG_CONFIG_HOME": str(tmp), "GATEWAY_NO_RESPAWN": "1", **extra}
+
+
+def gateway(tmp: Path, extra: str = "") -> Server:
+    """`python -m gateway serve` (from the source tree) on a free port with the benchmark config."""
+    config = gateway_config(tmp, extra)
+    env = gateway_env(tmp, GATEWAY_SERVER_PORT="0")
+    return Server([sys.executable, "-m", "gateway", "serve", "--config", str(config)], env)
+
+
+def zipapp_argv(config: Path) -> list[str]:
+    return [sys.executable, "-S", str(ensure_zipapp()), "serve", "--config", str(config)]
+
+
+def zipapp_gateway(tmp: Path, extra: str = "") -> Server:
+    """The built zipapp serving on a free port: what a user deploys, without the dev dependencies."""
+    config = gateway_config(tmp, extra)
+    env = gateway_env(tmp, GATEWAY_SERVER_PORT="0", SHIV_ROOT=str(SHIV_ROOT))
+    return Server(zipapp_argv(config), env)
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set of a process (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def settled_rss_kib(pid: int, *, seconds: float = 1.0) -> int:
+    """RSS once the process is idle: the median of readings over `seconds` (a reading is a moment)."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while True:
+        samples.append(rss_kib(pid))
+        if time.monotonic() > deadline:
+            return int(statistics.median(samples))
+        time.sleep(0.05)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(
+    name: str,
+    value: float,
+    unit: str,
+    *,
+    floor: float | None = None,
+    floor_name: str = "",
+    ratio: float | None = None,
+    target: str = "",
+    met: bool | None = None,
+    note: str = "",
+) -> Row:
+    """One line of the table. `ratio` defaults to value/floor; `met` is None where there is no target."""
+    if ratio is None and floor:
+        ratio = value / floor
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "floor": floor,
+        "floor_name": floor_name,
+        "ratio": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "met": met,
+        "note": note,
+    }

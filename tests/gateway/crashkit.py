@@ -1,0 +1,85 @@
+"""Gateway processes to SIGKILL: spawn `python -m gateway serve`, learn its port, drain its output, read its DB."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+
+class Gateway:
+    """One `python -m gateway serve` process; its output is drained so it can never block on a full pipe."""
+
+    def __init__(self, process: trio.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: bytearray | None = None) -> Gateway:
+    """Start a gateway process on `config` and wait (30 s at most) until it listens; its stdout and stderr
+    are appended to `output` when given (else dropped)."""
+    env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "GATEWAY_NO_RESPAWN": "1", "XDG_CONFIG_HOME": str(tmp_path)}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    stream = process.stdout
+    buf = b""
+    with trio.fail_after(30):
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise AssertionError("gateway exited before listening:\n" + buf.decode(errors="replace"))
+            buf += chunk
+            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", buf)
+            if m:
+                break
+
+    if output is not None:
+        output.extend(buf)
+
+    async def drain() -> None:
+        try:
+            while chunk := await stream.receive_some(65536):
+                if output is not None:
+                    output.extend(chunk)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    nursery.start_soon(drain)
+    return Gateway(process, int(m.group(1)))
+
+
+def ws_room(connections: int) -> str:
+    """A `[ws]` line raising the open-socket cap to `connections` where this gateway has one (none: no line)."""
+    from gateway.config import WebSocketConfig
+
+    if "max_connections" in WebSocketConfig.__struct_fields__:
+        return f"max_connections = {connections + 64}\n"
+    return ""
+
+
+def query(db_file: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Read the gateway's database from a second connection (WAL: it sees what is committed)."""
+    db = sqlite3.connect(db_file, timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def integrity(db_file: Path) -> str:
+    return str(query(db_file, "PRAGMA integrity_check")[0][0])
