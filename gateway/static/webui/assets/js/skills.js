@@ -87,7 +87,8 @@ function installForm(done) {
   const result = h("div", { class: "form-actions", id: "skill-result" });
   const where = field("Folder or URL", ref);
   where.classList.add("wide");
-  const form = h("form", { class: "form-grid", id: "skill-form" }, field("Source", source), where, field("SKILL.md", md), h("div", { class: "form-actions" }, h("button", { type: "submit", class: "primary" }, "Install")), result);
+  const form = h("form", { class: "form-grid", id: "skill-form" }, h("div", { class: "form-row" }, field("Source", source), where),
+    field("SKILL.md", md), h("div", { class: "form-actions" }, h("button", { type: "submit", class: "primary" }, "Install")), result);
 
   async function install(confirmRisk) {
     const body = { source_type: source.value, source_ref: ref.value.trim(), confirm_risk: confirmRisk };
