@@ -21,7 +21,8 @@ export async function mcpView(view, app) {
     clearTimeout(timer);
   });
 
-  async function draw() {
+  // `poll`: a refresh while a server starts; the preferences below do not change with its state.
+  async function draw(poll = false) {
     clearTimeout(timer);
     let data;
     try {
@@ -34,8 +35,8 @@ export async function mcpView(view, app) {
     clear(list);
     if (!data.mcp_servers.length) list.append(h("p", { class: "muted" }, "No MCP servers."));
     for (const s of data.mcp_servers) list.append(serverCard(s));
-    if (data.mcp_servers.some((s) => s.state === "starting")) timer = setTimeout(draw, POLL_MS);
-    await drawMine();
+    if (data.mcp_servers.some((s) => s.state === "starting")) timer = setTimeout(() => draw(true), POLL_MS);
+    if (!poll) await drawMine();
   }
 
   function serverCard(s) {
