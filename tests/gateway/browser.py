@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, Response, WebSocket, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -26,9 +26,6 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Routes another branch adds (agent config): until it is merged they answer 404, which the screens show as
-# "not available" and which Chromium reports as a failed resource. Those are expected; any other error is not.
-OPTIONAL_ROUTES = ("/api/app-config/", "/api/v2/skills", "/api/models-json")
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
@@ -46,12 +43,8 @@ class Console:
     errors: list[str] = field(default_factory=list)
 
     def on_message(self, msg: ConsoleMessage) -> None:
-        if msg.type != "error":
-            return
-        url = str(msg.location.get("url", ""))
-        if "Failed to load resource" in msg.text and "404" in msg.text and any(r in url for r in OPTIONAL_ROUTES):
-            return
-        self.errors.append(f"{msg.text} ({url})")
+        if msg.type == "error":
+            self.errors.append(f"{msg.text} ({msg.location.get('url', '')})")
 
     def on_page_error(self, exc: Any) -> None:
         self.errors.append(f"uncaught: {exc}")
@@ -80,6 +73,31 @@ async def in_browser(base_url: str, scenario: Callable[[Page], None], **kw: Any)
     return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, **kw))
 
 
+@dataclass
+class Traffic:
+    """Everything the page received: HTTP responses (their bodies are read by `bodies`) and WebSocket frames."""
+
+    responses: list[Response] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("response", self._on_response)  # Playwright tags the handler: a bound method, not a builtin
+        page.on("websocket", self._on_socket)
+
+    def _on_response(self, response: Response) -> None:
+        self.responses.append(response)
+
+    def _on_socket(self, ws: WebSocket) -> None:
+        ws.on("framereceived", lambda data: self.frames.append(data if isinstance(data, str) else repr(data)))
+
+    def bodies(self) -> dict[str, str]:
+        """`METHOD url #n` -> body text of every response so far (call it while the page is still open)."""
+        out: dict[str, str] = {}
+        for n, r in enumerate(self.responses):
+            out[f"{r.request.method} {r.url} #{n}"] = r.body().decode("utf-8", "replace")
+        return out
+
+
 def login_with_token(page: Page, token: str) -> None:
     page.fill("#login-token", token)
     page.click("#token-form button[type=submit]")
@@ -88,3 +106,16 @@ def login_with_token(page: Page, token: str) -> None:
 
 def texts(page: Page, selector: str) -> list[str]:
     return [t.strip() for t in page.locator(selector).all_inner_texts()]
+
+
+def login_with_account(page: Page, username: str, password: str) -> None:
+    page.click("text=Account")
+    page.fill("#login-user", username)
+    page.fill("#login-pass", password)
+    page.click("#user-form button[type=submit]")
+    page.wait_for_selector("#conn-state.live")
+
+
+def sign_out(page: Page) -> None:
+    page.click("#logout")
+    page.wait_for_selector("#token-form")

@@ -22,6 +22,8 @@ from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.gateway.browser import PHONE, in_browser, login_with_token, require_chromium, texts
 from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.rest import admin_client, register, sse_events
+from tests.gateway.test_skills_rest import GOOD, skill_folder
+from tests.gateway.test_tool_servers_rest import calc_config, wait_listing
 
 ECHO = {"echo": {"delay_ms": 30.0}}  # slow enough that streaming and Stop are observable in the page
 WORDS = " ".join(f"w{i}" for i in range(200))
@@ -489,6 +491,13 @@ def captured_logs(name: str) -> Iterator[logging.Logger]:
         logger.propagate = propagate
 
 
+CHANGELOG = """---
+name: Changelog
+description: Keeps CHANGELOG.md in the Keep a Changelog format.
+version: 0.3.1
+---
+Add an entry under Unreleased for every user-visible change.
+"""
 SCREENS = ["chat", "sessions", "notifications", "cron", "connectors", "models", "mcp", "skills", "logs"]
 # What each screen shows once its data has arrived.
 LOADED = {
@@ -496,9 +505,9 @@ LOADED = {
     "notifications": ["#notifications > li"],
     "cron": [".cron-job"],
     "connectors": [".connector"],
-    "models": ["#providers .card", "#llm-config > *", "#agent-config > *", "#models-json > *"],
-    "mcp": ["#mcp-servers > *"],
-    "skills": ["#skills > *"],
+    "models": ["#providers .provider", "#llm-key-state.ok", "#agent-form", "#models-json-text"],
+    "mcp": [".mcp-server .pill.state-connected", ".my-tool"],
+    "skills": [".skill[data-skill=release-notes]", ".skill[data-skill=changelog]"],
     "logs": ["#log-lines > *"],
 }
 
@@ -530,6 +539,18 @@ async def test_every_screen_renders_without_console_errors(
             json={"name": "daily summary", "prompt": "summarise", "cron": "0 8 * * *", "session_id": sid["session_id"]},
         )
         assert job.status_code == 201, job.text
+        # The agent config: openai ready beside echo (never called: echo stays the default), a real stdio MCP server
+        # with its tools, two skills.
+        llm = {"api_key": "sk-screenshot-only", "model_name": "gpt-4o-mini", "temperature": 0.7}
+        assert (await client.post("/api/app-config/llm", json=llm)).status_code == 200
+        listed = {"providers": {"openai": {"models": ["gpt-4o-mini", "gpt-4.1"]}}}
+        assert (await client.patch("/api/models-json", json=listed)).status_code == 200
+        assert (await client.post("/api/app-config/mcp-servers", json=calc_config())).status_code == 200
+        for folder, md in [("notes", GOOD), ("changes", CHANGELOG)]:
+            body = {"source_type": "local", "source_ref": str(skill_folder(tmp_path / folder, md))}
+            assert (await client.post("/api/v2/skills/install", json=body)).status_code == 200
+        with trio.fail_after(30):
+            await wait_listing(client, "calc", "connected")
     seen: dict[str, str] = {}
 
     def scenario(page: Page) -> None:
@@ -545,7 +566,7 @@ async def test_every_screen_renders_without_console_errors(
             for selector in LOADED[name]:
                 page.wait_for_selector(selector)
             seen[name] = page.inner_text("#view")
-            if name in ("sessions", "cron", "connectors", "logs", "models"):
+            if name in ("sessions", "cron", "connectors", "logs", "models", "mcp", "skills"):
                 page.screenshot(path=str(out / f"{name}.png"), animations="disabled")
         page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
         page.click("#bell")
@@ -553,24 +574,26 @@ async def test_every_screen_renders_without_console_errors(
         page.click("#nav a[data-route=chat]")
         page.wait_for_selector(".msg.assistant.done")
         page.screenshot(path=str(out / "phone-chat.png"), animations="disabled")
+        for name in ("models", "mcp", "skills"):
+            page.click(".menu")
+            page.click(f"#nav a[data-route={name}]")
+            for selector in LOADED[name]:
+                page.wait_for_selector(selector)
+            page.screenshot(path=str(out / f"phone-{name}.png"), animations="disabled")
 
     with trio.fail_after(120):
         console = await in_browser(gw.base_url, scenario)
-        async with admin_client(gw) as client:
-            paths = set((await client.get("/openapi.json")).json()["paths"])
     assert console.errors == []
     assert "Release notes" in seen["sessions"]
     assert "daily summary" in seen["cron"]
     assert "http/intake" in seen["connectors"]
-    assert "echo" in seen["models"]
-    # The agent-config routes come from another branch: a screen shows "not available" exactly when they are absent.
-    for name, path in (
-        ("models", "/api/app-config/llm"),
-        ("mcp", "/api/app-config/mcp-servers"),
-        ("skills", "/api/v2/skills"),
-    ):
-        assert ("not available" in seen[name]) == (path not in paths), name
-    for n in ("chat", "sessions", "cron", "connectors", "logs", "phone-chat"):
+    assert "echo" in seen["models"] and "API key set" in seen["models"] and "gpt-4.1" in seen["models"]
+    assert "calc" in seen["mcp"] and "connected" in seen["mcp"] and "on in my chats" in seen["mcp"]
+    assert "Release Notes" in seen["skills"] and "Changelog" in seen["skills"]
+    for name in SCREENS[1:]:
+        assert "not available" not in seen[name] and "needs the gateway token" not in seen[name], name
+    shots = ["chat", "sessions", "cron", "connectors", "logs", "models", "mcp", "skills", "phone-chat"]
+    for n in [*shots, "phone-models", "phone-mcp", "phone-skills"]:
         assert (await (out / f"{n}.png").stat()).st_size > 10_000, n
     await gw.stop()
 

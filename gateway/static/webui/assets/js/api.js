@@ -33,6 +33,11 @@ export function isToken() {
   return !!auth && auth.kind === "token";
 }
 
+// The gateway token and super_admin accounts may change the configuration; others only read it.
+export function canAdmin() {
+  return !!auth && (auth.kind === "token" || (auth.user && auth.user.role === "super_admin"));
+}
+
 export function bearer() {
   if (!auth) return "";
   return auth.kind === "token" ? auth.token : auth.access;

@@ -2,7 +2,10 @@
 
 import { auth, get, isToken, login, setAuth, useToken } from "./api.js";
 import { chatState, chatView } from "./chat.js";
-import { connectorsView, mcpView, modelsView, skillsView } from "./config.js";
+import { connectorsView } from "./connectors.js";
+import { modelsView } from "./models.js";
+import { skillsView } from "./skills.js";
+import { mcpView } from "./tools.js";
 import { cronView, logsView, notificationsView } from "./panels.js";
 import { sessionsView } from "./sessions.js";
 import { icon } from "./icons.js";
@@ -157,7 +160,7 @@ async function route() {
   for (const a of parts.nav.querySelectorAll("a")) a.classList.toggle("active", a.dataset.route === (known ? name : "chat"));
   const v = parts.view;
   v.className = `view view-${known ? name : "chat"}`;
-  const screens = { chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v), skills: () => skillsView(v), logs: () => logsView(v, app) };
+  const screens = { chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), logs: () => logsView(v, app) };
   try {
     await (screens[name] || screens.chat)();
   } catch (e) {

@@ -86,3 +86,47 @@ export function confirmButton(label, question, onConfirm, cls = "danger") {
   }, cls);
   return b;
 }
+
+// An API error in full, for the form that caused it: the server's message and each problem it names (a 422's
+// `details`: `{loc, message}` objects, or plain strings such as a skill's risk reasons).
+export function errorBox(err, id) {
+  const box = h("div", { class: "notice error form-error", role: "alert", id }, h("strong", { text: err.message }));
+  const details = Array.isArray(err.details) ? err.details : [];
+  if (details.length) box.append(h("ul", {}, details.map((d) => h("li", { text: describeProblem(d) }))));
+  return box;
+}
+
+function describeProblem(d) {
+  if (d && typeof d === "object") {
+    const loc = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(" › ") : d.field || "";
+    const msg = d.message || "";
+    return loc && msg ? `${loc}: ${msg}` : loc || msg || JSON.stringify(d);
+  }
+  return String(d);
+}
+
+// Outline the inputs a 422 names (the field is `details[].loc[at]`, e.g. ["body", field]); clear the others.
+export function markInvalid(inputs, err, at = 1) {
+  const bad = new Set((Array.isArray(err && err.details) ? err.details : []).map((d) => d && Array.isArray(d.loc) && d.loc[at]));
+  for (const [name, input] of Object.entries(inputs)) {
+    if (bad.has(name)) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+}
+
+// A switch bound to a server-side flag: flips at once, calls `save(checked)`, and flips back if that fails.
+export function switchInput(checked, label, save, id) {
+  const input = h("input", { type: "checkbox", class: "switch", checked, "aria-label": label, id });
+  input.addEventListener("change", async () => {
+    input.disabled = true;
+    try {
+      await save(input.checked);
+    } catch (e) {
+      toast(e.message, "error");
+      input.checked = !input.checked;
+    } finally {
+      input.disabled = false;
+    }
+  });
+  return input;
+}
