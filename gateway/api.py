@@ -123,6 +123,7 @@ class Endpoint:
     # its limits and error messages predate this registry and are part of the wire contract.
     validate: bool = True
     params: type[Any] | None = None  # a Struct typing the path parameters (documentation; strings otherwise)
+    example: Any = None  # a request body shown in the docs (and sent by the fuzzer's examples phase)
     form_fields: tuple[str, ...] = ()  # optional text fields of a multipart body beside `file`
     also: dict[int, type[Any] | None] = field(default_factory=dict)  # other success statuses (201 on create)
 
@@ -147,6 +148,7 @@ def endpoint(
     multipart: bool = False,
     validate: bool = True,
     params: type[Any] | None = None,
+    example: Any = None,
     form_fields: tuple[str, ...] = (),
     also: dict[int, type[Any] | None] | None = None,
 ) -> Callable[[Handler], Handler]:
@@ -171,6 +173,7 @@ def endpoint(
                 multipart,
                 validate=validate,
                 params=params,
+                example=example,
                 form_fields=form_fields,
                 also=also or {},
             )

@@ -112,6 +112,9 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
                 }
             },
         }
+    if ep.example is not None and "requestBody" in op:
+        for media in op["requestBody"]["content"].values():
+            media["example"] = ep.example
     responses: dict[str, Any] = {}
     if ep.media is not None:
         # `*/*`: a file of any type (GET /files), so any body; otherwise bytes of that type.

@@ -280,6 +280,7 @@ async def ingress_root(ctx: Ctx) -> Response:
 
 @endpoint("POST", "/v1/connectors/external/{name}/events", summary="One event for an external connector",
           tag="connector ingress", auth="connector", group=None, body=ExternalEvent, validate=False,
+          example={"event_id": "evt-1", "routing_key": "chat-1", "content": "hello", "protocol_version": 2},
           response=EventResult, errors=_INGRESS_ERRORS)  # fmt: skip
 async def external_events(ctx: Ctx) -> Response:
     return await _ingress(ctx.request, "external", "events")
@@ -287,6 +288,7 @@ async def external_events(ctx: Ctx) -> Response:
 
 @endpoint("POST", "/v1/connectors/external/{name}/events/batch", summary="A batch of events (per-event results)",
           tag="connector ingress", auth="connector", group=None, body=Batch, validate=False,
+          example={"protocol_version": 2, "events": [{"event_id": "e2", "thread": {"path": ["a"]}, "content": "hi"}]},
           response=BatchResults, errors=_INGRESS_ERRORS)  # fmt: skip
 async def external_batch(ctx: Ctx) -> Response:
     return await _ingress(ctx.request, "external", "events/batch")
