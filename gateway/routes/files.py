@@ -86,7 +86,7 @@ class FileQuery(msgspec.Struct):
 @endpoint("GET", "/files", summary="Stream a file inside `server.file_access` (type guessed from its name)",
           tag="files", auth="token", group=None, query=FileQuery, validate=False, media="*/*",
           errors=(403, 404))  # fmt: skip
-async def get_file(ctx: Ctx) -> Response:
+async def stream_file(ctx: Ctx) -> Response:
     # Read by hand, not by the registry: a missing `path` has always been a 400 naming the usage.
     raw = ctx.request.query_params.get("path")
     if not raw:
@@ -189,7 +189,7 @@ class Uploaded(msgspec.Struct):
 @endpoint("POST", "/upload", summary="Upload a file into `<workspace>/api_files/YYYY-MM-DD/` (multipart field `file`)",
           tag="files", auth="token", group=None, multipart=True, form_fields=("caption",), response=Uploaded,
           errors=(413,))  # fmt: skip
-async def upload(ctx: Ctx) -> Uploaded:
+async def upload_to_workspace(ctx: Ctx) -> Uploaded:
     request, runtime = ctx.request, ctx.runtime
     limit = runtime.config.files.max_upload_bytes
     too_big = PayloadTooLargeError(f"files are limited to {limit} bytes ({limit // (1024 * 1024)} MB)")

@@ -52,6 +52,8 @@ async def test_every_connector_and_file_route_is_documented_with_its_own_auth(
             spec = (await anon.get("/openapi.json")).json()
     ops = {(m.upper(), p): op for p, item in spec["paths"].items() for m, op in item.items()}
     assert set(ops) >= OPERATIONS, OPERATIONS - set(ops)
+    ids = [op["operationId"] for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)  # OpenAPI wants them unique
     # The admin surface takes the gateway token only: a 401, never a 403 (no user role is let in).
     put_op = ops[("PUT", "/v1/runtime/connectors/{kind}/{name}")]
     assert put_op["security"] == [{"bearer": []}] and "403" not in put_op["responses"]
