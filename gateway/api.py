@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from actors.store import Store
 from gateway.asgi import JSON, runtime_of
-from gateway.auth import bearer_token
+from gateway.auth import bearer_token, require_admin
 from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, TokenIssuer, classify_bearer, missing_credentials
 from gateway.errors import (
     ForbiddenError,
@@ -27,7 +27,10 @@ from gateway.ratelimit import RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 from storage import users as users_db
 
-AuthMode = Literal["none", "user", "admin"]
+# "token": the gateway token only (the `/v1/runtime/*` admin surface, `/files`, `/upload`); "connector": no gateway
+# auth, the connector named in the path checks its own credential (Bearer shared token, Slack signature, Telegram
+# secret header) over the raw body.
+AuthMode = Literal["none", "user", "admin", "token", "connector"]
 S = TypeVar("S")
 
 
@@ -109,14 +112,20 @@ class Endpoint:
     tag: str
     auth: AuthMode
     group: str | None
-    body: type[Any] | None
+    body: type[Any] | tuple[type[Any], ...] | None  # a tuple: any one of these (per-kind connector fields)
     query: type[Any] | None
     response: type[Any] | None
     status: int
     errors: tuple[int, ...]
     media: str | None  # a non-JSON success body (text/event-stream, application/octet-stream)
     multipart: bool = False
-    extra_responses: dict[int, type[Any]] = field(default_factory=dict)
+    # False: `body`/`query` are documented only; the handler decodes them itself into those same types, because
+    # its limits and error messages predate this registry and are part of the wire contract.
+    validate: bool = True
+    params: type[Any] | None = None  # a Struct typing the path parameters (documentation; strings otherwise)
+    example: Any = None  # a request body shown in the docs (and sent by the fuzzer's examples phase)
+    form_fields: tuple[str, ...] = ()  # optional text fields of a multipart body beside `file`
+    also: dict[int, type[Any] | None] = field(default_factory=dict)  # other success statuses (201 on create)
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -130,20 +139,43 @@ def endpoint(
     tag: str,
     auth: AuthMode = "user",
     group: str | None = "api",
-    body: type[Any] | None = None,
+    body: type[Any] | tuple[type[Any], ...] | None = None,
     query: type[Any] | None = None,
     response: type[Any] | None = None,
     status: int = 200,
     errors: tuple[int, ...] = (),
     media: str | None = None,
     multipart: bool = False,
+    validate: bool = True,
+    params: type[Any] | None = None,
+    example: Any = None,
+    form_fields: tuple[str, ...] = (),
+    also: dict[int, type[Any] | None] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register `fn(ctx)` for `method path`; it returns a Response, or a value encoded as JSON with `status`."""
 
     def register(fn: Handler) -> Handler:
         ENDPOINTS.append(
             Endpoint(
-                method, path, fn, summary, tag, auth, group, body, query, response, status, errors, media, multipart
+                method,
+                path,
+                fn,
+                summary,
+                tag,
+                auth,
+                group,
+                body,
+                query,
+                response,
+                status,
+                errors,
+                media,
+                multipart,
+                validate=validate,
+                params=params,
+                example=example,
+                form_fields=form_fields,
+                also=also or {},
             )
         )
         return fn
@@ -231,15 +263,19 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     async def view(request: Request) -> Response:
         runtime = runtime_of(request)
         ctx = Ctx(request, runtime, None)
-        if ep.auth != "none":
+        if ep.auth == "token":
+            require_admin(request)
+            ctx.principal = ADMIN_TOKEN
+        elif ep.auth not in ("none", "connector"):
             ctx.principal = await authenticate(request, runtime)
             if ep.auth == "admin" and not ctx.principal.is_admin:
                 raise ForbiddenError("this needs the super_admin role")
         if ep.group is not None and runtime.config.limits.enabled:
             rest_of(runtime).limiter.hit(ep.group, ctx.client_key)
-        if ep.query is not None:
+        if ep.query is not None and ep.validate:
             ctx.query = decode_query(request, ep.query)
-        if ep.body is not None:
+        if ep.body is not None and ep.validate:
+            assert not isinstance(ep.body, tuple), "a choice of body types is for documentation (validate=False)"
             raw = await read_body(request, runtime.config.server.max_body_bytes)
             ctx.body = decode_json(raw, ep.body)
         result = await ep.handler(ctx)
@@ -258,7 +294,9 @@ def routes() -> list[Route]:
         api_status,
         app_config,
         auth,
+        connectors,
         cron,
+        files,
         media,
         messages,
         notifications,
@@ -279,7 +317,8 @@ def routes() -> list[Route]:
         async def dispatch(
             request: Request, views: dict[str, Callable[[Request], Awaitable[Response]]] = views
         ) -> Response:
-            return await views[request.method](request)
+            # Starlette lets HEAD into a GET route: it is answered by the GET view (the server drops the body).
+            return await views[request.method if request.method in views else "GET"](request)
 
         out.append(Route(path, dispatch, methods=list(views)))
     return out

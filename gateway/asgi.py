@@ -99,15 +99,11 @@ async def health(request: Request) -> Response:
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
     from gateway import api, openapi, webui
-    from gateway.routes import connectors
-    from gateway.routes.files import routes as file_routes
     from gateway.ws import websocket_app
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes.append(WebSocketRoute("/ws", websocket_app))
-    routes.extend(file_routes())
-    routes.extend(connectors.routes())
-    routes.extend(api.routes())
+    routes.extend(api.routes())  # the connector routes, `/files` and `/upload` included
     routes.extend(openapi.routes())
     routes.extend(webui.routes())  # only `/` and `/assets/*`: the SPA routes by URL hash, so it shadows nothing
     return routes

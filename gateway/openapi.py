@@ -40,7 +40,8 @@ def build_openapi() -> dict[str, Any]:
     _register()  # make sure every route module has registered its endpoints
     types: list[Any] = [ErrorBody]
     for ep in ENDPOINTS:
-        types.extend(t for t in (ep.body, ep.response) if t is not None)
+        bodies = ep.body if isinstance(ep.body, tuple) else (ep.body,)
+        types.extend(t for t in (*bodies, ep.response, *ep.also.values()) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -53,7 +54,13 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": _to_openapi30(components),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                # Connector ingress only: Slack signs the raw body (v0 HMAC with X-Slack-Request-Timestamp);
+                # Telegram repeats the webhook's secret_token.
+                "slackSignature": {"type": "apiKey", "in": "header", "name": "X-Slack-Signature"},
+                "telegramSecret": {"type": "apiKey", "in": "header", "name": "X-Telegram-Bot-Api-Secret-Token"},
+            },
         },
     }
 
@@ -64,23 +71,27 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         "summary": ep.summary,
         "tags": [ep.tag],
     }
-    if ep.auth != "none":
+    if ep.auth == "connector":
+        op["security"] = _connector_security(ep.path)
+    elif ep.auth != "none":
         op["security"] = [{"bearer": []}]
+    typed = _fields(ep.params)[0] if ep.params is not None else {}
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": typed.get(name, {"type": "string"})}
         for name in re.findall(r"{(\w+)(?::\w+)?}", ep.path)
     ]
     if ep.query is not None:
-        qschema = _to_openapi30(msgspec.json.schema(ep.query))
-        for name, prop in qschema.get("properties", {}).items():
-            params.append(
-                {"name": name, "in": "query", "required": name in qschema.get("required", []), "schema": prop}
-            )
+        props, required = _fields(ep.query)
+        for name, prop in props.items():
+            params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
     if ep.path.endswith("/chat") or ep.path == "/v1/chat/completions":
         params.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}})
     if params:
         op["parameters"] = params
-    if ep.body is not None:
+    if isinstance(ep.body, tuple):
+        choices = [_to_openapi30(refs[t]) for t in ep.body]
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"anyOf": choices}}}}
+    elif ep.body is not None:
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _to_openapi30(refs[ep.body])}},
@@ -92,15 +103,22 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            **{name: {"type": "string"} for name in ep.form_fields},
+                        },
                         "required": ["file"],
                     }
                 }
             },
         }
+    if ep.example is not None and "requestBody" in op:
+        for media in op["requestBody"]["content"].values():
+            media["example"] = ep.example
     responses: dict[str, Any] = {}
     if ep.media is not None:
-        body_schema: dict[str, Any] = {"type": "string", "format": "binary"}
+        # `*/*`: a file of any type (GET /files), so any body; otherwise bytes of that type.
+        body_schema: dict[str, Any] = {} if ep.media == "*/*" else {"type": "string", "format": "binary"}
         if ep.media == "text/event-stream":
             # Described per event, as SSE-aware tools read it: `data` is one JSON document (or `[DONE]`).
             body_schema = {
@@ -118,10 +136,14 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         }
     else:
         responses[str(ep.status)] = {"description": "OK"}
+    for status, type_ in ep.also.items():
+        responses[str(status)] = {"description": "OK"}
+        if type_ is not None:
+            responses[str(status)]["content"] = {"application/json": {"schema": _to_openapi30(refs[type_])}}
     codes = set(ep.errors) | {400, 413}
     if ep.auth != "none":
         codes |= {401}
-    if ep.auth == "admin":
+    if ep.auth == "admin":  # "token" accepts the gateway token only: nothing else is let in, so no 403
         codes |= {403}
     if ep.body is not None or ep.query is not None:
         codes |= {422}
@@ -135,6 +157,32 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         }
     op["responses"] = responses
     return op
+
+
+def _fields(struct: type[Any]) -> tuple[dict[str, Any], list[str]]:
+    """A flat Struct's properties and required names, for parameters (msgspec nests the Struct under `$defs`)."""
+    schema = msgspec.json.schema(struct)
+    defs = schema.get("$defs", {})
+    top = defs[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+
+    def inline(s: Any) -> Any:  # a Literal alias or a nested enum comes back as a `$defs` reference
+        if isinstance(s, dict):
+            if "$ref" in s:
+                return inline(defs[s["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in s.items()}
+        return [inline(v) for v in s] if isinstance(s, list) else s
+
+    props = {name: _to_openapi30(inline(prop)) for name, prop in top.get("properties", {}).items()}
+    return props, list(top.get("required", []))
+
+
+def _connector_security(path: str) -> list[dict[str, list[str]]]:
+    """What a connector's ingress checks (`{}`: none, with `allow_unauthenticated_ingress`)."""
+    if "/credentials/" in path:
+        return [{"bearer": []}]  # the sidecar's own short-lived token
+    if "/external/" in path:
+        return [{"bearer": []}, {}]  # the connector's shared_token
+    return [{"bearer": []}, {"slackSignature": []}, {"telegramSecret": []}, {}]
 
 
 def _to_openapi30(schema: Any) -> Any:

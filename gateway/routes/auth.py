@@ -66,7 +66,7 @@ class LoginResponse(msgspec.Struct, kw_only=True):
 
 
 class UserListQuery(msgspec.Struct, kw_only=True):
-    skip: Annotated[int, msgspec.Meta(ge=0)] = 0
+    skip: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # le: SQLite's largest integer (a 422, not a 500)
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 

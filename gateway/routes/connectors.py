@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from actors.base import AskTimeoutError, BusyError, DeadActorError, ask
 from actors.connector import Answer, Inbound
+from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON, runtime_of
-from gateway.auth import require_admin
+from gateway.connectors.external import Batch, ExternalEvent
+from gateway.connectors.http import HttpIngress
 from gateway.connectors.model import SLOT_RE, ReplyHandle, check_kind, check_reply_handle
 from gateway.connectors.service import ConnectorService
+from gateway.connectors.views import (
+    INPUTS,
+    BatchResults,
+    ConnectorList,
+    ConnectorPath,
+    ConnectorView,
+    Credential,
+    DeliveryList,
+    EventResult,
+    HttpAccepted,
+    IngressPath,
+    OutboxQuery,
+    Persona,
+    PersonaBody,
+    ReplyTargets,
+    Retried,
+    SecretList,
+    SecretSlot,
+    SecretStored,
+    SecretValue,
+    SlotPath,
+)
 from gateway.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -62,96 +86,113 @@ async def json_body(request: Request) -> Any:
         raise InvalidRequestError("the body is not valid JSON") from None
 
 
-# ---- runtime CRUD (admin) ----
-
-
-async def list_connectors(request: Request) -> Response:
-    require_admin(request)
-    return JSON({"connectors": await service_of(request).list_views()})
-
-
-async def get_connector(request: Request) -> Response:
-    require_admin(request)
-    p = request.path_params
-    return JSON(await service_of(request).view(p["kind"], p["name"]))
-
-
-async def put_connector(request: Request) -> Response:
-    require_admin(request)
-    p = request.path_params
-    check_kind(p["kind"])
-    view, created = await service_of(request).put(p["kind"], p["name"], await json_body(request))
-    return JSON(view, status_code=201 if created else 200)
-
-
-async def delete_connector(request: Request) -> Response:
-    require_admin(request)
-    p = request.path_params
-    await service_of(request).delete(p["kind"], p["name"])
-    return Response(status_code=204)
-
-
-# ---- secrets and personas (admin) ----
-
-
-async def list_secrets(request: Request) -> Response:
-    require_admin(request)
-    slots = await service_of(request).store.call(secret_db.list_slots)
-    return JSON({"secrets": [{"slot": s, "configured": True, "updated_at": t} for s, t in slots]})
-
-
-async def put_secret(request: Request) -> Response:
-    require_admin(request)
-    slot = request.path_params["slot"]
-    if not SLOT_RE.match(slot):
-        raise ValidationFailedError("invalid slot name: use letters, digits and _./:-")
-    body = await json_body(request)
-    value = body.get("value") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or set(body) != {"value"} or not isinstance(value, str) or not value:
-        raise ValidationFailedError('send {"value": "<secret>"} with a non-empty string')
-    restarted = await service_of(request).put_secret(slot, value)
-    return JSON({"slot": slot, "configured": True, "restarted": restarted})
-
-
-async def put_persona(request: Request) -> Response:
-    require_admin(request)
-    pid = request.path_params["persona_id"]
-    body = await json_body(request)
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not name:
-        raise ValidationFailedError('send {"name": "<persona name>"}')
-    await service_of(request).store.call(conn_db.put_persona, pid, name)
-    return JSON({"id": pid, "name": name})
-
-
-# ---- reply targets (admin) ----
-
-
 class ReplyTargetsBody(msgspec.Struct, forbid_unknown_fields=True):
     reply_targets: list[ReplyHandle]
 
 
-async def get_reply_targets(request: Request) -> Response:
-    require_admin(request)
-    sid = request.path_params["session_id"]
-    store = service_of(request).store
+# ---- runtime CRUD (the gateway token) ----
+# Bodies are read by `json_body` (its own limit and messages) and checked by the service's field-aware merge;
+# the types named in `body=` are what that merge accepts, derived from the settings Structs (gateway/connectors/views).
+
+
+@endpoint("GET", "/v1/runtime/connectors", summary="List every connector (file and daemon), secrets redacted",
+          tag="connectors", auth="token", group=None, response=ConnectorList, errors=(503,))  # fmt: skip
+async def list_connectors(ctx: Ctx) -> Response:
+    return JSON({"connectors": await service_of(ctx.request).list_views()})
+
+
+@endpoint("GET", "/v1/runtime/connectors/{kind}/{name}", summary="One connector's view, secrets redacted",
+          tag="connectors", auth="token", group=None, params=ConnectorPath, response=ConnectorView,
+          errors=(404, 503))  # fmt: skip
+async def get_connector(ctx: Ctx) -> Response:
+    return JSON(await service_of(ctx.request).view(ctx.path("kind"), ctx.path("name")))
+
+
+@endpoint("PUT", "/v1/runtime/connectors/{kind}/{name}",
+          summary="Create a connector (201) or update only the fields sent (200); see docs/connectors.md",
+          tag="connectors", auth="token", group=None, params=ConnectorPath, body=INPUTS, validate=False,
+          response=ConnectorView, also={201: ConnectorView}, errors=(404, 409, 413, 422, 503))  # fmt: skip
+async def put_connector(ctx: Ctx) -> Response:
+    kind = check_kind(ctx.path("kind"))
+    view, created = await service_of(ctx.request).put(kind, ctx.path("name"), await json_body(ctx.request))
+    return JSON(view, status_code=201 if created else 200)
+
+
+@endpoint("DELETE", "/v1/runtime/connectors/{kind}/{name}",
+          summary="Delete a daemon connector (409 while cron jobs or reply targets reference it)",
+          tag="connectors", auth="token", group=None, params=ConnectorPath, status=204,
+          errors=(404, 409, 503))  # fmt: skip
+async def delete_connector(ctx: Ctx) -> Response:
+    await service_of(ctx.request).delete(ctx.path("kind"), ctx.path("name"))
+    return Response(status_code=204)
+
+
+# ---- secrets and personas (the gateway token) ----
+
+
+@endpoint("GET", "/v1/runtime/secrets", summary="List the secret slots (never their values)", tag="connectors",
+          auth="token", group=None, response=SecretList, errors=(503,))  # fmt: skip
+async def list_secrets(ctx: Ctx) -> SecretList:
+    slots = await service_of(ctx.request).store.call(secret_db.list_slots)
+    return SecretList([SecretSlot(s, True, t) for s, t in slots])
+
+
+@endpoint("PUT", "/v1/runtime/secrets/{slot:path}",
+          summary="Store or rotate a secret slot; the connectors reading it restart", tag="connectors",
+          auth="token", group=None, params=SlotPath, body=SecretValue, validate=False, response=SecretStored,
+          errors=(413, 422, 503))  # fmt: skip
+async def put_secret(ctx: Ctx) -> SecretStored:
+    slot = ctx.path("slot")
+    if not SLOT_RE.match(slot):
+        raise ValidationFailedError("invalid slot name: use letters, digits and _./:-")
+    try:
+        body = msgspec.convert(await json_body(ctx.request), SecretValue, strict=True)
+    except msgspec.ValidationError:
+        # msgspec's message could quote the value: say only what is expected.
+        raise ValidationFailedError('send {"value": "<secret>"} with a non-empty string') from None
+    restarted = await service_of(ctx.request).put_secret(slot, body.value)
+    return SecretStored(slot, True, restarted)
+
+
+@endpoint("PUT", "/v1/runtime/personas/{persona_id}", summary="Create or rename a persona", tag="connectors",
+          auth="token", group=None, body=PersonaBody, validate=False, response=Persona,
+          errors=(413, 422, 503))  # fmt: skip
+async def put_persona(ctx: Ctx) -> Persona:
+    pid = ctx.path("persona_id")
+    try:
+        body = msgspec.convert(await json_body(ctx.request), PersonaBody, strict=True)
+    except msgspec.ValidationError:
+        raise ValidationFailedError('send {"name": "<persona name>"}') from None
+    await service_of(ctx.request).store.call(conn_db.put_persona, pid, body.name)
+    return Persona(pid, body.name)
+
+
+# ---- reply targets (the gateway token) ----
+
+
+@endpoint("GET", "/v1/sessions/{session_id}/reply-targets", summary="Where a session's replies are delivered",
+          tag="connectors", auth="token", group=None, response=ReplyTargets, errors=(404, 503))  # fmt: skip
+async def get_reply_targets(ctx: Ctx) -> Response:
+    sid = ctx.path("session_id")
+    store = service_of(ctx.request).store
     if await store.call(sess_db.get_session, sid) is None:
         raise NotFoundError(f"no session {sid}")
     targets = await store.call(conn_db.get_reply_targets, sid)
     return JSON({"session_id": sid, "reply_targets": targets or []})
 
 
-async def put_reply_targets(request: Request) -> Response:
-    require_admin(request)
-    sid = request.path_params["session_id"]
+@endpoint("PUT", "/v1/sessions/{session_id}/reply-targets", summary="Replace a session's reply targets",
+          tag="connectors", auth="token", group=None, body=ReplyTargetsBody, validate=False,
+          response=ReplyTargets, errors=(404, 413, 422, 503))  # fmt: skip
+async def put_reply_targets(ctx: Ctx) -> Response:
+    sid = ctx.path("session_id")
     try:
-        body = msgspec.convert(await json_body(request), ReplyTargetsBody, strict=True)
+        body = msgspec.convert(await json_body(ctx.request), ReplyTargetsBody, strict=True)
     except msgspec.ValidationError as exc:
         raise ValidationFailedError(f"invalid reply targets: {exc}") from None
     for i, h in enumerate(body.reply_targets):
         check_reply_handle(h, f"reply target {i}")
     targets = [msgspec.to_builtins(h) for h in body.reply_targets]
-    import time
 
     def txn(conn: Any) -> bool:
         if sess_db.get_session(conn, sid) is None:
@@ -159,41 +200,46 @@ async def put_reply_targets(request: Request) -> Response:
         conn_db.set_reply_targets(conn, sid, targets, now_ms=time.time_ns() // 1_000_000)
         return True
 
-    if not await service_of(request).store.call(txn):
+    if not await service_of(ctx.request).store.call(txn):
         raise NotFoundError(f"no session {sid}")
     return JSON({"session_id": sid, "reply_targets": targets})
 
 
-# ---- outbox (admin) ----
+# ---- outbox (the gateway token) ----
 
 
-async def list_outbox(request: Request) -> Response:
-    require_admin(request)
-    state = request.query_params.get("state")
-    if state is not None and state not in outbox_db.STATES:
-        raise ValidationFailedError(f"state must be one of {', '.join(outbox_db.STATES)}")
-    rows = await service_of(request).store.call(
-        outbox_db.list_deliveries, state=state, session_id=request.query_params.get("session_id")
+@endpoint("GET", "/v1/runtime/outbox", summary="List planned deliveries, by state and session", tag="connectors",
+          auth="token", group=None, query=OutboxQuery, validate=False, response=DeliveryList,
+          errors=(422, 503))  # fmt: skip
+async def list_outbox(ctx: Ctx) -> Response:
+    q = ctx.request.query_params
+    try:
+        query = msgspec.convert({k: q[k] for k in ("state", "session_id") if k in q}, OutboxQuery)
+    except msgspec.ValidationError:
+        raise ValidationFailedError(f"state must be one of {', '.join(outbox_db.STATES)}") from None
+    rows = await service_of(ctx.request).store.call(
+        outbox_db.list_deliveries, state=query.state, session_id=query.session_id
     )
     return JSON({"deliveries": [d.view() for d in rows]})
 
 
-async def retry_delivery(request: Request) -> Response:
-    require_admin(request)
-    svc = service_of(request)
-    import time
-
-    did = request.path_params["delivery_id"]
+@endpoint("POST", "/v1/runtime/outbox/{delivery_id}/retry", summary="Retry a dead-lettered delivery",
+          tag="connectors", auth="token", group=None, response=Retried, errors=(404, 503))  # fmt: skip
+async def retry_delivery(ctx: Ctx) -> Retried:
+    svc = service_of(ctx.request)
+    did = ctx.path("delivery_id")
     if not await svc.store.call(outbox_db.retry_dead_letter, did, now_ms=time.time_ns() // 1_000_000):
         raise NotFoundError(f"no dead-lettered delivery {did}")
     if svc.outbox_address is not None:
         from actors.outbox import send_kick
 
         send_kick(svc.outbox_address)
-    return JSON({"delivery_id": did, "state": "pending"})
+    return Retried(did, "pending")
 
 
-# ---- ingress (each connector's own authentication) ----
+# ---- ingress (each connector's own authentication, over the raw body) ----
+# `auth="connector"`: the gateway token plays no part; the connector checks its Bearer shared token, Slack signature
+# or Telegram secret header. The documented bodies are the Structs the connectors decode them with.
 
 
 async def _ingress(request: Request, kind: str, action: str) -> Response:
@@ -218,40 +264,42 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
     return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type)
 
 
-async def ingress_root(request: Request) -> Response:
-    kind = request.path_params["kind"]
+_INGRESS_ERRORS = (401, 404, 409, 413, 422, 429, 503)
+
+
+@endpoint("POST", "/v1/connectors/{kind}/{name}",
+          summary="Ingress of an http (202, HttpIngress body), slack (Events API) or telegram (Update) connector",
+          tag="connector ingress", auth="connector", group=None, params=IngressPath, body=HttpIngress,
+          validate=False, also={202: HttpAccepted}, errors=_INGRESS_ERRORS)  # fmt: skip
+async def ingress_root(ctx: Ctx) -> Response:
+    kind = ctx.path("kind")
     if kind not in ("http", "slack", "telegram"):
         raise NotFoundError(f"no ingress route for {kind!r} connectors here; external ones use /events")
-    return await _ingress(request, kind, "")
+    return await _ingress(ctx.request, kind, "")
 
 
-async def external_events(request: Request) -> Response:
-    return await _ingress(request, "external", "events")
+@endpoint("POST", "/v1/connectors/external/{name}/events", summary="One event for an external connector",
+          tag="connector ingress", auth="connector", group=None, body=ExternalEvent, validate=False,
+          example={"event_id": "evt-1", "routing_key": "chat-1", "content": "hello", "protocol_version": 2},
+          response=EventResult, errors=_INGRESS_ERRORS)  # fmt: skip
+async def external_events(ctx: Ctx) -> Response:
+    return await _ingress(ctx.request, "external", "events")
 
 
-async def external_batch(request: Request) -> Response:
-    return await _ingress(request, "external", "events/batch")
+@endpoint("POST", "/v1/connectors/external/{name}/events/batch", summary="A batch of events (per-event results)",
+          tag="connector ingress", auth="connector", group=None, body=Batch, validate=False,
+          example={"protocol_version": 2, "events": [{"event_id": "e2", "thread": {"path": ["a"]}, "content": "hi"}]},
+          response=BatchResults, errors=_INGRESS_ERRORS)  # fmt: skip
+async def external_batch(ctx: Ctx) -> Response:
+    return await _ingress(ctx.request, "external", "events/batch")
 
 
-async def external_credentials(request: Request) -> Response:
-    return await _ingress(request, "external", "credentials/" + request.path_params["key"])
-
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/v1/runtime/connectors", list_connectors, methods=["GET"]),
-        Route("/v1/runtime/connectors/{kind}/{name}", get_connector, methods=["GET"]),
-        Route("/v1/runtime/connectors/{kind}/{name}", put_connector, methods=["PUT"]),
-        Route("/v1/runtime/connectors/{kind}/{name}", delete_connector, methods=["DELETE"]),
-        Route("/v1/runtime/secrets", list_secrets, methods=["GET"]),
-        Route("/v1/runtime/secrets/{slot:path}", put_secret, methods=["PUT"]),
-        Route("/v1/runtime/personas/{persona_id}", put_persona, methods=["PUT"]),
-        Route("/v1/runtime/outbox", list_outbox, methods=["GET"]),
-        Route("/v1/runtime/outbox/{delivery_id}/retry", retry_delivery, methods=["POST"]),
-        Route("/v1/sessions/{session_id}/reply-targets", get_reply_targets, methods=["GET"]),
-        Route("/v1/sessions/{session_id}/reply-targets", put_reply_targets, methods=["PUT"]),
-        Route("/v1/connectors/external/{name}/events", external_events, methods=["POST"]),
-        Route("/v1/connectors/external/{name}/events/batch", external_batch, methods=["POST"]),
-        Route("/v1/connectors/external/{name}/credentials/{key}", external_credentials, methods=["GET", "POST"]),
-        Route("/v1/connectors/{kind}/{name}", ingress_root, methods=["POST"]),
-    ]
+@endpoint("GET", "/v1/connectors/external/{name}/credentials/{key}",
+          summary="A sidecar fetches one secret its short-lived token grants (Cache-Control: no-store)",
+          tag="connector ingress", auth="connector", group=None, response=Credential,
+          errors=(401, 403, 404, 413, 503))  # fmt: skip
+@endpoint("POST", "/v1/connectors/external/{name}/credentials/{key}", summary="The same as GET",
+          tag="connector ingress", auth="connector", group=None, response=Credential,
+          errors=(401, 403, 404, 413, 503))  # fmt: skip
+async def external_credentials(ctx: Ctx) -> Response:
+    return await _ingress(ctx.request, "external", "credentials/" + ctx.path("key"))

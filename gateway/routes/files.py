@@ -11,14 +11,13 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
 from starlette.types import Message
 
-from gateway.asgi import JSON, runtime_of
-from gateway.auth import require_admin
+from gateway.api import Ctx, endpoint
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -80,12 +79,19 @@ def _stream(fd: int) -> Iterator[bytes]:
             yield chunk
 
 
-async def get_file(request: Request) -> Response:
-    require_admin(request)
-    raw = request.query_params.get("path")
+class FileQuery(msgspec.Struct):
+    path: str  # absolute, `~/...`, or relative to the workspace; it must lie inside `server.file_access`
+
+
+@endpoint("GET", "/files", summary="Stream a file inside `server.file_access` (type guessed from its name)",
+          tag="files", auth="token", group=None, query=FileQuery, validate=False, media="*/*",
+          errors=(403, 404))  # fmt: skip
+async def stream_file(ctx: Ctx) -> Response:
+    # Read by hand, not by the registry: a missing `path` has always been a 400 naming the usage.
+    raw = ctx.request.query_params.get("path")
     if not raw:
         raise InvalidRequestError("missing `path`: GET /files?path=/absolute/path")
-    real = resolve_inside(raw, allowed_root(runtime_of(request)))
+    real = resolve_inside(raw, allowed_root(ctx.runtime))
     try:
         # O_NOFOLLOW: if the final component became a symlink after the check, refuse instead of following.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
@@ -172,9 +178,19 @@ class _LimitedReceive:
         return message
 
 
-async def upload(request: Request) -> Response:
-    require_admin(request)
-    runtime = runtime_of(request)
+class Uploaded(msgspec.Struct):
+    path: str
+    name: str
+    mime: str  # from the content's magic bytes, else the name
+    size: int
+    prompt: str  # a line to hand the agent: `[The user sent a file: <file:PATH> (MIME, SIZE bytes)]` + caption
+
+
+@endpoint("POST", "/upload", summary="Upload a file into `<workspace>/api_files/YYYY-MM-DD/` (multipart field `file`)",
+          tag="files", auth="token", group=None, multipart=True, form_fields=("caption",), response=Uploaded,
+          errors=(413,))  # fmt: skip
+async def upload_to_workspace(ctx: Ctx) -> Uploaded:
+    request, runtime = ctx.request, ctx.runtime
     limit = runtime.config.files.max_upload_bytes
     too_big = PayloadTooLargeError(f"files are limited to {limit} bytes ({limit // (1024 * 1024)} MB)")
     declared = request.headers.get("content-length", "")
@@ -207,8 +223,4 @@ async def upload(request: Request) -> Response:
     prompt = f"[The user sent a file: <file:{target}> ({mime}, {size} bytes)]"
     if caption:
         prompt += f"\n{caption}"
-    return JSON({"path": str(target), "name": target.name, "mime": mime, "size": size, "prompt": prompt})
-
-
-def routes() -> list[BaseRoute]:
-    return [Route("/files", get_file, methods=["GET"]), Route("/upload", upload, methods=["POST"])]
+    return Uploaded(str(target), target.name, mime, size, prompt)

@@ -61,7 +61,7 @@ class ListSessionResponse(msgspec.Struct, kw_only=True):
 
 class ListQuery(msgspec.Struct, kw_only=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # le: SQLite's largest integer
 
 
 class RenameRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -357,7 +357,7 @@ async def _resume(ctx: Ctx, row: SessionRow, key: SessionKey, after: int) -> Asy
 
 
 class EventsQuery(msgspec.Struct, kw_only=True):
-    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # le: SQLite's largest integer
     limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
 
 

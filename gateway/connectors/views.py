@@ -1,0 +1,164 @@
+"""The wire types of the connector REST routes, derived from the settings Structs so OpenAPI cannot drift from them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec.structs import fields
+
+from gateway.connectors.model import KINDS, SECRET_FIELDS, SETTINGS, SLOT_RE, Kind, ReplyHandle, SecretInput
+from storage.outbox import STATES
+
+DeliveryState = Literal["pending", "delivered", "dead_letter"]
+assert get_args(DeliveryState) == STATES, "storage.outbox.STATES changed: change DeliveryState with it"
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class SecretView(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A secret field as a view shows it: where the value comes from and whether it resolves, never the value."""
+
+    configured: bool
+    source: Literal["value", "secret_ref", "env"] | None
+    secret_ref: str | None
+    env: str | None
+
+
+def _view_type(kind: str) -> type[Any]:
+    """`{kind, name, source, <every settings field>}` with each secret field as a SecretView (see `service._view`)."""
+    secret = SECRET_FIELDS[kind]
+    body = [(f.name, SecretView if f.name in secret else f.type) for f in fields(SETTINGS[kind])]
+    return msgspec.defstruct(
+        f"{kind.capitalize()}ConnectorView",
+        [("name", str), ("source", Literal["file", "daemon"]), *body],
+        tag_field="kind",
+        tag=kind,
+        forbid_unknown_fields=True,
+        kw_only=True,
+    )
+
+
+def _input_type(kind: str) -> type[Any]:
+    """A PUT body: any subset of the kind's fields (a field-aware merge); a secret field takes a SecretInput or null."""
+    secret = SECRET_FIELDS[kind]
+    body = [
+        (f.name, (SecretInput | None if f.name in secret else f.type) | msgspec.UnsetType, msgspec.UNSET)
+        for f in fields(SETTINGS[kind])
+    ]
+    return msgspec.defstruct(f"{kind.capitalize()}ConnectorFields", body, forbid_unknown_fields=True, kw_only=True)
+
+
+VIEWS: dict[str, type[Any]] = {k: _view_type(k) for k in KINDS}
+INPUTS: tuple[type[Any], ...] = tuple(_input_type(k) for k in KINDS)
+ConnectorView: Any = VIEWS["telegram"] | VIEWS["slack"] | VIEWS["http"] | VIEWS["external"]
+
+
+class ConnectorPath(msgspec.Struct):
+    kind: Kind
+    name: str
+
+
+class IngressPath(msgspec.Struct):
+    # External connectors take events on `/events` and `/events/batch` instead.
+    kind: Literal["http", "slack", "telegram"]
+    name: str
+
+
+class ConnectorList(msgspec.Struct):
+    connectors: list[ConnectorView]
+
+
+class SecretSlot(msgspec.Struct):
+    slot: str
+    configured: bool
+    updated_at: int  # epoch milliseconds
+
+
+class SecretList(msgspec.Struct):
+    secrets: list[SecretSlot]
+
+
+class SlotPath(msgspec.Struct):
+    slot: Annotated[str, msgspec.Meta(pattern=SLOT_RE.pattern)]
+
+
+class SecretValue(msgspec.Struct, forbid_unknown_fields=True):
+    value: NonEmpty
+
+
+class SecretStored(msgspec.Struct):
+    slot: str
+    configured: bool
+    restarted: list[str]  # the connectors that read this slot, restarted so the new value applies
+
+
+class PersonaBody(msgspec.Struct):
+    name: NonEmpty
+
+
+class Persona(msgspec.Struct):
+    id: str
+    name: str
+
+
+class ReplyTargets(msgspec.Struct):
+    session_id: str
+    reply_targets: list[ReplyHandle]
+
+
+class OutboxQuery(msgspec.Struct, kw_only=True):
+    state: DeliveryState | None = None
+    session_id: str | None = None
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One planned delivery as `storage.outbox.Delivery.view` shows it."""
+
+    delivery_id: str
+    session_id: str
+    turn_id: str
+    plugin: str
+    connector: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None
+    created_at: int
+    updated_at: int
+
+
+class DeliveryList(msgspec.Struct):
+    deliveries: list[Delivery]
+
+
+class Retried(msgspec.Struct):
+    delivery_id: str
+    state: Literal["pending"]
+
+
+class HttpAccepted(msgspec.Struct):
+    """What an http connector answers (202): the event is stored and a turn will run in `session_id`."""
+
+    status: str
+    session_id: str | None
+    idempotency_key: str | None
+
+
+class EventResult(msgspec.Struct, kw_only=True):
+    """One external event's outcome (`external._result`): accepted, duplicate, rejected or rate_limited."""
+
+    event_id: str | None
+    status: str
+    session_id: str | None = None
+    reason: str | None = None
+    retry_after_ms: int | None = None
+
+
+class BatchResults(msgspec.Struct):
+    protocol_version: int
+    results: list[EventResult]
+
+
+class Credential(msgspec.Struct):
+    key: str
+    value: str
