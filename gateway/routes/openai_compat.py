@@ -164,4 +164,10 @@ async def chat_completions(ctx: Ctx) -> Any:
                 yield chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error")
         yield sse_event("[DONE]")
 
-    return SSEResponse(source(), on_close=lambda: streams.release(who))
+    # Cut short by shutdown: an error chunk and no `[DONE]`, so the client knows the answer is incomplete.
+    farewell = sse_event(
+        {"error": {"code": "SHUTTING_DOWN", "message": "the gateway is restarting; the turn was interrupted"}}
+    )
+    return SSEResponse(
+        source(), on_close=lambda: streams.release(who), shutdown=ctx.runtime.shutdown, farewell=farewell
+    )

@@ -11,7 +11,7 @@ from actors.messages import SessionKey
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.routes.auth import iso, now_ms
-from gateway.sse import SSEResponse, sse_event
+from gateway.sse import SSEResponse, shutdown_event, sse_event
 from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import events as events_db
 from storage import files as files_db
@@ -331,7 +331,12 @@ async def chat(ctx: Ctx) -> SSEResponse:
     except BaseException:
         streams.release(who)
         raise
-    return SSEResponse(source, on_close=lambda: streams.release(who))
+    return SSEResponse(
+        source,
+        on_close=lambda: streams.release(who),
+        shutdown=ctx.runtime.shutdown,
+        farewell=shutdown_event(),
+    )
 
 
 async def _encode(events: AsyncIterator[EventRow], *, first: bytes | None = None) -> AsyncIterator[bytes]:
