@@ -241,6 +241,7 @@ async def run(
                     choice=choice,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
                 )
+                runtime.status_checks["actors"] = registry.status_check
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:

@@ -181,7 +181,9 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             assert r.status_code == 200, r.text
             services = {s["service"]: s["status"] for s in r.json()["services"]}
             assert r.json()["sessions"] == 0
-            assert services == {"storage": "ok", "scheduler": "ok", "disk": "ok", "connectors": "ok", "mcp": "ok"}
+            assert services == {
+                "storage": "ok", "scheduler": "ok", "disk": "ok", "connectors": "ok", "mcp": "ok", "actors": "ok"
+            }  # fmt: skip
             assert (await bob.client.get("/api/status")).status_code == 403
 
             from gateway.logs import memory_handler

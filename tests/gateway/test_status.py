@@ -30,7 +30,14 @@ async def test_status_merges_lock_health_api_status_and_identity(nursery: trio.N
         rt.shutdown.set()
     assert data["running"] and data["healthy"]
     services = {s["service"]: s["status"] for s in data["services"]}
-    assert services == {"storage": "ok", "scheduler": "ok", "disk": "ok", "connectors": "ok", "mcp": "ok"}
+    assert services == {
+        "storage": "ok",
+        "scheduler": "ok",
+        "disk": "ok",
+        "connectors": "ok",
+        "mcp": "ok",
+        "actors": "ok",
+    }
     assert data["identity"] == identity_fingerprint(paths)
     assert data["token"] == f"{TOKEN[:4]}…{TOKEN[-4:]}"
     assert data["connections"] == 0 and data["sessions"] == 0
