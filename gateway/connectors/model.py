@@ -57,6 +57,10 @@ class ChildProcess(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     credential_slots: dict[str, str] = msgspec.field(default_factory=dict)
     startup_timeout_seconds: float = 20.0
     credential_ttl_seconds: float = 3600.0
+    # GET /health every this many seconds; after this many failed checks in a row (anything but `ready`, and
+    # `starting` only once startup_timeout_seconds have passed) the sidecar is restarted; 0: never for health.
+    health_interval_seconds: float = 5.0
+    max_failed_health_checks: int = 3
 
 
 # Ingress requests a second per http, slack or telegram connector (a token bucket, burst one second's worth). Far
@@ -252,6 +256,12 @@ def validate(s: Settings, what: str) -> None:
             for key in [*cp.env_keys, *cp.credential_env_keys, *cp.credential_slots]:
                 if not ENV_RE.match(key):
                     raise ValidationFailedError(f"{what}: {key!r} is not an environment variable name")
+            if not 0.1 <= cp.health_interval_seconds <= 3600:
+                raise ValidationFailedError(f"{what}: child_process.health_interval_seconds must be 0.1-3600")
+            if not 0 <= cp.max_failed_health_checks <= 1000:
+                raise ValidationFailedError(
+                    f"{what}: child_process.max_failed_health_checks must be 0-1000 (0: never restart for health)"
+                )
             for key, slot in cp.credential_slots.items():
                 if key not in cp.credential_env_keys:
                     raise ValidationFailedError(f"{what}: credential slot {key!r} is not in credential_env_keys")
