@@ -25,13 +25,6 @@ class TimeoutError_(GatewayError):
     status, code = 504, "TIMEOUT"
 
 
-def shutting_down(what: str) -> GatewayError:
-    """503 with Retry-After: the gateway is stopping (or restarting); the client tries again in a moment."""
-    return GatewayError(
-        f"the gateway is shutting down; {what}", status=503, code="SHUTTING_DOWN", headers={"Retry-After": "2"}
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class TurnOutcome:
     accepted: TurnAccepted
@@ -59,10 +52,7 @@ async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -
 
 
 async def submit(runtime: Runtime, key: SessionKey, text: str) -> TurnAccepted:
-    """Queue a turn; raise 429 when the session's queue is full, 503 when the runtime does not answer or stops."""
-    if runtime.shutdown.is_set():
-        # A request on a kept-alive connection during the drain: the turn would only be interrupted.
-        raise shutting_down("send the message again after the restart")
+    """Queue a turn; raise 429 when the session's queue is full, 503 when the runtime does not answer."""
     try:
         try:
             return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
@@ -161,30 +151,17 @@ async def start_and_follow(
 
 
 async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: float = math.inf) -> TurnOutcome:
-    """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on), 503 when the
-    gateway starts shutting down first (a waiting request must not hold the stop for the graceful timeout)."""
+    """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on)."""
     accepted, events = await start_and_follow(runtime, key, text)
     state, result, error = "failed", "", None
-    ended = False
-    async with trio.open_nursery() as nursery:
-
-        async def cancel_at_shutdown() -> None:
-            await runtime.shutdown.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(cancel_at_shutdown)
-        with trio.move_on_after(timeout) as scope:
-            async for event in events:
-                if event.type == "result":
-                    result = str(event.data.get("text", ""))
-                elif event.type == "error":
-                    error = str(event.data.get("message", ""))
-                elif event.type == "turn_ended":
-                    state = str(event.data.get("state", "failed"))
-                    ended = True
-        nursery.cancel_scope.cancel()
-    if not ended and runtime.shutdown.is_set():
-        raise shutting_down(f"turn {accepted.turn_id} is interrupted; see the session's events after the restart")
+    with trio.move_on_after(timeout) as scope:
+        async for event in events:
+            if event.type == "result":
+                result = str(event.data.get("text", ""))
+            elif event.type == "error":
+                error = str(event.data.get("message", ""))
+            elif event.type == "turn_ended":
+                state = str(event.data.get("state", "failed"))
     if scope.cancelled_caught:
         raise TimeoutError_(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
     return TurnOutcome(accepted, state, result, error)
