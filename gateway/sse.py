@@ -41,7 +41,8 @@ def shutdown_event(retry_ms: int = 2000) -> bytes:
 class SSEResponse(Response):
     """Streams `source` (already-encoded events); `on_close` runs however the stream ends.
 
-    When `shutdown` is set the stream ends at once and cleanly: what the source already produced is sent, then
+    `head` goes out first, whatever happens next. When `shutdown` is set the stream ends at once and cleanly: what
+    the source already produced is sent, then
     `farewell` (an event saying why), then the end of the body. Otherwise an open stream would hold the gateway's
     stop for hypercorn's whole graceful timeout. Every event carries its `id`, so the client resumes with
     `Last-Event-ID` after the restart and loses nothing.
@@ -55,6 +56,7 @@ class SSEResponse(Response):
         *,
         on_close: Callable[[], None] | None = None,
         headers: dict[str, str] | None = None,
+        head: bytes | None = None,
         shutdown: trio.Event | None = None,
         farewell: bytes | None = None,
     ) -> None:
@@ -67,12 +69,15 @@ class SSEResponse(Response):
         ]
         self.source = source
         self.on_close = on_close
+        self.head = head
         self.shutdown = shutdown
         self.farewell = farewell
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self.head is not None:
+                await send({"type": "http.response.body", "body": self.head, "more_body": True})
             async with trio.open_nursery() as nursery:
 
                 async def watch_disconnect() -> None:

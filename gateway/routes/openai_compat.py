@@ -150,7 +150,6 @@ async def chat_completions(ctx: Ctx) -> Any:
         return sse_event(body)
 
     async def source() -> AsyncIterator[bytes]:
-        yield chunk(Delta(role="assistant", content=""))
         streamed = False
         async for event in events:
             if event.type == "text_delta":
@@ -169,5 +168,9 @@ async def chat_completions(ctx: Ctx) -> Any:
         {"error": {"code": "SHUTTING_DOWN", "message": "the gateway is restarting; the turn was interrupted"}}
     )
     return SSEResponse(
-        source(), on_close=lambda: streams.release(who), shutdown=ctx.runtime.shutdown, farewell=farewell
+        source(),
+        on_close=lambda: streams.release(who),
+        head=chunk(Delta(role="assistant", content="")),
+        shutdown=ctx.runtime.shutdown,
+        farewell=farewell,
     )
