@@ -42,10 +42,9 @@ class SSEResponse(Response):
     """Streams `source` (already-encoded events); `on_close` runs however the stream ends.
 
     `head` goes out first, whatever happens next. When `shutdown` is set the stream ends at once and cleanly: what
-    the source already produced is sent, then
-    `farewell` (an event saying why), then the end of the body. Otherwise an open stream would hold the gateway's
-    stop for hypercorn's whole graceful timeout. Every event carries its `id`, so the client resumes with
-    `Last-Event-ID` after the restart and loses nothing.
+    the source already produced is sent, then `farewell` (an event saying why), then the end of the body.
+    Otherwise an open stream would hold the gateway's stop for hypercorn's whole graceful timeout. Every event
+    carries its `id`, so the client resumes with `Last-Event-ID` after the restart and loses nothing.
     """
 
     media_type = "text/event-stream"
