@@ -119,6 +119,9 @@ class Router:
             run=actor.run,
             policy=self.session_policy,
             capacity=self.session_capacity,
+            # Listed while awake (issue 2: a registry of live actors); hibernation removes the entry.
+            registry=self.registry,
+            forget_failed=True,
         )
         address: Address[SessionMsg] = await nursery.start(partial(self._supervise_session, key, spec))
         live = _Live(address, actor)

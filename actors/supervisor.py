@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -71,16 +71,22 @@ class GaveUpError(Exception):
     """A supervised actor crashed more often than its restart budget allows."""
 
 
+class Backlogged(Protocol):
+    """What the registry asks of a live actor: how many messages wait for it (an Address answers this)."""
+
+    def backlog(self) -> int: ...
+
+
 @dataclass(slots=True)
 class ActorInfo:
-    """Live facts about one supervised actor, as shown by `Registry.statistics()`."""
+    """Live facts about one actor, as shown by `Registry.statistics()`; ~150 bytes, so every live one is listed."""
 
     name: str
     state: str = "starting"  # starting | running | restarting | stopped | failed
     restarts: int = 0
     last_error: str | None = None
     started_at: float = 0.0
-    address: Address[object] | None = field(default=None, repr=False)
+    address: Backlogged | None = field(default=None, repr=False)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -93,18 +99,35 @@ class ActorInfo:
 
 
 class Registry:
-    """Every supervised actor by name, so status pages can see restarts, errors and backlogs."""
+    """Every live actor by name (store, router, sessions, connectors, /ws connections...), so status pages can see
+    states, restarts, errors and backlogs. Hibernated sessions are not actors: they cost nothing here."""
 
     def __init__(self) -> None:
         self._actors: dict[str, ActorInfo] = {}
 
-    def register(self, name: str, address: Address[object]) -> ActorInfo:
-        info = ActorInfo(name=name, address=address, started_at=trio.current_time())
+    def register(self, name: str, address: Backlogged, *, state: str = "starting") -> ActorInfo:
+        """List an actor under `name` (replacing an older entry of that name) and return its entry.
+
+        Supervised actors are registered by `supervise`; an actor that is never restarted (Restart.TEMPORARY,
+        e.g. a /ws connection: its socket cannot be reopened, its client reconnects) registers itself and
+        calls `unregister(name, info)` when it ends.
+        """
+        info = ActorInfo(name=name, state=state, address=address, started_at=trio.current_time())
         self._actors[name] = info
         return info
 
-    def unregister(self, name: str) -> None:
-        self._actors.pop(name, None)
+    def unregister(self, name: str, info: ActorInfo | None = None) -> None:
+        """Drop `name`; with `info`, only if that is still its entry.
+
+        A session retired and revived at once has a new entry under the same name before the old actor's
+        supervisor has finished: the old one must not remove the new one's.
+        """
+        if info is None or self._actors.get(name) is info:
+            self._actors.pop(name, None)
+
+    def count(self, prefix: str) -> int:
+        """How many live actors have a name starting with `prefix` (e.g. "session:")."""
+        return sum(1 for name in self._actors if name.startswith(prefix))
 
     def get(self, name: str) -> ActorInfo | None:
         return self._actors.get(name)
@@ -112,6 +135,27 @@ class Registry:
     def statistics(self) -> dict[str, dict[str, object]]:
         """Return a snapshot of every registered actor."""
         return {name: info.snapshot() for name, info in sorted(self._actors.items())}
+
+    def status_check(self, *, limit: int = 200) -> dict[str, object]:
+        """The `actors` check of `/api/status`: live actors by kind, and the first `limit` of them by name.
+
+        In error while an actor has failed for good (a connector given up, until reconfigured).
+        """
+        kinds: dict[str, int] = {}
+        for name in self._actors:
+            kind = name.split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        failed = sorted(n for n, info in self._actors.items() if info.state == "failed")
+        names = sorted(self._actors)[:limit]
+        return {
+            "status": "error" if failed else "ok",
+            "details": {
+                "live": kinds,
+                "failed": failed,
+                "actors": [self._actors[n].snapshot() for n in names],
+                "truncated": len(self._actors) > limit,
+            },
+        }
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -126,6 +170,9 @@ class ChildSpec(Generic[M]):
     policy: RestartPolicy = RestartPolicy()
     capacity: int = 64
     registry: Registry | None = None
+    # A failed actor stays listed (its error visible) unless its owner forgets it anyway, as the router does with
+    # a session whose budget ran out: the next message revives it, so the entry would only accumulate.
+    forget_failed: bool = False
 
 
 async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[M]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -137,11 +184,7 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
     mailbox: Mailbox[M] = Mailbox(spec.name, capacity=spec.capacity)
     budget = RestartBudget(spec.policy)
     crashes = 0
-    info = (
-        spec.registry.register(spec.name, mailbox.address)  # type: ignore[arg-type]
-        if spec.registry is not None
-        else None
-    )
+    info = spec.registry.register(spec.name, mailbox.address) if spec.registry is not None else None
     try:
         with mailbox.inbox:
             task_status.started(mailbox.address)
@@ -175,5 +218,5 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                     info.restarts += 1
                 await trio.sleep(budget.delay())
     finally:
-        if spec.registry is not None and info is not None and info.state != "failed":
-            spec.registry.unregister(spec.name)
+        if spec.registry is not None and info is not None and (info.state != "failed" or spec.forget_failed):
+            spec.registry.unregister(spec.name, info)

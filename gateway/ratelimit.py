@@ -1,4 +1,4 @@
-"""In-process rate limits: a token bucket per (route group, caller), and a cap on concurrent streams per caller."""
+"""In-process rate limits: token buckets (per route group and caller, per connector), a cap on concurrent streams."""
 
 from __future__ import annotations
 
@@ -73,6 +73,26 @@ def rate_limited(wait: float, what: str = "too many requests") -> RateLimitedErr
         headers={"Retry-After": str(retry_after)},
         details={"retry_after": retry_after},
     )
+
+
+class TokenBucket:
+    """`rate` tokens per second, holding at most `burst` (default: one second's worth); `take()` answers how long
+    until one is free (0: one was taken). One per connector for its ingress (`ingress_events_per_second`)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate, 1.0)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
 
 
 class StreamLimiter:

@@ -247,6 +247,7 @@ async def run(
                     "status": "ok",
                     "details": dataclasses.asdict(router.statistics()),
                 }
+                runtime.status_checks["actors"] = registry.status_check
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:

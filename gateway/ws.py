@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ CLOSE_INTERNAL = 1011
 SUBSCRIBER_BUFFER = 1024
 ASK_TIMEOUT = 10.0
 FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
+_numbers = itertools.count(1)
 
 
 def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
@@ -159,6 +161,14 @@ class Connection:
         self._failures = 0
         self.last_seq = 0
         self._nursery: trio.Nursery
+        self._events: trio.MemoryReceiveChannel[EventRow] | None = None
+        # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
+        self.name = f"connection:{next(_numbers)}:{self.key}"
+
+    def backlog(self) -> int:
+        """Session events waiting to be sent to this client (the registry's view of the connection's inbox)."""
+        events = self._events
+        return events.statistics().current_buffer_used if events is not None else 0
 
     async def send(self, obj: dict[str, Any]) -> None:
         """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
@@ -170,6 +180,15 @@ class Connection:
         await self.send({"type": "error", "code": code, "message": message})
 
     async def run(self) -> None:
+        """Serve the socket until either side leaves; listed in `runtime.registry` meanwhile."""
+        # Plain try/finally, not a context manager: this stays a few hundred bytes per idle connection.
+        info = self.rt.registry.register(self.name, self, state="running")
+        try:
+            await self._run()
+        finally:
+            self.rt.registry.unregister(self.name, info)
+
+    async def _run(self) -> None:
         sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
         if sub is None:
             return
@@ -250,6 +269,7 @@ class Connection:
             else:
                 await self.error("internal_error", message)
             return None
+        self._events = receive
         return sub, receive
 
     async def _deliver(self, events: list[EventRow]) -> None:

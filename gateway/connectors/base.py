@@ -21,6 +21,7 @@ from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
 from gateway.connectors.model import ConnectorConfig, ReplyHandle
 from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
+from gateway.ratelimit import TokenBucket, rate_limited
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome, SessionSpec
 
@@ -56,13 +57,33 @@ class Context:
 
 
 class AdapterBase(Connector):
-    """Holds the context and one HTTP client for the adapter's outbound calls."""
+    """Holds the context, the ingress rate limit and one HTTP client for the adapter's outbound calls."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.kind = ctx.config.kind
         self.name = ctx.config.name
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        rate = ctx.config.settings.ingress_events_per_second
+        # Issue 4: limits on rates everywhere. One bucket per connector (per life of its actor), burst one second.
+        self.ingress_bucket = TokenBucket(rate) if rate else None
+
+    def take_ingress(self) -> float:
+        """Charge one ingress event; 0 when allowed, else the seconds until one would be (nothing taken then)."""
+        wait = self.ingress_bucket.take() if self.ingress_bucket is not None else 0.0
+        if wait > 0:
+            self.ctx.extra["ingress_rate_limited"] = int(self.ctx.extra.get("ingress_rate_limited", 0)) + 1
+        return wait
+
+    def check_ingress_rate(self) -> None:
+        """Charge one ingress request; raise 429 `RATE_LIMITED` with `Retry-After` (whole seconds, ≥ 1) when over.
+
+        Called after the request's authentication, so that requests without the secret cannot use up the
+        platform's allowance; the platforms (Slack, Telegram) retry a 429 later, so nothing is lost.
+        """
+        wait = self.take_ingress()
+        if wait > 0:
+            raise rate_limited(wait, f"connector {self.ctx.ref} is over ingress_events_per_second")
 
     async def aclose(self) -> None:
         await self.http.aclose()

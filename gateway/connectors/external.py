@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import httpx
@@ -25,7 +24,6 @@ from gateway.errors import (
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
-    RateLimitedError,
     ValidationFailedError,
 )
 from storage.ingress import IngressItem, Outcome, SessionSpec
@@ -68,32 +66,12 @@ _event_decoder = msgspec.json.Decoder(ExternalEvent)
 _batch_decoder = msgspec.json.Decoder(Batch)
 
 
-class TokenBucket:
-    """`rate` tokens per second, holding at most `burst`; `take()` answers how long until one is free."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(rate, 1.0)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
 class ExternalConnector(AdapterBase):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         s = ctx.config.settings
         assert isinstance(s, ExternalSettings)
         self.s = s
-        self.bucket = TokenBucket(s.ingress_events_per_second) if s.ingress_events_per_second else None
         self._specs: dict[tuple[str, str | None], SessionSpec] = {}
 
     async def background(self) -> None:
@@ -161,9 +139,6 @@ class ExternalConnector(AdapterBase):
             targets.extend(reply_dicts(self.s.additional_reply_targets))
         return IngressItem(ev.event_id, fingerprint(payload), text or "", payload, spec, targets)
 
-    def _rate(self) -> float:
-        return self.bucket.take() if self.bucket is not None else 0.0
-
     async def _batch(self, body: bytes) -> Answer:
         try:
             batch = _batch_decoder.decode(body)
@@ -190,7 +165,7 @@ class ExternalConnector(AdapterBase):
                 continue
             item = self._item(ev, batch.protocol_version)
             if isinstance(item, IngressItem):
-                wait = self._rate()
+                wait = self.take_ingress()
                 if wait > 0:
                     items.append(Outcome("rejected", reason=f"rate_limited:{math.ceil(wait * 1000)}"))
                     continue
@@ -215,12 +190,7 @@ class ExternalConnector(AdapterBase):
         item = self._item(ev, version)
         if isinstance(item, Outcome):
             raise ValidationFailedError(item.reason or "rejected", details={"event_id": ev.event_id})
-        wait = self._rate()
-        if wait > 0:
-            raise RateLimitedError(
-                f"over ingress_events_per_second; retry in {math.ceil(wait)} s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+        self.check_ingress_rate()
         (o,) = await store_items(self.ctx, [item])
         if o.status == "rejected":
             raise ConflictError(o.reason or "rejected", details={"event_id": ev.event_id, "status": "rejected"})

@@ -51,6 +51,7 @@ class HttpConnector(AdapterBase):
             allow_unauthenticated=self.s.allow_unauthenticated_ingress,
             what=f"http connector {self.name}",
         )
+        self.check_ingress_rate()
         try:
             req = _decoder.decode(msg.body)
         except msgspec.ValidationError as exc:

@@ -57,10 +57,21 @@ class ChildProcess(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     credential_slots: dict[str, str] = msgspec.field(default_factory=dict)
     startup_timeout_seconds: float = 20.0
     credential_ttl_seconds: float = 3600.0
+    # GET /health every this many seconds; after this many failed checks in a row (anything but `ready`, and
+    # `starting` only once startup_timeout_seconds have passed) the sidecar is restarted; 0: never for health.
+    health_interval_seconds: float = 5.0
+    max_failed_health_checks: int = 3
+
+
+# Ingress requests a second per http, slack or telegram connector (a token bucket, burst one second's worth). Far
+# above real traffic: Slack sends a workspace at most 30,000 events an hour (~8/s), and both platforms retry a 429.
+DEFAULT_INGRESS_RATE = 50.0
+MAX_INGRESS_RATE = 100_000.0
 
 
 class _Common(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allow_unauthenticated_ingress: bool = False
+    ingress_events_per_second: float | None = DEFAULT_INGRESS_RATE  # null: no limit
     fixed_session_id: str | None = None
     session_policy: SessionPolicy = msgspec.field(default_factory=SessionPolicy)
 
@@ -97,6 +108,7 @@ class ExternalSettings(_Chat, forbid_unknown_fields=True, kw_only=True):
     mode: Literal["ingress", "sidecar"] = "ingress"
     base_url: str | None = None
     shared_token: SecretMeta | None = None
+    # Scripts batch-upload at their own pace: no limit unless the operator sets one (as the reference).
     ingress_events_per_second: float | None = None
     # The reference implementation's limit; raise it for scripts that batch more (the benchmark sends 100).
     max_batch_events: int = 64
@@ -198,6 +210,11 @@ def validate(s: Settings, what: str) -> None:
     """Per-kind rules that types alone cannot say."""
     if s.fixed_session_id is not None and not s.fixed_session_id.strip():
         raise ValidationFailedError(f"{what}: fixed_session_id must not be empty")
+    rate = s.ingress_events_per_second
+    if rate is not None and not 0 < rate <= MAX_INGRESS_RATE:
+        raise ValidationFailedError(
+            f"{what}: ingress_events_per_second must be > 0 and at most {MAX_INGRESS_RATE:g} (or null for no limit)"
+        )
     targets: list[ReplyHandle] = s.default_reply_targets if isinstance(s, HttpSettings) else s.additional_reply_targets
     for i, t in enumerate(targets):
         check_reply_handle(t, f"{what}: reply target {i}")
@@ -228,8 +245,6 @@ def validate(s: Settings, what: str) -> None:
             raise ValidationFailedError(
                 f"{what}: no shared_token is configured; set one or set allow_unauthenticated_ingress=true"
             )
-        if s.ingress_events_per_second is not None and s.ingress_events_per_second <= 0:
-            raise ValidationFailedError(f"{what}: ingress_events_per_second must be > 0 (or null for no limit)")
         if not 1 <= s.max_batch_events <= 1000:
             raise ValidationFailedError(f"{what}: max_batch_events must be between 1 and 1000")
         cp = s.child_process
@@ -241,6 +256,12 @@ def validate(s: Settings, what: str) -> None:
             for key in [*cp.env_keys, *cp.credential_env_keys, *cp.credential_slots]:
                 if not ENV_RE.match(key):
                     raise ValidationFailedError(f"{what}: {key!r} is not an environment variable name")
+            if not 0.1 <= cp.health_interval_seconds <= 3600:
+                raise ValidationFailedError(f"{what}: child_process.health_interval_seconds must be 0.1-3600")
+            if not 0 <= cp.max_failed_health_checks <= 1000:
+                raise ValidationFailedError(
+                    f"{what}: child_process.max_failed_health_checks must be 0-1000 (0: never restart for health)"
+                )
             for key, slot in cp.credential_slots.items():
                 if key not in cp.credential_env_keys:
                     raise ValidationFailedError(f"{what}: credential slot {key!r} is not in credential_env_keys")

@@ -1,4 +1,4 @@
-"""External sidecars: start, check `/manifest` and `/health`, restart on exit, and serve secrets on demand."""
+"""External sidecars: start, check `/manifest` and `/health`, restart on exit or when unhealthy, serve secrets."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ async def run_sidecar(ctx: Context, s: ExternalSettings, client: httpx.AsyncClie
         if cp.credential_slots
         else None
     )
-    ctx.extra["sidecar"] = {"state": "starting", "health": None, "pid": None}
+    ctx.extra["sidecar"] = {"state": "starting", "health": None, "pid": None, "failed_health_checks": 0}
+    spawned = trio.current_time()
     process = await trio.lowlevel.open_process(
         cp.command,
         env=sidecar_env(ctx, s, token),
@@ -75,14 +76,26 @@ async def run_sidecar(ctx: Context, s: ExternalSettings, client: httpx.AsyncClie
 
             nursery.start_soon(watch_exit)
             await _check_manifest(client, s.base_url, cp.startup_timeout_seconds)
+            failed = 0
             while True:
                 health = await _health(client, s.base_url)
-                ctx.extra["sidecar"].update(state="running", health=health)
-                await trio.sleep(5.0)
+                starting = health == "starting" and trio.current_time() - spawned < cp.startup_timeout_seconds
+                failed = 0 if health == "ready" or starting else failed + 1
+                ctx.extra["sidecar"].update(state="running", health=health, failed_health_checks=failed)
+                if cp.max_failed_health_checks and failed >= cp.max_failed_health_checks:
+                    # Alive but of no use (issue 4, product item 5): crash the actor, so its supervisor stops this
+                    # process and starts a fresh one with its backoff; the reason shows as last_error.
+                    ctx.extra["sidecar"]["state"] = "unhealthy"
+                    raise SidecarError(
+                        f"sidecar health was {health!r} on {failed} checks in a row "
+                        f"(max_failed_health_checks={cp.max_failed_health_checks}); restarting it"
+                    )
+                await trio.sleep(cp.health_interval_seconds)
     finally:
         if token is not None:
             ctx.sidecar_tokens.revoke(token)
-        ctx.extra["sidecar"]["state"] = "stopped"
+        if ctx.extra["sidecar"]["state"] != "unhealthy":
+            ctx.extra["sidecar"]["state"] = "stopped"
         with trio.CancelScope(shield=True):
             await _stop(process)
 

@@ -59,6 +59,9 @@ class SlackConnector(AdapterBase):
             verify_signature(secret, msg.headers, msg.body)
         elif not self.s.allow_unauthenticated_ingress:
             raise UnavailableError(f"slack connector {self.name} has no usable signing secret")
+        # A plain 429 with Retry-After and no `X-Slack-No-Retry`: Slack retries the event later (same event_id,
+        # deduplicated), so a burst is delayed, never dropped.
+        self.check_ingress_rate()
         try:
             body = msgspec.json.decode(msg.body)
         except msgspec.DecodeError:

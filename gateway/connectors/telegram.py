@@ -57,6 +57,9 @@ class TelegramConnector(AdapterBase):
                 raise UnauthorizedError("missing or wrong X-Telegram-Bot-Api-Secret-Token")
         elif not self.s.allow_unauthenticated_ingress:
             raise UnavailableError(f"telegram connector {self.name} has no usable secret_token")
+        # Telegram re-sends an update refused with a 429 (deduplicated by update_id). Polling needs no limit: the
+        # connector asks for updates at its own pace.
+        self.check_ingress_rate()
         try:
             update = msgspec.json.decode(msg.body)
         except msgspec.DecodeError:

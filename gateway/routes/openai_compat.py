@@ -150,7 +150,6 @@ async def chat_completions(ctx: Ctx) -> Any:
         return sse_event(body)
 
     async def source() -> AsyncIterator[bytes]:
-        yield chunk(Delta(role="assistant", content=""))
         streamed = False
         async for event in events:
             if event.type == "text_delta":
@@ -164,4 +163,14 @@ async def chat_completions(ctx: Ctx) -> Any:
                 yield chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error")
         yield sse_event("[DONE]")
 
-    return SSEResponse(source(), on_close=lambda: streams.release(who))
+    # Cut short by shutdown: an error chunk and no `[DONE]`, so the client knows the answer is incomplete.
+    farewell = sse_event(
+        {"error": {"code": "SHUTTING_DOWN", "message": "the gateway is restarting; the turn was interrupted"}}
+    )
+    return SSEResponse(
+        source(),
+        on_close=lambda: streams.release(who),
+        head=chunk(Delta(role="assistant", content="")),
+        shutdown=ctx.runtime.shutdown,
+        farewell=farewell,
+    )

@@ -11,7 +11,7 @@ from actors.messages import SessionKey
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from gateway.routes.auth import iso, now_ms
-from gateway.sse import SSEResponse, sse_event
+from gateway.sse import SSEResponse, shutdown_event, sse_event
 from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import events as events_db
 from storage import files as files_db
@@ -309,6 +309,7 @@ async def chat(ctx: Ctx) -> SSEResponse:
     who = ctx.client_key
     streams = ctx.rest.streams
     streams.acquire(who)
+    head: bytes | None = None
     try:
         if resume_after is not None:
             source = _resume(ctx, row, key, resume_after)
@@ -316,27 +317,30 @@ async def chat(ctx: Ctx) -> SSEResponse:
             req: ChatRequest = ctx.body
             text = req.message + await _attachments(ctx, req.files, row.id)
             accepted, events = await start_and_follow(ctx.runtime, key, text)
-            source = _encode(
-                events,
-                first=sse_event(
-                    {
-                        "type": "turn_accepted",
-                        "session_id": accepted.session_id,
-                        "turn_id": accepted.turn_id,
-                        "queued_behind": accepted.queued_behind,
-                    },
-                    event="turn_accepted",
-                ),
+            source = _encode(events)
+            # Sent before anything else, even when a shutdown ends the stream at once: the client learns its turn.
+            head = sse_event(
+                {
+                    "type": "turn_accepted",
+                    "session_id": accepted.session_id,
+                    "turn_id": accepted.turn_id,
+                    "queued_behind": accepted.queued_behind,
+                },
+                event="turn_accepted",
             )
     except BaseException:
         streams.release(who)
         raise
-    return SSEResponse(source, on_close=lambda: streams.release(who))
+    return SSEResponse(
+        source,
+        on_close=lambda: streams.release(who),
+        head=head,
+        shutdown=ctx.runtime.shutdown,
+        farewell=shutdown_event(),
+    )
 
 
-async def _encode(events: AsyncIterator[EventRow], *, first: bytes | None = None) -> AsyncIterator[bytes]:
-    if first is not None:
-        yield first
+async def _encode(events: AsyncIterator[EventRow]) -> AsyncIterator[bytes]:
     async for event in events:
         yield sse_event(event_payload(event), event=event.type, id=event.seq)
 

@@ -246,12 +246,19 @@ async def test_a_session_over_its_restart_budget_is_forgotten_then_revived(
         await h.submit(A, "first")
         address = h.router.address_of(A)
         assert address is not None
-        for _ in range(4):  # the budget allows 3 restarts in 10 s: the 4th crash gives up
+        name = f"session:{A}"
+        for n in range(4):  # the budget allows 3 restarts in 10 s: the 4th crash gives up
             address.send_nowait("not a message")  # type: ignore[arg-type]
             await trio.testing.wait_all_tasks_blocked()
+            if n < 3:
+                # Crashing and restarted: the registry shows it with its restarts and the cause.
+                info = h.router.registry.statistics()[name]
+                assert info["state"] == "restarting" and info["restarts"] == n + 1
+                assert info["last_error"] == f"TypeError: session {A} got an unknown message 'not a message'"
             await trio.sleep(1)  # virtual: past the restart backoff
         assert h.router.address_of(A) is None, "given up and forgotten"
         assert h.router.statistics().crashed == 1
+        assert name not in h.router.registry.statistics(), "a forgotten session leaves no entry behind"
         # Other sessions never noticed; the next message for A starts a fresh actor from storage.
         await h.submit(B, "b still works")
         assert (await until_turn_ends(live_b))[-1].data["state"] == "completed"

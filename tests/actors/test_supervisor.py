@@ -137,3 +137,45 @@ def test_describe_error_names_the_crash_inside_nursery_groups() -> None:
     assert describe_error(Boom("plain")) == "Boom: plain"
     two = ExceptionGroup("two crashes", [Boom("a"), ValueError("b")])
     assert describe_error(two).startswith("ExceptionGroup: two crashes")
+
+
+async def test_an_old_actor_stopping_leaves_its_successors_entry(autojump_clock: trio.testing.MockClock) -> None:
+    # A session retired and revived at once: the new actor registers under the same name before the old one's
+    # supervisor has finished, and the old one must not take the new one off the registry on its way out.
+    registry = Registry()
+    transient = RestartPolicy(Restart.TRANSIENT)
+
+    async def until_stopped(inbox: trio.MemoryReceiveChannel[str]) -> None:
+        async for msg in inbox:
+            if msg == "stop":
+                return
+
+    old_spec: ChildSpec[str] = ChildSpec("session:x", until_stopped, transient, registry=registry)
+    new_spec: ChildSpec[str] = ChildSpec("session:x", until_stopped, transient, registry=registry)
+    async with trio.open_nursery() as nursery:
+        old = await nursery.start(partial(supervise, old_spec))
+        new = await nursery.start(partial(supervise, new_spec))
+        mine = registry.get("session:x")
+        old.send_nowait("stop")
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.get("session:x") is mine and registry.statistics()["session:x"]["state"] == "running"
+        new.send_nowait("stop")
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.get("session:x") is None and len(registry) == 0
+
+
+async def test_a_failed_actor_stays_listed_unless_its_owner_forgets_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = Registry()
+    once = RestartPolicy(Restart.TRANSIENT, max_restarts=0)
+
+    async def crash(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        raise Boom("broken")
+
+    for forget in (False, True):
+        spec: ChildSpec[object] = ChildSpec(f"a{forget}", crash, once, registry=registry, forget_failed=forget)
+        with pytest.raises(GaveUpError):
+            await supervise(spec)
+    assert list(registry.statistics()) == ["aFalse"]
+    assert registry.statistics()["aFalse"]["state"] == "failed"

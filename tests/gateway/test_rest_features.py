@@ -188,6 +188,7 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
                 "connectors": "ok",
                 "mcp": "ok",
                 "sessions": "ok",
+                "actors": "ok",
             }
             assert (await bob.client.get("/api/status")).status_code == 403
 

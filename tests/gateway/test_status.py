@@ -37,6 +37,7 @@ async def test_status_merges_lock_health_api_status_and_identity(nursery: trio.N
         "connectors": "ok",
         "mcp": "ok",
         "sessions": "ok",
+        "actors": "ok",
     }
     assert data["identity"] == identity_fingerprint(paths)
     assert data["token"] == f"{TOKEN[:4]}…{TOKEN[-4:]}"

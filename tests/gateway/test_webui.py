@@ -230,6 +230,7 @@ async def test_a_connector_is_created_with_a_write_only_secret_and_shows_its_hea
             view = (await client.get("/v1/runtime/connectors/http/intake")).json()
     assert console.errors == []
     assert "bearer_token: set" in seen["card"] and "running" in seen["card"]
+    assert "ingress ≤ 50 events/s" in seen["card"]  # the default rate limit, from the view
     assert seen["value"] == "" and "set" in seen["placeholder"]
     assert '"actor_id": "ci-bot"' in seen["settings"]
     assert secret not in seen["html"], "a secret is never put back into the page"

@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 OUT = Path(sys.argv[1])
 # The protocol its /manifest announces (a test passes another to see the gateway refuse it).
 PROTOCOL = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+# What its /health says: `ready`, another status (`degraded`...), or `broken` for an answer that is not JSON.
+HEALTH = sys.argv[3] if len(sys.argv) > 3 else "ready"
 
 
 def fetch_credentials() -> dict[str, str]:
@@ -46,7 +48,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/manifest":
             self._json(200, {"protocol_version": PROTOCOL, "name": "test-sidecar"})
         elif self.path == "/health":
-            self._json(200, {"status": "ready"})
+            with (OUT / f"health-{os.getpid()}.log").open("a") as fh:
+                fh.write(HEALTH + "\n")
+            if HEALTH == "broken":
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._json(200, {"status": HEALTH})
         else:
             self._json(404, {})
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from gateway.procs import is_alive
@@ -194,3 +195,69 @@ def test_sidecar_credential_tokens_expire_and_are_bound_to_one_connector() -> No
     with pytest.raises(UnauthorizedError):
         tokens.check(live, "external/a")
     assert len(live) >= 40 and live != expired
+
+
+def _health_checked(out: Path, health: str, **child: Any) -> dict[str, Any]:
+    app = Path(__file__).with_name("sidecar_app.py")
+    return {
+        "allow_unauthenticated_ingress": True,
+        "mode": "sidecar",
+        "base_url": f"http://127.0.0.1:{free_port()}",
+        "child_process": {"command": [sys.executable, str(app), str(out), "1", health], **child},
+    }
+
+
+@pytest.mark.parametrize(("health", "seen"), [("degraded", "degraded"), ("broken", "unreachable")])
+async def test_a_sidecar_that_stays_unhealthy_is_restarted(
+    nursery: trio.Nursery, tmp_path: Path, health: str, seen: str
+) -> None:
+    # Alive, serving its manifest, but reporting `degraded` (or answering /health with junk) check after check.
+    out = tmp_path / "sidecar"
+    out.mkdir()
+    gw = await start_gateway(nursery, *make_config(tmp_path))
+    with trio.fail_after(60):
+        async with admin(gw) as c:
+            body = _health_checked(out, health, health_interval_seconds=0.1, max_failed_health_checks=3)
+            r = await put(c, "external", "sick", body)
+            assert r.status_code == 201, r.text
+            assert r.json()["child_process"]["max_failed_health_checks"] == 3
+
+            async def restarted() -> dict[str, Any] | None:
+                st = await connector_status(c, "external/sick")
+                return st if st["restarts"] >= 1 and len(list(out.glob("start-*.json"))) >= 2 else None
+
+            st = await wait_for(restarted, timeout=40, interval=0.1)
+            assert st["last_error"] == (
+                f"SidecarError: sidecar health was {seen!r} on 3 checks in a row "
+                "(max_failed_health_checks=3); restarting it"
+            )
+            first = min(out.glob("start-*.json"), key=lambda p: p.stat().st_mtime)
+            pid = int(first.stem.split("-")[1])
+            # It was asked exactly as often as allowed, then stopped before the next one started.
+            assert (out / f"health-{pid}.log").read_text().splitlines() == [health] * 3
+            assert not is_alive(pid)
+    await gw.stop()
+
+
+async def test_a_healthy_sidecar_is_left_alone(nursery: trio.Nursery, tmp_path: Path) -> None:
+    out = tmp_path / "sidecar"
+    out.mkdir()
+    gw = await start_gateway(nursery, *make_config(tmp_path))
+    with trio.fail_after(60):
+        async with admin(gw) as c:
+            body = _health_checked(out, "ready", health_interval_seconds=0.1, max_failed_health_checks=1)
+            assert (await put(c, "external", "fine", body)).status_code == 201
+
+            async def checked_often() -> list[str] | None:
+                logs = list(out.glob("health-*.log"))
+                lines = logs[0].read_text().splitlines() if logs else []
+                return lines if len(lines) >= 10 else None
+
+            await wait_for(checked_often, timeout=40)
+            st = await connector_status(c, "external/fine")
+            assert st["restarts"] == 0 and st["last_error"] is None and len(list(out.glob("start-*.json"))) == 1
+            assert st["sidecar"]["health"] == "ready" and st["sidecar"]["failed_health_checks"] == 0
+            for bad in ({"health_interval_seconds": 0.01}, {"max_failed_health_checks": -1}):
+                r = await put(c, "external", "fine", _health_checked(out, "ready", **bad))
+                assert r.status_code == 422 and "child_process." in r.json()["error"]["message"], r.text
+    await gw.stop()

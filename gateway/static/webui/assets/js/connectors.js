@@ -46,7 +46,10 @@ export async function connectorsView(view) {
       });
       list.append(h("article", { class: "card connector", "data-connector": ref },
         h("div", { class: "row" }, h("strong", { text: ref }), h("span", { class: `pill state-${state}` }, state)),
-        h("div", { class: "meta" }, `source: ${c.source}`, st.restarts ? ` · restarts ${st.restarts}` : "", st.backlog ? ` · backlog ${st.backlog}` : ""),
+        h("div", { class: "meta" }, `source: ${c.source}`, st.restarts ? ` · restarts ${st.restarts}` : "", st.backlog ? ` · backlog ${st.backlog}` : "",
+          c.ingress_events_per_second ? ` · ingress ≤ ${c.ingress_events_per_second} events/s` : "",
+          st.ingress_rate_limited ? ` · ${st.ingress_rate_limited} refused (rate limit)` : "",
+          st.sidecar ? ` · sidecar ${st.sidecar.health || st.sidecar.state}${st.sidecar.failed_health_checks ? ` (${st.sidecar.failed_health_checks} failed checks)` : ""}` : ""),
         st.last_error ? h("div", { class: "tag error", text: String(st.last_error) }) : null,
         h("div", { class: "row-actions" }, secrets),
         c.source === "file" ? h("p", { class: "muted" }, "Declared in the config file: edit it there.") :

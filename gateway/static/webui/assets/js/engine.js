@@ -294,7 +294,10 @@ export class ChatEngine extends EventTarget {
       if (after !== null && after !== undefined) headers["Last-Event-ID"] = String(after);
       try {
         const r = await raw(path, { method: "POST", headers, body: JSON.stringify({ message: message || "resume" }), signal: ctl.signal });
-        await readSse(r.body, (ev) => this.apply(ev));
+        let restarting = false;
+        await readSse(r.body, (ev) => (ev.type === "shutdown" ? (restarting = true) : this.apply(ev)));
+        // Cut short by a gateway restart: resume with Last-Event-ID like a dropped stream (below).
+        if (restarting) throw new Error("the gateway is restarting");
         // The gateway ends the stream only once no turn is in flight (or none ever started): not busy any more.
         if (this.busy) this.setBusy(false);
         return;
