@@ -39,6 +39,16 @@ class Redactor:
                 text = text.replace(s, REDACTED)
         return text
 
+    def redact_data(self, value: Any) -> Any:
+        """Return `value` (JSON-like: dicts, lists, strings) with every string redacted; other values as they are."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact_data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_data(v) for v in value]
+        return value
+
 
 redactor = Redactor()
 

@@ -372,9 +372,6 @@ class ConnectorService:
         for ref in sorted({**self.files, **self.daemon}):
             st = self.actors.statistics(ref)
             st["backlog"] = int(st["backlog"]) + self._pending.get(ref, 0)
-            if st["last_error"]:
-                # Safety net: errors are built without secrets, but this page must never show one.
-                st["last_error"] = redactor.redact(str(st["last_error"]))
             ctx = self.contexts.get(ref)
             if ctx is not None and ctx.extra:
                 st.update(ctx.extra)

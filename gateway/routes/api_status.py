@@ -15,7 +15,7 @@ import trio
 from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON
 from gateway.errors import ValidationFailedError
-from gateway.logs import memory_handler
+from gateway.logs import memory_handler, redactor
 from storage import sessions as sess_db
 from storage.db import integrity_check
 
@@ -107,16 +107,18 @@ def _check_file(path: Path) -> str:
 
 
 def _check(name: str, fn: Any) -> ServiceStatus:
+    # Details carry actors' last errors, which may quote a secret (a bot token in a URL): every check's output is
+    # redacted here, in the one place they all pass, rather than by each check.
     try:
         result = fn()
         ok = result.get("status") == "ok"
         details = result.get("details", "")
         if not isinstance(details, dict):
             details = str(details)
-        return ServiceStatus(service=name, status="ok" if ok else "error", details=details)
+        return ServiceStatus(service=name, status="ok" if ok else "error", details=redactor.redact_data(details))
     except Exception as exc:
         # A broken check is itself an error to show, never a 500.
-        return ServiceStatus(service=name, status="error", details=f"the check failed: {exc!r}")
+        return ServiceStatus(service=name, status="error", details=redactor.redact(f"the check failed: {exc!r}"))
 
 
 @endpoint(
@@ -138,14 +140,18 @@ async def status(ctx: Ctx) -> Any:
         stats = rt.store.stats
         if stats is not None and stats.failing:
             # Reads still work, so integrity_check passes; but the last write was refused (disk full, I/O error).
-            details = f"writes are failing: {stats.last_error}; free disk space, then writes resume by themselves"
+            details = redactor.redact(
+                f"writes are failing: {stats.last_error}; free disk space, then writes resume by themselves"
+            )
             services.append(ServiceStatus(service="storage", status="error", details=details))
         else:
             ok = verdict == "ok"
             services.append(ServiceStatus(service="storage", status="ok" if ok else "error", details=verdict))
     except Exception as exc:
         services.append(
-            ServiceStatus(service="storage", status="error", details=f"the database does not answer: {exc}")
+            ServiceStatus(
+                service="storage", status="error", details=redactor.redact(f"the database does not answer: {exc}")
+            )
         )
     services.extend(_check(name, fn) for name, fn in sorted(rt.status_checks.items()) if name != "storage")
     bad = [s.service for s in services if s.status == "error"]
