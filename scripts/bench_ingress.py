@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from storage.db import open_db  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchlib import row  # noqa: E402
+from benchlib import Server, row  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789"
 SHARED = "bench-shared-token-0123456789"
@@ -96,34 +93,6 @@ def raw_sqlite(n: int, batch: int = 100) -> float:
         elapsed = time.perf_counter() - start
         conn.close()
     return n / elapsed
-
-
-class Server:
-    """A server subprocess whose output is drained by a thread once its port is known."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
-        )
-        assert self.proc.stdout is not None
-        lines = []
-        for line in self.proc.stdout:
-            lines.append(line)
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-            if m:
-                self.url = m.group(1)
-                break
-        else:
-            raise RuntimeError("server did not start:\n" + "".join(lines))
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def gateway(tmp: Path) -> Server:
