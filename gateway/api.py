@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import msgspec
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,6 +23,7 @@ from gateway.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnsupportedMediaError,
     ValidationFailedError,
 )
 from gateway.ratelimit import RateLimiter, StreamLimiter
@@ -322,3 +325,29 @@ def routes() -> list[Route]:
 
         out.append(Route(path, dispatch, methods=list(views)))
     return out
+
+
+@asynccontextmanager
+async def uploaded_file(ctx: Ctx, *, what: str = "file", max_fields: int = 10) -> AsyncIterator[UploadFile]:
+    """Yield the `file` field of a multipart body; the form and its spooled file are closed when the block ends.
+
+    Raises 415 when the body is not multipart, 400 when it is malformed, 413 when a part is over its limit and
+    422 when there is no `file` field.
+    """
+    if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaError(f"send the {what} as multipart/form-data in a field named `file`")
+    try:
+        form = await ctx.request.form(max_files=1, max_fields=max_fields, max_part_size=64 * 1024)
+    except Exception as exc:  # python-multipart and Starlette raise several types for a malformed body
+        if getattr(exc, "status", None) == 413:
+            raise
+        raise InvalidRequestError(f"malformed multipart body: {exc}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationFailedError(
+                "the form has no file field named `file`", details=[{"loc": ["body", "file"], "message": "required"}]
+            )
+        yield upload
+    finally:
+        await form.close()

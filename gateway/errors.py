@@ -40,6 +40,10 @@ class InvalidRequestError(GatewayError):
     status, code = 400, "INVALID_REQUEST"
 
 
+class UnsupportedMediaError(GatewayError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
 class UnauthorizedError(GatewayError):
     status, code = 401, "UNAUTHORIZED"
 

@@ -14,8 +14,8 @@ import trio
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse
 
-from gateway.api import Ctx, Ok, endpoint
-from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
+from gateway.api import Ctx, Ok, endpoint, uploaded_file
+from gateway.errors import ForbiddenError, NotFoundError
 from gateway.routes.auth import now_ms
 from gateway.routes.sessions import FileInfo, file_info
 from storage import files as files_db
@@ -68,29 +68,13 @@ async def owned_file(ctx: Ctx, file_id: str) -> FileRow:
     errors=(413, 415, 422),
 )
 async def upload(ctx: Ctx) -> FileInfo:
-    if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("send the file as multipart/form-data in a field named `file`", status=415,
-                                  code="UNSUPPORTED_MEDIA_TYPE")  # fmt: skip
     limit = ctx.runtime.config.limits.max_upload_bytes
-    try:
-        form = await ctx.request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
-    except Exception as exc:  # python-multipart and Starlette raise several types for a malformed body
-        if getattr(exc, "status", None) == 413:
-            raise
-        raise InvalidRequestError(f"malformed multipart body: {exc}") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationFailedError(
-                "the form has no file field named `file`", details=[{"loc": ["body", "file"], "message": "required"}]
-            )
+    async with uploaded_file(ctx) as upload:
         filename = clean_filename(upload.filename or "file")
         file_id = new_id()
         key = time.strftime("%Y/%m/", time.gmtime()) + file_id
         dest = ctx.runtime.paths.files_dir / key
         size = await trio.to_thread.run_sync(_save, upload, dest, limit)
-    finally:
-        await form.close()
     extension = Path(filename).suffix.lower().lstrip(".")[:16]
     # The client's Content-Type is not trusted: the type comes from the extension.
     mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"

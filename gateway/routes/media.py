@@ -12,8 +12,14 @@ import trio
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from gateway.api import Ctx, endpoint
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PayloadTooLargeError, ValidationFailedError
+from gateway.api import Ctx, endpoint, uploaded_file
+from gateway.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+    ValidationFailedError,
+)
 from gateway.routes.files import allowed_root, resolve_inside, sniff_mime
 from gateway.transcribe import TranscribeSettings, transcribe
 
@@ -36,10 +42,6 @@ class AvatarInfo(msgspec.Struct, kw_only=True):
     name: str
     mime: str
     size: int
-
-
-class UnsupportedMediaError(GatewayError):
-    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
 
 
 @endpoint(
@@ -117,23 +119,8 @@ def _store_avatar(upload: UploadFile, path: Path) -> tuple[str, int]:
 
 async def _upload(ctx: Ctx) -> AvatarInfo:
     name, path = _avatar_path(ctx)
-    if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise UnsupportedMediaError("send the image as multipart/form-data in a field named `file`")
-    try:
-        form = await ctx.request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
-    except Exception as exc:  # python-multipart and Starlette raise several types for a malformed body
-        if getattr(exc, "status", None) == 413:
-            raise
-        raise InvalidRequestError(f"malformed multipart body: {exc}") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationFailedError(
-                "the form has no file field named `file`", details=[{"loc": ["body", "file"], "message": "required"}]
-            )
+    async with uploaded_file(ctx, what="image", max_fields=5) as upload:
         mime, size = await trio.to_thread.run_sync(_store_avatar, upload, path)
-    finally:
-        await form.close()
     return AvatarInfo(name=name, mime=mime, size=size)
 
 
