@@ -48,9 +48,11 @@ class Router:
         session_policy: RestartPolicy | None = None,
         session_capacity: int = 64,
         on_event: Callable[[EventRow], None] | None = None,
+        pinned: Callable[[str], Provider | None] | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
+        self.pinned = pinned
         self.session_config = session_config or SessionConfig()
         self.registry = registry or Registry()
         self.session_policy = session_policy or RestartPolicy(Restart.TRANSIENT, max_restarts=3, window=10.0)
@@ -113,6 +115,7 @@ class Router:
             provider=self.provider,
             config=self.session_config,
             on_event=self.on_event,
+            pinned=self.pinned,
         )
         spec: ChildSpec[SessionMsg] = ChildSpec(
             name=f"session:{key}",

@@ -59,8 +59,7 @@ class SessionConfig:
     history_limit: int = 50
     recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap
     subscriber_buffer: int = 1024
-    provider_name: str = "echo"
-    model: str | None = None
+    model: str | None = None  # when the session pins none (None: the provider's own default)
 
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
@@ -72,6 +71,7 @@ class _QueuedTurn:
     turn_id: str
     prompt: str
     history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
+    pin: Pin = (None, None)  # read with `history`
 
 
 @dataclass(slots=True)
@@ -96,6 +96,19 @@ def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[
     return both
 
 
+Pin = tuple[str | None, str | None]  # a session's own (provider, model); None: the gateway default
+
+
+def _pinned(fn: Callable[..., T], session_id: str) -> Callable[..., tuple[T, Pin]]:
+    """`fn` that also reads the session's pin in its transaction: a turn sees the pin as of its start, without a
+    store round trip of its own."""
+
+    def both(conn: Any, *args: Any, **kwargs: Any) -> tuple[T, Pin]:
+        return fn(conn, *args, **kwargs), sess_db.pin_of(conn, session_id)
+
+    return both
+
+
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
     ev_db.append_events(conn, batch)
     if batch:
@@ -114,11 +127,13 @@ class SessionActor:
         provider: Callable[[], Provider],
         config: SessionConfig,
         on_event: Callable[[EventRow], None] | None = None,
+        pinned: Callable[[str], Provider | None] | None = None,
     ) -> None:
         self.key = key
         self.store = store
         self.router = router
-        self.provider = provider
+        self.provider = provider  # the gateway default, looked up at each turn
+        self.pinned = pinned or (lambda name: None)  # a provider by name, for sessions that pin one
         self.config = config
         self.on_event = on_event
         self.received = 0  # counted over restarts too: the router compares it with what it sent
@@ -161,8 +176,6 @@ class _SessionLife:
             key.chat_id,
             key.topic_id,
             now_ms=now_ms(),
-            provider=self.cfg.provider_name,
-            model=self.cfg.model,
         )
         self.session_id = row.id
         self.owner = row.owner
@@ -239,12 +252,13 @@ class _SessionLife:
             return
         ahead = len(self.queue) + (1 if self.running else 0)
         history: list[msg_db.MessageRow] | None = None
+        pin: Pin = (None, None)
         try:
             if ahead == 0:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
                 self.reserved = self.seq + SEQ_RESERVE
-                turn_id, history = await self.a.store.call(
-                    _with(msg.also, msg_db.accept_and_begin),
+                (turn_id, history), pin = await self.a.store.call(
+                    _with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)),
                     self.session_id,
                     msg.text,
                     now_ms=now_ms(),
@@ -258,7 +272,7 @@ class _SessionLife:
         except Exception as exc:
             msg.reply.fail(exc)
             return
-        self.queue.append(_QueuedTurn(turn_id, msg.text, history))
+        self.queue.append(_QueuedTurn(turn_id, msg.text, history, pin))
         self.work.set()
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
 
@@ -400,24 +414,29 @@ class _SessionLife:
         final: str | None = None
         state, error = "completed", None
         try:
-            history = turn.history
+            history, pin = turn.history, turn.pin
             if history is None:
                 self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
-                history = await store.call(
-                    msg_db.begin_turn,
+                begun, pin = await store.call(
+                    _pinned(msg_db.begin_turn, self.session_id),
                     turn.turn_id,
                     self.session_id,
                     now_ms=now_ms(),
                     reserve_to=self.reserved,
                     history_limit=self.cfg.history_limit,
                 )
+                history = begun
+            pinned = self.a.pinned(pin[0]) if pin[0] else None
+            # A pin naming a provider no longer configured is ignored whole: its model means nothing elsewhere.
+            provider = pinned or self.a.provider()
+            model = (pin[1] if pin[0] is None or pinned is not None else None) or self.cfg.model
             self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
             request = TurnRequest(
                 session_id=self.session_id,
                 key=self.a.key,
                 prompt=turn.prompt,
                 history=[HistoryMessage(m.role, m.content) for m in history],
-                model=self.cfg.model,
+                model=model,
                 owner=self.owner,
             )
             # Cancelled from outside (shutdown, or a crash elsewhere in this session): the turn still gets a
@@ -428,7 +447,7 @@ class _SessionLife:
                 with running.scope:
                     if running.aborted:
                         running.scope.cancel()
-                    handle = self.a.provider().start_turn(request)
+                    handle = provider.start_turn(request)
                     running.handle = handle
                     try:
                         async for item in handle.events():

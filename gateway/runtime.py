@@ -44,7 +44,7 @@ log = logging.getLogger("gateway.runtime")
 
 @dataclass(slots=True)
 class AgentChoice:
-    """The provider every session's next turn uses: the config file's, until `POST /api/app-config/llm` picks one."""
+    """The default provider (for sessions that pin none): the config file's, until `POST /api/app-config/llm`."""
 
     provider: str
 
@@ -92,6 +92,14 @@ class Runtime:
     def active_model(self) -> str:
         """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
         return self.active_provider().info().default_model or ""
+
+    def effective(self, provider: str | None, model: str | None) -> tuple[str, str]:
+        """The provider and model a session's turn uses given its pin (the session actor applies the same rule):
+        the pin where set, else the default; a pin to a provider no longer configured is ignored whole."""
+        if provider is None or provider not in self.providers:
+            model = model if provider is None else None
+            provider = self.choice.provider
+        return provider, model or self.providers[provider].info().default_model or ""
 
 
 def build_providers(config: Config, workspace: Path | None = None) -> dict[str, Provider]:
@@ -219,11 +227,11 @@ async def run(
                     on_event=on_event,
                     store=store,
                     provider=lambda: providers[choice.provider],
+                    pinned=providers.get,
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
-                        provider_name=config.agent.provider,
                         model=None,  # each provider's own default, which the REST API may change
                     ),
                     registry=registry,

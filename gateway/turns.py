@@ -45,8 +45,6 @@ async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -
         key.chat_id,
         key.topic_id,
         now_ms=_now_ms(),
-        provider=runtime.choice.provider,
-        model=None,
         owner=owner,
     )
 

@@ -21,6 +21,7 @@ from gateway.identity import load_identity
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
+from storage import sessions as sess_db
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.ws")
@@ -193,9 +194,14 @@ class Connection:
         if sub is None:
             return
         rt = self.rt
-        # Every session follows the gateway's current default, so this is this session's provider and model.
-        active = rt.choice.provider
-        model = rt.active_model()
+        # This chat's provider and model: its own pin where it has one (`PUT /api/chat/sessions/{id}`), else the
+        # gateway default, which is also sent so a client can show both.
+        try:
+            pin = await rt.store.call(sess_db.pin_of, sub[0].session_id)
+        except (ActorError, StorageUnavailableError) as exc:
+            log.warning("auth_ok for %s: cannot read the session's pin (%r); reporting the default", self.key, exc)
+            pin = (None, None)
+        active, model = rt.effective(*pin)
         hello: dict[str, Any] = {"type": "auth_ok", "chat_id": self.auth.chat_id}
         if self.auth.channel_id:
             hello["channel_id"] = self.auth.channel_id
@@ -204,6 +210,8 @@ class Connection:
             "providers": [p.info().as_dict() for p in rt.providers.values()],
             "active_provider": active,
             "active_model": model,
+            "default_provider": rt.choice.provider,
+            "default_model": rt.active_model(),
             "session_id": sub[0].session_id,
             "last_seq": sub[0].last_seq,
         }

@@ -208,6 +208,10 @@ MIGRATIONS: list[Migration] = [
     # The last ingress event fed to each session, written in the transaction that creates the turn holding it,
     # so a crash between feeding the agent and advancing the global cursor never feeds an event twice.
     ("043_ingress_fed", _sql("CREATE TABLE ingress_fed (session_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL)")),
+    # `sessions.provider`/`model` now mean a session's own pin (NULL: follow the gateway default at each turn).
+    # Until now they only recorded the default at creation and nothing read them: cleared, so no old session is
+    # pinned by accident and every one keeps following the default as before.
+    ("044_session_pins", _sql("UPDATE sessions SET provider = NULL, model = NULL")),
 ]
 
 

@@ -102,6 +102,21 @@ def rename_session(conn: sqlite3.Connection, session_id: str, title: str, *, now
     return cur.rowcount > 0
 
 
+def set_pin(conn: sqlite3.Connection, session_id: str, *, provider: str | None, model: str | None, now_ms: int) -> bool:
+    """Pin a session's provider and model (None: follow the gateway default); False when there is no such session."""
+    cur = conn.execute(
+        "UPDATE sessions SET provider = ?, model = ?, updated_at = ? WHERE id = ?",
+        (provider, model, now_ms, session_id),
+    )
+    return cur.rowcount > 0
+
+
+def pin_of(conn: sqlite3.Connection, session_id: str) -> tuple[str | None, str | None]:
+    """The session's pinned (provider, model); (None, None) when it follows the default or does not exist."""
+    row = conn.execute("SELECT provider, model FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    return (None, None) if row is None else (row[0], row[1])
+
+
 def delete_session(conn: sqlite3.Connection, session_id: str) -> bool:
     """Delete a session with its turns, messages and events; return False when there was none."""
     for table in ("events", "messages", "turns"):

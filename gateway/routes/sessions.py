@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from actors.messages import SessionKey
 from gateway.api import Ctx, Ok, endpoint
-from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError
+from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
+from gateway.routes.app_config import ModelName, ProviderName
 from gateway.routes.auth import iso, now_ms
+from gateway.runtime import Runtime
 from gateway.sse import SSEResponse, shutdown_event, sse_event
 from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import events as events_db
@@ -37,6 +40,9 @@ class CreateSessionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     channel: Channel = "webchat"
     chat_id: ChatId | None = None
     title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    # The session's own provider and model (one of `GET /api/providers`); absent or null: the gateway default.
+    provider: ProviderName | None = None
+    model: ModelName | None = None
 
 
 class SessionItem(msgspec.Struct, kw_only=True):
@@ -49,6 +55,10 @@ class SessionItem(msgspec.Struct, kw_only=True):
     unread_message_count: int
     created_at: str
     last_seq: int
+    provider: str | None  # the session's pin; null: it follows the gateway default at each turn
+    model: str | None
+    effective_provider: str  # what its next turn uses
+    effective_model: str
 
 
 class CreateSessionResponse(SessionItem, kw_only=True):
@@ -64,8 +74,12 @@ class ListQuery(msgspec.Struct, kw_only=True):
     offset: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # le: SQLite's largest integer
 
 
-class RenameRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    title: Annotated[str, msgspec.Meta(max_length=200)]
+class UpdateSessionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every field optional: absent keeps the value; null `provider`/`model` go back to the gateway default."""
+
+    title: Annotated[str, msgspec.Meta(max_length=200)] | UnsetType = UNSET
+    provider: ProviderName | UnsetType | None = UNSET
+    model: ModelName | UnsetType | None = UNSET
 
 
 class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -93,8 +107,9 @@ class FileListResponse(msgspec.Struct, kw_only=True):
     files: list[FileInfo]
 
 
-def item(row: SessionRow) -> SessionItem:
+def item(row: SessionRow, runtime: Runtime) -> SessionItem:
     status = row.status if row.status in ("pending", "running", "waiting", "completed") else "completed"
+    provider, model = runtime.effective(row.provider, row.model)
     return SessionItem(
         session_id=row.id,
         key=str(SessionKey(row.transport, row.chat_id, row.topic_id)),
@@ -105,6 +120,10 @@ def item(row: SessionRow) -> SessionItem:
         unread_message_count=row.unread,
         created_at=iso(row.created_at) or "",
         last_seq=row.last_seq,
+        provider=row.provider,
+        model=row.model,
+        effective_provider=provider,
+        effective_model=model,
     )
 
 
@@ -135,6 +154,16 @@ async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
     return row
 
 
+def check_provider(runtime: Runtime, provider: str | None) -> None:
+    """422 for a provider this gateway does not run (the names `GET /api/providers` lists)."""
+    if provider is not None and provider not in runtime.providers:
+        known = ", ".join(sorted(runtime.providers))
+        raise ValidationFailedError(
+            f"unknown provider {provider!r}; use one of {known}, or null for the gateway default",
+            details=[{"loc": ["body", "provider"], "message": f"one of {known}"}],
+        )
+
+
 def key_of(row: SessionRow) -> SessionKey:
     return SessionKey(row.transport, row.chat_id, row.topic_id)
 
@@ -151,6 +180,7 @@ def key_of(row: SessionRow) -> SessionKey:
 )
 async def create_session(ctx: Ctx) -> CreateSessionResponse:
     req: CreateSessionRequest = ctx.body
+    check_provider(ctx.runtime, req.provider)
     if req.channel != "webchat" and not ctx.user.is_admin:
         # Otherwise a user could claim a connector chat's session before its first message and read it.
         raise ForbiddenError("only an admin can open a session on a connector's chat", code="CHANNEL_FORBIDDEN")
@@ -160,8 +190,11 @@ async def create_session(ctx: Ctx) -> CreateSessionResponse:
         raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
     if req.title:
         await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
+    if req.provider is not None or req.model is not None:
+        await ctx.store.call(sess_db.set_pin, row.id, provider=req.provider, model=req.model, now_ms=now_ms())
+    if req.title or req.provider is not None or req.model is not None:
         row = await owned_session(ctx, row.id)
-    return CreateSessionResponse(**msgspec.structs.asdict(item(row)))
+    return CreateSessionResponse(**msgspec.structs.asdict(item(row, ctx.runtime)))
 
 
 @endpoint(
@@ -177,7 +210,7 @@ async def list_sessions(ctx: Ctx) -> ListSessionResponse:
     rows = await ctx.store.call(
         views_db.list_for, ctx.user.owner, all_owners=ctx.user.is_admin, limit=q.limit, offset=q.offset
     )
-    return ListSessionResponse(sessions=[item(r) for r in rows])
+    return ListSessionResponse(sessions=[item(r, ctx.runtime) for r in rows])
 
 
 @endpoint(
@@ -189,7 +222,7 @@ async def list_sessions(ctx: Ctx) -> ListSessionResponse:
     errors=(403, 404),
 )
 async def get_session(ctx: Ctx) -> SessionItem:
-    return item(await owned_session(ctx, ctx.path("key")))
+    return item(await owned_session(ctx, ctx.path("key")), ctx.runtime)
 
 
 @endpoint(
@@ -211,17 +244,26 @@ async def delete_session(ctx: Ctx) -> Ok:
 @endpoint(
     "PUT",
     "/api/chat/sessions/{id}",
-    summary="Rename a session",
+    summary="Rename a session and/or pin its provider and model (null: follow the gateway default)",
     tag="sessions",
-    body=RenameRequest,
+    body=UpdateSessionRequest,
     response=SessionItem,
     errors=(403, 404, 422),
 )
-async def rename_session(ctx: Ctx) -> SessionItem:
-    req: RenameRequest = ctx.body
+async def update_session(ctx: Ctx) -> SessionItem:
+    req: UpdateSessionRequest = ctx.body
+    if all(isinstance(v, UnsetType) for v in (req.title, req.provider, req.model)):
+        raise ValidationFailedError("nothing to change: give a title, a provider or a model (null: the default)")
     row = await owned_session(ctx, ctx.path("id"))
-    await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
-    return item(await owned_session(ctx, row.id))
+    provider = row.provider if isinstance(req.provider, UnsetType) else req.provider
+    model = row.model if isinstance(req.model, UnsetType) else req.model
+    check_provider(ctx.runtime, None if isinstance(req.provider, UnsetType) else provider)
+    if not isinstance(req.title, UnsetType):
+        await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
+    if (provider, model) != (row.provider, row.model):
+        # Read by the session at its next turn's start: a running turn keeps the provider it began with.
+        await ctx.store.call(sess_db.set_pin, row.id, provider=provider, model=model, now_ms=now_ms())
+    return item(await owned_session(ctx, row.id), ctx.runtime)
 
 
 @endpoint(
