@@ -151,6 +151,7 @@ class _SessionLife:
         self.session_id = ""
         self.owner: str | None = None
         self.seq = 0
+        self.life_floor = 0
         self.shown = 0  # the last sequence number sent to subscribers
         self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
         self.flushed_seq = 0
@@ -180,6 +181,7 @@ class _SessionLife:
         self.session_id = row.id
         self.owner = row.owner
         self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
+        self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
         self.reserved = self.seq
         for t in await self.a.store.call(msg_db.queued_turns, row.id):
             self.queue.append(_QueuedTurn(t.id, t.prompt))
@@ -290,8 +292,12 @@ class _SessionLife:
                 break
             rows = await self.a.store.call(ev_db.events_after, self.session_id, after, limit=2000)
             if not rows:
-                # Nothing stored past `after` but memory starts later: events were lost. Should not happen.
-                log.error("session %s: gap in events after seq %d", self.a.key, after)
+                if after < self.life_floor:
+                    # Deltas are shown before they are stored; a crash loses the unstored ones (their numbers stay
+                    # reserved, never reused). The client resumes with what follows.
+                    log.info("session %s: events after seq %d were lost in a crash; resuming", self.a.key, after)
+                else:
+                    log.error("session %s: gap in events after seq %d", self.a.key, after)  # a bug: never expected
                 replay.extend(e for e in self.recent if e.seq > after)
                 break
             replay.extend(rows)
