@@ -29,7 +29,7 @@ from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
-from gateway import __version__
+from gateway import __version__, connguard
 from gateway.config import Config, Paths
 from gateway.logs import redactor
 from gateway.skills import SkillCatalog
@@ -263,6 +263,7 @@ async def run(
 
                     app_factory = build_app
                 app = app_factory(runtime)
+                connguard.install()  # one connection's internal error must not stop the server
                 hc = HypercornConfig()
                 hc.bind = [_bind(config.server.host, config.server.port)]
                 hc.graceful_timeout = config.server.graceful_timeout

@@ -308,3 +308,28 @@ async def test_connections_past_ws_max_connections_are_refused_with_1013(nursery
         async with client(gw) as again:
             assert again.ws.closed is None
     await gw.stop()
+
+
+async def test_one_connection_breaking_the_http_server_does_not_stop_the_gateway(gateway: RunningGateway) -> None:
+    # hypercorn issue #225: a WebSocket upgrade request followed by stray bytes makes hypercorn's task for that
+    # connection raise, which ended `serve` and with it the whole gateway (one unauthenticated request).
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: bKdPyn3u98cTfZJSh4TNeQ==\r\n\r\nx\n"
+    )
+    with trio.fail_after(20):
+        for _ in range(3):
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(upgrade)
+            try:
+                while await stream.receive_some(4096):  # answered or dropped: either way it ends
+                    pass
+            except trio.BrokenResourceError:
+                pass  # reset by the server
+            await stream.aclose()
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{gateway.base_url}/health")).status_code == 200
+        async with client(gateway) as c:
+            await c.send_message("still serving")
+            assert deltas(await until(c, "result")) == "still serving"
