@@ -292,6 +292,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def preload_httpx() -> None:
+    """Import httpx now, for a gateway whose agent uses this provider: its first turn then starts as fast as the
+    next ones (every gateway builds the provider, but only these need httpx)."""
+    import httpx  # noqa: F401
+
+
 class OpenAIProvider:
     """Streams from an OpenAI-compatible endpoint; the API key is a secret the caller must redact from logs."""
 

@@ -64,13 +64,17 @@ def serve_and_list_modules(site: Site, port: int) -> set[str]:
     return {str(name).split(".")[0] for name in modules}
 
 
+def write_config(site: Site, port: int, extra: str = "") -> None:
+    site.config_file.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\ngraceful_timeout = 2.0\n\n'
+        f'[storage]\ndata_dir = "{site.root / "data"}"\n' + extra
+    )
+
+
 def test_a_default_gateway_serves_without_the_optional_libraries(tmp_path: Path) -> None:
     port = free_port()
     site = Site(tmp_path, port=port)
-    site.config_file.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\ngraceful_timeout = 2.0\n\n'
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
-    )
+    write_config(site, port)
     # The first start creates the database: its migrations are pending, so sqlite-utils runs them (and the
     # probe sees a module loaded after start-up).
     first = serve_and_list_modules(site, port)
@@ -79,3 +83,13 @@ def test_a_default_gateway_serves_without_the_optional_libraries(tmp_path: Path)
     again = serve_and_list_modules(site, port)
     assert {"gateway", "actors", "storage", "trio", "hypercorn", "starlette"} <= again
     assert sorted(again & set(OPTIONAL)) == []
+
+
+def test_a_gateway_whose_agent_is_openai_loads_httpx_at_start_only(tmp_path: Path) -> None:
+    port = free_port()
+    site = Site(tmp_path, port=port)
+    # Its first turn needs httpx: loading it at start keeps that turn as fast as the next ones.
+    write_config(site, port, '[agent]\nprovider = "openai"\n[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    serve_and_list_modules(site, port)  # the first start migrates
+    modules = serve_and_list_modules(site, port)
+    assert sorted(modules & set(OPTIONAL)) == ["httpx"]
