@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trio
-from croniter import croniter
 
 from actors.base import ActorError, Address, ask
 from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
@@ -29,6 +28,8 @@ class ScheduleError(ValueError):
 
 def check_cron(expression: str) -> None:
     """Raise ScheduleError unless `expression` is a valid 5-field cron expression."""
+    from croniter import croniter  # loaded with the first cron job, not at start (it pulls in dateutil)
+
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise ScheduleError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday)")
 
@@ -36,6 +37,8 @@ def check_cron(expression: str) -> None:
 def next_slot(job: CronJob, after_ms: int) -> int:
     """The job's first slot strictly after `after_ms` (UTC): cron slots, or interval steps from its creation."""
     if job.cron:
+        from croniter import croniter
+
         start = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
         nxt: datetime = croniter(job.cron, start).get_next(datetime)
         return int(nxt.timestamp() * 1000)

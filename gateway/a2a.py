@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
 from storage.ids import new_id
 from storage.skills import A2AServerRow
+
+if TYPE_CHECKING:
+    import httpx
 
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")  # current path first, then the older one
 MAX_CARD_BYTES = 256 * 1024
@@ -46,6 +47,8 @@ async def fetch_card(base_url: str, *, client: httpx.AsyncClient) -> A2AServerRo
     """GET the agent card (current well-known path, then the legacy one); raise A2ACardError on any failure."""
     if not base_url.startswith(("http://", "https://")):
         raise A2ACardError("base_url must start with http:// or https://")
+    import httpx  # the caller made the client; bound here for the except clause
+
     base = base_url.rstrip("/")
     last = ""
     for path in CARD_PATHS:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import nacl.exceptions
 import nacl.pwhash
 import trio
@@ -117,11 +116,15 @@ class TokenIssuer:
 
     def access_token(self, user_id: str, role: str, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        import jwt  # PyJWT loads `cryptography` (~25 ms, MiBs): only gateways with users pay for it
+
         claims = {"sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl)}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid access token; raise UnauthorizedError for anything else."""
+        import jwt
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}

@@ -24,7 +24,7 @@ from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
 from actors.providers.cli import CliProvider
 from actors.providers.echo import EchoProvider
-from actors.providers.openai import OpenAIProvider, OpenAISettings
+from actors.providers.openai import OpenAIProvider, OpenAISettings, preload_httpx
 from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Store, StoreActor, StoreMsg
@@ -199,6 +199,8 @@ async def run(
     if config.agent.provider == "cli" or config.providers.cli.argv:
         paths.workspace.mkdir(parents=True, exist_ok=True)  # the cli provider's default working folder
     providers = build_providers(config, paths.workspace)
+    if config.agent.provider == "openai":
+        preload_httpx()
     choice = AgentChoice(config.agent.provider)
     try:
         async with trio.open_nursery() as infra:

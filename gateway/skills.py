@@ -12,18 +12,19 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
 import trio
-import yaml
 
 from actors.store import Store
 from gateway.errors import ConflictError, GatewayError, ValidationFailedError
 from storage import settings as settings_db
 from storage import skills as skills_db
 from storage.skills import SkillRow
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_FILES = 200
 MAX_FILE_BYTES = 1024 * 1024
@@ -58,6 +59,8 @@ def parse_skill_md(text: str) -> tuple[dict[str, Any], str]:
     parts = text.split("\n---", 1)
     if len(parts) != 2:
         raise SkillInstallError("SKILL.md frontmatter is not closed by a '---' line")
+    import yaml  # only installing a skill parses YAML: a gateway that never does so never loads it
+
     try:
         meta = yaml.safe_load(parts[0].lstrip("-").strip() or "{}")
     except yaml.YAMLError as exc:
@@ -142,6 +145,8 @@ async def load_github(url: str, *, api_base: str, client: httpx.AsyncClient) -> 
     if not m:
         raise SkillInstallError("source_ref must look like https://github.com/OWNER/REPO/tree/REF/PATH")
     owner, repo, ref, sub = m.group(1), m.group(2), m.group(3), (m.group(4) or "").strip("/")
+    import httpx  # the caller made the client; bound here for the except clause
+
     files: dict[str, bytes] = {}
     total = [0]
 
@@ -229,6 +234,8 @@ async def install(
         except OSError as exc:  # unreadable file or folder: the caller's mistake, not ours
             raise SkillInstallError(f"cannot read {source_ref}: {exc.strerror or exc}") from None
     elif source_type == "github":
+        import httpx  # loaded by the first GitHub install, not at start
+
         async with httpx.AsyncClient(timeout=20, follow_redirects=True) if client is None else nullcontext(client) as c:
             bundle = await load_github(source_ref, api_base=github_api, client=c)
     else:

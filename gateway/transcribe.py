@@ -8,7 +8,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import trio
 
 from gateway.errors import GatewayError
@@ -49,14 +48,19 @@ def configured_backends(s: TranscribeSettings) -> list[str]:
 
 
 async def _http(s: TranscribeSettings, audio: Path) -> str:
+    import httpx  # loaded by the first transcription over HTTP, not at start
+
     headers = {"Authorization": f"Bearer {s.http_api_key}"} if s.http_api_key else {}
-    async with httpx.AsyncClient(timeout=s.timeout, headers=headers) as client:
-        data = await trio.Path(audio).read_bytes()
-        r = await client.post(
-            s.http_url.rstrip("/") + "/audio/transcriptions",
-            files={"file": (audio.name, data, "application/octet-stream")},
-            data={"model": s.http_model, "response_format": "json"},
-        )
+    try:
+        async with httpx.AsyncClient(timeout=s.timeout, headers=headers) as client:
+            data = await trio.Path(audio).read_bytes()
+            r = await client.post(
+                s.http_url.rstrip("/") + "/audio/transcriptions",
+                files={"file": (audio.name, data, "application/octet-stream")},
+                data={"model": s.http_model, "response_format": "json"},
+            )
+    except httpx.HTTPError as exc:
+        raise TranscriptionFailedError(f"{type(exc).__name__}: {exc}") from exc
     if r.status_code != 200:
         raise TranscriptionFailedError(f"the transcription endpoint answered HTTP {r.status_code}")
     text = r.json().get("text")
@@ -105,7 +109,7 @@ async def transcribe(s: TranscribeSettings, audio: Path) -> tuple[str, str]:
         fn = {"http": _http, "whisper": _whisper, "whisper.cpp": _whisper_cpp}[name]
         try:
             return await fn(s, audio), name
-        except (GatewayError, httpx.HTTPError, OSError, trio.TooSlowError) as exc:
+        except (GatewayError, OSError, trio.TooSlowError) as exc:
             msg = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
             log.warning("transcription with %s failed: %s", name, msg)
             errors.append(f"{name}: {msg}")

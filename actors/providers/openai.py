@@ -8,9 +8,8 @@ import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import httpx
 import trio
 
 from actors.providers.base import (
@@ -23,6 +22,9 @@ from actors.providers.base import (
     ToolActivity,
     TurnRequest,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("gateway.provider.openai")
 
@@ -130,6 +132,9 @@ class OpenAITurn:
             raise
 
     async def _events(self) -> AsyncGenerator[ProviderEvent, None]:
+        # httpx (~50 ms and several MiB with its CLI's imports) is loaded by the first turn, not at start.
+        import httpx
+
         s = self.s
         messages = build_messages(s, self.request.history, self.request.prompt, self.context)
         timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
@@ -190,6 +195,8 @@ class OpenAITurn:
     async def _stream_round(
         self, client: httpx.AsyncClient, messages: list[dict[str, Any]], rnd: _Round
     ) -> AsyncIterator[ProviderEvent]:
+        import httpx  # already loaded by _events(); bound here for the except clause
+
         body = self._body(messages)
         attempt = 0
         while True:
@@ -283,6 +290,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(float(value), 60.0) if value is not None else None
     except ValueError:
         return None
+
+
+def preload_httpx() -> None:
+    """Import httpx now, for a gateway whose agent uses this provider: its first turn then starts as fast as the
+    next ones (every gateway builds the provider, but only these need httpx)."""
+    import httpx  # noqa: F401
 
 
 class OpenAIProvider:

@@ -10,9 +10,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import trio
 
@@ -24,6 +23,9 @@ from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
 from gateway.ratelimit import TokenBucket, rate_limited
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome, SessionSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("gateway.connectors")
 
@@ -63,6 +65,9 @@ class AdapterBase(Connector):
         self.ctx = ctx
         self.kind = ctx.config.kind
         self.name = ctx.config.name
+        # httpx is loaded by the first connector actor, not at start: a gateway without one never needs it.
+        import httpx
+
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         rate = ctx.config.settings.ingress_events_per_second
         # Issue 4: limits on rates everywhere. One bucket per connector (per life of its actor), burst one second.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import httpx
 import msgspec
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
@@ -211,6 +210,8 @@ class ExternalConnector(AdapterBase):
             "route": request.target.get("address"),
             "text": request.text,
         }
+        import httpx  # loaded with the adapter's client (see AdapterBase); bound here for the except clause
+
         try:
             r = await self.http.post(self.s.base_url.rstrip("/") + "/deliver", json=body, headers=headers)
         except httpx.HTTPError as exc:

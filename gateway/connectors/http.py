@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
@@ -13,6 +12,9 @@ from gateway.connectors.model import HttpSettings, Kind, ReplyHandle, check_repl
 from gateway.errors import ConflictError, InvalidRequestError, ValidationFailedError
 from storage.ids import new_id
 from storage.ingress import IngressItem, SessionSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class InputItem(msgspec.Struct, kw_only=True):
@@ -106,6 +108,8 @@ class HttpConnector(AdapterBase):
 
 async def post_reply(client: httpx.AsyncClient, request: DeliveryRequest) -> DeliveryResult:
     """POST the final text to an http ReplyHandle's URL with the delivery id as Idempotency-Key."""
+    import httpx  # the client's own module, loaded with it (see AdapterBase): bound here for the except clause
+
     a = request.target.get("address")
     url = a if isinstance(a, str) else (a or {}).get("url")
     if not isinstance(url, str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-import httpx
 import msgspec
 from msgspec import UNSET, UnsetType
 
@@ -246,6 +245,8 @@ async def list_a2a(ctx: Ctx) -> A2AList:
     errors=(422,),
 )
 async def post_a2a(ctx: Ctx) -> A2AItem:
+    import httpx  # loaded by the first A2A registration, not at start
+
     req: A2ARegister = ctx.body
     async with httpx.AsyncClient(timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)

@@ -22,6 +22,7 @@ ROWS = [
     "abort → abort_ok with the process group gone, p50",
     "abort → abort_ok with the process group gone, p99",
     "idle RSS",
+    "restarted gateway idle RSS (no migration pending)",
     "RSS per 1000 idle /ws connections with their sessions",
     "RSS growth per 10k hibernated sessions",
     "startup of the zipapp to the first 200 on /health",
