@@ -201,6 +201,18 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                     log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
                     if info:
                         info.last_error = describe_error(exc)
+                except BaseExceptionGroup as group:
+                    # A crash that arrived together with a cancellation (a child failed while the actor was being
+                    # stopped): the group is not an `Exception`, and letting the crash part escape would take the
+                    # supervisor's parent down. Record it; only the cancellation goes on.
+                    crashed, rest = group.split(Exception)
+                    if crashed is not None:
+                        log.warning("actor %s failed while stopping: %s", spec.name, describe_error(crashed))
+                        if info:
+                            info.last_error = describe_error(crashed)
+                    if rest is None:  # cannot happen (then it was an `Exception`); kept for the type checker
+                        raise
+                    raise rest from None
                 if not budget.allows(error, now=trio.current_time()):
                     if error is not None:
                         if info:

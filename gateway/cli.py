@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -387,3 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # the edge: never a raw traceback, which would bypass the secrets' redaction
+        if isinstance(exc, SystemExit):
+            raise
+        from actors.supervisor import describe_error
+        from gateway.logs import redactor
+
+        log = logging.getLogger("gateway")
+        if log.handlers:  # our handlers redact; Python's last-resort one would not
+            log.critical("the gateway stopped on an unexpected error", exc_info=exc)
+        else:
+            sys.stderr.write(redactor.redact("".join(traceback.format_exception(exc))))
+        _say(f"error: {redactor.redact(describe_error(exc))}")
+        return EXIT_FAILURE

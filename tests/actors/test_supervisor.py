@@ -179,3 +179,35 @@ async def test_a_failed_actor_stays_listed_unless_its_owner_forgets_it(
             await supervise(spec)
     assert list(registry.statistics()) == ["aFalse"]
     assert registry.statistics()["aFalse"]["state"] == "failed"
+
+
+async def test_a_crash_while_the_actor_is_being_stopped_does_not_escape_the_supervisor() -> None:
+    # A child that fails while its actor is cancelled makes the actor's nursery raise [RuntimeError, Cancelled]:
+    # not an `Exception`, so it slipped past the crash handling and took the supervisor's parent down (seen with
+    # a telegram poller failing while its connector was replaced).
+    async def run(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        async def fails_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise RuntimeError("failed while stopping")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(fails_when_cancelled)
+            n.start_soon(trio.sleep_forever)
+
+    stopped = trio.Event()
+    scope = trio.CancelScope()
+
+    async def supervised() -> None:
+        with scope:
+            await supervise(ChildSpec("stopping", run, registry=Registry()))
+        stopped.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:  # would raise RuntimeError if the crash escaped
+            nursery.start_soon(supervised)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await stopped.wait()
+    assert scope.cancelled_caught
