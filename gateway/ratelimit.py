@@ -16,12 +16,6 @@ class Rate:
     burst: int
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
-
-
 class RateLimiter:
     """Token buckets kept in a dict; `clock` is injectable so tests move time by hand.
 
@@ -34,24 +28,18 @@ class RateLimiter:
         self.rates = rates
         self.clock = clock
         self.max_keys = max_keys
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def check(self, group: str, who: str, cost: float = 1.0) -> float:
         """Take `cost` tokens; return 0 when allowed, else the seconds to wait (nothing is taken then)."""
         rate = self.rates[group]
         now = self.clock()
-        per_second = rate.per_minute / 60.0
         bucket = self._buckets.get((group, who))
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
                 self._prune(now)
-            bucket = self._buckets[(group, who)] = _Bucket(float(rate.burst), now)
-        bucket.tokens = min(float(rate.burst), bucket.tokens + (now - bucket.updated) * per_second)
-        bucket.updated = now
-        if bucket.tokens >= cost:
-            bucket.tokens -= cost
-            return 0.0
-        return (cost - bucket.tokens) / per_second
+            bucket = self._buckets[(group, who)] = TokenBucket(rate.per_minute / 60.0, float(rate.burst), now=now)
+        return bucket.take(cost, now=now)
 
     def hit(self, group: str, who: str, cost: float = 1.0) -> None:
         """Like `check`, but raise RateLimitedError (429 with `Retry-After`, whole seconds ≥ 1) when over."""
@@ -60,9 +48,8 @@ class RateLimiter:
             raise rate_limited(wait)
 
     def _prune(self, now: float) -> None:
-        for key, b in list(self._buckets.items()):
-            rate = self.rates[key[0]]
-            if b.tokens + (now - b.updated) * rate.per_minute / 60.0 >= rate.burst:
+        for key, bucket in list(self._buckets.items()):
+            if bucket.is_full(now):
                 del self._buckets[key]
 
 
@@ -77,22 +64,30 @@ def rate_limited(wait: float, what: str = "too many requests") -> RateLimitedErr
 
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst` (default: one second's worth); `take()` answers how long
-    until one is free (0: one was taken). One per connector for its ingress (`ingress_events_per_second`)."""
+    until `cost` tokens are free (0: they were taken). One per connector for its ingress (`ingress_events_per_second`),
+    one per caller and route group in `RateLimiter`. `now` defaults to `time.monotonic()`."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None, *, now: float | None = None) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(rate, 1.0)
         self.tokens = self.burst
-        self.stamp = time.monotonic()
+        self.stamp = time.monotonic() if now is None else now
 
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+    def _level(self, now: float) -> float:
+        return min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+
+    def take(self, cost: float = 1.0, *, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self.tokens = self._level(now)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (cost - self.tokens) / self.rate
+
+    def is_full(self, now: float) -> bool:
+        """Whether the bucket has refilled to `burst` by `now` (forgetting it then changes nothing)."""
+        return self._level(now) >= self.burst
 
 
 class StreamLimiter:
