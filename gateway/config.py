@@ -166,6 +166,12 @@ class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     timeout: float = 300.0
 
 
+class Outbound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Requests made on someone's behalf reach only public addresses, except these (gateway/outbound.py)."""
+
+    allow: list[str] = msgspec.field(default_factory=list)  # "ollama.lan", "*.lan:443", "10.0.0.0/8", "[::1]:8080"
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     api: Api = Api()
@@ -183,6 +189,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     auth: Auth = Auth()
     limits: Limits = Limits()
     transcribe: Transcribe = Transcribe()
+    outbound: Outbound = Outbound()
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +328,13 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
     if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:
         raise ConfigError(f"{source}: setting outbox: max_attempts >= 1, backoff >= 0 and timeout > 0")
+    for entry in config.outbound.allow:
+        from gateway.outbound import parse_rule
+
+        try:
+            parse_rule(entry)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: setting outbound.allow: {exc}") from None
     if config.connectors:
         from gateway.connectors.service import file_connectors
         from gateway.errors import GatewayError

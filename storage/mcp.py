@@ -21,6 +21,7 @@ class McpServerRow:
     env: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    url_by_owner: bool = False  # the owner (gateway token) set `url`: it may be a private address
 
 
 def migrate(db: Any) -> None:
@@ -54,10 +55,11 @@ def _row(r: tuple[Any, ...]) -> McpServerRow:
         env=json.loads(r[6] or "{}"),
         url=r[7] or "",
         headers=json.loads(r[8] or "{}"),
+        url_by_owner=bool(r[9]),
     )
 
 
-_COLS = "name, transport, enabled, description, command, args, env, url, headers"
+_COLS = "name, transport, enabled, description, command, args, env, url, headers, url_by_owner"
 
 
 def list_servers(conn: sqlite3.Connection) -> list[McpServerRow]:
@@ -74,10 +76,11 @@ def get_server(conn: sqlite3.Connection, name: str) -> McpServerRow | None:
 def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int) -> None:
     """Create or replace a server's configuration."""
     conn.execute(
-        f"INSERT INTO mcp_servers ({_COLS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO mcp_servers ({_COLS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET transport = excluded.transport, enabled = excluded.enabled, "
         "description = excluded.description, command = excluded.command, args = excluded.args, "
-        "env = excluded.env, url = excluded.url, headers = excluded.headers, updated_at = excluded.updated_at",
+        "env = excluded.env, url = excluded.url, headers = excluded.headers, "
+        "url_by_owner = excluded.url_by_owner, updated_at = excluded.updated_at",
         (
             server.name,
             server.transport,
@@ -88,6 +91,7 @@ def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int
             json.dumps(server.env),
             server.url,
             json.dumps(server.headers),
+            int(server.url_by_owner),
             now_ms,
         ),
     )

@@ -212,6 +212,9 @@ MIGRATIONS: list[Migration] = [
     # Until now they only recorded the default at creation and nothing read them: cleared, so no old session is
     # pinned by accident and every one keeps following the default as before.
     ("044_session_pins", _sql("UPDATE sessions SET provider = NULL, model = NULL")),
+    # Whether the owner (gateway token) set an MCP server's URL, which may then be a private address (the outbound
+    # policy, gateway/outbound.py). Rows from before are treated as set by an admin account.
+    ("045_mcp_url_by_owner", _sql("ALTER TABLE mcp_servers ADD COLUMN url_by_owner INTEGER NOT NULL DEFAULT 0")),
 ]
 
 

@@ -41,6 +41,7 @@ from gateway.connectors.model import (
 )
 from gateway.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.logs import redactor
+from gateway.outbound import OutboundPolicy
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db
@@ -103,8 +104,10 @@ class ConnectorService:
         gateway_url: Callable[[], str],
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.store = store
+        self.outbound = outbound or OutboundPolicy()
         self.files = files
         self.files_dir = files_dir
         self.provider = provider
@@ -171,6 +174,7 @@ class ConnectorService:
             gateway_url=self.gateway_url,
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
+            outbound=self.outbound,
         )
         self.contexts[ref] = ctx
         from gateway.connectors.adapters import ADAPTERS
