@@ -242,23 +242,28 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from gateway.config import secret_values
+    from gateway.logs import redactor
+
     config, paths = _load(args)
+    for secret in secret_values(config):
+        redactor.add(secret)
     shown = msgspec.to_builtins(config)
     if shown["server"].get("token"):
         shown["server"]["token"] = shorten_token(config.server.token)
-    if shown["providers"]["openai"].get("api_key"):
-        shown["providers"]["openai"]["api_key"] = "[set]"
     print(
-        msgspec.json.format(
-            msgspec.json.encode(
-                {
-                    "paths": {k: str(v) for k, v in paths.__dict__.items()}
-                    if hasattr(paths, "__dict__")
-                    else {f: str(getattr(paths, f)) for f in paths.__slots__},
-                    "config": shown,
-                }
-            )
-        ).decode()
+        redactor.redact(
+            msgspec.json.format(
+                msgspec.json.encode(
+                    {
+                        "paths": {k: str(v) for k, v in paths.__dict__.items()}
+                        if hasattr(paths, "__dict__")
+                        else {f: str(getattr(paths, f)) for f in paths.__slots__},
+                        "config": shown,
+                    }
+                )
+            ).decode()
+        )
     )
     return EXIT_OK
 

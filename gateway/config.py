@@ -345,6 +345,22 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: {exc.message}") from None
 
 
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|credential|auth", re.I)
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret the config holds (the token, provider and transcription keys, connectors' `{value}` secrets,
+    the `cli` provider's secret-looking environment values), to redact wherever output leaves the process."""
+    out = [config.server.token, config.providers.openai.api_key, config.transcribe.http_api_key]
+    out += [v for k, v in config.providers.cli.env.items() if _SECRET_NAME.search(k)]
+    for named in config.connectors.values():
+        for settings in named.values() if isinstance(named, dict) else ():
+            for value in settings.values() if isinstance(settings, dict) else ():
+                if isinstance(value, dict) and isinstance(value.get("value"), str):
+                    out.append(value["value"])
+    return [s for s in out if s]
+
+
 def check_token(token: str, what: str = "token") -> None:
     """Refuse empty, short and placeholder tokens."""
     if token.strip().lower() in _PLACEHOLDER_TOKENS:

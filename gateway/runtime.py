@@ -30,7 +30,7 @@ from actors.session import SessionConfig
 from actors.store import Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
 from gateway import __version__, connguard
-from gateway.config import Config, Paths
+from gateway.config import Config, Paths, secret_values
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from gateway.skills import SkillCatalog
@@ -197,7 +197,8 @@ async def run(
 ) -> None:
     """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
     redactor.add(token)
-    redactor.add(config.transcribe.http_api_key)
+    for secret in secret_values(config):
+        redactor.add(secret)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
     conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
     interrupted = recover(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -367,6 +368,10 @@ class ConnectorService:
         if address is None:
             return DeliveryResult("retryable", f"connector {ref} is not running")
         result: DeliveryResult = await ask(address, lambda r: Deliver(request, r), timeout=60)
+        if result.error:
+            # The error may quote the platform's answer, which may echo our request (a token, a token URL): it is
+            # stored as the delivery's last_error and shown by the API, so it is redacted before either.
+            result = dataclasses.replace(result, error=redactor.redact(result.error))
         return result
 
     def status(self) -> dict[str, Any]:

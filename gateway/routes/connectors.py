@@ -266,7 +266,7 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
     except (DeadActorError, AskTimeoutError):
         raise UnavailableError(f"connector {ref} did not answer; retry", headers={"Retry-After": "5"}) from None
     if answer.media_type == "application/json":
-        return JSON(answer.body, status_code=answer.status, headers=answer.headers)
+        return JSON(answer.body, status_code=answer.status, headers=answer.headers, redact=answer.redact)
     return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type)
 
 
