@@ -291,6 +291,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from gateway.secretkeys import rotate
+
+    return rotate(*_load(args))
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -367,8 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="use the v2 handshake (pinned key, token never sent)")
     p.add_argument("--pin", help="v2: the server fingerprint to require (`gateway token` prints it)")
     p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
-    add("config", cmd_config, "print the effective configuration and paths (token shortened)")
+    add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
     add("version", cmd_version, "print the version")
+    p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
+    p.add_argument("action", choices=["rotate-key"], help="what to do")
     p = add("user", cmd_user_add, "manage users: `gateway user add NAME` creates a super admin")
     p.add_argument("action", choices=["add"], help="what to do")
     p.add_argument("username", help="the new user's name (3-32 letters, digits, _ . -)")

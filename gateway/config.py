@@ -199,6 +199,8 @@ class Paths:
     config_file: Path
     data_dir: Path
     db_file: Path
+    # The key of the database's sealed secrets (storage/sealing.py): a backup needs it beside gateway.db.
+    secrets_key_file: Path
     token_file: Path
     jwt_secret_file: Path
     files_dir: Path
@@ -410,6 +412,7 @@ def paths_for(config: Config, config_file: Path) -> Paths:
         config_file=config_file,
         data_dir=data_dir,
         db_file=data_dir / "gateway.db",
+        secrets_key_file=data_dir / "secrets.key",
         token_file=data_dir / "token",
         jwt_secret_file=data_dir / "jwt_secret",
         files_dir=data_dir / "files",

@@ -200,7 +200,7 @@ async def run(
     for secret in secret_values(config):
         redactor.add(secret)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
-    conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
+    conn = open_db(paths.db_file, synchronous=config.storage.synchronous, key_file=paths.secrets_key_file)
     interrupted = recover(conn)
     if interrupted:
         log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)

@@ -7,6 +7,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.sealing import sealer_of
+
 TRANSPORTS = ("stdio", "sse", "streamable_http")
 
 
@@ -18,9 +20,9 @@ class McpServerRow:
     description: str = ""
     command: str = ""
     args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
     url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
     url_by_owner: bool = False  # the owner (gateway token) set `url`: it may be a private address
 
 
@@ -44,7 +46,8 @@ def migrate(db: Any) -> None:
     )
 
 
-def _row(r: tuple[Any, ...]) -> McpServerRow:
+def _row(conn: sqlite3.Connection, r: tuple[Any, ...]) -> McpServerRow:
+    sealer = sealer_of(conn)
     return McpServerRow(
         name=r[0],
         transport=r[1],
@@ -52,9 +55,9 @@ def _row(r: tuple[Any, ...]) -> McpServerRow:
         description=r[3] or "",
         command=r[4] or "",
         args=json.loads(r[5] or "[]"),
-        env=json.loads(r[6] or "{}"),
+        env=json.loads(sealer.open(r[6]) if r[6] else "{}"),
         url=r[7] or "",
-        headers=json.loads(r[8] or "{}"),
+        headers=json.loads(sealer.open(r[8]) if r[8] else "{}"),
         url_by_owner=bool(r[9]),
     )
 
@@ -64,13 +67,13 @@ _COLS = "name, transport, enabled, description, command, args, env, url, headers
 
 def list_servers(conn: sqlite3.Connection) -> list[McpServerRow]:
     """Return every configured server, by name."""
-    return [_row(r) for r in conn.execute(f"SELECT {_COLS} FROM mcp_servers ORDER BY name")]
+    return [_row(conn, r) for r in conn.execute(f"SELECT {_COLS} FROM mcp_servers ORDER BY name")]
 
 
 def get_server(conn: sqlite3.Connection, name: str) -> McpServerRow | None:
     """Return one server, or None."""
     r = conn.execute(f"SELECT {_COLS} FROM mcp_servers WHERE name = ?", (name,)).fetchone()
-    return None if r is None else _row(r)
+    return None if r is None else _row(conn, r)
 
 
 def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int) -> None:
@@ -88,9 +91,9 @@ def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int
             server.description,
             server.command,
             json.dumps(server.args),
-            json.dumps(server.env),
+            sealer_of(conn).seal(json.dumps(server.env)),
             server.url,
-            json.dumps(server.headers),
+            sealer_of(conn).seal(json.dumps(server.headers)),
             int(server.url_by_owner),
             now_ms,
         ),

@@ -380,15 +380,15 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
             assert '"http_api_key": "[REDACTED]"' in shown.stdout and CANARIES["gateway_token"][:4] in shown.stdout
     db = sqlite3.connect(data / "gateway.db")
     try:
-        secret_tables = {"secrets"}
-        dump = "\n".join(
-            line for line in db.iterdump() if not any(f'"{t}"' in line or f" {t} " in line for t in secret_tables)
-        )
+        # Every table, the secrets too: they are sealed (a copied database reveals none of them).
+        dump = "\n".join(db.iterdump())
         # The canaries were stored there (the sweep's DELETEs removed some connectors, and their secrets, again).
         assert db.execute("SELECT count(*) FROM secrets").fetchone()[0] >= 1
     finally:
         db.close()
     assert not _leaks(dump), [line[:300] for line in dump.splitlines() if _leaks(line)][:5]
+    raw = "".join(p.read_bytes().decode("latin-1") for p in data.glob("gateway.db*"))
+    assert not _leaks(raw)
 
 
 # ---- one redaction for everything that leaves ----
@@ -429,3 +429,37 @@ async def test_ws_frames_and_sse_events_carry_no_secret(nursery: trio.Nursery, t
             events = await sse_turn(a, sid, f"again {secret}")
         assert secret not in json.dumps(events) and "[REDACTED]" in json.dumps(events)
     await gw.stop()
+
+
+# ---- secrets sealed at rest ----
+
+
+async def test_each_kind_of_stored_secret_is_sealed_in_the_raw_database(nursery: trio.Nursery, tmp_path: Path) -> None:
+    stored = {
+        "connector": "bot-CANARY-connector-0a2c4e6a8c0e2a4c",
+        "llm_key": "sk-CANARY-stored-llm-key-1b3d5f7b9d1f",
+        "sidecar_slot": "slot-CANARY-sidecar-2c4e6a8c0e2a4c6e",
+        "mcp_env": "env-CANARY-mcp-3d5f7b9d1f3b5d7f9b",
+        "mcp_header": "hdr-CANARY-mcp-4e6a8c0e2a4c6e8a0c",
+    }
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        async with admin(gw) as a:
+            r = await put(a, "telegram", "tg", {"bot_token": {"value": stored["connector"]}, "ingress_mode": "webhook",
+                                                "allow_unauthenticated_ingress": True})  # fmt: skip
+            assert r.status_code == 201, r.text
+            r = await a.post("/api/app-config/llm", json={"api_key": stored["llm_key"]})
+            assert r.status_code == 200, r.text
+            r = await a.put("/v1/runtime/secrets/sidecar/creds", json={"value": stored["sidecar_slot"]})
+            assert r.status_code == 200, r.text
+            mcp = {"transport": "sse", "url": "https://mcp.example/sse", "enabled": False,
+                   "env": {"KEY": stored["mcp_env"]}, "headers": {"Authorization": stored["mcp_header"]}}  # fmt: skip
+            r = await a.post("/api/app-config/mcp-servers", json={"mcpServers": {"remote": mcp}})
+            assert r.status_code == 200, r.text
+            # Still usable: the gateway opens them with its key.
+            assert (await a.get("/api/app-config/llm")).json()["api_key_configured"] is True
+    await gw.stop()
+    raw = b"".join(p.read_bytes() for p in paths.data_dir.glob("gateway.db*"))
+    assert [k for k, v in stored.items() if v.encode() in raw] == []
+    assert paths.secrets_key_file.exists() and paths.secrets_key_file.stat().st_mode & 0o777 == 0o600
