@@ -140,6 +140,7 @@ class OutboundPolicy:
 
     def __init__(self, allow: Sequence[str] = ()) -> None:
         self.rules = [parse_rule(entry) for entry in allow]
+        self._ssl: Any = None  # one TLS context (CA bundle loaded once) for every client of this policy
 
     def _name_allowed(self, host: str, port: int) -> bool:
         return any(r.matches_name(host, port) for r in self.rules)
@@ -215,12 +216,12 @@ class OutboundPolicy:
         backend = type("GuardedBackend", (_Guard, core.AsyncNetworkBackend), {})(
             self, _origins(trusted), core.TrioBackend(), refused, core.ConnectError
         )
-        transport = hx.AsyncHTTPTransport(trust_env=False)
+        if self._ssl is None:
+            self._ssl = hx.create_ssl_context()
+        transport = hx.AsyncHTTPTransport(verify=self._ssl, trust_env=False)
         # httpx has no argument for a network backend: its pool is replaced by one that uses ours (the same
-        # pool class, limits and TLS defaults). tests/gateway/test_outbound.py fails if this stops taking effect.
-        transport._pool = core.AsyncConnectionPool(
-            ssl_context=hx.create_ssl_context(), network_backend=backend, **_POOL
-        )
+        # pool class, limits and TLS context). tests/gateway/test_outbound.py fails if this stops taking effect.
+        transport._pool = core.AsyncConnectionPool(ssl_context=self._ssl, network_backend=backend, **_POOL)
         return hx.AsyncClient(transport=transport, trust_env=False, **kwargs)
 
 
