@@ -28,6 +28,7 @@ class Answer:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     media_type: str = "application/json"
+    redact: bool = True  # False only for a sidecar's credential answer, whose purpose is the secret
 
 
 @dataclass(frozen=True, slots=True)

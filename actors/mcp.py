@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from actors.base import Address, Reply, ask
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, describe_error, supervise
 from storage.mcp import McpServerRow
 
 log = logging.getLogger("gateway.mcp")
@@ -44,25 +44,42 @@ class ServerState:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+McpClientFactory = Callable[..., Any]  # (*, trusted: Sequence[str], **httpx2.AsyncClient arguments) -> AsyncClient
+
+
+def plain_mcp_client(*, trusted: Sequence[str] = (), **kwargs: Any) -> Any:
+    """An httpx2 client without an outbound policy (a hub used outside the gateway, as in tests)."""
+    import httpx2
+
+    return httpx2.AsyncClient(**kwargs)
+
+
 @asynccontextmanager
-async def _connect(server: McpServerRow) -> AsyncIterator[Any]:
+async def _connect(server: McpServerRow, make_client: McpClientFactory) -> AsyncIterator[Any]:
     """Open an MCP ClientSession over the server's transport (the SDK is imported only when needed)."""
     from mcp.client.session import ClientSession
 
+    # A URL the owner set may be private (a local MCP server); one an admin account set must be public.
+    trusted = [server.url] if server.url_by_owner else []
     if server.transport == "stdio":
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(command=server.command, args=server.args, env=server.env or None)
         transport = stdio_client(params)
     elif server.transport == "sse":
+        import httpx2
         from mcp.client.sse import sse_client
 
-        transport = sse_client(server.url, headers=server.headers or None)
+        def factory(headers: Any = None, timeout: Any = None, auth: Any = None) -> Any:
+            # The SDK's own defaults: 30 s, and 300 s between two events of the stream.
+            timeout = timeout if timeout is not None else httpx2.Timeout(30.0, read=300.0)
+            return make_client(trusted=trusted, headers=headers, timeout=timeout, auth=auth)
+
+        transport = sse_client(server.url, headers=server.headers or None, httpx_client_factory=factory)
     else:
-        import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        transport = streamable_http_client(server.url, http_client=httpx2.AsyncClient(headers=server.headers))
+        transport = streamable_http_client(server.url, http_client=make_client(trusted=trusted, headers=server.headers))
     async with transport as streams, ClientSession(streams[0], streams[1]) as session:
         await session.initialize()
         yield session
@@ -78,9 +95,15 @@ class McpHub:
     """Keeps one connection per enabled MCP server; `apply()` makes the live set match the configuration."""
 
     def __init__(
-        self, *, call_timeout: float = 60.0, registry: Registry | None = None, policy: RestartPolicy | None = None
+        self,
+        *,
+        call_timeout: float = 60.0,
+        registry: Registry | None = None,
+        policy: RestartPolicy | None = None,
+        http_client: McpClientFactory = plain_mcp_client,
     ) -> None:
         self.call_timeout = call_timeout
+        self.http_client = http_client
         self.registry = registry
         self.policy = policy or RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0, backoff=1.0)
         self.servers: dict[str, ServerState] = {}
@@ -127,7 +150,7 @@ class McpHub:
                 st.restarts += 1
             self._set(st, "starting")
             try:
-                async with _connect(cfg) as session:
+                async with _connect(cfg, self.http_client) as session:
                     listed = await session.list_tools()
                     st.tools = [
                         McpTool(cfg.name, t.name, t.description or "", dict(t.input_schema or {})) for t in listed.tools
@@ -140,12 +163,12 @@ class McpHub:
                         except Exception as exc:
                             # The connection is suspect: mark it before the caller hears of the failure.
                             st.tools = []
-                            self._set(st, "error", f"{type(exc).__name__}: {exc}")
+                            self._set(st, "error", describe_error(exc))
                             call.reply.fail(exc)
                             raise
             except Exception as exc:
                 st.tools = []
-                self._set(st, "error", f"{type(exc).__name__}: {exc}")
+                self._set(st, "error", describe_error(exc))
                 log.warning("mcp server %s: %s", cfg.name, st.last_error)
                 raise
 

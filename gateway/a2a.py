@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
+from gateway.outbound import OutboundRefusedError
 from storage.ids import new_id
 from storage.skills import A2AServerRow
 
@@ -54,6 +55,8 @@ async def fetch_card(base_url: str, *, client: httpx.AsyncClient) -> A2AServerRo
     for path in CARD_PATHS:
         try:
             r = await client.get(base + path)
+        except OutboundRefusedError as exc:
+            raise A2ACardError(f"cannot fetch the agent card: {exc}", status=403, code="OUTBOUND_REFUSED") from None
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # InvalidURL is no HTTPError
             raise A2ACardError(f"cannot reach {base}: {type(exc).__name__}") from None
         if r.status_code == 404:

@@ -30,6 +30,9 @@ class LlmSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What `POST /api/app-config/llm` stored; None means "the config file's value"."""
 
     base_url: str | None = None
+    # The owner (gateway token) set base_url, so it may be a private address; absent or false: an admin account
+    # set it, and the outbound policy keeps it public (docs/reliability.md, "Outbound requests").
+    base_url_by_owner: bool | None = None
     model_name: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
@@ -135,6 +138,7 @@ def _rebuild(runtime: Runtime) -> None:
         changes: dict[str, Any] = {}
         if llm.base_url is not None:
             changes["base_url"] = llm.base_url
+            changes["base_url_trusted"] = bool(llm.base_url_by_owner)
         if llm.model_name is not None:
             changes["model"] = llm.model_name
         if llm.temperature is not None:
@@ -159,10 +163,15 @@ def _rebuild(runtime: Runtime) -> None:
         runtime.choice.provider = live.default_provider
 
 
-async def update_llm(runtime: Runtime, update: dict[str, Any], api_key: str | None) -> None:
+async def update_llm(runtime: Runtime, update: dict[str, Any], api_key: str | None, *, by_owner: bool) -> None:
     """Merge `update` (field -> value, None to go back to the config file's) into the stored LLM settings;
-    keep the key when `api_key` is empty; the next turn uses the result."""
+    keep the key when `api_key` is empty; the next turn uses the result. `by_owner`: the gateway token asks."""
     live = live_of(runtime)
+    if "base_url" in update:
+        url = update["base_url"]
+        # Re-sending the owner's URL unchanged keeps it the owner's; any other change is the caller's.
+        kept = url is not None and url == live.llm.base_url and bool(live.llm.base_url_by_owner)
+        update = {**update, "base_url_by_owner": (by_owner or kept) if url is not None else None}
     merged = msgspec.structs.replace(live.llm, **update)
     doc = msgspec.json.encode(merged).decode()
     now = _now_ms()

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.store import StorageUnavailableError
 from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
+from gateway.logs import redactor
 from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,12 +40,18 @@ _STATUS_CODES = {
 
 
 class JSON(Response):
-    """A JSON response encoded with msgspec (faster than json, and it knows Structs)."""
+    """A JSON response encoded with msgspec (faster than json, and it knows Structs), every known secret redacted
+    (an upstream error may quote one); `redact=False` only for the one answer whose purpose is a secret."""
 
     media_type = "application/json"
 
+    def __init__(self, content: Any = None, *args: Any, redact: bool = True, **kwargs: Any) -> None:
+        self.redact = redact
+        super().__init__(content, *args, **kwargs)
+
     def render(self, content: Any) -> bytes:
-        return msgspec.json.encode(content)
+        body = msgspec.json.encode(content)
+        return redactor.redact_bytes(body) if self.redact else body
 
 
 def error_response(

@@ -242,23 +242,28 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from gateway.config import secret_values
+    from gateway.logs import redactor
+
     config, paths = _load(args)
+    for secret in secret_values(config):
+        redactor.add(secret)
     shown = msgspec.to_builtins(config)
     if shown["server"].get("token"):
         shown["server"]["token"] = shorten_token(config.server.token)
-    if shown["providers"]["openai"].get("api_key"):
-        shown["providers"]["openai"]["api_key"] = "[set]"
     print(
-        msgspec.json.format(
-            msgspec.json.encode(
-                {
-                    "paths": {k: str(v) for k, v in paths.__dict__.items()}
-                    if hasattr(paths, "__dict__")
-                    else {f: str(getattr(paths, f)) for f in paths.__slots__},
-                    "config": shown,
-                }
-            )
-        ).decode()
+        redactor.redact(
+            msgspec.json.format(
+                msgspec.json.encode(
+                    {
+                        "paths": {k: str(v) for k, v in paths.__dict__.items()}
+                        if hasattr(paths, "__dict__")
+                        else {f: str(getattr(paths, f)) for f in paths.__slots__},
+                        "config": shown,
+                    }
+                )
+            ).decode()
+        )
     )
     return EXIT_OK
 
@@ -284,6 +289,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     _say(f"user {args.username} ({args.role}) created")
     print(user_id)
     return EXIT_OK
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from gateway.secretkeys import rotate
+
+    return rotate(*_load(args))
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -362,8 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="use the v2 handshake (pinned key, token never sent)")
     p.add_argument("--pin", help="v2: the server fingerprint to require (`gateway token` prints it)")
     p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
-    add("config", cmd_config, "print the effective configuration and paths (token shortened)")
+    add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
     add("version", cmd_version, "print the version")
+    p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
+    p.add_argument("action", choices=["rotate-key"], help="what to do")
     p = add("user", cmd_user_add, "manage users: `gateway user add NAME` creates a super admin")
     p.add_argument("action", choices=["add"], help="what to do")
     p.add_argument("username", help="the new user's name (3-32 letters, digits, _ . -)")

@@ -166,6 +166,12 @@ class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     timeout: float = 300.0
 
 
+class Outbound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Requests made on someone's behalf reach only public addresses, except these (gateway/outbound.py)."""
+
+    allow: list[str] = msgspec.field(default_factory=list)  # "ollama.lan", "*.lan:443", "10.0.0.0/8", "[::1]:8080"
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     api: Api = Api()
@@ -183,6 +189,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     auth: Auth = Auth()
     limits: Limits = Limits()
     transcribe: Transcribe = Transcribe()
+    outbound: Outbound = Outbound()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +199,8 @@ class Paths:
     config_file: Path
     data_dir: Path
     db_file: Path
+    # The key of the database's sealed secrets (storage/sealing.py): a backup needs it beside gateway.db.
+    secrets_key_file: Path
     token_file: Path
     jwt_secret_file: Path
     files_dir: Path
@@ -321,6 +330,13 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
     if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:
         raise ConfigError(f"{source}: setting outbox: max_attempts >= 1, backoff >= 0 and timeout > 0")
+    for entry in config.outbound.allow:
+        from gateway.outbound import parse_rule
+
+        try:
+            parse_rule(entry)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: setting outbound.allow: {exc}") from None
     if config.connectors:
         from gateway.connectors.service import file_connectors
         from gateway.errors import GatewayError
@@ -329,6 +345,22 @@ def _check(config: Config, source: str) -> None:
             file_connectors(config.connectors)
         except GatewayError as exc:
             raise ConfigError(f"{source}: {exc.message}") from None
+
+
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|credential|auth", re.I)
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret the config holds (the token, provider and transcription keys, connectors' `{value}` secrets,
+    the `cli` provider's secret-looking environment values), to redact wherever output leaves the process."""
+    out = [config.server.token, config.providers.openai.api_key, config.transcribe.http_api_key]
+    out += [v for k, v in config.providers.cli.env.items() if _SECRET_NAME.search(k)]
+    for named in config.connectors.values():
+        for settings in named.values() if isinstance(named, dict) else ():
+            for value in settings.values() if isinstance(settings, dict) else ():
+                if isinstance(value, dict) and isinstance(value.get("value"), str):
+                    out.append(value["value"])
+    return [s for s in out if s]
 
 
 def check_token(token: str, what: str = "token") -> None:
@@ -380,6 +412,7 @@ def paths_for(config: Config, config_file: Path) -> Paths:
         config_file=config_file,
         data_dir=data_dir,
         db_file=data_dir / "gateway.db",
+        secrets_key_file=data_dir / "secrets.key",
         token_file=data_dir / "token",
         jwt_secret_file=data_dir / "jwt_secret",
         files_dir=data_dir / "files",

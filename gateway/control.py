@@ -12,9 +12,10 @@ from typing import Any, BinaryIO
 import httpx
 import msgspec
 
-from gateway.config import Config, Paths, shorten_token
+from gateway.config import Config, Paths, secret_values, shorten_token
 from gateway.daemon import EXIT_FAILURE, EXIT_OK, self_command, spawn_detached
 from gateway.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
+from gateway.logs import redactor
 from gateway.procs import terminate
 from gateway.term import Term, human_duration
 
@@ -167,7 +168,9 @@ def print_status(status: dict[str, Any], term: Term) -> None:
 
 def status(config: Config, paths: Paths, *, as_json: bool, term: Term) -> int:
     """`gateway status`: exit 0 when running, 3 when not."""
-    data = collect_status(config, paths)
+    for secret in [*secret_values(config), read_token(config, paths)]:
+        redactor.add(secret)
+    data = redactor.redact_data(collect_status(config, paths))  # the API redacts too; this covers the rest
     if as_json:
         term.line(msgspec.json.format(msgspec.json.encode(data)).decode())
     else:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -23,6 +23,7 @@ from gateway.config import Config, Paths, ensure_token, is_loopback, shorten_tok
 from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.logs import setup_logging
 from gateway.procs import free_port, terminate
+from storage.sealing import SecretsKeyError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -148,12 +149,16 @@ async def serve_once(
     return outcome
 
 
-def _find_oserror(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+E = TypeVar("E", bound=BaseException)
+
+
+def _find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first `kind` error in `exc` or the groups nurseries wrapped it in."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for sub in exc.exceptions:
-            found = _find_oserror(sub)
+            found = _find_error(sub, kind)
             if found is not None:
                 return found
     return None
@@ -233,7 +238,11 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
         try:
             trio.run(partial(serve_once, config, paths, token, lock, allow_usr1=allow_usr1, outcome=outcome))
         except BaseException as exc:
-            oserr = _find_oserror(exc)
+            keyerr = _find_error(exc, SecretsKeyError)
+            if keyerr is not None:  # a copied database without its key: say so in one line, never restart
+                _say(f"error: {keyerr}")
+                return EXIT_CONFIG
+            oserr = _find_error(exc, OSError)
             if oserr is None or outcome.serving or isinstance(exc, KeyboardInterrupt):
                 raise
             hint = " try `gateway serve --force` or `--port N`" if oserr.errno == errno.EADDRINUSE else ""

@@ -13,28 +13,47 @@ from typing import Any
 import msgspec
 
 REDACTED = "[REDACTED]"
+_REDACTED_BYTES = REDACTED.encode()
 
 
 class Redactor:
-    """The set of secret values that must never be written; formatters replace them before output."""
+    """The set of secret values that must never leave the process; everything that does passes through here.
+
+    Log formatters, JSON responses, SSE events, `/ws` frames (before encryption), `gateway config` and
+    `gateway status` call it, so adding a secret once covers all of them.
+    """
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
         self._lock = threading.Lock()
+        # Longest first, so a secret containing another is replaced whole; swapped atomically on change.
+        self._ordered: tuple[str, ...] = ()
+        self._patterns: tuple[bytes, ...] = ()
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 6:
             with self._lock:
-                self._secrets.add(secret)
+                if secret not in self._secrets:
+                    self._secrets.add(secret)
+                    self._reorder()
 
     def discard(self, secret: str) -> None:
         with self._lock:
             self._secrets.discard(secret)
+            self._reorder()
+
+    def _reorder(self) -> None:
+        ordered = tuple(sorted(self._secrets, key=len, reverse=True))
+        patterns: list[bytes] = []
+        for s in ordered:
+            raw = s.encode()
+            # In JSON a secret holding `"`, `\` or a control character is written escaped: match that form too.
+            escaped = msgspec.json.encode(s)[1:-1]
+            patterns.extend([raw] if escaped == raw else [raw, escaped])
+        self._ordered, self._patterns = ordered, tuple(patterns)
 
     def redact(self, text: str) -> str:
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for s in secrets:
+        for s in self._ordered:
             if s in text:
                 text = text.replace(s, REDACTED)
         return text
@@ -48,6 +67,13 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.redact_data(v) for v in value]
         return value
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Redact encoded text (UTF-8 or JSON): an HTTP body, an SSE event, a `/ws` frame before sealing."""
+        for p in self._patterns:
+            if p in data:
+                data = data.replace(p, _REDACTED_BYTES)
+        return data
 
 
 redactor = Redactor()

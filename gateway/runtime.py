@@ -30,8 +30,9 @@ from actors.session import SessionConfig
 from actors.store import Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
 from gateway import __version__, connguard
-from gateway.config import Config, Paths
+from gateway.config import Config, Paths, secret_values
 from gateway.logs import redactor
+from gateway.outbound import OutboundPolicy
 from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
@@ -78,6 +79,8 @@ class Runtime:
     connectors: Any = None
     # Shared state of the features started by `start_services` (e.g. "rest", "scheduler"), by name.
     services: dict[str, Any] = field(default_factory=dict)
+    # Where requests made on someone's behalf may go ([outbound] allow); every outbound HTTP client comes from it.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @property
     def version(self) -> str:
@@ -102,8 +105,12 @@ class Runtime:
         return provider, model or self.providers[provider].info().default_model or ""
 
 
-def build_providers(config: Config, workspace: Path | None = None) -> dict[str, Provider]:
-    """Instantiate the configured providers; `echo` is always present. `cli` runs in `workspace` by default."""
+def build_providers(
+    config: Config, workspace: Path | None = None, outbound: OutboundPolicy | None = None
+) -> dict[str, Provider]:
+    """Instantiate the configured providers; `echo` is always present. `cli` runs in `workspace` by default.
+    The `openai` provider's requests follow `outbound` (by default: `[outbound]` of `config`)."""
+    outbound = OutboundPolicy(config.outbound.allow) if outbound is None else outbound
     o = config.providers.openai
     redactor.add(o.api_key)
     # agent.model names the default provider's model; for the others it has no meaning.
@@ -122,7 +129,8 @@ def build_providers(config: Config, workspace: Path | None = None) -> dict[str, 
             read_timeout=o.read_timeout,
             max_retries=o.max_retries,
             max_iterations=o.max_iterations,
-        )
+        ),
+        http_client=outbound.client,
     )
     providers: dict[str, Provider] = {
         "echo": EchoProvider(delay=config.providers.echo.delay_ms / 1000),
@@ -189,16 +197,18 @@ async def run(
 ) -> None:
     """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
     redactor.add(token)
-    redactor.add(config.transcribe.http_api_key)
+    for secret in secret_values(config):
+        redactor.add(secret)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
-    conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
+    conn = open_db(paths.db_file, synchronous=config.storage.synchronous, key_file=paths.secrets_key_file)
     interrupted = recover(conn)
     if interrupted:
         log.warning("marked %d turn(s) interrupted by the previous stop", interrupted)
     registry = Registry()
     if config.agent.provider == "cli" or config.providers.cli.argv:
         paths.workspace.mkdir(parents=True, exist_ok=True)  # the cli provider's default working folder
-    providers = build_providers(config, paths.workspace)
+    outbound = OutboundPolicy(config.outbound.allow)
+    providers = build_providers(config, paths.workspace, outbound)
     if config.agent.provider == "openai":
         preload_httpx()
     choice = AgentChoice(config.agent.provider)
@@ -251,6 +261,7 @@ async def run(
                     shutdown=shutdown,
                     choice=choice,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
+                    outbound=outbound,
                 )
                 # Live (in memory) vs hibernated sessions, for `GET /api/status` and the memory benchmark.
                 runtime.status_checks["sessions"] = lambda: {
@@ -345,7 +356,7 @@ async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
 
 async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
     """Connect the enabled MCP servers and offer their tools to the `openai` provider."""
-    hub: McpHub = await nursery.start(McpHub(registry=runtime.registry).run)
+    hub: McpHub = await nursery.start(McpHub(registry=runtime.registry, http_client=runtime.outbound.client2).run)
     runtime.mcp = hub
     servers = await runtime.store.call(mcp_db.list_servers)
     for server in servers:
@@ -387,6 +398,7 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
             max_backoff=cfg.outbox.max_backoff,
             timeout=cfg.outbox.timeout,
         ),
+        outbound=runtime.outbound,
     )
     runtime.connectors = service
     runtime.event_listeners.append(service.on_event)

@@ -9,7 +9,6 @@ import stat
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +18,7 @@ import trio
 
 from actors.store import Store
 from gateway.errors import ConflictError, GatewayError, ValidationFailedError
+from gateway.outbound import OutboundPolicy
 from storage import settings as settings_db
 from storage import skills as skills_db
 from storage.skills import SkillRow
@@ -225,7 +225,7 @@ async def install(
     confirm_risk: bool = False,
     installed_by: str | None = None,
     github_api: str = "https://api.github.com",
-    client: httpx.AsyncClient | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> tuple[SkillRow, list[str]]:
     """Install or update a skill; return it with the risk reasons found (empty when text only)."""
     if source_type == "local":
@@ -234,9 +234,10 @@ async def install(
         except OSError as exc:  # unreadable file or folder: the caller's mistake, not ours
             raise SkillInstallError(f"cannot read {source_ref}: {exc.strerror or exc}") from None
     elif source_type == "github":
-        import httpx  # loaded by the first GitHub install, not at start
-
-        async with httpx.AsyncClient(timeout=20, follow_redirects=True) if client is None else nullcontext(client) as c:
+        # Public GitHub only (each redirect hop checked too) unless the owner's `[outbound] allow` says otherwise:
+        # the contents API names the download URLs, and an admin account names the repository.
+        policy = outbound if outbound is not None else OutboundPolicy()
+        async with policy.client(timeout=20, follow_redirects=True) as c:
             bundle = await load_github(source_ref, api_base=github_api, client=c)
     else:
         raise SkillInstallError("source_type must be local or github")

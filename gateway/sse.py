@@ -9,6 +9,7 @@ import msgspec
 import trio
 from starlette.responses import Response
 
+from gateway.logs import redactor
 from gateway.types import Receive, Scope, Send
 
 KEEPALIVE = 15.0
@@ -23,7 +24,7 @@ def sse_event(data: Any, *, event: str | None = None, id: int | str | None = Non
         lines.append(f"event: {event}")
     payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
     lines.append(f"data: {payload}")
-    return ("\n".join(lines) + "\n\n").encode()
+    return redactor.redact_bytes(("\n".join(lines) + "\n\n").encode())
 
 
 def shutdown_event(retry_ms: int = 2000) -> bytes:

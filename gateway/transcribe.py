@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from gateway.errors import GatewayError
+from gateway.outbound import OutboundPolicy
 
 log = logging.getLogger("gateway.transcribe")
 
@@ -51,8 +52,11 @@ async def _http(s: TranscribeSettings, audio: Path) -> str:
     import httpx  # loaded by the first transcription over HTTP, not at start
 
     headers = {"Authorization": f"Bearer {s.http_api_key}"} if s.http_api_key else {}
+    # http_url comes from the config file, the owner's: it may be private (a whisper server on the LAN); no
+    # redirect is followed, so nothing else is reached.
+    client = OutboundPolicy().client(trusted=[s.http_url], timeout=s.timeout, headers=headers)
     try:
-        async with httpx.AsyncClient(timeout=s.timeout, headers=headers) as client:
+        async with client:
             data = await trio.Path(audio).read_bytes()
             r = await client.post(
                 s.http_url.rstrip("/") + "/audio/transcriptions",

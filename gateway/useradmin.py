@@ -17,7 +17,7 @@ from storage.db import open_db
 def add_user(config: Config, paths: Paths, *, username: str, email: str | None, password: str, role: str) -> str:
     """Insert the user (raises DuplicateUserError); return its id."""
     password_hash = nacl.pwhash.argon2id.str(password.encode(), opslimit=OPSLIMIT, memlimit=MEMLIMIT).decode()
-    conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
+    conn = open_db(paths.db_file, synchronous=config.storage.synchronous, key_file=paths.secrets_key_file)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -18,6 +18,7 @@ from actors.store import StorageUnavailableError
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
+from gateway.logs import redactor
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
@@ -110,7 +111,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def _plain_error(code: str, message: str) -> str:
-    return msgspec.json.encode({"type": "error", "code": code, "message": message}).decode()
+    return redactor.redact_bytes(msgspec.json.encode({"type": "error", "code": code, "message": message})).decode()
 
 
 async def _serve(runtime: Runtime, wire: AsgiTransport) -> None:
@@ -173,7 +174,7 @@ class Connection:
 
     async def send(self, obj: dict[str, Any]) -> None:
         """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
-        plain = msgspec.json.encode(obj)
+        plain = redactor.redact_bytes(msgspec.json.encode(obj))
         async with self._lock:
             await self.wire.send_frame(self.auth.channel.seal_frame(plain))
 
@@ -291,7 +292,7 @@ class Connection:
                 self._own_turns.discard(str(event.data.get("turn_id")))
             frame = event_frame(event, self.auth.version)
             if frame is not None:
-                frames.append(msgspec.json.encode(frame))
+                frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
         if frames:
             async with self._lock:
                 for plain in frames:

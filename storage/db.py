@@ -7,7 +7,10 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
+from nacl.utils import random
+
 from storage.schema import MIGRATIONS, run_migrations
+from storage.sealing import KEY_BYTES, KEY_FILE, Sealer, ensure_check, load_sealer
 
 Synchronous = Literal["full", "normal"]
 
@@ -27,10 +30,18 @@ def apply_pragmas(conn: sqlite3.Connection, *, synchronous: Synchronous = "full"
     conn.execute("PRAGMA cache_size=-8000")
 
 
-def open_db(path: str | Path, *, synchronous: Synchronous = "full") -> sqlite3.Connection:
+class GatewayConnection(sqlite3.Connection):
+    """A connection that carries the key of its sealed secrets (storage/sealing.py reads it with `sealer_of`)."""
+
+    sealer: Sealer | None = None
+
+
+def open_db(path: str | Path, *, synchronous: Synchronous = "full", key_file: Path | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the database at `path`, migrate it to the newest schema and return it.
 
-    The connection is in autocommit mode (`isolation_level=None`): callers own their transactions.
+    The connection is in autocommit mode (`isolation_level=None`): callers own their transactions. Its sealed
+    secrets use the key in `key_file` (default: `secrets.key` beside the database), created for a database that
+    has none yet. Raises StorageError, or SecretsKeyError when the key is missing or does not match.
     """
     path = Path(path)
     if str(path) != ":memory:":
@@ -42,9 +53,19 @@ def open_db(path: str | Path, *, synchronous: Synchronous = "full") -> sqlite3.C
                 "set [storage] data_dir to a writable folder"
             ) from exc
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=GatewayConnection)
         apply_pragmas(conn, synchronous=synchronous)
-        run_migrations(conn, MIGRATIONS)
+        if str(path) == ":memory:":
+            sealer = Sealer(random(KEY_BYTES))
+        else:
+            sealer = load_sealer(conn, key_file or path.parent / KEY_FILE)
+        conn.sealer = sealer
+        applied = run_migrations(conn, MIGRATIONS)
+        ensure_check(conn, sealer)
+        if "046_seal_secrets" in applied:
+            # The secrets were plain text in the database file until now: the sealed pages replace them there
+            # at once, not at some later checkpoint.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.DatabaseError as exc:
         raise StorageError(
             f"cannot open the database {path}: {exc}; check the file is a gateway database and the disk is writable"

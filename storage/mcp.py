@@ -7,6 +7,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.sealing import sealer_of
+
 TRANSPORTS = ("stdio", "sse", "streamable_http")
 
 
@@ -18,9 +20,10 @@ class McpServerRow:
     description: str = ""
     command: str = ""
     args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
     url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: never shown in a listing
+    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
+    url_by_owner: bool = False  # the owner (gateway token) set `url`: it may be a private address
 
 
 def migrate(db: Any) -> None:
@@ -43,7 +46,8 @@ def migrate(db: Any) -> None:
     )
 
 
-def _row(r: tuple[Any, ...]) -> McpServerRow:
+def _row(conn: sqlite3.Connection, r: tuple[Any, ...]) -> McpServerRow:
+    sealer = sealer_of(conn)
     return McpServerRow(
         name=r[0],
         transport=r[1],
@@ -51,33 +55,35 @@ def _row(r: tuple[Any, ...]) -> McpServerRow:
         description=r[3] or "",
         command=r[4] or "",
         args=json.loads(r[5] or "[]"),
-        env=json.loads(r[6] or "{}"),
+        env=json.loads(sealer.open(r[6]) if r[6] else "{}"),
         url=r[7] or "",
-        headers=json.loads(r[8] or "{}"),
+        headers=json.loads(sealer.open(r[8]) if r[8] else "{}"),
+        url_by_owner=bool(r[9]),
     )
 
 
-_COLS = "name, transport, enabled, description, command, args, env, url, headers"
+_COLS = "name, transport, enabled, description, command, args, env, url, headers, url_by_owner"
 
 
 def list_servers(conn: sqlite3.Connection) -> list[McpServerRow]:
     """Return every configured server, by name."""
-    return [_row(r) for r in conn.execute(f"SELECT {_COLS} FROM mcp_servers ORDER BY name")]
+    return [_row(conn, r) for r in conn.execute(f"SELECT {_COLS} FROM mcp_servers ORDER BY name")]
 
 
 def get_server(conn: sqlite3.Connection, name: str) -> McpServerRow | None:
     """Return one server, or None."""
     r = conn.execute(f"SELECT {_COLS} FROM mcp_servers WHERE name = ?", (name,)).fetchone()
-    return None if r is None else _row(r)
+    return None if r is None else _row(conn, r)
 
 
 def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int) -> None:
     """Create or replace a server's configuration."""
     conn.execute(
-        f"INSERT INTO mcp_servers ({_COLS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO mcp_servers ({_COLS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET transport = excluded.transport, enabled = excluded.enabled, "
         "description = excluded.description, command = excluded.command, args = excluded.args, "
-        "env = excluded.env, url = excluded.url, headers = excluded.headers, updated_at = excluded.updated_at",
+        "env = excluded.env, url = excluded.url, headers = excluded.headers, "
+        "url_by_owner = excluded.url_by_owner, updated_at = excluded.updated_at",
         (
             server.name,
             server.transport,
@@ -85,9 +91,10 @@ def upsert_server(conn: sqlite3.Connection, server: McpServerRow, *, now_ms: int
             server.description,
             server.command,
             json.dumps(server.args),
-            json.dumps(server.env),
+            sealer_of(conn).seal(json.dumps(server.env)),
             server.url,
-            json.dumps(server.headers),
+            sealer_of(conn).seal(json.dumps(server.headers)),
+            int(server.url_by_owner),
             now_ms,
         ),
     )

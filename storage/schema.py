@@ -142,6 +142,12 @@ def _m042_tool_prefs(db: Any) -> None:
     migrate(db)
 
 
+def _m046_seal_secrets(db: Any) -> None:
+    from storage.sealing import migrate
+
+    migrate(db.conn)
+
+
 def _sql(*statements: str) -> Callable[[Any], None]:
     """A migration made of plain SQL statements (clearer than sqlite-utils calls for constraints)."""
 
@@ -212,6 +218,11 @@ MIGRATIONS: list[Migration] = [
     # Until now they only recorded the default at creation and nothing read them: cleared, so no old session is
     # pinned by accident and every one keeps following the default as before.
     ("044_session_pins", _sql("UPDATE sessions SET provider = NULL, model = NULL")),
+    # Whether the owner (gateway token) set an MCP server's URL, which may then be a private address (the outbound
+    # policy, gateway/outbound.py). Rows from before are treated as set by an admin account.
+    ("045_mcp_url_by_owner", _sql("ALTER TABLE mcp_servers ADD COLUMN url_by_owner INTEGER NOT NULL DEFAULT 0")),
+    # Secrets written before they were sealed at rest (storage/sealing.py) are sealed now.
+    ("046_seal_secrets", _m046_seal_secrets),
 ]
 
 

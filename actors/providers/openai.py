@@ -46,6 +46,23 @@ class OpenAISettings:
     backoff: float = 0.5
     max_iterations: int = 8  # model ↔ tool round trips in one turn
     models: tuple[str, ...] = ()
+    # The owner set base_url (config file or gateway token): it may be a private address such as a local Ollama.
+    # Set by someone else (an admin account), the client's outbound policy keeps it to public addresses.
+    base_url_trusted: bool = True
+
+
+class HttpClientFactory(Protocol):
+    """Makes the HTTP client of a turn; `trusted` lists URLs whose host may be private (see OpenAISettings)."""
+
+    def __call__(self, *, trusted: Sequence[str] = (), **kwargs: Any) -> httpx.AsyncClient: ...
+
+
+def plain_client(*, trusted: Sequence[str] = (), **kwargs: Any) -> httpx.AsyncClient:
+    """A client without an outbound policy (for a provider used outside the gateway, as in tests); the gateway
+    gives its providers `OutboundPolicy.client` instead."""
+    import httpx
+
+    return httpx.AsyncClient(**kwargs)
 
 
 class ToolBox(Protocol):
@@ -111,12 +128,14 @@ class OpenAITurn:
         tools: ToolBox | None,
         sleep: Callable[[float], Awaitable[None]],
         context: Sequence[str] = (),
+        http_client: HttpClientFactory = plain_client,
     ) -> None:
         self.s = settings
         self.request = request
         self.tools = tools
         self._sleep = sleep
         self.context = context
+        self.http_client = http_client
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
         try:
@@ -141,7 +160,9 @@ class OpenAITurn:
         headers = {"Accept": "text/event-stream"}
         if s.api_key:
             headers["Authorization"] = f"Bearer {s.api_key}"
-        async with httpx.AsyncClient(base_url=s.base_url.rstrip("/"), timeout=timeout, headers=headers) as client:
+        trusted = (s.base_url,) if s.base_url_trusted else ()
+        client = self.http_client(trusted=trusted, base_url=s.base_url.rstrip("/"), timeout=timeout, headers=headers)
+        async with client:
             for _ in range(max(s.max_iterations, 1)):
                 rnd = _Round()
                 async for event in self._stream_round(client, messages, rnd):
@@ -237,7 +258,9 @@ class OpenAITurn:
                         raise ProviderError("the model's stream ended in the middle of the answer")
                     return
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                if started or attempt >= self.s.max_retries:
+                # `permanent`: the gateway's outbound policy refused the address (gateway/outbound.py); a retry
+                # would be refused the same way.
+                if started or attempt >= self.s.max_retries or getattr(exc, "permanent", False):
                     raise ProviderError(f"the model endpoint failed: {type(exc).__name__}: {exc}") from exc
                 delay = self.s.backoff * 2**attempt
                 attempt += 1
@@ -310,11 +333,13 @@ class OpenAIProvider:
         tools: ToolBox | None = None,
         context: Callable[[], list[str]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        http_client: HttpClientFactory = plain_client,
     ) -> None:
         self.settings = settings
         self.tools = tools
         self.context = context  # enabled skills' text, read at the start of every turn
         self._sleep = sleep
+        self.http_client = http_client
 
     def info(self) -> ProviderInfo:
         s = self.settings
@@ -333,4 +358,5 @@ class OpenAIProvider:
 
     def start_turn(self, request: TurnRequest) -> OpenAITurn:
         tools = self.tools.scoped(request.owner) if isinstance(self.tools, ScopedToolBox) else self.tools
-        return OpenAITurn(self.settings, request, tools, self._sleep, self.context() if self.context else ())
+        context = self.context() if self.context else ()
+        return OpenAITurn(self.settings, request, tools, self._sleep, context, self.http_client)

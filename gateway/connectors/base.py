@@ -20,6 +20,7 @@ from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
 from gateway.connectors.model import ConnectorConfig, ReplyHandle
 from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
+from gateway.outbound import OutboundPolicy
 from gateway.ratelimit import TokenBucket, rate_limited
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome, SessionSpec
@@ -47,6 +48,7 @@ class Context:
     gateway_url: Callable[[], str]
     slot_value: Callable[[str], Awaitable[str | None]]
     sidecar_tokens: SidecarTokens
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     extra: dict[str, Any] = field(default_factory=dict)  # adapter status shown in /api/status
 
     @property
@@ -59,7 +61,7 @@ class Context:
 
 
 class AdapterBase(Connector):
-    """Holds the context, the ingress rate limit and one HTTP client for the adapter's outbound calls."""
+    """Holds the context, the ingress rate limit and the HTTP clients for the adapter's outbound calls."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -68,7 +70,12 @@ class AdapterBase(Connector):
         # httpx is loaded by the first connector actor, not at start: a gateway without one never needs it.
         import httpx
 
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        self.timeout = httpx.Timeout(30.0, connect=10.0)
+        # A connector's settings are the owner's (the config file, or routes that take the gateway token only), so
+        # its platform's base URL may be private (a local Bot API server, a sidecar on loopback); every other URL
+        # this client meets (a file named by an event) must be public unless `[outbound] allow` says otherwise.
+        self.http = ctx.outbound.client(trusted=self.owner_urls(), timeout=self.timeout)
+        self._trusted: dict[str, httpx.AsyncClient] = {}
         rate = ctx.config.settings.ingress_events_per_second
         # Issue 4: limits on rates everywhere. One bucket per connector (per life of its actor), burst one second.
         self.ingress_bucket = TokenBucket(rate) if rate else None
@@ -90,8 +97,25 @@ class AdapterBase(Connector):
         if wait > 0:
             raise rate_limited(wait, f"connector {self.ctx.ref} is over ingress_events_per_second")
 
+    def owner_urls(self) -> list[str]:
+        """The base URLs in this connector's settings (set by the owner)."""
+        s = self.ctx.config.settings
+        return [u for u in (getattr(s, "api_base_url", None), getattr(s, "base_url", None)) if isinstance(u, str)]
+
+    def client_for(self, target: Mapping[str, Any], url: str) -> httpx.AsyncClient:
+        """The client for a reply target's URL: one that may reach a private address only when the owner named the
+        target (`owner_set`, see `reply_dicts`); a target named by whoever sent the event gets the public-only one."""
+        if target.get("owner_set") is not True:
+            return self.http
+        client = self._trusted.get(url)
+        if client is None:
+            client = self._trusted[url] = self.ctx.outbound.client(trusted=[url], timeout=self.timeout)
+        return client
+
     async def aclose(self) -> None:
         await self.http.aclose()
+        for client in self._trusted.values():
+            await client.aclose()
 
     def session_spec(self, candidates: Sequence[tuple[str, str]]) -> SessionSpec:
         """Session resolution for this connector: fixed id first, then the candidate (chat, topic) keys."""
@@ -129,8 +153,16 @@ def fingerprint(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
-def reply_dicts(handles: Sequence[ReplyHandle]) -> list[dict[str, Any]]:
-    return [msgspec.to_builtins(h) for h in handles]
+def reply_dicts(handles: Sequence[ReplyHandle], *, owner_set: bool) -> list[dict[str, Any]]:
+    """Reply targets as stored. `owner_set`: the owner named them (connector settings, the reply-targets route), so
+    their URLs may be private; a sender's own targets never carry the mark (ReplyHandle has no such field)."""
+    out: list[dict[str, Any]] = []
+    for h in handles:
+        d: dict[str, Any] = msgspec.to_builtins(h)
+        if owner_set:
+            d["owner_set"] = True
+        out.append(d)
+    return out
 
 
 async def store_items(

@@ -135,7 +135,7 @@ class ExternalConnector(AdapterBase):
                     "routing_key": ev.routing_key,
                 }
                 targets.append({"plugin": "external", "connector": self.name, "address": route})
-            targets.extend(reply_dicts(self.s.additional_reply_targets))
+            targets.extend(reply_dicts(self.s.additional_reply_targets, owner_set=True))
         return IngressItem(ev.event_id, fingerprint(payload), text or "", payload, spec, targets)
 
     async def _batch(self, body: bytes) -> Answer:

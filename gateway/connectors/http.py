@@ -10,6 +10,7 @@ from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
 from gateway.connectors.base import AdapterBase, Context, canonical, check_bearer, fingerprint, reply_dicts, store_items
 from gateway.connectors.model import HttpSettings, Kind, ReplyHandle, check_reply_handle
 from gateway.errors import ConflictError, InvalidRequestError, ValidationFailedError
+from gateway.outbound import OutboundRefusedError
 from storage.ids import new_id
 from storage.ingress import IngressItem, SessionSpec
 
@@ -97,23 +98,30 @@ class HttpConnector(AdapterBase):
         elif req.reply_plugin is not None and req.reply_address is not None:
             handles = [ReplyHandle(plugin=req.reply_plugin, connector=self.name, address=req.reply_address)]
         else:
-            handles = list(self.s.default_reply_targets)
+            return reply_dicts(self.s.default_reply_targets, owner_set=True)
         for i, h in enumerate(handles):
             check_reply_handle(h, f"reply target {i}")
-        return reply_dicts(handles)
+        # Named by the sender (who may hold no more than this connector's bearer token, or nothing at all when it
+        # allows unauthenticated ingress): the outbound policy keeps these URLs off private addresses.
+        return reply_dicts(handles, owner_set=False)
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
-        return await post_reply(self.http, request)
+        url = reply_url(request.target)
+        if url is None:
+            return DeliveryResult("terminal", "the reply target has no URL")
+        return await post_reply(self.client_for(request.target, url), url, request)
 
 
-async def post_reply(client: httpx.AsyncClient, request: DeliveryRequest) -> DeliveryResult:
+def reply_url(target: dict[str, Any]) -> str | None:
+    a = target.get("address")
+    url = a if isinstance(a, str) else (a or {}).get("url")
+    return url if isinstance(url, str) else None
+
+
+async def post_reply(client: httpx.AsyncClient, url: str, request: DeliveryRequest) -> DeliveryResult:
     """POST the final text to an http ReplyHandle's URL with the delivery id as Idempotency-Key."""
     import httpx  # the client's own module, loaded with it (see AdapterBase): bound here for the except clause
 
-    a = request.target.get("address")
-    url = a if isinstance(a, str) else (a or {}).get("url")
-    if not isinstance(url, str):
-        return DeliveryResult("terminal", "the reply target has no URL")
     body = {
         "delivery_id": request.delivery_id,
         "session_id": request.session_id,
@@ -122,6 +130,8 @@ async def post_reply(client: httpx.AsyncClient, request: DeliveryRequest) -> Del
     }
     try:
         r = await client.post(url, json=body, headers={"Idempotency-Key": request.delivery_id})
+    except OutboundRefusedError as exc:
+        return DeliveryResult("terminal", str(exc))  # retrying cannot help: the address stays refused
     except httpx.HTTPError as exc:
         return DeliveryResult("retryable", f"{type(exc).__name__} posting to the reply URL")
     if r.status_code < 300:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -41,6 +42,7 @@ from gateway.connectors.model import (
 )
 from gateway.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.logs import redactor
+from gateway.outbound import OutboundPolicy
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db
@@ -103,8 +105,10 @@ class ConnectorService:
         gateway_url: Callable[[], str],
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.store = store
+        self.outbound = outbound or OutboundPolicy()
         self.files = files
         self.files_dir = files_dir
         self.provider = provider
@@ -171,6 +175,7 @@ class ConnectorService:
             gateway_url=self.gateway_url,
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
+            outbound=self.outbound,
         )
         self.contexts[ref] = ctx
         from gateway.connectors.adapters import ADAPTERS
@@ -363,6 +368,10 @@ class ConnectorService:
         if address is None:
             return DeliveryResult("retryable", f"connector {ref} is not running")
         result: DeliveryResult = await ask(address, lambda r: Deliver(request, r), timeout=60)
+        if result.error:
+            # The error may quote the platform's answer, which may echo our request (a token, a token URL): it is
+            # stored as the delivery's last_error and shown by the API, so it is redacted before either.
+            result = dataclasses.replace(result, error=redactor.redact(result.error))
         return result
 
     def status(self) -> dict[str, Any]:

@@ -156,4 +156,4 @@ async def credential_answer(ctx: Context, msg: Inbound) -> Answer:
     value = await ctx.slot_value(grant.keys[key])
     if value is None:
         raise NotFoundError(f"the secret slot for {key!r} is empty; store it with PUT /v1/runtime/secrets/{{slot}}")
-    return Answer(200, {"key": key, "value": value}, headers={"Cache-Control": "no-store"})
+    return Answer(200, {"key": key, "value": value}, headers={"Cache-Control": "no-store"}, redact=False)

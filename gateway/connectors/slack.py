@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -23,9 +25,15 @@ from gateway.connectors.base import (
 )
 from gateway.connectors.model import SlackSettings
 from gateway.errors import ConflictError, InvalidRequestError, UnauthorizedError, UnavailableError
+from gateway.outbound import origin_of
 from storage.ingress import IngressItem, Outcome
 
+log = logging.getLogger("gateway.connectors.slack")
+
 MAX_SKEW = 300
+# Where Slack serves `url_private(_download)` files (https://files.slack.com/files-pri/T…-F…/…). The bot token is
+# sent only there, or to the connector's own `api_base_url` (which the owner set: a proxy, or a test's fake).
+SLACK_FILE_ORIGINS = frozenset({("https", "files.slack.com", 443)})
 
 
 def verify_signature(secret: str, headers: dict[str, str] | Any, body: bytes, *, now: float | None = None) -> None:
@@ -55,6 +63,7 @@ class SlackConnector(AdapterBase):
 
     async def handle(self, msg: Inbound) -> Answer:
         secret = self.ctx.secrets.get("signing_secret")
+        signed = secret is not None
         if secret is not None:
             verify_signature(secret, msg.headers, msg.body)
         elif not self.s.allow_unauthenticated_ingress:
@@ -92,7 +101,7 @@ class SlackConnector(AdapterBase):
             if seen is not None:
                 return self._answer(seen)
         for f in files if isinstance(files, list) else []:
-            text += "\n" + await self._file(f)
+            text += "\n" + await self._file(f, signed=signed)
         targets: list[dict[str, Any]] | None = None
         if self.s.include_self_output or self.s.additional_reply_targets:
             targets = []
@@ -100,7 +109,7 @@ class SlackConnector(AdapterBase):
                 targets.append(
                     {"plugin": "slack", "connector": self.name, "address": {"channel": channel, "thread_ts": root}}
                 )
-            targets.extend(reply_dicts(self.s.additional_reply_targets))
+            targets.extend(reply_dicts(self.s.additional_reply_targets, owner_set=True))
         spec = self.session_spec([(channel, root)])
         item = IngressItem(event_id, fingerprint(payload), text.strip(), payload, spec, targets)
         (o,) = await store_items(self.ctx, [item])
@@ -111,7 +120,11 @@ class SlackConnector(AdapterBase):
             raise ConflictError(o.reason or "rejected")
         return Answer(200, {"ok": True, "status": o.status, "session_id": o.session_id})
 
-    async def _file(self, f: Any) -> str:
+    def file_origins(self) -> frozenset[tuple[str, str, int]]:
+        api = _origin(self.s.api_base_url)
+        return SLACK_FILE_ORIGINS | ({api} if api is not None else set())
+
+    async def _file(self, f: Any, *, signed: bool) -> str:
         if not isinstance(f, dict):
             return ""
         name = str(f.get("name") or f.get("id") or "file")
@@ -119,6 +132,12 @@ class SlackConnector(AdapterBase):
         token = self.ctx.secrets.get("bot_token")
         if not isinstance(url, str) or token is None:
             return f"[file not downloaded: {name}]"
+        if not signed:
+            # Anyone may post an unsigned event (allow_unauthenticated_ingress): it must not make us fetch a URL.
+            return f"[file not downloaded: {name} (the event was not signed)]"
+        if _origin(url) not in self.file_origins():
+            log.warning("slack connector %s: file %s is not on Slack's file host; not downloaded", self.name, name)
+            return f"[file not downloaded: {name} (not on Slack's file host)]"
         try:
             path = await save_download(
                 self.ctx, self.http, url, f"{f.get('id', 'f')}-{name}", {"Authorization": f"Bearer {token}"}
@@ -155,3 +174,8 @@ class SlackConnector(AdapterBase):
         if error in ("ratelimited", "internal_error", "service_unavailable", "request_timeout"):
             return DeliveryResult("retryable", f"chat.postMessage: {error}")
         return DeliveryResult("terminal", f"chat.postMessage: {error}")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    origin = origin_of(url)
+    return None if origin is None else (urlsplit(url).scheme.lower(), *origin)

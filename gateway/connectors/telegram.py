@@ -23,6 +23,7 @@ from gateway.connectors.base import (
 )
 from gateway.connectors.model import TelegramSettings
 from gateway.errors import ConflictError, InvalidRequestError, UnauthorizedError, UnavailableError
+from gateway.outbound import origin_of
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome
 
@@ -102,7 +103,7 @@ class TelegramConnector(AdapterBase):
                 if topic:
                     address["message_thread_id"] = int(topic)
                 targets.append({"plugin": "telegram", "connector": self.name, "address": address})
-            targets.extend(reply_dicts(self.s.additional_reply_targets))
+            targets.extend(reply_dicts(self.s.additional_reply_targets, owner_set=True))
         return IngressItem(
             key, fingerprint(payload), text.strip(), payload, self.session_spec([(chat_id, topic)]), targets
         )
@@ -114,6 +115,8 @@ class TelegramConnector(AdapterBase):
             info = await self._call("getFile", {"file_id": file_id})
             file_path = str(info["file_path"])
             url = f"{self.api}/file/bot{self.token}/{file_path}"
+            if origin_of(url) != origin_of(self.api):  # the token goes to the configured Bot API host only
+                raise TelegramApiError(f"getFile named a file_path that leaves {self.api}")
             path = await save_download(self.ctx, self.http, url, f"{file_id}-{name}", {})
         except Exception as exc:
             return f"[file {name} could not be downloaded: {type(exc).__name__}]"

@@ -10,6 +10,7 @@ from msgspec import UNSET, UnsetType
 from gateway import agent_config
 from gateway.api import Ctx, endpoint
 from gateway.errors import GatewayError, ValidationFailedError
+from gateway.outbound import check_settable
 
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2048)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
@@ -85,7 +86,7 @@ async def get_llm(ctx: Ctx) -> LlmConfig:
     auth="admin",
     body=LlmUpdate,
     response=LlmConfig,
-    errors=(422,),
+    errors=(403, 422),
 )
 async def post_llm(ctx: Ctx) -> LlmConfig:
     req: LlmUpdate = ctx.body
@@ -100,8 +101,13 @@ async def post_llm(ctx: Ctx) -> LlmConfig:
         for f in ("base_url", "model_name", "temperature", "max_tokens", "provider")
         if getattr(req, f) is not UNSET
     }
+    by_owner = ctx.user.user_id is None  # the gateway token (Principal.is_owner)
+    if isinstance(req.base_url, str):
+        llm = agent_config.live_of(ctx.runtime).llm
+        owners = [llm.base_url] if llm.base_url and llm.base_url_by_owner else []
+        await check_settable(ctx.runtime.outbound, req.base_url, by_owner=by_owner, what="base_url", trusted=owners)
     api_key = req.api_key if isinstance(req.api_key, str) else None
-    await agent_config.update_llm(ctx.runtime, update, api_key or None)
+    await agent_config.update_llm(ctx.runtime, update, api_key or None, by_owner=by_owner)
     return await _llm_view(ctx)
 
 

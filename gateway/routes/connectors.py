@@ -13,6 +13,7 @@ from actors.base import AskTimeoutError, BusyError, DeadActorError, ask
 from actors.connector import Answer, Inbound
 from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON, runtime_of
+from gateway.connectors.base import reply_dicts
 from gateway.connectors.external import Batch, ExternalEvent
 from gateway.connectors.http import HttpIngress
 from gateway.connectors.model import SLOT_RE, ReplyHandle, check_kind, check_reply_handle
@@ -178,7 +179,12 @@ async def get_reply_targets(ctx: Ctx) -> Response:
     if await store.call(sess_db.get_session, sid) is None:
         raise NotFoundError(f"no session {sid}")
     targets = await store.call(conn_db.get_reply_targets, sid)
-    return JSON({"session_id": sid, "reply_targets": targets or []})
+    return JSON({"session_id": sid, "reply_targets": _handles(targets or [])})
+
+
+def _handles(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The `owner_set` mark is the outbound policy's business (gateway/connectors/base.py), not part of a ReplyHandle.
+    return [{k: v for k, v in t.items() if k != "owner_set"} for t in targets]
 
 
 @endpoint("PUT", "/v1/sessions/{session_id}/reply-targets", summary="Replace a session's reply targets",
@@ -192,7 +198,7 @@ async def put_reply_targets(ctx: Ctx) -> Response:
         raise ValidationFailedError(f"invalid reply targets: {exc}") from None
     for i, h in enumerate(body.reply_targets):
         check_reply_handle(h, f"reply target {i}")
-    targets = [msgspec.to_builtins(h) for h in body.reply_targets]
+    targets = reply_dicts(body.reply_targets, owner_set=True)  # this route takes the gateway token only
 
     def txn(conn: Any) -> bool:
         if sess_db.get_session(conn, sid) is None:
@@ -202,7 +208,7 @@ async def put_reply_targets(ctx: Ctx) -> Response:
 
     if not await service_of(ctx.request).store.call(txn):
         raise NotFoundError(f"no session {sid}")
-    return JSON({"session_id": sid, "reply_targets": targets})
+    return JSON({"session_id": sid, "reply_targets": _handles(targets)})
 
 
 # ---- outbox (the gateway token) ----
@@ -260,7 +266,7 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
     except (DeadActorError, AskTimeoutError):
         raise UnavailableError(f"connector {ref} did not answer; retry", headers={"Retry-After": "5"}) from None
     if answer.media_type == "application/json":
-        return JSON(answer.body, status_code=answer.status, headers=answer.headers)
+        return JSON(answer.body, status_code=answer.status, headers=answer.headers, redact=answer.redact)
     return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type)
 
 

@@ -95,6 +95,7 @@ async def install_skill(ctx: Ctx) -> SkillItem:
         skill_md=req.skill_md,
         confirm_risk=req.confirm_risk,
         installed_by=ctx.user.user_id,
+        outbound=ctx.runtime.outbound,
     )
     await _refresh(ctx)
     return skill_item(row, risk)

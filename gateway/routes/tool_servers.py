@@ -13,6 +13,7 @@ from gateway.agent_config import prefs_of
 from gateway.api import Ctx, Ok, endpoint, validation_error
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.logs import redactor
+from gateway.outbound import check_settable
 from gateway.routes.app_config import Url
 from storage import mcp as mcp_db
 from storage import skills as a2a_db
@@ -154,12 +155,19 @@ def _check(name: str, s: McpServerIn) -> None:
     auth="admin",
     body=McpConfig,
     response=Ok,
-    errors=(422,),
+    errors=(403, 422),
 )
 async def post_mcp(ctx: Ctx) -> Ok:
     req: McpConfig = ctx.body
     servers = {name: _decode(name, raw) for name, raw in req.mcpServers.items()}
     now = _now_ms()
+    by_owner = ctx.user.user_id is None  # the gateway token (Principal.is_owner)
+    before = {r.name: r for r in await ctx.store.call(mcp_db.list_servers)}
+    owners = [r.url for r in before.values() if r.url_by_owner]
+    for name, s in servers.items():
+        if s.url:
+            what = f"mcpServers.{name}.url"
+            await check_settable(ctx.runtime.outbound, s.url, by_owner=by_owner, what=what, trusted=owners)
 
     def write(conn: Any) -> None:
         for name, s in servers.items():
@@ -168,9 +176,11 @@ async def post_mcp(ctx: Ctx) -> Ok:
             headers = s.headers if not isinstance(s.headers, UnsetType) else (old.headers if old else {})
             for secret in [*env.values(), *headers.values()]:
                 redactor.add(secret)
+            # The owner's URL stays the owner's when re-sent unchanged; any other change is the caller's.
+            url_by_owner = by_owner or (old is not None and old.url_by_owner and old.url == s.url)
             row = McpServerRow(
                 name=name, transport=s.transport, enabled=s.enabled, description=s.description, command=s.command,
-                args=list(s.args), env=dict(env), url=s.url, headers=dict(headers),
+                args=list(s.args), env=dict(env), url=s.url, headers=dict(headers), url_by_owner=url_by_owner,
             )  # fmt: skip
             mcp_db.upsert_server(conn, row, now_ms=now)
 
@@ -242,13 +252,13 @@ async def list_a2a(ctx: Ctx) -> A2AList:
     auth="admin",
     body=A2ARegister,
     response=A2AItem,
-    errors=(422,),
+    errors=(403, 422),
 )
 async def post_a2a(ctx: Ctx) -> A2AItem:
-    import httpx  # loaded by the first A2A registration, not at start
-
     req: A2ARegister = ctx.body
-    async with httpx.AsyncClient(timeout=A2A_TIMEOUT, follow_redirects=False) as client:
+    # The card is fetched on the caller's behalf: a private address only when the owner (gateway token) asks.
+    trusted = [req.base_url] if ctx.user.user_id is None else []
+    async with ctx.runtime.outbound.client(trusted=trusted, timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)
     stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=_now_ms())
     return a2a_item(stored.view())

@@ -86,3 +86,25 @@ async def test_the_openai_tool_loop_calls_a_real_mcp_tool(nursery: trio.Nursery)
     assert events == [ToolActivity("calc__add"), TextDelta("42!")]
     assert fake.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
     assert {t["function"]["name"] for t in fake.requests[0]["tools"]} == {"calc__add", "calc__echo", "calc__crash"}
+
+
+async def test_an_http_server_is_reached_only_where_the_outbound_policy_allows(nursery: trio.Nursery) -> None:
+    from gateway.outbound import OutboundPolicy
+    from tests.fakes.http_server import serve_app
+    from tests.fakes.mcp_calc_server import app
+
+    base = await serve_app(nursery, app.streamable_http_app())
+    policy = RestartPolicy(Restart.PERMANENT, 1, 60, backoff=0.05)
+    hub: McpHub = await nursery.start(McpHub(policy=policy, http_client=OutboundPolicy().client2).run)
+    url = base.replace("127.0.0.1", "localhost") + "/mcp"
+    hub.apply(
+        [
+            McpServerRow(name="admins", transport="streamable_http", enabled=True, url=url),
+            McpServerRow(name="owners", transport="streamable_http", enabled=True, url=url, url_by_owner=True),
+        ]
+    )
+    with trio.fail_after(30):
+        await hub.wait_state("owners", "connected")
+        assert await hub.call("owners", "add", {"a": 2, "b": 3}) == "5"
+        st = await hub.wait_state("admins", "failed")
+        assert st.last_error is not None and "refused by the outbound policy" in st.last_error

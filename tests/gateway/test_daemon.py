@@ -351,3 +351,32 @@ def test_colours_on_a_terminal_only(site: Site) -> None:
     assert "\x1b[31;1m✘ gateway is not running\x1b[0m".encode() in shown
     code, plain = _run_on_a_terminal(site.argv("status"), {**env, "NO_COLOR": "1"})
     assert code == 3 and b"gateway is not running" in plain and b"\x1b[" not in plain
+
+
+def test_secrets_rotate_key_and_a_missing_key_said_in_one_line(site: Site) -> None:
+    from storage import secrets as secrets_db
+    from storage.db import open_db
+
+    canary = "sealed-CANARY-7c9e1a3b5d7f"
+    conn = open_db(site.paths.db_file, key_file=site.paths.secrets_key_file)
+    secrets_db.put_secret(conn, "connector/http/app/bearer_token", canary, now_ms=1)
+    conn.close()
+    old_key = site.paths.secrets_key_file.read_bytes()
+    # Refused while a gateway runs on this config: it holds the old key in memory.
+    proc = site.spawn("serve")
+    site.wait_serving()
+    busy = site.cli("secrets", "rotate-key")
+    assert busy.returncode == 1 and "gateway stop" in busy.stderr, busy.stderr
+    assert site.cli("stop").returncode == 0 and proc.wait(timeout=CLI_TIMEOUT) == 0
+    rotated = site.cli("secrets", "rotate-key")
+    assert rotated.returncode == 0 and "1 sealed value(s) re-sealed" in rotated.stderr, rotated.stderr
+    assert site.paths.secrets_key_file.read_bytes() != old_key
+    conn = open_db(site.paths.db_file, key_file=site.paths.secrets_key_file)
+    assert secrets_db.get_secret(conn, "connector/http/app/bearer_token") == canary
+    conn.close()
+    # The database without its key (a copy, a lost file): the gateway says so in one line and exits 78.
+    site.paths.secrets_key_file.unlink()
+    refused = site.cli("serve")
+    assert refused.returncode == 78, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "secrets.key is missing" in lines[0] and "Traceback" not in refused.stderr, lines

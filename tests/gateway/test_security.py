@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import inspect
+import json
+import os
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,8 +156,12 @@ CANARIES = {
     "http_bearer": "http-CANARY-bearer-1f3e5d7c9b0a2e4d6f8a",
     "telegram_bot": "123456:CANARY-telegram-bot-7e9c1a3e5f7b9d0c",
     "slack_signing": "slack-CANARY-signing-2d4f6b8d0e1c3a5e7f9b",
+    "slack_bot": "xoxb-CANARY-slack-bot-3e5a7c9e1b3d5f7a9c0e",
     "user_password": "pw-CANARY-user-6a8c0e2f4b6d8f0a1c3e",
+    "transcribe_key": "whisper-CANARY-key-9a7c5e3b1d0f2e4a6c8b",
+    "file_bearer": "file-CANARY-bearer-4c6e8a0b2d4f6a8c0e1b",
 }
+TG_WEBHOOK_SECRET = "tg-webhook-secret-for-the-canary-sweep"
 
 
 def _leaks(text: str) -> list[str]:
@@ -162,6 +173,9 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
     seen: list[str] = []  # every response: status line, headers, body
 
     async def openai_refuses(request: Request) -> Response:
+        if "reply please" in (await request.body()).decode():  # the connector turns below: they complete
+            chunk = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+            return Response(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n", media_type="text/event-stream")
         # Like a real upstream, the error echoes what it was sent: the gateway must not pass it on verbatim.
         return JSONResponse(
             {"error": {"message": f"Incorrect API key provided: {request.headers.get('authorization')}"}}, 401
@@ -172,7 +186,12 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
             {"ok": False, "error_code": 401, "description": f"Unauthorized for {request.url.path}"}, 401
         )
 
+    async def slack_refuses(request: Request) -> Response:
+        # Slack answers 200 with an error code; a hostile or buggy upstream may quote the credential it was given.
+        return JSONResponse({"ok": False, "error": f"invalid_auth ({request.headers.get('authorization')})"})
+
     routes = [
+        Route("/api/chat.postMessage", slack_refuses, methods=["POST"]),
         Route("/v1/chat/completions", openai_refuses, methods=["POST"]),
         Route("/v1/models", openai_refuses, methods=["GET"]),
         Route("/{path:path}", telegram_refuses, methods=["GET", "POST"]),
@@ -190,6 +209,8 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
                 '[agent]\nprovider = "openai"\n'
                 f'[providers.openai]\nbase_url = "{upstream}/v1"\napi_key = "{CANARIES["openai_api_key"]}"\n'
                 "max_retries = 0\n"
+                f'[transcribe]\nhttp_url = "{upstream}/v1"\nhttp_api_key = "{CANARIES["transcribe_key"]}"\n'
+                f'[connectors.http.filed]\nbearer_token = {{ value = "{CANARIES["file_bearer"]}" }}\n'
             )
             gw = await spawn(config, nursery, tmp_path, output=output)
             token = CANARIES["gateway_token"]
@@ -219,6 +240,27 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
                         },
                     ),
                     ("slack", "sl", {"signing_secret": {"value": CANARIES["slack_signing"]}}),
+                    # These two reply through the upstream, whose errors quote the bot tokens (outbox last_error).
+                    (
+                        "slack",
+                        "slk",
+                        {
+                            "signing_secret": {"value": CANARIES["slack_signing"]},
+                            "bot_token": {"value": CANARIES["slack_bot"]},
+                            "api_base_url": f"{upstream}/api",
+                            "include_self_output": True,
+                        },
+                    ),
+                    (
+                        "telegram",
+                        "tgw",
+                        {
+                            "bot_token": {"value": CANARIES["telegram_bot"]},
+                            "secret_token": {"value": TG_WEBHOOK_SECRET},
+                            "api_base_url": upstream,
+                            "include_self_output": True,
+                        },
+                    ),
                 ]
                 for kind, name, body in connectors:
                     r = await call("PUT", f"/v1/runtime/connectors/{kind}/{name}", json=body, headers=bearer)
@@ -262,6 +304,29 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
                     content=b'{"type":"event_callback"}',
                     headers={"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"},
                 )
+                # Turns that complete, and whose replies the upstream refuses quoting the bot tokens.
+                event = json.dumps(
+                    {"type": "event_callback", "event_id": "EvC1", "event": {"type": "message", "channel": "C1",
+                     "user": "U1", "text": "reply please", "ts": "1700000000.000100"}}
+                ).encode()  # fmt: skip
+                stamp = str(int(time.time()))
+                mac = hmac.new(CANARIES["slack_signing"].encode(), f"v0:{stamp}:".encode() + event, hashlib.sha256)
+                slack_headers = {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + mac.hexdigest()}
+                r = await call("POST", "/v1/connectors/slack/slk", content=event, headers=slack_headers)
+                assert r.status_code == 200, r.text
+                update = {"update_id": 7, "message": {"message_id": 1, "chat": {"id": 42}, "text": "reply please"}}
+                tg_headers = {"X-Telegram-Bot-Api-Secret-Token": TG_WEBHOOK_SECRET}
+                r = await call("POST", "/v1/connectors/telegram/tgw", json=update, headers=tg_headers)
+                assert r.status_code == 200, r.text
+
+                async def dead_letters() -> list[Any]:
+                    r = await call("GET", "/v1/runtime/outbox?state=dead_letter", headers=bearer)
+                    rows = r.json()["deliveries"]
+                    return rows if {d["connector"] for d in rows} >= {"slk", "tgw"} else []
+
+                rows = await wait_for(dead_letters, timeout=30, interval=0.2)
+                errors = {d["connector"]: d["last_error"] for d in rows}
+                assert "(Bearer [REDACTED])" in errors["slk"] and "/bot[REDACTED]/" in errors["tgw"], errors
                 # Every route, as admin, as a user, with junk: whatever it answers must hold no secret.
                 for route in all_routes():
                     if not isinstance(route, Route):
@@ -300,14 +365,101 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
     assert not _leaks(logs), [line for line in logs.splitlines() if _leaks(line)][:5]
     out = output.decode(errors="replace")
     assert not _leaks(out), [line for line in out.splitlines() if _leaks(line)][:5]
+    # `gateway config` and `gateway status` print the configuration: every secret of it redacted.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    for command in (["config"], ["status"], ["status", "--json"]):
+        shown = subprocess.run(  # noqa: ASYNC221 - the gateway has stopped: nothing else runs in this loop
+            [sys.executable, "-m", "gateway", *command, "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.stdout and not _leaks(shown.stdout + shown.stderr), (command, _leaks(shown.stdout))
+        if command == ["config"]:
+            assert '"http_api_key": "[REDACTED]"' in shown.stdout and CANARIES["gateway_token"][:4] in shown.stdout
     db = sqlite3.connect(data / "gateway.db")
     try:
-        secret_tables = {"secrets"}
-        dump = "\n".join(
-            line for line in db.iterdump() if not any(f'"{t}"' in line or f" {t} " in line for t in secret_tables)
-        )
+        # Every table, the secrets too: they are sealed (a copied database reveals none of them).
+        dump = "\n".join(db.iterdump())
         # The canaries were stored there (the sweep's DELETEs removed some connectors, and their secrets, again).
         assert db.execute("SELECT count(*) FROM secrets").fetchone()[0] >= 1
     finally:
         db.close()
     assert not _leaks(dump), [line[:300] for line in dump.splitlines() if _leaks(line)][:5]
+    raw = "".join(p.read_bytes().decode("latin-1") for p in data.glob("gateway.db*"))
+    assert not _leaks(raw)
+
+
+# ---- one redaction for everything that leaves ----
+
+
+def test_json_bodies_are_redacted_raw_and_in_their_escaped_form() -> None:
+    from gateway.asgi import JSON
+    from gateway.logs import redactor
+
+    odd = 'odd"secret\\with-quote'
+    redactor.add(odd)
+    redactor.add("plain-secret-value-77")
+    try:
+        body = JSON({"error": f"upstream said {odd} and plain-secret-value-77"}).body
+        assert body == b'{"error":"upstream said [REDACTED] and [REDACTED]"}'
+        assert JSON({"value": "plain-secret-value-77"}, redact=False).body == b'{"value":"plain-secret-value-77"}'
+    finally:
+        redactor.discard(odd)
+        redactor.discard("plain-secret-value-77")
+
+
+async def test_ws_frames_and_sse_events_carry_no_secret(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The echo provider repeats what it is sent: a secret typed into a chat comes back redacted, on every path."""
+    from tests.gateway.agenthelpers import sse_turn
+    from tests.gateway.wshelpers import client, until
+
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    secret = gw.token  # the one secret every gateway has
+    with trio.fail_after(30):
+        async with client(gw) as c:
+            await c.send_message(f"my token is {secret} ok")
+            frames = await until(c, "result")
+        text = json.dumps(frames)
+        assert secret not in text and "[REDACTED]" in text, text
+        async with admin(gw) as a:
+            sid = (await a.post("/api/sessions", json={})).json()["session_id"]
+            events = await sse_turn(a, sid, f"again {secret}")
+        assert secret not in json.dumps(events) and "[REDACTED]" in json.dumps(events)
+    await gw.stop()
+
+
+# ---- secrets sealed at rest ----
+
+
+async def test_each_kind_of_stored_secret_is_sealed_in_the_raw_database(nursery: trio.Nursery, tmp_path: Path) -> None:
+    stored = {
+        "connector": "bot-CANARY-connector-0a2c4e6a8c0e2a4c",
+        "llm_key": "sk-CANARY-stored-llm-key-1b3d5f7b9d1f",
+        "sidecar_slot": "slot-CANARY-sidecar-2c4e6a8c0e2a4c6e",
+        "mcp_env": "env-CANARY-mcp-3d5f7b9d1f3b5d7f9b",
+        "mcp_header": "hdr-CANARY-mcp-4e6a8c0e2a4c6e8a0c",
+    }
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        async with admin(gw) as a:
+            r = await put(a, "telegram", "tg", {"bot_token": {"value": stored["connector"]}, "ingress_mode": "webhook",
+                                                "allow_unauthenticated_ingress": True})  # fmt: skip
+            assert r.status_code == 201, r.text
+            r = await a.post("/api/app-config/llm", json={"api_key": stored["llm_key"]})
+            assert r.status_code == 200, r.text
+            r = await a.put("/v1/runtime/secrets/sidecar/creds", json={"value": stored["sidecar_slot"]})
+            assert r.status_code == 200, r.text
+            mcp = {"transport": "sse", "url": "https://mcp.example/sse", "enabled": False,
+                   "env": {"KEY": stored["mcp_env"]}, "headers": {"Authorization": stored["mcp_header"]}}  # fmt: skip
+            r = await a.post("/api/app-config/mcp-servers", json={"mcpServers": {"remote": mcp}})
+            assert r.status_code == 200, r.text
+            # Still usable: the gateway opens them with its key.
+            assert (await a.get("/api/app-config/llm")).json()["api_key_configured"] is True
+    await gw.stop()
+    raw = b"".join(p.read_bytes() for p in paths.data_dir.glob("gateway.db*"))
+    assert [k for k, v in stored.items() if v.encode() in raw] == []
+    assert paths.secrets_key_file.exists() and paths.secrets_key_file.stat().st_mode & 0o777 == 0o600

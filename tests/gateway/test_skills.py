@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from actors.store import Store
 from gateway import skills
 from gateway.a2a import A2ACardError, fetch_card
 from gateway.errors import ConflictError
+from gateway.outbound import OutboundPolicy
 from storage import skills as skills_db
 from tests.fakes.http_server import serve_app
 from tests.fakes.openai_server import FakeOpenAI, Script
@@ -179,24 +181,18 @@ async def test_install_from_a_github_tree_url(store: Store, tmp_path: Path, nurs
     )
     url = await serve_app(nursery, app)
     app.state.base.append(url)
+    # The fake GitHub is on loopback: by default the outbound policy refuses it; the owner's allow-list lets it in.
+    lan = OutboundPolicy([url.removeprefix("http://")])
+    install = partial(skills.install, store=store, skills_dir=tmp_path / "s", source_type="github", github_api=url)
+    notes = "https://github.com/o/r/tree/main/skills/notes"
     with trio.fail_after(20):
-        row, _ = await skills.install(
-            store=store,
-            skills_dir=tmp_path / "s",
-            source_type="github",
-            source_ref="https://github.com/o/r/tree/main/skills/notes",
-            github_api=url,
-        )
+        with pytest.raises(skills.SkillInstallError, match=r"outbound policy: 127\.0\.0\.1 is a loopback"):
+            await install(source_ref=notes)
+        row, _ = await install(source_ref=notes, outbound=lan)
         assert row.bundle_file_count == 3
         assert (tmp_path / "s" / "release-notes" / "parts" / "extra.md").read_text() == "more"
         with pytest.raises(skills.SkillInstallError, match="GitHub has no"):
-            await skills.install(
-                store=store,
-                skills_dir=tmp_path / "s",
-                source_type="github",
-                source_ref="https://github.com/o/r/tree/dev/skills/notes",
-                github_api=url,
-            )
+            await install(source_ref="https://github.com/o/r/tree/dev/skills/notes", outbound=lan)
     with pytest.raises(skills.SkillInstallError, match="must look like"):
         await skills.install(
             store=store,

@@ -95,3 +95,58 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
                 assert (await c.get("/v1/runtime/outbox", params={"state": "bogus"})).status_code == 422
                 assert (await c.post("/v1/runtime/outbox/nope/retry")).status_code == 404
         await gw.stop()
+
+
+async def test_a_sender_cannot_make_the_gateway_post_to_a_private_address(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Issue 14: an unauthenticated http connector let anyone have the gateway POST to any URL via reply targets."""
+    hits: list[str] = []
+
+    async def listener(request: Request) -> Response:
+        hits.append(request.url.path)
+        return JSONResponse({"ok": True})
+
+    async with fake_server([Route("/{path:path}", listener, methods=["POST"])]) as url:
+        config, paths = make_config(tmp_path, outbox={"backoff": 0.05, "max_attempts": 2})
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                owner_target = {"plugin": "http", "connector": "open", "address": f"{url}/owner"}
+                r = await put(c, "http", "open", {"allow_unauthenticated_ingress": True})
+                assert r.status_code == 201, r.text
+                port = url.rsplit(":", 1)[1]
+                # No credentials at all: the sender names where the reply goes (loopback, by name and by address).
+                for i, target in enumerate([f"{url}/attack", f"http://localhost:{port}/attack", f"{url}/x"]):
+                    body: dict[str, Any] = {"binding_keys": [f"k{i}"], "content": "hi", "idempotency_key": f"i{i}"}
+                    if i < 2:
+                        body["reply_targets"] = [{"plugin": "http", "connector": "open", "address": target}]
+                    else:  # the reply_plugin/reply_address form
+                        body |= {"reply_plugin": "http", "reply_address": target}
+                    r = await c.post("/v1/connectors/http/open", json=body)
+                    assert r.status_code == 202, r.text
+
+                async def dead() -> list[dict[str, Any]]:
+                    r = await c.get("/v1/runtime/outbox", params={"state": "dead_letter"})
+                    rows = list(r.json()["deliveries"])
+                    return rows if len(rows) == 3 else []
+
+                rows = await wait_for(dead)
+                # Refused without a retry: the address stays refused.
+                assert all(d["attempts"] == 1 and "refused by the outbound policy" in d["last_error"] for d in rows)
+                assert hits == []
+                # The same address named by the owner (the reply-targets route takes the gateway token) is delivered.
+                sid = rows[0]["session_id"]
+                r = await c.put(f"/v1/sessions/{sid}/reply-targets", json={"reply_targets": [owner_target]})
+                assert r.status_code == 200 and r.json()["reply_targets"] == [owner_target], r.text
+                r = await c.post(
+                    "/v1/connectors/http/open",
+                    json={"session_id": sid, "content": "again", "idempotency_key": "i9"},
+                )
+                assert r.status_code == 202, r.text
+
+                async def owner_hit() -> bool:
+                    return hits == ["/owner"]
+
+                await wait_for(owner_hit)
+        await gw.stop()

@@ -130,3 +130,58 @@ async def test_slack_signatures_events_files_and_replies(nursery: trio.Nursery, 
 
         assert await gw.runtime.store.call(count) == 4
         await gw.stop()
+
+
+async def test_the_bot_token_goes_only_to_slacks_file_host_and_only_for_signed_events(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Issue 14: an event naming any `url_private_download` made the gateway send `Bearer <bot token>` there."""
+    stolen: list[str] = []
+
+    async def listener(request: Request) -> Response:
+        stolen.append(request.headers.get("authorization", ""))
+        return Response(b"secret file")
+
+    async def slack_file(request: Request) -> Response:
+        stolen.append(request.headers.get("authorization", ""))
+        return Response(b"file-bytes")
+
+    async with (
+        fake_server([Route("/{path:path}", listener)]) as evil,
+        fake_server([Route("/files/{path:path}", slack_file)]) as slack,
+    ):
+        config, paths = make_config(tmp_path)
+        gw = await start_gateway(nursery, config, paths)
+        with trio.fail_after(40):
+            async with admin(gw) as c:
+                signed_one = {"bot_token": {"value": BOT}, "signing_secret": {"value": SIGNING}}
+                r = await put(c, "slack", "team", {**signed_one, "api_base_url": f"{slack}/api"})
+                assert r.status_code == 201, r.text
+                unsigned = {"bot_token": {"value": BOT}, "allow_unauthenticated_ingress": True}
+                r = await put(c, "slack", "open", {**unsigned, "api_base_url": f"{slack}/api"})
+                assert r.status_code == 201, r.text
+            async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as s:
+                # A signed event whose file lives anywhere but Slack's file host (or the configured API host).
+                for i, url in enumerate(
+                    [f"{evil}/grab", "https://files.slack.com.evil.example/x", "http://files.slack.com/files-pri/x"]
+                ):
+                    files = [{"id": f"F{i}", "name": "x.txt", "url_private_download": url}]
+                    body = event_body(f"Evil{i}", "look", ts=f"17000000{i}.000100", files=files)
+                    r = await s.post(ROUTE, content=body, headers=signed(body))
+                    assert r.status_code == 200, r.text
+                # An unsigned event (allowed on this connector) may not make the gateway fetch anything at all.
+                files = [{"id": "F9", "name": "x.txt", "url_private_download": f"{slack}/files/F9"}]
+                body = event_body("Open1", "look", files=files)
+                r = await s.post(
+                    "/v1/connectors/slack/open", content=body, headers={"Content-Type": "application/json"}
+                )
+                assert r.status_code == 200, r.text
+
+            def texts(conn: sqlite3.Connection) -> list[str]:
+                return [str(row[0]) for row in conn.execute("SELECT text FROM ingress_events ORDER BY id")]
+
+            stored = await gw.runtime.store.call(texts)
+        assert stolen == []
+        assert len(stored) == 4 and all("file not downloaded" in t for t in stored), stored
+        assert "(the event was not signed)" in stored[-1] and "(not on Slack's file host)" in stored[0]
+        await gw.stop()
