@@ -15,7 +15,7 @@ import nacl.pwhash
 import trio
 
 from gateway.auth import token_matches
-from gateway.errors import UnauthorizedError
+from gateway.errors import OwnerOnlyError, UnauthorizedError
 from gateway.logs import redactor
 
 # OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); libsodium always uses p=1.
@@ -39,6 +39,14 @@ class Principal:
         return self.role == "super_admin"
 
     @property
+    def is_owner(self) -> bool:
+        """Whether this is the owner: the holder of the gateway token (never a user account, not even an admin's).
+
+        Powers that reach the host (running a command, reading arbitrary paths) are the owner's alone (issue 14).
+        """
+        return self.user_id is None and self.role == "super_admin"
+
+    @property
     def owner(self) -> str | None:
         """What goes in an `owner` column for things this caller creates (None for the gateway token)."""
         return self.user_id
@@ -48,7 +56,16 @@ class Principal:
         return self.is_admin or (self.user_id is not None and owner == self.user_id)
 
 
-ADMIN_TOKEN = Principal(None, "super_admin")
+ADMIN_TOKEN = Principal(None, "super_admin")  # the gateway token: the owner
+
+
+def require_owner(principal: Principal, what: str) -> None:
+    """Raise OwnerOnlyError (403 OWNER_ONLY) unless `principal` is the owner; `what` names the power asked for."""
+    if not principal.is_owner:
+        raise OwnerOnlyError(
+            f"{what} reaches the host, so only the owner may do it: send the gateway token "
+            "(`gateway token` on the machine) instead of an account's token"
+        )
 
 
 class PasswordHasher:

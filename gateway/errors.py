@@ -52,6 +52,12 @@ class ForbiddenError(GatewayError):
     status, code = 403, "FORBIDDEN"
 
 
+class OwnerOnlyError(ForbiddenError):
+    """A power that reaches the host (a command, an arbitrary path) asked for by someone other than the owner."""
+
+    code = "OWNER_ONLY"
+
+
 class NotFoundError(GatewayError):
     status, code = 404, "NOT_FOUND"
 
