@@ -17,7 +17,15 @@ from starlette.routing import Route
 from actors.store import Store
 from gateway.asgi import JSON, runtime_of
 from gateway.auth import bearer_token, require_admin
-from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, TokenIssuer, classify_bearer, missing_credentials
+from gateway.authn import (
+    ADMIN_TOKEN,
+    PasswordHasher,
+    Principal,
+    TokenIssuer,
+    classify_bearer,
+    issued_before,
+    missing_credentials,
+)
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -207,6 +215,12 @@ async def authenticate(request: Request, runtime: Runtime) -> Principal:
             code="ACCOUNT_DISABLED",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if issued_before(claims, user.tokens_after):
+        raise UnauthorizedError(
+            "the password changed since this token was issued; log in again",
+            code="TOKEN_REVOKED",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     # The role comes from the database, so a demoted admin loses the role with the next request.
     return Principal(user.id, user.role)
 
@@ -308,6 +322,7 @@ def routes() -> list[Route]:
         skills,
         tool_servers,
         user_tools,
+        users,
     )
 
     by_path: dict[str, list[Endpoint]] = {}

@@ -62,10 +62,7 @@ ADMIN_TOKEN = Principal(None, "super_admin")  # the gateway token: the owner
 def require_owner(principal: Principal, what: str) -> None:
     """Raise OwnerOnlyError (403 OWNER_ONLY) unless `principal` is the owner; `what` names the power asked for."""
     if not principal.is_owner:
-        raise OwnerOnlyError(
-            f"{what} reaches the host, so only the owner may do it: send the gateway token "
-            "(`gateway token` on the machine) instead of an account's token"
-        )
+        raise OwnerOnlyError(what)
 
 
 class PasswordHasher:
@@ -135,7 +132,10 @@ class TokenIssuer:
         now = time.time() if now is None else now
         import jwt  # PyJWT loads `cryptography` (~25 ms, MiBs): only gateways with users pay for it
 
-        claims = {"sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl)}
+        claims = {
+            "sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl),
+            "iat_ms": int(now * 1000),  # `iat` is whole seconds: too coarse to tell a token from a password change
+        }  # fmt: skip
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> dict[str, Any]:
@@ -183,3 +183,11 @@ def missing_credentials() -> UnauthorizedError:
     return _unauthorized(
         "authentication required: send `Authorization: Bearer <access token or gateway token>`", "UNAUTHORIZED"
     )
+
+
+def issued_before(claims: dict[str, Any], cutoff_ms: int) -> bool:
+    """Whether an access token was issued before `cutoff_ms` (a password change): then it no longer counts."""
+    issued = claims.get("iat_ms")
+    if not isinstance(issued, int) or isinstance(issued, bool):
+        issued = int(claims["iat"]) * 1000
+    return issued < cutoff_ms

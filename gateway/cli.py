@@ -263,27 +263,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from gateway.useradmin import add_user, read_password
-    from storage.users import DuplicateUserError
+def cmd_user(args: argparse.Namespace) -> int:
+    from gateway import useradmin
 
     config, paths = _load(args)
-    try:
-        password = read_password(args.password_stdin)
-    except ValueError as exc:
-        _say(f"error: {exc}")
-        return EXIT_USAGE
-    if len(password) < 8:
-        _say("error: the password needs at least 8 characters")
-        return EXIT_USAGE
-    try:
-        user_id = add_user(config, paths, username=args.username, email=args.email, password=password, role=args.role)
-    except DuplicateUserError as exc:
-        _say(f"error: {exc}")
-        return EXIT_FAILURE
-    _say(f"user {args.username} ({args.role}) created")
-    print(user_id)
-    return EXIT_OK
+    return useradmin.run(args, config, paths)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -364,12 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
     add("config", cmd_config, "print the effective configuration and paths (token shortened)")
     add("version", cmd_version, "print the version")
-    p = add("user", cmd_user_add, "manage users: `gateway user add NAME` creates a super admin")
-    p.add_argument("action", choices=["add"], help="what to do")
-    p.add_argument("username", help="the new user's name (3-32 letters, digits, _ . -)")
-    p.add_argument("--email", help="the user's email")
-    p.add_argument("--role", choices=["super_admin", "user"], default="super_admin")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    from gateway.useradmin import add_arguments
+
+    add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
     return parser
 
 

@@ -131,7 +131,10 @@ class Outbox(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class Auth(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    registration_open: bool = True  # the first user may always register: it becomes the super admin
+    # Who may make an account with POST /api/auth/register: nobody (the owner makes them: `gateway user add`),
+    # anyone, or whoever holds an unused invite code. Registering never makes an admin.
+    registration: Literal["closed", "open", "invite"] = "closed"
+    invite_ttl: float = 7 * 86400.0  # seconds an invite code lasts
     access_ttl: float = 900.0  # seconds a JWT access token lives
     refresh_ttl: float = 30 * 86400.0  # seconds a refresh token lives (each use rotates it)
     hash_concurrency: int = 2  # argon2id hashes at once; each takes ~19 MiB, so a Pi stays within memory
@@ -246,12 +249,23 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> Config:
         data = fold_seed_tables(data)
     except SeedConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    data = _fold_legacy(data)
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_explain(str(exc))}") from None
     _check(config, source)
     return config
+
+
+def _fold_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings that were renamed: `auth.registration_open = true|false` is `auth.registration = "open"|"closed"`."""
+    auth = data.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("registration_open"), bool):
+        auth = dict(auth)
+        auth.setdefault("registration", "open" if auth.pop("registration_open") else "closed")
+        data = {**data, "auth": auth}
+    return data
 
 
 def _explain(message: str) -> str:
@@ -310,6 +324,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:
         raise ConfigError(f"{source}: settings auth.access_ttl and auth.refresh_ttl must be > 0 seconds")
+    if config.auth.invite_ttl <= 0:
+        raise ConfigError(f"{source}: setting auth.invite_ttl must be > 0 seconds")
     if config.auth.hash_concurrency < 1:
         raise ConfigError(f"{source}: setting auth.hash_concurrency must be >= 1")
     lim = config.limits

@@ -57,6 +57,12 @@ class OwnerOnlyError(ForbiddenError):
 
     code = "OWNER_ONLY"
 
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}: only the owner may do this; send the gateway token (`gateway token` on the machine), "
+            "not an account's token"
+        )
+
 
 class NotFoundError(GatewayError):
     status, code = 404, "NOT_FOUND"

@@ -212,6 +212,17 @@ MIGRATIONS: list[Migration] = [
     # Until now they only recorded the default at creation and nothing read them: cleared, so no old session is
     # pinned by accident and every one keeps following the default as before.
     ("044_session_pins", _sql("UPDATE sessions SET provider = NULL, model = NULL")),
+    # Accounts (issue 14): access tokens issued before `tokens_after` (ms; a password change) stop working, and
+    # single-use invite codes for `[auth] registration = "invite"` (only their SHA-256 is kept).
+    (
+        "050_accounts",
+        _sql(
+            "ALTER TABLE users ADD COLUMN tokens_after INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE invites (
+                code_hash TEXT PRIMARY KEY, created_by TEXT, expires_at INTEGER NOT NULL, used_at INTEGER,
+                used_by TEXT, created_at INTEGER NOT NULL)""",
+        ),
+    ),
 ]
 
 
