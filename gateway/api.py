@@ -25,6 +25,7 @@ from gateway.authn import (
     classify_bearer,
     issued_before,
     missing_credentials,
+    require_owner,
 )
 from gateway.errors import (
     ForbiddenError,
@@ -281,8 +282,13 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         runtime = runtime_of(request)
         ctx = Ctx(request, runtime, None)
         if ep.auth == "token":
-            require_admin(request)
-            ctx.principal = ADMIN_TOKEN
+            try:
+                ctx.principal = await authenticate(request, runtime)
+            except UnauthorizedError:
+                require_admin(request)  # not the gateway token either: its 401 says where the token is
+                raise
+            # An account's valid token is not a bad credential: say that this surface is the owner's (403).
+            require_owner(ctx.principal, "the runtime, connector and file API (/v1/runtime, /files, /upload)")
         elif ep.auth not in ("none", "connector"):
             ctx.principal = await authenticate(request, runtime)
             if ep.auth == "admin" and not ctx.principal.is_admin:

@@ -11,6 +11,7 @@ from msgspec import UNSET, UnsetType
 from gateway.a2a import fetch_card
 from gateway.agent_config import prefs_of
 from gateway.api import Ctx, Ok, endpoint, validation_error
+from gateway.authn import require_owner
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.logs import redactor
 from gateway.routes.app_config import Url
@@ -149,16 +150,19 @@ def _check(name: str, s: McpServerIn) -> None:
 @endpoint(
     "POST",
     "/api/app-config/mcp-servers",
-    summary="Add or replace MCP servers (stdio needs command; sse and streamable_http need url)",
+    summary="Add or replace MCP servers (stdio needs command and the gateway token; sse and streamable_http need url)",
     tag="app-config",
     auth="admin",
     body=McpConfig,
     response=Ok,
-    errors=(422,),
+    errors=(403, 422),
 )
 async def post_mcp(ctx: Ctx) -> Ok:
     req: McpConfig = ctx.body
     servers = {name: _decode(name, raw) for name, raw in req.mcpServers.items()}
+    for name, s in servers.items():
+        if s.transport == "stdio":
+            require_owner(ctx.user, f"the stdio MCP server {name!r} runs a command on the host")
     now = _now_ms()
 
     def write(conn: Any) -> None:
