@@ -417,9 +417,22 @@ def ensure_token(config: Config, paths: Paths) -> tuple[str, bool]:
     return token, True
 
 
+def make_private_dir(path: Path) -> int | None:
+    """Create `path` owner-only (0700), or take group and other access away from an existing folder.
+
+    Returns the mode it had when it was changed (None otherwise). Raises OSError when it cannot be created.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    path.chmod(mode & 0o700)
+    return mode
+
+
 def write_token(paths: Paths, token: str) -> None:
     """Save `token` atomically with owner-only permissions."""
-    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = paths.token_file.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
