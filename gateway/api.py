@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -35,7 +35,7 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.ratelimit import RateLimiter, StreamLimiter
+from gateway.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 from storage import users as users_db
 
@@ -68,6 +68,7 @@ class RestState:
     hasher: PasswordHasher
     limiter: RateLimiter
     streams: StreamLimiter
+    throttle: FailedAuthThrottle | None = None  # None with `limits.enabled = false`
 
 
 def rest_of(runtime: Runtime) -> RestState:
@@ -108,8 +109,29 @@ class Ctx:
         """Who to charge a rate limit to: the user, else the client address (before login)."""
         if self.principal is not None:
             return self.principal.user_id or "gateway-token"
-        client = self.request.client
-        return f"ip:{client.host if client else 'unknown'}"
+        return f"ip:{client_address(self.request)}"
+
+    def auth_failed(self) -> None:
+        """Count a failed authentication (a wrong password or token) against the client's address."""
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.failed(client_address(self.request))
+
+    def auth_succeeded(self) -> None:
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.succeeded(client_address(self.request))
+
+    def check_auth_throttle(self) -> None:
+        """Raise 429 with `Retry-After` while the client's address must wait after failed authentications."""
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.check(client_address(self.request))
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The peer's address (behind a reverse proxy: the proxy's, so all its clients share one throttle)."""
+    return conn.client.host if conn.client else "unknown"
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
@@ -198,16 +220,30 @@ def endpoint(
 async def authenticate(request: Request, runtime: Runtime) -> Principal:
     """Return the caller of `request`: the gateway token, or a valid access token of an active user.
 
-    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential.
+    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential, and RateLimitedError (429)
+    while the client's address waits after failed authentications (FailedAuthThrottle).
     """
     token = bearer_token(request)
-    kind = classify_bearer(token, runtime.token)
-    if kind == "missing":
+    if token is None:
         raise missing_credentials()
+    rest = rest_of(runtime)
+    address = client_address(request)
+    if rest.throttle is not None:
+        rest.throttle.check(address)  # before the credential is looked at: a refused guess learns nothing
+    kind = classify_bearer(token, runtime.token)
     if kind == "gateway":
+        if rest.throttle is not None:
+            rest.throttle.succeeded(address)
         return ADMIN_TOKEN
-    assert token is not None
-    claims = rest_of(runtime).issuer.decode_access(token)
+    try:
+        claims = rest.issuer.decode_access(token)
+    except UnauthorizedError as exc:
+        # A forged or mistyped token is a guess; an expired one of ours is not (its client refreshes it).
+        if exc.code == "INVALID_TOKEN" and rest.throttle is not None:
+            rest.throttle.failed(address)
+        raise
+    if rest.throttle is not None:
+        rest.throttle.succeeded(address)
     user = await runtime.store.call(users_db.get_user, claims["sub"])
     if user is None or user.status != "active":
         # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.

@@ -154,6 +154,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     upload_burst: int = 10
     max_streams: int = 4  # concurrent SSE streams per user
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Failed authentication (token, login, /ws) per client address: this many are free, then each doubles the wait.
+    failed_auth_free: int = 5
+    failed_auth_max_delay: float = 300.0
 
 
 class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -333,6 +336,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: every limits.*_per_minute must be > 0")
     if min(lim.auth_burst, lim.chat_burst, lim.api_burst, lim.upload_burst, lim.max_streams) < 1:
         raise ConfigError(f"{source}: every limits.*_burst and limits.max_streams must be >= 1")
+    if lim.failed_auth_free < 0 or lim.failed_auth_max_delay < 1:
+        raise ConfigError(f"{source}: settings limits.failed_auth_free >= 0 and limits.failed_auth_max_delay >= 1")
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
     if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:

@@ -185,10 +185,14 @@ async def register(ctx: Ctx) -> LoginResponse:
 async def login(ctx: Ctx) -> LoginResponse:
     req: LoginRequest = ctx.body
     require_username_or_email(req.username, req.email)
+    ctx.check_auth_throttle()
+    # Counted before the hash is checked, so that many attempts at once cannot all slip in before the first fails.
+    ctx.auth_failed()
     user = await ctx.store.call(users_db.find_user, username=req.username, email=req.email)
     ok = await ctx.rest.hasher.verify(user.password_hash if user else None, req.password)
     if not ok or user is None:
         raise UnauthorizedError("wrong username, email or password", code="INVALID_CREDENTIALS")
+    ctx.auth_succeeded()
     _check_status(user)
     return LoginResponse(user=user_out(user), tokens=await issue_tokens(ctx, user))
 
@@ -207,8 +211,10 @@ async def login(ctx: Ctx) -> LoginResponse:
 async def refresh(ctx: Ctx) -> TokenResponse:
     req: RefreshTokenRequest = ctx.body
     ts = now_ms()
+    ctx.check_auth_throttle()
     found = await ctx.store.call(users_db.use_refresh_token, hash_refresh_token(req.refresh_token), now_ms=ts)
     if found is None:
+        ctx.auth_failed()
         raise UnauthorizedError("unknown refresh token; log in again", code="INVALID_REFRESH_TOKEN")
     if found.used_at is not None or found.revoked:
         # Reuse of a rotated token means it was stolen (or the thief already used it): end the whole family.
@@ -266,8 +272,10 @@ async def put_me(ctx: Ctx) -> UserResponse:
 async def put_my_password(ctx: Ctx) -> TokenResponse:
     req: PasswordChange = ctx.body
     user = await _me(ctx)
+    ctx.auth_failed()  # until the hash says otherwise: see login
     if not await ctx.rest.hasher.verify(user.password_hash, req.current_password):
         raise UnauthorizedError("the current password is wrong", code="INVALID_CREDENTIALS")
+    ctx.auth_succeeded()
     new_hash = await ctx.rest.hasher.hash(req.new_password)
     await ctx.store.call(users_db.set_password, user.id, new_hash, now_ms=now_ms())
     return await issue_tokens(ctx, user)
