@@ -31,6 +31,7 @@ from actors.store import Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
 from gateway import __version__, connguard
 from gateway.config import Config, Paths
+from gateway.fdlimit import fit_open_files
 from gateway.logs import redactor
 from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
@@ -190,6 +191,7 @@ async def run(
     """Open storage, start the actors, serve HTTP until `shutdown`, then stop edge, core and infra in turn."""
     redactor.add(token)
     redactor.add(config.transcribe.http_api_key)
+    config = fit_open_files(config)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
     conn = open_db(paths.db_file, synchronous=config.storage.synchronous)
     interrupted = recover(conn)
