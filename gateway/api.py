@@ -10,14 +10,23 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from actors.store import Store
 from gateway.asgi import JSON, runtime_of
 from gateway.auth import bearer_token, require_admin
-from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, TokenIssuer, classify_bearer, missing_credentials
+from gateway.authn import (
+    ADMIN_TOKEN,
+    PasswordHasher,
+    Principal,
+    TokenIssuer,
+    classify_bearer,
+    issued_before,
+    missing_credentials,
+    require_owner,
+)
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -26,7 +35,7 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.ratelimit import RateLimiter, StreamLimiter
+from gateway.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 from storage import users as users_db
 
@@ -59,6 +68,7 @@ class RestState:
     hasher: PasswordHasher
     limiter: RateLimiter
     streams: StreamLimiter
+    throttle: FailedAuthThrottle | None = None  # None with `limits.enabled = false`
 
 
 def rest_of(runtime: Runtime) -> RestState:
@@ -99,8 +109,29 @@ class Ctx:
         """Who to charge a rate limit to: the user, else the client address (before login)."""
         if self.principal is not None:
             return self.principal.user_id or "gateway-token"
-        client = self.request.client
-        return f"ip:{client.host if client else 'unknown'}"
+        return f"ip:{client_address(self.request)}"
+
+    def auth_failed(self) -> None:
+        """Count a failed authentication (a wrong password or token) against the client's address."""
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.failed(client_address(self.request))
+
+    def auth_succeeded(self) -> None:
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.succeeded(client_address(self.request))
+
+    def check_auth_throttle(self) -> None:
+        """Raise 429 with `Retry-After` while the client's address must wait after failed authentications."""
+        throttle = self.rest.throttle
+        if throttle is not None:
+            throttle.check(client_address(self.request))
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The peer's address (behind a reverse proxy: the proxy's, so all its clients share one throttle)."""
+    return conn.client.host if conn.client else "unknown"
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
@@ -189,22 +220,42 @@ def endpoint(
 async def authenticate(request: Request, runtime: Runtime) -> Principal:
     """Return the caller of `request`: the gateway token, or a valid access token of an active user.
 
-    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential.
+    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential, and RateLimitedError (429)
+    while the client's address waits after failed authentications (FailedAuthThrottle).
     """
     token = bearer_token(request)
-    kind = classify_bearer(token, runtime.token)
-    if kind == "missing":
+    if token is None:
         raise missing_credentials()
+    rest = rest_of(runtime)
+    address = client_address(request)
+    if rest.throttle is not None:
+        rest.throttle.check(address)  # before the credential is looked at: a refused guess learns nothing
+    kind = classify_bearer(token, runtime.token)
     if kind == "gateway":
+        if rest.throttle is not None:
+            rest.throttle.succeeded(address)
         return ADMIN_TOKEN
-    assert token is not None
-    claims = rest_of(runtime).issuer.decode_access(token)
+    try:
+        claims = rest.issuer.decode_access(token)
+    except UnauthorizedError as exc:
+        # A forged or mistyped token is a guess; an expired one of ours is not (its client refreshes it).
+        if exc.code == "INVALID_TOKEN" and rest.throttle is not None:
+            rest.throttle.failed(address)
+        raise
+    if rest.throttle is not None:
+        rest.throttle.succeeded(address)
     user = await runtime.store.call(users_db.get_user, claims["sub"])
     if user is None or user.status != "active":
         # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.
         raise UnauthorizedError(
             "this account no longer exists or is not active",
             code="ACCOUNT_DISABLED",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if issued_before(claims, user.tokens_after):
+        raise UnauthorizedError(
+            "the password changed since this token was issued; log in again",
+            code="TOKEN_REVOKED",
             headers={"WWW-Authenticate": "Bearer"},
         )
     # The role comes from the database, so a demoted admin loses the role with the next request.
@@ -267,8 +318,13 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         runtime = runtime_of(request)
         ctx = Ctx(request, runtime, None)
         if ep.auth == "token":
-            require_admin(request)
-            ctx.principal = ADMIN_TOKEN
+            try:
+                ctx.principal = await authenticate(request, runtime)
+            except UnauthorizedError:
+                require_admin(request)  # not the gateway token either: its 401 says where the token is
+                raise
+            # An account's valid token is not a bad credential: say that this surface is the owner's (403).
+            require_owner(ctx.principal, "the runtime, connector and file API (/v1/runtime, /files, /upload)")
         elif ep.auth not in ("none", "connector"):
             ctx.principal = await authenticate(request, runtime)
             if ep.auth == "admin" and not ctx.principal.is_admin:
@@ -308,6 +364,7 @@ def routes() -> list[Route]:
         skills,
         tool_servers,
         user_tools,
+        users,
     )
 
     by_path: dict[str, list[Endpoint]] = {}

@@ -15,7 +15,7 @@ import nacl.pwhash
 import trio
 
 from gateway.auth import token_matches
-from gateway.errors import UnauthorizedError
+from gateway.errors import OwnerOnlyError, UnauthorizedError
 from gateway.logs import redactor
 
 # OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); libsodium always uses p=1.
@@ -39,6 +39,14 @@ class Principal:
         return self.role == "super_admin"
 
     @property
+    def is_owner(self) -> bool:
+        """Whether this is the owner: the holder of the gateway token (never a user account, not even an admin's).
+
+        Powers that reach the host (running a command, reading arbitrary paths) are the owner's alone (issue 14).
+        """
+        return self.user_id is None and self.role == "super_admin"
+
+    @property
     def owner(self) -> str | None:
         """What goes in an `owner` column for things this caller creates (None for the gateway token)."""
         return self.user_id
@@ -48,7 +56,13 @@ class Principal:
         return self.is_admin or (self.user_id is not None and owner == self.user_id)
 
 
-ADMIN_TOKEN = Principal(None, "super_admin")
+ADMIN_TOKEN = Principal(None, "super_admin")  # the gateway token: the owner
+
+
+def require_owner(principal: Principal, what: str) -> None:
+    """Raise OwnerOnlyError (403 OWNER_ONLY) unless `principal` is the owner; `what` names the power asked for."""
+    if not principal.is_owner:
+        raise OwnerOnlyError(what)
 
 
 class PasswordHasher:
@@ -118,7 +132,10 @@ class TokenIssuer:
         now = time.time() if now is None else now
         import jwt  # PyJWT loads `cryptography` (~25 ms, MiBs): only gateways with users pay for it
 
-        claims = {"sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl)}
+        claims = {
+            "sub": user_id, "role": role, "typ": "access", "iat": int(now), "exp": int(now + self.access_ttl),
+            "iat_ms": int(now * 1000),  # `iat` is whole seconds: too coarse to tell a token from a password change
+        }  # fmt: skip
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> dict[str, Any]:
@@ -166,3 +183,11 @@ def missing_credentials() -> UnauthorizedError:
     return _unauthorized(
         "authentication required: send `Authorization: Bearer <access token or gateway token>`", "UNAUTHORIZED"
     )
+
+
+def issued_before(claims: dict[str, Any], cutoff_ms: int) -> bool:
+    """Whether an access token was issued before `cutoff_ms` (a password change): then it no longer counts."""
+    issued = claims.get("iat_ms")
+    if not isinstance(issued, int) or isinstance(issued, bool):
+        issued = int(claims["iat"]) * 1000
+    return issued < cutoff_ms

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -268,27 +269,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from gateway.useradmin import add_user, read_password
-    from storage.users import DuplicateUserError
+def cmd_user(args: argparse.Namespace) -> int:
+    from gateway import useradmin
 
     config, paths = _load(args)
-    try:
-        password = read_password(args.password_stdin)
-    except ValueError as exc:
-        _say(f"error: {exc}")
-        return EXIT_USAGE
-    if len(password) < 8:
-        _say("error: the password needs at least 8 characters")
-        return EXIT_USAGE
-    try:
-        user_id = add_user(config, paths, username=args.username, email=args.email, password=password, role=args.role)
-    except DuplicateUserError as exc:
-        _say(f"error: {exc}")
-        return EXIT_FAILURE
-    _say(f"user {args.username} ({args.role}) created")
-    print(user_id)
-    return EXIT_OK
+    return useradmin.run(args, config, paths)
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
@@ -377,16 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("version", cmd_version, "print the version")
     p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
     p.add_argument("action", choices=["rotate-key"], help="what to do")
-    p = add("user", cmd_user_add, "manage users: `gateway user add NAME` creates a super admin")
-    p.add_argument("action", choices=["add"], help="what to do")
-    p.add_argument("username", help="the new user's name (3-32 letters, digits, _ . -)")
-    p.add_argument("--email", help="the user's email")
-    p.add_argument("--role", choices=["super_admin", "user"], default="super_admin")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    from gateway.useradmin import add_arguments
+
+    add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything is created: every file and folder of this process (database, WAL, logs, uploads, tokens,
+    # the service unit) is its owner's alone from its first byte (issue 14).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -96,6 +96,20 @@ is the folder the gateway must be able to write.
 `gateway install --print [--platform linux|darwin|win32]` prints the unit, plist or command instead.
 `--token` saves the token to the token file (mode 0600), never into the unit.
 
+## Accounts
+
+Accounts are for the people the owner lets in; the owner is whoever holds the gateway token or a shell on the
+machine, so `gateway user` needs no token. It writes the database directly, whether the gateway runs or not; a
+running gateway reads each caller's role and status on every request, so a change applies at the next request.
+
+- `gateway user add NAME [--role super_admin|user] [--email E] [--password-stdin]`: the first account made
+  without `--role` is a `super_admin` (the way to make the first admin), later ones are plain users.
+- `gateway user list [--json]`, `role NAME ROLE`, `ban NAME`, `unban NAME`, `delete NAME`: NAME is a username or
+  an email. The owner may demote, ban or delete any `super_admin`, a second one included.
+- `gateway user passwd NAME` sets anyone's password and signs the account out everywhere (its access and refresh
+  tokens stop working).
+- `gateway user invite [--hours H]` prints a single-use code for `[auth] registration = "invite"`.
+
 ## Troubleshooting
 
 - *Port already in use*: `gateway status`; `gateway serve --force` stops what holds the port.
@@ -122,6 +136,10 @@ def render() -> str:
                 continue  # an alias (`start`) shares its command's parser
             seen.add(id(p))
             parts.append(f"\n### gateway {name}\n\n```\n{p.format_help()}```\n")
+            for action in p._actions:  # `gateway user add`, `gateway user list`...
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub_name, sub_p in action.choices.items():
+                        parts.append(f"\n#### gateway {name} {sub_name}\n\n```\n{sub_p.format_help()}```\n")
         return "".join(parts)
     finally:
         if old is None:

@@ -131,7 +131,10 @@ class Outbox(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class Auth(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    registration_open: bool = True  # the first user may always register: it becomes the super admin
+    # Who may make an account with POST /api/auth/register: nobody (the owner makes them: `gateway user add`),
+    # anyone, or whoever holds an unused invite code. Registering never makes an admin.
+    registration: Literal["closed", "open", "invite"] = "closed"
+    invite_ttl: float = 7 * 86400.0  # seconds an invite code lasts
     access_ttl: float = 900.0  # seconds a JWT access token lives
     refresh_ttl: float = 30 * 86400.0  # seconds a refresh token lives (each use rotates it)
     hash_concurrency: int = 2  # argon2id hashes at once; each takes ~19 MiB, so a Pi stays within memory
@@ -151,6 +154,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     upload_burst: int = 10
     max_streams: int = 4  # concurrent SSE streams per user
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Failed authentication (token, login, /ws) per client address: this many are free, then each doubles the wait.
+    failed_auth_free: int = 5
+    failed_auth_max_delay: float = 300.0
 
 
 class Transcribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -255,12 +261,23 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> Config:
         data = fold_seed_tables(data)
     except SeedConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    data = _fold_legacy(data)
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_explain(str(exc))}") from None
     _check(config, source)
     return config
+
+
+def _fold_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings that were renamed: `auth.registration_open = true|false` is `auth.registration = "open"|"closed"`."""
+    auth = data.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("registration_open"), bool):
+        auth = dict(auth)
+        auth.setdefault("registration", "open" if auth.pop("registration_open") else "closed")
+        data = {**data, "auth": auth}
+    return data
 
 
 def _explain(message: str) -> str:
@@ -319,6 +336,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
     if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:
         raise ConfigError(f"{source}: settings auth.access_ttl and auth.refresh_ttl must be > 0 seconds")
+    if config.auth.invite_ttl <= 0:
+        raise ConfigError(f"{source}: setting auth.invite_ttl must be > 0 seconds")
     if config.auth.hash_concurrency < 1:
         raise ConfigError(f"{source}: setting auth.hash_concurrency must be >= 1")
     lim = config.limits
@@ -326,6 +345,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: every limits.*_per_minute must be > 0")
     if min(lim.auth_burst, lim.chat_burst, lim.api_burst, lim.upload_burst, lim.max_streams) < 1:
         raise ConfigError(f"{source}: every limits.*_burst and limits.max_streams must be >= 1")
+    if lim.failed_auth_free < 0 or lim.failed_auth_max_delay < 1:
+        raise ConfigError(f"{source}: settings limits.failed_auth_free >= 0 and limits.failed_auth_max_delay >= 1")
     if config.log.backups < 0 or config.log.max_bytes < 1024:
         raise ConfigError(f"{source}: setting log.max_bytes must be >= 1024 and log.backups >= 0")
     if config.outbox.max_attempts < 1 or config.outbox.backoff < 0 or config.outbox.timeout <= 0:
@@ -434,9 +455,22 @@ def ensure_token(config: Config, paths: Paths) -> tuple[str, bool]:
     return token, True
 
 
+def make_private_dir(path: Path) -> int | None:
+    """Create `path` owner-only (0700), or take group and other access away from an existing folder.
+
+    Returns the mode it had when it was changed (None otherwise). Raises OSError when it cannot be created.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    path.chmod(mode & 0o700)
+    return mode
+
+
 def write_token(paths: Paths, token: str) -> None:
     """Save `token` atomically with owner-only permissions."""
-    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = paths.token_file.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import trio
 
 from gateway import __version__
-from gateway.config import Config, Paths, ensure_token, is_loopback, shorten_token
+from gateway.config import Config, Paths, ensure_token, is_loopback, make_private_dir, shorten_token
 from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.logs import setup_logging
 from gateway.procs import free_port, terminate
@@ -209,6 +209,10 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
     supervisor = supervisor_name(env)
     while True:
         config, paths = load()
+        try:
+            was = make_private_dir(paths.data_dir)
+        except OSError:
+            was = None  # cannot be made or changed: the database's own error will say what to do
         setup_logging(
             level=config.log.level,
             fmt=config.log.format,
@@ -217,6 +221,8 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
             backups=config.log.backups,
             stderr=not detached,  # a detached child's stderr is the log file already
         )
+        if was is not None:
+            log.warning("the data folder %s was readable by others (%o): made it owner-only (700)", paths.data_dir, was)
         if force:
             _force_free(config, paths)
         try:

@@ -52,6 +52,18 @@ class ForbiddenError(GatewayError):
     status, code = 403, "FORBIDDEN"
 
 
+class OwnerOnlyError(ForbiddenError):
+    """A power that reaches the host (a command, an arbitrary path) asked for by someone other than the owner."""
+
+    code = "OWNER_ONLY"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}: only the owner may do this; send the gateway token (`gateway token` on the machine), "
+            "not an account's token"
+        )
+
+
 class NotFoundError(GatewayError):
     status, code = 404, "NOT_FOUND"
 

@@ -1,4 +1,4 @@
-"""In-process rate limits: token buckets (per route group and caller, per connector), a cap on concurrent streams."""
+"""In-process rate limits: token buckets, a cap on concurrent streams, the growing wait after failed authentication."""
 
 from __future__ import annotations
 
@@ -112,3 +112,77 @@ class StreamLimiter:
             self._open[who] = left
         else:
             self._open.pop(who, None)
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    last: float  # when the last failure happened
+    until: float  # refused until then
+
+
+class FailedAuthThrottle:
+    """Failed authentication per client address: after `free` failures each one doubles the wait (1 s, 2 s, 4 s…,
+    at most `max_delay`) during which that address is refused before its credential is even looked at.
+
+    A success from the address forgets its failures; so does `forget_after` seconds without one. Other addresses
+    are never slowed. Memory is bounded: past `max_addresses`, forgotten entries go first, then the oldest.
+    """
+
+    def __init__(
+        self,
+        *,
+        free: int = 5,
+        max_delay: float = 300.0,
+        forget_after: float = 900.0,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free = free
+        self.max_delay = max_delay
+        self.forget_after = forget_after
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._by_address: dict[str, _Failures] = {}  # insertion order: oldest failure first
+
+    def __len__(self) -> int:
+        return len(self._by_address)
+
+    def wait(self, address: str) -> float:
+        """Seconds before `address` may try again (0: now)."""
+        entry = self._by_address.get(address)
+        return 0.0 if entry is None else max(0.0, entry.until - self.clock())
+
+    def check(self, address: str) -> None:
+        """Raise RateLimitedError (429, `Retry-After`) while `address` must wait."""
+        wait = self.wait(address)
+        if wait > 0:
+            raise rate_limited(wait, "too many failed authentications from this address")
+
+    def failed(self, address: str) -> float:
+        """Count a failure of `address`; return how long it must now wait (0 while failures are free)."""
+        now = self.clock()
+        entry = self._by_address.pop(address, None)
+        if entry is None or now - entry.last > self.forget_after:
+            entry = _Failures(0, now, now)
+            if len(self._by_address) >= self.max_addresses:
+                self._prune(now)
+        entry.count += 1
+        entry.last = now
+        over = entry.count - self.free
+        delay = 0.0 if over <= 0 else min(self.max_delay, 2.0 ** min(over - 1, 32))
+        entry.until = now + delay
+        self._by_address[address] = entry  # re-inserted: the dict stays ordered by last failure
+        return delay
+
+    def succeeded(self, address: str) -> None:
+        """A correct credential from `address`: forget its failures."""
+        if self._by_address:
+            self._by_address.pop(address, None)
+
+    def _prune(self, now: float) -> None:
+        for address, entry in list(self._by_address.items()):
+            if now - entry.last > self.forget_after and now >= entry.until:
+                del self._by_address[address]
+        while len(self._by_address) >= self.max_addresses:
+            del self._by_address[next(iter(self._by_address))]

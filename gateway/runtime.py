@@ -31,6 +31,7 @@ from actors.store import Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
 from gateway import __version__, connguard
 from gateway.config import Config, Paths, secret_values
+from gateway.fdlimit import fit_open_files
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from gateway.skills import SkillCatalog
@@ -199,6 +200,7 @@ async def run(
     redactor.add(token)
     for secret in secret_values(config):
         redactor.add(secret)
+    config = fit_open_files(config)
     shutdown = trio.Event() if shutdown is None else shutdown  # an Event has no truth value
     conn = open_db(paths.db_file, synchronous=config.storage.synchronous, key_file=paths.secrets_key_file)
     interrupted = recover(conn)

@@ -11,7 +11,7 @@ from actors.scheduler import Fired, Scheduler
 from gateway.api import RestState
 from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
 from gateway.notify import BackgroundTurns
-from gateway.ratelimit import Rate, RateLimiter, StreamLimiter
+from gateway.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 
 
@@ -35,6 +35,9 @@ async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
             }
         ),
         streams=StreamLimiter(lim.max_streams),
+        throttle=FailedAuthThrottle(free=lim.failed_auth_free, max_delay=lim.failed_auth_max_delay)
+        if lim.enabled
+        else None,
     )
     runtime.paths.files_dir.mkdir(parents=True, exist_ok=True)
     from gateway.notify import BackgroundTurns

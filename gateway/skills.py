@@ -17,7 +17,7 @@ from urllib.parse import quote
 import trio
 
 from actors.store import Store
-from gateway.errors import ConflictError, GatewayError, ValidationFailedError
+from gateway.errors import ConflictError, GatewayError, OwnerOnlyError, ValidationFailedError
 from gateway.outbound import OutboundPolicy
 from storage import settings as settings_db
 from storage import skills as skills_db
@@ -224,11 +224,18 @@ async def install(
     skill_md: str = "",
     confirm_risk: bool = False,
     installed_by: str | None = None,
+    by_owner: bool = True,
     github_api: str = "https://api.github.com",
     outbound: OutboundPolicy | None = None,
 ) -> tuple[SkillRow, list[str]]:
-    """Install or update a skill; return it with the risk reasons found (empty when text only)."""
+    """Install or update a skill; return it with the risk reasons found (empty when text only).
+
+    Unless `by_owner`, a local folder (reading a path of the host) and a skill that is not text only raise
+    OwnerOnlyError (403): those reach the host, which is the owner's alone.
+    """
     if source_type == "local":
+        if not by_owner:
+            raise OwnerOnlyError("installing a skill from a local folder reads a path of the host")
         try:
             bundle = await trio.to_thread.run_sync(load_local, source_ref)
         except OSError as exc:  # unreadable file or folder: the caller's mistake, not ours
@@ -246,6 +253,8 @@ async def install(
         raise SkillInstallError("the bundle has no SKILL.md (and none was given as skill_md)")
     meta, body = parse_skill_md(md)
     reasons = assess_risk(meta, bundle)
+    if reasons and not by_owner:
+        raise OwnerOnlyError(f"this skill could act on the host ({'; '.join(reasons)})")
     if reasons and not confirm_risk and await get_policy(store) == "enforce_confirmation":
         raise ConflictError(
             "this skill needs confirmation under the risk policy; repeat with confirm_risk=true",

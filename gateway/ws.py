@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
 from gateway.logs import redactor
+from gateway.ratelimit import FailedAuthThrottle
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
@@ -29,6 +31,7 @@ log = logging.getLogger("gateway.ws")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 SUBSCRIBER_BUFFER = 1024
@@ -94,11 +97,12 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
                 await wire.send_text(_plain_error("TOO_MANY_CONNECTIONS", "too many open connections; try again later"))
             except Disconnected:
                 pass
-            await wire.close(1013)
+            await wire.close(CLOSE_TRY_AGAIN_LATER)
         return
     runtime.connections += 1
     try:
-        await _serve(runtime, wire)
+        client = scope.get("client")
+        await _serve(runtime, wire, str(client[0]) if client else "unknown")
     except Disconnected:
         pass
     except Exception:
@@ -110,22 +114,39 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
             await wire.close()
 
 
-def _plain_error(code: str, message: str) -> str:
-    return redactor.redact_bytes(msgspec.json.encode({"type": "error", "code": code, "message": message})).decode()
+def _plain_error(code: str, message: str, *, retry_after: int | None = None) -> str:
+    error: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return redactor.redact_bytes(msgspec.json.encode(error)).decode()
 
 
-async def _serve(runtime: Runtime, wire: AsgiTransport) -> None:
+async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
     identity = _identity(runtime)
+    throttle: FailedAuthThrottle | None = getattr(runtime.services.get("rest"), "throttle", None)
+
+    def admit() -> None:
+        wait = throttle.wait(address) if throttle is not None else 0.0
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            message = f"too many failed authentications from this address; retry after {retry} s"
+            raise AuthError("rate_limited", message, retry_after=retry)
+
     auth: Authenticated | None = None
     with trio.move_on_after(runtime.config.ws.auth_timeout):
         try:
+            admit()  # a waiting address is refused before its auth frame is even read
             auth = await handshake(
-                wire, token=runtime.token, identity=identity, default_chat=runtime.config.server.chat_id
+                wire, token=runtime.token, identity=identity, default_chat=runtime.config.server.chat_id, admit=admit
             )
         except AuthError as exc:
-            await wire.send_text(_plain_error(exc.code, exc.message))
-            await wire.close(CLOSE_POLICY)
+            if exc.code == "auth_failed" and throttle is not None:
+                throttle.failed(address)
+            await wire.send_text(_plain_error(exc.code, exc.message, retry_after=exc.retry_after))
+            await wire.close(CLOSE_TRY_AGAIN_LATER if exc.code == "rate_limited" else CLOSE_POLICY)
             return
+    if auth is not None and throttle is not None:
+        throttle.succeeded(address)
     if auth is None:
         message = f"no auth frame within {runtime.config.ws.auth_timeout:g} s"
         await wire.send_text(_plain_error("auth_timeout", message))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,10 +22,18 @@ Frame = str | bytes
 class AuthError(Exception):
     """The auth phase failed; `code` is the plaintext error code the client gets before the socket closes."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, with code `rate_limited`
+
+
+Admit = Callable[[], None]  # raises AuthError("rate_limited") while the client's address must wait
+
+
+def _admit_all() -> None:
+    return None
 
 
 class Disconnected(Exception):
@@ -147,8 +156,14 @@ def _decode(frame: Frame, expected: str) -> dict[str, Any]:
     return obj
 
 
-async def handshake(transport: Transport, *, token: str, identity: PrivateKey, default_chat: int) -> Authenticated:
-    """Run the auth phase; raise AuthError (send it in plaintext, then close) or Disconnected."""
+async def handshake(
+    transport: Transport, *, token: str, identity: PrivateKey, default_chat: int, admit: Admit = _admit_all
+) -> Authenticated:
+    """Run the auth phase; raise AuthError (send it in plaintext, then close) or Disconnected.
+
+    `admit()` runs right before the credential is checked (no await in between, so many sockets of one address
+    cannot all be checked before the first failure is counted).
+    """
     first = await transport.receive()
     hello = _decode(first, "auth")
     chat_id = _positive_int(hello.get("chat_id")) or default_chat
@@ -157,9 +172,12 @@ async def handshake(transport: Transport, *, token: str, identity: PrivateKey, d
     resume_from = resume if isinstance(resume, int) and not isinstance(resume, bool) and resume >= 0 else None
     if hello.get("v") == 2:
         assert isinstance(first, str)
-        channel, server_public = await _handshake_v2(transport, first, hello, token=token, identity=identity)
+        channel, server_public = await _handshake_v2(
+            transport, first, hello, token=token, identity=identity, admit=admit
+        )
         return Authenticated(2, chat_id, channel_id, resume_from, channel, server_public)
     presented = hello.get("token")
+    admit()
     if not token_matches(presented if isinstance(presented, str) else None, token):
         raise AuthError("auth_failed", "invalid token")
     try:
@@ -173,7 +191,7 @@ async def handshake(transport: Transport, *, token: str, identity: PrivateKey, d
 
 
 async def _handshake_v2(
-    transport: Transport, raw_hello: str, hello: dict[str, Any], *, token: str, identity: PrivateKey
+    transport: Transport, raw_hello: str, hello: dict[str, Any], *, token: str, identity: PrivateKey, admit: Admit
 ) -> tuple[Channel, bytes]:
     try:
         client_eph = crypto.parse_public_key(hello.get("e2e_pk"))
@@ -202,6 +220,7 @@ async def _handshake_v2(
     except crypto.DecryptError:
         proof = b""
     tkey = crypto.token_key(token)
+    admit()
     if not crypto.proofs_match(proof, crypto.client_proof(th, tkey)):
         raise AuthError("auth_failed", "invalid token proof")
     keys = crypto.server_session_keys(eph, client_eph, sdh, th, tkey)

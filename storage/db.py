@@ -46,12 +46,13 @@ def open_db(path: str | Path, *, synchronous: Synchronous = "full", key_file: Pa
     path = Path(path)
     if str(path) != ":memory:":
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(
                 f"cannot create the data folder {path.parent}: {exc.strerror}; "
                 "set [storage] data_dir to a writable folder"
             ) from exc
+        _create_private(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=GatewayConnection)
         apply_pragmas(conn, synchronous=synchronous)
@@ -70,12 +71,23 @@ def open_db(path: str | Path, *, synchronous: Synchronous = "full", key_file: Pa
         raise StorageError(
             f"cannot open the database {path}: {exc}; check the file is a gateway database and the disk is writable"
         ) from exc
-    if str(path) != ":memory:":
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Make the database file 0600 before SQLite opens it: SQLite gives the WAL and SHM files the mode of the
+    database file, so they are private from their first byte too (issue 14), whatever the umask. Files left
+    group- or world-readable by an older version are tightened."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # there already, or not writable: SQLite's own error will say what matters
+        pass
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:  # absent, or a read-only disk: SQLite's own error will say what matters
+            continue
 
 
 def integrity_check(conn: sqlite3.Connection) -> str:

@@ -1,7 +1,9 @@
-"""Typed reads and writes of `users` and their rotating `refresh_tokens` (stored only as hashes)."""
+"""Typed reads and writes of `users`, their rotating `refresh_tokens` and single-use `invites` (both as hashes)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
 from dataclasses import dataclass
 
@@ -9,7 +11,7 @@ from storage.ids import new_id
 
 ROLES = ("super_admin", "user")
 STATUSES = ("active", "inactive", "banned")
-_COLUMNS = "id, username, email, nickname, avatar, password_hash, role, status, created_at, updated_at"
+_COLUMNS = "id, username, email, nickname, avatar, password_hash, role, status, created_at, updated_at, tokens_after"
 
 
 class DuplicateUserError(Exception):
@@ -28,6 +30,7 @@ class UserRow:
     status: str
     created_at: int
     updated_at: int
+    tokens_after: int = 0  # ms: access tokens issued before this (a password change) are refused
 
 
 def count_users(conn: sqlite3.Connection) -> int:
@@ -41,16 +44,16 @@ def create_user(
     email: str | None,
     password_hash: str,
     nickname: str = "",
-    role: str | None = None,
+    role: str = "user",
     now_ms: int,
 ) -> UserRow:
-    """Insert a user; with `role=None` the first user becomes `super_admin`. Raises DuplicateUserError."""
-    if role is None:
-        role = "super_admin" if count_users(conn) == 0 else "user"
+    """Insert an active user with `role` (never chosen by the data: no first-user rule). Raises DuplicateUserError."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
     user_id = new_id()
     try:
         conn.execute(
-            f"INSERT INTO users ({_COLUMNS}) VALUES (?, ?, ?, ?, '', ?, ?, 'active', ?, ?)",
+            f"INSERT INTO users ({_COLUMNS}) VALUES (?, ?, ?, ?, '', ?, ?, 'active', ?, ?, 0)",
             (user_id, username, email, nickname, password_hash, role, now_ms, now_ms),
         )
     except sqlite3.IntegrityError:
@@ -88,6 +91,25 @@ def update_profile(
         "UPDATE users SET nickname = coalesce(?, nickname), avatar = coalesce(?, avatar), updated_at = ? WHERE id = ?",
         (nickname, avatar, now_ms, user_id),
     )
+
+
+def count_admins(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM users WHERE role = 'super_admin'").fetchone()[0])
+
+
+def set_role(conn: sqlite3.Connection, user_id: str, role: str, *, now_ms: int) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    conn.execute("UPDATE users SET role = ?, updated_at = ? WHERE id = ?", (role, now_ms, user_id))
+
+
+def set_password(conn: sqlite3.Connection, user_id: str, password_hash: str, *, now_ms: int) -> None:
+    """Replace the password hash; every refresh token and every access token issued until now stops working."""
+    conn.execute(
+        "UPDATE users SET password_hash = ?, tokens_after = ?, updated_at = ? WHERE id = ?",
+        (password_hash, now_ms, now_ms, user_id),
+    )
+    revoke_user_tokens(conn, user_id)
 
 
 def set_status(conn: sqlite3.Connection, user_id: str, status: str, *, now_ms: int) -> None:
@@ -150,3 +172,30 @@ def revoke_family(conn: sqlite3.Connection, family: str) -> None:
 
 def revoke_user_tokens(conn: sqlite3.Connection, user_id: str) -> None:
     conn.execute("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?", (user_id,))
+
+
+# ---- invites: `[auth] registration = "invite"` ----
+
+
+def _invite_hash(code: str) -> str:
+    # A fast hash is right: a code is 144 random bits, so there is nothing to brute-force.
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_invite(conn: sqlite3.Connection, *, created_by: str | None, expires_at: int, now_ms: int) -> str:
+    """Store a fresh single-use invite (its hash only) and return the code to hand out."""
+    code = secrets.token_urlsafe(18)
+    conn.execute(
+        "INSERT INTO invites (code_hash, created_by, expires_at, created_at) VALUES (?, ?, ?, ?)",
+        (_invite_hash(code), created_by, expires_at, now_ms),
+    )
+    return code
+
+
+def use_invite(conn: sqlite3.Connection, code: str, *, used_by: str, now_ms: int) -> bool:
+    """Consume an unused, unexpired invite; False when there is none (unknown, used or expired)."""
+    cur = conn.execute(
+        "UPDATE invites SET used_at = ?, used_by = ? WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?",
+        (now_ms, used_by, _invite_hash(code), now_ms),
+    )
+    return cur.rowcount == 1

@@ -101,7 +101,7 @@ async def post_llm(ctx: Ctx) -> LlmConfig:
         for f in ("base_url", "model_name", "temperature", "max_tokens", "provider")
         if getattr(req, f) is not UNSET
     }
-    by_owner = ctx.user.user_id is None  # the gateway token (Principal.is_owner)
+    by_owner = ctx.user.is_owner
     if isinstance(req.base_url, str):
         llm = agent_config.live_of(ctx.runtime).llm
         owners = [llm.base_url] if llm.base_url and llm.base_url_by_owner else []

@@ -1,13 +1,13 @@
-"""Users: register, login, refresh (rotating, reuse revokes the family), profile; and the admin user routes."""
+"""An account's own routes: register (closed, open or by invite), login, refresh (rotating), profile, password."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.api import Ctx, Ok, endpoint
+from gateway.api import Ctx, endpoint
 from gateway.authn import hash_refresh_token
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationFailedError
 from storage import users as users_db
@@ -25,6 +25,7 @@ class RegisterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     username: Username | None = None
     email: Email | None = None
     nickname: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    invite_code: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # `[auth] registration = "invite"`
 
 
 class LoginRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +41,11 @@ class RefreshTokenRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 class UpdateUserRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nickname: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     avatar: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class PasswordChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(max_length=256)]
+    new_password: Password
 
 
 class UserResponse(msgspec.Struct, kw_only=True):
@@ -63,20 +69,6 @@ class TokenResponse(msgspec.Struct, kw_only=True):
 class LoginResponse(msgspec.Struct, kw_only=True):
     user: UserResponse
     tokens: TokenResponse
-
-
-class UserListQuery(msgspec.Struct, kw_only=True):
-    skip: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # le: SQLite's largest integer (a 422, not a 500)
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-
-
-class UserListResponse(msgspec.Struct, kw_only=True):
-    users: list[UserResponse]
-    total: int
-
-
-class UserStatusUpdateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    status: Status
 
 
 def iso(ms: int | None) -> str | None:
@@ -129,10 +121,17 @@ def _check_status(user: UserRow) -> None:
         raise ForbiddenError("this account is inactive; ask an administrator", code="USER_INACTIVE")
 
 
+def require_username_or_email(username: str | None, email: str | None) -> None:
+    if not username and not email:
+        raise ValidationFailedError(
+            "give a username or an email", details=[{"loc": ["body", "username"], "message": "username or email"}]
+        )
+
+
 @endpoint(
     "POST",
     "/api/auth/register",
-    summary="Register a user (the first one becomes super_admin)",
+    summary="Register an account (a plain user, never an admin) when [auth] registration is open or invite",
     tag="auth",
     auth="none",
     group="auth",
@@ -143,22 +142,30 @@ def _check_status(user: UserRow) -> None:
 )
 async def register(ctx: Ctx) -> LoginResponse:
     req: RegisterRequest = ctx.body
-    if not req.username and not req.email:
-        raise ValidationFailedError(
-            "give a username or an email", details=[{"loc": ["body", "username"], "message": "username or email"}]
+    require_username_or_email(req.username, req.email)
+    mode = ctx.runtime.config.auth.registration
+    if mode == "closed":
+        raise ForbiddenError(
+            "registration is closed: the owner makes accounts (`gateway user add NAME` on the machine)",
+            code="REGISTRATION_CLOSED",
         )
-    if not ctx.runtime.config.auth.registration_open and await ctx.store.call(users_db.count_users) > 0:
-        raise ForbiddenError("registration is closed; ask an administrator", code="REGISTRATION_CLOSED")
+    if mode == "invite" and not req.invite_code:
+        raise ForbiddenError("registration needs an invite code; ask an administrator for one", code="INVITE_REQUIRED")
     password_hash = await ctx.rest.hasher.hash(req.password)
+    ts = now_ms()
+
+    def create(conn: Any) -> UserRow:
+        user = users_db.create_user(
+            conn, username=req.username, email=req.email.lower() if req.email else None,
+            password_hash=password_hash, nickname=req.nickname, role="user", now_ms=ts,
+        )  # fmt: skip
+        # In the same transaction: a refused invite leaves no account behind, and one code makes one account.
+        if mode == "invite" and not users_db.use_invite(conn, req.invite_code or "", used_by=user.id, now_ms=ts):
+            raise ForbiddenError("this invite code is unknown, used or expired", code="INVALID_INVITE")
+        return user
+
     try:
-        user = await ctx.store.call(
-            users_db.create_user,
-            username=req.username,
-            email=req.email.lower() if req.email else None,
-            password_hash=password_hash,
-            nickname=req.nickname,
-            now_ms=now_ms(),
-        )
+        user = await ctx.store.call(create)
     except DuplicateUserError as exc:
         raise ConflictError(str(exc), code="USER_EXISTS") from None
     return LoginResponse(user=user_out(user), tokens=await issue_tokens(ctx, user))
@@ -177,14 +184,15 @@ async def register(ctx: Ctx) -> LoginResponse:
 )
 async def login(ctx: Ctx) -> LoginResponse:
     req: LoginRequest = ctx.body
-    if not req.username and not req.email:
-        raise ValidationFailedError(
-            "give a username or an email", details=[{"loc": ["body", "username"], "message": "username or email"}]
-        )
+    require_username_or_email(req.username, req.email)
+    ctx.check_auth_throttle()
+    # Counted before the hash is checked, so that many attempts at once cannot all slip in before the first fails.
+    ctx.auth_failed()
     user = await ctx.store.call(users_db.find_user, username=req.username, email=req.email)
     ok = await ctx.rest.hasher.verify(user.password_hash if user else None, req.password)
     if not ok or user is None:
         raise UnauthorizedError("wrong username, email or password", code="INVALID_CREDENTIALS")
+    ctx.auth_succeeded()
     _check_status(user)
     return LoginResponse(user=user_out(user), tokens=await issue_tokens(ctx, user))
 
@@ -203,8 +211,10 @@ async def login(ctx: Ctx) -> LoginResponse:
 async def refresh(ctx: Ctx) -> TokenResponse:
     req: RefreshTokenRequest = ctx.body
     ts = now_ms()
+    ctx.check_auth_throttle()
     found = await ctx.store.call(users_db.use_refresh_token, hash_refresh_token(req.refresh_token), now_ms=ts)
     if found is None:
+        ctx.auth_failed()
         raise UnauthorizedError("unknown refresh token; log in again", code="INVALID_REFRESH_TOKEN")
     if found.used_at is not None or found.revoked:
         # Reuse of a rotated token means it was stolen (or the thief already used it): end the whole family.
@@ -249,78 +259,23 @@ async def put_me(ctx: Ctx) -> UserResponse:
     return user_out(await _me(ctx))
 
 
-# ---- admin ----
-
-
-@endpoint(
-    "GET",
-    "/api/admin/users",
-    summary="List users",
-    tag="admin",
-    auth="admin",
-    query=UserListQuery,
-    response=UserListResponse,
-    errors=(401, 403, 422),
-)
-async def list_users(ctx: Ctx) -> UserListResponse:
-    q: UserListQuery = ctx.query
-    rows, total = await ctx.store.call(users_db.list_users, skip=q.skip, limit=q.limit)
-    return UserListResponse(users=[user_out(u) for u in rows], total=total)
-
-
-async def _target(ctx: Ctx, *, changing: bool) -> UserRow:
-    user = await ctx.store.call(users_db.get_user, ctx.path("user_id"))
-    if user is None:
-        raise NotFoundError("no such user", code="USER_NOT_FOUND")
-    if changing and user.id == ctx.user.user_id:
-        raise ForbiddenError("you cannot change or delete your own account here", code="CANNOT_MODIFY_SELF")
-    if changing and user.role == "super_admin":
-        raise ForbiddenError(
-            "an admin account cannot be changed or deleted by another admin", code="CANNOT_MODIFY_ADMIN"
-        )
-    return user
-
-
-@endpoint(
-    "GET",
-    "/api/admin/users/{user_id}",
-    summary="One user",
-    tag="admin",
-    auth="admin",
-    response=UserResponse,
-    errors=(401, 403, 404),
-)
-async def get_user(ctx: Ctx) -> UserResponse:
-    return user_out(await _target(ctx, changing=False))
-
-
 @endpoint(
     "PUT",
-    "/api/admin/users/{user_id}/status",
-    summary="Set a user's status (not yours, not another admin's)",
-    tag="admin",
-    auth="admin",
-    body=UserStatusUpdateRequest,
-    response=Ok,
-    errors=(401, 403, 404, 422),
+    "/api/auth/me/password",
+    summary="Change your own password (give the current one); your other sessions end, new tokens come back",
+    tag="auth",
+    group="auth",
+    body=PasswordChange,
+    response=TokenResponse,
+    errors=(401, 403, 422, 429),
 )
-async def set_user_status(ctx: Ctx) -> Ok:
-    req: UserStatusUpdateRequest = ctx.body
-    user = await _target(ctx, changing=True)
-    await ctx.store.call(users_db.set_status, user.id, req.status, now_ms=now_ms())
-    return Ok()
-
-
-@endpoint(
-    "DELETE",
-    "/api/admin/users/{user_id}",
-    summary="Delete a user (not yourself, not another admin)",
-    tag="admin",
-    auth="admin",
-    response=Ok,
-    errors=(401, 403, 404),
-)
-async def delete_user(ctx: Ctx) -> Ok:
-    user = await _target(ctx, changing=True)
-    await ctx.store.call(users_db.delete_user, user.id)
-    return Ok()
+async def put_my_password(ctx: Ctx) -> TokenResponse:
+    req: PasswordChange = ctx.body
+    user = await _me(ctx)
+    ctx.auth_failed()  # until the hash says otherwise: see login
+    if not await ctx.rest.hasher.verify(user.password_hash, req.current_password):
+        raise UnauthorizedError("the current password is wrong", code="INVALID_CREDENTIALS")
+    ctx.auth_succeeded()
+    new_hash = await ctx.rest.hasher.hash(req.new_password)
+    await ctx.store.call(users_db.set_password, user.id, new_hash, now_ms=now_ms())
+    return await issue_tokens(ctx, user)

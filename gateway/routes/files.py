@@ -40,6 +40,11 @@ def allowed_root(runtime: Runtime) -> Path:
         return Path("/")
     if mode == "home":
         return Path(os.path.realpath(Path.home()))
+    return workspace_root(runtime)
+
+
+def workspace_root(runtime: Runtime) -> Path:
+    """The workspace folder (created if missing, resolved): all that an account, not the owner, may name."""
     runtime.paths.workspace.mkdir(parents=True, exist_ok=True)
     return Path(os.path.realpath(runtime.paths.workspace))
 

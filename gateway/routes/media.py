@@ -14,13 +14,15 @@ from starlette.responses import Response
 
 from gateway.api import Ctx, endpoint, uploaded_file
 from gateway.errors import (
+    ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    OwnerOnlyError,
     PayloadTooLargeError,
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.routes.files import allowed_root, resolve_inside, sniff_mime
+from gateway.routes.files import allowed_root, resolve_inside, sniff_mime, workspace_root
 from gateway.transcribe import TranscribeSettings, transcribe
 
 MAX_AVATAR_BYTES = 1024 * 1024
@@ -47,7 +49,8 @@ class AvatarInfo(msgspec.Struct, kw_only=True):
 @endpoint(
     "POST",
     "/api/transcribe",
-    summary="Transcribe an audio file the gateway may read (server.file_access) with the configured backends",
+    summary="Transcribe an audio file with the configured backends (an account names files in the workspace; "
+    "the gateway token anything in server.file_access)",
     tag="media",
     group="upload",
     body=TranscribeRequest,
@@ -56,7 +59,16 @@ class AvatarInfo(msgspec.Struct, kw_only=True):
 )
 async def transcribe_file(ctx: Ctx) -> TranscribeResponse:
     req: TranscribeRequest = ctx.body
-    path = resolve_inside(req.file_path, allowed_root(ctx.runtime))
+    root = allowed_root(ctx.runtime)
+    if ctx.user.is_owner:
+        path = resolve_inside(req.file_path, root)
+    else:
+        # Reading the host's paths is the owner's: an account names files in the workspace only.
+        try:
+            path = resolve_inside(req.file_path, workspace_root(ctx.runtime))
+        except ForbiddenError:
+            resolve_inside(req.file_path, root)  # outside what even the owner may read: that 403 says so
+            raise OwnerOnlyError("transcribing a file outside the workspace reads a path of the host") from None
     try:
         found = await trio.Path(path).is_file()
     except OSError as exc:  # e.g. a name longer than the file system allows

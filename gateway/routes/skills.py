@@ -78,12 +78,13 @@ async def list_skills(ctx: Ctx) -> SkillList:
 @endpoint(
     "POST",
     "/api/v2/skills/install",
-    summary="Install or update a skill from a local folder or a GitHub tree URL (same slug: updated in place)",
+    summary="Install or update a skill from a local folder or a GitHub tree URL (same slug: updated in place); "
+    "a local folder or a skill with scripts needs the gateway token",
     tag="skills",
     auth="admin",
     body=InstallRequest,
     response=SkillItem,
-    errors=(409, 422),
+    errors=(403, 409, 422),
 )
 async def install_skill(ctx: Ctx) -> SkillItem:
     req: InstallRequest = ctx.body
@@ -96,6 +97,7 @@ async def install_skill(ctx: Ctx) -> SkillItem:
         confirm_risk=req.confirm_risk,
         installed_by=ctx.user.user_id,
         outbound=ctx.runtime.outbound,
+        by_owner=ctx.user.is_owner,
     )
     await _refresh(ctx)
     return skill_item(row, risk)

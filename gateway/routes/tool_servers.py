@@ -11,6 +11,7 @@ from msgspec import UNSET, UnsetType
 from gateway.a2a import fetch_card
 from gateway.agent_config import prefs_of
 from gateway.api import Ctx, Ok, endpoint, validation_error
+from gateway.authn import require_owner
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.logs import redactor
 from gateway.outbound import check_settable
@@ -150,7 +151,7 @@ def _check(name: str, s: McpServerIn) -> None:
 @endpoint(
     "POST",
     "/api/app-config/mcp-servers",
-    summary="Add or replace MCP servers (stdio needs command; sse and streamable_http need url)",
+    summary="Add or replace MCP servers (stdio needs command and the gateway token; sse and streamable_http need url)",
     tag="app-config",
     auth="admin",
     body=McpConfig,
@@ -160,8 +161,11 @@ def _check(name: str, s: McpServerIn) -> None:
 async def post_mcp(ctx: Ctx) -> Ok:
     req: McpConfig = ctx.body
     servers = {name: _decode(name, raw) for name, raw in req.mcpServers.items()}
+    for name, s in servers.items():
+        if s.transport == "stdio":
+            require_owner(ctx.user, f"the stdio MCP server {name!r} runs a command on the host")
     now = _now_ms()
-    by_owner = ctx.user.user_id is None  # the gateway token (Principal.is_owner)
+    by_owner = ctx.user.is_owner
     before = {r.name: r for r in await ctx.store.call(mcp_db.list_servers)}
     owners = [r.url for r in before.values() if r.url_by_owner]
     for name, s in servers.items():
@@ -257,7 +261,7 @@ async def list_a2a(ctx: Ctx) -> A2AList:
 async def post_a2a(ctx: Ctx) -> A2AItem:
     req: A2ARegister = ctx.body
     # The card is fetched on the caller's behalf: a private address only when the owner (gateway token) asks.
-    trusted = [req.base_url] if ctx.user.user_id is None else []
+    trusted = [req.base_url] if ctx.user.is_owner else []
     async with ctx.runtime.outbound.client(trusted=trusted, timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)
     stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=_now_ms())

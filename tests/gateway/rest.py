@@ -22,10 +22,25 @@ class User:
     client: httpx.AsyncClient
 
 
-async def register(gw: RunningGateway, username: str, password: str = "correct horse battery") -> User:
+async def register(
+    gw: RunningGateway, username: str, password: str = "correct horse battery", *, role: str | None = None
+) -> User:
+    """An account made by the owner over the API (self-registration is closed by default), then logged in.
+
+    Without `role` the gateway's first account is a super_admin and later ones plain users, as the tests' stories go.
+    """
+    async with admin_client(gw) as owner:
+        if role is None:
+            role = "super_admin" if (await owner.get("/api/admin/users")).json()["total"] == 0 else "user"
+        made = await owner.post("/api/admin/users", json={"username": username, "password": password, "role": role})
+        assert made.status_code == 201, made.text
+    return await login(gw, username, password)
+
+
+async def login(gw: RunningGateway, username: str, password: str) -> User:
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as anon:
-        r = await anon.post("/api/auth/register", json={"username": username, "password": password})
-    assert r.status_code == 201, r.text
+        r = await anon.post("/api/auth/login", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
     body = r.json()
     access = body["tokens"]["access_token"]
     client = httpx.AsyncClient(base_url=gw.base_url, headers={"Authorization": f"Bearer {access}"}, timeout=30)

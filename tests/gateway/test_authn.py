@@ -1,11 +1,13 @@
-"""Password hashing: argon2id strings, and never more hashes at once than `auth.hash_concurrency` allows."""
+"""Password hashing (argon2id, at most `auth.hash_concurrency` at once) and who counts as the owner."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
-from gateway.authn import PasswordHasher
+from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, require_owner
+from gateway.errors import OwnerOnlyError
 
 
 async def test_hashes_run_at_most_concurrency_at_once() -> None:
@@ -36,3 +38,15 @@ async def test_verify_accepts_the_password_only_and_spends_a_hash_on_unknown_use
         assert not await hasher.verify(stored, "wrong horse battery")
         assert not await hasher.verify(None, "correct horse battery")
         assert not await hasher.verify("not-a-hash", "x")
+
+
+def test_only_the_gateway_token_is_the_owner() -> None:
+    assert ADMIN_TOKEN.is_owner and ADMIN_TOKEN.is_admin
+    admin_account = Principal("u1", "super_admin")
+    assert admin_account.is_admin and not admin_account.is_owner
+    assert not Principal("u2", "user").is_owner
+    require_owner(ADMIN_TOKEN, "running a command")
+    with pytest.raises(OwnerOnlyError) as caught:
+        require_owner(admin_account, "running a command")
+    assert caught.value.status == 403 and caught.value.code == "OWNER_ONLY"
+    assert "gateway token" in caught.value.message

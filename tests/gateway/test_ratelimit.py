@@ -1,4 +1,4 @@
-"""Token buckets with a hand-moved clock: Retry-After is ceil(wait), and a request at now+Retry-After passes."""
+"""Token buckets and the failed-auth throttle with a hand-moved clock: Retry-After is ceil(wait), memory bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from gateway.errors import RateLimitedError
-from gateway.ratelimit import Rate, RateLimiter, StreamLimiter
+from gateway.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 
 
 class FakeClock:
@@ -62,3 +62,38 @@ def test_stream_limiter() -> None:
     streams.release("a")
     streams.acquire("a")
     assert streams.count("a") == 2
+
+
+# ---- failed authentication per address (over real sockets: tests/gateway/test_auth_throttle.py) ----
+
+
+def test_the_wait_doubles_after_the_free_failures_up_to_the_cap() -> None:
+    clock = FakeClock()
+    t = FailedAuthThrottle(free=2, max_delay=10, clock=clock)
+    assert [t.failed("a") for _ in range(7)] == [0, 0, 1, 2, 4, 8, 10]
+    assert t.wait("a") == 10 and t.wait("b") == 0
+    clock.now += 10
+    assert t.wait("a") == 0  # served its wait; the next failure waits the cap again
+    assert t.failed("a") == 10
+    t.succeeded("a")
+    assert t.wait("a") == 0 and t.failed("a") == 0
+
+
+def test_failures_are_forgotten_after_a_quiet_while() -> None:
+    clock = FakeClock()
+    t = FailedAuthThrottle(free=1, forget_after=60, clock=clock)
+    assert [t.failed("a") for _ in range(3)] == [0, 1, 2]
+    clock.now += 61
+    assert t.failed("a") == 0  # counted afresh
+
+
+def test_memory_is_bounded_under_a_flood_of_addresses() -> None:
+    clock = FakeClock()
+    t = FailedAuthThrottle(free=0, max_delay=300, forget_after=60, max_addresses=100, clock=clock)
+    for i in range(50):
+        t.failed(f"10.0.0.{i}")
+    clock.now += 400  # the first fifty are forgettable now
+    for i in range(10_000):
+        t.failed(f"10.1.{i // 256}.{i % 256}")
+        assert len(t) <= 100
+    assert t.wait("10.1.39.15") > 0  # the newest are kept

@@ -21,7 +21,7 @@ from actors.providers.openai import OpenAIProvider, OpenAISettings
 from actors.store import Store
 from gateway import skills
 from gateway.a2a import A2ACardError, fetch_card
-from gateway.errors import ConflictError
+from gateway.errors import ConflictError, OwnerOnlyError
 from gateway.outbound import OutboundPolicy
 from storage import skills as skills_db
 from tests.fakes.http_server import serve_app
@@ -201,6 +201,32 @@ async def test_install_from_a_github_tree_url(store: Store, tmp_path: Path, nurs
             source_ref="https://example.com/x",
             github_api=url,
         )
+
+
+async def test_an_admin_account_installs_text_only_skills_from_github(
+    store: Store, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # Not the owner (by_owner=False, as for an admin account): a skill with scripts would reach the host.
+    app = fake_github({"a/SKILL.md": GOOD, "b/SKILL.md": GOOD.replace("Release Notes", "Setup"), "b/setup.sh": "x"})
+    url = await serve_app(nursery, app)
+    app.state.base.append(url)
+    tree = "https://github.com/o/r/tree/main/"
+    lan = OutboundPolicy([url.removeprefix("http://")])  # the fake GitHub is on loopback
+    with trio.fail_after(20):
+        row, risk = await skills.install(store=store, skills_dir=tmp_path / "s", source_type="github",
+                                         source_ref=tree + "a", github_api=url, by_owner=False,
+                                         outbound=lan)  # fmt: skip
+        assert risk == [] and row.slug == "release-notes"
+        with pytest.raises(OwnerOnlyError, match=r"contains scripts: setup\.sh"):
+            await skills.install(store=store, skills_dir=tmp_path / "s", source_type="github",
+                                 source_ref=tree + "b", github_api=url, by_owner=False, outbound=lan)  # fmt: skip
+        assert not (tmp_path / "s" / "setup").exists()
+        with pytest.raises(OwnerOnlyError, match="local folder"):
+            await skills.install(store=store, skills_dir=tmp_path / "s", source_type="local",
+                                 source_ref=str(make_skill(tmp_path / "src")), by_owner=False)  # fmt: skip
+        _, risk = await skills.install(store=store, skills_dir=tmp_path / "s", source_type="github",
+                                       source_ref=tree + "b", github_api=url, outbound=lan)  # fmt: skip
+        assert risk and (tmp_path / "s" / "setup" / "setup.sh").exists()  # the owner may
 
 
 async def test_enabled_skills_reach_the_model_as_system_context(nursery: trio.Nursery) -> None:

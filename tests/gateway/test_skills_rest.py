@@ -68,7 +68,7 @@ async def test_install_list_update_enable_delete_and_the_context_reaches_the_mod
             r = await admin.post(f"/api/v2/skills/{item['slug']}/enabled", json={"enabled": False})
             assert r.status_code == 200 and r.json() == {"status": "ok"}
             (src / "SKILL.md").write_text(GOOD.replace("1.2.0", "1.3.0"))
-            r = await user.client.post("/api/v2/skills/install", json={"source_type": "local", "source_ref": str(src)})
+            r = await admin.post("/api/v2/skills/install", json={"source_type": "local", "source_ref": str(src)})
             updated = r.json()
             assert updated["id"] == item["id"] and updated["version"] == "1.3.0" and updated["enabled"] is False
             fake.scripts.append(Script(texts=["ok"]))

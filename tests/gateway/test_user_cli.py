@@ -1,0 +1,119 @@
+"""`gateway user …` through real processes: with no gateway running, and beside a running one over real sockets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.gateway.harness import Site
+
+PASSWORD = "a long password"
+
+
+def _user(site: Site, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = site.argv("user", *args)
+    return subprocess.run(argv, env=site.env, input=password, capture_output=True, text=True, timeout=60)
+
+
+def _users(site: Site) -> dict[str, dict[str, str]]:
+    r = _user(site, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    return {u["username"]: u for u in json.loads(r.stdout)}
+
+
+def test_user_commands_without_a_running_gateway(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    r = _user(site, "list")
+    assert r.returncode == 0 and "no users yet" in r.stderr
+    r = _user(site, "add", "root", "--password-stdin", password=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "root (super_admin) created" in r.stderr  # the first account without --role is the admin
+    assert PASSWORD not in r.stderr + r.stdout
+    again = _user(site, "add", "root", "--password-stdin", password=PASSWORD + "\n")
+    assert again.returncode == 1 and "already registered" in again.stderr
+    r = _user(site, "add", "bob", "--email", "Bob@Example.org", "--password-stdin", password=PASSWORD + "\n")
+    assert r.returncode == 0 and "bob (user) created" in r.stderr
+    short = _user(site, "add", "carl", "--password-stdin", password="short\n")
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    users = _users(site)
+    assert {n: (u["role"], u["status"]) for n, u in users.items()} == {
+        "root": ("super_admin", "active"),
+        "bob": ("user", "active"),
+    }
+    assert users["bob"]["email"] == "bob@example.org" and "password_hash" not in users["bob"]
+    table = _user(site, "list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "ROLE", "STATUS", "EMAIL", "CREATED"] and len(table) == 3
+    # --config may come before the action too.
+    before = subprocess.run(
+        [*site.command, "user", "--config", str(site.config_file), "list", "--json"],
+        env=site.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert before.returncode == 0 and len(json.loads(before.stdout)) == 2
+
+    assert _user(site, "role", "bob@example.org", "super_admin").returncode == 0  # by email as well
+    assert _user(site, "role", "root", "user").returncode == 0  # the owner demotes any admin
+    assert _user(site, "ban", "bob").returncode == 0
+    assert _users(site)["bob"]["status"] == "banned"
+    assert _user(site, "unban", "bob").returncode == 0
+    assert {n: (u["role"], u["status"]) for n, u in _users(site).items()} == {
+        "root": ("user", "active"),
+        "bob": ("super_admin", "active"),
+    }
+    missing = _user(site, "ban", "nobody")
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr and "gateway user list" in missing.stderr
+    assert _user(site, "role", "bob", "king").returncode == 2  # argparse: not a role
+    assert _user(site, "passwd", "bob", "--password-stdin", password="another long one\n").returncode == 0
+    code = _user(site, "invite", "--hours", "2")
+    assert code.returncode == 0 and len(code.stdout.strip()) >= 20 and "single use" in code.stderr
+    assert _user(site, "invite", "--hours", "0").returncode == 2
+    assert _user(site, "delete", "root").returncode == 0
+    assert set(_users(site)) == {"bob"}
+    db = site.paths.db_file
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_user_commands_act_on_a_running_gateway(tmp_path: Path) -> None:
+    site = Site(tmp_path, GATEWAY_AUTH_REGISTRATION="invite")
+    try:
+        site.spawn("serve")
+        url = site.wait_serving().url
+        assert url is not None
+        token = site.paths.token_file.read_text().strip()
+        assert _user(site, "add", "admin", "--password-stdin", password=PASSWORD + "\n").returncode == 0
+        assert _user(site, "add", "eve", "--role", "user", "--password-stdin", password=PASSWORD + "\n").returncode == 0
+        with httpx.Client(base_url=url, timeout=30) as http:
+
+            def login(name: str, password: str = PASSWORD) -> httpx.Response:
+                return http.post("/api/auth/login", json={"username": name, "password": password})
+
+            admin = {"Authorization": f"Bearer {login('admin').json()['tokens']['access_token']}"}
+            eve = {"Authorization": f"Bearer {login('eve').json()['tokens']['access_token']}"}
+            assert http.get("/api/admin/users", headers=admin).json()["total"] == 2
+            # Demoted on the machine: the next request has the new role.
+            assert _user(site, "role", "admin", "user").returncode == 0
+            assert http.get("/api/admin/users", headers=admin).status_code == 403
+            # Banned on the machine: the token it already holds stops working, and so does logging in.
+            assert _user(site, "ban", "eve").returncode == 0
+            assert http.get("/api/auth/me", headers=eve).status_code == 401
+            assert login("eve").json()["error"]["code"] == "USER_BANNED"
+            assert _user(site, "unban", "eve").returncode == 0
+            assert login("eve").status_code == 200
+            # A new password from the machine signs the account out everywhere.
+            assert _user(site, "passwd", "admin", "--password-stdin", password="a brand new one\n").returncode == 0
+            assert http.get("/api/auth/me", headers=admin).status_code == 401
+            assert login("admin").status_code == 401 and login("admin", "a brand new one").status_code == 200
+            # An invite made on the machine registers one plain account, once.
+            code = _user(site, "invite").stdout.strip()
+            body = {"username": "newbie", "password": PASSWORD, "invite_code": code}
+            made = http.post("/api/auth/register", json=body)
+            assert made.status_code == 201 and made.json()["user"]["role"] == "user"
+            assert http.post("/api/auth/register", json={**body, "username": "newbie2"}).status_code == 403
+            assert _user(site, "delete", "newbie").returncode == 0
+            owner = {"Authorization": f"Bearer {token}"}
+            names = {u["username"] for u in http.get("/api/admin/users", headers=owner).json()["users"]}
+            assert names == {"admin", "eve"}
+    finally:
+        site.cleanup()
