@@ -141,12 +141,9 @@ def file_info(row: files_db.FileRow) -> FileInfo:
 
 
 async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
-    """Find a session by id or by key (`transport:chat_id[:topic]`): 404 when absent, 403 when not the caller's."""
-    if ":" in ref:
-        transport, chat_id, topic = [*ref.split(":", 2), ""][:3]
-        row = await ctx.store.call(sess_db.find_session, transport, chat_id, topic) if transport and chat_id else None
-    else:
-        row = await ctx.store.call(sess_db.get_session, ref)
+    """Find a session by id or by key (`transport:chat_id[:topic]`, connector keys such as `telegram:bot:555`
+    included): 404 when absent, 403 when not the caller's."""
+    row = await ctx.store.call(sess_db.find_by_ref, ref)
     if row is None:
         raise NotFoundError(f"no session {ref!r}", code="SESSION_NOT_FOUND")
     if not ctx.user.may_access(row.owner):
