@@ -19,6 +19,7 @@ from hypercorn.trio import serve
 
 from actors.base import Address
 from actors.broadcast import Broadcast
+from actors.choice import AgentChoice
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
@@ -40,13 +41,6 @@ from storage.db import open_db
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.runtime")
-
-
-@dataclass(slots=True)
-class AgentChoice:
-    """The default provider (for sessions that pin none): the config file's, until `POST /api/app-config/llm`."""
-
-    provider: str
 
 
 @dataclass(slots=True)
@@ -87,19 +81,17 @@ class Runtime:
         return time.monotonic() - self.started_monotonic
 
     def active_provider(self) -> Provider:
-        return self.providers[self.choice.provider]
+        return self.choice.resolve().provider
 
     def active_model(self) -> str:
         """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
-        return self.active_provider().info().default_model or ""
+        return self.choice.resolve().model_name
 
     def effective(self, provider: str | None, model: str | None) -> tuple[str, str]:
-        """The provider and model a session's turn uses given its pin (the session actor applies the same rule):
-        the pin where set, else the default; a pin to a provider no longer configured is ignored whole."""
-        if provider is None or provider not in self.providers:
-            model = model if provider is None else None
-            provider = self.choice.provider
-        return provider, model or self.providers[provider].info().default_model or ""
+        """The provider and model a session's next turn uses given its pin: `AgentChoice.resolve`, which the
+        session actor itself asks at the turn's start."""
+        chosen = self.choice.resolve((provider, model))
+        return chosen.name, chosen.model_name
 
 
 def build_providers(config: Config, workspace: Path | None = None) -> dict[str, Provider]:
@@ -201,7 +193,7 @@ async def run(
     providers = build_providers(config, paths.workspace)
     if config.agent.provider == "openai":
         preload_httpx()
-    choice = AgentChoice(config.agent.provider)
+    choice = AgentChoice(config.agent.provider, providers)
     try:
         async with trio.open_nursery() as infra:
             if handle_signals:
@@ -228,8 +220,7 @@ async def run(
                 router = Router(
                     on_event=on_event,
                     store=store,
-                    provider=lambda: providers[choice.provider],
-                    pinned=providers.get,
+                    choose=choice.resolve,
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
                         max_queue=config.sessions.max_queue,
@@ -379,7 +370,6 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
         registry=runtime.registry,
         files=file_connectors(cfg.connectors),
         files_dir=runtime.paths.workspace / "connectors",
-        provider=cfg.agent.provider,
         gateway_url=lambda: runtime.binds[0] if runtime.binds else f"http://{cfg.server.host}:{cfg.server.port}",
         outbox_policy=OutboxPolicy(
             max_attempts=cfg.outbox.max_attempts,

@@ -212,6 +212,17 @@ MIGRATIONS: list[Migration] = [
     # Until now they only recorded the default at creation and nothing read them: cleared, so no old session is
     # pinned by accident and every one keeps following the default as before.
     ("044_session_pins", _sql("UPDATE sessions SET provider = NULL, model = NULL")),
+    # Connector ingress went on storing the config file's provider as the pin of each session it created, so those
+    # chats ignored the default chosen over the API (issue 15 item 1). Nobody chose those pins: a session created
+    # by ingress has its first event's timestamp, and ingress never stored a model. A pin with a model is kept.
+    (
+        "045_connector_pins",
+        _sql(
+            "UPDATE sessions SET provider = NULL WHERE id IN (SELECT s.id FROM ingress_events e "
+            "JOIN sessions s ON s.id = e.session_id AND s.created_at = e.created_at "
+            "WHERE s.provider IS NOT NULL AND s.model IS NULL)"
+        ),
+    ),
 ]
 
 

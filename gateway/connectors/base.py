@@ -43,7 +43,6 @@ class Context:
     store: Store
     wake_dispatcher: Callable[[], None]
     files_dir: Path
-    provider: str
     gateway_url: Callable[[], str]
     slot_value: Callable[[str], Awaitable[str | None]]
     sidecar_tokens: SidecarTokens
@@ -100,7 +99,6 @@ class AdapterBase(Connector):
             candidates=tuple((self.ctx.transport, chat, topic) for chat, topic in candidates if chat),
             fixed_session_id=s.fixed_session_id,
             create_if_missing=s.session_policy.create_if_missing,
-            provider=self.ctx.provider,
             transport=self.ctx.transport,
         )
 

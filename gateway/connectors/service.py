@@ -99,7 +99,6 @@ class ConnectorService:
         registry: Registry,
         files: dict[str, ConnectorConfig],
         files_dir: Path,
-        provider: str,
         gateway_url: Callable[[], str],
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
@@ -107,7 +106,6 @@ class ConnectorService:
         self.store = store
         self.files = files
         self.files_dir = files_dir
-        self.provider = provider
         self.gateway_url = gateway_url
         self.registry = registry
         self.actors = ConnectorRegistry(registry, policy=restart_policy)
@@ -167,7 +165,6 @@ class ConnectorService:
             store=self.store,
             wake_dispatcher=self.dispatcher.wake,
             files_dir=self.files_dir,
-            provider=self.provider,
             gateway_url=self.gateway_url,
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
