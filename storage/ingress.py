@@ -200,15 +200,20 @@ def _replay(prior: tuple[bytes, str], item: IngressItem) -> Outcome:
     )
 
 
+_OPERATOR = b"operator"  # in the cache: the operator's targets, which ingress leaves alone (never a JSON list)
+
+
 def _update_targets(
     conn: sqlite3.Connection, cache: _BatchCache, sid: str, targets: list[dict[str, Any]], now_ms: int
 ) -> None:
     # Written only when they change, so a busy thread does not rewrite the same row per event.
     blob = msgspec.json.encode(targets)
     if sid not in cache.targets:
-        row = conn.execute("SELECT reply_targets FROM session_routing WHERE session_id = ?", (sid,)).fetchone()
-        cache.targets[sid] = None if row is None else bytes(row[0])
-    if cache.targets[sid] != blob:
+        row = conn.execute(
+            "SELECT reply_targets, by_operator FROM session_routing WHERE session_id = ?", (sid,)
+        ).fetchone()
+        cache.targets[sid] = None if row is None else _OPERATOR if row[1] else bytes(row[0])
+    if cache.targets[sid] not in (blob, _OPERATOR):
         conn_db.set_reply_targets(conn, sid, targets, now_ms=now_ms)
         cache.targets[sid] = blob
 

@@ -223,6 +223,11 @@ MIGRATIONS: list[Migration] = [
             "WHERE s.provider IS NOT NULL AND s.model IS NULL)"
         ),
     ),
+    # Reply targets an operator PUT are theirs: ingress no longer replaces them (issue 15 item 9).
+    (
+        "046_operator_reply_targets",
+        _sql("ALTER TABLE session_routing ADD COLUMN by_operator INTEGER NOT NULL DEFAULT 0"),
+    ),
 ]
 
 
