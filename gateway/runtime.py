@@ -61,6 +61,8 @@ class Runtime:
     started_monotonic: float = field(default_factory=time.monotonic)
     connections: int = 0
     binds: list[str] = field(default_factory=list)
+    # Set once the edge listens on `binds`: what calls back into the gateway (sidecars) starts after it.
+    listening: trio.Event = field(default_factory=trio.Event)
     # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
     event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
@@ -271,6 +273,7 @@ async def run(
                     runtime.binds = await edge.start(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
                     )
+                    runtime.listening.set()
                     edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
@@ -371,6 +374,7 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
         files=file_connectors(cfg.connectors),
         files_dir=runtime.paths.workspace / "connectors",
         gateway_url=lambda: runtime.binds[0] if runtime.binds else f"http://{cfg.server.host}:{cfg.server.port}",
+        listening=runtime.listening.wait,
         outbox_policy=OutboxPolicy(
             max_attempts=cfg.outbox.max_attempts,
             backoff=cfg.outbox.backoff,

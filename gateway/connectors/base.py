@@ -44,6 +44,7 @@ class Context:
     wake_dispatcher: Callable[[], None]
     files_dir: Path
     gateway_url: Callable[[], str]
+    wait_listening: Callable[[], Awaitable[None]]  # returns once `gateway_url` answers (the edge listens)
     slot_value: Callable[[str], Awaitable[str | None]]
     sidecar_tokens: SidecarTokens
     extra: dict[str, Any] = field(default_factory=dict)  # adapter status shown in /api/status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ class ConnectorService:
         files: dict[str, ConnectorConfig],
         files_dir: Path,
         gateway_url: Callable[[], str],
+        listening: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
     ) -> None:
@@ -107,6 +108,7 @@ class ConnectorService:
         self.files = files
         self.files_dir = files_dir
         self.gateway_url = gateway_url
+        self.listening = listening
         self.registry = registry
         self.actors = ConnectorRegistry(registry, policy=restart_policy)
         self.dispatcher = IngressDispatcher(store, router)
@@ -166,6 +168,7 @@ class ConnectorService:
             wake_dispatcher=self.dispatcher.wake,
             files_dir=self.files_dir,
             gateway_url=self.gateway_url,
+            wait_listening=self.listening,
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
         )
