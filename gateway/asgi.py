@@ -184,7 +184,8 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
                 CORSMiddleware,
                 allow_origins=config.cors.origins,
                 allow_credentials=config.cors.credentials,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                # Every method a route answers (PATCH /api/models-json included), so no preflight is refused.
+                allow_methods=sorted({m for r in routes for m in getattr(r, "methods", None) or ()} | {"OPTIONS"}),
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Session-Id"],
                 expose_headers=["Retry-After", "Content-Disposition"],
             ),
