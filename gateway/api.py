@@ -305,6 +305,7 @@ def routes() -> list[Route]:
         notifications,
         openai_compat,
         sessions,
+        sessions_seed,
         skills,
         tool_servers,
         user_tools,

@@ -156,6 +156,10 @@ class ConnectorService:
     def config_of(self, ref: str) -> ConnectorConfig | None:
         return self.files.get(ref) or self.daemon.get(ref)
 
+    def refs(self) -> list[str]:
+        """Every configured connector (file and daemon) as `kind/name`, sorted."""
+        return sorted({**self.files, **self.daemon})
+
     async def _make(self, ref: str) -> Connector:
         cfg = self.config_of(ref)
         if cfg is None:

@@ -156,7 +156,11 @@ async def test_cron_rest(gateway: RunningGateway) -> None:
             ({"cron": "nonsense", "session_id": sid, "prompt": "x"}, "cron"),
             ({"session_id": sid, "prompt": "x"}, "cron"),
             ({"cron": "* * * * *", "interval_seconds": 5, "session_id": sid, "prompt": "x"}, "cron"),
-            ({"interval_seconds": 60, "prompt": "x"}, "session_id"),
+            ({"interval_seconds": 60, "chat_id": "7", "prompt": "x"}, "chat_id"),
+            (
+                {"interval_seconds": 60, "session_id": sid, "connector": "telegram:b", "chat_id": "7", "prompt": "x"},
+                "session_id",
+            ),
             ({"interval_seconds": 0, "session_id": sid, "prompt": "x"}, "interval_seconds"),
         ]:
             bad = await bob.client.post("/api/cron/create", json=body)
