@@ -384,6 +384,13 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
     )
     runtime.connectors = service
     runtime.event_listeners.append(service.on_event)
+
+    def notify_on_end(key: SessionKey, accepted: Any) -> None:
+        # The turns outside parties start (a connector's chat, a webhook): see BackgroundTurns.watch_ingress.
+        if "background" in runtime.services:
+            runtime.services["background"].watch_ingress(key, accepted.turn_id)
+
+    service.dispatcher.on_turn = notify_on_end
     runtime.status_checks["connectors"] = service.status
     await nursery.start(service.run)
 
