@@ -72,6 +72,8 @@ class AdapterBase(Connector):
         rate = ctx.config.settings.ingress_events_per_second
         # Issue 4: limits on rates everywhere. One bucket per connector (per life of its actor), burst one second.
         self.ingress_bucket = TokenBucket(rate) if rate else None
+        # One line per life: a crash in between is logged by its supervisor, a restart starts a new life.
+        log.info("connector %s started (%s)", ctx.ref, ctx.config.source)
 
     def take_ingress(self) -> float:
         """Charge one ingress event; 0 when allowed, else the seconds until one would be (nothing taken then)."""
@@ -91,6 +93,7 @@ class AdapterBase(Connector):
             raise rate_limited(wait, f"connector {self.ctx.ref} is over ingress_events_per_second")
 
     async def aclose(self) -> None:
+        log.info("connector %s stopped", self.ctx.ref)
         await self.http.aclose()
 
     def session_spec(self, candidates: Sequence[tuple[str, str]]) -> SessionSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Literal
 
@@ -12,6 +13,8 @@ from gateway.authn import hash_refresh_token
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationFailedError
 from storage import users as users_db
 from storage.users import DuplicateUserError, UserRow
+
+log = logging.getLogger("gateway.users")
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{3,32}$", description="3-32 letters, digits, _ . -")]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$", max_length=254)]
@@ -161,6 +164,7 @@ async def register(ctx: Ctx) -> LoginResponse:
         )
     except DuplicateUserError as exc:
         raise ConflictError(str(exc), code="USER_EXISTS") from None
+    log.info("user %s (%s) registered as %s", user.id, user.username or "no username", user.role)
     return LoginResponse(user=user_out(user), tokens=await issue_tokens(ctx, user))
 
 
@@ -308,6 +312,7 @@ async def set_user_status(ctx: Ctx) -> Ok:
     req: UserStatusUpdateRequest = ctx.body
     user = await _target(ctx, changing=True)
     await ctx.store.call(users_db.set_status, user.id, req.status, now_ms=now_ms())
+    log.info("user %s (%s) status %s -> %s, by %s", user.id, user.username, user.status, req.status, _who(ctx))
     return Ok()
 
 
@@ -323,4 +328,9 @@ async def set_user_status(ctx: Ctx) -> Ok:
 async def delete_user(ctx: Ctx) -> Ok:
     user = await _target(ctx, changing=True)
     await ctx.store.call(users_db.delete_user, user.id)
+    log.info("user %s (%s) deleted, by %s", user.id, user.username, _who(ctx))
     return Ok()
+
+
+def _who(ctx: Ctx) -> str:
+    return ctx.user.user_id or "the gateway token"
