@@ -246,8 +246,10 @@ class IngressDispatcher:
         batch: int = 500,
         settle: float = 0.05,
         max_delay: float = 1.0,
+        on_turn: Callable[[SessionKey, TurnAccepted], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_turn = on_turn  # told of each turn it submits (cheap, never blocks): notifications
         self.settle = settle
         self.max_delay = max_delay
         self._last_wake = 0.0
@@ -296,10 +298,12 @@ class IngressDispatcher:
             key = SessionKey(first.transport, first.chat_id, first.topic_id)
             text = "\n\n".join(r.text for r in rows if r.text) or "(event without text)"
             # The turn and the mark that its events are fed commit together: after a crash they are not fed again.
-            await self._submit(
+            accepted = await self._submit(
                 key, text, partial(ingress_db.mark_fed, session_id=first.session_id, last_id=rows[-1].id)
             )
             self.turns += 1
+            if self.on_turn is not None:
+                self.on_turn(key, accepted)
         await self.store.call(ingress_db.advance_cursor, pending[-1].id)
         self.dispatched += len(pending)
         return True

@@ -10,6 +10,7 @@ from functools import partial
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, Stop
+from actors.choice import Choose, following
 from actors.messages import Idle, RouterMsg, SessionKey, SessionMsg
 from actors.providers.base import Provider
 from actors.session import SessionActor, SessionConfig
@@ -42,17 +43,20 @@ class Router:
         self,
         *,
         store: Store,
-        provider: Callable[[], Provider],
+        provider: Callable[[], Provider] | None = None,
+        choose: Choose | None = None,
         session_config: SessionConfig | None = None,
         registry: Registry | None = None,
         session_policy: RestartPolicy | None = None,
         session_capacity: int = 64,
         on_event: Callable[[EventRow], None] | None = None,
-        pinned: Callable[[str], Provider | None] | None = None,
     ) -> None:
         self.store = store
-        self.provider = provider
-        self.pinned = pinned
+        # What each turn runs on (`choose`, the runtime's AgentChoice.resolve); a bare `provider` serves tests.
+        if choose is None:
+            assert provider is not None, "give the router a chooser or a provider"
+            choose = following(provider)
+        self.choose = choose
         self.session_config = session_config or SessionConfig()
         self.registry = registry or Registry()
         self.session_policy = session_policy or RestartPolicy(Restart.TRANSIENT, max_restarts=3, window=10.0)
@@ -112,10 +116,9 @@ class Router:
             key,
             store=self.store,
             router=self.address,
-            provider=self.provider,
+            choose=self.choose,
             config=self.session_config,
             on_event=self.on_event,
-            pinned=self.pinned,
         )
         spec: ChildSpec[SessionMsg] = ChildSpec(
             name=f"session:{key}",

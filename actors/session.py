@@ -13,6 +13,7 @@ import trio
 import trio.lowlevel
 
 from actors.base import Address, BusyError, Reply, Stop
+from actors.choice import NO_PIN, Choose, Pin
 from actors.messages import (
     Abort,
     Idle,
@@ -29,7 +30,6 @@ from actors.messages import (
 from actors.providers.base import (
     FinalText,
     HistoryMessage,
-    Provider,
     ProviderTurn,
     SystemStatus,
     TextDelta,
@@ -71,7 +71,7 @@ class _QueuedTurn:
     turn_id: str
     prompt: str
     history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
-    pin: Pin = (None, None)  # read with `history`
+    pin: Pin = NO_PIN  # read with `history`
 
 
 @dataclass(slots=True)
@@ -94,9 +94,6 @@ def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[
         return result
 
     return both
-
-
-Pin = tuple[str | None, str | None]  # a session's own (provider, model); None: the gateway default
 
 
 def _pinned(fn: Callable[..., T], session_id: str) -> Callable[..., tuple[T, Pin]]:
@@ -124,16 +121,14 @@ class SessionActor:
         *,
         store: Store,
         router: Address[RouterMsg],
-        provider: Callable[[], Provider],
+        choose: Choose,
         config: SessionConfig,
         on_event: Callable[[EventRow], None] | None = None,
-        pinned: Callable[[str], Provider | None] | None = None,
     ) -> None:
         self.key = key
         self.store = store
         self.router = router
-        self.provider = provider  # the gateway default, looked up at each turn
-        self.pinned = pinned or (lambda name: None)  # a provider by name, for sessions that pin one
+        self.choose = choose  # the session's pin -> provider and model, against the default of that moment
         self.config = config
         self.on_event = on_event
         self.received = 0  # counted over restarts too: the router compares it with what it sent
@@ -254,7 +249,7 @@ class _SessionLife:
             return
         ahead = len(self.queue) + (1 if self.running else 0)
         history: list[msg_db.MessageRow] | None = None
-        pin: Pin = (None, None)
+        pin: Pin = NO_PIN
         try:
             if ahead == 0:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
@@ -432,10 +427,10 @@ class _SessionLife:
                     history_limit=self.cfg.history_limit,
                 )
                 history = begun
-            pinned = self.a.pinned(pin[0]) if pin[0] else None
-            # A pin naming a provider no longer configured is ignored whole: its model means nothing elsewhere.
-            provider = pinned or self.a.provider()
-            model = (pin[1] if pin[0] is None or pinned is not None else None) or self.cfg.model
+            # Decided once, here at the turn's start, from the pin read in the turn's own transaction.
+            chosen = self.a.choose(pin)
+            provider = chosen.provider
+            model = chosen.model or self.cfg.model
             self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
             request = TurnRequest(
                 session_id=self.session_id,

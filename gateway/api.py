@@ -361,6 +361,7 @@ def routes() -> list[Route]:
         notifications,
         openai_compat,
         sessions,
+        sessions_seed,
         skills,
         tool_servers,
         user_tools,

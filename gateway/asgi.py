@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.http")
+access_log = logging.getLogger("gateway.access")
 
 _STATUS_CODES = {
     400: "INVALID_REQUEST",
@@ -163,6 +165,36 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class AccessLog:
+    """One `info` line per HTTP request: method, path, status, milliseconds (`log.access = false` turns it off).
+
+    The path only: a query string may carry a token. On the hot path, so one level check and one line.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            # A stream's time is how long it stayed open; 0 is a request cut off before any answer.
+            ms = (time.perf_counter() - started) * 1000
+            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, ms)
+
+
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
     from gateway.routes.files import MULTIPART_SLACK
@@ -191,11 +223,14 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
                 CORSMiddleware,
                 allow_origins=config.cors.origins,
                 allow_credentials=config.cors.credentials,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                # Every method a route answers (PATCH /api/models-json included), so no preflight is refused.
+                allow_methods=sorted({m for r in routes for m in getattr(r, "methods", None) or ()} | {"OPTIONS"}),
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Session-Id"],
                 expose_headers=["Retry-After", "Content-Disposition"],
             ),
         )
+    if config.log.access:
+        middleware.insert(0, Middleware(AccessLog))  # outermost: CORS preflights and refusals are logged too
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -115,6 +115,7 @@ class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
     file: str = ""  # empty: <data_dir>/logs/gateway.log
     max_bytes: int = 5 * 1024 * 1024
     backups: int = 3
+    access: bool = True  # one `info` line per HTTP request (method, path without query, status, ms)
 
 
 class Cors(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from actors.messages import SessionKey
 from gateway.runtime import Runtime
 from storage import notifications as notes_db
 from storage.events import EventRow
@@ -33,6 +34,12 @@ class Watched:
     title: str
     source: str
     owner: str | None
+    # A connector's or webhook's turn: told only when it did not complete, at most once a minute for its chat.
+    chat: str | None = None
+
+
+# Per chat: a provider that is down fails every turn of a busy bot, and each notification goes to every /ws client.
+CHAT_QUIET = 60.0
 
 
 class BackgroundTurns:
@@ -46,21 +53,39 @@ class BackgroundTurns:
         # (the caller learns the turn id only after Submit returns). Bounded, oldest forgotten first.
         self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._remember = remember
+        self._told: OrderedDict[str, float] = OrderedDict()  # chat -> when it was last told (trio clock)
         self._send, self._receive = trio.open_memory_channel[tuple[Watched, str, str]](1024)
 
-    def watch(self, turn_id: str, *, title: str, source: str, owner: str | None) -> None:
-        watched = Watched(title, source, owner)
+    def watch(self, turn_id: str, *, title: str, source: str, owner: str | None, chat: str | None = None) -> None:
+        watched = Watched(title, source, owner, chat)
         ended = self._ended.pop(turn_id, None)
         if ended is not None:
             self._queue(watched, *ended)
         else:
             self._watched[turn_id] = watched
 
+    def watch_ingress(self, key: SessionKey, turn_id: str) -> None:
+        """A turn fed by a connector's ingress (`source` `connector`, or `webhook` for an http connector): its reply
+        goes to the chat through the outbox, so only an end without one (failed, aborted, interrupted) is told."""
+        source = "webhook" if key.transport.startswith("http:") else "connector"
+        self.watch(turn_id, title=f"Reply in {key}", source=source, owner=None, chat=str(key))
+
     def failed(self, *, title: str, error: str, source: str, owner: str | None) -> None:
         """Notify that something never started (e.g. a cron job whose target is gone)."""
         self._queue(Watched(title, source, owner), "failed", error)
 
     def _queue(self, watched: Watched, state: str, text: str) -> None:
+        if watched.chat is not None:
+            if state == "completed":
+                return
+            now = trio.current_time()
+            last = self._told.get(watched.chat)
+            if last is not None and now - last < CHAT_QUIET:
+                return
+            self._told[watched.chat] = now
+            self._told.move_to_end(watched.chat)
+            if len(self._told) > self._remember:
+                self._told.popitem(last=False)
         try:
             self._send.send_nowait((watched, state, text))
         except trio.WouldBlock:

@@ -237,5 +237,6 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
+        Route("/redoc", docs, methods=["GET"]),  # the platform seed's ReDoc path: the same built-in viewer
         Route("/docs/{name}", docs_asset, methods=["GET"]),
     ]

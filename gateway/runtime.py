@@ -19,6 +19,7 @@ from hypercorn.trio import serve
 
 from actors.base import Address
 from actors.broadcast import Broadcast
+from actors.choice import AgentChoice
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
@@ -45,13 +46,6 @@ log = logging.getLogger("gateway.runtime")
 
 
 @dataclass(slots=True)
-class AgentChoice:
-    """The default provider (for sessions that pin none): the config file's, until `POST /api/app-config/llm`."""
-
-    provider: str
-
-
-@dataclass(slots=True)
 class Runtime:
     """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
 
@@ -69,6 +63,8 @@ class Runtime:
     started_monotonic: float = field(default_factory=time.monotonic)
     connections: int = 0
     binds: list[str] = field(default_factory=list)
+    # Set once the edge listens on `binds`: what calls back into the gateway (sidecars) starts after it.
+    listening: trio.Event = field(default_factory=trio.Event)
     # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
     event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
@@ -91,19 +87,17 @@ class Runtime:
         return time.monotonic() - self.started_monotonic
 
     def active_provider(self) -> Provider:
-        return self.providers[self.choice.provider]
+        return self.choice.resolve().provider
 
     def active_model(self) -> str:
         """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
-        return self.active_provider().info().default_model or ""
+        return self.choice.resolve().model_name
 
     def effective(self, provider: str | None, model: str | None) -> tuple[str, str]:
-        """The provider and model a session's turn uses given its pin (the session actor applies the same rule):
-        the pin where set, else the default; a pin to a provider no longer configured is ignored whole."""
-        if provider is None or provider not in self.providers:
-            model = model if provider is None else None
-            provider = self.choice.provider
-        return provider, model or self.providers[provider].info().default_model or ""
+        """The provider and model a session's next turn uses given its pin: `AgentChoice.resolve`, which the
+        session actor itself asks at the turn's start."""
+        chosen = self.choice.resolve((provider, model))
+        return chosen.name, chosen.model_name
 
 
 def build_providers(
@@ -213,7 +207,7 @@ async def run(
     providers = build_providers(config, paths.workspace, outbound)
     if config.agent.provider == "openai":
         preload_httpx()
-    choice = AgentChoice(config.agent.provider)
+    choice = AgentChoice(config.agent.provider, providers)
     try:
         async with trio.open_nursery() as infra:
             if handle_signals:
@@ -240,8 +234,7 @@ async def run(
                 router = Router(
                     on_event=on_event,
                     store=store,
-                    provider=lambda: providers[choice.provider],
-                    pinned=providers.get,
+                    choose=choice.resolve,
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
                         max_queue=config.sessions.max_queue,
@@ -293,6 +286,7 @@ async def run(
                     runtime.binds = await edge.start(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
                     )
+                    runtime.listening.set()
                     edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
@@ -392,8 +386,8 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
         registry=runtime.registry,
         files=file_connectors(cfg.connectors),
         files_dir=runtime.paths.workspace / "connectors",
-        provider=cfg.agent.provider,
         gateway_url=lambda: runtime.binds[0] if runtime.binds else f"http://{cfg.server.host}:{cfg.server.port}",
+        listening=runtime.listening.wait,
         outbox_policy=OutboxPolicy(
             max_attempts=cfg.outbox.max_attempts,
             backoff=cfg.outbox.backoff,
@@ -404,6 +398,13 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
     )
     runtime.connectors = service
     runtime.event_listeners.append(service.on_event)
+
+    def notify_on_end(key: SessionKey, accepted: Any) -> None:
+        # The turns outside parties start (a connector's chat, a webhook): see BackgroundTurns.watch_ingress.
+        if "background" in runtime.services:
+            runtime.services["background"].watch_ingress(key, accepted.turn_id)
+
+    service.dispatcher.on_turn = notify_on_end
     runtime.status_checks["connectors"] = service.status
     await nursery.start(service.run)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any
 
@@ -13,6 +14,8 @@ from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
 from gateway.notify import BackgroundTurns
 from gateway.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.cron")
 
 
 async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
@@ -74,6 +77,10 @@ async def start_scheduler(runtime: Runtime, nursery: trio.Nursery) -> Scheduler:
     def on_fired(f: Fired) -> None:
         title = f"Cron {f.job.name or f.job.id}"
         if f.accepted is not None:
+            log.info(
+                "cron job %s (%s) fired (%s): turn %s in session %s",
+                f.job.id, f.job.name or "unnamed", f.trigger, f.accepted.turn_id, f.accepted.session_id,
+            )  # fmt: skip
             background.watch(f.accepted.turn_id, title=title, source="cron", owner=f.job.owner)
         else:
             background.failed(title=title, error=f.error or "", source="cron", owner=f.job.owner)

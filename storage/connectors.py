@@ -92,14 +92,22 @@ def get_reply_targets(conn: sqlite3.Connection, session_id: str) -> list[dict[st
     return value
 
 
-def set_reply_targets(conn: sqlite3.Connection, session_id: str, targets: list[dict[str, Any]], *, now_ms: int) -> None:
-    """Replace a session's reply targets."""
+def set_reply_targets(
+    conn: sqlite3.Connection, session_id: str, targets: list[dict[str, Any]], *, now_ms: int, by_operator: bool = False
+) -> None:
+    """Replace a session's reply targets; `by_operator` (`PUT /v1/sessions/{id}/reply-targets`) keeps them from
+    being replaced by later ingress events until the operator releases them."""
     conn.execute(
-        "INSERT INTO session_routing (session_id, reply_targets, updated_at) VALUES (?, ?, ?) "
+        "INSERT INTO session_routing (session_id, reply_targets, updated_at, by_operator) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (session_id) DO UPDATE SET reply_targets = excluded.reply_targets, "
-        "updated_at = excluded.updated_at",
-        (session_id, msgspec.json.encode(targets), now_ms),
+        "updated_at = excluded.updated_at, by_operator = excluded.by_operator",
+        (session_id, msgspec.json.encode(targets), now_ms, int(by_operator)),
     )
+
+
+def release_reply_targets(conn: sqlite3.Connection, session_id: str) -> None:
+    """Forget a session's reply targets: the next ingress event (or `/api/message`) sets them again."""
+    conn.execute("DELETE FROM session_routing WHERE session_id = ?", (session_id,))
 
 
 def reply_target_references(conn: sqlite3.Connection, kind: str, name: str) -> int:

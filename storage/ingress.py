@@ -24,7 +24,6 @@ class SessionSpec:
     fixed_session_id: str | None = None
     session_id: str | None = None
     create_if_missing: bool = True
-    provider: str | None = None
     transport: str = ""  # for a fixed session created on first use
 
 
@@ -95,9 +94,10 @@ def _resolve(conn: sqlite3.Connection, cache: _BatchCache, spec: SessionSpec, no
             if not t:
                 raise _Reject(f"session {sid} does not exist")
             conn.execute(
-                "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, provider, last_seq, unread, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, '', 'pending', ?, 0, 0, ?, ?)",
-                (sid, t, f"fixed:{sid}", topic, spec.provider, now_ms, now_ms),
+                # No provider pin: a connector's chat follows the gateway default like any other (issue 15 item 1).
+                "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, last_seq, unread, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, '', 'pending', 0, 0, ?, ?)",
+                (sid, t, f"fixed:{sid}", topic, now_ms, now_ms),
             )
             cache.ids[sid] = True
         return sid
@@ -114,7 +114,7 @@ def _resolve(conn: sqlite3.Connection, cache: _BatchCache, spec: SessionSpec, no
     if not spec.create_if_missing:
         raise _Reject("no session is bound to this event and session_policy.create_if_missing is false")
     key = spec.candidates[0]
-    row = sess_db.get_or_create_session(conn, *key, now_ms=now_ms, provider=spec.provider)
+    row = sess_db.get_or_create_session(conn, *key, now_ms=now_ms)
     cache.keys[key] = row.id
     return row.id
 
@@ -200,15 +200,20 @@ def _replay(prior: tuple[bytes, str], item: IngressItem) -> Outcome:
     )
 
 
+_OPERATOR = b"operator"  # in the cache: the operator's targets, which ingress leaves alone (never a JSON list)
+
+
 def _update_targets(
     conn: sqlite3.Connection, cache: _BatchCache, sid: str, targets: list[dict[str, Any]], now_ms: int
 ) -> None:
     # Written only when they change, so a busy thread does not rewrite the same row per event.
     blob = msgspec.json.encode(targets)
     if sid not in cache.targets:
-        row = conn.execute("SELECT reply_targets FROM session_routing WHERE session_id = ?", (sid,)).fetchone()
-        cache.targets[sid] = None if row is None else bytes(row[0])
-    if cache.targets[sid] != blob:
+        row = conn.execute(
+            "SELECT reply_targets, by_operator FROM session_routing WHERE session_id = ?", (sid,)
+        ).fetchone()
+        cache.targets[sid] = None if row is None else _OPERATOR if row[1] else bytes(row[0])
+    if cache.targets[sid] not in (blob, _OPERATOR):
         conn_db.set_reply_targets(conn, sid, targets, now_ms=now_ms)
         cache.targets[sid] = blob
 

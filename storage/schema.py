@@ -234,6 +234,22 @@ MIGRATIONS: list[Migration] = [
                 used_by TEXT, created_at INTEGER NOT NULL)""",
         ),
     ),
+    # Connector ingress went on storing the config file's provider as the pin of each session it created, so those
+    # chats ignored the default chosen over the API (issue 15 item 1). Nobody chose those pins: a session created
+    # by ingress has its first event's timestamp, and ingress never stored a model. A pin with a model is kept.
+    (
+        "047_connector_pins",
+        _sql(
+            "UPDATE sessions SET provider = NULL WHERE id IN (SELECT s.id FROM ingress_events e "
+            "JOIN sessions s ON s.id = e.session_id AND s.created_at = e.created_at "
+            "WHERE s.provider IS NOT NULL AND s.model IS NULL)"
+        ),
+    ),
+    # Reply targets an operator PUT are theirs: ingress no longer replaces them (issue 15 item 9).
+    (
+        "048_operator_reply_targets",
+        _sql("ALTER TABLE session_routing ADD COLUMN by_operator INTEGER NOT NULL DEFAULT 0"),
+    ),
 ]
 
 

@@ -34,3 +34,16 @@ def has_running_turn(conn: sqlite3.Connection, session_id: str) -> bool:
         "SELECT 1 FROM turns WHERE session_id = ? AND state IN ('queued', 'running') LIMIT 1", (session_id,)
     ).fetchone()
     return row is not None
+
+
+def empty_session_of(
+    conn: sqlite3.Connection, owner: str | None, transport: str, topic_id: str, provider: str | None
+) -> SessionRow | None:
+    """The owner's newest untitled session on `transport` that has never had a turn, with this topic and pin."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM sessions s WHERE owner IS ? AND transport = ? AND topic_id = ? AND title = '' "
+        "AND last_seq = 0 AND provider IS ? AND model IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id) ORDER BY created_at DESC, id DESC LIMIT 1",
+        (owner, transport, topic_id, provider),
+    ).fetchone()
+    return None if row is None else SessionRow(*row)

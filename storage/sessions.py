@@ -51,6 +51,38 @@ def find_session(conn: sqlite3.Connection, transport: str, chat_id: str, topic_i
     )
 
 
+MAX_KEY_PARTS = 32  # more colon-separated parts than any real key has; a longer ref matches no key
+
+
+def key_splits(ref: str) -> list[tuple[str, str, str]]:
+    """Every (transport, chat_id, topic_id) whose key string `transport:chat_id[:topic_id]` is `ref`.
+
+    A key is ambiguous as a string: a connector's transport is `kind:name`, and external chat ids carry colons
+    (`external:ext1:rk:team:a`). The transport has one or two parts; the chat and topic split the rest anywhere.
+    """
+    parts = ref.split(":")
+    if len(parts) < 2 or len(parts) > MAX_KEY_PARTS:
+        return []
+    out: list[tuple[str, str, str]] = []
+    for t in (2, 1):  # a connector's `kind:name` first: those are the keys with colons in them
+        transport, rest = ":".join(parts[:t]), parts[t:]
+        for k in range(len(rest), 0, -1):
+            chat, topic = ":".join(rest[:k]), ":".join(rest[k:])
+            if transport and chat:
+                out.append((transport, chat, topic))
+    return out
+
+
+def find_by_ref(conn: sqlite3.Connection, ref: str) -> SessionRow | None:
+    """The session whose id is `ref`, else the one whose key string is `ref` (see `key_splits`), else None."""
+    found = get_session(conn, ref)
+    for transport, chat, topic in key_splits(ref) if found is None else ():
+        found = find_session(conn, transport, chat, topic)
+        if found is not None:
+            break
+    return found
+
+
 def get_or_create_session(
     conn: sqlite3.Connection,
     transport: str,

@@ -44,8 +44,8 @@ class Context:
     store: Store
     wake_dispatcher: Callable[[], None]
     files_dir: Path
-    provider: str
     gateway_url: Callable[[], str]
+    wait_listening: Callable[[], Awaitable[None]]  # returns once `gateway_url` answers (the edge listens)
     slot_value: Callable[[str], Awaitable[str | None]]
     sidecar_tokens: SidecarTokens
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
@@ -79,6 +79,8 @@ class AdapterBase(Connector):
         rate = ctx.config.settings.ingress_events_per_second
         # Issue 4: limits on rates everywhere. One bucket per connector (per life of its actor), burst one second.
         self.ingress_bucket = TokenBucket(rate) if rate else None
+        # One line per life: a crash in between is logged by its supervisor, a restart starts a new life.
+        log.info("connector %s started (%s)", ctx.ref, ctx.config.source)
 
     def take_ingress(self) -> float:
         """Charge one ingress event; 0 when allowed, else the seconds until one would be (nothing taken then)."""
@@ -113,6 +115,7 @@ class AdapterBase(Connector):
         return client
 
     async def aclose(self) -> None:
+        log.info("connector %s stopped", self.ctx.ref)
         await self.http.aclose()
         for client in self._trusted.values():
             await client.aclose()
@@ -124,7 +127,6 @@ class AdapterBase(Connector):
             candidates=tuple((self.ctx.transport, chat, topic) for chat, topic in candidates if chat),
             fixed_session_id=s.fixed_session_id,
             create_if_missing=s.session_policy.create_if_missing,
-            provider=self.ctx.provider,
             transport=self.ctx.transport,
         )
 

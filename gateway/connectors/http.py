@@ -75,7 +75,6 @@ class HttpConnector(AdapterBase):
             fixed_session_id=self.s.fixed_session_id,
             session_id=req.session_id if not self.s.fixed_session_id else None,
             create_if_missing=self.s.session_policy.create_if_missing,
-            provider=self.ctx.provider,
             transport=self.ctx.transport,
         )
         if not spec.fixed_session_id and not spec.session_id and not spec.candidates:

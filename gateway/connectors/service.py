@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,8 @@ class ConnectorService:
         registry: Registry,
         files: dict[str, ConnectorConfig],
         files_dir: Path,
-        provider: str,
         gateway_url: Callable[[], str],
+        listening: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
         outbound: OutboundPolicy | None = None,
@@ -111,8 +111,8 @@ class ConnectorService:
         self.outbound = outbound or OutboundPolicy()
         self.files = files
         self.files_dir = files_dir
-        self.provider = provider
         self.gateway_url = gateway_url
+        self.listening = listening
         self.registry = registry
         self.actors = ConnectorRegistry(registry, policy=restart_policy)
         self.dispatcher = IngressDispatcher(store, router)
@@ -160,6 +160,10 @@ class ConnectorService:
     def config_of(self, ref: str) -> ConnectorConfig | None:
         return self.files.get(ref) or self.daemon.get(ref)
 
+    def refs(self) -> list[str]:
+        """Every configured connector (file and daemon) as `kind/name`, sorted."""
+        return sorted({**self.files, **self.daemon})
+
     async def _make(self, ref: str) -> Connector:
         cfg = self.config_of(ref)
         if cfg is None:
@@ -171,8 +175,8 @@ class ConnectorService:
             store=self.store,
             wake_dispatcher=self.dispatcher.wake,
             files_dir=self.files_dir,
-            provider=self.provider,
             gateway_url=self.gateway_url,
+            wait_listening=self.listening,
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
             outbound=self.outbound,

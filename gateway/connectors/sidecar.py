@@ -52,6 +52,9 @@ async def run_sidecar(ctx: Context, s: ExternalSettings, client: httpx.AsyncClie
     """Run the sidecar for one life of the connector actor; raise SidecarError when it fails or exits."""
     cp = s.child_process
     assert cp is not None and s.base_url is not None
+    # A sidecar may call the gateway as it starts (its credentials): spawned before the gateway listens, it would
+    # fail and be restarted once on every start (issue 15 item 10). Its token's lifetime starts after the wait.
+    await ctx.wait_listening()
     token = (
         ctx.sidecar_tokens.issue(ctx.ref, cp.credential_slots, cp.credential_ttl_seconds)
         if cp.credential_slots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,8 @@ from gateway.authn import hash_refresh_token
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationFailedError
 from storage import users as users_db
 from storage.users import DuplicateUserError, UserRow
+
+log = logging.getLogger("gateway.users")
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{3,32}$", description="3-32 letters, digits, _ . -")]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$", max_length=254)]
@@ -168,6 +171,7 @@ async def register(ctx: Ctx) -> LoginResponse:
         user = await ctx.store.call(create)
     except DuplicateUserError as exc:
         raise ConflictError(str(exc), code="USER_EXISTS") from None
+    log.info("user %s (%s) registered as %s", user.id, user.username or "no username", user.role)
     return LoginResponse(user=user_out(user), tokens=await issue_tokens(ctx, user))
 
 

@@ -171,14 +171,20 @@ async def put_persona(ctx: Ctx) -> Persona:
 # ---- reply targets (the gateway token) ----
 
 
+async def _session_id(ctx: Ctx) -> str:
+    """The path's session, by id or key (`telegram:bot:42`); 404 when there is none."""
+    ref = ctx.path("session_id")
+    row = await service_of(ctx.request).store.call(sess_db.find_by_ref, ref)
+    if row is None:
+        raise NotFoundError(f"no session {ref}", code="SESSION_NOT_FOUND")
+    return row.id
+
+
 @endpoint("GET", "/v1/sessions/{session_id}/reply-targets", summary="Where a session's replies are delivered",
           tag="connectors", auth="token", group=None, response=ReplyTargets, errors=(404, 503))  # fmt: skip
 async def get_reply_targets(ctx: Ctx) -> Response:
-    sid = ctx.path("session_id")
-    store = service_of(ctx.request).store
-    if await store.call(sess_db.get_session, sid) is None:
-        raise NotFoundError(f"no session {sid}")
-    targets = await store.call(conn_db.get_reply_targets, sid)
+    sid = await _session_id(ctx)
+    targets = await service_of(ctx.request).store.call(conn_db.get_reply_targets, sid)
     return JSON({"session_id": sid, "reply_targets": _handles(targets or [])})
 
 
@@ -187,28 +193,46 @@ def _handles(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in t.items() if k != "owner_set"} for t in targets]
 
 
-@endpoint("PUT", "/v1/sessions/{session_id}/reply-targets", summary="Replace a session's reply targets",
+@endpoint("PUT", "/v1/sessions/{session_id}/reply-targets",
+          summary="Replace a session's reply targets (kept over later ingress events until DELETE)",
           tag="connectors", auth="token", group=None, body=ReplyTargetsBody, validate=False,
           response=ReplyTargets, errors=(404, 413, 422, 503))  # fmt: skip
 async def put_reply_targets(ctx: Ctx) -> Response:
-    sid = ctx.path("session_id")
+    service = service_of(ctx.request)
     try:
         body = msgspec.convert(await json_body(ctx.request), ReplyTargetsBody, strict=True)
     except msgspec.ValidationError as exc:
         raise ValidationFailedError(f"invalid reply targets: {exc}") from None
     for i, h in enumerate(body.reply_targets):
         check_reply_handle(h, f"reply target {i}")
+        if service.config_of(f"{h.plugin}/{h.connector}") is None:
+            # Accepted, it would dead-letter every reply: say so now (GET /v1/runtime/connectors lists them).
+            raise ValidationFailedError(
+                f"reply target {i}: no {h.plugin} connector named {h.connector!r} is configured",
+                details=[{"loc": ["body", "reply_targets", i, "connector"], "message": "no such connector"}],
+            )
     targets = reply_dicts(body.reply_targets, owner_set=True)  # this route takes the gateway token only
+    ref = ctx.path("session_id")
 
-    def txn(conn: Any) -> bool:
-        if sess_db.get_session(conn, sid) is None:
-            return False
-        conn_db.set_reply_targets(conn, sid, targets, now_ms=time.time_ns() // 1_000_000)
-        return True
+    def txn(conn: Any) -> str | None:
+        row = sess_db.find_by_ref(conn, ref)
+        if row is not None:
+            conn_db.set_reply_targets(conn, row.id, targets, now_ms=time.time_ns() // 1_000_000, by_operator=True)
+        return None if row is None else row.id
 
-    if not await service_of(ctx.request).store.call(txn):
-        raise NotFoundError(f"no session {sid}")
+    sid = await service.store.call(txn)
+    if sid is None:
+        raise NotFoundError(f"no session {ref}", code="SESSION_NOT_FOUND")
     return JSON({"session_id": sid, "reply_targets": _handles(targets)})
+
+
+@endpoint("DELETE", "/v1/sessions/{session_id}/reply-targets",
+          summary="Forget a session's reply targets: the next ingress event sets them again",
+          tag="connectors", auth="token", group=None, status=204, errors=(404, 503))  # fmt: skip
+async def delete_reply_targets(ctx: Ctx) -> Response:
+    sid = await _session_id(ctx)
+    await service_of(ctx.request).store.call(conn_db.release_reply_targets, sid)
+    return Response(status_code=204)
 
 
 # ---- outbox (the gateway token) ----

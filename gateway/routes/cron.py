@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,10 +12,11 @@ from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.routes.auth import iso, now_ms
-from gateway.routes.messages import reply_through_connector
+from gateway.routes.messages import connector_transport, reply_through_connector
 from gateway.routes.sessions import Channel, ChatId, owned_session
 from gateway.turns import ensure_session
 from storage import cron as cron_db
+from storage import sessions as sess_db
 from storage.cron import CronJob
 
 
@@ -47,6 +48,10 @@ class CronJobOut(msgspec.Struct, kw_only=True):
 
 class CronList(msgspec.Struct, kw_only=True):
     jobs: list[CronJobOut]
+
+
+class ToggleRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool | None = None  # absent or null: flip the job's state
 
 
 class ToggleResponse(msgspec.Struct, kw_only=True):
@@ -111,7 +116,8 @@ async def list_jobs(ctx: Ctx) -> CronList:
 @endpoint(
     "POST",
     "/api/cron/create",
-    summary="Create a job: `cron` (5 fields, UTC) or `interval_seconds`; target `session_id` or `connector`+`chat_id`",
+    summary="Create a job: `cron` (5 fields, UTC) or `interval_seconds`; target `session_id`, `connector`+`chat_id`, "
+    "or neither (a new session of the job's own)",
     tag="cron",
     body=CreateCronRequest,
     response=CronJobOut,
@@ -127,30 +133,45 @@ async def create_job(ctx: Ctx) -> CronJobOut:
             check_cron(req.cron)
         except ScheduleError as exc:
             raise _invalid("cron", str(exc)) from None
-    if (req.session_id is None) == (req.connector is None):
-        raise _invalid("session_id", "give exactly one target: session_id, or connector with chat_id")
-    if req.connector is not None and req.chat_id is None:
-        raise _invalid("chat_id", "a connector target needs a chat_id")
+    if req.session_id is not None and req.connector is not None:
+        raise _invalid("session_id", "give one target: session_id, or connector with chat_id (neither: a new session)")
+    if (req.connector is None) != (req.chat_id is None):
+        raise _invalid("chat_id", "a connector target needs both connector and chat_id")
+    job_id = cron_db.new_job_id()
+    session_id, connector = req.session_id, None
     if req.session_id is not None:
-        await owned_session(ctx, req.session_id)
-    elif not ctx.user.is_admin:
-        raise ForbiddenError("only an admin can schedule messages to a connector chat", code="FORBIDDEN")
-    else:
+        session_id = (await owned_session(ctx, req.session_id)).id
+    elif req.connector is not None:
+        if not ctx.user.is_admin:
+            raise ForbiddenError("only an admin can schedule messages to a connector chat", code="FORBIDDEN")
+        connector = connector_transport(ctx, req.connector)
         # The chat's session exists from now on, and a telegram/slack chat replies into itself.
-        key = SessionKey(str(req.connector), str(req.chat_id))
+        key = SessionKey(connector, str(req.chat_id))
         row = await ensure_session(ctx.runtime, key, ctx.user.owner)
         await reply_through_connector(ctx, key, row.id)
     ts = now_ms()
     job = CronJob(
-        id=cron_db.new_job_id(), owner=ctx.user.owner, name=req.name, cron=req.cron,
-        interval_seconds=req.interval_seconds, session_id=req.session_id, connector=req.connector,
-        chat_id=req.chat_id if req.connector else None, prompt=req.prompt, enabled=req.enabled,
+        id=job_id, owner=ctx.user.owner, name=req.name, cron=req.cron,
+        interval_seconds=req.interval_seconds, session_id=session_id, connector=connector,
+        chat_id=req.chat_id if connector else None, prompt=req.prompt, enabled=req.enabled,
         next_fire_at=None, last_fire_at=None, created_at=ts, updated_at=ts,
     )  # fmt: skip
     scheduler = scheduler_of(ctx)
     if req.enabled:
         job = dataclasses.replace(job, next_fire_at=next_slot(job, scheduler.now_ms()))
-    await ctx.store.call(cron_db.create_job, job)
+    own = session_id is None and connector is None
+    title = f"Cron: {req.name or req.prompt}"[:200]
+
+    def txn(conn: Any) -> CronJob:
+        made = job
+        if own:
+            # No target: the job gets a session of its own, its creator's, where its runs can be read.
+            row = sess_db.get_or_create_session(conn, "cron", job_id, "", now_ms=ts, owner=ctx.user.owner)
+            sess_db.rename_session(conn, row.id, title, now_ms=ts)
+            made = dataclasses.replace(job, session_id=row.id)
+        return cron_db.create_job(conn, made)
+
+    job = await ctx.store.call(txn)
     scheduler.wake()
     return out(job)
 
@@ -173,15 +194,19 @@ async def delete_job(ctx: Ctx) -> Ok:
 @endpoint(
     "POST",
     "/api/cron/{id}/toggle",
-    summary="Enable or disable a job (enabling schedules its next slot from now)",
+    summary='Enable or disable a job: `{"enabled": bool}`, or no body to flip it (enabling schedules from now)',
     tag="cron",
+    body=ToggleRequest,
     response=ToggleResponse,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def toggle_job(ctx: Ctx) -> ToggleResponse:
+    req: ToggleRequest = ctx.body
     job = await owned_job(ctx, ctx.path("id"))
     scheduler = scheduler_of(ctx)
-    enabled = not job.enabled
+    enabled = not job.enabled if req.enabled is None else req.enabled
+    if enabled == job.enabled:
+        return ToggleResponse(enabled=enabled)  # already so: an enabled job keeps its next slot
     nxt = next_slot(job, scheduler.now_ms()) if enabled else None
     await ctx.store.call(cron_db.set_enabled, job.id, enabled, nxt, now_ms=now_ms())
     scheduler.wake()

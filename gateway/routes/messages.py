@@ -10,7 +10,7 @@ import msgspec
 
 from actors.messages import SessionKey
 from gateway.api import Ctx, endpoint
-from gateway.errors import ForbiddenError, GatewayError
+from gateway.errors import ForbiddenError, GatewayError, NotFoundError, ValidationFailedError
 from gateway.notify import BackgroundTurns
 from gateway.routes.sessions import Channel
 from gateway.turns import ensure_session, run_turn, submit
@@ -61,10 +61,38 @@ class AgentResponse(msgspec.Struct, kw_only=True):
     session_id: str
 
 
+def connector_transport(ctx: Ctx, channel: str, account: str | None = None) -> str:
+    """The `kind:name` transport of the configured connector that `channel` (and the seed's `accountId`) name.
+
+    `telegram` alone names the only telegram connector. Raises 404 `CHANNEL_NOT_FOUND` when no configured
+    connector matches (nothing is stored and no turn runs), 422 when several do and none is named.
+    """
+    kind, _, name = channel.partition(":")
+    name = name or account or ""
+    service = ctx.runtime.connectors
+    refs: list[str] = service.refs() if service is not None else []
+    if not name:
+        same = [ref.partition("/")[2] for ref in refs if ref.partition("/")[0] == kind]
+        if len(same) > 1:
+            raise ValidationFailedError(
+                f"there are several {kind} connectors ({', '.join(same)}); name one with accountId",
+                details=[{"loc": ["body", "accountId"], "message": f"one of {', '.join(same)}"}],
+            )
+        name = same[0] if same else ""
+    if f"{kind}/{name}" not in refs:
+        what = f"{kind}:{name}" if name else kind
+        raise NotFoundError(
+            f"no connector {what!r} is configured; GET /v1/runtime/connectors lists them (kind:name, or the kind "
+            "and accountId); to ask the agent without a connector use /api/agent",
+            code="CHANNEL_NOT_FOUND",
+        )
+    return f"{kind}:{name}"
+
+
 async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
     # Admin only (see the endpoints): a connector chat belongs to people outside the gateway's user list.
     # The seed's `accountId` names the connector: its sessions are keyed by `kind:name`.
-    transport = f"{req.channel}:{req.accountId}" if req.accountId and ":" not in req.channel else req.channel
+    transport = connector_transport(ctx, req.channel, req.accountId)
     key = SessionKey(transport, str(req.chat_id), req.topic_id)
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
@@ -108,7 +136,7 @@ async def reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) ->
     body=MessageRequest,
     response=MessageResponse,
     status=202,
-    errors=(403, 422),
+    errors=(403, 404, 422),
 )
 async def send_message(ctx: Ctx) -> MessageResponse:
     req: MessageRequest = ctx.body
@@ -130,7 +158,7 @@ async def send_message(ctx: Ctx) -> MessageResponse:
     auth="admin",
     body=MessageRequest,
     response=SyncResponse,
-    errors=(403, 422, 502, 504),
+    errors=(403, 404, 422, 502, 504),
 )
 async def send_message_sync(ctx: Ctx) -> SyncResponse:
     req: MessageRequest = ctx.body

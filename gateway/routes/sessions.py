@@ -7,13 +7,16 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
+from starlette.responses import Response
 
 from actors.messages import SessionKey
 from gateway.api import Ctx, Ok, endpoint
+from gateway.asgi import JSON
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
 from gateway.routes.app_config import ModelName, ProviderName
 from gateway.routes.auth import iso, now_ms
 from gateway.runtime import Runtime
+from gateway.session_feed import sessions_changed
 from gateway.sse import SSEResponse, shutdown_event, sse_event
 from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import events as events_db
@@ -43,6 +46,9 @@ class CreateSessionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     # The session's own provider and model (one of `GET /api/providers`); absent or null: the gateway default.
     provider: ProviderName | None = None
     model: ModelName | None = None
+    # The seed's agent: here the agent is a provider (`GET /api/providers`). The session runs on it (a pin) and its
+    # key carries it as the topic, so one chat id has one session per agent.
+    agentId: ProviderName | None = None
 
 
 class SessionItem(msgspec.Struct, kw_only=True):
@@ -141,12 +147,9 @@ def file_info(row: files_db.FileRow) -> FileInfo:
 
 
 async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
-    """Find a session by id or by key (`transport:chat_id[:topic]`): 404 when absent, 403 when not the caller's."""
-    if ":" in ref:
-        transport, chat_id, topic = [*ref.split(":", 2), ""][:3]
-        row = await ctx.store.call(sess_db.find_session, transport, chat_id, topic) if transport and chat_id else None
-    else:
-        row = await ctx.store.call(sess_db.get_session, ref)
+    """Find a session by id or by key (`transport:chat_id[:topic]`, connector keys such as `telegram:bot:555`
+    included): 404 when absent, 403 when not the caller's."""
+    row = await ctx.store.call(sess_db.find_by_ref, ref)
     if row is None:
         raise NotFoundError(f"no session {ref!r}", code="SESSION_NOT_FOUND")
     if not ctx.user.may_access(row.owner):
@@ -154,13 +157,13 @@ async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
     return row
 
 
-def check_provider(runtime: Runtime, provider: str | None) -> None:
+def check_provider(runtime: Runtime, provider: str | None, *, field: str = "provider") -> None:
     """422 for a provider this gateway does not run (the names `GET /api/providers` lists)."""
     if provider is not None and provider not in runtime.providers:
         known = ", ".join(sorted(runtime.providers))
         raise ValidationFailedError(
-            f"unknown provider {provider!r}; use one of {known}, or null for the gateway default",
-            details=[{"loc": ["body", "provider"], "message": f"one of {known}"}],
+            f"unknown {field} {provider!r}; use one of {known}, or null for the gateway default",
+            details=[{"loc": ["body", field], "message": f"one of {known}"}],
         )
 
 
@@ -171,30 +174,49 @@ def key_of(row: SessionRow) -> SessionKey:
 @endpoint(
     "POST",
     "/api/sessions",
-    summary="Create a session (or reuse the one with this channel and chat_id)",
+    summary="Create a session, or reuse the one with this channel and chat_id, or (no chat_id, title or pin) "
+    "your untouched one",
     tag="sessions",
     body=CreateSessionRequest,
     response=CreateSessionResponse,
     status=201,
+    also={200: CreateSessionResponse},
     errors=(403, 422),
 )
-async def create_session(ctx: Ctx) -> CreateSessionResponse:
+async def create_session(ctx: Ctx) -> Response:
     req: CreateSessionRequest = ctx.body
-    check_provider(ctx.runtime, req.provider)
+    provider = req.provider
+    if req.agentId is not None:
+        if req.provider is not None and req.provider != req.agentId:
+            raise ValidationFailedError(
+                "agentId and provider name different agents; give one of them",
+                details=[{"loc": ["body", "agentId"], "message": f"must equal provider ({req.provider})"}],
+            )
+        check_provider(ctx.runtime, req.agentId, field="agentId")
+        provider = req.agentId
+    check_provider(ctx.runtime, provider)
     if req.channel != "webchat" and not ctx.user.is_admin:
         # Otherwise a user could claim a connector chat's session before its first message and read it.
         raise ForbiddenError("only an admin can open a session on a connector's chat", code="CHANNEL_FORBIDDEN")
-    key = SessionKey(req.channel, req.chat_id or new_id())
+    topic = req.agentId or ""
+    if req.chat_id is None and not req.title and req.provider is None and req.model is None:
+        # The seed's `POST /api/sessions {}` hands back the caller's session that was never used rather than
+        # piling up empty ones (a title or a pin asks for a session of its own).
+        found = await ctx.store.call(views_db.empty_session_of, ctx.user.owner, req.channel, topic, provider)
+        if found is not None:
+            return JSON(item(found, ctx.runtime), status_code=200)
+    key = SessionKey(req.channel, req.chat_id or new_id(), topic)
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
         raise ForbiddenError("that chat's session belongs to another user", code="SESSION_FORBIDDEN")
     if req.title:
         await ctx.store.call(sess_db.rename_session, row.id, req.title, now_ms=now_ms())
-    if req.provider is not None or req.model is not None:
-        await ctx.store.call(sess_db.set_pin, row.id, provider=req.provider, model=req.model, now_ms=now_ms())
-    if req.title or req.provider is not None or req.model is not None:
+    if provider is not None or req.model is not None:
+        await ctx.store.call(sess_db.set_pin, row.id, provider=provider, model=req.model, now_ms=now_ms())
+    if req.title or provider is not None or req.model is not None:
         row = await owned_session(ctx, row.id)
-    return CreateSessionResponse(**msgspec.structs.asdict(item(row, ctx.runtime)))
+    sessions_changed(ctx.runtime)
+    return JSON(item(row, ctx.runtime), status_code=201)
 
 
 @endpoint(
@@ -234,10 +256,16 @@ async def get_session(ctx: Ctx) -> SessionItem:
     errors=(403, 404),
 )
 async def delete_session(ctx: Ctx) -> Ok:
-    row = await owned_session(ctx, ctx.path("key"))
+    return await remove_session(ctx, ctx.path("key"))
+
+
+async def remove_session(ctx: Ctx, ref: str) -> Ok:
+    """Stop the session's turn, retire its actor, then delete it with its history (by id or key)."""
+    row = await owned_session(ctx, ref)
     await abort(ctx.runtime, key_of(row))
     await retire(ctx.runtime, key_of(row))
     await ctx.store.call(sess_db.delete_session, row.id)
+    sessions_changed(ctx.runtime)
     return Ok()
 
 
@@ -263,6 +291,7 @@ async def update_session(ctx: Ctx) -> SessionItem:
     if (provider, model) != (row.provider, row.model):
         # Read by the session at its next turn's start: a running turn keeps the provider it began with.
         await ctx.store.call(sess_db.set_pin, row.id, provider=provider, model=model, now_ms=now_ms())
+    sessions_changed(ctx.runtime)
     return item(await owned_session(ctx, row.id), ctx.runtime)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import msgspec
@@ -23,6 +24,8 @@ from gateway.routes.auth import (
 )
 from storage import users as users_db
 from storage.users import DuplicateUserError, UserRow
+
+log = logging.getLogger("gateway.users")
 
 MAX_INVITE_TTL = 90 * 86400
 
@@ -107,6 +110,7 @@ async def create_user(ctx: Ctx) -> UserResponse:
         )
     except DuplicateUserError as exc:
         raise ConflictError(str(exc), code="USER_EXISTS") from None
+    log.info("user %s (%s) created as %s, by %s", user.id, user.username or "no username", user.role, _who(ctx))
     return user_out(user)
 
 
@@ -152,6 +156,7 @@ async def set_user_status(ctx: Ctx) -> Ok:
     req: UserStatusUpdateRequest = ctx.body
     user = await _target(ctx, changing=True)
     await ctx.store.call(users_db.set_status, user.id, req.status, now_ms=now_ms())
+    log.info("user %s (%s) status %s -> %s, by %s", user.id, user.username, user.status, req.status, _who(ctx))
     return Ok()
 
 
@@ -170,6 +175,7 @@ async def set_user_role(ctx: Ctx) -> UserResponse:
     require_owner(ctx.user, "changing an account's role")
     user = await _target(ctx, changing=True)
     await ctx.store.call(users_db.set_role, user.id, req.role, now_ms=now_ms())
+    log.info("user %s (%s) role %s -> %s, by %s", user.id, user.username, user.role, req.role, _who(ctx))
     return user_out(await _target(ctx, changing=False))
 
 
@@ -185,7 +191,12 @@ async def set_user_role(ctx: Ctx) -> UserResponse:
 async def delete_user(ctx: Ctx) -> Ok:
     user = await _target(ctx, changing=True)
     await ctx.store.call(users_db.delete_user, user.id)
+    log.info("user %s (%s) deleted, by %s", user.id, user.username, _who(ctx))
     return Ok()
+
+
+def _who(ctx: Ctx) -> str:
+    return ctx.user.user_id or "the gateway token"
 
 
 @endpoint(

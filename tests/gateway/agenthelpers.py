@@ -35,12 +35,12 @@ def of_type(events: list[dict[str, Any]], kind: str) -> list[Any]:
 
 
 @contextmanager
-def logging_to(file: Path) -> Iterator[Path]:
-    """Send the `gateway` logs (debug and up) to `file` while the block runs, then put the old setup back."""
+def logging_to(file: Path, min_level: str = "debug") -> Iterator[Path]:
+    """Send the `gateway` logs (`min_level` and up) to `file` while the block runs, then put the old setup back."""
     names = ("gateway", "hypercorn.error")
     saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level, logging.getLogger(n).propagate)
              for n in names}  # fmt: skip
-    setup_logging(level="debug", file=file, stderr=False)
+    setup_logging(level=min_level, file=file, stderr=False)
     try:
         yield file
     finally:

@@ -225,15 +225,23 @@ def test_restart_without_sigusr1_stops_and_starts_in_the_background(site: Site) 
 def test_logs_prints_the_tail_and_follow_shows_new_lines(site: Site) -> None:
     proc = site.spawn("serve")
     site.wait_serving()
+    assert "listening on" in site.paths.log_file.read_text()
+
+    def health_logged() -> str | None:
+        # The last line: the request log's line for the /health that found it serving (written after the answer).
+        lines = site.paths.log_file.read_text().splitlines()
+        return lines[-1] if lines and "GET /health 200" in lines[-1] else None
+
+    last = wait_for(health_logged, timeout=CLI_TIMEOUT, what="the request log line of /health")
     tail = site.cli("logs", "--lines", "1")
     assert tail.returncode == 0
-    assert len(tail.stdout.splitlines()) == 1 and "listening on" in tail.stdout
+    assert tail.stdout.splitlines() == [last]
 
     follower = subprocess.Popen(site.argv("logs", "--follow", "-n", "1"), env=site.env, stdout=subprocess.PIPE)
     try:
         assert follower.stdout is not None
         reader = LineReader(follower.stdout)
-        reader.wait_line("listening on", timeout=CLI_TIMEOUT)  # the tail is out: it follows from here
+        reader.wait_line(last, timeout=CLI_TIMEOUT)  # the tail is out: it follows from here
         # Lines written after that: one appended here, then the gateway's own shutdown lines.
         with site.paths.log_file.open("a") as fh:
             fh.write("a line appended by the test\n")

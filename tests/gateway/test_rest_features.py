@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from gateway.asgi import all_routes
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.gateway.rest import admin_client, error_of, register
 
@@ -124,6 +125,16 @@ async def test_size_limits_and_cors(nursery: trio.Nursery, tmp_path: Path) -> No
             assert pre.status_code == 200
             assert pre.headers["access-control-allow-origin"] == "http://app.example"
             assert pre.headers["access-control-allow-credentials"] == "true"
+            # Every method some route answers passes a preflight (PATCH /api/models-json was refused: issue 15).
+            used = {m for r in all_routes() for m in getattr(r, "methods", None) or ()} - {"HEAD"}
+            assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= used
+            for method in sorted(used):
+                pre = await client.options(
+                    "/api/models-json",
+                    headers={"Origin": "http://app.example", "Access-Control-Request-Method": method},
+                )
+                assert pre.status_code == 200, (method, pre.text)
+                assert method in pre.headers["access-control-allow-methods"]
             other = await client.get("/api/sessions", headers={"Origin": "http://evil.example"})
             assert "access-control-allow-origin" not in other.headers
         await gw.stop()
@@ -145,7 +156,11 @@ async def test_cron_rest(gateway: RunningGateway) -> None:
             ({"cron": "nonsense", "session_id": sid, "prompt": "x"}, "cron"),
             ({"session_id": sid, "prompt": "x"}, "cron"),
             ({"cron": "* * * * *", "interval_seconds": 5, "session_id": sid, "prompt": "x"}, "cron"),
-            ({"interval_seconds": 60, "prompt": "x"}, "session_id"),
+            ({"interval_seconds": 60, "chat_id": "7", "prompt": "x"}, "chat_id"),
+            (
+                {"interval_seconds": 60, "session_id": sid, "connector": "telegram:b", "chat_id": "7", "prompt": "x"},
+                "session_id",
+            ),
             ({"interval_seconds": 0, "session_id": sid, "prompt": "x"}, "interval_seconds"),
         ]:
             bad = await bob.client.post("/api/cron/create", json=body)
@@ -252,6 +267,8 @@ async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
             viewer = await anon.get("/docs/viewer.js")
             css = await anon.get("/docs/viewer.css")
             assert (await anon.get("/docs/../../config.py")).status_code == 404
+            redoc = await anon.get("/redoc")  # the platform seed's path for its viewer: the same one
+            assert redoc.status_code == 200 and redoc.text == (await anon.get("/docs")).text
             # CORS is off by default: no browser origin is let in.
             cors = await anon.get("/openapi.json", headers={"Origin": "http://app.example"})
             assert "access-control-allow-origin" not in cors.headers

@@ -137,12 +137,15 @@ async def test_concurrent_streams_are_limited(nursery: trio.Nursery, tmp_path: P
 async def test_message_sync_agent_and_background_notification(gateway: RunningGateway) -> None:
     with trio.fail_after(30):
         async with admin_client(gateway) as client:
+            # The chats of a configured connector (a webhook bot without a token: replies go nowhere).
+            hook = {"secret_token": {"value": "webhook-secret-0001"}, "ingress_mode": "webhook"}
+            assert (await client.put("/v1/runtime/connectors/telegram/bot", json=hook)).status_code == 201
             with gateway.runtime.notifications.subscribe() as pushed:
                 r = await client.post("/api/message", json={"channel": "telegram", "chat_id": 42, "content": "ping"})
                 assert r.status_code == 202 and r.json()["status"] == "ok"
                 note = await pushed.receive()
             assert set(note) >= {"id", "title", "body", "read"}
-            assert note["read"] is False and note["body"] == "ping" and "telegram:42" in note["title"]
+            assert note["read"] is False and note["body"] == "ping" and "telegram:bot:42" in note["title"]
             r = await client.post("/api/message/sync", json={"channel": "telegram", "chat_id": "42", "content": "pong"})
             assert r.status_code == 200 and r.json()["reply"] == "pong"
             bad = await client.post("/api/message", json={"channel": "../etc", "chat_id": 1, "content": "x"})

@@ -89,6 +89,7 @@ OPEN = {
     ("GET", "/health"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/redoc"),
     ("GET", "/docs/{name}"),
     ("POST", "/api/auth/register"),
     ("POST", "/api/auth/login"),

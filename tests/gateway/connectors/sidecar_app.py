@@ -70,6 +70,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    (OUT / f"launch-{os.getpid()}").touch()  # every launch, even one whose credential fetch then fails
     creds = fetch_credentials()
     env = {k: v for k, v in os.environ.items() if k.startswith(("GATEWAY_", "SIDE_", "PLATFORM_"))}
     (OUT / f"start-{os.getpid()}.json").write_text(json.dumps({"env": env, "creds": creds}))

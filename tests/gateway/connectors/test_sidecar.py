@@ -137,6 +137,57 @@ async def test_sidecar_lifecycle_credentials_and_delivery(
     assert PLATFORM_SECRET not in log_text
 
 
+async def test_a_sidecar_fetching_its_credentials_at_start_starts_once_with_the_gateway(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    out = tmp_path / "sidecar"
+    out.mkdir()
+    config, paths = make_config(tmp_path)
+    app = Path(__file__).with_name("sidecar_app.py")
+    body = {
+        "shared_token": {"value": SHARED},
+        "mode": "sidecar",
+        "base_url": f"http://127.0.0.1:{free_port()}",
+        "child_process": {
+            "command": [sys.executable, str(app), str(out)],
+            "credential_env_keys": ["PLATFORM_API_KEY"],
+            "credential_slots": {"PLATFORM_API_KEY": "platform/api-key"},
+        },
+    }
+
+    async def started() -> list[Path]:
+        return sorted(out.glob("start-*.json"))
+
+    with trio.fail_after(60):
+        gw = await start_gateway(nursery, config, paths)
+        async with admin(gw) as c:
+            assert (await c.put("/v1/runtime/secrets/platform/api-key", json={"value": PLATFORM_SECRET})).is_success
+            assert (await put(c, "external", "side", body)).status_code == 201
+            await wait_for(started)
+        await gw.stop()
+        for f in out.iterdir():
+            f.unlink()
+        # The stored connector starts with the next gateway: its sidecar asks for its credentials at once.
+        gw = await start_gateway(nursery, config, paths)
+        try:
+            info = json.loads((await wait_for(started))[0].read_text())
+            assert info["creds"] == {"PLATFORM_API_KEY": PLATFORM_SECRET}
+            assert info["env"]["GATEWAY_CREDENTIAL_URL"].startswith(gw.base_url + "/")
+            async with admin(gw) as c:
+
+                async def ready() -> dict[str, Any] | None:
+                    st = await connector_status(c, "external/side")
+                    return st if st.get("sidecar", {}).get("health") == "ready" else None
+
+                st = await wait_for(ready)
+                # Launched once: it was not spawned before the gateway listened, failed and restarted.
+                assert st["restarts"] == 0 and st["last_error"] is None, st
+                assert len(list(out.glob("launch-*"))) == 1
+                assert (await c.get("/api/status")).status_code == 200
+        finally:
+            await gw.stop()
+
+
 async def test_a_sidecar_announcing_another_protocol_is_refused_and_restarted(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
