@@ -39,10 +39,10 @@ async def test_info_logs_requests_cron_users_and_connectors(nursery: trio.Nurser
         text = log_file.read_text()
     assert re.search(r"info +gateway\.access: GET /api/sessions 200 \d+\.\dms", text), text
     assert re.search(r"gateway\.access: GET /api/sessions/nope 404 ", text)
-    assert re.search(r"gateway\.access: POST /api/auth/register 201 ", text)
+    assert re.search(r"gateway\.access: POST /api/admin/users 201 ", text)
     assert SECRET_QUERY not in text and TOKEN not in text and bob.access not in text and "?" not in text
     assert re.search(rf"info +gateway\.cron: cron job {job['id']} \(digest\) fired \(manual\): turn \w+", text)
-    assert re.search(rf"info +gateway\.users: user {bob.id} \(bob\) registered as user", text)
+    assert re.search(rf"info +gateway\.users: user {bob.id} \(bob\) created as user, by the gateway token", text)
     assert f"user {bob.id} (bob) status active -> banned, by the gateway token" in text
     assert f"user {bob.id} (bob) deleted, by the gateway token" in text
     assert re.search(r"info +gateway\.connectors: connector telegram/tg1 started \(daemon\)", text)
