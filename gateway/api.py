@@ -17,7 +17,15 @@ from starlette.routing import Route
 from actors.store import Store
 from gateway.asgi import JSON, runtime_of
 from gateway.auth import bearer_token, require_admin
-from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, TokenIssuer, classify_bearer, missing_credentials
+from gateway.authn import (
+    ADMIN_TOKEN,
+    PasswordHasher,
+    Principal,
+    TokenIssuer,
+    classify_bearer,
+    missing_credentials,
+    wrong_gateway_token,
+)
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -197,6 +205,8 @@ async def authenticate(request: Request, runtime: Runtime) -> Principal:
         raise missing_credentials()
     if kind == "gateway":
         return ADMIN_TOKEN
+    if kind == "other":
+        raise wrong_gateway_token()
     assert token is not None
     claims = rest_of(runtime).issuer.decode_access(token)
     user = await runtime.store.call(users_db.get_user, claims["sub"])

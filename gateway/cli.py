@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader closed the pipe
 EXIT_CONFIG = 78  # EX_CONFIG: a service manager must not restart a gateway with a bad config
 
 log = logging.getLogger("gateway.cli")
@@ -56,10 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.serve(lambda: _load(args), args=args.argv, force=args.force)
 
 
-def _term() -> Term:
+def _term(stream: TextIO | None = None) -> Term:
     from gateway.term import Term
 
-    return Term(sys.stdout)
+    return Term(sys.stdout if stream is None else stream)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -72,15 +74,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from gateway import control
 
-    _, paths = _load(args)
-    return control.stop(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+    config, paths = _load(args)
+    graceful = config.server.graceful_timeout
+    return control.stop(paths, force=args.force, timeout_ms=args.timeout, term=_term(), graceful_timeout=graceful)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
     from gateway import control
 
-    _, paths = _load(args)
-    return control.restart(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+    config, paths = _load(args)
+    return control.restart(
+        paths,
+        force=args.force,
+        timeout_ms=args.timeout,
+        term=_term(),
+        graceful_timeout=config.server.graceful_timeout,
+        start_if_stopped=args.start_if_stopped,
+    )
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -118,6 +128,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         write_token(paths, args.token)
         _say(f"token saved to {paths.token_file}")
+        from gateway import control
+
+        control.apply_token(paths, args.token, _term(sys.stderr))
     try:
         where = service.install(spec, kind)
     except service.ServiceError as exc:
@@ -151,7 +164,7 @@ def cmd_service_start(args: argparse.Namespace) -> int:
     try:
         service.start(kind)
     except service.ServiceError as exc:
-        _say(f"error: {exc}; is the service installed (`gateway install`)?")
+        _say(f"error: {exc}")
         return EXIT_FAILURE
     _say(f"started the {kind} service; `gateway status` shows it")
     return EXIT_OK
@@ -159,12 +172,13 @@ def cmd_service_start(args: argparse.Namespace) -> int:
 
 def cmd_service_status(args: argparse.Namespace) -> int:
     from gateway import service
+    from gateway.control import EXIT_NOT_RUNNING
 
     try:
         code, text = service.status_text(service.platform_kind())
     except service.ServiceError as exc:
         _say(f"error: {exc}")
-        return EXIT_FAILURE
+        return EXIT_NOT_RUNNING if exc.reason == "not_installed" else EXIT_FAILURE
     print(text)
     return code
 
@@ -179,11 +193,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         if config.server.token:
             _say("error: the token is set in the config file (server.token); change it there")
             return EXIT_CONFIG
+        from gateway import control
+
         token = secrets.token_urlsafe(32)
         write_token(paths, token)
-        _say(f"new token saved to {paths.token_file}; restart the gateway to use it")
+        _say(f"new token saved to {paths.token_file}")
+        applied = control.apply_token(paths, token, _term(sys.stderr))
         print(token)
-        return EXIT_OK
+        return EXIT_OK if applied else EXIT_FAILURE
     token, generated = ensure_token(config, paths)
     if generated:
         _say(f"generated a new token and saved it to {paths.token_file}")
@@ -204,12 +221,27 @@ def _say_fingerprint(paths: Paths) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     import trio
 
-    from gateway.chat import ChatState, chat
+    from gateway.chat import ChatState, chat, ws_url
+    from gateway.control import reachable_url
     from gateway.identity import identity_fingerprint
+    from gateway.lock import live_lock
 
     config, paths = _load(args)
-    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = args.url or f"ws://{'[' + host + ']' if ':' in host else host}:{config.server.port}/ws"
+    if args.url:
+        try:
+            url = ws_url(args.url)
+        except ValueError as exc:
+            _say(f"error: --url: {exc}")
+            return EXIT_USAGE
+    else:
+        # This config's gateway: where it really listens (its lock says), else where the config says it would.
+        held = live_lock(paths)
+        if held is not None and held.url:
+            base = held.url
+        else:
+            host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            base = f"http://{'[' + host + ']' if ':' in host else host}:{config.server.port}"
+        url = ws_url(reachable_url(base))
     token = args.token or ensure_token(config, paths)[0]
     pin = args.pin
     if args.v2 and pin is None and not args.url:
@@ -299,6 +331,12 @@ def _millis(text: str) -> int:
     return value
 
 
+_TIMEOUT_HELP = (
+    "wait this long after SIGTERM before SIGKILL (default: the gateway's server.graceful_timeout + 5 s, "
+    "so 10000 with the default 5 s drain)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A self-hosted agent gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -322,16 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("status", cmd_status, "show whether the gateway runs, where, since when and how it is doing")
     p.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
-    p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait, then SIGKILL)")
+    p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait for it to drain, then SIGKILL)")
     p.add_argument("--force", action="store_true", help="SIGKILL at once")
-    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p.add_argument("--timeout", type=_millis, metavar="MS", help=_TIMEOUT_HELP)
     p = add(
         "restart",
         cmd_restart,
-        "restart the gateway: SIGUSR1 when it runs with GATEWAY_ALLOW_SIGUSR1_RESTART=1, else stop and start",
+        "restart the gateway with the environment it was started with: SIGUSR1 when it runs with "
+        "GATEWAY_ALLOW_SIGUSR1_RESTART=1, else stop and start; exit 3 when it is not running",
     )
     p.add_argument("--force", action="store_true", help="kill it (SIGKILL) and start a new one")
-    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p.add_argument("--timeout", type=_millis, metavar="MS", help=_TIMEOUT_HELP)
+    p.add_argument(
+        "--start-if-stopped", action="store_true", help="start the gateway in the background when none is running"
+    )
     p = add("logs", cmd_logs, "print the end of the gateway's log file")
     p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
@@ -346,8 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("service-status", cmd_service_status, "show the service manager's report on the user service")
     p = add("token", cmd_token, "print the gateway token (generating one if none exists)")
     p.add_argument("--rotate", action="store_true", help="replace the token with a new one")
-    p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn)")
-    p.add_argument("--url", help="ws://host:port/ws (default: this gateway from the config)")
+    p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn, Ctrl-D quits)")
+    p.add_argument(
+        "--url",
+        help="the gateway: http(s)://host:port/ as `gateway serve` prints it, or ws(s)://host:port/ws "
+        "(default: the running gateway of this config, found through its lock file)",
+    )
     p.add_argument("--token", help="the gateway token (default: this gateway's token)")
     p.add_argument("--chat", type=int, help="chat id (default: the gateway's server.chat_id)")
     p.add_argument("--channel", type=int, help="channel id: a separate session within the chat")
@@ -373,7 +419,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _broken_pipe(exc: BaseException) -> bool:
+    """True when `exc` is (or a nursery's group holds only) EPIPE: whoever read our output has gone."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _quiet_exit_on_broken_pipe() -> int:
+    # `gateway status | head`: the reader left. Stop quietly, as Unix tools do (128 + SIGPIPE). Python would
+    # complain again when it flushes the streams at exit, so both now write to /dev/null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is still ours to handle
+        return code
+    except BaseException as exc:
+        if _broken_pipe(exc):
+            return _quiet_exit_on_broken_pipe()
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -389,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # the edge: never a raw traceback, which would bypass the secrets' redaction
-        if isinstance(exc, SystemExit):
+        if isinstance(exc, SystemExit) or _broken_pipe(exc):
             raise
         from actors.supervisor import describe_error
         from gateway.logs import redactor

@@ -301,7 +301,7 @@ def test_token_shows_one_token_and_rotate_replaces_it(tmp_path: Path) -> None:
     assert len(new) >= 32 and new != token
     assert site.paths.token_file.read_text().strip() == new
     assert site.paths.token_file.stat().st_mode & 0o777 == 0o600
-    assert "restart the gateway" in rotated.stderr and new not in rotated.stderr
+    assert "not running; it will use the new token when it starts" in rotated.stderr and new not in rotated.stderr
     assert site.cli("token").stdout.strip() == new
 
     # A token written in the config file is not the CLI's to rotate.
