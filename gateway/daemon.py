@@ -222,7 +222,10 @@ def _banner(config: Config, paths: Paths, token: str, generated: bool, detached:
             "set server.allow_public = true to silence this"
         )
     host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
-    _say(f"  url:     http://{host}:{config.server.port}/")
+    if config.server.port:
+        _say(f"  url:     http://{host}:{config.server.port}/")
+    else:  # port 0: the system picks one when binding, named by the "listening on" line that follows
+        _say("  url:     (a free port, named by the `listening on` line below; `gateway status` shows it)")
 
 
 def _force_free(config: Config, paths: Paths) -> None:
