@@ -13,10 +13,25 @@ import trio
 import trio_websocket
 
 from gateway.client import Client, HandshakeError, connect
+from gateway.config import Config, Paths
+from gateway.control import reachable_url
 from gateway.crypto import fingerprint
+from gateway.lock import live_lock
 
 PROMPT = "> "
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def gateway_url(config: Config, paths: Paths) -> str:
+    """The `/ws` URL of this config's gateway: where it really listens (its lock says), else where the config says
+    it would (a gateway on port 0 is found only through its lock)."""
+    held = live_lock(paths)
+    if held is not None and held.url:
+        base = held.url
+    else:
+        host = config.server.host
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{config.server.port}"
+    return ws_url(reachable_url(base))
 
 
 def ws_url(url: str) -> str:

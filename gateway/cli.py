@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -221,27 +220,15 @@ def _say_fingerprint(paths: Paths) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     import trio
 
-    from gateway.chat import ChatState, chat, ws_url
-    from gateway.control import reachable_url
+    from gateway.chat import ChatState, chat, gateway_url, ws_url
     from gateway.identity import identity_fingerprint
-    from gateway.lock import live_lock
 
     config, paths = _load(args)
-    if args.url:
-        try:
-            url = ws_url(args.url)
-        except ValueError as exc:
-            _say(f"error: --url: {exc}")
-            return EXIT_USAGE
-    else:
-        # This config's gateway: where it really listens (its lock says), else where the config says it would.
-        held = live_lock(paths)
-        if held is not None and held.url:
-            base = held.url
-        else:
-            host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-            base = f"http://{'[' + host + ']' if ':' in host else host}:{config.server.port}"
-        url = ws_url(reachable_url(base))
+    try:
+        url = ws_url(args.url) if args.url else gateway_url(config, paths)
+    except ValueError as exc:
+        _say(f"error: --url: {exc}")
+        return EXIT_USAGE
     token = args.token or ensure_token(config, paths)[0]
     pin = args.pin
     if args.v2 and pin is None and not args.url:
@@ -419,33 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _broken_pipe(exc: BaseException) -> bool:
-    """True when `exc` is (or a nursery's group holds only) EPIPE: whoever read our output has gone."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_broken_pipe(e) for e in exc.exceptions)
-    return isinstance(exc, BrokenPipeError)
-
-
-def _quiet_exit_on_broken_pipe() -> int:
-    # `gateway status | head`: the reader left. Stop quietly, as Unix tools do (128 + SIGPIPE). Python would
-    # complain again when it flushes the streams at exit, so both now write to /dev/null.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):
-            pass
-    return EXIT_BROKEN_PIPE
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(argv)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is still ours to handle
         return code
     except BaseException as exc:
-        if _broken_pipe(exc):
-            return _quiet_exit_on_broken_pipe()
+        from gateway.term import is_broken_pipe, silence_output
+
+        if is_broken_pipe(exc):
+            # `gateway status | head`: the reader left. Stop quietly, as Unix tools do.
+            silence_output()
+            return EXIT_BROKEN_PIPE
         raise
 
 
@@ -465,7 +437,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # the edge: never a raw traceback, which would bypass the secrets' redaction
-        if isinstance(exc, SystemExit) or _broken_pipe(exc):
+        from gateway.term import is_broken_pipe
+
+        if isinstance(exc, SystemExit) or is_broken_pipe(exc):
             raise
         from actors.supervisor import describe_error
         from gateway.logs import redactor
