@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="first stop whatever listens on the port and the gateway holding this config's lock "
-        "(SIGTERM, 700 ms, SIGKILL)",
+        help="first stop the gateway holding this config's lock (SIGTERM, its drain, SIGKILL) and whatever "
+        "else listens on the port (SIGTERM, 700 ms, SIGKILL)",
     )
     p = add("status", cmd_status, "show whether the gateway runs, where, since when and how it is doing")
     p.add_argument("--json", action="store_true", help="print the status as JSON for scripts")

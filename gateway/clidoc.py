@@ -25,9 +25,10 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
 
 - `gateway serve` (alias `gateway start`) runs in the foreground; Ctrl-C or SIGTERM stop it gracefully (within
   `server.graceful_timeout`, 5 s by default, plus 1 s for the rest). A second Ctrl-C interrupts at once.
-- `gateway serve --force` first stops the gateway holding this config's lock and whatever process listens on the
-  port: SIGTERM, 700 ms, then SIGKILL. Processes are found through `/proc` (the socket's inode), never by name,
-  and the command never signals itself.
+- `gateway serve --force` first stops the gateway holding this config's lock (SIGTERM, then as long as
+  `gateway stop` waits for its drain, then SIGKILL) and whatever else listens on the port (SIGTERM, 700 ms, then
+  SIGKILL). Processes are found through `/proc` (the socket's inode), never by name, and the command never signals
+  itself.
 - `gateway status` reads the lock file, then asks `GET /health` and (with the token) `GET /api/status`. It exits 0
   when the gateway runs and 3 when it does not; `--json` prints the same facts for scripts. The token is only ever
   shown shortened (`abcd…wxyz`); `gateway token` prints it whole.

@@ -39,7 +39,7 @@ ENV_NO_RESPAWN = "GATEWAY_NO_RESPAWN"
 ENV_ALLOW_SIGUSR1 = "GATEWAY_ALLOW_SIGUSR1_RESTART"
 ENV_SERVICE_MARKER = "GATEWAY_SERVICE_MARKER"
 ENV_DETACHED = "GATEWAY_DETACHED"  # set by us on a respawned child: its stderr is the log file
-FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for `serve --force`
+FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for what else holds the port (`serve --force`)
 SIGNAL_RELOAD_TOKEN = signal.SIGUSR2  # "read the token file again"; the lock's `reloadToken` says it is understood
 
 Loader = Callable[[], tuple[Config, Paths]]
@@ -232,8 +232,14 @@ def _force_free(config: Config, paths: Paths) -> None:
     """`--force`: stop the live holder of this config's lock and whatever listens on the port (never by name)."""
     held = live_lock(paths)
     if held is not None and held.pid != os.getpid():
-        _say(f"  --force: stopping the gateway holding the lock (pid {held.pid})")
-        terminate([held.pid], grace=FORCE_GRACE)
+        # Our own gateway drains what it has in flight when asked to stop: give it that time, as `gateway stop`
+        # does, before SIGKILL. 700 ms is for whatever else sits on the port.
+        graceful = held.graceful_timeout if held.graceful_timeout is not None else config.server.graceful_timeout
+        wait = stop_timeout(graceful)
+        _say(f"  --force: stopping the gateway holding the lock (pid {held.pid}; up to {wait:g} s for its drain)")
+        stopped = terminate([held.pid], grace=wait)
+        if stopped.killed:
+            _say(f"  --force: pid {held.pid} did not stop within {wait:g} s: killed (SIGKILL)")
     if config.server.port:
         stopped = free_port(config.server.port, grace=FORCE_GRACE)
         if stopped.signalled:

@@ -265,7 +265,7 @@ def test_force_replaces_the_gateway_holding_the_lock(site: Site) -> None:
     after = site.wait_serving(not_pid=before.pid)
     assert after.pid == second.pid
     assert first.wait(timeout=CLI_TIMEOUT) == 0, "SIGTERM first: the old gateway shuts down cleanly"
-    assert f"--force: stopping the gateway holding the lock (pid {before.pid})" in site.output()
+    assert f"--force: stopping the gateway holding the lock (pid {before.pid};" in site.output()
     assert site.cli("stop").returncode == 0
     assert second.wait(timeout=CLI_TIMEOUT) == 0
 
