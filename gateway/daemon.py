@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import os
 import signal
@@ -173,7 +174,7 @@ def reread_token(rt: Runtime, config: Config, paths: Paths) -> None:
     except (OSError, ConfigError) as exc:
         log.warning("token reload: kept the current token: %s", exc)
         return
-    if token == rt.token:
+    if hmac.compare_digest(token.encode(), rt.token.encode()):
         log.info("token reload: the token file holds the token in use already")
         return
     redactor.add(token)
@@ -225,7 +226,7 @@ def _banner(config: Config, paths: Paths, token: str, generated: bool, detached:
     if config.server.port:
         _say(f"  url:     http://{host}:{config.server.port}/")
     else:  # port 0: the system picks one when binding, named by the "listening on" line that follows
-        _say("  url:     (a free port, named by the `listening on` line below; `gateway status` shows it)")
+        _say("  url:     (port 0: the system picks a free one; the next line and `gateway status` name it)")
 
 
 def _force_free(config: Config, paths: Paths) -> None:
