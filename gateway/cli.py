@@ -190,7 +190,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     config, paths = _load(args)
     if args.rotate:
         if config.server.token:
-            _say("error: the token is set in the config file (server.token); change it there")
+            _say("error: the token is set by server.token (the config file or GATEWAY_SERVER_TOKEN); change it there")
             return EXIT_CONFIG
         from gateway import control
 

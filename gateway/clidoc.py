@@ -47,8 +47,9 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
 - `gateway token --rotate` and `gateway install --token` write the token file, then apply it to a running gateway
   at once: SIGUSR2 makes it read the token file again, and the command checks that the gateway accepts the new
   token before it says so ("uses the new token now; the old one no longer works"). Open `/ws` connections stay
-  open; every new request needs the new token. A gateway whose token comes from `server.token` (config file or
-  `GATEWAY_SERVER_TOKEN`) keeps it; `--rotate` refuses (exit 78) and the log says why. A gateway too old to
+  open; every new request needs the new token. A token set by `server.token` is not the file's to change:
+  `--rotate` refuses it (exit 78) when the config file or this shell sets it, and says so (exit 1) when the running
+  gateway has `GATEWAY_SERVER_TOKEN` in its environment (SIGUSR2 would change nothing). A gateway too old to
   understand SIGUSR2 (its lock does not say `reloadToken`) is never sent it: the command says that
   `gateway restart` applies the token, and `--rotate` exits 1.
 - `gateway chat` finds the running gateway of its config through the lock file (its real port, not the config's

@@ -27,7 +27,7 @@ from gateway.term import Term, human_duration
 
 EXIT_NOT_RUNNING = 3  # LSB "program is not running", for `gateway status`
 _HTTP_TIMEOUT = 3.0
-_START_WAIT = 30.0  # seconds a (re)started gateway gets to listen and answer /health
+_START_WAIT = 60.0  # seconds a (re)started gateway gets to listen and answer /health (a loaded Pi is slow)
 
 
 def identity_fingerprint(paths: Paths) -> str | None:
@@ -322,7 +322,7 @@ def _accepted(info: LockInfo, token: str) -> bool:
     return r.status_code != 401  # 200, or 503 with a report: either way the token was taken
 
 
-def apply_token(paths: Paths, token: str, term: Term, *, timeout: float = 10.0) -> bool:
+def apply_token(paths: Paths, token: str, term: Term, *, timeout: float = 20.0) -> bool:
     """After the token file changed: make the running gateway use `token` now (SIGUSR2), or say what to do.
 
     Returns False when a running gateway still refuses the new token. Blocks up to `timeout` seconds.
@@ -333,6 +333,13 @@ def apply_token(paths: Paths, token: str, term: Term, *, timeout: float = 10.0) 
         return True
     if not info.reload_token:
         term.warn(f"the running gateway (pid {info.pid}) still uses the old token: `gateway restart` applies it")
+        return False
+    if (process_environ(info.pid) or {}).get("GATEWAY_SERVER_TOKEN"):
+        term.warn(
+            f"the running gateway (pid {info.pid}) takes its token from GATEWAY_SERVER_TOKEN in its environment, "
+            "not from the token file; to change it, stop the gateway and start it with the new value "
+            "(`gateway restart` keeps the environment)"
+        )
         return False
     try:
         os.kill(info.pid, SIGNAL_RELOAD_TOKEN)

@@ -165,3 +165,22 @@ def test_a_gateway_that_cannot_reload_is_reported_not_silently_left(site: Site) 
     assert proc.poll() is None
     os.kill(info.pid, signal.SIGTERM)
     assert proc.wait(timeout=CLI_TIMEOUT) == 0
+
+
+def test_a_gateway_whose_token_comes_from_its_environment_is_not_told_to_reload(tmp_path: Path) -> None:
+    env_token = "a-token-from-the-environment-0123"
+    site = Site(tmp_path, GATEWAY_SERVER_TOKEN=env_token)
+    try:
+        proc = site.spawn("serve")
+        info = site.wait_serving()
+        assert info.url is not None
+        shell = {k: v for k, v in site.env.items() if k != "GATEWAY_SERVER_TOKEN"}
+        r = subprocess.run(site.argv("token", "--rotate"), env=shell, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "takes its token from GATEWAY_SERVER_TOKEN in its environment" in r.stderr
+        assert _status_code(info.url, env_token) == 200, "its token is unchanged"
+        assert env_token not in r.stdout + r.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
+    finally:
+        site.cleanup()
