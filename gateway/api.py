@@ -26,6 +26,7 @@ from gateway.authn import (
     issued_before,
     missing_credentials,
     require_owner,
+    wrong_gateway_token,
 )
 from gateway.errors import (
     ForbiddenError,
@@ -235,6 +236,10 @@ async def authenticate(request: Request, runtime: Runtime) -> Principal:
         if rest.throttle is not None:
             rest.throttle.succeeded(address)
         return ADMIN_TOKEN
+    if kind == "other":
+        if rest.throttle is not None:
+            rest.throttle.failed(address)
+        raise wrong_gateway_token()
     try:
         claims = rest.issuer.decode_access(token)
     except UnauthorizedError as exc:

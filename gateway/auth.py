@@ -28,8 +28,12 @@ def bearer_token(conn: HTTPConnection) -> str | None:
 def require_admin(conn: HTTPConnection) -> None:
     """Raise UnauthorizedError (401) unless the request carries the gateway token as a Bearer token."""
     expected: str = conn.app.state.runtime.token
-    if not token_matches(bearer_token(conn), expected):
-        raise UnauthorizedError(
-            "missing or invalid token; send `Authorization: Bearer <token>` (see `gateway token`)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    presented = bearer_token(conn)
+    if not token_matches(presented, expected):
+        if presented is None:
+            why = "this route needs the gateway token: send `Authorization: Bearer <token>`"
+        elif presented.count(".") == 2:
+            why = "this route takes the gateway token only, not a user's access token"
+        else:
+            why = "this is not the gateway token; check it for a typo or a rotation"
+        raise UnauthorizedError(f"{why} (`gateway token` prints it)", headers={"WWW-Authenticate": "Bearer"})

@@ -25,6 +25,8 @@ MEMLIMIT = 19 * 1024 * 1024
 ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ"]
 MAX_PASSWORD_BYTES = 1024
+# A JWT this gateway did not sign (another gateway's, or its signing secret changed): a user session to renew.
+_BAD_ACCESS_TOKEN = "this user access token is not valid on this gateway; log in again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +149,14 @@ class TokenIssuer:
                 token, self._secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}
             )
         except jwt.ExpiredSignatureError:
-            raise _unauthorized("the access token has expired; refresh it", "TOKEN_EXPIRED") from None
+            raise _unauthorized(
+                "your session's access token has expired; refresh it (`POST /api/auth/refresh`) or log in again",
+                "TOKEN_EXPIRED",
+            ) from None
         except jwt.InvalidTokenError:
-            raise _unauthorized("invalid access token; log in again", "INVALID_TOKEN") from None
+            raise _unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN") from None
         if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
-            raise _unauthorized("invalid access token; log in again", "INVALID_TOKEN")
+            raise _unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN")
         return claims
 
     @staticmethod
@@ -171,12 +176,25 @@ def _unauthorized(message: str, code: str = "UNAUTHORIZED") -> UnauthorizedError
 
 
 def classify_bearer(token: str | None, gateway_token: str) -> str:
-    """Say what a bearer credential looks like: `missing`, `gateway` or `jwt` (not yet verified)."""
+    """Say what a bearer credential looks like: `missing`, `gateway`, `jwt` (not yet verified) or `other`.
+
+    A user's access token is always a JWT (three dot-separated parts); anything else that is not the gateway
+    token can only be a mistyped or outdated gateway token, which deserves its own message.
+    """
     if not token:
         return "missing"
     if token_matches(token, gateway_token):
         return "gateway"
-    return "jwt"
+    return "jwt" if token.count(".") == 2 else "other"
+
+
+def wrong_gateway_token() -> UnauthorizedError:
+    """A bearer that is neither the gateway token nor a JWT: a typo or an old token, not an expired session."""
+    return _unauthorized(
+        "this is not the gateway token (and not a user's access token); check it for a typo or a rotation: "
+        "`gateway token` prints the current one",
+        "INVALID_GATEWAY_TOKEN",
+    )
 
 
 def missing_credentials() -> UnauthorizedError:

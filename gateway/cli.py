@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader closed the pipe
 EXIT_CONFIG = 78  # EX_CONFIG: a service manager must not restart a gateway with a bad config
 
 log = logging.getLogger("gateway.cli")
@@ -57,10 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.serve(lambda: _load(args), args=args.argv, force=args.force)
 
 
-def _term() -> Term:
+def _term(stream: TextIO | None = None) -> Term:
     from gateway.term import Term
 
-    return Term(sys.stdout)
+    return Term(sys.stdout if stream is None else stream)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -73,15 +74,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from gateway import control
 
-    _, paths = _load(args)
-    return control.stop(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+    config, paths = _load(args)
+    graceful = config.server.graceful_timeout
+    return control.stop(paths, force=args.force, timeout_ms=args.timeout, term=_term(), graceful_timeout=graceful)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
     from gateway import control
 
-    _, paths = _load(args)
-    return control.restart(paths, force=args.force, timeout_ms=args.timeout, term=_term())
+    config, paths = _load(args)
+    return control.restart(
+        paths,
+        force=args.force,
+        timeout_ms=args.timeout,
+        term=_term(),
+        graceful_timeout=config.server.graceful_timeout,
+        start_if_stopped=args.start_if_stopped,
+    )
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -119,6 +128,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         write_token(paths, args.token)
         _say(f"token saved to {paths.token_file}")
+        from gateway import control
+
+        control.apply_token(paths, args.token, _term(sys.stderr))
     try:
         where = service.install(spec, kind)
     except service.ServiceError as exc:
@@ -152,7 +164,7 @@ def cmd_service_start(args: argparse.Namespace) -> int:
     try:
         service.start(kind)
     except service.ServiceError as exc:
-        _say(f"error: {exc}; is the service installed (`gateway install`)?")
+        _say(f"error: {exc}")
         return EXIT_FAILURE
     _say(f"started the {kind} service; `gateway status` shows it")
     return EXIT_OK
@@ -160,12 +172,13 @@ def cmd_service_start(args: argparse.Namespace) -> int:
 
 def cmd_service_status(args: argparse.Namespace) -> int:
     from gateway import service
+    from gateway.control import EXIT_NOT_RUNNING
 
     try:
         code, text = service.status_text(service.platform_kind())
     except service.ServiceError as exc:
         _say(f"error: {exc}")
-        return EXIT_FAILURE
+        return EXIT_NOT_RUNNING if exc.reason == "not_installed" else EXIT_FAILURE
     print(text)
     return code
 
@@ -178,13 +191,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     config, paths = _load(args)
     if args.rotate:
         if config.server.token:
-            _say("error: the token is set in the config file (server.token); change it there")
+            _say("error: the token is set by server.token (the config file or GATEWAY_SERVER_TOKEN); change it there")
             return EXIT_CONFIG
+        from gateway import control
+
         token = secrets.token_urlsafe(32)
         write_token(paths, token)
-        _say(f"new token saved to {paths.token_file}; restart the gateway to use it")
+        _say(f"new token saved to {paths.token_file}")
+        applied = control.apply_token(paths, token, _term(sys.stderr))
         print(token)
-        return EXIT_OK
+        return EXIT_OK if applied else EXIT_FAILURE
     token, generated = ensure_token(config, paths)
     if generated:
         _say(f"generated a new token and saved it to {paths.token_file}")
@@ -205,12 +221,15 @@ def _say_fingerprint(paths: Paths) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     import trio
 
-    from gateway.chat import ChatState, chat
+    from gateway.chat import ChatState, chat, gateway_url, ws_url
     from gateway.identity import identity_fingerprint
 
     config, paths = _load(args)
-    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = args.url or f"ws://{'[' + host + ']' if ':' in host else host}:{config.server.port}/ws"
+    try:
+        url = ws_url(args.url) if args.url else gateway_url(config, paths)
+    except ValueError as exc:
+        _say(f"error: --url: {exc}")
+        return EXIT_USAGE
     token = args.token or ensure_token(config, paths)[0]
     pin = args.pin
     if args.v2 and pin is None and not args.url:
@@ -295,6 +314,12 @@ def _millis(text: str) -> int:
     return value
 
 
+_TIMEOUT_HELP = (
+    "wait this long after SIGTERM before SIGKILL (default: the gateway's server.graceful_timeout + 5 s, "
+    "so 10000 with the default 5 s drain)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A self-hosted agent gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -313,21 +338,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="first stop whatever listens on the port and the gateway holding this config's lock "
-        "(SIGTERM, 700 ms, SIGKILL)",
+        help="first stop the gateway holding this config's lock (SIGTERM, its drain, SIGKILL) and whatever "
+        "else listens on the port (SIGTERM, 700 ms, SIGKILL)",
     )
     p = add("status", cmd_status, "show whether the gateway runs, where, since when and how it is doing")
     p.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
-    p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait, then SIGKILL)")
+    p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait for it to drain, then SIGKILL)")
     p.add_argument("--force", action="store_true", help="SIGKILL at once")
-    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p.add_argument("--timeout", type=_millis, metavar="MS", help=_TIMEOUT_HELP)
     p = add(
         "restart",
         cmd_restart,
-        "restart the gateway: SIGUSR1 when it runs with GATEWAY_ALLOW_SIGUSR1_RESTART=1, else stop and start",
+        "restart the gateway with the environment it was started with: SIGUSR1 when it runs with "
+        "GATEWAY_ALLOW_SIGUSR1_RESTART=1, else stop and start; exit 3 when it is not running",
     )
     p.add_argument("--force", action="store_true", help="kill it (SIGKILL) and start a new one")
-    p.add_argument("--timeout", type=_millis, default=5000, metavar="MS", help="wait before SIGKILL (default 5000)")
+    p.add_argument("--timeout", type=_millis, metavar="MS", help=_TIMEOUT_HELP)
+    p.add_argument(
+        "--start-if-stopped", action="store_true", help="start the gateway in the background when none is running"
+    )
     p = add("logs", cmd_logs, "print the end of the gateway's log file")
     p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
@@ -342,8 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("service-status", cmd_service_status, "show the service manager's report on the user service")
     p = add("token", cmd_token, "print the gateway token (generating one if none exists)")
     p.add_argument("--rotate", action="store_true", help="replace the token with a new one")
-    p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn)")
-    p.add_argument("--url", help="ws://host:port/ws (default: this gateway from the config)")
+    p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn, Ctrl-D quits)")
+    p.add_argument(
+        "--url",
+        help="the gateway: http(s)://host:port/ as `gateway serve` prints it, or ws(s)://host:port/ws "
+        "(default: the running gateway of this config, found through its lock file)",
+    )
     p.add_argument("--token", help="the gateway token (default: this gateway's token)")
     p.add_argument("--chat", type=int, help="chat id (default: the gateway's server.chat_id)")
     p.add_argument("--channel", type=int, help="channel id: a separate session within the chat")
@@ -372,6 +405,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything is created: every file and folder of this process (database, WAL, logs, uploads, tokens,
     # the service unit) is its owner's alone from its first byte (issue 14).
     os.umask(0o077)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is still ours to handle
+        return code
+    except BaseException as exc:
+        from gateway.term import is_broken_pipe, silence_output
+
+        if is_broken_pipe(exc):
+            # `gateway status | head`: the reader left. Stop quietly, as Unix tools do.
+            silence_output()
+            return EXIT_BROKEN_PIPE
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -387,7 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # the edge: never a raw traceback, which would bypass the secrets' redaction
-        if isinstance(exc, SystemExit):
+        from gateway.term import is_broken_pipe
+
+        if isinstance(exc, SystemExit) or is_broken_pipe(exc):
             raise
         from actors.supervisor import describe_error
         from gateway.logs import redactor

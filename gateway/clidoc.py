@@ -25,22 +25,46 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
 
 - `gateway serve` (alias `gateway start`) runs in the foreground; Ctrl-C or SIGTERM stop it gracefully (within
   `server.graceful_timeout`, 5 s by default, plus 1 s for the rest). A second Ctrl-C interrupts at once.
-- `gateway serve --force` first stops the gateway holding this config's lock and whatever process listens on the
-  port: SIGTERM, 700 ms, then SIGKILL. Processes are found through `/proc` (the socket's inode), never by name,
-  and the command never signals itself.
+- `gateway serve --force` first stops the gateway holding this config's lock (SIGTERM, then as long as
+  `gateway stop` waits for its drain, then SIGKILL) and whatever else listens on the port (SIGTERM, 700 ms, then
+  SIGKILL). Processes are found through `/proc` (the socket's inode), never by name, and the command never signals
+  itself.
 - `gateway status` reads the lock file, then asks `GET /health` and (with the token) `GET /api/status`. It exits 0
   when the gateway runs and 3 when it does not; `--json` prints the same facts for scripts. The token is only ever
   shown shortened (`abcd…wxyz`); `gateway token` prints it whole.
-- `gateway stop [--force] [--timeout MS]` sends SIGTERM, waits (5000 ms by default) and then SIGKILLs.
+- `gateway stop [--force] [--timeout MS]` sends SIGTERM, waits for the drain it asked for and only then SIGKILLs.
+  The wait is the gateway's own `server.graceful_timeout` (read from its lock file) + 5 s: 10 s with the default
+  5 s drain, the same margin the service units give (`TimeoutStopSec`). `--timeout MS` sets another wait.
 - `gateway restart` sends SIGUSR1 when the running gateway allows it (started with
   `GATEWAY_ALLOW_SIGUSR1_RESTART=1`): it shuts down gracefully and comes back on the same port with the same data.
-  Otherwise it stops the gateway and starts it again in the background with the same command line.
+  Otherwise it stops the gateway and starts it again in the background with the same command line. Either way
+  the new process has the **environment the old one was started with** (every `GATEWAY_*` setting, an API key
+  among them): SIGUSR1 respawns from the gateway's own environment; otherwise `restart` reads it from
+  `/proc/<pid>/environ` just before stopping the old process (only the same user, or root, may read it, as only
+  they may signal it). Nothing of it is written to disk: the lock file holds no secret. With no gateway running,
+  `restart` says so and exits 3; `--start-if-stopped` starts one in the background instead.
 - `gateway logs [--lines N] [--follow]` prints the rotating log file (`<data_dir>/logs/gateway.log`).
+- `gateway token --rotate` and `gateway install --token` write the token file, then apply it to a running gateway
+  at once: SIGUSR2 makes it read the token file again, and the command checks that the gateway accepts the new
+  token before it says so ("uses the new token now; the old one no longer works"). Open `/ws` connections stay
+  open; every new request needs the new token. A token set by `server.token` is not the file's to change:
+  `--rotate` refuses it (exit 78) when the config file or this shell sets it, and says so (exit 1) when the running
+  gateway has `GATEWAY_SERVER_TOKEN` in its environment (SIGUSR2 would change nothing). A gateway too old to
+  understand SIGUSR2 (its lock does not say `reloadToken`) is never sent it: the command says that
+  `gateway restart` applies the token, and `--rotate` exits 1.
+- `gateway chat` finds the running gateway of its config through the lock file (its real port, not the config's
+  default). `--url` takes what `gateway serve` prints (`http://127.0.0.1:8741/`), `https://…`, `ws(s)://host:port`
+  with or without `/ws`, or a bare `host:port`. It prints where it is connected, the session, and how to abort
+  (Ctrl-C during a turn: one `[aborted: …]` line) and quit (Ctrl-D, or Ctrl-C at the `> ` prompt); the banner
+  and the prompt go to stderr, the answers alone to stdout.
+- Output into a closed pipe (`gateway status | head -1`, `gateway logs -f | grep -m1 …`) ends the command
+  quietly with exit code 141 (128 + SIGPIPE), as Unix tools do.
 
 ## The lock file
 
-`<data_dir>/locks/gateway.<sha256 of the resolved config path>.lock` holds `pid`, `createdAt`, `configPath` and
-`startTime` (the process start time from `/proc/<pid>/stat`), then the bound `port` and `url` once serving. It is
+`<data_dir>/locks/gateway.<sha256 of the resolved config path>.lock` holds `pid`, `createdAt`, `configPath`,
+`startTime` (the process start time from `/proc/<pid>/stat`), `argv` and `gracefulTimeout`, then the bound `port`
+and `url`, `sigusr1` and `reloadToken` (which signals it understands) once serving. It is
 created atomically (written whole, then hard-linked into place), so a second `serve` on the same config refuses
 with the pid and URL of the first. It is released on exit. A lock whose pid is gone, or whose pid now belongs to a
 process with another start time, is stale: the next start replaces it, so a crash never blocks a restart.
@@ -65,9 +89,18 @@ is the folder the gateway must be able to write.
 | 0 | done (for `status`: running) |
 | 1 | failed: port in use, lock held, service manager error |
 | 2 | usage error |
-| 3 | `status`: not running |
+| 3 | `status`, `restart`: not running; `service-status`: not installed |
 | 75 | restart requested under a service manager: start me again |
 | 78 | bad configuration: a service manager must not restart (`RestartPreventExitStatus=78`) |
+| 141 | the reader of the output went away (a closed pipe); nothing else is printed |
+
+## Signals
+
+| signal | the gateway |
+| --- | --- |
+| SIGINT, SIGTERM | stops gracefully (drains within `server.graceful_timeout`); a second SIGINT stops at once |
+| SIGUSR1 | restarts gracefully when started with `GATEWAY_ALLOW_SIGUSR1_RESTART=1` (without it, SIGUSR1 ends it) |
+| SIGUSR2 | reads the token file again (what `gateway token --rotate` sends); ignored while not serving |
 
 ## Environment
 
@@ -94,7 +127,12 @@ is the folder the gateway must be able to write.
 - Windows: a Task Scheduler task run at logon, registered with `schtasks /Create`.
 
 `gateway install --print [--platform linux|darwin|win32]` prints the unit, plist or command instead.
-`--token` saves the token to the token file (mode 0600), never into the unit.
+`--token` saves the token to the token file (mode 0600), never into the unit, and applies it to a running gateway.
+
+`service-start`, `service-status` and `uninstall` turn the service manager's failures into one line that says what
+to do: no user session of systemd here (a container, `su`/`sudo`: log in as the user, `loginctl enable-linger`, or
+use `gateway serve`), or the service is not installed (`gateway install`; `service-status` exits 3, `uninstall`
+has nothing to do and exits 0).
 
 ## Accounts
 

@@ -33,11 +33,19 @@ class _Sealer(Protocol):
 class Client:
     """One authenticated connection. `send`/`receive` carry decrypted JSON objects."""
 
-    def __init__(self, ws: WebSocketConnection, channel: _Sealer, auth_ok: dict[str, Any], version: int) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        channel: _Sealer,
+        auth_ok: dict[str, Any],
+        version: int,
+        server_key: bytes | None = None,
+    ) -> None:
         self.ws = ws
         self.channel = channel
         self.auth_ok = auth_ok
         self.version = version
+        self.server_key = server_key  # v2: the server's long-term identity key (what a pin names)
         self.last_seq: int = int(auth_ok.get("last_seq") or 0)
 
     async def send(self, obj: dict[str, Any]) -> None:
@@ -152,7 +160,7 @@ async def handshake_v2(
         obj = msgspec.json.decode(first)
         raise HandshakeError(str(obj.get("code")), str(obj.get("message")))
     auth_ok: dict[str, Any] = msgspec.json.decode(channel.open(first))
-    return Client(ws, channel, auth_ok, 2)
+    return Client(ws, channel, auth_ok, 2, server_static)
 
 
 @asynccontextmanager

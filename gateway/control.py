@@ -12,15 +12,23 @@ from typing import Any, BinaryIO
 import httpx
 import msgspec
 
-from gateway.config import Config, Paths, secret_values, shorten_token
-from gateway.daemon import EXIT_FAILURE, EXIT_OK, self_command, spawn_detached
+from gateway.config import Config, Paths, Server, secret_values, shorten_token
+from gateway.daemon import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    SIGNAL_RELOAD_TOKEN,
+    self_command,
+    spawn_detached,
+    stop_timeout,
+)
 from gateway.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
 from gateway.logs import redactor
-from gateway.procs import terminate
+from gateway.procs import process_environ, terminate
 from gateway.term import Term, human_duration
 
 EXIT_NOT_RUNNING = 3  # LSB "program is not running", for `gateway status`
 _HTTP_TIMEOUT = 3.0
+_START_WAIT = 60.0  # seconds a (re)started gateway gets to listen and answer /health (a loaded Pi is slow)
 
 
 def identity_fingerprint(paths: Paths) -> str | None:
@@ -96,7 +104,9 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
                     if isinstance(body.get("sessions"), int):
                         out["sessions"] = body["sessions"]
                 elif api.status_code == 401:
-                    out["note"] = "the token in the token file is not the one the gateway uses (rotated? restart it)"
+                    out["note"] = (
+                        "the gateway refuses the token file's token (edited by hand? `gateway restart` applies it)"
+                    )
     except (httpx.HTTPError, ValueError) as exc:
         out["healthy"] = False
         out["note"] = f"not answering on {info.url}: {exc.__class__.__name__}"
@@ -156,7 +166,9 @@ def print_status(status: dict[str, Any], term: Term) -> None:
         if name == "connectors" and isinstance(details, dict):
             # Connector health: each connector's state, restarts and last error.
             for ref, info in sorted(details.items()):
-                if isinstance(info, dict):
+                if ref == "_ingress" and isinstance(info, dict):
+                    term.field("    ingress", _ingress_summary(info))
+                elif isinstance(info, dict) and not ref.startswith("_"):
                     extra = f", {info['restarts']} restarts" if info.get("restarts") else ""
                     error = f", last error: {info['last_error']}" if info.get("last_error") else ""
                     term.field(f"    {ref}", f"{info.get('state', '?')}{extra}{error}")
@@ -164,6 +176,14 @@ def print_status(status: dict[str, Any], term: Term) -> None:
     term.hint("gateway stop", "stop it")
     term.hint("gateway restart", "restart it")
     term.hint("gateway logs -f", "follow its log")
+
+
+def _ingress_summary(info: dict[str, Any]) -> str:
+    """The connectors' shared counters (`_ingress` in `/api/status`), in words: not a connector of its own."""
+    return (
+        f"{info.get('dispatched', 0)} events dispatched, {info.get('turns', 0)} turns run; "
+        f"outbox: {info.get('outbox_delivered', 0)} delivered, {info.get('outbox_dead_letter', 0)} dead letters"
+    )
 
 
 def status(config: Config, paths: Paths, *, as_json: bool, term: Term) -> int:
@@ -178,15 +198,34 @@ def status(config: Config, paths: Paths, *, as_json: bool, term: Term) -> int:
     return EXIT_OK if data["running"] else EXIT_NOT_RUNNING
 
 
-def stop(paths: Paths, *, force: bool, timeout_ms: int, term: Term) -> int:
-    """`gateway stop`: SIGTERM, wait `timeout_ms`, then SIGKILL (at once with `force`); idempotent."""
+def stop_wait(info: LockInfo, graceful_timeout: float) -> float:
+    """Seconds `stop` gives the gateway after SIGTERM: its own graceful_timeout (from its lock; `graceful_timeout`,
+    this config's, for a gateway too old to record it) plus its bound for the rest, plus margin."""
+    return stop_timeout(info.graceful_timeout if info.graceful_timeout is not None else graceful_timeout)
+
+
+def stop(
+    paths: Paths,
+    *,
+    force: bool,
+    timeout_ms: int | None,
+    term: Term,
+    graceful_timeout: float = Server().graceful_timeout,
+) -> int:
+    """`gateway stop`: SIGTERM, wait for the drain (or `timeout_ms`), then SIGKILL (at once with `force`); idempotent.
+
+    Blocks until the process is gone: by default up to the gateway's graceful_timeout + 5 s, then 5 s after SIGKILL.
+    """
     info = live_lock(paths)
     if info is None:
         removed = remove_if_stale(paths)
         term.line("gateway is not running" + (" (removed a stale lock)" if removed else ""))
         return EXIT_OK
+    wait = timeout_ms / 1000 if timeout_ms is not None else stop_wait(info, graceful_timeout)
+    if not force:
+        term.line(f"stopping pid {info.pid}: SIGTERM, then up to {wait:g} s to finish what is in flight")
     try:
-        result = terminate([info.pid], grace=timeout_ms / 1000, force=force)
+        result = terminate([info.pid], grace=wait, force=force)
     except PermissionError:
         term.error(f"not allowed to signal pid {info.pid}; run `gateway stop` as the user that started it")
         return EXIT_FAILURE
@@ -195,7 +234,7 @@ def stop(paths: Paths, *, force: bool, timeout_ms: int, term: Term) -> int:
         return EXIT_FAILURE
     remove_if_stale(paths)  # after SIGKILL the process could not release its lock
     if result.killed and not force:
-        term.warn(f"pid {info.pid} did not stop within {timeout_ms} ms: killed (SIGKILL)")
+        term.warn(f"pid {info.pid} did not stop within {round(wait * 1000)} ms: killed (SIGKILL)")
     else:
         term.ok(f"gateway stopped (pid {info.pid}{', SIGKILL' if force else ''})")
     return EXIT_OK
@@ -217,9 +256,30 @@ def wait_serving(paths: Paths, *, old: LockInfo | None, timeout: float) -> LockI
     return None
 
 
-def restart(paths: Paths, *, force: bool, timeout_ms: int, term: Term) -> int:
-    """`gateway restart`: SIGUSR1 when the gateway allows it (same port, same data), else stop and start detached."""
+def restart(
+    paths: Paths,
+    *,
+    force: bool,
+    timeout_ms: int | None,
+    term: Term,
+    graceful_timeout: float = Server().graceful_timeout,
+    start_if_stopped: bool = False,
+) -> int:
+    """`gateway restart`: SIGUSR1 when the gateway allows it (same port, same data), else stop and start detached.
+
+    The new process gets the environment the old one was started with (read from /proc/<pid>/environ, so the
+    `GATEWAY_*` settings and any key among them carry over without being written anywhere). With nothing running
+    it says so and returns 3, unless `start_if_stopped`.
+    """
     info = live_lock(paths)
+    if info is None and not start_if_stopped:
+        term.error("gateway is not running: nothing to restart")
+        term.field("config", str(paths.config_file))
+        term.line()
+        term.hint("gateway serve", "start it in the foreground")
+        term.hint("gateway restart --start-if-stopped", "start it in the background")
+        return EXIT_NOT_RUNNING
+    drain = stop_wait(info, graceful_timeout) if info is not None else 0.0
     if info is not None and info.sigusr1 and not force:
         os.kill(info.pid, signal.SIGUSR1)
         term.line(f"sent SIGUSR1 to pid {info.pid}: graceful restart")
@@ -233,18 +293,73 @@ def restart(paths: Paths, *, force: bool, timeout_ms: int, term: Term) -> int:
         argv = info.argv if info is not None and info.argv else [*self_command(), "serve"]
         if "--config" not in argv:
             argv = [*argv, "--config", str(paths.config_file)]
+        env: dict[str, str] | None = None  # nothing ran before: this shell's environment
         if info is not None:
-            code = stop(paths, force=force, timeout_ms=timeout_ms, term=term)
+            env = process_environ(info.pid)
+            code = stop(paths, force=force, timeout_ms=timeout_ms, term=term, graceful_timeout=graceful_timeout)
             if code != EXIT_OK:
                 return code
-        pid = spawn_detached(argv, paths.log_file)
+            if env is None:
+                term.warn(f"cannot read the environment of pid {info.pid}; the new gateway gets this shell's")
+        pid = spawn_detached(argv, paths.log_file, env)
         term.line(f"started pid {pid} in the background (logs: {paths.log_file})")
-    new = wait_serving(paths, old=info, timeout=timeout_ms / 1000 + 30)
+    # The old gateway drains first (SIGUSR1), then the new one starts: opening the database can take a while.
+    limit = drain + _START_WAIT
+    new = wait_serving(paths, old=info, timeout=limit)
     if new is None:
-        term.error(f"the gateway did not come back within {timeout_ms / 1000 + 30:.0f} s; see `gateway logs`")
+        term.error(f"the gateway did not come back within {limit:.0f} s; see `gateway logs`")
         return EXIT_FAILURE
     term.ok(f"gateway running again (pid {new.pid}) on {new.url}")
     return EXIT_OK
+
+
+def _accepted(info: LockInfo, token: str) -> bool:
+    if not info.url:
+        return False
+    try:
+        r = httpx.get(
+            f"{reachable_url(info.url)}/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=_HTTP_TIMEOUT
+        )
+    except httpx.HTTPError:
+        return False
+    return r.status_code != 401  # 200, or 503 with a report: either way the token was taken
+
+
+def apply_token(paths: Paths, token: str, term: Term, *, timeout: float = 20.0) -> bool:
+    """After the token file changed: make the running gateway use `token` now (SIGUSR2), or say what to do.
+
+    Returns False when a running gateway still refuses the new token. Blocks up to `timeout` seconds.
+    """
+    info = live_lock(paths)
+    if info is None:
+        term.line("the gateway is not running; it will use the new token when it starts")
+        return True
+    if not info.reload_token:
+        term.warn(f"the running gateway (pid {info.pid}) still uses the old token: `gateway restart` applies it")
+        return False
+    if (process_environ(info.pid) or {}).get("GATEWAY_SERVER_TOKEN"):
+        term.warn(
+            f"the running gateway (pid {info.pid}) takes its token from GATEWAY_SERVER_TOKEN in its environment, "
+            "not from the token file; to change it, stop the gateway and start it with the new value "
+            "(`gateway restart` keeps the environment)"
+        )
+        return False
+    try:
+        os.kill(info.pid, SIGNAL_RELOAD_TOKEN)
+    except OSError as exc:
+        term.warn(f"cannot tell pid {info.pid} to read the new token ({exc.strerror}): `gateway restart` applies it")
+        return False
+    deadline = time.monotonic() + timeout
+    while not _accepted(info, token):
+        if time.monotonic() > deadline:
+            term.warn(
+                f"the running gateway (pid {info.pid}) does not accept the new token (is server.token set in its "
+                "config or environment? see `gateway logs`); `gateway restart` applies the token file"
+            )
+            return False
+        time.sleep(0.05)
+    term.ok(f"the running gateway (pid {info.pid}) uses the new token now; the old one no longer works")
+    return True
 
 
 def _tail(fh: BinaryIO, lines: int) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import os
 import signal
@@ -19,9 +20,18 @@ from urllib.parse import urlsplit
 import trio
 
 from gateway import __version__
-from gateway.config import Config, Paths, ensure_token, is_loopback, make_private_dir, shorten_token
+from gateway.config import (
+    Config,
+    ConfigError,
+    Paths,
+    check_token,
+    ensure_token,
+    is_loopback,
+    make_private_dir,
+    shorten_token,
+)
 from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
-from gateway.logs import setup_logging
+from gateway.logs import redactor, setup_logging
 from gateway.procs import free_port, terminate
 from storage.sealing import SecretsKeyError
 
@@ -40,9 +50,18 @@ ENV_NO_RESPAWN = "GATEWAY_NO_RESPAWN"
 ENV_ALLOW_SIGUSR1 = "GATEWAY_ALLOW_SIGUSR1_RESTART"
 ENV_SERVICE_MARKER = "GATEWAY_SERVICE_MARKER"
 ENV_DETACHED = "GATEWAY_DETACHED"  # set by us on a respawned child: its stderr is the log file
-FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for `serve --force`
+FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for what else holds the port (`serve --force`)
+SIGNAL_RELOAD_TOKEN = signal.SIGUSR2  # "read the token file again"; the lock's `reloadToken` says it is understood
 
 Loader = Callable[[], tuple[Config, Paths]]
+
+
+def stop_timeout(graceful_timeout: float) -> float:
+    """Seconds to wait after SIGTERM before SIGKILL: the gateway's drain, its own 1 s bound for the rest, and margin.
+
+    `gateway stop` and the service units both use it, so SIGKILL never cuts a drain the gateway was asked to do.
+    """
+    return graceful_timeout + 5.0
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -140,13 +159,47 @@ async def serve_once(
                 nursery.cancel_scope.cancel("gateway stopped")
 
         rt: Runtime = await nursery.start(serve)
+        await nursery.start(partial(reload_token_on_signal, rt, config, paths))
         url = rt.binds[0] if rt.binds else ""
-        lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1)
+        lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
         outcome.serving = True
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
         nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
     return outcome
+
+
+def reread_token(rt: Runtime, config: Config, paths: Paths) -> None:
+    """Use the token file's token from the next request on (open `/ws` connections stay as they are).
+
+    A token from the config or the environment (server.token) is not the file's to change; a missing or weak file
+    keeps the current token. Either way the log says what happened.
+    """
+    if config.server.token:
+        log.warning("token reload asked, but the token comes from server.token (config or environment): kept")
+        return
+    try:
+        token = paths.token_file.read_text().strip()
+        check_token(token, f"token file {paths.token_file}")
+    except (OSError, ConfigError) as exc:
+        log.warning("token reload: kept the current token: %s", exc)
+        return
+    if hmac.compare_digest(token.encode(), rt.token.encode()):
+        log.info("token reload: the token file holds the token in use already")
+        return
+    redactor.add(token)
+    rt.token = token
+    log.info("token reloaded from %s", paths.token_file)
+
+
+async def reload_token_on_signal(
+    rt: Runtime, config: Config, paths: Paths, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """SIGUSR2 (sent by `gateway token --rotate` and `gateway install --token`): re-read the token file."""
+    with trio.open_signal_receiver(SIGNAL_RELOAD_TOKEN) as received:
+        task_status.started()
+        async for _ in received:
+            reread_token(rt, config, paths)
 
 
 E = TypeVar("E", bound=BaseException)
@@ -184,15 +237,24 @@ def _banner(config: Config, paths: Paths, token: str, generated: bool, detached:
             "set server.allow_public = true to silence this"
         )
     host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
-    _say(f"  url:     http://{host}:{config.server.port}/")
+    if config.server.port:
+        _say(f"  url:     http://{host}:{config.server.port}/")
+    else:  # port 0: the system picks one when binding, named by the "listening on" line that follows
+        _say("  url:     (port 0: the system picks a free one; the next line and `gateway status` name it)")
 
 
 def _force_free(config: Config, paths: Paths) -> None:
     """`--force`: stop the live holder of this config's lock and whatever listens on the port (never by name)."""
     held = live_lock(paths)
     if held is not None and held.pid != os.getpid():
-        _say(f"  --force: stopping the gateway holding the lock (pid {held.pid})")
-        terminate([held.pid], grace=FORCE_GRACE)
+        # Our own gateway drains what it has in flight when asked to stop: give it that time, as `gateway stop`
+        # does, before SIGKILL. 700 ms is for whatever else sits on the port.
+        graceful = held.graceful_timeout if held.graceful_timeout is not None else config.server.graceful_timeout
+        wait = stop_timeout(graceful)
+        _say(f"  --force: stopping the gateway holding the lock (pid {held.pid}; up to {wait:g} s for its drain)")
+        stopped = terminate([held.pid], grace=wait)
+        if stopped.killed:
+            _say(f"  --force: pid {held.pid} did not stop within {wait:g} s: killed (SIGKILL)")
     if config.server.port:
         stopped = free_port(config.server.port, grace=FORCE_GRACE)
         if stopped.signalled:
@@ -207,6 +269,8 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
     allow_usr1 = _flag(env, ENV_ALLOW_SIGUSR1)
     detached = _flag(env, ENV_DETACHED)
     supervisor = supervisor_name(env)
+    # Between two serving rounds (and while stopping) nobody listens for it: ignored, it cannot kill us then.
+    signal.signal(SIGNAL_RELOAD_TOKEN, signal.SIG_IGN)
     while True:
         config, paths = load()
         try:
@@ -226,7 +290,13 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
         if force:
             _force_free(config, paths)
         try:
-            lock = acquire(paths, argv=respawn_argv(args), version=__version__, supervisor=supervisor)
+            lock = acquire(
+                paths,
+                argv=respawn_argv(args),
+                version=__version__,
+                supervisor=supervisor,
+                graceful_timeout=config.server.graceful_timeout,
+            )
         except LockHeldError as exc:
             where = f" on {exc.info.url}" if exc.info.url else ""
             _say(

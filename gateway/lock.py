@@ -29,7 +29,10 @@ class LockInfo(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     port: int | None = None
     url: str | None = None
     sigusr1: bool = False  # the process treats SIGUSR1 as "restart" (else SIGUSR1 would kill it)
+    reload_token: bool = False  # the process re-reads its token file on SIGUSR2 (`gateway token --rotate`)
     supervisor: str | None = None  # "systemd", "launchd", … when a service manager restarts it
+    # Its server.graceful_timeout: `gateway stop` waits for the drain it asks for before any SIGKILL.
+    graceful_timeout: float | None = None
 
 
 class LockHeldError(Exception):
@@ -125,7 +128,12 @@ class GatewayLock:
 
 
 def acquire(
-    paths: Paths, *, argv: list[str] | None = None, version: str = "", supervisor: str | None = None
+    paths: Paths,
+    *,
+    argv: list[str] | None = None,
+    version: str = "",
+    supervisor: str | None = None,
+    graceful_timeout: float | None = None,
 ) -> GatewayLock:
     """Take the lock for `paths.config_file`, replacing a stale one. Raises LockHeldError if a live gateway holds it."""
     path = lock_path(paths)
@@ -138,6 +146,7 @@ def acquire(
         version=version,
         argv=list(argv or []),
         supervisor=supervisor,
+        graceful_timeout=graceful_timeout,
     )
     with _guard(path):
         for _ in range(3):

@@ -31,6 +31,23 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def process_environ(pid: int) -> dict[str, str] | None:
+    """The environment `pid` was started with (/proc/<pid>/environ), or None when it cannot be read.
+
+    Only the process's own user (or root) may read it, as only they may signal it.
+    """
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name:
+            env[os.fsdecode(name)] = os.fsdecode(value)
+    return env
+
+
 def _state(pid: int) -> str | None:
     try:
         stat = (PROC / str(pid) / "stat").read_text()

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.daemon import ENV_ALLOW_SIGUSR1, ENV_SERVICE_MARKER, EXIT_CONFIG, EXIT_RESTART, self_command, zipapp_path
+from gateway.daemon import (
+    ENV_ALLOW_SIGUSR1,
+    ENV_SERVICE_MARKER,
+    EXIT_CONFIG,
+    EXIT_RESTART,
+    self_command,
+    stop_timeout,
+    zipapp_path,
+)
 
 UNIT_NAME = "gateway.service"
 LAUNCHD_LABEL = "dev.agent-gateway"
@@ -54,7 +62,7 @@ def build_spec(
     if zipapp_path() is not None:
         env["SHIV_ROOT"] = os.environ.get("SHIV_ROOT") or str(default_shiv_root())
     # The stop timeout exceeds the gateway's own bounded shutdown (graceful_timeout + 1 s) so SIGKILL is a last resort.
-    return ServiceSpec(command=command, env=env, log_file=log_file, stop_timeout=graceful_timeout + 5)
+    return ServiceSpec(command=command, env=env, log_file=log_file, stop_timeout=stop_timeout(graceful_timeout))
 
 
 def _systemd_quote(arg: str) -> str:
@@ -143,12 +151,51 @@ def render(spec: ServiceSpec, kind: str) -> str:
 
 
 class ServiceError(Exception):
-    """A service manager command failed; the message says what to run by hand."""
+    """A service manager command failed; the message is one line that says what it means and what to do.
+
+    `reason`: "missing" (no such manager here, or no session of it), "not_installed", or "failed".
+    """
+
+    def __init__(self, message: str, reason: str = "failed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# What the service managers print for the failures people hit, and what to tell them instead (lower-case needles).
+_NO_SESSION = (
+    "failed to connect to bus",  # systemd: no user manager (a container; su/sudo/ssh without a login session)
+    "failed to connect to user scope bus",
+    "$dbus_session_bus_address",
+    "not been booted with systemd",  # an init other than systemd
+)
+_NOT_INSTALLED = (
+    "could not be found",  # systemctl status
+    f"unit {UNIT_NAME} not found",  # systemctl start
+    "does not exist",  # systemctl disable: "Unit file gateway.service does not exist."
+    "could not find service",  # launchctl
+    "cannot find the file specified",  # schtasks
+)
+NOT_INSTALLED = "the gateway service is not installed; `gateway install` installs it"
+
+
+def _explain(cmd: Sequence[str], output: str, code: int) -> ServiceError:
+    text = output.lower()
+    if any(needle in text for needle in _NO_SESSION):
+        return ServiceError(
+            f"`{cmd[0]}` cannot reach a user service manager here (no login session of this user, e.g. in a "
+            "container or under su/sudo): log in as this user directly (for a machine without logins, "
+            "`loginctl enable-linger $USER`), or run the gateway without a service: `gateway serve`",
+            "missing",
+        )
+    if any(needle in text for needle in _NOT_INSTALLED):
+        return ServiceError(NOT_INSTALLED, "not_installed")
+    lines = output.strip().splitlines()
+    return ServiceError(f"`{shlex.join(cmd)}` failed: {lines[-1] if lines else f'exit {code}'}")
 
 
 def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     if shutil.which(cmd[0]) is None:
-        raise ServiceError(f"`{cmd[0]}` is not available here; run by hand where it is: {shlex.join(cmd)}")
+        raise ServiceError(f"`{cmd[0]}` is not available here; run by hand where it is: {shlex.join(cmd)}", "missing")
     try:
         proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -159,8 +206,7 @@ def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
 def _check(cmd: Sequence[str]) -> str:
     proc = _run(cmd)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ServiceError(f"`{shlex.join(cmd)}` failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
+        raise _explain(cmd, proc.stderr or proc.stdout, proc.returncode)
     return proc.stdout
 
 
@@ -181,31 +227,38 @@ def install(spec: ServiceSpec, kind: str) -> Path | None:
 
 
 def uninstall(kind: str) -> Path | None:
-    """Stop and disable the service and remove its definition; the file is removed even if the manager fails."""
+    """Stop and disable the service and remove its definition; the file is removed even if the manager fails.
+
+    Returns the removed file (None when nothing was installed); raises ServiceError when the manager could not be
+    told, with what to do about it.
+    """
     if kind == "windows":
-        _check(["schtasks", "/Delete", "/F", "/TN", TASK_NAME])
+        try:
+            _check(["schtasks", "/Delete", "/F", "/TN", TASK_NAME])
+        except ServiceError as exc:
+            if exc.reason != "not_installed":
+                raise
         return None
     path = unit_path(kind)
-    errors: list[str] = []
-    commands = (
-        [["launchctl", "unload", "-w", str(path)]]
-        if kind == "launchd"
-        else [["systemctl", "--user", "disable", "--now", UNIT_NAME]]
-    )
-    for cmd in commands:
-        try:
-            _check(cmd)
-        except ServiceError as exc:
-            errors.append(str(exc))
     existed = path.exists()
-    path.unlink(missing_ok=True)
+    disable = ["launchctl", "unload", "-w", str(path)] if kind == "launchd" else ["systemctl", "--user", "disable"]
     if kind == "systemd":
+        disable += ["--now", UNIT_NAME]
+    failure: ServiceError | None = None
+    try:
+        _check(disable)
+    except ServiceError as exc:
+        if exc.reason != "not_installed":
+            failure = exc
+    path.unlink(missing_ok=True)
+    if kind == "systemd" and failure is None:
         try:
             _check(["systemctl", "--user", "daemon-reload"])
         except ServiceError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise ServiceError("; ".join(errors))
+            failure = exc
+    if failure is not None:
+        removed = f"removed {path}, but " if existed else ""
+        raise ServiceError(f"{removed}{failure}", failure.reason)
     return path if existed else None
 
 
@@ -220,7 +273,10 @@ def start(kind: str) -> None:
 
 
 def status_text(kind: str) -> tuple[int, str]:
-    """The service manager's own report on the service, and its exit code (non-zero: not running or not installed)."""
+    """The service manager's own report on the service, and its exit code (non-zero: not running or not installed).
+
+    Raises ServiceError when there is no report to give: no manager here, or the service is not installed.
+    """
     if kind == "launchd":
         cmd = ["launchctl", "list", LAUNCHD_LABEL]
     elif kind == "windows":
@@ -228,4 +284,9 @@ def status_text(kind: str) -> tuple[int, str]:
     else:
         cmd = ["systemctl", "--user", "status", "--no-pager", UNIT_NAME]
     proc = _run(cmd)
+    if proc.returncode != 0 and proc.stderr.strip():
+        # Only the manager's own complaint (stderr): the report on stdout quotes the gateway's log lines.
+        explained = _explain(cmd, proc.stderr, proc.returncode)
+        if explained.reason != "failed":
+            raise explained
     return proc.returncode, (proc.stdout + proc.stderr).strip()

@@ -51,6 +51,23 @@ class Term:
         self.line(f"  {self.style(command.ljust(22), 'cyan')} {self.style(what, 'dim')}")
 
 
+def is_broken_pipe(exc: BaseException) -> bool:
+    """True when `exc` is (or a nursery's group holds only) EPIPE: whoever read our output has gone."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def silence_output() -> None:
+    """Point stdout and stderr at /dev/null: after EPIPE, Python would complain again when it flushes them at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+
 def human_duration(seconds: float) -> str:
     """`3d 4h`, `2h 5m`, `4m 10s`, `12s`: the two largest units."""
     s = int(seconds)

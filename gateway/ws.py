@@ -369,21 +369,27 @@ class Connection:
         while True:
             frame = await self.wire.receive()
             if len(frame) > self.cfg.max_frame_bytes:
-                await self.error("frame_too_large", f"frames are limited to {self.cfg.max_frame_bytes} bytes")
-                await self.wire.close(CLOSE_TOO_BIG)
+                message = f"frames are limited to {self.cfg.max_frame_bytes} bytes"
+                await self._refuse_unopened("frame_too_large", message, close=CLOSE_TOO_BIG)
                 return
             # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
             # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
             if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
+                if self.auth.version >= 2:
+                    # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
+                    await self._refuse_unopened("rate_limited", "too many frames", close=CLOSE_POLICY)
+                    return
                 await self.error("rate_limited", "too many frames; slow down")
                 continue
             try:
                 plain = self.auth.channel.open_frame(frame)
             except crypto.DecryptError as exc:
                 self._failures += 1
+                if self.auth.version >= 2:  # v2 frames fail only under attack or a bug: close at once
+                    await self._refuse_unopened("decrypt_failed", str(exc), close=CLOSE_POLICY)
+                    return
                 await self.error("decrypt_failed", str(exc))
-                # v2 frames fail only under attack or a bug: close at once. v1 allows a few.
-                if self.auth.version >= 2 or self._failures >= self.cfg.max_decrypt_failures:
+                if self._failures >= self.cfg.max_decrypt_failures:  # v1 allows a few
                     await self.wire.close(CLOSE_POLICY)
                     return
                 continue
@@ -407,6 +413,16 @@ class Connection:
                     await self._submit(text)
             else:
                 await self.error("unknown_type", f"unknown message type {kind!r}")
+
+    async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:
+        """Refuse a frame that was not opened, then close. v1 gets an encrypted error first, as its clients expect;
+        v2 gets no encrypted answer to a frame nobody authenticated (that would seal a frame on demand for whoever
+        sent it): the close code and its reason, `code`, say it all."""
+        if self.auth.version >= 2:
+            await self.wire.close(close, code)
+            return
+        await self.error(code, message)
+        await self.wire.close(close)
 
     async def _submit(self, text: str) -> None:
         try:

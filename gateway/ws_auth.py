@@ -16,6 +16,7 @@ from gateway.auth import token_matches
 from gateway.types import Receive, Send
 
 MAX_AUTH_FRAME = 64 * 1024
+_WRONG_TOKEN = "not the gateway token (a typo, or it was rotated); `gateway token` prints the current one"
 Frame = str | bytes
 
 
@@ -120,12 +121,12 @@ class AsgiTransport:
             self.closed = True
             raise Disconnected() from exc
 
-    async def close(self, code: int = 1000) -> None:
+    async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            await self._send({"type": "websocket.close", "code": code})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             pass  # already gone: nothing to tell
 
@@ -179,7 +180,7 @@ async def handshake(
     presented = hello.get("token")
     admit()
     if not token_matches(presented if isinstance(presented, str) else None, token):
-        raise AuthError("auth_failed", "invalid token")
+        raise AuthError("auth_failed", _WRONG_TOKEN)
     try:
         client_pk = crypto.parse_public_key(hello.get("e2e_pk"))
     except ValueError as exc:
@@ -222,6 +223,6 @@ async def _handshake_v2(
     tkey = crypto.token_key(token)
     admit()
     if not crypto.proofs_match(proof, crypto.client_proof(th, tkey)):
-        raise AuthError("auth_failed", "invalid token proof")
+        raise AuthError("auth_failed", f"the token proof does not match: {_WRONG_TOKEN}")
     keys = crypto.server_session_keys(eph, client_eph, sdh, th, tkey)
     return V2Channel(crypto.CounterChannel(keys)), bytes(eph.public_key)

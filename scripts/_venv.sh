@@ -1,9 +1,17 @@
-# Sourced by the scripts: make (once) and use the project's virtual environment in .venv.
+# Sourced by the scripts with `run` or `dev`: make (once) and use the project's virtual environment in .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GATEWAY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$1"
+if [ "$1" = run ] && [ -f "${stamp%-run}-dev" ]; then
+  stamp="${stamp%-run}-dev"  # the dev install holds everything a run needs
+fi
+if [ ! -f "$stamp" ]; then
+  # The first run makes the environment and installs everything (a minute or more on a Raspberry Pi): say so, or
+  # it looks hung.
+  echo "installing dependencies into ${VENV/#$ROOT\//} (first run only; this takes a minute)…" >&2
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
     # Debian and Ubuntu ship Python without ensurepip (the python3-venv package): make the environment without
@@ -32,5 +40,6 @@ if [ ! -f "$stamp" ]; then
     "${pip[@]}" install --quiet --disable-pip-version-check -e "$ROOT"
   fi
   touch "$stamp"
+  echo "installed; the \`gateway\` command is $VENV/bin/gateway (or scripts/gateway)" >&2
 fi
 export PATH="$VENV/bin:$PATH"

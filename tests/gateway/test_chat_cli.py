@@ -36,7 +36,7 @@ async def test_chat_sends_one_message_and_prints_the_answer(gateway: RunningGate
         assert r.stdout.decode() == "hello from a terminal\nagain\n", r.stderr.decode()
 
 
-async def test_ctrl_c_aborts_the_running_turn(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_ctrl_c_aborts_the_running_turn_with_one_line(nursery: trio.Nursery, tmp_path: Path) -> None:
     config, paths = make_config(tmp_path, providers={"echo": {"delay_ms": 20}})
     gw = await start_gateway(nursery, config, paths)
     with trio.fail_after(30):
@@ -52,9 +52,20 @@ async def test_ctrl_c_aborts_the_running_turn(nursery: trio.Nursery, tmp_path: P
             chunk = await proc.stderr.receive_some(1000)
             assert chunk, "chat ended without reporting the abort: " + err.decode()
             err += chunk
+        # The next turn's answer comes after everything about the aborted one (its "aborted" status included).
+        await proc.stdin.send_all(b"next one\n")
+        out = b""
+        while not out.endswith(b"next one\n"):
+            chunk = await proc.stdout.receive_some(1000)
+            assert chunk, out.decode()
+            out += chunk
         await proc.stdin.aclose()  # end of input: the chat exits
+        while chunk := await proc.stderr.receive_some(1000):
+            err += chunk
         assert await proc.wait() == 0
         await gw.stop()
+    told = [line for line in err.decode().splitlines() if "abort" in line and not line.startswith("type a message")]
+    assert told == ["[aborted: 0 process(es) killed]"], err.decode()
 
 
 async def test_token_prints_the_identity_fingerprint(tmp_path: Path) -> None:
@@ -104,7 +115,7 @@ async def test_chat_explains_a_wrong_url_or_a_stopped_gateway(gateway: RunningGa
         for argv, expected in (
             (wrong_path, "is not a gateway's /ws (HTTP 403)"),
             (nobody, "is the gateway running?"),
-            (bad_token, "refused the connection: auth_failed"),
+            (bad_token, "refused the token (auth_failed: not the gateway token"),
         ):
             r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
             err = r.stderr.decode()
@@ -142,3 +153,49 @@ async def test_chat_ends_when_the_gateway_goes_away(nursery: trio.Nursery, tmp_p
             for proc in (interactive, one_shot):  # a failed test must not leave them running
                 if proc.returncode is None:
                     proc.kill()
+
+
+async def test_chat_takes_the_url_the_banner_prints(gateway: RunningGateway) -> None:
+    """`gateway serve` prints `http://host:port/`; that, a ws:// URL without `/ws` and a bare host:port all work."""
+    port = gateway.base_url.rsplit(":", 1)[1]
+    with trio.fail_after(60):
+        for given in (gateway.base_url + "/", f"ws://127.0.0.1:{port}", f"127.0.0.1:{port}"):
+            argv = chat_argv(gateway, "-m", "hello")
+            argv[argv.index("--url") + 1] = given
+            r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            assert r.returncode == 0 and r.stdout.decode() == "hello\n", (given, r.stderr.decode())
+        for bad in ("ftp://127.0.0.1/", "http://127.0.0.1:notaport/"):
+            argv = chat_argv(gateway, "-m", "hello")
+            argv[argv.index("--url") + 1] = bad
+            r = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            err = r.stderr.decode()
+            assert r.returncode == 2 and "--url" in err and "Traceback" not in err, err
+
+
+def test_chat_without_url_dials_the_running_gateway_from_its_lock(tmp_path: Path) -> None:
+    from tests.gateway.harness import Site
+
+    site = Site(tmp_path)  # port 0 in the config: the gateway listens wherever the system puts it, not 8741
+    try:
+        site.spawn("serve")
+        info = site.wait_serving()
+        r = site.cli("chat", "-m", "found you")
+        assert r.returncode == 0 and r.stdout == "found you\n", r.stderr
+        interactive = subprocess.run(
+            site.argv("chat", "--channel", "3"),
+            env=site.env,
+            input="hi there\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert interactive.returncode == 0, interactive.stderr
+        assert interactive.stdout == "hi there\n"
+        banner, _, rest = interactive.stderr.partition("> ")
+        assert f"connected to ws://127.0.0.1:{info.port}/ws (v1), chat 1, channel 3" in banner
+        assert "session " in banner and "provider echo (model echo)" in banner
+        assert "Ctrl-C aborts the running turn" in banner and "Ctrl-D" in banner
+        assert rest.count("> ") == 1, "a prompt before each message: one sent, then end of input"
+        assert site.cli("stop").returncode == 0
+    finally:
+        site.cleanup()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 
 import msgspec
 import pytest
 
-from gateway import clidoc
+from gateway import __version__, clidoc
 from gateway.cli import build_parser
 from gateway.config import Config
 
@@ -60,3 +62,31 @@ def test_every_setting_is_in_docs_config_md() -> None:
         if not any(f"`{setting}" in line or (f"`{section}." in line and f"`{key}`" in line) for line in lines):
             missing.append(setting)
     assert not missing, f"docs/config.md lacks {missing}"
+
+
+ROOT = clidoc.DOC.parent.parent
+
+
+def test_the_readme_opens_with_its_title_a_summary_and_a_two_command_quick_start() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[0].startswith("# ") and lines[1] == "", "the title comes first"
+    assert lines[2] and not lines[2].startswith(("#", " ", "-", "|", "`")) and lines[3] == "", "then a one-line summary"
+    assert lines[4] == "## Quick start" and lines[5] == ""
+    block = []
+    for line in lines[6:]:
+        if not line.startswith("    "):
+            break
+        block.append(line.strip())
+    commands = [line.split("#", 1)[0].strip() for line in block]
+    assert commands == ["scripts/serve", "scripts/test"], block
+    for command in commands:
+        assert os.access(ROOT / command, os.X_OK), command
+        assert "# " in (ROOT / command).read_text().splitlines()[1], f"{command} says what it does"
+
+
+def test_the_readme_runs_the_cli_it_installs() -> None:
+    """`gateway` is in .venv/bin, not on PATH: the README runs it as scripts/gateway, which works."""
+    text = (ROOT / "README.md").read_text()
+    assert "$(gateway " not in text and "scripts/gateway token" in text
+    r = subprocess.run([ROOT / "scripts" / "gateway", "version"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == __version__, r.stderr

@@ -290,3 +290,29 @@ async def test_rate_limit_answers_429_with_retry_after(nursery: trio.Nursery, tm
         assert int(r.headers["retry-after"]) >= 1
         assert error_of(r)["details"]["retry_after"] == int(r.headers["retry-after"])
         await gw.stop()
+
+
+async def test_a_mistyped_gateway_token_is_not_called_an_expired_session(gateway: RunningGateway) -> None:
+    typo = gateway.token[:-1] + ("x" if gateway.token[-1] != "x" else "y")
+    bearer = {"Authorization": f"Bearer {typo}"}
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=gateway.base_url) as anon:
+            r = await anon.get("/api/sessions", headers=bearer)
+            assert r.status_code == 401 and error_of(r)["code"] == "INVALID_GATEWAY_TOKEN"
+            message = error_of(r)["message"]
+            assert "log in" not in message and "not the gateway token" in message and "`gateway token`" in message
+            # The routes that take the gateway token only say the same, and tell a user's token apart.
+            for path in ("/v1/runtime/connectors", "/files?path=/etc/hostname"):
+                r = await anon.get(path, headers=bearer)
+                assert r.status_code == 401 and "not the gateway token" in error_of(r)["message"], path
+                assert "log in" not in error_of(r)["message"]
+            user = await register(gateway, "heidi")
+            async with user.client:
+                r = await user.client.get("/v1/runtime/connectors")
+            assert r.status_code == 403 and error_of(r)["code"] == "OWNER_ONLY"
+            # A user's expired session is the one told to refresh or log in again.
+            claims = jwt.decode(user.access, options={"verify_signature": False})
+            now = int(time.time())
+            expired = jwt.encode({**claims, "iat": now - 100, "exp": now - 10}, _secret(gateway), algorithm="HS256")
+            r = await anon.get("/api/sessions", headers={"Authorization": f"Bearer {expired}"})
+            assert error_of(r)["code"] == "TOKEN_EXPIRED" and "log in again" in error_of(r)["message"]

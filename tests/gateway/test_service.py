@@ -142,15 +142,20 @@ exit 0
 """
 
 
-def test_install_start_status_uninstall_drive_systemctl(tmp_path: Path) -> None:
+def _with_systemctl(tmp_path: Path, script: str) -> tuple[Site, dict[str, str]]:
     site = Site(tmp_path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "systemctl"
-    fake.write_text(_FAKE_SYSTEMCTL)
+    fake.write_text(script)
     fake.chmod(0o755)
+    return site, {**site.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_install_start_status_uninstall_drive_systemctl(tmp_path: Path) -> None:
+    site, env = _with_systemctl(tmp_path, _FAKE_SYSTEMCTL)
     calls = tmp_path / "systemctl.log"
-    env = {**site.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SYSTEMCTL_LOG": str(calls)}
+    env["SYSTEMCTL_LOG"] = str(calls)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         argv = [*site.command, *args] if args[0] != "install" else site.argv(*args)
@@ -175,3 +180,53 @@ def test_install_start_status_uninstall_drive_systemctl(tmp_path: Path) -> None:
         "--user disable --now gateway.service",
         "--user daemon-reload",
     ]
+
+
+# systemctl as it answers where there is no user session (a container, su/sudo) and where the unit is not
+# installed: the real messages of systemd, on stderr, with its exit codes.
+_SYSTEMCTL_NO_SESSION = """#!/bin/sh
+echo "Failed to connect to bus: No medium found" >&2
+exit 1
+"""
+_SYSTEMCTL_NOT_INSTALLED = """#!/bin/sh
+case "$2" in
+  status) echo "Unit gateway.service could not be found." >&2; exit 4 ;;
+  start) echo "Failed to start gateway.service: Unit gateway.service not found." >&2; exit 5 ;;
+  disable) echo "Failed to disable unit: Unit file gateway.service does not exist." >&2; exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _run(site: Site, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*site.command, command], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+
+
+def test_service_commands_explain_a_missing_user_session_in_one_line(tmp_path: Path) -> None:
+    site, env = _with_systemctl(tmp_path, _SYSTEMCTL_NO_SESSION)
+    unit = Path(site.env["XDG_CONFIG_HOME"]) / "systemd" / "user" / "gateway.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    for command in ("service-status", "service-start", "uninstall"):
+        r = _run(site, env, command)
+        assert r.returncode == 1, (command, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (command, r.stderr)
+        assert "Failed to connect to bus" not in r.stderr, "the raw systemctl message is translated"
+        assert "cannot reach a user service manager" in r.stderr and "`gateway serve`" in r.stderr
+        assert r.stdout == ""
+    assert not unit.exists(), "uninstall removes the file even when systemd cannot be told"
+
+
+def test_service_commands_say_when_the_service_is_not_installed(tmp_path: Path) -> None:
+    site, env = _with_systemctl(tmp_path, _SYSTEMCTL_NOT_INSTALLED)
+    status = _run(site, env, "service-status")
+    assert status.returncode == 3, status.stderr
+    assert status.stderr.strip() == "error: the gateway service is not installed; `gateway install` installs it"
+    assert status.stdout == ""
+    started = _run(site, env, "service-start")
+    assert started.returncode == 1
+    assert started.stderr.strip() == "error: the gateway service is not installed; `gateway install` installs it"
+    removed = _run(site, env, "uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stderr.strip() == "the systemd service is not installed"

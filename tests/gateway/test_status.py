@@ -64,4 +64,4 @@ async def test_status_says_when_the_token_is_not_the_gateways(gateway: RunningGa
         lock.release()
     assert data["running"] and data["healthy"]
     assert "services" not in data
-    assert "not the one the gateway uses" in data["note"]
+    assert "the gateway refuses the token file's token" in data["note"]
