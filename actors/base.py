@@ -28,6 +28,14 @@ class AskTimeoutError(ActorError):
     """No reply arrived within the timeout given to `ask()`."""
 
 
+class TemporaryFailure(Exception):
+    """Something the actor needs refused for now (storage cannot write, or stalls): not a bug in the actor.
+
+    A supervisor waits such a crash out with its backoff and restarts the actor without counting it against the
+    restart budget, so a long outage never makes it give up; the actor recovers when the resource does.
+    """
+
+
 class Address(Generic[M]):
     """Where to send messages to one actor. It outlives restarts: the supervisor owns the mailbox."""
 

@@ -10,14 +10,14 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 import trio
 
-from actors.base import Address, AskTimeoutError, Reply
+from actors.base import Address, AskTimeoutError, Reply, TemporaryFailure
 
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("gateway.store")
 
 
-class StorageUnavailableError(Exception):
+class StorageUnavailableError(TemporaryFailure):
     """The database could not commit (disk full, I/O error, locked); nothing in the batch was stored."""
 
 
