@@ -13,7 +13,7 @@ import trio
 
 from actors.base import Address, BusyError, DeadActorError, Reply, ask
 from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
-from actors.store import Store
+from actors.store import StorageUnavailableError, Store
 from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor
 from storage import ingress as ingress_db
 
@@ -98,7 +98,8 @@ async def _serve(factory: ConnectorFactory, inbox: trio.MemoryReceiveChannel[Con
             async for msg in inbox:
                 match msg:
                     case Inbound():
-                        nursery.start_soon(_answer, connector, msg)
+                        if msg.reply.claim():  # else its asker gave up waiting: it must never run
+                            nursery.start_soon(_answer, connector, msg)
                     case Deliver():
                         nursery.start_soon(_deliver, connector, msg)
     finally:
@@ -111,6 +112,11 @@ async def _answer(connector: Connector, msg: Inbound) -> None:
         msg.reply.set(await connector.handle(msg))
     except Exception as exc:
         msg.reply.fail(exc)
+    finally:
+        if not msg.reply.done:
+            # This life ended mid-request (a crash beside it, a replacement): the asker, who waits for a claimed
+            # request however long it takes, must hear of it. What was stored stays stored.
+            msg.reply.fail(DeadActorError(f"connector {connector.kind}/{connector.name} restarted mid-request"))
 
 
 async def _deliver(connector: Connector, msg: Deliver) -> None:
@@ -253,10 +259,19 @@ class IngressDispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain the backlog left by a previous run, then follow new commits until cancelled."""
         task_status.started()
+        delay = 0.5
         while True:
             self._wake = trio.Event()
-            while await self._round():
-                pass
+            try:
+                while await self._round():
+                    pass
+            except StorageUnavailableError as exc:
+                # Storage refuses (frozen, read-only, full): the events wait durably; try again, backing off.
+                log.warning("ingress dispatcher: %s; retrying in %.1f s", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.5
             await self._wake.wait()
             await self._settle()
 

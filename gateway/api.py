@@ -199,7 +199,7 @@ async def authenticate(request: Request, runtime: Runtime) -> Principal:
         return ADMIN_TOKEN
     assert token is not None
     claims = rest_of(runtime).issuer.decode_access(token)
-    user = await runtime.store.call(users_db.get_user, claims["sub"])
+    user = await runtime.store.read(users_db.get_user, claims["sub"])  # every request: it must not wait on a write
     if user is None or user.status != "active":
         # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.
         raise UnauthorizedError(

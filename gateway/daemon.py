@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import trio
 
 from gateway import __version__
-from gateway.config import Config, Paths, ensure_token, is_loopback, shorten_token
+from gateway.config import Config, ConfigError, Paths, ensure_token, is_loopback, shorten_token
 from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.logs import setup_logging
 from gateway.procs import free_port, terminate
@@ -196,6 +196,20 @@ def _force_free(config: Config, paths: Paths) -> None:
             _say(f"  --force: stopped pid {pids} listening on port {config.server.port}{killed}")
 
 
+def _check_data_dir(paths: Paths) -> None:
+    """Refuse to start, in one line, on a data folder the gateway cannot write (a disk mounted read-only)."""
+    from storage.db import probe_folder
+
+    try:
+        paths.data_dir.mkdir(parents=True, exist_ok=True)
+        probe_folder(paths.data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data folder {paths.data_dir} cannot be written ({exc.strerror}); "
+            "make it writable, or set [storage] data_dir to a writable folder"
+        ) from None
+
+
 def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[str, str] | None = None) -> int:
     """`gateway serve`: the run loop. Returns the process exit code; ConfigError propagates (exit 78 in the CLI)."""
     env = os.environ if env is None else env
@@ -204,6 +218,7 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
     supervisor = supervisor_name(env)
     while True:
         config, paths = load()
+        _check_data_dir(paths)
         setup_logging(
             level=config.log.level,
             fmt=config.log.format,

@@ -27,7 +27,7 @@ from actors.providers.echo import EchoProvider
 from actors.providers.openai import OpenAIProvider, OpenAISettings, preload_httpx
 from actors.router import Router, start_router
 from actors.session import SessionConfig
-from actors.store import Store, StoreActor, StoreMsg
+from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway import __version__, connguard
 from gateway.config import Config, Paths
@@ -36,7 +36,7 @@ from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
-from storage.db import open_db
+from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.runtime")
@@ -202,6 +202,15 @@ async def run(
     if config.agent.provider == "openai":
         preload_httpx()
     choice = AgentChoice(config.agent.provider)
+    st = config.storage
+    reader = Reader(partial(open_reader, paths.db_file))
+    store_actor = StoreActor(
+        conn,
+        max_batch=st.max_batch,
+        reopen=partial(prove_writable, paths.db_file, synchronous=st.synchronous),
+        probe_interval=st.probe_interval,
+        reader=reader,
+    )
     try:
         # The root: two supervisors (infra, core) and the edge. Every long-lived task is a supervised child (a task
         # named `supervised:<name>`) or inside one; a child that fails for good is marked failed, never escalated,
@@ -209,7 +218,6 @@ async def run(
         async with Supervisor("infra") as infra:
             if handle_signals:
                 infra.start_soon(service("signals", partial(watch_signals, shutdown), RestartPolicy(Restart.TRANSIENT)))
-            store_actor = StoreActor(conn, max_batch=config.storage.max_batch)
             store_spec: ChildSpec[StoreMsg] = ChildSpec(
                 name="store",
                 run=store_actor.run,
@@ -217,7 +225,9 @@ async def run(
                 registry=registry,
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
             )
-            store = Store((await infra.start(store_spec)).address, stats=store_actor.stats)
+            store = Store(
+                (await infra.start(store_spec)).address, timeout=st.timeout, stats=store_actor.stats, reader=reader
+            )
             listeners: list[Callable[[EventRow], None]] = []
 
             def on_event(event: EventRow) -> None:
@@ -289,7 +299,11 @@ async def run(
                 core.cancel("gateway shutdown")
             infra.cancel("gateway shutdown")
     finally:
-        conn.close()
+        for db in (store_actor.conn, reader.conn):
+            try:
+                db.close()
+            except sqlite3.Error as exc:  # a disk gone read-only: nothing left to write anyway
+                log.warning("closing the database: %s", exc)
         log.info("gateway stopped")
 
 

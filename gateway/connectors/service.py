@@ -23,7 +23,7 @@ from actors.connector import (
 )
 from actors.messages import RouterMsg
 from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished
-from actors.store import Store
+from actors.store import StorageUnavailableError, Store
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway.connectors.base import Context, SidecarTokens
 from gateway.connectors.model import (
@@ -47,6 +47,7 @@ from storage import secrets as secret_db
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.connectors")
+BACKLOG_POLL = 2.0  # seconds between two reads of the outbox backlog shown in /api/status
 
 
 def _now_ms() -> int:
@@ -207,9 +208,17 @@ class ConnectorService:
         return out
 
     async def _refresh_backlog(self) -> None:
+        # The status page's delivery backlog. Storage refusing (frozen, read-only) backs the poll off; the last
+        # count stays shown meanwhile.
+        delay = BACKLOG_POLL
         while True:
-            self._pending = await self.store.call(outbox_db.pending_count)
-            await trio.sleep(2.0)
+            try:
+                self._pending = await self.store.call(outbox_db.pending_count)
+                delay = BACKLOG_POLL
+            except StorageUnavailableError as exc:
+                log.warning("connector backlog not refreshed: %s; next try in %.0f s", exc, delay)
+                delay = min(delay * 2, 60.0)
+            await trio.sleep(delay)
 
     # ---- views and CRUD ----
 

@@ -293,3 +293,34 @@ async def test_a_service_is_started_once_it_says_it_is_ready(autojump_clock: tri
         await sup.start(service("slow", slow_start, announces=True))
         assert ready_at == [trio.current_time()]
         sup.cancel()
+
+
+async def test_an_ask_withdrawn_at_its_deadline_never_runs_and_a_claimed_one_is_answered_past_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[str] = []
+
+    async def slow(inbox: trio.MemoryReceiveChannel[tuple[str, Reply[str]]]) -> None:
+        async for text, reply in inbox:
+            if not reply.claim():
+                continue  # its asker gave up: it must not run
+            await trio.sleep(5)  # longer than the askers' timeout
+            ran.append(text)
+            reply.set(text)
+
+    async with Supervisor("top") as sup:
+        child = await sup.start(ChildSpec("slow", slow))
+        async with trio.open_nursery() as n:
+            first: list[str] = []
+
+            async def ask_first() -> None:
+                first.append(await ask(child.address, lambda r: ("first", r), timeout=1))
+
+            n.start_soon(ask_first)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(AskTimeoutError):  # queued behind "first" when its deadline passed
+                await ask(child.address, lambda r: ("second", r), timeout=1)
+        assert first == ["first"]  # claimed before the deadline: waited for, not a timeout
+        await trio.sleep(10)
+        assert ran == ["first"]
+        sup.cancel()
