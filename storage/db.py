@@ -82,7 +82,7 @@ def prove_writable(path: str | Path, *, synchronous: Synchronous = "full") -> sq
     """
     path = Path(path)
     probe_folder(path.parent)
-    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(_existing(path), uri=True, isolation_level=None, check_same_thread=False)
     try:
         apply_pragmas(conn, synchronous=synchronous)
         conn.execute("BEGIN IMMEDIATE")
@@ -93,9 +93,14 @@ def prove_writable(path: str | Path, *, synchronous: Synchronous = "full") -> sq
     return conn
 
 
+def _existing(path: str | Path) -> str:
+    # mode=rw: never create an empty database where the real one is missing (a disk mounted back without it).
+    return f"{Path(path).absolute().as_uri()}?mode=rw"
+
+
 def open_reader(path: str | Path) -> sqlite3.Connection:
     """A second connection to the database at `path` that can only read (`PRAGMA query_only`)."""
-    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(_existing(path), uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA query_only=ON")
