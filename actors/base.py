@@ -25,7 +25,15 @@ class DeadActorError(ActorError):
 
 
 class AskTimeoutError(ActorError):
-    """No reply arrived within the timeout given to `ask()`."""
+    """No actor took the request within the timeout given to `ask()`: it was withdrawn and will never run."""
+
+
+class TemporaryFailure(Exception):
+    """Something the actor needs refused for now (storage cannot write, or stalls): not a bug in the actor.
+
+    A supervisor waits such a crash out with its backoff and restarts the actor without counting it against the
+    restart budget, so a long outage never makes it give up; the actor recovers when the resource does.
+    """
 
 
 class Address(Generic[M]):
@@ -77,14 +85,40 @@ _UNSET = object()
 
 
 class Reply(Generic[T]):
-    """A one-shot answer slot carried inside a request message."""
+    """A one-shot answer slot carried inside a request message.
 
-    __slots__ = ("_error", "_event", "_value")
+    It also settles, once, who owns the request when the asker's deadline passes: an actor that `claim()`s it
+    before starting work commits to answering with the real outcome (the asker then waits for it, however long);
+    an asker that `withdraw()`s it first is told the request never ran, and the actor skips it. So an answer
+    "not done" (a 503) always means not done, never "done, but too late to say".
+    """
+
+    __slots__ = ("_claimed", "_error", "_event", "_value", "_withdrawn")
 
     def __init__(self) -> None:
         self._event = trio.Event()
         self._value: object = _UNSET
         self._error: BaseException | None = None
+        self._claimed = False
+        self._withdrawn = False
+
+    def claim(self) -> bool:
+        """The actor starts on the request: False when its asker has already withdrawn it (skip it then)."""
+        if self._withdrawn:
+            return False
+        self._claimed = True
+        return True
+
+    def withdraw(self) -> bool:
+        """The asker gives up: True when no actor has claimed the request, which then never runs."""
+        if self._claimed:
+            return False
+        self._withdrawn = True
+        return True
+
+    @property
+    def withdrawn(self) -> bool:
+        return self._withdrawn
 
     def set(self, value: T) -> None:
         """Answer with a value; a second answer is ignored (the first one wins)."""
@@ -113,14 +147,18 @@ class Reply(Generic[T]):
 async def ask(address: Address[M], make: Callable[[Reply[T]], M], *, timeout: float) -> T:
     """Send `make(reply)` to `address` and wait for the answer.
 
-    Raises AskTimeoutError when no answer comes within `timeout` seconds (the wait for mailbox space
-    counts too), DeadActorError when the actor is gone, and whatever error the actor answered with.
+    Raises AskTimeoutError when no answer comes within `timeout` seconds (the wait for mailbox space counts too)
+    and no actor has claimed the request: it is withdrawn, so an actor that claims its requests never runs it.
+    A claimed request is waited for until its real answer. Raises DeadActorError when the actor is gone, and
+    whatever error the actor answered with.
     """
     reply: Reply[T] = Reply()
     with trio.move_on_after(timeout) as scope:
         await address.send(make(reply))
         return await reply.wait()
     assert scope.cancelled_caught
+    if not reply.withdraw():
+        return await reply.wait()  # the actor is on it: its outcome, not a guess, is the answer
     raise AskTimeoutError(f"{address.name} did not answer within {timeout:g} s")
 
 

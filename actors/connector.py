@@ -13,8 +13,8 @@ import trio
 
 from actors.base import Address, BusyError, DeadActorError, Reply, ask
 from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
-from actors.store import Store
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, describe_error, supervise
+from actors.store import StorageUnavailableError, Store
+from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor
 from storage import ingress as ingress_db
 
 log = logging.getLogger("gateway.connectors")
@@ -99,7 +99,8 @@ async def _serve(factory: ConnectorFactory, inbox: trio.MemoryReceiveChannel[Con
             async for msg in inbox:
                 match msg:
                     case Inbound():
-                        nursery.start_soon(_answer, connector, msg)
+                        if msg.reply.claim():  # else its asker gave up waiting: it must never run
+                            nursery.start_soon(_answer, connector, msg)
                     case Deliver():
                         nursery.start_soon(_deliver, connector, msg)
     finally:
@@ -112,6 +113,11 @@ async def _answer(connector: Connector, msg: Inbound) -> None:
         msg.reply.set(await connector.handle(msg))
     except Exception as exc:
         msg.reply.fail(exc)
+    finally:
+        if not msg.reply.done:
+            # This life ended mid-request (a crash beside it, a replacement): the asker, who waits for a claimed
+            # request however long it takes, must hear of it. What was stored stays stored.
+            msg.reply.fail(DeadActorError(f"connector {connector.kind}/{connector.name} restarted mid-request"))
 
 
 async def _deliver(connector: Connector, msg: Deliver) -> None:
@@ -123,72 +129,49 @@ async def _deliver(connector: Connector, msg: Deliver) -> None:
         msg.reply.set(DeliveryResult("retryable", f"{type(exc).__name__} while delivering"))
 
 
-@dataclass(slots=True)
-class _Entry:
-    ref: str
-    scope: trio.CancelScope
-    address: Address[ConnectorMsg] | None = None
-    stopped: trio.Event = field(default_factory=trio.Event)
-    gave_up: str | None = None
-
-
 class ConnectorRegistry:
-    """Starts, replaces and stops connector actors by `kind/name`; owns the nursery they run in."""
+    """Starts, replaces and stops connector actors by `kind/name`, as children of its own Supervisor."""
 
     def __init__(self, registry: Registry, *, policy: RestartPolicy | None = None) -> None:
         self.registry = registry
         self.policy = policy or RestartPolicy(Restart.PERMANENT, max_restarts=8, window=60.0, backoff=0.5)
-        self._entries: dict[str, _Entry] = {}
-        self._nursery: trio.Nursery | None = None
-        self._failed: dict[str, str] = {}
+        self._supervisor = Supervisor("connectors")
+        self._ready = trio.Event()
         # Serialises start/stop so two concurrent PUTs of one connector cannot leave an orphaned actor.
         self._lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Hold the actors' nursery open until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        """Hold the actors' supervisor open until cancelled."""
+        async with self._supervisor:
+            self._ready.set()
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._ready = trio.Event()
+
+    def _child(self, ref: str) -> Child[ConnectorMsg] | None:
+        return self._supervisor.get(f"connector:{ref}")
 
     def address_of(self, ref: str) -> Address[ConnectorMsg] | None:
-        entry = self._entries.get(ref)
-        return entry.address if entry is not None else None
+        child = self._child(ref)
+        return child.address if child is not None and child.error is None else None
 
     async def start(self, ref: str, factory: ConnectorFactory) -> None:
         """Start (or replace) the actor for `ref`; the old one is stopped first."""
+        await self._ready.wait()
         async with self._lock:
             await self._stop(ref)
-            await self._start(ref, factory)
-
-    async def _start(self, ref: str, factory: ConnectorFactory) -> None:
-        assert self._nursery is not None, "ConnectorRegistry.run must be started first"
-        entry = _Entry(ref, trio.CancelScope())
-        self._entries[ref] = entry
-        self._failed.pop(ref, None)
-        entry.address = await self._nursery.start(self._supervise, entry, factory)
-
-    async def _supervise(
-        self, entry: _Entry, factory: ConnectorFactory, *, task_status: trio.TaskStatus[Address[ConnectorMsg]]
-    ) -> None:
-        spec: ChildSpec[ConnectorMsg] = ChildSpec(
-            name=f"connector:{entry.ref}",
-            run=partial(_serve, factory),
-            policy=self.policy,
-            capacity=1024,
-            registry=self.registry,
-        )
-        try:
-            with entry.scope:
-                await supervise(spec, task_status=task_status)
-        except GaveUpError as exc:
-            # Never silently: the state stays `failed` with the error in /api/status until reconfigured.
-            log.error("%s", exc)
-            self._failed[entry.ref] = describe_error(exc.__cause__ or exc)
-        finally:
-            entry.stopped.set()
-            if self._entries.get(entry.ref) is entry and entry.ref not in self._failed:
-                del self._entries[entry.ref]
+            spec: ChildSpec[ConnectorMsg] = ChildSpec(
+                name=f"connector:{ref}",
+                run=partial(_serve, factory),
+                policy=self.policy,
+                capacity=1024,
+                registry=self.registry,
+            )
+            # A crash beyond the budget is never silent: the state stays `failed` with the error in /api/status
+            # until reconfigured (the Supervisor keeps the failed child's record).
+            await self._supervisor.start(spec)
 
     async def stop(self, ref: str) -> None:
         """Stop the actor for `ref` (if running) and wait until it is gone."""
@@ -196,25 +179,25 @@ class ConnectorRegistry:
             await self._stop(ref)
 
     async def _stop(self, ref: str) -> None:
-        entry = self._entries.pop(ref, None)
-        self._failed.pop(ref, None)
-        if entry is None:
+        child = self._child(ref)
+        if child is None:
             return
-        entry.scope.cancel()
-        await entry.stopped.wait()
-        self.registry.unregister(f"connector:{ref}")
+        await child.stop()
+        self._supervisor.forget(child.name)
+        self.registry.unregister(child.name)
 
     def refs(self) -> list[str]:
-        return sorted(set(self._entries) | set(self._failed))
+        return sorted(c.name.removeprefix("connector:") for c in self._supervisor.children())
 
     def statistics(self, ref: str) -> dict[str, Any]:
         """Return state, last_error, restarts and mailbox backlog of one connector actor."""
         info = self.registry.get(f"connector:{ref}")
-        if ref in self._failed:
+        child = self._child(ref)
+        if child is not None and child.error is not None:
             snap = info.snapshot() if info is not None else {}
             return {
                 "state": "failed",
-                "last_error": self._failed[ref],
+                "last_error": child.error,
                 "restarts": snap.get("restarts", 0),
                 "backlog": 0,
             }
@@ -279,10 +262,19 @@ class IngressDispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain the backlog left by a previous run, then follow new commits until cancelled."""
         task_status.started()
+        delay = 0.5
         while True:
             self._wake = trio.Event()
-            while await self._round():
-                pass
+            try:
+                while await self._round():
+                    pass
+            except StorageUnavailableError as exc:
+                # Storage refuses (frozen, read-only, full): the events wait durably; try again, backing off.
+                log.warning("ingress dispatcher: %s; retrying in %.1f s", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.5
             await self._wake.wait()
             await self._settle()
 

@@ -7,13 +7,12 @@ import re
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
 
 from actors.base import Address, Reply, ask
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, describe_error, supervise
+from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor, describe_error
 from storage.mcp import McpServerRow
 
 log = logging.getLogger("gateway.mcp")
@@ -40,8 +39,11 @@ class ServerState:
     last_error: str | None = None
     restarts: int = 0
     tools: list[McpTool] = field(default_factory=list)
-    address: Address[CallTool] | None = None
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    child: Child[CallTool] | None = None
+
+    @property
+    def address(self) -> Address[CallTool] | None:
+        return self.child.address if self.child is not None else None
 
 
 McpClientFactory = Callable[..., Any]  # (*, trusted: Sequence[str], **httpx2.AsyncClient arguments) -> AsyncClient
@@ -108,7 +110,8 @@ class McpHub:
         self.policy = policy or RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0, backoff=1.0)
         self.servers: dict[str, ServerState] = {}
         self._configs: dict[str, McpServerRow] = {}
-        self._nursery: trio.Nursery | None = None
+        self._supervisor = Supervisor("mcp", on_failed=self._failed)
+        self._running = False
         self._changed = trio.Event()
 
     def _set(self, st: ServerState, state: str, error: str | None = None) -> None:
@@ -125,26 +128,43 @@ class McpHub:
             await self._changed.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[McpHub] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started(self)
-            await trio.sleep_forever()
+        """Serve until cancelled; every server applied so far (before this life too) gets a connection."""
+        async with self._supervisor:
+            self._running = True
+            try:
+                for name, st in self.servers.items():
+                    st.child = self._supervisor.start_soon(self._spec(self._configs[name], st))
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._running = False
 
     def apply(self, servers: list[McpServerRow]) -> None:
-        """Start newly enabled or changed servers and stop disabled or removed ones (returns at once)."""
-        assert self._nursery is not None, "McpHub.run must be started first"
+        """Start newly enabled or changed servers and stop disabled or removed ones (returns at once; servers
+        applied before `run` starts are connected when it does)."""
         wanted = {s.name: s for s in servers if s.enabled}
         for name in list(self.servers):
             if name not in wanted or wanted[name] != self._configs.get(name):
-                self.servers.pop(name).scope.cancel()
+                st = self.servers.pop(name)
+                if st.child is not None:
+                    st.child.scope.cancel()
+                    self._supervisor.forget(st.child.name)
+                if st.state != "failed":
+                    self._set(st, "stopped", st.last_error)
                 self._configs.pop(name, None)
         for name, cfg in wanted.items():
             if name not in self.servers:
                 self._configs[name] = cfg
-                self.servers[name] = ServerState()
-                self._nursery.start_soon(self._supervise, cfg, self.servers[name])
+                self.servers[name] = st = ServerState()
+                if self._running:
+                    st.child = self._supervisor.start_soon(self._spec(cfg, st))
 
-    async def _supervise(self, cfg: McpServerRow, st: ServerState) -> None:
+    def _failed(self, child: Child[Any]) -> None:
+        for st in self.servers.values():
+            if st.child is child:
+                self._set(st, "failed", st.last_error)  # visible in the listing and /api/status until re-applied
+
+    def _spec(self, cfg: McpServerRow, st: ServerState) -> ChildSpec[CallTool]:
         async def run(inbox: trio.MemoryReceiveChannel[CallTool]) -> None:
             if st.state == "error":
                 st.restarts += 1
@@ -172,15 +192,7 @@ class McpHub:
                 log.warning("mcp server %s: %s", cfg.name, st.last_error)
                 raise
 
-        spec: ChildSpec[CallTool] = ChildSpec(f"mcp:{cfg.name}", run, self.policy, registry=self.registry)
-        with st.scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    st.address = await nursery.start(partial(supervise, spec))
-            except* GaveUpError:
-                self._set(st, "failed", st.last_error)  # visible in the listing and /api/status until re-applied
-        if st.state != "failed":
-            self._set(st, "stopped", st.last_error)
+        return ChildSpec(f"mcp:{cfg.name}", run, self.policy, registry=self.registry)
 
     def tools(self) -> list[McpTool]:
         """Every tool of every connected server."""

@@ -15,7 +15,7 @@ from actors.messages import Idle, RouterMsg, SessionKey, SessionMsg
 from actors.providers.base import Provider
 from actors.session import SessionActor, SessionConfig
 from actors.store import Store
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartPolicy, supervise
+from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor, supervise
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.router")
@@ -81,20 +81,20 @@ class Router:
         return live.address if live else None
 
     async def run(self, inbox: trio.MemoryReceiveChannel[RouterMsg]) -> None:
-        async with trio.open_nursery() as nursery:
+        async with Supervisor("sessions", on_failed=self._gave_up) as sessions:
             try:
                 async for msg in inbox:
                     if isinstance(msg, Idle):
                         self._on_idle(msg)
                     else:
-                        await self._forward(nursery, msg.key, msg)
+                        await self._forward(sessions, msg.key, msg)
             finally:
                 self._live.clear()
 
-    async def _forward(self, nursery: trio.Nursery, key: SessionKey, msg: SessionMsg) -> None:
+    async def _forward(self, sessions: Supervisor, key: SessionKey, msg: SessionMsg) -> None:
         live = self._live.get(key)
         if live is None:
-            live = await self._spawn(nursery, key)
+            live = await self._spawn(sessions, key)
         try:
             live.address.send_nowait(msg)
         except BusyError as exc:
@@ -110,7 +110,7 @@ class Router:
             return
         live.sent += 1
 
-    async def _spawn(self, nursery: trio.Nursery, key: SessionKey) -> _Live:
+    async def _spawn(self, sessions: Supervisor, key: SessionKey) -> _Live:
         assert self.address is not None, "Router.run must be started through supervise()"
         actor = SessionActor(
             key,
@@ -129,24 +129,18 @@ class Router:
             registry=self.registry,
             forget_failed=True,
         )
-        address: Address[SessionMsg] = await nursery.start(partial(self._supervise_session, key, spec))
-        live = _Live(address, actor)
+        child = await sessions.start(spec)
+        live = _Live(child.address, actor)
         self._live[key] = live
         self._started += 1
         return live
 
-    async def _supervise_session(
-        self, key: SessionKey, spec: ChildSpec[SessionMsg], *, task_status: trio.TaskStatus[Address[SessionMsg]]
-    ) -> None:
-        try:
-            await supervise(spec, task_status=task_status)
-        except GaveUpError as exc:
-            # One broken session must not take the others down: forget it; the next message revives it.
-            self._crashed += 1
-            log.error("%s", exc)
-            live = self._live.get(key)
-            if live is not None and live.actor is not None and live.address.name == spec.name:
-                self._live.pop(key, None)
+    def _gave_up(self, child: Child[SessionMsg]) -> None:
+        # One broken session must not take the others down: forget it; the next message revives it.
+        self._crashed += 1
+        for key, live in list(self._live.items()):
+            if live.address is child.address:
+                del self._live[key]
 
     def _on_idle(self, msg: Idle) -> None:
         live = self._live.get(msg.key)
@@ -160,8 +154,10 @@ class Router:
             pass
 
 
-async def start_router(nursery: trio.Nursery, router: Router, *, capacity: int = 1024) -> Address[RouterMsg]:
-    """Start `router` under a permanent supervisor in `nursery`; return its address."""
+async def start_router(
+    parent: trio.Nursery | Supervisor, router: Router, *, capacity: int = 1024
+) -> Address[RouterMsg]:
+    """Start `router` under a permanent supervisor (a child of `parent`); return its address."""
 
     async def run(inbox: trio.MemoryReceiveChannel[RouterMsg]) -> None:
         await router.run(inbox)
@@ -173,6 +169,9 @@ async def start_router(nursery: trio.Nursery, router: Router, *, capacity: int =
         registry=router.registry,
         policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
     )
-    address: Address[RouterMsg] = await nursery.start(partial(supervise, spec))
+    if isinstance(parent, Supervisor):
+        address = (await parent.start(spec)).address
+    else:
+        address = await parent.start(partial(supervise, spec))
     router.address = address
     return address

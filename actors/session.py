@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import trio
 import trio.lowlevel
 
-from actors.base import Address, BusyError, Reply, Stop
+from actors.base import Address, BusyError, DeadActorError, Reply, Stop
 from actors.choice import NO_PIN, Choose, Pin
 from actors.messages import (
     Abort,
@@ -36,7 +36,7 @@ from actors.providers.base import (
     ToolActivity,
     TurnRequest,
 )
-from actors.store import Store
+from actors.store import StorageUnavailableError, Store
 from storage import events as ev_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
@@ -166,19 +166,25 @@ class _SessionLife:
 
     async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
         key = self.a.key
-        row = await self.a.store.call(
-            sess_db.get_or_create_session,
-            key.transport,
-            key.chat_id,
-            key.topic_id,
-            now_ms=now_ms(),
-        )
-        self.session_id = row.id
-        self.owner = row.owner
-        self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
-        self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
-        self.reserved = self.seq
-        for t in await self.a.store.call(msg_db.queued_turns, row.id):
+        try:
+            row = await self.a.store.call(
+                sess_db.get_or_create_session,
+                key.transport,
+                key.chat_id,
+                key.topic_id,
+                now_ms=now_ms(),
+            )
+            self.session_id = row.id
+            self.owner = row.owner
+            self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
+            self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
+            self.reserved = self.seq
+            queued = await self.a.store.call(msg_db.queued_turns, row.id)
+        except Exception as exc:
+            if self._refuse_waiting(inbox, exc):
+                return  # retired meanwhile: nothing to restart
+            raise
+        for t in queued:
             self.queue.append(_QueuedTurn(t.id, t.prompt))
         if self.queue:
             self.work.set()
@@ -199,6 +205,23 @@ class _SessionLife:
             for ch in self.subscribers:
                 ch.close()
             self.subscribers.clear()
+
+    def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
+        """This life cannot start (storage down): answer what waits for it with the reason at once rather than
+        leave its askers to time out. Returns True when a Stop was among them."""
+        stopped = False
+        while True:
+            try:
+                msg = inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return stopped
+            if isinstance(msg, Stop):
+                stopped = True
+                continue
+            self.a.received += 1
+            reply = getattr(msg, "reply", None)
+            if isinstance(reply, Reply):
+                reply.fail(exc)
 
     async def _serve(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
         while True:
@@ -244,6 +267,17 @@ class _SessionLife:
     # ---- requests ----
 
     async def _submit(self, msg: Submit) -> None:
+        if not msg.reply.claim():
+            return  # its asker gave up before we got to it: it was told "not accepted", so it must not run
+        try:
+            await self._accept(msg)
+        finally:
+            if not msg.reply.done:  # cancelled mid-way (a crash beside it): never leave a claimed ask waiting
+                msg.reply.fail(
+                    DeadActorError(f"session {self.a.key} stopped while accepting the turn (it may be stored)")
+                )
+
+    async def _accept(self, msg: Submit) -> None:
         if len(self.queue) >= self.cfg.max_queue:
             msg.reply.fail(BusyError(f"session {self.a.key} already has {len(self.queue)} turns queued"))
             return
@@ -285,7 +319,11 @@ class _SessionLife:
             if after + 1 >= floor:
                 replay.extend(e for e in self.recent if e.seq > after)
                 break
-            rows = await self.a.store.call(ev_db.events_after, self.session_id, after, limit=2000)
+            try:
+                rows = await self.a.store.read(ev_db.events_after, self.session_id, after, limit=2000)
+            except StorageUnavailableError as exc:
+                msg.reply.fail(exc)  # this subscriber resumes later; the session and its running turn go on
+                return
             if not rows:
                 if after < self.life_floor:
                     # Deltas are shown before they are stored; a crash loses the unstored ones (their numbers stay

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,15 +12,15 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 import trio
 
-from actors.base import Address, AskTimeoutError, Reply
+from actors.base import Address, DeadActorError, Reply, TemporaryFailure
 
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("gateway.store")
 
 
-class StorageUnavailableError(Exception):
-    """The database could not commit (disk full, I/O error, locked); nothing in the batch was stored."""
+class StorageUnavailableError(TemporaryFailure):
+    """Storage refused the request (disk full, read-only, I/O error, frozen): nothing of it was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +41,28 @@ class StoreStats:
     largest_batch: int = 0
     failed_commits: int = 0
     last_error: str | None = field(default=None)
-    # True from a batch that storage refused (disk full, I/O error) until a batch that writes commits again.
+    # True from a batch that storage refused (disk full, I/O error) until a batch that writes commits again, or
+    # a probe finds the disk writable again.
     failing: bool = False
+    # trio time at which the batch now in the worker thread was handed over (None: the thread is idle).
+    busy_since: float | None = None
+    reopened: int = 0  # connections replaced after the disk came back
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the current commit has been running (0 when none is)."""
+        return 0.0 if self.busy_since is None else now - self.busy_since
+
+    def degraded(self, now: float, stall_after: float) -> str | None:
+        """Why storage cannot take writes now (for `/health`), or None when it can."""
+        stalled = self.stalled_for(now)
+        if stalled >= stall_after:
+            return (
+                f"storage has not finished a commit for {stalled:.0f} s (the disk is frozen or very slow); "
+                "writes are refused until it does"
+            )
+        if self.failing:
+            return f"storage cannot write: {self.last_error}; writes resume by themselves once the disk takes them"
+        return None
 
 
 # Result codes (the low byte of an extended code) that mean the database refused work, not that the op was wrong.
@@ -61,6 +83,17 @@ def unavailable(exc: BaseException) -> StorageUnavailableError | None:
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE:
         return StorageUnavailableError(f"the database cannot write: {exc}")
+    return None
+
+
+# errno values that mean the disk refused a write (full, read-only, failing), not that the request was wrong.
+_DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def disk_refused(exc: BaseException) -> StorageUnavailableError | None:
+    """The StorageUnavailableError a file write's OSError stands for (disk full, read-only, I/O error), else None."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_REFUSED:
+        return StorageUnavailableError(f"the disk refused the write: {exc.strerror}")
     return None
 
 
@@ -144,72 +177,215 @@ def _run_batch_isolated(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[
 
 
 class StoreActor:
-    """Drains its mailbox into batches and runs each in a single worker thread (limiter of 1)."""
+    """Drains its mailbox into batches and runs each in a single worker thread (limiter of 1).
 
-    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 512, inline: bool = False) -> None:
+    While storage refuses writes (`stats.failing`), every `probe_interval` seconds it asks `reopen()` for a fresh
+    connection that has proved the disk takes writes; when one comes, it replaces the old connection (a disk
+    remounted writable after going read-only needs new file handles) and writes resume without a restart.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        max_batch: int = 512,
+        inline: bool = False,
+        reopen: Callable[[], sqlite3.Connection] | None = None,
+        probe_interval: float = 5.0,
+        reader: Reader | None = None,
+    ) -> None:
         self.conn = conn
         self.max_batch = max_batch
         # inline=True runs batches on the trio thread: only for actor tests under the autojump clock,
         # where a worker thread would let virtual time jump while SQLite is busy.
         self.inline = inline
+        self.reopen = reopen
+        self.probe_interval = probe_interval
+        self.reader = reader
         self.stats = StoreStats()
         self._limiter = trio.CapacityLimiter(1)
+        self._probed_at = -math.inf
 
     async def run(self, inbox: trio.MemoryReceiveChannel[StoreMsg]) -> None:
         """Serve until cancelled. A batch already handed to the thread always finishes and is answered."""
         while True:
-            first = await inbox.receive()
-            batch: list[Op[Any]] = [first]
+            first: Op[Any] | None = None
+            if self.stats.failing and self.reopen is not None:
+                # Wake up to probe even when nothing is asked, so health comes back without traffic.
+                wait = max(0.0, self._probed_at + self.probe_interval - trio.current_time())
+                with trio.move_on_after(wait):
+                    first = await inbox.receive()
+                if trio.current_time() >= self._probed_at + self.probe_interval:
+                    await self._probe()
+            else:
+                first = await inbox.receive()
+            if first is None:
+                continue
+            batch: list[Op[Any]] = [first] if first.reply.claim() else []
             while len(batch) < self.max_batch:
                 try:
-                    batch.append(inbox.receive_nowait())
+                    op = inbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            # Shielded: once SQLite has the batch, its callers must learn the outcome even at shutdown.
-            changes = self.conn.total_changes
+                if op.reply.claim():  # else its caller's deadline passed first: it never runs
+                    batch.append(op)
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[Op[Any]]) -> None:
+        changes = self.conn.total_changes
+        try:
             if self.inline:
                 results = _run_batch(self.conn, batch)
                 await trio.lowlevel.checkpoint()
             else:
+                self.stats.busy_since = trio.current_time()
+                # Shielded: once SQLite has the batch, its callers must learn the outcome even at shutdown.
                 with trio.CancelScope(shield=True):
                     results = await trio.to_thread.run_sync(_run_batch, self.conn, batch, limiter=self._limiter)
-            refused = bool(results) and isinstance(results[0][1], StorageUnavailableError)
-            if refused:
-                self.stats.failing = True
-            elif self.conn.total_changes != changes:
-                self.stats.failing = False  # a write committed: storage takes writes again
-            self.stats.batches += 1
-            self.stats.ops += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for op, (ok, value) in zip(batch, results, strict=True):
-                if ok:
-                    op.reply.set(value)
-                else:
-                    if isinstance(value, StorageUnavailableError):
-                        self.stats.failed_commits += 1
-                        self.stats.last_error = str(value)
-                    op.reply.fail(value)
-            if results and isinstance(results[0][1], StorageUnavailableError):
-                log.error("storage commit failed: %s", self.stats.last_error)
+        except BaseException as exc:
+            # Never leave a claimed request unanswered: its caller waits for the outcome however long it takes.
+            for op in batch:
+                op.reply.fail(StorageUnavailableError(f"the storage actor failed: {exc!r}"))
+            raise
+        finally:
+            self.stats.busy_since = None
+        refused = bool(results) and isinstance(results[0][1], StorageUnavailableError)
+        if refused:
+            if not self.stats.failing:
+                self._probed_at = trio.current_time()  # the first probe one interval after the first refusal
+            self.stats.failing = True
+        elif self.conn.total_changes != changes:
+            self.stats.failing = False  # a write committed: storage takes writes again
+        self.stats.batches += 1
+        self.stats.ops += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for op, (ok, value) in zip(batch, results, strict=True):
+            if ok:
+                op.reply.set(value)
+            else:
+                if isinstance(value, StorageUnavailableError):
+                    self.stats.failed_commits += 1
+                    self.stats.last_error = str(value)
+                op.reply.fail(value)
+        if refused:
+            log.error("storage commit failed: %s", self.stats.last_error)
+
+    async def _probe(self) -> None:
+        assert self.reopen is not None
+        self._probed_at = trio.current_time()
+        reopen = self.reopen
+        try:
+            with trio.CancelScope(shield=True):
+                conn = await trio.to_thread.run_sync(reopen, limiter=self._limiter)
+        except Exception as exc:
+            log.info("storage still refuses writes: %s", _short(exc))
+            return
+        old, self.conn = self.conn, conn
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close_quietly, old, limiter=self._limiter)
+        if self.reader is not None:
+            await self.reader.reopen()
+        self.stats.failing = False
+        self.stats.reopened += 1
+        log.warning("storage takes writes again: the database was reopened")
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass  # a connection to a file system gone read-only cannot checkpoint on its way out; nothing is lost
+
+
+class Reader:
+    """A second connection, for reads only, in its own worker thread: reads go on while the writer's commit is
+    stuck on a frozen disk (WAL lets a reader see the last commit meanwhile)."""
+
+    def __init__(self, open_conn: Callable[[], sqlite3.Connection]) -> None:
+        self._open = open_conn
+        self.conn = open_conn()
+        self._limiter = trio.CapacityLimiter(1)
+        self.stuck = False  # the last read timed out (its thread may still hang in the kernel)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+        """Run `fn(conn)` (which must not write) in the reader thread; StorageUnavailableError after `timeout`."""
+        conn = self.conn
+        with trio.move_on_after(timeout):
+            # Abandoned on timeout: a read stuck in the kernel must not hold its caller; the next reads queue
+            # behind it on the limiter and time out the same way until the disk answers.
+            value = await trio.to_thread.run_sync(fn, conn, limiter=self._limiter, abandon_on_cancel=True)
+            self.stuck = False
+            return value
+        self.stuck = True
+        raise StorageUnavailableError(f"storage did not answer a read within {timeout:g} s (the disk may be frozen)")
+
+    async def reopen(self) -> None:
+        """Take a fresh connection (the writer's was replaced); the old one closes once no read uses it."""
+        try:
+            self.conn = await trio.to_thread.run_sync(self._open, limiter=self._limiter, abandon_on_cancel=True)
+        except Exception as exc:
+            log.warning("cannot reopen the read connection: %s", _short(exc))
 
 
 class Store:
     """The handle other actors use: `await store.call(fn, *args)` answers after the commit that holds it."""
 
-    def __init__(self, address: Address[StoreMsg], *, timeout: float = 30.0, stats: StoreStats | None = None) -> None:
+    def __init__(
+        self,
+        address: Address[StoreMsg],
+        *,
+        timeout: float = 30.0,
+        stats: StoreStats | None = None,
+        reader: Reader | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         self.stats = stats  # the actor's live counters, for health checks (None when not shared)
+        self.reader = reader
+
+    def degraded(self) -> str | None:
+        """Why storage cannot take writes now (frozen, read-only, full, I/O errors), or None when it can."""
+        return self.stats.degraded(trio.current_time(), self.timeout) if self.stats is not None else None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` in the storage thread; return its value once committed.
 
-        Raises whatever `fn` raised (its writes rolled back), StorageUnavailableError when the commit failed,
-        and AskTimeoutError after `timeout` seconds. Cancellation abandons the wait, not the write.
+        Raises whatever `fn` raised (its writes rolled back), and StorageUnavailableError when the commit failed
+        or when the actor has not started the request within `timeout` seconds: the request is then withdrawn
+        and never runs, so that error always means "not stored". Once the actor has started it, the call waits
+        for the real outcome however long the disk takes. Refused at once while a commit has been stuck for
+        `timeout` (a frozen disk). Cancellation abandons the wait, not the write.
         """
+        if self.stats is not None and self.stats.stalled_for(trio.current_time()) >= self.timeout:
+            raise StorageUnavailableError(self.degraded() or "storage is stalled")
         reply: Reply[T] = Reply()
         op = Op(lambda conn: fn(conn, *args, **kwargs), reply)
         with trio.move_on_after(self.timeout):
-            await self.address.send(op)
+            try:
+                await self.address.send(op)
+            except DeadActorError as exc:
+                raise StorageUnavailableError(f"the storage actor has stopped: {exc}") from None
             return await reply.wait()
-        raise AskTimeoutError(f"storage did not answer within {self.timeout:g} s")
+        if not reply.withdraw():
+            return await reply.wait()
+        raise StorageUnavailableError(
+            f"storage did not start this request within {self.timeout:g} s (the disk may be frozen or very slow); "
+            "nothing was stored"
+        )
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like `call` for a read-only `fn`: on the reader connection when there is one, so reads keep working
+        while a write is stuck on the disk."""
+        if self.reader is None:
+            return await self.call(fn, *args, **kwargs)
+        stats = self.stats
+        if self.reader.stuck and stats is not None and stats.stalled_for(trio.current_time()) >= self.timeout:
+            # The last read hung and the disk still stalls (frozen): say so at once rather than after another
+            # timeout. A read-only or full disk reads fine: only a stall counts here.
+            raise StorageUnavailableError(f"storage cannot read right now: {self.degraded()}")
+        return await self.reader.read(lambda conn: fn(conn, *args, **kwargs), self.timeout)

@@ -6,15 +6,22 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
-from actors.base import Address, Mailbox
+from actors.base import Address, Mailbox, TemporaryFailure
 
 M = TypeVar("M")
 log = logging.getLogger("gateway.supervisor")
+
+# Every task a Supervisor starts for a child is named `supervised:<child name>`; the child's own tasks are its
+# descendants. tests/gateway/test_supervision.py walks a running gateway's task tree with this convention and fails
+# on any other long-lived task (docs/architecture.md, "Supervision tree").
+SUPERVISED = "supervised:"
 
 
 class Restart(enum.Enum):
@@ -30,6 +37,16 @@ class RestartPolicy:
     window: float = 60.0  # seconds on trio's clock, so MockClock drives it in tests
     backoff: float = 0.1  # first delay before a restart, doubled per restart still inside the window
     max_backoff: float = 30.0
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """True when `exc` (or every crash inside a nursery's group) is a TemporaryFailure, e.g. storage refusing."""
+    if isinstance(exc, TemporaryFailure):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        return bool(leaves) and all(is_temporary(e) for e in leaves)
+    return False
 
 
 def describe_error(exc: BaseException) -> str:
@@ -173,17 +190,26 @@ class ChildSpec(Generic[M]):
     # A failed actor stays listed (its error visible) unless its owner forgets it anyway, as the router does with
     # a session whose budget ran out: the next message revives it, so the entry would only accumulate.
     forget_failed: bool = False
+    # Set by the child once it is ready to serve (see `service(announces=True)`); `Supervisor.start` waits for it.
+    ready: trio.Event | None = None
 
 
-async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[M]] = trio.TASK_STATUS_IGNORED) -> None:
+async def supervise(
+    spec: ChildSpec[M],
+    *,
+    mailbox: Mailbox[M] | None = None,
+    task_status: trio.TaskStatus[Address[M]] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run `spec.run` under its restart policy; hand back the actor's Address through `task_status`.
 
     Returns when the actor stops and may not be restarted; raises GaveUpError when a crash exhausts the
-    budget. Only `Exception` counts as a crash: cancellation passes straight through.
+    budget. Only `Exception` counts as a crash: cancellation passes straight through. A permanent actor waits
+    out a TemporaryFailure (storage down) with its backoff and is restarted without counting it.
     """
-    mailbox: Mailbox[M] = Mailbox(spec.name, capacity=spec.capacity)
+    mailbox = mailbox or Mailbox(spec.name, capacity=spec.capacity)
     budget = RestartBudget(spec.policy)
     crashes = 0
+    waits = 0  # temporary failures in a row, waited out by a permanent actor without counting them
     info = spec.registry.register(spec.name, mailbox.address) if spec.registry is not None else None
     try:
         with mailbox.inbox:
@@ -192,15 +218,31 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
                 if info:
                     info.state = "running"
                 error: Exception | None
+                started = trio.current_time()
                 try:
                     await spec.run(mailbox.inbox)
                     error = None
                 except Exception as exc:
-                    error = exc
-                    crashes += 1
-                    log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
                     if info:
                         info.last_error = describe_error(exc)
+                    if spec.policy.mode is Restart.PERMANENT and is_temporary(exc):
+                        # Not a bug in the actor: something it needs is down (storage). Wait it out, never give up.
+                        if trio.current_time() - started >= spec.policy.max_backoff:
+                            waits = 0
+                        delay = min(spec.policy.backoff * 2 ** min(waits, 30), spec.policy.max_backoff)
+                        waits += 1
+                        log.warning("actor %s: %s; restarting in %.1f s", spec.name, describe_error(exc), delay)
+                        if info:
+                            info.state = "restarting"
+                            info.restarts += 1
+                        await trio.sleep(delay)
+                        continue
+                    error = exc
+                    crashes += 1
+                    if is_temporary(exc):  # storage refused: one line, no traceback of our own code
+                        log.warning("actor %s stopped: %s", spec.name, describe_error(exc))
+                    else:
+                        log.error("actor %s crashed: %r", spec.name, exc, exc_info=exc)
                 except BaseExceptionGroup as group:
                     # A crash that arrived together with a cancellation (a child failed while the actor was being
                     # stopped): the group is not an `Exception`, and letting the crash part escape would take the
@@ -232,3 +274,178 @@ async def supervise(spec: ChildSpec[M], *, task_status: trio.TaskStatus[Address[
     finally:
         if spec.registry is not None and info is not None and (info.state != "failed" or spec.forget_failed):
             spec.registry.unregister(spec.name, info)
+
+
+def service(
+    name: str,
+    run: Callable[..., Awaitable[None]],
+    policy: RestartPolicy | None = None,
+    *,
+    registry: Registry | None = None,
+    announces: bool = False,
+) -> ChildSpec[None]:
+    """A child with no mailbox to read (a poller, a dispatcher, a timer loop), restarted under `policy`.
+
+    With `announces`, `run` takes trio's `task_status` and `Supervisor.start` returns only once its first life
+    has called `task_status.started()` (like `nursery.start`); a later life's call is ignored.
+    """
+    ready = trio.Event() if announces else None
+
+    async def body(inbox: trio.MemoryReceiveChannel[None]) -> None:
+        if ready is not None:
+            await run(task_status=_Ready(ready))
+        else:
+            await run()
+
+    # A service waits out storage outages (TemporaryFailure) at most 5 s apart, so it resumes soon after.
+    policy = policy or RestartPolicy(Restart.PERMANENT, backoff=0.5, max_backoff=5.0)
+    return ChildSpec(name, body, policy, capacity=1, registry=registry, ready=ready)
+
+
+@dataclass(eq=False, slots=True)
+class Child(Generic[M]):
+    """One child of a Supervisor: its spec and address, and whether it has ended or failed for good."""
+
+    spec: ChildSpec[M]
+    address: Address[M]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None  # why it failed for good (a crash when its restart budget had run out)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def stop(self) -> None:
+        """Cancel this child (its whole life, restarts included) and wait until it is gone."""
+        self.scope.cancel()
+        await self.done.wait()
+
+
+class Supervisor:
+    """A dynamic supervisor: starts and stops named children, each under `supervise` (restart budget, backoff,
+    registry entry) in its own task named `supervised:<name>`.
+
+    A child whose budget runs out is marked failed (`Child.error`; `on_failed` is told) and never escalated, so no
+    child can end the process: only the runtime root does. Use `async with Supervisor(name) as sup:` (children live
+    inside the block, which waits for them) or start `Supervisor.run` as a task.
+    """
+
+    def __init__(self, name: str, *, on_failed: Callable[[Child[Any]], None] | None = None) -> None:
+        self.name = name
+        self.on_failed = on_failed
+        self._nursery: trio.Nursery | None = None
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._children: dict[str, Child[Any]] = {}  # the newest child of each name
+
+    async def __aenter__(self) -> Supervisor:
+        self._children.clear()  # a new life (the owner was restarted): the old children went with the old one
+        self._manager = trio.open_nursery()
+        self._nursery = await self._manager.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        assert self._manager is not None
+        try:
+            return bool(await self._manager.__aexit__(kind, exc, tb))
+        finally:
+            self._nursery = self._manager = None
+
+    async def run(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the children's nursery open until cancelled."""
+        async with self:
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop every child (at shutdown)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel(reason)
+
+    def _child(self, spec: ChildSpec[M]) -> tuple[trio.Nursery, Child[M], Mailbox[M]]:
+        if self._nursery is None:
+            raise RuntimeError(f"supervisor {self.name} is not running")
+        mailbox: Mailbox[M] = Mailbox(spec.name, capacity=spec.capacity)
+        child = Child(spec, mailbox.address)
+        self._children[spec.name] = child
+        return self._nursery, child, mailbox
+
+    async def start(self, spec: ChildSpec[M]) -> Child[M]:
+        """Start a child and return once it runs (listed in its registry). A child of the same name already
+        running is not touched: stopping it first, or letting it finish, is the caller's choice."""
+        nursery, child, mailbox = self._child(spec)
+        await nursery.start(self._run, child, mailbox, name=SUPERVISED + spec.name)
+        if spec.ready is not None:
+            await _either(spec.ready, child.done)  # a child that gives up before it is ready must not hang us
+        return child
+
+    def start_soon(self, spec: ChildSpec[M]) -> Child[M]:
+        """`start` for synchronous callers: the child's address takes messages at once; it runs soon."""
+        nursery, child, mailbox = self._child(spec)
+        nursery.start_soon(self._run, child, mailbox, name=SUPERVISED + spec.name)
+        return child
+
+    async def _run(
+        self, child: Child[M], mailbox: Mailbox[M], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            with child.scope:
+                await supervise(child.spec, mailbox=mailbox, task_status=_Started(task_status))
+        except GaveUpError as exc:
+            child.error = describe_error(exc.__cause__ or exc)
+            log.error("%s", exc)
+            if self.on_failed is not None:
+                self.on_failed(child)
+        finally:
+            child.done.set()
+            if self._children.get(child.name) is child and child.error is None:
+                del self._children[child.name]
+
+    def get(self, name: str) -> Child[Any] | None:
+        """The newest child of that name, running or failed for good (a stopped one is forgotten)."""
+        return self._children.get(name)
+
+    def children(self) -> list[Child[Any]]:
+        return list(self._children.values())
+
+    def forget(self, name: str) -> None:
+        """Drop a failed child's record (its owner reconfigured or removed it)."""
+        child = self._children.get(name)
+        if child is not None and child.done.is_set():
+            del self._children[name]
+
+
+async def _either(a: trio.Event, b: trio.Event) -> None:
+    async def wait(event: trio.Event, scope: trio.CancelScope) -> None:
+        await event.wait()
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, a, nursery.cancel_scope)
+        nursery.start_soon(wait, b, nursery.cancel_scope)
+
+
+class _Ready:
+    """The `task_status` of a service's life: its first `started()` marks the service ready."""
+
+    __slots__ = ("_ready",)
+
+    def __init__(self, ready: trio.Event) -> None:
+        self._ready = ready
+
+    def started(self, value: object = None) -> None:
+        self._ready.set()
+
+
+class _Started:
+    """Passes `started()` on to the Supervisor's caller without the address (which it already has)."""
+
+    __slots__ = ("_outer",)
+
+    def __init__(self, outer: trio.TaskStatus[None]) -> None:
+        self._outer = outer
+
+    def started(self, value: object = None) -> None:
+        self._outer.started()

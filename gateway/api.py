@@ -249,7 +249,7 @@ async def authenticate(request: Request, runtime: Runtime) -> Principal:
         raise
     if rest.throttle is not None:
         rest.throttle.succeeded(address)
-    user = await runtime.store.call(users_db.get_user, claims["sub"])
+    user = await runtime.store.read(users_db.get_user, claims["sub"])  # every request: it must not wait on a write
     if user is None or user.status != "active":
         # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.
         raise UnauthorizedError(

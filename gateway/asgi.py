@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from actors.store import StorageUnavailableError
+from actors.store import StorageUnavailableError, disk_refused
 from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
 from gateway.logs import redactor
 from gateway.runtime import Runtime
@@ -79,8 +79,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _storage_error(request: Request, exc: Exception) -> Response:
     # Disk full, I/O error: nothing of this request was committed. Tell the client to retry, never a 500.
     log.error("storage refused %s %s: %s", request.method, request.url.path, exc)
-    message = "storage cannot write right now (disk full or I/O error); nothing was stored, retry later"
+    message = f"storage cannot take writes right now ({exc}); nothing was stored, retry later"
     return error_response(503, "STORAGE_UNAVAILABLE", message, headers={"Retry-After": "5"})
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    # A file written by a route (an upload) on a full, read-only or failing disk: the client should retry later.
+    refused = disk_refused(exc)
+    if refused is not None:
+        return await _storage_error(request, refused)
+    return await _internal_error(request, exc)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -95,14 +103,17 @@ def runtime_of(request: Request) -> Runtime:
 
 async def health(request: Request) -> Response:
     rt = runtime_of(request)
-    return JSON(
-        {
-            "status": "ok",
-            "uptime": round(rt.uptime(), 3),
-            "connections": rt.connections,
-            "version": rt.version,
-        }
-    )
+    body: dict[str, Any] = {
+        "status": "ok",
+        "uptime": round(rt.uptime(), 3),
+        "connections": rt.connections,
+        "version": rt.version,
+    }
+    reason = rt.store.degraded()
+    if reason is not None:
+        # Still serving (reads, streams, /health), but writes are refused: a monitor must see it.
+        return JSON({**body, "status": "degraded", "reason": reason}, status_code=503)
+    return JSON(body)
 
 
 def all_routes() -> list[BaseRoute]:
@@ -238,6 +249,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             StorageUnavailableError: _storage_error,
+            OSError: _os_error,
             Exception: _internal_error,
         },
     )

@@ -49,6 +49,11 @@ class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     max_batch: int = 512
     # Below this much free space in data_dir, `/api/status` reports the disk in error (503).
     min_free_disk_mb: int = 50
+    # Seconds a request may wait for storage to start it; then it is withdrawn (never runs) and answered 503.
+    # A commit stuck this long (a frozen disk) makes /health degraded and new requests are refused at once.
+    timeout: float = 30.0
+    # Seconds between two checks, while writes fail, of whether the disk takes writes again.
+    probe_interval: float = 5.0
 
 
 class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -303,6 +308,8 @@ def _check(config: Config, source: str) -> None:
         check_token(s.token, f"{source}: setting server.token")
     if config.storage.min_free_disk_mb < 0:
         raise ConfigError(f"{source}: setting storage.min_free_disk_mb must be >= 0")
+    if config.storage.timeout <= 0 or config.storage.probe_interval <= 0:
+        raise ConfigError(f"{source}: settings storage.timeout and storage.probe_interval must be > 0 seconds")
     if config.sessions.idle_timeout <= 0:
         raise ConfigError(f"{source}: setting sessions.idle_timeout must be > 0 seconds")
     if config.sessions.max_queue < 1:

@@ -90,9 +90,11 @@ def collect_status(config: Config, paths: Paths) -> dict[str, Any]:
         with httpx.Client(base_url=reachable_url(info.url), timeout=_HTTP_TIMEOUT) as client:
             health = client.get("/health")
             out["healthy"] = health.status_code == 200
-            if health.status_code == 200:
+            if health.status_code in (200, 503):
                 body = health.json()
                 out.update(uptime=body.get("uptime"), connections=body.get("connections"))
+                if body.get("status") == "degraded":  # serving, but storage refuses writes: say why
+                    out["note"] = f"degraded: {body.get('reason', '')}"
             if token:
                 api = client.get("/api/status", headers={"Authorization": f"Bearer {token}"})
                 if api.status_code in (200, 503):

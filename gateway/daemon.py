@@ -263,6 +263,22 @@ def _force_free(config: Config, paths: Paths) -> None:
             _say(f"  --force: stopped pid {pids} listening on port {config.server.port}{killed}")
 
 
+def _check_data_dir(paths: Paths) -> int | None:
+    """Make the data folder owner-only (returning the mode it had when it was looser, else None), and refuse to
+    start, in one line, on a folder the gateway cannot write (a disk mounted read-only)."""
+    from storage.db import probe_folder
+
+    try:
+        was = make_private_dir(paths.data_dir)
+        probe_folder(paths.data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data folder {paths.data_dir} cannot be written ({exc.strerror}); "
+            "make it writable, or set [storage] data_dir to a writable folder"
+        ) from None
+    return was
+
+
 def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[str, str] | None = None) -> int:
     """`gateway serve`: the run loop. Returns the process exit code; ConfigError propagates (exit 78 in the CLI)."""
     env = os.environ if env is None else env
@@ -273,10 +289,7 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
     signal.signal(SIGNAL_RELOAD_TOKEN, signal.SIG_IGN)
     while True:
         config, paths = load()
-        try:
-            was = make_private_dir(paths.data_dir)
-        except OSError:
-            was = None  # cannot be made or changed: the database's own error will say what to do
+        was = _check_data_dir(paths)
         setup_logging(
             level=config.log.level,
             fmt=config.log.format,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -122,9 +123,13 @@ class GatewayLock:
         return current is not None and (current.pid, current.start_time) == (self.info.pid, self.info.start_time)
 
     def release(self) -> None:
-        with _guard(self.path):
-            if self._ours():
-                self.path.unlink(missing_ok=True)
+        """Remove the lock file. On a disk gone read-only it stays behind, stale: the next start replaces it."""
+        try:
+            with _guard(self.path):
+                if self._ours():
+                    self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            logging.getLogger("gateway.lock").warning("the lock file %s stays (%s)", self.path, exc.strerror)
 
 
 def acquire(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import logging.handlers
+import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -128,6 +131,81 @@ class MemoryHandler(logging.Handler):
 memory_handler = MemoryHandler()
 
 
+class _QuietRotatingFile(logging.handlers.RotatingFileHandler):
+    """The log file; when its disk refuses (read-only, full), one line on stderr per outage, not a traceback per
+    record, and the file is reopened for the next record; the other handlers (stderr, memory) go on."""
+
+    failing = False
+    _ok = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._ok = True
+        super().emit(record)
+        if self._ok:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._ok = False
+        # Reopened by the next record: a disk remounted writable is a new file system under the same path.
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if not self.failing:
+            self.failing = True
+            exc = sys.exc_info()[1]
+            try:
+                sys.stderr.write(f"gateway: cannot write the log file {self.baseFilename}: {exc}\n")
+            except Exception:
+                pass
+
+
+class BackgroundFileHandler(logging.Handler):
+    """Formats (and redacts) each record at once, then writes it from a thread of its own: a log line must never
+    block the event loop on a frozen, slow or read-only disk (the log file is in the data folder). Lines beyond
+    `capacity` waiting for the disk are dropped and counted."""
+
+    def __init__(self, target: logging.Handler, *, capacity: int = 10_000) -> None:
+        super().__init__()
+        self.target = target
+        self.dropped = 0
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._drain, name="gateway-log-file", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = copy.copy(record)
+            line.msg, line.args = self.format(record), None
+            line.exc_info = line.exc_text = line.stack_info = None
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _drain(self) -> None:
+        while (record := self._queue.get()) is not None:
+            self.target.handle(record)
+        try:
+            self.target.close()
+        except OSError:
+            pass  # a disk gone read-only cannot take the last flush; its outage was reported already
+
+    def close(self) -> None:
+        """Write what is queued (waiting at most 2 s for the disk) and stop the thread."""
+        try:
+            self._queue.put(None, timeout=2)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=2)
+        super().close()
+
+
 def setup_logging(
     *,
     level: str = "info",
@@ -151,9 +229,11 @@ def setup_logging(
         root.addHandler(sh)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        fh.setFormatter(formatter)
-        root.addHandler(fh)
+        fh = _QuietRotatingFile(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(message)s"))  # formatted and redacted before it is queued
+        bg = BackgroundFileHandler(fh)
+        bg.setFormatter(formatter)
+        root.addHandler(bg)
     root.addHandler(memory_handler)
     # Hypercorn's own loggers are routed through ours so its lines are redacted too.
     for name in ("hypercorn.error",):

@@ -28,8 +28,8 @@ from actors.providers.echo import EchoProvider
 from actors.providers.openai import OpenAIProvider, OpenAISettings, preload_httpx
 from actors.router import Router, start_router
 from actors.session import SessionConfig
-from actors.store import Store, StoreActor, StoreMsg
-from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
+from actors.store import Reader, Store, StoreActor, StoreMsg
+from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway import __version__, connguard
 from gateway.config import Config, Paths, secret_values
 from gateway.fdlimit import fit_open_files
@@ -39,8 +39,9 @@ from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
-from storage.db import open_db
+from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
+from storage.sealing import sealer_of
 
 log = logging.getLogger("gateway.runtime")
 
@@ -208,11 +209,23 @@ async def run(
     if config.agent.provider == "openai":
         preload_httpx()
     choice = AgentChoice(config.agent.provider, providers)
+    st = config.storage
+    sealer = sealer_of(conn)  # the reader and a reopened connection open the same sealed secrets
+    reader = Reader(partial(open_reader, paths.db_file, sealer=sealer))
+    store_actor = StoreActor(
+        conn,
+        max_batch=st.max_batch,
+        reopen=partial(prove_writable, paths.db_file, synchronous=st.synchronous, sealer=sealer),
+        probe_interval=st.probe_interval,
+        reader=reader,
+    )
     try:
-        async with trio.open_nursery() as infra:
+        # The root: two supervisors (infra, core) and the edge. Every long-lived task is a supervised child (a task
+        # named `supervised:<name>`) or inside one; a child that fails for good is marked failed, never escalated,
+        # so only this function decides when the process ends.
+        async with Supervisor("infra") as infra:
             if handle_signals:
-                infra.start_soon(watch_signals, shutdown)
-            store_actor = StoreActor(conn, max_batch=config.storage.max_batch)
+                infra.start_soon(service("signals", partial(watch_signals, shutdown), RestartPolicy(Restart.TRANSIENT)))
             store_spec: ChildSpec[StoreMsg] = ChildSpec(
                 name="store",
                 run=store_actor.run,
@@ -220,7 +233,9 @@ async def run(
                 registry=registry,
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=5, window=60.0),
             )
-            store = Store(await infra.start(partial(supervise, store_spec)), stats=store_actor.stats)
+            store = Store(
+                (await infra.start(store_spec)).address, timeout=st.timeout, stats=store_actor.stats, reader=reader
+            )
             listeners: list[Callable[[EventRow], None]] = []
 
             def on_event(event: EventRow) -> None:
@@ -230,7 +245,7 @@ async def run(
                     except Exception:
                         log.exception("event listener %r failed", listener)
 
-            async with trio.open_nursery() as core:
+            async with Supervisor("core") as core:
                 router = Router(
                     on_event=on_event,
                     store=store,
@@ -290,10 +305,14 @@ async def run(
                     edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
-                core.cancel_scope.cancel("gateway shutdown")
-            infra.cancel_scope.cancel("gateway shutdown")
+                core.cancel("gateway shutdown")
+            infra.cancel("gateway shutdown")
     finally:
-        conn.close()
+        for db in (store_actor.conn, reader.conn):
+            try:
+                db.close()
+            except sqlite3.Error as exc:  # a disk gone read-only: nothing left to write anyway
+                log.warning("closing the database: %s", exc)
         log.info("gateway stopped")
 
 
@@ -336,23 +355,25 @@ async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, i
     edge.cancel()
 
 
-async def start_services(runtime: Runtime, nursery: trio.Nursery) -> None:
-    """Start the core services beside the router (connectors, outbox, scheduler); each feature adds one line."""
+async def start_services(runtime: Runtime, core: Supervisor) -> None:
+    """Start the core services beside the router (connectors, outbox, scheduler), each a child of `core`; each
+    feature adds one line."""
     from gateway import agent_config
 
     await agent_config.load(runtime)
-    await start_mcp(runtime, nursery)
-    await _start_connectors(runtime, nursery)
-    await _start_rest(runtime, nursery)
+    await start_mcp(runtime, core)
+    await _start_connectors(runtime, core)
+    await _start_rest(runtime, core)
     await runtime.skills.refresh(runtime.store)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
         openai.context = runtime.skills.contexts
 
 
-async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
+async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
     """Connect the enabled MCP servers and offer their tools to the `openai` provider."""
-    hub: McpHub = await nursery.start(McpHub(registry=runtime.registry, http_client=runtime.outbound.client2).run)
+    hub = McpHub(registry=runtime.registry, http_client=runtime.outbound.client2)
+    await core.start(service("mcp", hub.run, announces=True))
     runtime.mcp = hub
     servers = await runtime.store.call(mcp_db.list_servers)
     for server in servers:
@@ -374,13 +395,13 @@ async def start_mcp(runtime: Runtime, nursery: trio.Nursery) -> None:
     runtime.status_checks["mcp"] = check
 
 
-async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
+async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
     # Issue 4: connector actors, the ingress dispatcher and the reply outbox.
     from actors.outbox import OutboxPolicy
     from gateway.connectors.service import ConnectorService, file_connectors
 
     cfg = runtime.config
-    service = ConnectorService(
+    connectors = ConnectorService(
         store=runtime.store,
         router=runtime.router_address,
         registry=runtime.registry,
@@ -396,24 +417,24 @@ async def _start_connectors(runtime: Runtime, nursery: trio.Nursery) -> None:
         ),
         outbound=runtime.outbound,
     )
-    runtime.connectors = service
-    runtime.event_listeners.append(service.on_event)
+    runtime.connectors = connectors
+    runtime.event_listeners.append(connectors.on_event)
 
     def notify_on_end(key: SessionKey, accepted: Any) -> None:
         # The turns outside parties start (a connector's chat, a webhook): see BackgroundTurns.watch_ingress.
         if "background" in runtime.services:
             runtime.services["background"].watch_ingress(key, accepted.turn_id)
 
-    service.dispatcher.on_turn = notify_on_end
-    runtime.status_checks["connectors"] = service.status
-    await nursery.start(service.run)
+    connectors.dispatcher.on_turn = notify_on_end
+    runtime.status_checks["connectors"] = connectors.status
+    await core.start(service("connector-service", connectors.run, registry=runtime.registry, announces=True))
 
 
-async def _start_rest(runtime: Runtime, nursery: trio.Nursery) -> None:
+async def _start_rest(runtime: Runtime, core: Supervisor) -> None:
     # Issue 6: users, rate limits, notifications, the cron scheduler.
     from gateway.services import start_rest_services
 
-    await start_rest_services(runtime, nursery)
+    await start_rest_services(runtime, core)
 
 
 def _bind(host: str, port: int) -> str:

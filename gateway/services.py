@@ -6,9 +6,8 @@ import logging
 import shutil
 from typing import Any
 
-import trio
-
 from actors.scheduler import Fired, Scheduler
+from actors.supervisor import Supervisor, service
 from gateway.api import RestState
 from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
 from gateway.notify import BackgroundTurns
@@ -18,8 +17,8 @@ from gateway.runtime import Runtime
 log = logging.getLogger("gateway.cron")
 
 
-async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
-    """Build the REST state, start the cron scheduler in `nursery` and register the status checks."""
+async def start_rest_services(runtime: Runtime, core: Supervisor) -> None:
+    """Build the REST state, start the cron scheduler under `core` and register the status checks."""
     config = runtime.config
     lim = config.limits
     runtime.services["rest"] = RestState(
@@ -48,8 +47,8 @@ async def start_rest_services(runtime: Runtime, nursery: trio.Nursery) -> None:
     background = BackgroundTurns(runtime)
     runtime.services["background"] = background
     runtime.event_listeners.append(background.on_event)
-    nursery.start_soon(background.run)
-    await start_scheduler(runtime, nursery)
+    await core.start(service("background-turns", background.run, registry=runtime.registry))
+    await start_scheduler(runtime, core)
     runtime.status_checks["storage"] = lambda: _storage_status(runtime)
     runtime.status_checks["disk"] = lambda: _disk_status(runtime)
 
@@ -70,8 +69,8 @@ def _disk_status(runtime: Runtime) -> dict[str, Any]:
     return {"status": "ok", "details": f"{free_mib} MiB free"}
 
 
-async def start_scheduler(runtime: Runtime, nursery: trio.Nursery) -> Scheduler:
-    """Start the scheduler in `nursery`, report it in `/api/status` and notify about each run."""
+async def start_scheduler(runtime: Runtime, core: Supervisor) -> Scheduler:
+    """Start the scheduler under `core`, report it in `/api/status` and notify about each run."""
     background: BackgroundTurns = runtime.services["background"]
 
     def on_fired(f: Fired) -> None:
@@ -88,5 +87,5 @@ async def start_scheduler(runtime: Runtime, nursery: trio.Nursery) -> Scheduler:
     scheduler = Scheduler(runtime.store, runtime.router_address, on_fired=on_fired)
     runtime.services["scheduler"] = scheduler
     runtime.status_checks["scheduler"] = scheduler.status
-    await nursery.start(scheduler.run)
+    await core.start(service("scheduler", scheduler.run, registry=runtime.registry, announces=True))
     return scheduler

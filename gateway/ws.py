@@ -122,7 +122,14 @@ def _plain_error(code: str, message: str, *, retry_after: int | None = None) -> 
 
 
 async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
-    identity = _identity(runtime)
+    try:
+        identity = _identity(runtime)
+    except OSError as exc:
+        # The first /ws connection of a gateway whose disk went read-only or full: no key can be saved yet.
+        message = f"storage cannot take writes right now ({exc.strerror}): the server key cannot be created; retry"
+        await wire.send_text(_plain_error("internal_error", message))
+        await wire.close(CLOSE_INTERNAL)
+        return
     throttle: FailedAuthThrottle | None = getattr(runtime.services.get("rest"), "throttle", None)
 
     def admit() -> None:
@@ -290,8 +297,11 @@ class Connection:
             sub: Subscription = await ask(
                 self.rt.router_address, lambda r: Subscribe(self.key, send, after, r), timeout=ASK_TIMEOUT
             )
-        except ActorError as exc:
+        except (ActorError, StorageUnavailableError) as exc:
             message = f"the session is not available ({exc}); reconnect later"
+            if isinstance(exc, StorageUnavailableError):
+                # A new chat needs a stored session row: said at once, not after the ask's timeout.
+                message = f"storage cannot take writes right now ({exc}); reconnect later"
             if before_auth_ok and self.auth.version == 1:
                 # A v1 client has no server key before auth_ok: it could not open an encrypted error.
                 await self.wire.send_text(_plain_error("internal_error", message))
@@ -432,9 +442,9 @@ class Connection:
         except ActorError as exc:
             await self.error("internal_error", f"cannot start the turn: {exc}")
             return
-        except StorageUnavailableError:
-            # Disk full or an I/O error: the message was not stored, so it is not accepted. Say so, keep the socket.
-            await self.error("internal_error", "cannot start the turn: storage cannot write right now; retry later")
+        except StorageUnavailableError as exc:
+            # Disk full, read-only or frozen: the message was not stored, so it is not accepted. Keep the socket.
+            await self.error("internal_error", f"cannot start the turn: {exc}; nothing was stored, retry later")
             return
         self._own_turns.add(accepted.turn_id)
 

@@ -90,6 +90,70 @@ def _create_private(path: Path) -> None:
             continue
 
 
+def probe_folder(folder: Path) -> None:
+    """Write a small file in `folder`, flush it to disk and remove it; raise OSError when the disk refuses
+    (read-only, full, failing)."""
+    probe = folder / ".gateway-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\0" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
+
+
+def prove_writable(
+    path: str | Path, *, synchronous: Synchronous = "full", sealer: Sealer | None = None
+) -> sqlite3.Connection:
+    """A fresh connection to the existing database at `path`, once the disk has proved it takes writes again.
+
+    A probe file beside the database is written, flushed to disk and removed (read-only, full and failing disks
+    refuse that), then a write transaction is opened and closed. Raises OSError or sqlite3.Error when the disk
+    still refuses. Used to recover without a restart: a file system remounted writable needs new file handles.
+    """
+    path = Path(path)
+    probe_folder(path.parent)
+    conn = _connect_existing(path, sealer)
+    try:
+        apply_pragmas(conn, synchronous=synchronous)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_existing(path: str | Path, sealer: Sealer | None) -> GatewayConnection:
+    conn = sqlite3.connect(
+        _existing(path), uri=True, isolation_level=None, check_same_thread=False, factory=GatewayConnection
+    )
+    conn.sealer = sealer
+    return conn
+
+
+def _existing(path: str | Path) -> str:
+    # mode=rw: never create an empty database where the real one is missing (a disk mounted back without it).
+    return f"{Path(path).absolute().as_uri()}?mode=rw"
+
+
+def open_reader(path: str | Path, *, sealer: Sealer | None = None) -> sqlite3.Connection:
+    """A second connection to the database at `path` that can only read (`PRAGMA query_only`); `sealer` opens its
+    sealed secrets (the writer's, `storage.sealing.sealer_of`)."""
+    conn = _connect_existing(path, sealer)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA query_only=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def integrity_check(conn: sqlite3.Connection) -> str:
     """Return SQLite's `PRAGMA integrity_check` verdict (`ok` when the file is sound)."""
     row = conn.execute("PRAGMA integrity_check").fetchone()

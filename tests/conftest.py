@@ -84,6 +84,14 @@ async def gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Runnin
         await gw.stop()
 
 
+async def until(predicate: Callable[[], object], *, interval: float = 0.01) -> None:
+    """Poll a synchronous `predicate` until it holds; bound the wait with `trio.fail_after` around it."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(interval)
+
+
 def to_dict(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 

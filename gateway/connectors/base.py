@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from actors.base import AskTimeoutError
+from actors.base import AskTimeoutError, TemporaryFailure
 from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
 from gateway.connectors.model import ConnectorConfig, ReplyHandle
@@ -174,7 +174,7 @@ async def store_items(
     try:
         out = await ctx.store.call(ingress_db.ingest, ctx.ref, items, now_ms=now_ms(), poll_offset=poll_offset)
     except (StorageUnavailableError, AskTimeoutError) as exc:
-        raise UnavailableError(f"storage cannot accept events right now ({exc}); retry later") from None
+        raise storage_refused(exc) from None
     if any(o.created for o in out):
         ctx.wake_dispatcher()
     return out
@@ -183,10 +183,24 @@ async def store_items(
 async def known_event(ctx: Context, event_key: str, payload: bytes) -> Outcome | None:
     """A platform's retry of an event already stored: answer it before any slow work (file downloads)."""
     try:
-        found: Outcome | None = await ctx.store.call(ingress_db.replay_of, ctx.ref, event_key, fingerprint(payload))
+        found: Outcome | None = await ctx.store.read(ingress_db.replay_of, ctx.ref, event_key, fingerprint(payload))
     except (StorageUnavailableError, AskTimeoutError) as exc:
-        raise UnavailableError(f"storage cannot accept events right now ({exc}); retry later") from None
+        raise storage_refused(exc) from None
     return found
+
+
+class StorageRefusedError(UnavailableError, TemporaryFailure):
+    """503: storage did not take the events. Raised in a poller, it is waited out by the connector's supervisor
+    (restarted with backoff, not counted as a crash): the platform keeps the updates until they are stored."""
+
+
+def storage_refused(exc: Exception) -> StorageRefusedError:
+    """The 503 for events storage did not take: none of them is stored, so the sender retries them all."""
+    return StorageRefusedError(
+        f"storage cannot accept events right now ({exc}); nothing was stored, retry later",
+        code="STORAGE_UNAVAILABLE",
+        headers={"Retry-After": "5"},
+    )
 
 
 def safe_filename(name: str) -> str:

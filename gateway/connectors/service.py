@@ -24,8 +24,8 @@ from actors.connector import (
 )
 from actors.messages import RouterMsg
 from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished
-from actors.store import Store
-from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, supervise
+from actors.store import StorageUnavailableError, Store
+from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway.connectors.base import Context, SidecarTokens
 from gateway.connectors.model import (
     SECRET_FIELDS,
@@ -49,6 +49,7 @@ from storage import secrets as secret_db
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.connectors")
+BACKLOG_POLL = 2.0  # seconds between two reads of the outbox backlog shown in /api/status
 
 
 def _now_ms() -> int:
@@ -128,19 +129,21 @@ class ConnectorService:
     # ---- lifecycle ----
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the registry, dispatcher, outbox and every configured connector; serve until cancelled."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.actors.run)
-            await nursery.start(self.dispatcher.run)
+        """One life: the registry, dispatcher, outbox, backlog poll and every configured connector, each a child of
+        this service's supervisor; serve until cancelled. A restart begins again from what is stored."""
+        async with Supervisor("connector-service") as sup:
+            reg = self.registry
+            await sup.start(service("connector-registry", self.actors.run, registry=reg, announces=True))
+            await sup.start(service("ingress-dispatcher", self.dispatcher.run, registry=reg, announces=True))
             self.outbox = OutboxActor(self.store, self.deliver, self.outbox_policy)
             spec: ChildSpec[OutboxMsg] = ChildSpec(
                 name="outbox",
                 run=self.outbox.run,
                 capacity=4096,
-                registry=self.registry,
-                policy=RestartPolicy(Restart.PERMANENT, max_restarts=20, window=300.0, backoff=0.5),
+                registry=reg,
+                policy=RestartPolicy(Restart.PERMANENT, max_restarts=20, window=300.0, backoff=0.5, max_backoff=5.0),
             )
-            self.outbox_address = await nursery.start(partial(supervise, spec))
+            self.outbox_address = (await sup.start(spec)).address
             for row in await self.store.call(conn_db.list_connectors):
                 ref = f"{row.kind}/{row.name}"
                 if ref in self.files:
@@ -154,8 +157,9 @@ class ConnectorService:
                 self.daemon[ref] = ConnectorConfig(row.kind, row.name, "daemon", settings)
             for ref in sorted({**self.files, **self.daemon}):
                 await self.actors.start(ref, partial(self._make, ref))
-            nursery.start_soon(self._refresh_backlog)
+            await sup.start(service("connector-backlog", self._refresh_backlog, registry=reg))
             task_status.started()
+            await trio.sleep_forever()
 
     def config_of(self, ref: str) -> ConnectorConfig | None:
         return self.files.get(ref) or self.daemon.get(ref)
@@ -213,9 +217,17 @@ class ConnectorService:
         return out
 
     async def _refresh_backlog(self) -> None:
+        # The status page's delivery backlog. Storage refusing (frozen, read-only) backs the poll off; the last
+        # count stays shown meanwhile.
+        delay = BACKLOG_POLL
         while True:
-            self._pending = await self.store.call(outbox_db.pending_count)
-            await trio.sleep(2.0)
+            try:
+                self._pending = await self.store.call(outbox_db.pending_count)
+                delay = BACKLOG_POLL
+            except StorageUnavailableError as exc:
+                log.warning("connector backlog not refreshed: %s; next try in %.0f s", exc, delay)
+                delay = min(delay * 2, 60.0)
+            await trio.sleep(delay)
 
     # ---- views and CRUD ----
 

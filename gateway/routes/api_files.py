@@ -79,7 +79,13 @@ async def upload(ctx: Ctx) -> FileInfo:
     # The client's Content-Type is not trusted: the type comes from the extension.
     mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     row = FileRow(file_id, ctx.user.owner, None, filename, extension, mime, size, key, now_ms())
-    await ctx.store.call(files_db.add_file, row)
+    try:
+        await ctx.store.call(files_db.add_file, row)
+    except BaseException:
+        # Not recorded (storage refused, or the request ended): the content must not stay behind unlisted.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))
+        raise
     return file_info(row)
 
 
@@ -87,17 +93,19 @@ def _save(upload: UploadFile, dest: Path, limit: int) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     size = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        upload.file.seek(0)
-        while chunk := upload.file.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                out.close()
-                dest.unlink(missing_ok=True)
-                from gateway.errors import PayloadTooLargeError
+    try:
+        with os.fdopen(fd, "wb") as out:
+            upload.file.seek(0)
+            while chunk := upload.file.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    from gateway.errors import PayloadTooLargeError
 
-                raise PayloadTooLargeError(f"the file is larger than {limit} bytes")
-            out.write(chunk)
+                    raise PayloadTooLargeError(f"the file is larger than {limit} bytes")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)  # too large, or the disk refused (full): never a partial file left behind
+        raise
     return size
 
 

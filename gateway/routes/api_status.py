@@ -93,8 +93,11 @@ async def _integrity(rt: Any) -> str:
         cached: tuple[float, str] | None = rt.services.get("integrity_verdict")
         if cached is not None and trio.current_time() - cached[0] < INTEGRITY_TTL:
             return cached[1]
-        verdict = await trio.to_thread.run_sync(_check_file, rt.paths.db_file)
-        rt.services["integrity_verdict"] = (trio.current_time(), verdict)
+        verdict = f"the database did not answer within {rt.store.timeout:g} s (the disk may be frozen)"
+        with trio.move_on_after(rt.store.timeout):
+            # Abandoned when the disk does not answer: status must answer anyway (the next scan waits its turn).
+            verdict = await trio.to_thread.run_sync(_check_file, rt.paths.db_file, abandon_on_cancel=True)
+            rt.services["integrity_verdict"] = (trio.current_time(), verdict)
         return verdict
 
 
@@ -136,14 +139,11 @@ async def status(ctx: Ctx) -> Any:
     sessions = 0
     try:
         verdict = await _integrity(rt)
-        sessions = await rt.store.call(sess_db.count_sessions)
-        stats = rt.store.stats
-        if stats is not None and stats.failing:
-            # Reads still work, so integrity_check passes; but the last write was refused (disk full, I/O error).
-            details = redactor.redact(
-                f"writes are failing: {stats.last_error}; free disk space, then writes resume by themselves"
-            )
-            services.append(ServiceStatus(service="storage", status="error", details=details))
+        sessions = await rt.store.read(sess_db.count_sessions)
+        degraded = rt.store.degraded()
+        if degraded is not None:
+            # Reads still work, so integrity_check passes; but writes are refused (disk full, read-only, frozen).
+            services.append(ServiceStatus(service="storage", status="error", details=redactor.redact(degraded)))
         else:
             ok = verdict == "ok"
             services.append(ServiceStatus(service="storage", status="ok" if ok else "error", details=verdict))

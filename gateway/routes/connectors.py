@@ -287,8 +287,12 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
         answer: Answer = await ask(address, lambda r: Inbound(action, headers, body, r), timeout=60)
     except BusyError:
         raise UnavailableError(f"connector {ref} is busy; retry shortly", headers={"Retry-After": "1"}) from None
-    except (DeadActorError, AskTimeoutError):
+    except AskTimeoutError:
+        # Withdrawn before the connector took it: it never runs, nothing of it is stored.
         raise UnavailableError(f"connector {ref} did not answer; retry", headers={"Retry-After": "5"}) from None
+    except DeadActorError:
+        message = f"connector {ref} restarted while answering; retry (events it had stored answer `duplicate`)"
+        raise UnavailableError(message, headers={"Retry-After": "5"}) from None
     if answer.media_type == "application/json":
         return JSON(answer.body, status_code=answer.status, headers=answer.headers, redact=answer.redact)
     return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type)

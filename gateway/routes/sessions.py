@@ -149,7 +149,7 @@ def file_info(row: files_db.FileRow) -> FileInfo:
 async def owned_session(ctx: Ctx, ref: str) -> SessionRow:
     """Find a session by id or by key (`transport:chat_id[:topic]`, connector keys such as `telegram:bot:555`
     included): 404 when absent, 403 when not the caller's."""
-    row = await ctx.store.call(sess_db.find_by_ref, ref)
+    row = await ctx.store.read(sess_db.find_by_ref, ref)
     if row is None:
         raise NotFoundError(f"no session {ref!r}", code="SESSION_NOT_FOUND")
     if not ctx.user.may_access(row.owner):
@@ -229,7 +229,7 @@ async def create_session(ctx: Ctx) -> Response:
 )
 async def list_sessions(ctx: Ctx) -> ListSessionResponse:
     q: ListQuery = ctx.query
-    rows = await ctx.store.call(
+    rows = await ctx.store.read(
         views_db.list_for, ctx.user.owner, all_owners=ctx.user.is_admin, limit=q.limit, offset=q.offset
     )
     return ListSessionResponse(sessions=[item(r, ctx.runtime) for r in rows])
@@ -456,7 +456,7 @@ async def session_events(ctx: Ctx) -> EventsResponse:
     # the last seq it got, so nothing is shown twice or lost between the two.
     q: EventsQuery = ctx.query
     row = await owned_session(ctx, ctx.path("id"))
-    rows = await ctx.store.call(events_db.events_after, row.id, q.after, limit=q.limit + 1)
+    rows = await ctx.store.read(events_db.events_after, row.id, q.after, limit=q.limit + 1)
     return EventsResponse(
         events=[event_payload(e) for e in rows[: q.limit]], last_seq=row.last_seq, more=len(rows) > q.limit
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import trio
 from actors.store import StorageUnavailableError, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, supervise
 from storage.db import open_db
+from tests.conftest import until
 
 
 def insert(conn: sqlite3.Connection, key: str) -> int:
@@ -181,4 +183,74 @@ async def test_a_real_full_database_rolls_back_the_batch_and_recovers(tmp_path: 
             await store.call(limit, 1 << 30)
             await store.call(fill, refused)
             assert not actor.stats.failing
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_request_not_started_by_its_deadline_never_runs_and_a_started_one_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    # A frozen disk, in miniature: the batch in the worker thread hangs. The bug: a caller's timeout answered "not
+    # stored" while the request still waited in the mailbox and was stored later (a re-post then said `duplicate`).
+    db = tmp_path / "w.db"
+    conn = open_db(db)
+    gate = threading.Event()
+
+    def stuck(c: sqlite3.Connection) -> int:
+        gate.wait(20)
+        return insert(c, "stuck")
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            actor = StoreActor(conn)
+            spec: ChildSpec[StoreMsg] = ChildSpec("store", actor.run, capacity=64)
+            store = Store(await nursery.start(partial(supervise, spec)), timeout=0.3, stats=actor.stats)
+            first: list[int] = []
+
+            async def call_stuck() -> None:
+                first.append(await store.call(stuck))
+
+            nursery.start_soon(call_stuck)
+            await until(lambda: actor.stats.busy_since is not None)
+            with pytest.raises(StorageUnavailableError, match="nothing was stored"):
+                await store.call(insert, "queued")  # waits in the mailbox past its deadline: withdrawn
+            assert "commit for" in (store.degraded() or "")  # stuck longer than the timeout: /health degraded
+            with pytest.raises(StorageUnavailableError, match="commit for"):
+                await store.call(insert, "refused")  # refused at once while the commit is stuck
+            assert first == []  # started: its caller waits for the real outcome, past its own deadline
+            gate.set()
+            await until(lambda: first)
+            assert first == [1] and store.degraded() is None
+            assert await store.call(insert, "after") == 2
+            nursery.cancel_scope.cancel()
+    assert {r[0] for r in sqlite3.connect(db).execute("SELECT key FROM settings")} == {"stuck", "after"}
+    conn.close()
+
+
+async def test_while_writes_fail_a_probe_reopens_the_database_once_the_disk_takes_writes(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    conn = open_db(db)
+    attempts: list[bool] = []
+    writable = False
+
+    def reopen() -> sqlite3.Connection:
+        attempts.append(writable)
+        if not writable:
+            raise OSError(30, "Read-only file system")
+        return open_db(db)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            actor = StoreActor(conn, reopen=reopen, probe_interval=0.05)
+            spec: ChildSpec[StoreMsg] = ChildSpec("store", actor.run, capacity=64)
+            store = Store(await nursery.start(partial(supervise, spec)), stats=actor.stats)
+            # The disk "goes read-only" under the connection: SQLite refuses every write from now on.
+            await store.call(lambda c: c.execute("PRAGMA query_only=ON"))
+            with pytest.raises(StorageUnavailableError):
+                await store.call(insert, "x")
+            assert actor.stats.failing and "cannot write" in (store.degraded() or "")
+            await until(lambda: len(attempts) >= 2)  # probes go on without any request
+            writable = True
+            await until(lambda: not actor.stats.failing)
+            assert actor.stats.reopened == 1 and actor.conn is not conn and store.degraded() is None
+            assert await store.call(insert, "y") == 1
             nursery.cancel_scope.cancel()

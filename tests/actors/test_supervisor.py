@@ -7,10 +7,24 @@ from functools import partial
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from actors.base import AskTimeoutError, Reply, ask
-from actors.supervisor import ChildSpec, GaveUpError, Registry, Restart, RestartBudget, RestartPolicy, supervise
+from actors.store import StorageUnavailableError
+from actors.supervisor import (
+    SUPERVISED,
+    ChildSpec,
+    GaveUpError,
+    Registry,
+    Restart,
+    RestartBudget,
+    RestartPolicy,
+    Supervisor,
+    service,
+    supervise,
+)
+from tests.conftest import until
 
 
 class Boom(Exception):
@@ -211,3 +225,102 @@ async def test_a_crash_while_the_actor_is_being_stopped_does_not_escape_the_supe
             scope.cancel()
             await stopped.wait()
     assert scope.cancelled_caught
+
+
+async def test_a_dynamic_supervisor_runs_named_children_and_a_failed_one_never_takes_it_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = Registry()
+    failed: list[str] = []
+
+    async def crash(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        raise Boom("always")
+
+    async def serve(inbox: trio.MemoryReceiveChannel[tuple[str, Reply[str]]]) -> None:
+        async for _, reply in inbox:
+            reply.set(trio.lowlevel.current_task().name)
+
+    with trio.fail_after(100):
+        async with Supervisor("top", on_failed=lambda c: failed.append(c.name)) as sup:
+            bad = await sup.start(
+                ChildSpec("bad", crash, RestartPolicy(max_restarts=2, backoff=0.5), registry=registry)
+            )
+            good = await sup.start(ChildSpec("good", serve, registry=registry))
+            assert await ask(good.address, lambda r: ("who", r), timeout=1) == SUPERVISED + "good"
+            await bad.done.wait()
+            assert failed == ["bad"] and bad.error == "Boom: always"
+            assert sup.get("bad") is bad and registry.statistics()["bad"]["state"] == "failed"
+            # The supervisor and its other children go on; a stopped child is forgotten.
+            assert await ask(good.address, lambda r: ("again", r), timeout=1) == SUPERVISED + "good"
+            await good.stop()
+            assert sup.get("good") is None and "good" not in registry.statistics()
+            sup.cancel()
+
+
+async def test_a_permanent_child_waits_out_temporary_failures_and_never_gives_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    starts: list[float] = []
+
+    async def storage_down(inbox: trio.MemoryReceiveChannel[object]) -> None:
+        starts.append(trio.current_time())
+        if len(starts) < 12:  # far beyond its budget of 2
+            raise StorageUnavailableError("the disk is read-only")
+        await trio.sleep_forever()
+
+    policy = RestartPolicy(Restart.PERMANENT, max_restarts=2, window=60, backoff=0.5, max_backoff=4)
+    with trio.fail_after(1000):
+        async with Supervisor("top") as sup:
+            child = await sup.start(ChildSpec("poller", storage_down, policy))
+            await until(lambda: len(starts) >= 12, interval=1)
+            assert child.error is None and not child.done.is_set()
+            # Backoff doubles up to its cap: 0.5, 1, 2, 4, 4...
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            assert gaps[:5] == pytest.approx([0.5, 1, 2, 4, 4])
+            sup.cancel()
+
+
+async def test_a_service_is_started_once_it_says_it_is_ready(autojump_clock: trio.testing.MockClock) -> None:
+    ready_at: list[float] = []
+
+    async def slow_start(*, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep(3)
+        ready_at.append(trio.current_time())
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with Supervisor("top") as sup:
+        await sup.start(service("slow", slow_start, announces=True))
+        assert ready_at == [trio.current_time()]
+        sup.cancel()
+
+
+async def test_an_ask_withdrawn_at_its_deadline_never_runs_and_a_claimed_one_is_answered_past_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[str] = []
+
+    async def slow(inbox: trio.MemoryReceiveChannel[tuple[str, Reply[str]]]) -> None:
+        async for text, reply in inbox:
+            if not reply.claim():
+                continue  # its asker gave up: it must not run
+            await trio.sleep(5)  # longer than the askers' timeout
+            ran.append(text)
+            reply.set(text)
+
+    async with Supervisor("top") as sup:
+        child = await sup.start(ChildSpec("slow", slow))
+        async with trio.open_nursery() as n:
+            first: list[str] = []
+
+            async def ask_first() -> None:
+                first.append(await ask(child.address, lambda r: ("first", r), timeout=1))
+
+            n.start_soon(ask_first)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(AskTimeoutError):  # queued behind "first" when its deadline passed
+                await ask(child.address, lambda r: ("second", r), timeout=1)
+        assert first == ["first"]  # claimed before the deadline: waited for, not a timeout
+        await trio.sleep(10)
+        assert ran == ["first"]
+        sup.cancel()

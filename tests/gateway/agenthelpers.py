@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from gateway.logs import setup_logging
+from gateway.logs import memory_handler, setup_logging
 from tests.gateway.rest import sse_events
 
 
@@ -47,6 +47,6 @@ def logging_to(file: Path, min_level: str = "debug") -> Iterator[Path]:
         for n, (handlers, level, propagate) in saved.items():
             lg = logging.getLogger(n)
             for h in lg.handlers:
-                if h not in handlers and isinstance(h, logging.FileHandler):
-                    h.close()
+                if h not in handlers and h is not memory_handler:
+                    h.close()  # the file's writer thread: writes what it queued, then stops
             lg.handlers, lg.level, lg.propagate = handlers, level, propagate
