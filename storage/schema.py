@@ -223,17 +223,6 @@ MIGRATIONS: list[Migration] = [
     ("045_mcp_url_by_owner", _sql("ALTER TABLE mcp_servers ADD COLUMN url_by_owner INTEGER NOT NULL DEFAULT 0")),
     # Secrets written before they were sealed at rest (storage/sealing.py) are sealed now.
     ("046_seal_secrets", _m046_seal_secrets),
-    # Accounts (issue 14): access tokens issued before `tokens_after` (ms; a password change) stop working, and
-    # single-use invite codes for `[auth] registration = "invite"` (only their SHA-256 is kept).
-    (
-        "050_accounts",
-        _sql(
-            "ALTER TABLE users ADD COLUMN tokens_after INTEGER NOT NULL DEFAULT 0",
-            """CREATE TABLE invites (
-                code_hash TEXT PRIMARY KEY, created_by TEXT, expires_at INTEGER NOT NULL, used_at INTEGER,
-                used_by TEXT, created_at INTEGER NOT NULL)""",
-        ),
-    ),
     # Connector ingress went on storing the config file's provider as the pin of each session it created, so those
     # chats ignored the default chosen over the API (issue 15 item 1). Nobody chose those pins: a session created
     # by ingress has its first event's timestamp, and ingress never stored a model. A pin with a model is kept.
@@ -249,6 +238,17 @@ MIGRATIONS: list[Migration] = [
     (
         "048_operator_reply_targets",
         _sql("ALTER TABLE session_routing ADD COLUMN by_operator INTEGER NOT NULL DEFAULT 0"),
+    ),
+    # Accounts (issue 14): access tokens issued before `tokens_after` (ms; a password change) stop working, and
+    # single-use invite codes for `[auth] registration = "invite"` (only their SHA-256 is kept).
+    (
+        "050_accounts",
+        _sql(
+            "ALTER TABLE users ADD COLUMN tokens_after INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE invites (
+                code_hash TEXT PRIMARY KEY, created_by TEXT, expires_at INTEGER NOT NULL, used_at INTEGER,
+                used_by TEXT, created_at INTEGER NOT NULL)""",
+        ),
     ),
 ]
 
