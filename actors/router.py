@@ -10,7 +10,7 @@ from functools import partial
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, Stop
-from actors.messages import Idle, RouterMsg, SessionKey, SessionMsg
+from actors.messages import Idle, Retire, RouterMsg, SessionKey, SessionMsg
 from actors.providers.base import Provider
 from actors.session import SessionActor, SessionConfig
 from actors.store import Store
@@ -59,6 +59,8 @@ class Router:
         self.session_capacity = session_capacity
         self.on_event = on_event
         self._live: dict[SessionKey, _Live] = {}
+        # Retired actors that may still be finishing (flushing, deleting): a new actor of the key waits for this.
+        self._leaving: dict[SessionKey, trio.Event] = {}
         self._started = 0
         self._retired = 0
         self._crashed = 0
@@ -82,12 +84,16 @@ class Router:
                 async for msg in inbox:
                     if isinstance(msg, Idle):
                         self._on_idle(msg)
+                    elif isinstance(msg, Retire):
+                        if await self._forward(nursery, msg.key, msg):
+                            self._leave(msg.key)
                     else:
                         await self._forward(nursery, msg.key, msg)
             finally:
                 self._live.clear()
 
-    async def _forward(self, nursery: trio.Nursery, key: SessionKey, msg: SessionMsg) -> None:
+    async def _forward(self, nursery: trio.Nursery, key: SessionKey, msg: SessionMsg) -> bool:
+        """Hand `msg` to the key's actor (started if needed); False when it could not take it (its reply failed)."""
         live = self._live.get(key)
         if live is None:
             live = await self._spawn(nursery, key)
@@ -97,14 +103,15 @@ class Router:
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(exc)
-            return
+            return False
         except DeadActorError as exc:
             self._live.pop(key, None)
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(exc)
-            return
+            return False
         live.sent += 1
+        return True
 
     async def _spawn(self, nursery: trio.Nursery, key: SessionKey) -> _Live:
         assert self.address is not None, "Router.run must be started through supervise()"
@@ -116,6 +123,8 @@ class Router:
             config=self.session_config,
             on_event=self.on_event,
             pinned=self.pinned,
+            after=self._leaving.pop(key, None),
+            incarnation=self._started,
         )
         spec: ChildSpec[SessionMsg] = ChildSpec(
             name=f"session:{key}",
@@ -146,15 +155,27 @@ class Router:
                 self._live.pop(key, None)
 
     def _on_idle(self, msg: Idle) -> None:
+        # Decided on the count the message carries, never on the actor's live counter: a message sent after the
+        # actor went idle may already have reached it (a turn in flight) by the time this Idle is read.
         live = self._live.get(msg.key)
-        if live is None or live.sent != live.actor.received:
-            return  # something was sent after it went idle: it is busy again
-        del self._live[msg.key]
-        self._retired += 1
+        if live is None or live.actor.incarnation != msg.incarnation or live.sent != msg.received:
+            return  # from an actor already retired, or something was sent after it went idle: it is busy again
         try:
             live.address.send_nowait(Stop())
-        except (BusyError, DeadActorError):
-            pass
+        except BusyError:
+            return  # cannot happen with nothing in flight; keep it rather than lose track of a live actor
+        except DeadActorError:
+            self._live.pop(msg.key, None)
+            return
+        self._leave(msg.key)
+
+    def _leave(self, key: SessionKey) -> None:
+        """Forget the key's actor, which has been told to stop; its successor (if any) waits until it has exited."""
+        live = self._live.pop(key)
+        self._retired += 1
+        if len(self._leaving) >= 256:
+            self._leaving = {k: e for k, e in self._leaving.items() if not e.is_set()}
+        self._leaving[key] = live.actor.exited
 
 
 async def start_router(nursery: trio.Nursery, router: Router, *, capacity: int = 1024) -> Address[RouterMsg]:

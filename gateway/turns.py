@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from actors.base import ActorError, BusyError, DeadActorError, Reply, Stop, ask
-from actors.messages import Abort, Resolve, SessionKey, Submit, Subscribe, TurnAccepted
+from actors.base import ActorError, BusyError, DeadActorError, ask
+from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, TurnAccepted
 from gateway.errors import GatewayError, UnavailableError
 from gateway.runtime import Runtime
 from storage import sessions as sess_db
@@ -72,31 +73,23 @@ async def abort(runtime: Runtime, key: SessionKey) -> int:
         raise UnavailableError(f"the agent runtime did not answer the stop: {exc}") from None
 
 
-async def retire(runtime: Runtime, key: SessionKey, *, timeout: float = 10.0) -> None:
-    """Stop the key's live session actor and wait until it has exited (its last events flushed).
+async def retire(
+    runtime: Runtime,
+    key: SessionKey,
+    *,
+    then: Callable[[sqlite3.Connection], object] | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Retire the key's session actor and wait until it has exited (its turns ended, its last events stored).
 
-    Needed before deleting a session's rows: a live actor would go on writing under the old session id.
+    `then` runs in the store as the actor's last act, before any new actor of the key starts: deleting a
+    session's rows there means no actor ever writes under the deleted id. A message for the key sent meanwhile
+    waits for that, then starts a fresh session. Raises 503 when the runtime does not answer within `timeout`.
     """
-    address = runtime.router.address_of(key)
-    if address is None:
-        return
     try:
-        address.send_nowait(Stop())
-    except DeadActorError:
-        return
-    except BusyError as exc:
-        raise UnavailableError("the session is busy; try again") from exc
-    with trio.move_on_after(timeout):
-        while True:
-            # Once the actor has returned, its supervisor closes the mailbox and sends fail: that is the signal.
-            try:
-                address.send_nowait(Resolve(key, Reply()))
-            except DeadActorError:
-                return
-            except BusyError:
-                pass
-            await trio.sleep(0.01)
-    raise UnavailableError("the session did not stop in time; try again")
+        await ask(runtime.router_address, lambda r: Retire(key, r, then), timeout=timeout)
+    except ActorError as exc:
+        raise UnavailableError(f"the session did not stop in time ({exc}); try again") from None
 
 
 async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> AsyncIterator[EventRow]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -236,8 +237,8 @@ async def get_session(ctx: Ctx) -> SessionItem:
 async def delete_session(ctx: Ctx) -> Ok:
     row = await owned_session(ctx, ctx.path("key"))
     await abort(ctx.runtime, key_of(row))
-    await retire(ctx.runtime, key_of(row))
-    await ctx.store.call(sess_db.delete_session, row.id)
+    # Deleted by the session's actor as its last act: a message racing this delete never writes under the old id.
+    await retire(ctx.runtime, key_of(row), then=partial(sess_db.delete_session, session_id=row.id))
     return Ok()
 
 
