@@ -135,14 +135,19 @@ class Router:
             registry=self.registry,
             forget_failed=True,
         )
-        address: Address[SessionMsg] = await nursery.start(partial(self._supervise_session, key, spec))
+        address: Address[SessionMsg] = await nursery.start(partial(self._supervise_session, key, spec, actor))
         live = _Live(address, actor)
         self._live[key] = live
         self._started += 1
         return live
 
     async def _supervise_session(
-        self, key: SessionKey, spec: ChildSpec[SessionMsg], *, task_status: trio.TaskStatus[Address[SessionMsg]]
+        self,
+        key: SessionKey,
+        spec: ChildSpec[SessionMsg],
+        actor: SessionActor,
+        *,
+        task_status: trio.TaskStatus[Address[SessionMsg]],
     ) -> None:
         try:
             await supervise(spec, task_status=task_status)
@@ -151,8 +156,10 @@ class Router:
             self._crashed += 1
             log.error("%s", exc)
             live = self._live.get(key)
-            if live is not None and live.actor is not None and live.address.name == spec.name:
+            if live is not None and live.actor is actor:  # not a successor of the same name
                 self._live.pop(key, None)
+        finally:
+            actor.exited.set()  # however it ended (even given up with a Stop unread): a successor may start
 
     def _on_idle(self, msg: Idle) -> None:
         # Decided on the count the message carries, never on the actor's live counter: a message sent after the

@@ -182,6 +182,10 @@ class _SessionLife:
         self.life_floor = 0
         self.shown = 0  # the last sequence number sent to subscribers
         self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
+        # Emitted but not sent yet, in seq order: an event waiting for its commit holds back the later ones, so
+        # subscribers always get numbers in order (a dropped turn's end is committed while the next turn streams).
+        self.unsent: deque[EventRow] = deque()
+        self.released: set[int] = set()
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
@@ -323,6 +327,10 @@ class _SessionLife:
                 replay.extend(e for e in self.recent if e.seq > after)
                 break
             rows = await self.a.store.call(ev_db.events_after, self.session_id, after, limit=2000)
+            # Committed but not shown yet (a turn's end is shown once its commit returns): those come live.
+            rows = [r for r in rows if r.seq <= self.shown]
+            if not rows and after >= self.shown:
+                break
             if not rows:
                 if after < self.life_floor:
                     # Deltas are shown before they are stored; a crash loses the unstored ones (their numbers stay
@@ -390,11 +398,20 @@ class _SessionLife:
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
         self.dirty.set()
+        self.unsent.append(event)
         if show:
             self.show(event)
         return event
 
     def show(self, event: EventRow) -> None:
+        """Let an emitted event go to subscribers: now, or right after earlier ones still waiting for their commit."""
+        self.released.add(event.seq)
+        while self.unsent and self.unsent[0].seq in self.released:
+            first = self.unsent.popleft()
+            self.released.discard(first.seq)
+            self._send(first)
+
+    def _send(self, event: EventRow) -> None:
         """Send an event to every subscriber and listener (a subscriber that cannot keep up is cut off)."""
         self.shown = max(self.shown, event.seq)
         self.recent.append(event)
@@ -426,7 +443,10 @@ class _SessionLife:
                 reserve_to = batch[-1].seq + SEQ_RESERVE  # a very long turn: extend the reservation in time
             while True:
                 try:
-                    await self.a.store.call(_append_and_reserve, batch, reserve_to)
+                    # Shielded: these events were shown already; a crash of the session (or shutdown) arriving
+                    # now must not drop them between here and the store (a resumer would find a gap).
+                    with trio.CancelScope(shield=True):
+                        await self.a.store.call(_append_and_reserve, batch, reserve_to)
                     self.reserved = max(self.reserved, reserve_to)
                     break
                 except Exception as exc:
@@ -559,7 +579,7 @@ class _SessionLife:
 
         Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them.
         """
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
+        with trio.CancelScope(shield=True), trio.move_on_after(5) as waited:
             try:
                 await self.a.store.call(fn)
                 if batch:
@@ -575,3 +595,8 @@ class _SessionLife:
             else:
                 for event in ending:
                     self.show(event)
+        if waited.cancelled_caught:
+            # Still queued in the store, which will commit it: show it now rather than hold back every later event.
+            log.warning("session %s: storing the end of %s takes over 5 s; showing it meanwhile", self.a.key, what)
+            for event in ending:
+                self.show(event)
