@@ -362,7 +362,12 @@ class _SessionLife:
                 # turn_ended, so whoever waits for it learns it.
                 ts = now_ms()
                 ending = [
-                    self.emit(t.turn_id, "turn_ended", {"turn_id": t.turn_id, "state": "aborted"}, show=False)
+                    self.emit(
+                        t.turn_id,
+                        "turn_ended",
+                        {"turn_id": t.turn_id, "state": "aborted", "started": False},
+                        show=False,
+                    )
                     for t in dropped
                 ]
                 batch, self.pending = self.pending, []

@@ -59,7 +59,8 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
         return {"type": "error", "code": "internal_error", "message": str(d.get("message")), "seq": event.seq}
     if version >= 2:
         return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
-    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted"):
+    # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
+    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
         return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
     return None
 

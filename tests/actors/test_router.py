@@ -187,7 +187,11 @@ async def test_abort_stops_the_turn_at_once_and_drops_the_queue(tmp_path: Path) 
         rest += await until_turn_ends(live)
         ends = [e.data for e in rest if e.type == "turn_ended"]
         assert sorted(ends, key=str) == sorted(
-            [{"turn_id": first.turn_id, "state": "aborted"}, {"turn_id": queued.turn_id, "state": "aborted"}], key=str
+            [
+                {"turn_id": first.turn_id, "state": "aborted"},
+                {"turn_id": queued.turn_id, "state": "aborted", "started": False},
+            ],
+            key=str,
         )
         assert not any(e.type == "result" for e in rest)
         turn = await h.store.call(msg_db.get_turn, queued.turn_id)
