@@ -553,6 +553,9 @@ class _SessionLife:
                 ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
                 ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+            elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
+                data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
+                ending.append(self.emit(turn.turn_id, "error", data, show=False))
             ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []

@@ -40,7 +40,8 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     """The frame a client of `version` gets for a session event (None: nothing for this client).
 
     v1 clients get only the frame types they know, each with an extra `seq` (they ignore unknown fields, not
-    unknown types); a failed turn becomes an encrypted `internal_error`; an aborted turn a `system_status`.
+    unknown types); a failed turn becomes an encrypted `internal_error`, an interrupted one (stop or crash) an
+    `interrupted` error; an aborted or interrupted turn then a `system_status`.
     """
     t, d = event.type, event.data
     if t in ("text_delta", "tool_activity", "system_status"):
@@ -56,7 +57,9 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
             "seq": event.seq,
         }
     if t == "error":
-        return {"type": "error", "code": "internal_error", "message": str(d.get("message")), "seq": event.seq}
+        # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
+        code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
+        return {"type": "error", "code": code, "message": str(d.get("message")), "seq": event.seq}
     if version >= 2:
         return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
     # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
