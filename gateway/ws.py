@@ -18,6 +18,7 @@ from actors.store import StorageUnavailableError
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
+from gateway.jsondepth import too_deep
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
@@ -370,7 +371,7 @@ class Connection:
                     return
                 continue
             try:
-                msg = msgspec.json.decode(plain)
+                msg = None if too_deep(plain) else msgspec.json.decode(plain)
             except msgspec.DecodeError:
                 msg = None
             if not isinstance(msg, dict):
