@@ -1,6 +1,6 @@
 """The router and session actors under random interleavings (hypothesis): submits, idle timers, aborts,
-subscribers joining and leaving,
-session crashes and retirements (as a session delete asks) across a few keys, on the autojump clock.
+subscribers joining and leaving, session crashes and retirements (as a session delete asks) across a few keys, on
+the autojump clock, with the store inline.
 
 Checked after every example: never two running turns of one key; every turn ends exactly once (one `turn_ended`,
 matching its stored state); every request is answered; every subscriber sees strictly increasing sequence numbers
@@ -283,7 +283,9 @@ async def scenario(script: list[Op]) -> World:
 @settings(
     max_examples=100,
     deadline=None,
-    derandomize=True,  # the same examples on every run (CI included); trio's scheduler is seeded by hypothesis too
+    # The same examples on every run (CI included), and trio's scheduler is seeded by hypothesis too. Timers due at
+    # one instant are still ordered partly by memory address, hence the explicit examples repeat their race.
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(script=ops)
