@@ -12,7 +12,7 @@ import trio
 
 from gateway.client import connect
 from tests.conftest import TOKEN
-from tests.gateway.crashkit import Gateway, query, spawn
+from tests.gateway.crashkit import Gateway, config_file, query, reap, spawn
 from tests.gateway.rest import sse_events
 
 LONG = " ".join(f"w{i}" for i in range(400))  # 20 s at 50 ms a word: still streaming when killed
@@ -68,11 +68,7 @@ async def _resume_ws(gw: Gateway, chat: int, v2: bool, after: int) -> list[dict[
 
 async def test_after_sigkill_every_resume_ends_the_turn(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = 0\ntoken = "{TOKEN}"\n'
-        f'[storage]\ndata_dir = "{data}"\n[providers.echo]\ndelay_ms = 50\n[ws]\nping_interval = 0\n'
-    )
+    config = config_file(tmp_path, "[providers.echo]\ndelay_ms = 50\n[ws]\nping_interval = 0\n")
     last: dict[str, int] = {}
     gw: Gateway | None = None
     try:
@@ -118,7 +114,4 @@ async def test_after_sigkill_every_resume_ends_the_turn(tmp_path: Path) -> None:
                 assert int(events[0]["id"]) > last["sse"]
                 nursery.cancel_scope.cancel()
     finally:
-        if gw is not None and gw.process.returncode is None:
-            gw.process.kill()
-            with trio.move_on_after(10):
-                await gw.process.wait()
+        await reap(gw)

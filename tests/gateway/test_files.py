@@ -13,7 +13,7 @@ import trio
 
 from gateway.routes.files import clean_name, content_disposition
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
-from tests.gateway.crashkit import Gateway, spawn
+from tests.gateway.crashkit import Gateway, config_file, reap, spawn
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
@@ -232,8 +232,7 @@ async def test_a_fifo_is_refused_at_once_while_the_loop_keeps_serving(tmp_path: 
     data = tmp_path / "data"
     (data / "workspace").mkdir(parents=True)
     os.mkfifo(data / "workspace" / "pipe")
-    config = tmp_path / "config.toml"
-    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = 0\ntoken = "{TOKEN}"\n[storage]\ndata_dir = "{data}"\n')
+    config = config_file(tmp_path)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     gw: Gateway | None = None
     try:
@@ -258,7 +257,4 @@ async def test_a_fifo_is_refused_at_once_while_the_loop_keeps_serving(tmp_path: 
             assert all(answers[f"health{n}"].status_code == 200 for n in range(5))
             nursery.cancel_scope.cancel()
     finally:
-        if gw is not None and gw.process.returncode is None:
-            gw.process.kill()
-            with trio.move_on_after(10):
-                await gw.process.wait()
+        await reap(gw)
