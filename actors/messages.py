@@ -93,16 +93,35 @@ class Resolve:
     reply: Reply[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Retire the key's session actor: it finishes its running and queued turns, stores their events, runs `then`
+    in the store as its last act (e.g. deleting the session's rows), exits, and then answers `reply`.
+
+    The router forgets the actor when it forwards this, so a later message for the key starts a new actor; that
+    one waits until this one has exited (one actor per key at a time).
+    """
+
+    key: SessionKey
+    reply: Reply[None]
+    then: Callable[[sqlite3.Connection], object] | None = None
+
+
 SessionRequest = Submit | Subscribe | Unsubscribe | Abort | Resolve
 
 
 @dataclass(frozen=True, slots=True)
 class Idle:
-    """From a session to the router: nothing to do after `received` messages; retire me if that is all."""
+    """From a session to the router: nothing to do after `received` messages; retire me if that is all.
+
+    `incarnation` names which actor of the key sent it (the router numbers them), so a late Idle from an actor
+    already retired is never taken for its successor's.
+    """
 
     key: SessionKey
     received: int
+    incarnation: int = 0
 
 
-RouterMsg = SessionRequest | Idle
-SessionMsg = SessionRequest | Stop
+RouterMsg = SessionRequest | Retire | Idle
+SessionMsg = SessionRequest | Retire | Stop

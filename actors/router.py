@@ -11,7 +11,7 @@ import trio
 
 from actors.base import Address, BusyError, DeadActorError, Stop
 from actors.choice import Choose, following
-from actors.messages import Idle, RouterMsg, SessionKey, SessionMsg
+from actors.messages import Idle, Retire, RouterMsg, SessionKey, SessionMsg
 from actors.providers.base import Provider
 from actors.session import SessionActor, SessionConfig
 from actors.store import Store
@@ -23,9 +23,13 @@ log = logging.getLogger("gateway.router")
 
 @dataclass(slots=True)
 class _Live:
-    address: Address[SessionMsg]
+    child: Child[SessionMsg]
     actor: SessionActor
     sent: int = 0
+
+    @property
+    def address(self) -> Address[SessionMsg]:
+        return self.child.address
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ class Router:
         self.session_capacity = session_capacity
         self.on_event = on_event
         self._live: dict[SessionKey, _Live] = {}
+        # Retired actors that may still be finishing (flushing, deleting): a new actor of the key waits for this.
+        self._leaving: dict[SessionKey, trio.Event] = {}
         self._started = 0
         self._retired = 0
         self._crashed = 0
@@ -86,12 +92,16 @@ class Router:
                 async for msg in inbox:
                     if isinstance(msg, Idle):
                         self._on_idle(msg)
+                    elif isinstance(msg, Retire):
+                        if await self._forward(sessions, msg.key, msg):
+                            self._leave(msg.key)
                     else:
                         await self._forward(sessions, msg.key, msg)
             finally:
                 self._live.clear()
 
-    async def _forward(self, sessions: Supervisor, key: SessionKey, msg: SessionMsg) -> None:
+    async def _forward(self, sessions: Supervisor, key: SessionKey, msg: SessionMsg) -> bool:
+        """Hand `msg` to the key's actor (started if needed); False when it could not take it (its reply failed)."""
         live = self._live.get(key)
         if live is None:
             live = await self._spawn(sessions, key)
@@ -101,14 +111,15 @@ class Router:
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(exc)
-            return
+            return False
         except DeadActorError as exc:
             self._live.pop(key, None)
             reply = getattr(msg, "reply", None)
             if reply is not None:
                 reply.fail(exc)
-            return
+            return False
         live.sent += 1
+        return True
 
     async def _spawn(self, sessions: Supervisor, key: SessionKey) -> _Live:
         assert self.address is not None, "Router.run must be started through supervise()"
@@ -119,6 +130,8 @@ class Router:
             choose=self.choose,
             config=self.session_config,
             on_event=self.on_event,
+            after=self._leaving.pop(key, None),
+            incarnation=self._started,
         )
         spec: ChildSpec[SessionMsg] = ChildSpec(
             name=f"session:{key}",
@@ -130,7 +143,7 @@ class Router:
             forget_failed=True,
         )
         child = await sessions.start(spec)
-        live = _Live(child.address, actor)
+        live = _Live(child, actor)
         self._live[key] = live
         self._started += 1
         return live
@@ -139,19 +152,33 @@ class Router:
         # One broken session must not take the others down: forget it; the next message revives it.
         self._crashed += 1
         for key, live in list(self._live.items()):
-            if live.address is child.address:
+            if live.child is child:  # not a successor of the same name
                 del self._live[key]
 
     def _on_idle(self, msg: Idle) -> None:
+        # Decided on the count the message carries, never on the actor's live counter: a message sent after the
+        # actor went idle may already have reached it (a turn in flight) by the time this Idle is read.
         live = self._live.get(msg.key)
-        if live is None or live.sent != live.actor.received:
-            return  # something was sent after it went idle: it is busy again
-        del self._live[msg.key]
-        self._retired += 1
+        if live is None or live.actor.incarnation != msg.incarnation or live.sent != msg.received:
+            return  # from an actor already retired, or something was sent after it went idle: it is busy again
         try:
             live.address.send_nowait(Stop())
-        except (BusyError, DeadActorError):
-            pass
+        except BusyError:
+            return  # cannot happen with nothing in flight; keep it rather than lose track of a live actor
+        except DeadActorError:
+            self._live.pop(msg.key, None)
+            return
+        self._leave(msg.key)
+
+    def _leave(self, key: SessionKey) -> None:
+        """Forget the key's actor, which has been told to stop; its successor (if any) waits until it has ended:
+        its supervised task is over however it ended (a crash, a give-up with the Stop unread), so two actors of
+        one key never overlap."""
+        live = self._live.pop(key)
+        self._retired += 1
+        if len(self._leaving) >= 256:
+            self._leaving = {k: e for k, e in self._leaving.items() if not e.is_set()}
+        self._leaving[key] = live.child.done
 
 
 async def start_router(

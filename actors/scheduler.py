@@ -27,11 +27,17 @@ class ScheduleError(ValueError):
 
 
 def check_cron(expression: str) -> None:
-    """Raise ScheduleError unless `expression` is a valid 5-field cron expression."""
-    from croniter import croniter  # loaded with the first cron job, not at start (it pulls in dateutil)
+    """Raise ScheduleError unless `expression` is a valid 5-field cron expression that fires on some date."""
+    from croniter import CroniterBadDateError, croniter  # loaded with the first cron job, not at start (dateutil)
 
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise ScheduleError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday)")
+    try:
+        croniter(expression, datetime.now(UTC)).get_next(datetime)
+    except CroniterBadDateError:  # e.g. "0 0 31 2 *": a day no month has (croniter looks decades ahead)
+        raise ScheduleError(
+            f"{expression!r} never fires: no date matches its day and month; pick one that exists"
+        ) from None
 
 
 def next_slot(job: CronJob, after_ms: int) -> int:

@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 import trio
 import trio.lowlevel
 
-from actors.base import Address, BusyError, DeadActorError, Reply, Stop
+from actors.base import ActorError, Address, BusyError, DeadActorError, Reply, Stop
 from actors.choice import NO_PIN, Choose, Pin
 from actors.messages import (
     Abort,
     Idle,
     Resolve,
+    Retire,
     RouterMsg,
     SessionKey,
     SessionMsg,
@@ -124,6 +125,8 @@ class SessionActor:
         choose: Choose,
         config: SessionConfig,
         on_event: Callable[[EventRow], None] | None = None,
+        after: trio.Event | None = None,
+        incarnation: int = 0,
     ) -> None:
         self.key = key
         self.store = store
@@ -131,12 +134,37 @@ class SessionActor:
         self.choose = choose  # the session's pin -> provider and model, against the default of that moment
         self.config = config
         self.on_event = on_event
-        self.received = 0  # counted over restarts too: the router compares it with what it sent
+        self.received = 0  # requests taken, over restarts too: sent in Idle for the router to compare
+        self.incarnation = incarnation  # which actor of this key (the router numbers them), sent in Idle
+        self.after = after  # the key's previous actor has exited once this is set
+        self.leaving: Stop | Retire | None = None  # told to stop: kept over a crash, so a restart does nothing
+        self.exited = trio.Event()  # set once this actor will never touch the session again
 
     async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
-        """One life of the actor (the supervisor calls it again after a crash, with fresh state)."""
-        life = _SessionLife(self)
-        await life.run(inbox)
+        """One life of the actor (the supervisor calls it again after a crash, with fresh state).
+
+        The first waits until the key's previous actor has exited, so two actors of one key never overlap. After
+        Stop or Retire the actor is done: a life that ends then (even by a crash) sets `exited` and answers Retire.
+        """
+        if self.after is not None:
+            await self.after.wait()
+            self.after = None
+        if self.leaving is None:
+            try:
+                await _SessionLife(self).run(inbox)
+            except Exception as exc:
+                if self.leaving is not None:
+                    self._left(exc)
+                raise
+        self._left(None)
+
+    def _left(self, error: Exception | None) -> None:
+        self.exited.set()
+        if isinstance(self.leaving, Retire):
+            if error is None:
+                self.leaving.reply.set(None)
+            else:
+                self.leaving.reply.fail(ActorError(f"session {self.key} failed while retiring: {error!r}"))
 
 
 class _SessionLife:
@@ -149,6 +177,10 @@ class _SessionLife:
         self.life_floor = 0
         self.shown = 0  # the last sequence number sent to subscribers
         self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
+        # Emitted but not sent yet, in seq order: an event waiting for its commit holds back the later ones, so
+        # subscribers always get numbers in order (a dropped turn's end is committed while the next turn streams).
+        self.unsent: deque[EventRow] = deque()
+        self.released: set[int] = set()
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
@@ -193,13 +225,16 @@ class _SessionLife:
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._runner)
                 await self._serve(inbox, nursery)
-                # Stop: let the running turn and the queue finish, then flush what they wrote.
+                # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
                 while self.running is not None or self.queue:
                     if self.running is not None:
                         await self.running.finished.wait()
                     else:
                         await trio.lowlevel.checkpoint()
                 await self._wait_flushed(self.seq)
+                leaving = self.a.leaving
+                if isinstance(leaving, Retire) and leaving.then is not None:
+                    await self.a.store.call(leaving.then)  # the last act: no successor has started yet
                 nursery.cancel_scope.cancel()
         finally:
             for ch in self.subscribers:
@@ -208,15 +243,17 @@ class _SessionLife:
 
     def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
         """This life cannot start (storage down): answer what waits for it with the reason at once rather than
-        leave its askers to time out. Returns True when a Stop was among them."""
+        leave its askers to time out. Returns True when a Stop or Retire was among them."""
         stopped = False
         while True:
             try:
                 msg = inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return stopped
-            if isinstance(msg, Stop):
-                stopped = True
+            if isinstance(msg, Stop | Retire):
+                stopped = True  # the router has forgotten this actor already: nothing to restart
+                if isinstance(msg, Retire):
+                    msg.reply.fail(exc)  # its last act (a delete) was not done
                 continue
             self.a.received += 1
             reply = getattr(msg, "reply", None)
@@ -237,12 +274,12 @@ class _SessionLife:
                 if self._is_idle() and self.idle_sent_at != self.a.received:
                     self.idle_sent_at = self.a.received
                     try:
-                        self.a.router.send_nowait(Idle(self.a.key, self.a.received))
+                        self.a.router.send_nowait(Idle(self.a.key, self.a.received, self.a.incarnation))
                     except BusyError:
                         self.idle_sent_at = None  # router busy: try again after the next timeout
                 continue
-            if not isinstance(msg, Stop):
-                self.a.received += 1
+            if isinstance(msg, Submit | Subscribe | Unsubscribe | Abort | Resolve | Retire):
+                self.a.received += 1  # what the router sent (Stop is not counted: it follows an Idle)
             match msg:
                 case Submit():
                     await self._submit(msg)
@@ -254,7 +291,8 @@ class _SessionLife:
                     nursery.start_soon(self._abort, msg.reply, msg.only)
                 case Resolve():
                     msg.reply.set(self.session_id)
-                case Stop():
+                case Stop() | Retire():
+                    self.a.leaving = msg
                     return
                 case _:
                     raise TypeError(f"session {self.a.key} got an unknown message {msg!r}")
@@ -324,6 +362,10 @@ class _SessionLife:
             except StorageUnavailableError as exc:
                 msg.reply.fail(exc)  # this subscriber resumes later; the session and its running turn go on
                 return
+            # Committed but not shown yet (a turn's end is shown once its commit returns): those come live.
+            rows = [r for r in rows if r.seq <= self.shown]
+            if not rows and after >= self.shown:
+                break
             if not rows:
                 if after < self.life_floor:
                     # Deltas are shown before they are stored; a crash loses the unstored ones (their numbers stay
@@ -344,31 +386,48 @@ class _SessionLife:
             channel.close()
 
     async def _abort(self, reply: Reply[int], only: frozenset[str] | None = None) -> None:
-        dropped = [t for t in self.queue if only is None or t.turn_id in only]
-        for t in dropped:
-            self.queue.remove(t)
         killed = 0
-        running = self.running
-        if running is not None and (only is not None and running.turn_id not in only):
-            running = None  # another client's turn: it goes on
-        if running is not None and not running.aborted:
-            running.aborted = True
-            if running.handle is not None:
-                try:
-                    killed = await running.handle.abort()
-                except Exception as exc:
-                    log.error("session %s: provider abort failed: %r", self.a.key, exc)
-            running.scope.cancel()
-            await running.finished.wait()
-        if dropped:
-            ts = now_ms()
+        try:
+            dropped = [t for t in self.queue if only is None or t.turn_id in only]
+            for t in dropped:
+                self.queue.remove(t)
+            if dropped:
+                # Recorded first (shielded): a crash while the running turn stops must not leave these `queued`
+                # in storage, where the next life would run them. Each ends like any other turn, with its
+                # turn_ended, so whoever waits for it learns it.
+                ts = now_ms()
+                ending = [
+                    self.emit(
+                        t.turn_id,
+                        "turn_ended",
+                        {"turn_id": t.turn_id, "state": "aborted", "started": False},
+                        show=False,
+                    )
+                    for t in dropped
+                ]
+                batch, self.pending = self.pending, []
 
-            def drop_all(conn: Any) -> None:
-                for t in dropped:
-                    msg_db.finish_turn(conn, t.turn_id, "aborted", now_ms=ts, error="aborted before it started")
+                def drop_all(conn: Any) -> None:
+                    ev_db.append_events(conn, batch)
+                    for t in dropped:
+                        msg_db.finish_turn(conn, t.turn_id, "aborted", now_ms=ts, error="aborted before it started")
 
-            await self.a.store.call(drop_all)
-        reply.set(killed)
+                await self._record_end(drop_all, batch, ending, f"{len(dropped)} dropped turn(s)")
+            running = self.running
+            if running is not None and (only is not None and running.turn_id not in only):
+                running = None  # another client's turn: it goes on
+            if running is not None and not running.aborted:
+                running.aborted = True
+                if running.handle is not None:
+                    try:
+                        killed = await running.handle.abort()
+                    except Exception as exc:
+                        log.error("session %s: provider abort failed: %r", self.a.key, exc)
+                running.scope.cancel()
+                await running.finished.wait()
+        finally:
+            # Answered even when a crash of the session cuts this short: its running turn ends then anyway.
+            reply.set(killed)
 
     # ---- events ----
 
@@ -379,11 +438,20 @@ class _SessionLife:
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
         self.dirty.set()
+        self.unsent.append(event)
         if show:
             self.show(event)
         return event
 
     def show(self, event: EventRow) -> None:
+        """Let an emitted event go to subscribers: now, or right after earlier ones still waiting for their commit."""
+        self.released.add(event.seq)
+        while self.unsent and self.unsent[0].seq in self.released:
+            first = self.unsent.popleft()
+            self.released.discard(first.seq)
+            self._send(first)
+
+    def _send(self, event: EventRow) -> None:
         """Send an event to every subscriber and listener (a subscriber that cannot keep up is cut off)."""
         self.shown = max(self.shown, event.seq)
         self.recent.append(event)
@@ -415,7 +483,10 @@ class _SessionLife:
                 reserve_to = batch[-1].seq + SEQ_RESERVE  # a very long turn: extend the reservation in time
             while True:
                 try:
-                    await self.a.store.call(_append_and_reserve, batch, reserve_to)
+                    # Shielded: these events were shown already; a crash of the session (or shutdown) arriving
+                    # now must not drop them between here and the store (a resumer would find a gap).
+                    with trio.CancelScope(shield=True):
+                        await self.a.store.call(_append_and_reserve, batch, reserve_to)
                     self.reserved = max(self.reserved, reserve_to)
                     break
                 except Exception as exc:
@@ -452,37 +523,37 @@ class _SessionLife:
         deltas: list[str] = []
         final: str | None = None
         state, error = "completed", None
+        # Cancelled from outside (shutdown, or a crash elsewhere in this session), even while the turn is being
+        # begun: the turn still gets a recorded end below, then the cancellation goes on. Otherwise it would stay
+        # `running` in storage (a begin already sent commits anyway) and its last events would be lost.
+        cut_off: trio.Cancelled | None = None
         try:
-            history, pin = turn.history, turn.pin
-            if history is None:
-                self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
-                begun, pin = await store.call(
-                    _pinned(msg_db.begin_turn, self.session_id),
-                    turn.turn_id,
-                    self.session_id,
-                    now_ms=now_ms(),
-                    reserve_to=self.reserved,
-                    history_limit=self.cfg.history_limit,
-                )
-                history = begun
-            # Decided once, here at the turn's start, from the pin read in the turn's own transaction.
-            chosen = self.a.choose(pin)
-            provider = chosen.provider
-            model = chosen.model or self.cfg.model
-            self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
-            request = TurnRequest(
-                session_id=self.session_id,
-                key=self.a.key,
-                prompt=turn.prompt,
-                history=[HistoryMessage(m.role, m.content) for m in history],
-                model=model,
-                owner=self.owner,
-            )
-            # Cancelled from outside (shutdown, or a crash elsewhere in this session): the turn still gets a
-            # recorded end below, then the cancellation goes on. Otherwise it would stay `running` in storage
-            # and its last events would be lost.
-            cut_off: trio.Cancelled | None = None
             try:
+                history: list[msg_db.MessageRow] | None = turn.history
+                pin = turn.pin
+                if history is None:
+                    self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
+                    history, pin = await store.call(
+                        _pinned(msg_db.begin_turn, self.session_id),
+                        turn.turn_id,
+                        self.session_id,
+                        now_ms=now_ms(),
+                        reserve_to=self.reserved,
+                        history_limit=self.cfg.history_limit,
+                    )
+                # Decided once, here at the turn's start, from the pin read in the turn's own transaction.
+                chosen = self.a.choose(pin)
+                provider = chosen.provider
+                model = chosen.model or self.cfg.model
+                self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
+                request = TurnRequest(
+                    session_id=self.session_id,
+                    key=self.a.key,
+                    prompt=turn.prompt,
+                    history=[HistoryMessage(m.role, m.content) for m in history or ()],
+                    model=model,
+                    owner=self.owner,
+                )
                 with running.scope:
                     if running.aborted:
                         running.scope.cancel()
@@ -517,8 +588,10 @@ class _SessionLife:
                 ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
                 ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+            elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
+                data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
+                ending.append(self.emit(turn.turn_id, "error", data, show=False))
             ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
-            # Shielded and bounded: the turn's end is recorded even during shutdown, and never hangs it.
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
             ts = now_ms()
@@ -535,24 +608,38 @@ class _SessionLife:
                     session_status="completed" if not self.queue else "waiting",
                 )
 
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await store.call(finish)
-                    if batch:
-                        self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
-                        self.flushed.set()
-                        self.flushed = trio.Event()
-                except Exception as exc:
-                    log.error("session %s: cannot record the end of turn %s: %r", self.a.key, turn.turn_id, exc)
-                    # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
-                    self.pending[:0] = batch
-                    self.held.extend(ending)
-                    self.dirty.set()
-                else:
-                    for event in ending:
-                        self.show(event)
+            await self._record_end(finish, batch, ending, f"turn {turn.turn_id}")
             if cut_off is not None:
                 raise cut_off
         finally:
             self.running = None
             running.finished.set()
+
+    async def _record_end(
+        self, fn: Callable[[Any], None], batch: list[EventRow], ending: list[EventRow], what: str
+    ) -> None:
+        """Store turns' last events with their end state (`fn`, one transaction), then show `ending`.
+
+        Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them.
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(5) as waited:
+            try:
+                await self.a.store.call(fn)
+                if batch:
+                    self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
+                    self.flushed.set()
+                    self.flushed = trio.Event()
+            except Exception as exc:
+                log.error("session %s: cannot record the end of %s: %r", self.a.key, what, exc)
+                # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
+                self.pending[:0] = batch
+                self.held.extend(ending)
+                self.dirty.set()
+            else:
+                for event in ending:
+                    self.show(event)
+        if waited.cancelled_caught:
+            # Still queued in the store, which will commit it: show it now rather than hold back every later event.
+            log.warning("session %s: storing the end of %s takes over 5 s; showing it meanwhile", self.a.key, what)
+            for event in ending:
+                self.show(event)

@@ -36,6 +36,7 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
+from gateway.jsondepth import check_depth
 from gateway.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 from storage import users as users_db
@@ -302,6 +303,7 @@ def decode_json(raw: bytes, type_: type[S]) -> S:
     """Decode and validate a JSON body into `type_`: 400 when it is not JSON, 422 when a field is wrong."""
     if not raw.strip():
         raw = b"{}"
+    check_depth(raw)
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from actors.base import ActorError, BusyError, DeadActorError, Reply, Stop, ask
-from actors.messages import Abort, Resolve, SessionKey, Submit, Subscribe, TurnAccepted
+from actors.base import ActorError, BusyError, DeadActorError, ask
+from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from gateway.errors import GatewayError, UnavailableError
 from gateway.runtime import Runtime
 from storage import sessions as sess_db
@@ -72,49 +73,63 @@ async def abort(runtime: Runtime, key: SessionKey) -> int:
         raise UnavailableError(f"the agent runtime did not answer the stop: {exc}") from None
 
 
-async def retire(runtime: Runtime, key: SessionKey, *, timeout: float = 10.0) -> None:
-    """Stop the key's live session actor and wait until it has exited (its last events flushed).
+async def retire(
+    runtime: Runtime,
+    key: SessionKey,
+    *,
+    then: Callable[[sqlite3.Connection], object] | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Retire the key's session actor and wait until it has exited (its turns ended, its last events stored).
 
-    Needed before deleting a session's rows: a live actor would go on writing under the old session id.
+    `then` runs in the store as the actor's last act, before any new actor of the key starts: deleting a
+    session's rows there means no actor ever writes under the deleted id. A message for the key sent meanwhile
+    waits for that, then starts a fresh session. Raises 503 when the runtime does not answer within `timeout`.
     """
-    address = runtime.router.address_of(key)
-    if address is None:
-        return
     try:
-        address.send_nowait(Stop())
-    except DeadActorError:
-        return
-    except BusyError as exc:
-        raise UnavailableError("the session is busy; try again") from exc
-    with trio.move_on_after(timeout):
-        while True:
-            # Once the actor has returned, its supervisor closes the mailbox and sends fail: that is the signal.
-            try:
-                address.send_nowait(Resolve(key, Reply()))
-            except DeadActorError:
-                return
-            except BusyError:
-                pass
-            await trio.sleep(0.01)
-    raise UnavailableError("the session did not stop in time; try again")
+        await ask(runtime.router_address, lambda r: Retire(key, r, then), timeout=timeout)
+    except ActorError as exc:
+        raise UnavailableError(f"the session did not stop in time ({exc}); try again") from None
 
 
-async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> AsyncIterator[EventRow]:
-    """Yield the session's events after `after_seq` (None: from now on), forever, resubscribing when cut off.
+Subscribed = tuple[Subscription, trio.MemoryReceiveChannel[EventRow]]
 
-    Cancel the iteration (or stop iterating) to leave; the subscription closes with it.
+
+async def _subscribe(runtime: Runtime, key: SessionKey, after_seq: int | None) -> Subscribed:
+    send, receive = trio.open_memory_channel[EventRow](1024)
+    make = partial(Subscribe, key, send, after_seq)
+    try:
+        try:
+            sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
+        except DeadActorError:
+            sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
+    except ActorError as exc:
+        receive.close()
+        raise UnavailableError(f"cannot follow the session: {exc}") from None
+    return sub, receive
+
+
+async def follow(
+    runtime: Runtime,
+    key: SessionKey,
+    after_seq: int | None,
+    *,
+    session_id: str | None = None,
+    first: Subscribed | None = None,
+) -> AsyncIterator[EventRow]:
+    """Yield the session's events after `after_seq` (None: from now on), resubscribing when cut off.
+
+    Follows `session_id` (None: the one the key names at the first subscription; `first` is one already made) and
+    ends when the key comes to name another: that session was deleted. Cancel the iteration (or stop iterating) to
+    leave; the subscription closes with it.
     """
     while True:
-        send, receive = trio.open_memory_channel[EventRow](1024)
+        sub, receive = first if first is not None else await _subscribe(runtime, key, after_seq)
+        first = None
         with receive:
-            make = partial(Subscribe, key, send, after_seq)
-            try:
-                try:
-                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
-                except DeadActorError:
-                    sub = await ask(runtime.router_address, make, timeout=ASK_TIMEOUT)
-            except ActorError as exc:
-                raise UnavailableError(f"cannot follow the session: {exc}") from None
+            if session_id is not None and sub.session_id != session_id:
+                return
+            session_id = sub.session_id
             for event in sub.replay:
                 if after_seq is None or event.seq > after_seq:
                     after_seq = event.seq
@@ -131,14 +146,26 @@ async def follow(runtime: Runtime, key: SessionKey, after_seq: int | None) -> As
 async def start_and_follow(
     runtime: Runtime, key: SessionKey, text: str
 ) -> tuple[TurnAccepted, AsyncIterator[EventRow]]:
-    """Submit a turn and return its events (subscribed first, so none is missed), ending with its turn_ended."""
-    probe = await runtime.store.call(sess_db.find_session, key.transport, key.chat_id, key.topic_id)
-    start_seq = probe.last_seq if probe is not None else 0
-    accepted = await submit(runtime, key, text)
+    """Submit a turn and return its events, ending with its turn_ended (or early, if its session is deleted).
+
+    Subscribed before submitting, so none of the turn's events is missed.
+    """
+    first: Subscribed | None = await _subscribe(runtime, key, None)
+    assert first is not None
+    try:
+        accepted = await submit(runtime, key, text)
+    except BaseException:
+        first[1].close()
+        raise
+    start_seq = first[0].last_seq
+    if first[0].session_id != accepted.session_id:
+        # Deleted in between: the turn is in the key's fresh session, whose numbers start again from 1.
+        first[1].close()
+        first, start_seq = None, 0
 
     async def events() -> AsyncIterator[EventRow]:
         # Events of turns queued ahead of ours are skipped; ours ends with its turn_ended.
-        async for event in follow(runtime, key, start_seq):
+        async for event in follow(runtime, key, start_seq, session_id=accepted.session_id, first=first):
             if event.turn_id != accepted.turn_id:
                 continue
             yield event
@@ -151,15 +178,18 @@ async def start_and_follow(
 async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: float = math.inf) -> TurnOutcome:
     """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on)."""
     accepted, events = await start_and_follow(runtime, key, text)
-    state, result, error = "failed", "", None
+    state, result = "failed", ""
+    error: str | None = "the session was deleted before the turn ended"
+    error_text: str | None = None
     with trio.move_on_after(timeout) as scope:
         async for event in events:
             if event.type == "result":
                 result = str(event.data.get("text", ""))
             elif event.type == "error":
-                error = str(event.data.get("message", ""))
+                error_text = str(event.data.get("message", ""))
             elif event.type == "turn_ended":
                 state = str(event.data.get("state", "failed"))
+                error = error_text
     if scope.cancelled_caught:
         raise TimeoutError_(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
     return TurnOutcome(accepted, state, result, error)

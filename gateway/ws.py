@@ -19,6 +19,7 @@ from actors.store import StorageUnavailableError
 from gateway import crypto
 from gateway.filetags import parse_file_tags
 from gateway.identity import load_identity
+from gateway.jsondepth import too_deep
 from gateway.logs import redactor
 from gateway.ratelimit import FailedAuthThrottle
 from gateway.runtime import Runtime
@@ -44,7 +45,8 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     """The frame a client of `version` gets for a session event (None: nothing for this client).
 
     v1 clients get only the frame types they know, each with an extra `seq` (they ignore unknown fields, not
-    unknown types); a failed turn becomes an encrypted `internal_error`; an aborted turn a `system_status`.
+    unknown types); a failed turn becomes an encrypted `internal_error`, an interrupted one (stop or crash) an
+    `interrupted` error; an aborted or interrupted turn then a `system_status`.
     """
     t, d = event.type, event.data
     if t in ("text_delta", "tool_activity", "system_status"):
@@ -60,10 +62,13 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
             "seq": event.seq,
         }
     if t == "error":
-        return {"type": "error", "code": "internal_error", "message": str(d.get("message")), "seq": event.seq}
+        # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
+        code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
+        return {"type": "error", "code": code, "message": str(d.get("message")), "seq": event.seq}
     if version >= 2:
         return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
-    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted"):
+    # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
+    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
         return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
     return None
 
@@ -404,7 +409,7 @@ class Connection:
                     return
                 continue
             try:
-                msg = msgspec.json.decode(plain)
+                msg = None if too_deep(plain) else msgspec.json.decode(plain)
             except msgspec.DecodeError:
                 msg = None
             if not isinstance(msg, dict):

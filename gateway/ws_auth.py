@@ -13,6 +13,7 @@ from nacl.public import PrivateKey
 
 from gateway import crypto
 from gateway.auth import token_matches
+from gateway.jsondepth import too_deep
 from gateway.types import Receive, Send
 
 MAX_AUTH_FRAME = 64 * 1024
@@ -149,7 +150,7 @@ def _decode(frame: Frame, expected: str) -> dict[str, Any]:
     if not isinstance(frame, str) or len(frame) > MAX_AUTH_FRAME:
         raise AuthError("auth_required", f"the first frame must be a JSON text frame with type {expected!r}")
     try:
-        obj = msgspec.json.decode(frame)
+        obj = None if too_deep(frame) else msgspec.json.decode(frame)
     except msgspec.DecodeError:
         obj = None
     if not isinstance(obj, dict) or obj.get("type") != expected:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from storage.events import EventRow, append_events
 from storage.ids import new_id
 
 TURN_STATES = ("queued", "running", "completed", "aborted", "failed", "interrupted")
@@ -154,15 +155,36 @@ def sessions_with_queued_turns(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT session_id FROM turns WHERE state = 'queued'")]
 
 
+INTERRUPTED_MESSAGE = "the gateway stopped during this turn, so it did not finish; send the message again"
+
+
+def interrupted_events(session_id: str, turn_id: str, after_seq: int, *, now_ms: int) -> list[EventRow]:
+    """How an interrupted turn ends on the wire, numbered after `after_seq`: an `error` with code INTERRUPTED (the
+    end a v1 client sees) and `turn_ended {state: interrupted}`."""
+    return [
+        EventRow(
+            session_id, after_seq + 1, turn_id, "error", {"code": "INTERRUPTED", "message": INTERRUPTED_MESSAGE}, now_ms
+        ),
+        EventRow(
+            session_id, after_seq + 2, turn_id, "turn_ended", {"turn_id": turn_id, "state": "interrupted"}, now_ms
+        ),
+    ]
+
+
 def interrupt_running_turns(conn: sqlite3.Connection, *, now_ms: int) -> int:
-    """Mark every turn left `running` by a crash as `interrupted`; return how many there were."""
-    cur = conn.execute(
+    """Mark every turn left `running` by a crash `interrupted` and append its end to its session's events, numbered
+    after everything the session stored or reserved (so no number a client saw is reused): a client resuming from
+    any point then sees the turn end. Return how many there were."""
+    running = conn.execute("SELECT id, session_id FROM turns WHERE state = 'running' ORDER BY id").fetchall()
+    for turn_id, session_id in running:
+        append_events(conn, interrupted_events(session_id, turn_id, seq_floor(conn, session_id), now_ms=now_ms))
+    conn.execute(
         "UPDATE turns SET state = 'interrupted', error = 'gateway stopped during the turn', ended_at = ? "
         "WHERE state = 'running'",
         (now_ms,),
     )
     conn.execute("UPDATE sessions SET status = 'completed' WHERE status = 'running'")
-    return cur.rowcount
+    return len(running)
 
 
 def history(conn: sqlite3.Connection, session_id: str, *, limit: int = 200) -> list[MessageRow]:

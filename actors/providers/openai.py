@@ -43,7 +43,9 @@ class OpenAISettings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0  # the longest silence tolerated inside a stream
     max_retries: int = 3
-    backoff: float = 0.5
+    backoff: float = 0.5  # the first retry's wait, doubled for each next one...
+    max_backoff: float = 30.0  # ...up to this (a Retry-After too)...
+    max_retry_wait: float = 300.0  # ...and retries stop once their waits would pass this in total (issue 13)
     max_iterations: int = 8  # model ↔ tool round trips in one turn
     models: tuple[str, ...] = ()
     # The owner set base_url (config file or gateway token): it may be a private address such as a local Ollama.
@@ -220,6 +222,15 @@ class OpenAITurn:
 
         body = self._body(messages)
         attempt = 0
+        waited = 0.0
+
+        def next_wait(asked: float | None) -> float | None:
+            """The wait before the next retry, or None when none may be made (count or total wait used up)."""
+            delay = min(asked if asked is not None else self.s.backoff * 2**attempt, self.s.max_backoff)
+            if attempt >= self.s.max_retries or waited + delay > self.s.max_retry_wait:
+                return None
+            return delay
+
         while True:
             started = False
             try:
@@ -229,9 +240,10 @@ class OpenAITurn:
                         message = _error_message(response)
                         if self.s.api_key:  # some endpoints echo the key they refused; the user must not see it
                             message = message.replace(self.s.api_key, "[redacted]")
-                        if response.status_code in RETRY_STATUSES and attempt < self.s.max_retries:
-                            delay = _retry_after(response) or self.s.backoff * 2**attempt
+                        delay = next_wait(_retry_after(response)) if response.status_code in RETRY_STATUSES else None
+                        if delay is not None:
                             attempt += 1
+                            waited += delay
                             log.warning(
                                 "openai: HTTP %s (%s); retry %d in %.1f s",
                                 response.status_code,
@@ -260,10 +272,11 @@ class OpenAITurn:
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 # `permanent`: the gateway's outbound policy refused the address (gateway/outbound.py); a retry
                 # would be refused the same way.
-                if started or attempt >= self.s.max_retries or getattr(exc, "permanent", False):
+                delay = None if started or getattr(exc, "permanent", False) else next_wait(None)
+                if delay is None:
                     raise ProviderError(f"the model endpoint failed: {type(exc).__name__}: {exc}") from exc
-                delay = self.s.backoff * 2**attempt
                 attempt += 1
+                waited += delay
                 log.warning("openai: %s; retry %d in %.1f s", type(exc).__name__, attempt, delay)
                 await self._sleep(delay)
 

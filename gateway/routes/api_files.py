@@ -7,13 +7,15 @@ import os
 import re
 import time
 import unicodedata
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
 import trio
 from starlette.datastructures import UploadFile
-from starlette.responses import FileResponse
+from starlette.responses import StreamingResponse
 
+from gateway import fileio
 from gateway.api import Ctx, Ok, endpoint, uploaded_file
 from gateway.errors import ForbiddenError, NotFoundError
 from gateway.routes.auth import now_ms
@@ -74,7 +76,7 @@ async def upload(ctx: Ctx) -> FileInfo:
         file_id = new_id()
         key = time.strftime("%Y/%m/", time.gmtime()) + file_id
         dest = ctx.runtime.paths.files_dir / key
-        size = await trio.to_thread.run_sync(_save, upload, dest, limit)
+        size = await fileio.run_sync(_save, upload, dest, limit, what="upload")
     extension = Path(filename).suffix.lower().lstrip(".")[:16]
     # The client's Content-Type is not trusted: the type comes from the extension.
     mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
@@ -84,7 +86,7 @@ async def upload(ctx: Ctx) -> FileInfo:
     except BaseException:
         # Not recorded (storage refused, or the request ended): the content must not stay behind unlisted.
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(lambda: dest.unlink(missing_ok=True))
+            await fileio.run_sync(partial(dest.unlink, missing_ok=True), what="unlink")
         raise
     return file_info(row)
 
@@ -122,16 +124,19 @@ async def get_file(ctx: Ctx) -> FileInfo:
     media="application/octet-stream",
     errors=(403, 404),
 )
-async def download(ctx: Ctx) -> FileResponse:
+async def download(ctx: Ctx) -> StreamingResponse:
     row = await owned_file(ctx, ctx.path("id"))
     path = _path_of(ctx.runtime.paths.files_dir, row)
-    if not await trio.to_thread.run_sync(path.is_file):
-        raise NotFoundError("the file's content is missing", code="FILE_NOT_FOUND")
-    return FileResponse(
-        path,
-        media_type=row.mime_type,
-        headers={"Content-Disposition": content_disposition(row.filename), "X-Content-Type-Options": "nosniff"},
-    )
+    try:
+        fd, size = await fileio.open_regular(path)
+    except (NotFoundError, fileio.NotRegularFileError):
+        raise NotFoundError("the file's content is missing", code="FILE_NOT_FOUND") from None
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": content_disposition(row.filename),
+        "X-Content-Type-Options": "nosniff",
+    }
+    return StreamingResponse(fileio.read_chunks(fd), media_type=row.mime_type, headers=headers)
 
 
 @endpoint("DELETE", "/api/files/{id}", summary="Delete a file", tag="files", response=Ok, errors=(403, 404))
@@ -139,5 +144,5 @@ async def delete_file(ctx: Ctx) -> Ok:
     row = await owned_file(ctx, ctx.path("id"))
     path = _path_of(ctx.runtime.paths.files_dir, row)
     await ctx.store.call(files_db.delete_file, row.id)
-    await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+    await fileio.run_sync(lambda: path.unlink(missing_ok=True), what="delete")
     return Ok()

@@ -47,6 +47,7 @@ from gateway.errors import (
     UnavailableError,
     ValidationFailedError,
 )
+from gateway.jsondepth import check_depth
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db
@@ -81,6 +82,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def json_body(request: Request) -> Any:
     body = await read_body(request, MAX_ADMIN_BODY)
+    check_depth(body)
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -282,6 +284,7 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
     if address is None:
         raise UnavailableError(f"connector {ref} is not running; see /api/status", headers={"Retry-After": "5"})
     body = await read_body(request, MAX_INGRESS_BODY)
+    check_depth(body)  # every connector's body is JSON: bounded here, before any of them parses it
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         answer: Answer = await ask(address, lambda r: Inbound(action, headers, body, r), timeout=60)

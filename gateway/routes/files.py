@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import mimetypes
 import os
-import stat
 import urllib.parse
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import msgspec
+import trio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
+from gateway import fileio
 from gateway.api import Ctx, endpoint
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
-    NotFoundError,
     PayloadTooLargeError,
 )
 from gateway.runtime import Runtime
@@ -78,19 +77,13 @@ def content_disposition(name: str, kind: str = "attachment") -> str:
     return value
 
 
-def _stream(fd: int) -> Iterator[bytes]:
-    with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            yield chunk
-
-
 class FileQuery(msgspec.Struct):
     path: str  # absolute, `~/...`, or relative to the workspace; it must lie inside `server.file_access`
 
 
 @endpoint("GET", "/files", summary="Stream a file inside `server.file_access` (type guessed from its name)",
           tag="files", auth="token", group=None, query=FileQuery, validate=False, media="*/*",
-          errors=(403, 404))  # fmt: skip
+          errors=(403, 404, 503))  # fmt: skip
 async def stream_file(ctx: Ctx) -> Response:
     # Read by hand, not by the registry: a missing `path` has always been a 400 naming the usage.
     raw = ctx.request.query_params.get("path")
@@ -98,21 +91,14 @@ async def stream_file(ctx: Ctx) -> Response:
         raise InvalidRequestError("missing `path`: GET /files?path=/absolute/path")
     real = resolve_inside(raw, allowed_root(ctx.runtime))
     try:
-        # O_NOFOLLOW: if the final component became a symlink after the check, refuse instead of following.
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise NotFoundError(f"no such file: {raw}") from None
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise InvalidRequestError("the path is too long") from None
+        # O_NOFOLLOW: if the final component became a symlink after the check, refuse instead of following. Only a
+        # regular file is read: a FIFO, socket or device answers 404 at once instead of blocking (issue 13).
+        fd, size = await fileio.open_regular(real, shown=raw)
+    except OSError:
         raise ForbiddenError("the file cannot be read") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise NotFoundError(f"not a regular file: {raw}")
     mime = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
-    headers = {"Content-Length": str(info.st_size), "Content-Disposition": content_disposition(real.name)}
-    return StreamingResponse(_stream(fd), media_type=mime, headers=headers)
+    headers = {"Content-Length": str(size), "Content-Disposition": content_disposition(real.name)}
+    return StreamingResponse(fileio.read_chunks(fd), media_type=mime, headers=headers)
 
 
 def clean_name(name: str) -> str:
@@ -209,8 +195,9 @@ async def upload_to_workspace(ctx: Ctx) -> Uploaded:
         caption = form.get("caption")
         caption = caption.strip() if isinstance(caption, str) else ""
         folder = runtime.paths.workspace / "api_files" / dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
-        target, fd = _unique(folder, clean_name(upload_file.filename or "file"))
+        # In worker threads with a timeout, like every file operation of the routes (gateway/fileio.py).
+        await fileio.run_sync(partial(folder.mkdir, parents=True, exist_ok=True), what="mkdir")
+        target, fd = await fileio.run_sync(_unique, folder, clean_name(upload_file.filename or "file"), what="create")
         size, head = 0, b""
         try:
             with os.fdopen(fd, "wb") as out:
@@ -220,9 +207,14 @@ async def upload_to_workspace(ctx: Ctx) -> Uploaded:
                         raise too_big
                     if len(head) < 64:
                         head += chunk[: 64 - len(head)]
-                    out.write(chunk)
+                    await fileio.run_sync(out.write, chunk, what="write")
+                await fileio.run_sync(out.close, what="close")
         except BaseException:
-            target.unlink(missing_ok=True)  # never leave a partial file behind
+            with trio.CancelScope(shield=True):  # never leave a partial file behind (bounded by the I/O timeout)
+                try:
+                    await fileio.run_sync(partial(target.unlink, missing_ok=True), what="unlink")
+                except Exception:
+                    pass  # the error that brought us here is the one to report
             raise
     mime = sniff_mime(head, target.name)
     prompt = f"[The user sent a file: <file:{target}> ({mime}, {size} bytes)]"

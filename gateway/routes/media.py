@@ -12,6 +12,7 @@ import trio
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from gateway import fileio
 from gateway.api import Ctx, endpoint, uploaded_file
 from gateway.errors import (
     ForbiddenError,
@@ -106,9 +107,10 @@ def _avatar_path(ctx: Ctx) -> tuple[str, Path]:
 async def get_avatar(ctx: Ctx) -> Response:
     name, path = _avatar_path(ctx)
     try:
-        data = await trio.Path(path).read_bytes()
-    except FileNotFoundError:
+        fd, _size = await fileio.open_regular(path)
+    except (NotFoundError, fileio.NotRegularFileError):
         raise NotFoundError(f"agent {name!r} has no avatar", code="AVATAR_NOT_FOUND") from None
+    data = b"".join([chunk async for chunk in fileio.read_chunks(fd)])
     mime = sniff_mime(data[:16], "")
     return Response(data, media_type=mime, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
@@ -132,7 +134,7 @@ def _store_avatar(upload: UploadFile, path: Path) -> tuple[str, int]:
 async def _upload(ctx: Ctx) -> AvatarInfo:
     name, path = _avatar_path(ctx)
     async with uploaded_file(ctx, what="image", max_fields=5) as upload:
-        mime, size = await trio.to_thread.run_sync(_store_avatar, upload, path)
+        mime, size = await fileio.run_sync(_store_avatar, upload, path, what="avatar")
     return AvatarInfo(name=name, mime=mime, size=size)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -263,8 +264,8 @@ async def remove_session(ctx: Ctx, ref: str) -> Ok:
     """Stop the session's turn, retire its actor, then delete it with its history (by id or key)."""
     row = await owned_session(ctx, ref)
     await abort(ctx.runtime, key_of(row))
-    await retire(ctx.runtime, key_of(row))
-    await ctx.store.call(sess_db.delete_session, row.id)
+    # Deleted by the session's actor as its last act: a message racing this delete never writes under the old id.
+    await retire(ctx.runtime, key_of(row), then=partial(sess_db.delete_session, session_id=row.id))
     sessions_changed(ctx.runtime)
     return Ok()
 

@@ -78,6 +78,28 @@ async def test_retries_give_up_after_max_retries(fake: FakeOpenAI) -> None:
     assert len(fake.requests) == 3
 
 
+async def test_retry_waits_are_capped_each_and_in_total(fake: FakeOpenAI) -> None:
+    """Issue 13: with max_retries=20 the doubling backoff alone (0.5 s * 2**19) could hold a session for days."""
+    fake.scripts.extend([Script(status=503, error="overloaded")] * 21)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)  # recorded, not slept: the caps are what is checked
+
+    provider = OpenAIProvider(settings(fake.base_url, max_retries=20, backoff=0.5), sleep=sleep)
+    with trio.fail_after(10), pytest.raises(ProviderError, match="HTTP 503"):
+        await collect(provider, request("x"))
+    assert waits[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(waits) == 30.0 and sum(waits) <= 300.0
+    assert len(fake.requests) == len(waits) + 1 < 21  # the total ran out before the count did
+    # A Retry-After asking for an hour is capped the same way.
+    fake.scripts.clear()
+    fake.scripts.extend([Script(status=429, error="slow down", retry_after="3600"), Script(texts=["ok"])])
+    waits.clear()
+    assert await collect(provider, request("y")) == [TextDelta("ok")]
+    assert waits == [30.0]
+
+
 async def test_a_stream_cut_in_the_middle_fails_the_turn_after_the_partial_text(fake: FakeOpenAI) -> None:
     fake.scripts.append(Script(texts=["partial ", "answer"], cut=True))
     got: list[object] = []

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.messages import SessionKey
+from actors.messages import Idle, SessionKey
 from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
 from actors.providers.echo import EchoProvider
 from storage import messages as msg_db
@@ -182,13 +182,39 @@ async def test_abort_stops_the_turn_at_once_and_drops_the_queue(tmp_path: Path) 
         with trio.fail_after(1):
             killed = await h.abort(A)
         assert killed == 0  # echo has no processes
+        # Both end aborted, each with its own turn_ended (the queued one's too: whoever waits for it is told).
         rest = await until_turn_ends(live)
-        assert rest[-1].data == {"turn_id": first.turn_id, "state": "aborted"}
+        rest += await until_turn_ends(live)
+        ends = [e.data for e in rest if e.type == "turn_ended"]
+        assert sorted(ends, key=str) == sorted(
+            [
+                {"turn_id": first.turn_id, "state": "aborted"},
+                {"turn_id": queued.turn_id, "state": "aborted", "started": False},
+            ],
+            key=str,
+        )
         assert not any(e.type == "result" for e in rest)
         turn = await h.store.call(msg_db.get_turn, queued.turn_id)
         assert turn is not None and turn.state == "aborted"
         other_events = await until_turn_ends(live_other)
         assert other_events[-1].data == {"turn_id": other.turn_id, "state": "completed"}
+
+
+async def test_an_idle_report_overtaken_by_a_message_keeps_the_session(tmp_path: Path) -> None:
+    async with harness(tmp_path, lambda: EchoProvider()) as h:
+        await h.submit(A, "one")
+        await trio.testing.wait_all_tasks_blocked()
+        # The Idle its first actor (incarnation 0) sent before that Submit reached it, read by the router only now:
+        # the session has taken a message since, so it stays (the router decides on the count Idle carries).
+        h.address.send_nowait(Idle(A, received=0, incarnation=0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.router.live_sessions == 1 and h.router.statistics().retired == 0
+        h.address.send_nowait(Idle(A, received=1, incarnation=7))  # another actor's: not this one's to retire
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.router.live_sessions == 1
+        h.address.send_nowait(Idle(A, received=1, incarnation=0))  # idle after all it was sent: retired
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.router.live_sessions == 0 and h.router.statistics().retired == 1
 
 
 async def test_a_full_queue_answers_busy(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import trio
 
+from tests.conftest import TOKEN
+
 
 class Gateway:
     """One `python -m gateway serve` process; its output is drained so it can never block on a full pipe."""
@@ -61,6 +63,25 @@ async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: 
 
     nursery.start_soon(drain)
     return Gateway(process, int(m.group(1)))
+
+
+def config_file(tmp_path: Path, extra: str = "") -> Path:
+    """Write `config.toml` for a gateway process: loopback on a free port, the test token, data under `tmp_path/data`,
+    then the `extra` TOML; return its path."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ntoken = "{TOKEN}"\n[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+        + extra
+    )
+    return config
+
+
+async def reap(gw: Gateway | None) -> None:
+    """Kill `gw` if it still runs and wait for it (10 s at most): what a test's `finally` does with its process."""
+    if gw is not None and gw.process.returncode is None:
+        gw.process.kill()
+        with trio.move_on_after(10):
+            await gw.process.wait()
 
 
 def ws_room(connections: int) -> str:

@@ -150,6 +150,32 @@ def test_http_slack_and_telegram_ingress_answer_any_body_with_2xx_or_4xx(live: L
         _check(r)
 
 
+def test_deeply_nested_json_is_a_4xx_before_any_parser_recurses(live: Live) -> None:
+    """Issue 13: 200 000 nested arrays raised RecursionError (500). Nesting is bounded on the raw bytes first."""
+    deep = b"[" * 200_000 + b"]" * 200_000
+    nested_event = b'{"protocol_version":2,"events":[{"event_id":"e","content":"x","metadata":' + b"[" * 100
+    nested_event += b"]" * 100 + b"}]}"
+    ext = {"Authorization": f"Bearer {SHARED}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=live.url, timeout=30) as c:
+        for path, headers, body in [
+            ("/v1/connectors/external/ext/events/batch", ext, deep),
+            ("/v1/connectors/external/ext/events/batch", ext, nested_event),
+            ("/v1/connectors/external/ext/events", ext, deep),
+            ("/v1/connectors/http/hooks", {"Authorization": f"Bearer {BEARER}"}, deep),
+            ("/v1/connectors/telegram/tg", {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}, deep),
+            ("/api/agent", {"Authorization": f"Bearer {TOKEN}"}, b'{"message":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+            ("/v1/runtime/connectors/http/deep", {"Authorization": f"Bearer {TOKEN}"}, b"[" * 100_000),
+        ]:
+            r = c.request("PUT" if path.startswith("/v1/runtime") else "POST", path, content=body, headers=headers)
+            assert r.status_code == 400, (path, r.status_code, r.text[:300])
+            assert r.json()["error"]["code"] == "JSON_TOO_DEEP", (path, r.text[:300])
+        # A body as deep as the limit allows is parsed as usual.
+        ok = b'{"protocol_version":2,"events":[{"event_id":"shallow","routing_key":"r","content":"x","metadata":{"a":'
+        ok += b"[" * 58 + b"]" * 58 + b"}}]}"
+        r = c.post("/v1/connectors/external/ext/events/batch", content=ok, headers=ext)
+        assert r.status_code == 200 and r.json()["results"][0]["status"] == "accepted", r.text
+
+
 multipart_bodies = st.one_of(
     st.binary(max_size=400),
     st.tuples(st.binary(max_size=100), st.text(max_size=40), st.binary(max_size=100)).map(

@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from gateway.routes.files import clean_name, content_disposition
-from tests.conftest import RunningGateway, make_config, start_gateway
+from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
+from tests.gateway.crashkit import Gateway, config_file, reap, spawn
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
@@ -223,3 +224,37 @@ async def test_uploads_may_exceed_the_general_body_limit_up_to_their_own(nursery
             r = await http.post("/api/agent", json={"message": "x" * (20 * 1024)})
             assert r.status_code == 413
         await gw.stop()
+
+
+async def test_a_fifo_is_refused_at_once_while_the_loop_keeps_serving(tmp_path: Path) -> None:
+    """Issue 13: `GET /files` on a FIFO blocked the whole event loop (`/health` and SIGTERM too) until something
+    wrote to it. A real gateway process: only regular files are opened, the FIFO is a 404 at once."""
+    data = tmp_path / "data"
+    (data / "workspace").mkdir(parents=True)
+    os.mkfifo(data / "workspace" / "pipe")
+    config = config_file(tmp_path)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    gw: Gateway | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            gw = await spawn(config, nursery, tmp_path)
+            # The client timeouts only bound a regression (a blocked loop answers nothing): they assert no speed.
+            answers: dict[str, httpx.Response] = {}
+
+            async def ask(http: httpx.AsyncClient, name: str, url: str, params: dict[str, str] | None = None) -> None:
+                answers[name] = await http.get(url, params=params)
+
+            async with (
+                httpx.AsyncClient(base_url=gw.base_url, headers=headers, timeout=20) as http,
+                trio.open_nursery() as both,
+            ):
+                both.start_soon(ask, http, "fifo", "/files", {"path": "pipe"})
+                for n in range(5):
+                    both.start_soon(ask, http, f"health{n}", "/health")
+            fifo = answers["fifo"]
+            assert fifo.status_code == 404, fifo.text
+            assert fifo.json()["error"]["code"] == "NOT_A_REGULAR_FILE" and "FIFO" in fifo.json()["error"]["message"]
+            assert all(answers[f"health{n}"].status_code == 200 for n in range(5))
+            nursery.cancel_scope.cancel()
+    finally:
+        await reap(gw)

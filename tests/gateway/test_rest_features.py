@@ -154,6 +154,8 @@ async def test_cron_rest(gateway: RunningGateway) -> None:
         assert job["enabled"] is True and job["next_fire_at"].endswith("T09:00:00.000Z")
         for body, field in [
             ({"cron": "nonsense", "session_id": sid, "prompt": "x"}, "cron"),
+            ({"cron": "0 0 31 2 *", "session_id": sid, "prompt": "x", "enabled": False}, "cron"),  # never fires
+            ({"cron": "0 0 30 2 *", "session_id": sid, "prompt": "x"}, "cron"),
             ({"session_id": sid, "prompt": "x"}, "cron"),
             ({"cron": "* * * * *", "interval_seconds": 5, "session_id": sid, "prompt": "x"}, "cron"),
             ({"interval_seconds": 60, "chat_id": "7", "prompt": "x"}, "chat_id"),
@@ -166,6 +168,8 @@ async def test_cron_rest(gateway: RunningGateway) -> None:
             bad = await bob.client.post("/api/cron/create", json=body)
             assert bad.status_code == 422, body
             assert error_of(bad)["details"][0]["loc"] == ["body", field], body
+            if str(body.get("cron", "")).startswith("0 0 3"):
+                assert "never" in error_of(bad)["message"], bad.text
         connector = {"interval_seconds": 60, "connector": "telegram", "chat_id": "7", "prompt": "x"}
         assert (await bob.client.post("/api/cron/create", json=connector)).status_code == 403
         other = {"interval_seconds": 60, "session_id": sid, "prompt": "x"}

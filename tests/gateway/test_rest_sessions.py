@@ -204,3 +204,38 @@ async def test_resume_mid_turn_continues_live_without_gaps(nursery: trio.Nursery
         text = [e["data"]["text"] for e in rest if e["event"] == "result"]
         assert text == [words]
         await gw.stop()
+
+
+async def test_agent_requests_racing_a_session_delete_all_get_an_answer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Issue 13: /api/agent racing DELETE of its session raised a foreign-key IntegrityError (500) and left a request
+    hanging. Each request now gets its reply (200), or a clear 502 when the delete aborted its turn."""
+    config, paths = make_config(
+        tmp_path, providers={"echo": {"delay_ms": 2}}, limits={"chat_per_minute": 10_000.0, "api_per_minute": 10_000.0}
+    )
+    gw = await start_gateway(nursery, config, paths)
+    statuses: list[int] = []
+    with trio.fail_after(60):
+        async with admin_client(gw) as client:
+
+            async def agent(n: int) -> None:
+                r = await client.post("/api/agent", json={"message": f"m{n} a b c d", "session": "race"})
+                statuses.append(r.status_code)
+                assert r.status_code in (200, 502), r.text
+                if r.status_code == 502:
+                    assert error_of(r)["code"] == "AGENT_ERROR" and "aborted" in error_of(r)["message"]
+
+            async def delete(session_id: str) -> None:
+                r = await client.delete(f"/api/sessions/{session_id}")
+                assert r.status_code in (200, 404), r.text
+
+            for round_ in range(15):
+                first = await client.post("/api/agent", json={"message": "start", "session": "race"})
+                assert first.status_code == 200, first.text
+                async with trio.open_nursery() as racers:
+                    for n in range(4):
+                        racers.start_soon(agent, round_ * 10 + n)
+                    for _ in range(round_ % 4):  # the delete lands at a different point each round
+                        await trio.lowlevel.checkpoint()
+                    racers.start_soon(delete, first.json()["session_id"])
+    assert statuses.count(200) > 0
+    await gw.stop()

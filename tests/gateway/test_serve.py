@@ -197,6 +197,7 @@ async def test_shutdown_cancels_what_outlasts_the_drain(nursery: trio.Nursery, t
     deltas = [e.seq for e in events if e.type == "text_delta"]
     assert deltas and deltas == list(range(deltas[0], deltas[0] + len(deltas)))
     assert events[-1].type == "turn_ended" and events[-1].data["state"] == "interrupted"
+    assert events[-2].type == "error" and events[-2].data["code"] == "INTERRUPTED"  # what a v1 client sees
 
 
 async def test_api_enabled_false_turns_off_the_e2e_api_only(nursery: trio.Nursery, tmp_path: Path) -> None:

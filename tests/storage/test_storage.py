@@ -127,12 +127,19 @@ def test_sequence_numbers_continue_above_a_crashed_turns_reservation(tmp_path: P
     # A crash here: clients may have seen numbers up to 1000 that were never stored.
     assert msg_db.seq_floor(conn, s.id) == 1000
     assert msg_db.interrupt_running_turns(conn, now_ms=4) == 1
+    # The restart tells the turn's end with the next numbers above the reservation (a resume from anywhere sees it).
+    told = ev_db.events_after(conn, s.id, 1)
+    assert [(e.seq, e.type, e.data.get("code") or e.data.get("state")) for e in told] == [
+        (1001, "error", "INTERRUPTED"),
+        (1002, "turn_ended", "interrupted"),
+    ]
+    assert msg_db.seq_floor(conn, s.id) == 1002
     t2, history = msg_db.accept_and_begin(conn, s.id, "again", now_ms=5, reserve_to=2000, history_limit=10)
     assert [m.content for m in history] == ["hi"]
-    ev_db.append_events(conn, [ev_db.EventRow(s.id, 1001, t2, "turn_started", {}, 6)])
+    ev_db.append_events(conn, [ev_db.EventRow(s.id, 1003, t2, "turn_started", {}, 6)])
     msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
     # A clean end gives the reservation back: the next life continues right after the last stored number.
-    assert msg_db.seq_floor(conn, s.id) == 1001
+    assert msg_db.seq_floor(conn, s.id) == 1003
 
 
 def test_session_status_follows_its_turns(tmp_path: Path) -> None:
