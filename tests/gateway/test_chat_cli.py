@@ -43,17 +43,21 @@ async def test_ctrl_c_aborts_the_running_turn(nursery: trio.Nursery, tmp_path: P
         proc = await trio.lowlevel.open_process(
             chat_argv(gw), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        await proc.stdin.send_all((" ".join(["word"] * 1000) + "\n").encode())
-        assert (await proc.stdout.receive_some(100)).startswith(b"word")
-        proc.send_signal(signal.SIGINT)
-        err = b""
-        while b"[aborted: 0 process(es) killed]" not in err:  # abort_ok, printed by the chat
-            chunk = await proc.stderr.receive_some(1000)
-            assert chunk, "chat ended without reporting the abort: " + err.decode()
-            err += chunk
-        await proc.stdin.aclose()  # end of input: the chat exits
-        assert await proc.wait() == 0
+        try:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            await proc.stdin.send_all((" ".join(["word"] * 1000) + "\n").encode())
+            assert (await proc.stdout.receive_some(100)).startswith(b"word")
+            proc.send_signal(signal.SIGINT)
+            err = b""
+            while b"[aborted: 0 process(es) killed]" not in err:  # abort_ok, printed by the chat
+                chunk = await proc.stderr.receive_some(1000)
+                assert chunk, "chat ended without reporting the abort: " + err.decode()
+                err += chunk
+            await proc.stdin.aclose()  # end of input: the chat exits
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:  # a failed or timed-out test must not leave it running
+                proc.kill()
         await gw.stop()
 
 
