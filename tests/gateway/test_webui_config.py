@@ -176,7 +176,7 @@ async def test_mcp_screen_adds_a_stdio_server_lists_its_tools_toggles_and_delete
         page.locator(f"{card} button", has_text="Delete").click()
         page.locator(f"{card} button", has_text="Really delete?").click()
         page.wait_for_selector("#mcp-servers >> text=No MCP servers.")
-        seen["mine_after"] = page.inner_text("#my-tools")
+        seen["mine_after"] = page.inner_text("#my-tools")  # drawn in the same step as the list above
         seen["dom"] = page.content()
         seen["text"] = page.inner_text("body")
         seen["bodies"] = traffic.bodies()
