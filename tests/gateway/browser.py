@@ -8,6 +8,7 @@ so a stuck page fails the test instead of hanging the thread.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,26 @@ class Console:
 
     def on_page_error(self, exc: Any) -> None:
         self.errors.append(f"uncaught: {exc}")
+
+
+_REFUSED = re.compile(r"Failed to load resource: net::ERR_[A-Z_]+ \((\S+)\)")
+_WS_FAILED = re.compile(r"WebSocket connection to '(\S+)' failed")
+
+
+def beside_an_outage(errors: list[str], base_url: str) -> list[str]:
+    """The console errors other than the browser's own report of a request or socket to `base_url` that found no
+    server: while a test has the gateway down on purpose, what the page asks then fails, and Chromium says so."""
+    ws_url = base_url.replace("http://", "ws://", 1)
+    out = []
+    for line in errors:
+        m = _REFUSED.match(line)
+        if m and m[1].startswith(base_url + "/"):
+            continue
+        m = _WS_FAILED.match(line)
+        if m and m[1].startswith(ws_url + "/"):
+            continue
+        out.append(line)
+    return out
 
 
 def run_browser(base_url: str, scenario: Callable[[Page], None], *, viewport: dict[str, int] | None = None) -> Console:

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, WebSocketRoute
 
 from gateway.logs import memory_handler
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
-from tests.gateway.browser import PHONE, in_browser, login_with_token, require_chromium, texts
+from tests.gateway.browser import PHONE, beside_an_outage, in_browser, login_with_token, require_chromium, texts
 from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.rest import admin_client, register, sse_events
 from tests.gateway.test_skills_rest import GOOD, skill_folder
@@ -381,7 +381,10 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
 
     with trio.fail_after(90):
         console = await in_browser(gw.base_url, scenario)
-    assert console.errors == []
+    # While the gateway is down, whatever the page asks (its reconnects, a refresh of the session list, marking the
+    # reply read) finds no server: how many such requests fall in the outage depends on timing, so those failures
+    # are let through, and only those.
+    assert beside_an_outage(console.errors, gw.base_url) == []
     assert box["users"] == ["first reply"]  # v1 /ws frames carry no prompt of another client's turn
     assert box["assistants"] == ["first reply", "second reply"], "the missed turn once, the old one not again"
     await box["gw"].stop()
