@@ -48,21 +48,37 @@ class OutboxPolicy:
 
 
 class OutboxActor:
-    """Sole writer of the outbox table's states; deliveries run concurrently, one attempt per row at a time."""
+    """Sole writer of the outbox table's states; deliveries run concurrently, one attempt per row at a time.
 
-    def __init__(self, store: Store, deliver: Deliverer, policy: OutboxPolicy | None = None) -> None:
+    `clock` gives the milliseconds that due times are stored in (the wall clock; a test passes trio's virtual one).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        deliver: Deliverer,
+        policy: OutboxPolicy | None = None,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.store = store
         self.deliver_fn = deliver
         self.policy = policy or OutboxPolicy()
+        self.clock = clock
         self.delivered = 0
         self.dead = 0
         self._inflight: set[str] = set()
+        # Attempts that have recorded their outcome but are still counted in flight: they leave `_inflight` only
+        # in the loop, between two reads of the due rows. A row read while its attempt was still running is stale
+        # (still due, its old attempt count); were the attempt to leave `_inflight` while that read is awaited,
+        # the loop would start a second attempt from the stale row.
+        self._settled: set[str] = set()
         self._limiter = trio.CapacityLimiter(self.policy.concurrency)
         self._kick: trio.MemorySendChannel[OutboxMsg] | None = None
 
     async def run(self, inbox: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
         """One life: catch up with turns finished while nothing listened, then serve until cancelled."""
-        await self._rescan(since_ms=now_ms() - 24 * 3600 * 1000)
+        await self._rescan(since_ms=self.clock() - 24 * 3600 * 1000)
         next_rescan = trio.current_time() + self.policy.rescan_interval
         # Finished attempts post a Kick into this merged channel so the loop never sleeps past a retry.
         merged_send, merged = trio.open_memory_channel[OutboxMsg](4096)
@@ -75,9 +91,11 @@ class OutboxActor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(forward)
             while True:
+                self._inflight -= self._settled
+                self._settled.clear()
                 await self._start_due(nursery)
                 nxt = await self.store.call(outbox_db.next_due_at, exclude=sorted(self._inflight))
-                wait = self.policy.rescan_interval if nxt is None else max(0.0, (nxt - now_ms()) / 1000)
+                wait = self.policy.rescan_interval if nxt is None else max(0.0, (nxt - self.clock()) / 1000)
                 wait = min(wait, max(0.0, next_rescan - trio.current_time()))
                 with trio.move_on_after(wait):
                     msg = await merged.receive()
@@ -89,22 +107,22 @@ class OutboxActor:
                         except trio.WouldBlock:
                             break
                 if trio.current_time() >= next_rescan:
-                    await self._rescan(since_ms=now_ms() - 3600 * 1000)
+                    await self._rescan(since_ms=self.clock() - 3600 * 1000)
                     next_rescan = trio.current_time() + self.policy.rescan_interval
 
     async def _on(self, msg: OutboxMsg) -> None:
         match msg:
             case TurnFinished():
-                await self.store.call(outbox_db.plan_turn, msg.session_id, msg.turn_id, msg.text, now_ms=now_ms())
+                await self.store.call(outbox_db.plan_turn, msg.session_id, msg.turn_id, msg.text, now_ms=self.clock())
             case Kick():
                 pass
 
     async def _rescan(self, *, since_ms: int) -> None:
         for session_id, turn_id, text in await self.store.call(outbox_db.unplanned_turns, since_ms=since_ms):
-            await self.store.call(outbox_db.plan_turn, session_id, turn_id, text, now_ms=now_ms())
+            await self.store.call(outbox_db.plan_turn, session_id, turn_id, text, now_ms=self.clock())
 
     async def _start_due(self, nursery: trio.Nursery) -> None:
-        for d in await self.store.call(outbox_db.due, now_ms=now_ms(), limit=200):
+        for d in await self.store.call(outbox_db.due, now_ms=self.clock(), limit=200):
             if d.delivery_id in self._inflight:
                 continue
             self._inflight.add(d.delivery_id)
@@ -124,7 +142,7 @@ class OutboxActor:
                     result = DeliveryResult("retryable", f"no answer within {self.policy.timeout:g} s")
                 await self._record(d, result)
         finally:
-            self._inflight.discard(d.delivery_id)
+            self._settled.add(d.delivery_id)  # the loop takes it out of `_inflight` before its next read
             if self._kick is not None:
                 try:
                     self._kick.send_nowait(Kick())
@@ -132,7 +150,7 @@ class OutboxActor:
                     pass
 
     async def _record(self, d: outbox_db.Delivery, result: DeliveryResult) -> None:
-        ts = now_ms()
+        ts = self.clock()
         if result.outcome == "delivered":
             await self.store.call(outbox_db.mark_delivered, d.delivery_id, now_ms=ts)
             self.delivered += 1

@@ -405,6 +405,9 @@ def logs(paths: Paths, *, lines: int, follow: bool, secret: str | None, term: Te
                 show(line)
         if not follow:
             return EXIT_OK
+        # Ctrl-C ends the follow even when this process was started with SIGINT ignored (a shell's background
+        # job, or a parent that ignores it), as `serve` and `chat` do by catching it themselves.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         pending = b""
         while True:
             if fh is not None:

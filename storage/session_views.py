@@ -25,6 +25,19 @@ def list_for(
     return [SessionRow(*r) for r in rows]
 
 
+def first_user_messages(conn: sqlite3.Connection, session_ids: list[str], *, chars: int = 200) -> dict[str, str]:
+    """The first `chars` characters of each session's first user message (sessions without one are left out)."""
+    out: dict[str, str] = {}
+    for session_id in session_ids:
+        row = conn.execute(
+            "SELECT substr(content, 1, ?) FROM messages WHERE session_id = ? AND role = 'user' ORDER BY id LIMIT 1",
+            (chars, session_id),
+        ).fetchone()
+        if row is not None:
+            out[session_id] = str(row[0])
+    return out
+
+
 def clear_unread(conn: sqlite3.Connection, session_id: str) -> None:
     conn.execute("UPDATE sessions SET unread = 0 WHERE id = ?", (session_id,))
 

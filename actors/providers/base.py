@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from actors.messages import SessionKey
 
@@ -66,6 +66,22 @@ class ProviderInfo:
             "available": self.available,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What trying the provider found: `ok` (it answered as it should), `error` (it answered, with an error: a
+    refused key, a wrong path) or `unreachable` (no answer: refused, no such host, timed out); `detail` says which."""
+
+    status: Literal["ok", "error", "unreachable"]
+    detail: str
+
+
+@runtime_checkable
+class Probeable(Protocol):
+    async def probe(self, timeout: float) -> ProbeResult:
+        """Really try the provider (a short request, or a look for its command), within `timeout` seconds."""
+        ...
 
 
 class ProviderTurn(Protocol):

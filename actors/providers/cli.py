@@ -5,10 +5,12 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -16,6 +18,7 @@ import trio.lowlevel
 
 from actors.providers.base import (
     FinalText,
+    ProbeResult,
     ProviderError,
     ProviderEvent,
     ProviderInfo,
@@ -305,6 +308,16 @@ class CliProvider:
         if not self.argv:
             return ProviderInfo(name="cli", available=False, detail="set providers.cli.argv")
         return ProviderInfo(name="cli", models=["cli"], default_model="cli", detail=os.path.basename(self.argv[0]))
+
+    async def probe(self, timeout: float) -> ProbeResult:
+        """Whether the command can be run: found on PATH (or at its path) and executable. It is not started."""
+        if not self.argv:
+            return ProbeResult("unreachable", "no command: set providers.cli.argv")
+        path = self.env.get("PATH", os.environ.get("PATH"))
+        found = await trio.to_thread.run_sync(partial(shutil.which, self.argv[0], path=path))
+        if found is None:
+            return ProbeResult("unreachable", f"{self.argv[0]!r} is not an executable file or a command on PATH")
+        return ProbeResult("ok", f"runs {found}")
 
     def start_turn(self, request: TurnRequest) -> CliTurn:
         uses_arg = any("{prompt}" in a for a in self.argv)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
+from actors.providers.base import ProbeResult, ProviderEvent, ProviderInfo, TextDelta, TurnRequest
 
 _WORDS = re.compile(r"\s*\S+|\s+$")
 
@@ -44,6 +44,9 @@ class EchoProvider:
 
     def info(self) -> ProviderInfo:
         return ProviderInfo(name="echo", models=["echo"], default_model="echo", detail="streams the input back")
+
+    async def probe(self, timeout: float) -> ProbeResult:
+        return ProbeResult("ok", "built in: nothing to reach")
 
     def start_turn(self, request: TurnRequest) -> EchoTurn:
         return EchoTurn(request.prompt, self.delay)

@@ -14,6 +14,7 @@ import trio
 
 from actors.providers.base import (
     HistoryMessage,
+    ProbeResult,
     ProviderError,
     ProviderEvent,
     ProviderInfo,
@@ -368,6 +369,31 @@ class OpenAIProvider:
             available=available,
             detail=s.base_url if available else f"{s.base_url} (no API key configured)",
         )
+
+    async def probe(self, timeout: float) -> ProbeResult:
+        """GET {base_url}/models with the key, as OpenAI, Ollama, llama.cpp's server and vLLM all answer it."""
+        import httpx
+
+        s = self.settings
+        url = s.base_url.rstrip("/") + "/models"
+        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
+        found = ProbeResult("unreachable", f"{url}: no answer within {timeout:g} s")
+        with trio.move_on_after(timeout):  # the whole exchange, whatever httpx's per-phase timeouts allow
+            try:
+                # The same outbound policy as the turns: an admin account's base URL reaches public addresses only.
+                trusted = (s.base_url,) if s.base_url_trusted else ()
+                async with self.http_client(trusted=trusted, timeout=timeout) as client:
+                    response = await client.get(url, headers=headers)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                found = ProbeResult("unreachable", f"{url}: {type(exc).__name__}: {exc}")
+            else:
+                if response.status_code == 200:
+                    found = ProbeResult("ok", f"{url} answered HTTP 200")
+                else:
+                    message = _error_message(response)
+                    found = ProbeResult("error", f"{url} answered HTTP {response.status_code}: {message}")
+        # An endpoint may quote the key it refused: the detail goes to a browser.
+        return ProbeResult(found.status, found.detail.replace(s.api_key, "[redacted]")) if s.api_key else found
 
     def start_turn(self, request: TurnRequest) -> OpenAITurn:
         tools = self.tools.scoped(request.owner) if isinstance(self.tools, ScopedToolBox) else self.tools

@@ -1,4 +1,4 @@
-"""Status (every registered service check, 503 when one fails), the in-memory log view, providers and models."""
+"""Status (every service check, 503 when one fails), the in-memory log view, providers (and their probe), models."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 import trio
 
+from actors.providers.base import Probeable
 from gateway.api import Ctx, endpoint
 from gateway.asgi import JSON
-from gateway.errors import ValidationFailedError
+from gateway.errors import NotFoundError, ValidationFailedError
 from gateway.logs import memory_handler, redactor
 from storage import sessions as sess_db
 from storage.db import integrity_check
@@ -69,6 +70,17 @@ class ProviderOut(msgspec.Struct, kw_only=True):
 
 class ProviderList(msgspec.Struct, kw_only=True):
     providers: list[ProviderOut]
+
+
+class ProbeOut(msgspec.Struct, kw_only=True):
+    name: str
+    # ok: it answered as it should; error: it answered with an error (a refused key, a wrong base URL);
+    # unreachable: no answer (connection refused, no such host, no answer within PROBE_TIMEOUT).
+    status: Literal["ok", "error", "unreachable"]
+    detail: str
+
+
+PROBE_TIMEOUT = 5.0  # seconds: a provider that takes longer to answer a listing is not one to chat with
 
 
 class Model(msgspec.Struct, kw_only=True):
@@ -239,6 +251,26 @@ async def providers(ctx: Ctx) -> ProviderList:
             )
         )  # fmt: skip
     return ProviderList(providers=out)
+
+
+@endpoint(
+    "GET",
+    "/api/providers/{name}/probe",
+    summary="Try a provider now (openai: GET {base_url}/models with its key) and say whether it answers",
+    tag="status",
+    response=ProbeOut,
+    errors=(404,),
+)
+async def probe_provider(ctx: Ctx) -> ProbeOut:
+    name = ctx.path("name")
+    provider = ctx.runtime.providers.get(name)
+    if provider is None:
+        known = ", ".join(sorted(ctx.runtime.providers))
+        raise NotFoundError(f"no provider {name!r}; this gateway runs {known}", code="PROVIDER_NOT_FOUND")
+    if not isinstance(provider, Probeable):
+        return ProbeOut(name=name, status="error", detail="this provider cannot be tried from here")
+    found = await provider.probe(PROBE_TIMEOUT)
+    return ProbeOut(name=name, status=found.status, detail=redactor.redact(found.detail))
 
 
 @endpoint("GET", "/api/models", summary="Models the providers offer", tag="status", response=ModelList)

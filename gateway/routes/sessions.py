@@ -56,6 +56,9 @@ class SessionItem(msgspec.Struct, kw_only=True):
     session_id: str
     key: str
     title: str
+    # What to call it: the title when one was given, else its first user message (whitespace collapsed, cut to
+    # TITLE_CHARS with "…"), else "" (a session nothing was said in yet).
+    display_title: str
     latest_message: str | None
     latest_message_at: str | None
     status: SessionStatus
@@ -114,13 +117,24 @@ class FileListResponse(msgspec.Struct, kw_only=True):
     files: list[FileInfo]
 
 
-def item(row: SessionRow, runtime: Runtime) -> SessionItem:
+TITLE_CHARS = 80
+
+
+def display_title(title: str, first_message: str | None) -> str:
+    if title.strip():
+        return title
+    text = " ".join((first_message or "").split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def item(row: SessionRow, runtime: Runtime, first_message: str | None = None) -> SessionItem:
     status = row.status if row.status in ("pending", "running", "waiting", "completed") else "completed"
     provider, model = runtime.effective(row.provider, row.model)
     return SessionItem(
         session_id=row.id,
         key=str(SessionKey(row.transport, row.chat_id, row.topic_id)),
         title=row.title,
+        display_title=display_title(row.title, first_message),
         latest_message=row.latest_message,
         latest_message_at=iso(row.latest_message_at),
         status=status,  # type: ignore[arg-type]
@@ -132,6 +146,13 @@ def item(row: SessionRow, runtime: Runtime) -> SessionItem:
         effective_provider=provider,
         effective_model=model,
     )
+
+
+async def items(ctx: Ctx, rows: list[SessionRow]) -> list[SessionItem]:
+    """The sessions as the API shows them, each with its display title (one read for all of them)."""
+    untitled = [r.id for r in rows if not r.title.strip()]
+    firsts = await ctx.store.read(views_db.first_user_messages, untitled) if untitled else {}
+    return [item(r, ctx.runtime, firsts.get(r.id)) for r in rows]
 
 
 def file_info(row: files_db.FileRow) -> FileInfo:
@@ -205,7 +226,7 @@ async def create_session(ctx: Ctx) -> Response:
         # piling up empty ones (a title or a pin asks for a session of its own).
         found = await ctx.store.call(views_db.empty_session_of, ctx.user.owner, req.channel, topic, provider)
         if found is not None:
-            return JSON(item(found, ctx.runtime), status_code=200)
+            return JSON((await items(ctx, [found]))[0], status_code=200)
     key = SessionKey(req.channel, req.chat_id or new_id(), topic)
     row = await ensure_session(ctx.runtime, key, ctx.user.owner)
     if not ctx.user.may_access(row.owner):
@@ -217,7 +238,7 @@ async def create_session(ctx: Ctx) -> Response:
     if req.title or provider is not None or req.model is not None:
         row = await owned_session(ctx, row.id)
     sessions_changed(ctx.runtime)
-    return JSON(item(row, ctx.runtime), status_code=201)
+    return JSON((await items(ctx, [row]))[0], status_code=201)
 
 
 @endpoint(
@@ -233,7 +254,7 @@ async def list_sessions(ctx: Ctx) -> ListSessionResponse:
     rows = await ctx.store.read(
         views_db.list_for, ctx.user.owner, all_owners=ctx.user.is_admin, limit=q.limit, offset=q.offset
     )
-    return ListSessionResponse(sessions=[item(r, ctx.runtime) for r in rows])
+    return ListSessionResponse(sessions=await items(ctx, rows))
 
 
 @endpoint(
@@ -245,7 +266,7 @@ async def list_sessions(ctx: Ctx) -> ListSessionResponse:
     errors=(403, 404),
 )
 async def get_session(ctx: Ctx) -> SessionItem:
-    return item(await owned_session(ctx, ctx.path("key")), ctx.runtime)
+    return (await items(ctx, [await owned_session(ctx, ctx.path("key"))]))[0]
 
 
 @endpoint(
@@ -293,7 +314,7 @@ async def update_session(ctx: Ctx) -> SessionItem:
         # Read by the session at its next turn's start: a running turn keeps the provider it began with.
         await ctx.store.call(sess_db.set_pin, row.id, provider=provider, model=model, now_ms=now_ms())
     sessions_changed(ctx.runtime)
-    return item(await owned_session(ctx, row.id), ctx.runtime)
+    return (await items(ctx, [await owned_session(ctx, row.id)]))[0]
 
 
 @endpoint(

@@ -8,7 +8,7 @@ import msgspec
 import trio
 
 from gateway.api import Ctx, Ok, endpoint
-from gateway.routes.sessions import ListQuery, ListSessionResponse, item, remove_session
+from gateway.routes.sessions import ListQuery, ListSessionResponse, items, remove_session
 from gateway.session_feed import feed_of
 from gateway.sse import SSEResponse, shutdown_event, sse_event
 from storage import session_views as views_db
@@ -51,10 +51,10 @@ async def stream_sessions(ctx: Ctx) -> SSEResponse:
         n = 0
         while True:
             changed = feed.changed  # before the read: a change during it wakes the next round
-            rows = await ctx.store.call(
+            rows = await ctx.store.read(
                 views_db.list_for, user.owner, all_owners=user.is_admin, limit=q.limit, offset=q.offset
             )
-            body = msgspec.json.encode(ListSessionResponse(sessions=[item(r, ctx.runtime) for r in rows]))
+            body = msgspec.json.encode(ListSessionResponse(sessions=await items(ctx, rows)))
             if body != sent:  # only a list that differs from the last one sent
                 sent, n = body, n + 1
                 yield sse_event(body.decode(), event="sessions", id=n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,13 +20,22 @@ from actors.providers.base import (
     ToolActivity,
     TurnRequest,
 )
-from actors.providers.cli import CliProvider, group_members, parse_json_line
+from actors.providers.cli import CliProvider, CliTurn, group_members, parse_json_line
 
 KEY = SessionKey("api", "1")
 
 
 def request(prompt: str) -> TurnRequest:
     return TurnRequest(session_id="s", key=KEY, prompt=prompt)
+
+
+def kill_group(turn: CliTurn) -> None:
+    """The test's own clean-up (not the provider's abort, which some tests check): SIGKILL the turn's group."""
+    if turn._proc is not None:
+        try:
+            os.killpg(turn._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 async def collect(provider: CliProvider, prompt: str) -> list[ProviderEvent]:
@@ -49,11 +60,14 @@ async def test_partial_lines_stream_before_the_newline(tmp_path: Path) -> None:
         "print(' done')\n"
     )
     turn = CliProvider([sys.executable, "-c", code, str(go), "{prompt}"]).start_turn(request("x"))
-    with trio.fail_after(20):
-        events = turn.events()
-        assert await events.__anext__() == TextDelta("thinking")
-        go.touch()
-        rest = [e async for e in events]
+    try:
+        with trio.fail_after(20):
+            events = turn.events()
+            assert await events.__anext__() == TextDelta("thinking")
+            go.touch()
+            rest = [e async for e in events]
+    finally:
+        kill_group(turn)  # a failed test must not leave the child polling for `go`
     assert "".join(e.text for e in rest if isinstance(e, TextDelta)) == " done\n"
 
 
@@ -108,16 +122,19 @@ async def test_abort_kills_a_group_that_ignores_sigterm() -> None:
         "time.sleep(300)\n"
     )
     turn = CliProvider([sys.executable, "-c", code], grace=0.2).start_turn(request("x"))
-    with trio.fail_after(20):
-        events = turn.events()
-        first = await events.__anext__()
-        assert isinstance(first, TextDelta) and first.text.startswith("ready")
-        assert turn._proc is not None
-        pgid = turn._proc.pid
-        assert len(group_members(pgid)) == 2
-        assert await turn.abort() == 2
-        assert group_members(pgid) == []
-        await events.aclose()  # type: ignore[attr-defined]
+    try:
+        with trio.fail_after(20):
+            events = turn.events()
+            first = await events.__anext__()
+            assert isinstance(first, TextDelta) and first.text.startswith("ready")
+            assert turn._proc is not None
+            pgid = turn._proc.pid
+            assert len(group_members(pgid)) == 2
+            assert await turn.abort() == 2
+            assert group_members(pgid) == []
+            await events.aclose()  # type: ignore[attr-defined]
+    finally:
+        kill_group(turn)  # were abort broken, its 300 s sleepers must still go
 
 
 def _script(records: list[dict[str, object]]) -> list[str]:

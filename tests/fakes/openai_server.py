@@ -48,6 +48,18 @@ class FakeOpenAI:
         self.headers: list[dict[str, str]] = []
         self.disconnected = trio.Event()
         self.base_url = ""
+        self.models = ["fake-gpt"]
+        self.key: str | None = None  # when set, GET /models refuses any other key with OpenAI's 401
+        self.listings: list[dict[str, str]] = []  # the headers of each GET /models
+
+    async def _models(self, request: Request) -> Response:
+        self.listings.append(dict(request.headers))
+        if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            error = {"message": f"Incorrect API key provided: {given}.", "type": "invalid_request_error"}
+            return JSONResponse({"error": {**error, "code": "invalid_api_key"}}, status_code=401)
+        data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in self.models]
+        return JSONResponse({"object": "list", "data": data})
 
     async def _completions(self, request: Request) -> Response:
         self.requests.append(await request.json())
@@ -89,7 +101,12 @@ class FakeOpenAI:
         return StreamingResponse(body(), media_type="text/event-stream")
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
 
     async def start(self, nursery: trio.Nursery) -> str:
         self.base_url = await serve_app(nursery, self.app()) + "/v1"

@@ -8,6 +8,7 @@ so a stuck page fails the test instead of hanging the thread.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,49 @@ class Console:
         self.errors.append(f"uncaught: {exc}")
 
 
-def run_browser(base_url: str, scenario: Callable[[Page], None], *, viewport: dict[str, int] | None = None) -> Console:
-    """Launch Chromium, open a page on `base_url` and run `scenario(page)`; return what the console reported."""
+FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+) \(.*\) \((\S+)\)")
+
+
+def failed_loads(errors: list[str], base_url: str) -> list[tuple[int, str]]:
+    """The console errors as (status, path) of requests answered with an error status, which is the line Chromium
+    logs for each; any other kind of console error fails the test here."""
+    out = []
+    for line in errors:
+        m = FAILED_LOAD.fullmatch(line)
+        assert m is not None and m[2].startswith(base_url), line
+        out.append((int(m[1]), m[2].removeprefix(base_url)))
+    return out
+
+
+_REFUSED = re.compile(r"Failed to load resource: net::ERR_[A-Z_]+ \((\S+)\)")
+_WS_FAILED = re.compile(r"WebSocket connection to '(\S+)' failed")
+
+
+def beside_an_outage(errors: list[str], base_url: str) -> list[str]:
+    """The console errors other than the browser's own report of a request or socket to `base_url` that found no
+    server: while a test has the gateway down on purpose, what the page asks then fails, and Chromium says so."""
+    ws_url = base_url.replace("http://", "ws://", 1)
+    out = []
+    for line in errors:
+        m = _REFUSED.match(line)
+        if m and m[1].startswith(base_url + "/"):
+            continue
+        m = _WS_FAILED.match(line)
+        if m and m[1].startswith(ws_url + "/"):
+            continue
+        out.append(line)
+    return out
+
+
+def run_browser(
+    base_url: str,
+    scenario: Callable[[Page], None],
+    *,
+    viewport: dict[str, int] | None = None,
+    before_load: Callable[[Page], None] | None = None,
+) -> Console:
+    """Launch Chromium, open a page on `base_url` and run `scenario(page)`; return what the console reported.
+    `before_load(page)` runs before the page is opened (e.g. `page.clock.install()`, the page's clock)."""
     console = Console()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -61,6 +103,8 @@ def run_browser(base_url: str, scenario: Callable[[Page], None], *, viewport: di
             page.set_default_timeout(15_000)
             page.on("console", console.on_message)
             page.on("pageerror", console.on_page_error)
+            if before_load is not None:
+                before_load(page)
             page.goto(base_url + "/")
             scenario(page)
         finally:
@@ -96,6 +140,18 @@ class Traffic:
         for n, r in enumerate(self.responses):
             out[f"{r.request.method} {r.url} #{n}"] = r.body().decode("utf-8", "replace")
         return out
+
+
+# Where the element at the centre of `selector` is not that element or inside it, what covers it (else null).
+_COVERED = """sel => { const el = document.querySelector(sel); const r = el.getBoundingClientRect();
+    const top = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    return top && (top === el || el.contains(top)) ? null : (top ? top.outerHTML.slice(0, 200) : 'nothing'); }"""
+
+
+def covering(page: Page, selector: str) -> str | None:
+    """What lies over the middle of `selector` (a click there would land on it), or None when nothing does."""
+    found: str | None = page.evaluate(_COVERED, selector)
+    return found
 
 
 def login_with_token(page: Page, token: str) -> None:

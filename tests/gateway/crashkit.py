@@ -27,9 +27,17 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
+async def _kill(process: trio.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    with trio.CancelScope(shield=True):
+        await process.wait()
+
+
 async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: bytearray | None = None) -> Gateway:
     """Start a gateway process on `config` and wait (30 s at most) until it listens; its stdout and stderr
-    are appended to `output` when given (else dropped)."""
+    are appended to `output` when given (else dropped). The process lives no longer than `nursery`: a test that
+    fails or times out (its nursery cancelled) has it killed, never left running."""
     env = {**os.environ, "GATEWAY_SERVER_PORT": "0", "GATEWAY_NO_RESPAWN": "1", "XDG_CONFIG_HOME": str(tmp_path)}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
@@ -37,18 +45,22 @@ async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    assert process.stdout is not None
-    stream = process.stdout
-    buf = b""
-    with trio.fail_after(30):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise AssertionError("gateway exited before listening:\n" + buf.decode(errors="replace"))
-            buf += chunk
-            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", buf)
-            if m:
-                break
+    try:
+        assert process.stdout is not None
+        stream = process.stdout
+        buf = b""
+        with trio.fail_after(30):
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    raise AssertionError("gateway exited before listening:\n" + buf.decode(errors="replace"))
+                buf += chunk
+                m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", buf)
+                if m:
+                    break
+    except BaseException:
+        await _kill(process)
+        raise
 
     if output is not None:
         output.extend(buf)
@@ -61,7 +73,14 @@ async def spawn(config: Path, nursery: trio.Nursery, tmp_path: Path, *, output: 
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
+    async def reap() -> None:
+        try:
+            await process.wait()
+        finally:
+            await _kill(process)
+
     nursery.start_soon(drain)
+    nursery.start_soon(reap)
     return Gateway(process, int(m.group(1)))
 
 

@@ -36,6 +36,20 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
+def end_process(proc: subprocess.Popen[bytes], sig: int, *, timeout: float = CLI_TIMEOUT) -> int | None:
+    """Send `sig` and wait for the exit code; a process still running after `timeout` is killed (None)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

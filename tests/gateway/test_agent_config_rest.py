@@ -135,6 +135,43 @@ async def test_openai_configured_over_rest_streams_a_turn_and_never_shows_the_ke
     assert CANARY not in logged
 
 
+async def test_the_probe_really_tries_the_provider(nursery: trio.Nursery, gateway: RunningGateway) -> None:
+    fake = FakeOpenAI()
+    base = await fake.start(nursery)
+    fake.key = CANARY
+    with trio.socket.socket() as closed:  # bound, never listening: a connection to it is refused
+        await closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        with trio.fail_after(30):
+            async with admin_client(gateway) as admin:
+
+                async def probe(name: str) -> dict[str, Any]:
+                    r = await admin.get(f"/api/providers/{name}/probe")
+                    assert r.status_code == 200, r.text
+                    body: dict[str, Any] = r.json()
+                    assert CANARY not in r.text
+                    return body
+
+                assert (await probe("echo"))["status"] == "ok"
+                await use_fake_openai(admin, base, api_key=CANARY)
+                found = await probe("openai")
+                assert found == {"name": "openai", "status": "ok", "detail": f"{base}/models answered HTTP 200"}
+                assert fake.listings[-1]["authorization"] == f"Bearer {CANARY}"  # it tries with the stored key
+                await use_fake_openai(admin, base, api_key="sk-a-key-the-fake-refuses")
+                refused = await probe("openai")
+                assert refused["status"] == "error" and "HTTP 401" in refused["detail"], refused
+                assert "Incorrect API key provided" in refused["detail"]
+                assert "sk-a-key-the-fake-refuses" not in refused["detail"], "the endpoint quoted it: redacted"
+                await use_fake_openai(admin, nobody)
+                down = await probe("openai")
+                assert down["status"] == "unreachable" and "ConnectError" in down["detail"], down
+                # Listed as before: `available` says it is configured; only the probe says whether it answers.
+                listed = {p["name"]: p for p in (await admin.get("/api/providers")).json()["providers"]}
+                assert listed["openai"]["available"] is True
+                missing = await admin.get("/api/providers/nope/probe")
+                assert missing.status_code == 404 and error_of(missing)["code"] == "PROVIDER_NOT_FOUND"
+
+
 async def test_agent_limits(gateway: RunningGateway) -> None:
     with trio.fail_after(30):
         async with admin_client(gateway) as admin:

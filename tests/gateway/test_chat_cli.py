@@ -43,26 +43,30 @@ async def test_ctrl_c_aborts_the_running_turn_with_one_line(nursery: trio.Nurser
         proc = await trio.lowlevel.open_process(
             chat_argv(gw), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        await proc.stdin.send_all((" ".join(["word"] * 1000) + "\n").encode())
-        assert (await proc.stdout.receive_some(100)).startswith(b"word")
-        proc.send_signal(signal.SIGINT)
-        err = b""
-        while b"[aborted: 0 process(es) killed]" not in err:  # abort_ok, printed by the chat
-            chunk = await proc.stderr.receive_some(1000)
-            assert chunk, "chat ended without reporting the abort: " + err.decode()
-            err += chunk
-        # The next turn's answer comes after everything about the aborted one (its "aborted" status included).
-        await proc.stdin.send_all(b"next one\n")
-        out = b""
-        while not out.endswith(b"next one\n"):
-            chunk = await proc.stdout.receive_some(1000)
-            assert chunk, out.decode()
-            out += chunk
-        await proc.stdin.aclose()  # end of input: the chat exits
-        while chunk := await proc.stderr.receive_some(1000):
-            err += chunk
-        assert await proc.wait() == 0
+        try:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            await proc.stdin.send_all((" ".join(["word"] * 1000) + "\n").encode())
+            assert (await proc.stdout.receive_some(100)).startswith(b"word")
+            proc.send_signal(signal.SIGINT)
+            err = b""
+            while b"[aborted: 0 process(es) killed]" not in err:  # abort_ok, printed by the chat
+                chunk = await proc.stderr.receive_some(1000)
+                assert chunk, "chat ended without reporting the abort: " + err.decode()
+                err += chunk
+            # The next turn's answer comes after everything about the aborted one (its "aborted" status included).
+            await proc.stdin.send_all(b"next one\n")
+            out = b""
+            while not out.endswith(b"next one\n"):
+                chunk = await proc.stdout.receive_some(1000)
+                assert chunk, out.decode()
+                out += chunk
+            await proc.stdin.aclose()  # end of input: the chat exits
+            while chunk := await proc.stderr.receive_some(1000):
+                err += chunk
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:  # a failed or timed-out test must not leave it running
+                proc.kill()
         await gw.stop()
     told = [line for line in err.decode().splitlines() if "abort" in line and not line.startswith("type a message")]
     assert told == ["[aborted: 0 process(es) killed]"], err.decode()

@@ -20,7 +20,7 @@ from gateway.identity import identity_fingerprint
 from gateway.lock import lock_path, read_lock
 from gateway.procs import is_alive, listening_pids
 from storage.sessions import get_or_create_session
-from tests.gateway.harness import CLI_TIMEOUT, LineReader, Site, free_port, wait_for
+from tests.gateway.harness import CLI_TIMEOUT, LineReader, Site, end_process, free_port, wait_for
 
 
 @pytest.fixture
@@ -129,12 +129,10 @@ def test_stop_with_a_timeout_escalates_to_sigkill(site: Site) -> None:
     info = site.wait_serving()
     # A frozen process cannot act on SIGTERM: the same as a gateway stuck in its shutdown.
     os.kill(info.pid, signal.SIGSTOP)
-    started = time.monotonic()
-    stop = site.cli("stop", "--timeout", "300")
+    stop = site.cli("stop", "--timeout", "300")  # what it did is in its answer and in the process's end, not a time
     assert stop.returncode == 0, stop.stderr
     assert f"pid {info.pid} did not stop within 300 ms: killed (SIGKILL)" in stop.stdout
     assert proc.wait(timeout=CLI_TIMEOUT) == -signal.SIGKILL
-    assert time.monotonic() - started < CLI_TIMEOUT
     assert not lock_path(site.paths).exists(), "stop removes the lock a killed gateway could not release"
 
 
@@ -238,6 +236,7 @@ def test_logs_prints_the_tail_and_follow_shows_new_lines(site: Site) -> None:
     assert tail.stdout.splitlines() == [last]
 
     follower = subprocess.Popen(site.argv("logs", "--follow", "-n", "1"), env=site.env, stdout=subprocess.PIPE)
+    code: int | None = None
     try:
         assert follower.stdout is not None
         reader = LineReader(follower.stdout)
@@ -254,8 +253,9 @@ def test_logs_prints_the_tail_and_follow_shows_new_lines(site: Site) -> None:
         site.paths.log_file.write_text("first line of the new file\n")
         reader.wait_line("first line of the new file", timeout=CLI_TIMEOUT)
     finally:
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=CLI_TIMEOUT) == 0
+        # Ctrl-C, even where the suite runs with SIGINT ignored (a background job): killed if it does not end.
+        code = end_process(follower, signal.SIGINT)
+    assert code == 0, "Ctrl-C ends logs --follow cleanly"
     assert proc.wait(timeout=CLI_TIMEOUT) == 0
     token = site.paths.token_file.read_text().strip()
     assert token not in "".join(reader.seen)
@@ -346,6 +346,9 @@ def _run_on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, bytes
         return proc.wait(timeout=CLI_TIMEOUT), out
     finally:
         os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_colours_on_a_terminal_only(site: Site) -> None:

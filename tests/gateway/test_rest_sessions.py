@@ -239,3 +239,25 @@ async def test_agent_requests_racing_a_session_delete_all_get_an_answer(nursery:
                     racers.start_soon(delete, first.json()["session_id"])
     assert statuses.count(200) > 0
     await gw.stop()
+
+
+async def test_a_session_is_called_by_its_title_else_its_first_message(gateway: RunningGateway) -> None:
+    long = "Where   does the gateway\nkeep its data, and how do I back it up before upgrading to the next version?"
+    with trio.fail_after(30):
+        async with admin_client(gateway) as admin:
+            sid = (await admin.post("/api/sessions", json={})).json()["session_id"]
+            fresh = (await admin.get(f"/api/sessions/{sid}")).json()
+            assert (fresh["title"], fresh["display_title"]) == ("", "")
+            for text in (long, "a second question"):
+                async with admin.stream("POST", f"/api/sessions/{sid}/chat", json={"message": text}) as r:
+                    await sse_events(r)
+            listed = {s["session_id"]: s for s in (await admin.get("/api/sessions")).json()["sessions"]}
+            shown = listed[sid]["display_title"]
+            # The first message, whitespace collapsed and cut to 80 characters, not the internal key.
+            assert shown == " ".join(long.split())[:79].rstrip() + "…" and len(shown) <= 80
+            assert listed[sid]["title"] == "" and listed[sid]["latest_message"] == "a second question"
+            renamed = await admin.put(f"/api/chat/sessions/{sid}", json={"title": "Backups"})
+            assert renamed.json()["display_title"] == "Backups"
+            assert (await admin.get(f"/api/sessions/{sid}")).json()["display_title"] == "Backups"
+            named = (await admin.post("/api/sessions", json={"title": "Given"})).json()
+            assert named["display_title"] == "Given"

@@ -4,7 +4,6 @@ per-user tool switches, and skills installed from a folder."""
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,15 @@ from playwright.sync_api import Page
 
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.fakes.openai_server import FakeOpenAI, Script
-from tests.gateway.browser import Traffic, in_browser, login_with_account, login_with_token, require_chromium, sign_out
+from tests.gateway.browser import (
+    Traffic,
+    failed_loads,
+    in_browser,
+    login_with_account,
+    login_with_token,
+    require_chromium,
+    sign_out,
+)
 from tests.gateway.rest import admin_client, register
 from tests.gateway.test_skills_rest import GOOD, skill_folder
 from tests.gateway.test_tool_servers_rest import SERVER
@@ -23,20 +30,6 @@ KEY_CANARY = "sk-webui-canary-4d2e9b7a10"
 ENV_CANARY = "env-webui-canary-8c1f"
 SEP = " \u203a "  # how the page joins the parts of an error's `loc`
 REPLY = ["Hello ", "from ", "the ", "fake ", "OpenAI ", "server, ", "word ", "by ", "word."]
-
-
-FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+) \(.*\) \((\S+)\)")
-
-
-def failed_loads(errors: list[str], base_url: str) -> list[tuple[int, str]]:
-    """The console errors as (status, path) of requests answered with an error status, which is the line Chromium
-    logs for each; any other kind of console error fails the test here."""
-    out = []
-    for line in errors:
-        m = FAILED_LOAD.fullmatch(line)
-        assert m is not None and m[2].startswith(base_url), line
-        out.append((int(m[1]), m[2].removeprefix(base_url)))
-    return out
 
 
 def assert_nowhere(secret: str, traffic: Traffic, bodies: dict[str, str], dom: str, text: str) -> None:
@@ -129,6 +122,46 @@ async def test_models_screen_switches_to_openai_with_a_write_only_key_and_the_ch
     await gw.stop()
 
 
+async def test_models_screen_tries_each_provider_and_shows_an_unreachable_one_with_its_error(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    require_chromium()
+    fake = FakeOpenAI()
+    base = await fake.start(nursery)
+    seen: dict[str, Any] = {}
+    openai = ".provider[data-provider=openai]"
+    with trio.socket.socket() as closed:  # bound, never listening: a connection to it is refused
+        await closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        providers = {"openai": {"base_url": nobody, "api_key": KEY_CANARY}}
+        gw = await start_gateway(nursery, *make_config(tmp_path, providers=providers))
+
+        def scenario(page: Page) -> None:
+            login_with_token(page, TOKEN)
+            page.click("#nav a[data-route=models]")
+            page.wait_for_selector(f"{openai}[data-probe]")
+            page.wait_for_selector(".provider[data-provider=echo][data-probe]")
+            seen["down"] = page.inner_text(openai)
+            seen["echo"] = page.inner_text(".provider[data-provider=echo]")
+            # Pointed at a server that answers: the card is redrawn from a new try.
+            page.fill("#llm-base_url", base)
+            page.click("#llm-form button[type=submit]")
+            page.wait_for_selector(f"{openai}[data-probe=ok]")
+            seen["up"] = page.inner_text(openai)
+            seen["dom"] = page.content()
+
+        with trio.fail_after(60):
+            console = await in_browser(gw.base_url, scenario)
+    assert console.errors == []
+    assert "unreachable" in seen["down"] and "ConnectError" in seen["down"] and nobody in seen["down"], seen["down"]
+    assert "available" not in seen["down"]
+    assert "reachable" in seen["echo"]
+    assert "reachable" in seen["up"] and f"{base}/models answered HTTP 200" in seen["up"], seen["up"]
+    assert fake.listings and fake.listings[-1]["authorization"] == f"Bearer {KEY_CANARY}"
+    assert KEY_CANARY not in seen["dom"]
+    await gw.stop()
+
+
 async def test_mcp_screen_adds_a_stdio_server_lists_its_tools_toggles_and_deletes_it(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -176,7 +209,7 @@ async def test_mcp_screen_adds_a_stdio_server_lists_its_tools_toggles_and_delete
         page.locator(f"{card} button", has_text="Delete").click()
         page.locator(f"{card} button", has_text="Really delete?").click()
         page.wait_for_selector("#mcp-servers >> text=No MCP servers.")
-        seen["mine_after"] = page.inner_text("#my-tools")
+        seen["mine_after"] = page.inner_text("#my-tools")  # drawn in the same step as the list above
         seen["dom"] = page.content()
         seen["text"] = page.inner_text("body")
         seen["bodies"] = traffic.bodies()

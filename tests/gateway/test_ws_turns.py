@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,13 +58,23 @@ async def test_abort_mid_stream_kills_the_cli_process_tree(nursery: trio.Nursery
         providers={"cli": {"argv": [sys.executable, str(script), str(pidfile)], "grace": 2.0}},
     )
     gw = await start_gateway(nursery, config, paths)
+    try:
+        await _abort_kills_the_tree(gw, pidfile)
+    finally:
+        # The test's own clean-up, were the abort under test broken: the agent and its 300 s grandchild.
+        for pid in map(int, pidfile.read_text().split()) if pidfile.exists() else ():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _abort_kills_the_tree(gw: RunningGateway, pidfile: Path) -> None:
     with trio.fail_after(30):
         async with client(gw) as c:
             assert c.auth_ok["active_provider"] == "cli"
             await c.send_message("tick")
             for _ in range(3):
                 await until(c, "text_delta")
-            parent, grandchild = map(int, pidfile.read_text().split())
+            parent, grandchild = map(int, (await trio.Path(pidfile).read_text()).split())
             assert alive(parent) and alive(grandchild)
             await c.abort()
             frames = await until(c, "abort_ok")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
     received: list[dict[str, Any]] = []
     keys: list[str] = []
     attempts = {"flaky": 0, "broken": 0}
-    broken_at: list[float] = []
 
     async def flaky(request: Request) -> Response:
         attempts["flaky"] += 1
@@ -31,7 +29,6 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
 
     async def broken(request: Request) -> Response:
         attempts["broken"] += 1
-        broken_at.append(trio.current_time())
         return JSONResponse({"error": "down"}, status_code=500)
 
     async with fake_server(
@@ -77,11 +74,9 @@ async def test_outbox_retries_then_delivers_and_dead_letters(nursery: trio.Nurse
 
                 rows = await wait_for(dead)
                 assert rows[0]["attempts"] == 4 and "HTTP 500" in rows[0]["last_error"]
+                # Exactly max_attempts, whatever the machine's speed; the backoff between them is checked on a
+                # virtual clock in tests/actors/test_outbox.py.
                 assert attempts["broken"] == 4
-                # Exponential backoff between attempts: at least 0.2 s, then 0.4 s, then 0.8 s (a slow machine
-                # only makes the gaps longer; retries without backoff would come back within milliseconds).
-                gaps = [b - a for a, b in itertools.pairwise(broken_at)]
-                assert [g >= want for g, want in zip(gaps, (0.19, 0.39, 0.79), strict=True)] == [True] * 3, gaps
                 ok = (await c.get("/v1/runtime/outbox", params={"state": "delivered"})).json()["deliveries"]
                 assert len(ok) == 1 and ok[0]["attempts"] == 3
                 # A dead letter can be retried by hand.

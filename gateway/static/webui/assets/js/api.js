@@ -117,14 +117,11 @@ export async function login(username, password) {
   setAuth({ kind: "user", access: b.tokens.access_token, refresh: b.tokens.refresh_token, user: b.user });
 }
 
+// Checked before it is kept: a refused token is the sign-in form's error, not a session being signed out.
 export async function useToken(token) {
+  const r = await fetch("/api/sessions?limit=1", { headers: { Authorization: `Bearer ${token}` } });
+  if (!r.ok) throw await toError(r);
   setAuth({ kind: "token", token });
-  try {
-    await get("/api/sessions?limit=1");
-  } catch (e) {
-    setAuth(null);
-    throw e;
-  }
 }
 
 // Download a file that needs the Authorization header: fetch it, then hand the blob to the browser.

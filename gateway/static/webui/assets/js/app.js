@@ -9,7 +9,7 @@ import { mcpView } from "./tools.js";
 import { cronView, logsView, notificationsView } from "./panels.js";
 import { sessionsView } from "./sessions.js";
 import { icon } from "./icons.js";
-import { clear, h, toast } from "./ui.js";
+import { clear, clearToasts, h, toast } from "./ui.js";
 
 const ROUTES = [
   ["chat", "Chat"],
@@ -60,10 +60,11 @@ function setUnread(n) {
   }
 }
 
-function loginView() {
+function loginView(reason = "") {
+  clearToasts();
   clear(root);
   root.className = "login-shell";
-  const err = h("p", { class: "error", role: "alert" });
+  const err = h("p", { class: "error", role: "alert", id: "login-error" }, reason);
   const token = h("input", { id: "login-token", type: "password", autocomplete: "current-password", placeholder: "gateway token", "aria-label": "Gateway token" });
   const user = h("input", { id: "login-user", autocomplete: "username", placeholder: "username or email", "aria-label": "Username" });
   const pass = h("input", { id: "login-pass", type: "password", autocomplete: "current-password", placeholder: "password", "aria-label": "Password" });
@@ -123,7 +124,7 @@ function shell() {
     ROUTES.map(([id, label]) => h("a", { href: `#/${id}`, "data-route": id }, icon(id), h("span", { text: label }), id === "notifications" ? badge() : null)),
     h("div", { class: "spacer" }),
     h("div", { class: "who muted", text: isToken() ? "gateway token (admin)" : `${auth.user.username || auth.user.email} (${auth.user.role})` }),
-    h("button", { type: "button", class: "small", id: "logout", onclick: logout }, "Sign out"));
+    h("button", { type: "button", class: "small", id: "logout", onclick: () => logout() }, "Sign out"));
   const menu = h("button", { type: "button", class: "icon menu", "aria-label": "Menu", onclick: () => root.classList.toggle("nav-open") }, icon("menu"));
   const bell = h("a", { href: "#/notifications", class: "bell", "aria-label": "Notifications", id: "bell" }, icon("bell"), badge());
   const title = h("h1", { class: "title", id: "screen-title" });
@@ -134,14 +135,14 @@ function shell() {
   return { view, title, nav };
 }
 
-function logout() {
+function logout(reason = "") {
   if (chatState.engine) chatState.engine.close();
   chatState.engine = null;
   chatState.ref = null;
   chatState.pending = null;
   clearInterval(pollTimer);
   setAuth(null);
-  loginView();
+  loginView(reason);
 }
 
 let parts = null;
@@ -169,6 +170,7 @@ async function route() {
 }
 
 function start() {
+  clearToasts();
   parts = null;
   route();
   app.refreshBadge();
@@ -182,8 +184,7 @@ function start() {
 window.addEventListener("hashchange", route);
 window.addEventListener("gateway:unauthorized", () => {
   if (!auth) return;
-  toast("Signed out: the credential was refused", "error");
-  logout();
+  logout("Signed out: the gateway refused the credential. Sign in again.");
 });
 if (auth) start();
 else loginView();

@@ -15,7 +15,7 @@ async function targetFor(ref) {
     const list = await get("/api/sessions?limit=50");
     const mine = list.sessions.find((s) => s.key.startsWith("webchat:"));
     if (mine) return mine;
-    return post("/api/sessions", { channel: "webchat", title: "Chat" });
+    return post("/api/sessions", { channel: "webchat" });
   }
   if (ref.includes(":")) {
     // A key: a /ws chat or channel may not have a session yet (its first message makes it), so look it up in the
@@ -136,7 +136,9 @@ export async function chatView(view, ref, app) {
   const onBusy = () => {
     stopBtn.hidden = !engine.busy;
     sendBtn.hidden = engine.busy;
-    if (wasBusy && !engine.busy) setTimeout(() => sessionList(side, { compact: true, current: ref || engine.sessionId }), 500); // new latest message
+    // A turn ended: its reply is stored already (the gateway shows it only once committed), and it is marked read
+    // once `reading` settles: then the list shows the new latest message without an unread badge.
+    if (wasBusy && !engine.busy) engine.reading.then(() => sessionList(side, { compact: true, current: ref || engine.sessionId }));
     wasBusy = engine.busy;
   };
   const onState = () => {
@@ -145,7 +147,7 @@ export async function chatView(view, ref, app) {
   };
   const onReady = () => {
     const t = engine.target;
-    title.textContent = t.title || (engine.authOk ? `Chat ${engine.authOk.chat_id}` : t.key || "Chat");
+    title.textContent = t.display_title || t.title || (engine.authOk ? `Chat ${engine.authOk.chat_id}` : "Chat");
     drawChannels();
     if (!ref) sessionList(side, { compact: true, current: engine.sessionId }); // the default chat may be new
   };

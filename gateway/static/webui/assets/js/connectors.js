@@ -13,7 +13,9 @@ const SECRET_FIELDS = {
 export async function connectorsView(view) {
   const list = h("div", { class: "cards", id: "connectors" });
   const editor = h("div", { id: "connector-editor" });
-  clear(view).append(panel("Connectors", [button("+ New connector", () => edit(null), "small primary")], list), editor);
+  // Creating and editing take the gateway token (the API refuses anyone else): others are not offered them.
+  const actions = isToken() ? [button("+ New connector", () => edit(null), "small primary")] : [];
+  clear(view).append(panel("Connectors", actions, list), editor);
 
   async function draw() {
     if (!isToken()) {

@@ -26,6 +26,7 @@ export class ChatEngine extends EventTarget {
     this.closed = false;
     this.outbox = [];
     this.sseAbort = null;
+    this.reading = Promise.resolve(); // the last "mark read" request
   }
 
   // `api:<int>[:<int>]` sessions are the /ws chats; the gateway token is the only credential /ws takes.
@@ -124,8 +125,10 @@ export class ChatEngine extends EventTarget {
         a.state = "done";
         this.touch(a);
         this.cur = null;
+        // Seen as it arrived: no unread badge for the open chat. Started before the turn is reported over, so a
+        // screen that redraws the session list then can wait for it (`reading`) and never show a stale badge.
+        if (this.historyLoaded) this.reading = this.markRead();
         this.setBusy(false);
-        if (this.historyLoaded) this.markRead(); // seen as it arrived: no unread badge for the open chat
         break;
       }
       case "error": {
@@ -183,17 +186,13 @@ export class ChatEngine extends EventTarget {
     }
     // A turn still running in history shows as busy until its end arrives live.
     this.historyLoaded = true;
-    this.markRead(0);
+    this.reading = this.markRead();
   }
 
-  // Opening a chat, or seeing a reply arrive in it, marks it read (debounced while replies stream in).
-  markRead(delay = 300) {
-    clearTimeout(this.readTimer);
-    const send = () => {
-      if (this.sessionId && !this.closed) post(`/api/sessions/${encodeURIComponent(this.sessionId)}/clear-unread-message-count`).catch(() => {});
-    };
-    if (delay) this.readTimer = setTimeout(send, delay);
-    else send();
+  // Opening a chat, or seeing a reply arrive in it, marks it read; resolves once the gateway has (or failed to).
+  markRead() {
+    if (!this.sessionId || this.closed) return Promise.resolve();
+    return post(`/api/sessions/${encodeURIComponent(this.sessionId)}/clear-unread-message-count`).catch(() => {});
   }
 
   // ---- /ws ----

@@ -160,12 +160,32 @@ export async function modelsView(view) {
   await Promise.all([drawLlm(), drawAgent(), drawModelsJson()]);
 }
 
+// A provider's card says what trying it found (GET /api/providers/{name}/probe), never just that it is set up: a
+// configured provider is tried when the card is drawn; one that is not (openai without a key) is not sent anything.
+const PROBED = { ok: ["reachable", "ok"], error: ["error", "error"], unreachable: ["unreachable", "error"] };
+
 function providerCard(pr) {
-  const state = pr.active ? "active" : pr.available ? "available" : "unavailable";
-  return h("article", { class: `card provider${pr.active ? " active" : ""}`, "data-provider": pr.name },
-    h("div", { class: "row" }, h("strong", { text: pr.name }), h("span", { class: `pill ${pr.available ? "ok" : "warn"}` }, state)),
-    h("div", { class: "meta", text: pr.detail || "" }),
+  const pill = h("span", { class: `pill ${pr.available ? "" : "warn"}`, "data-role": "probe" }, pr.available ? "checking…" : "not configured");
+  const detail = h("div", { class: "meta probe-detail", text: pr.detail || "" });
+  const card = h("article", { class: `card provider${pr.active ? " active" : ""}`, "data-provider": pr.name },
+    h("div", { class: "row" }, h("strong", { text: pr.name }), pr.active ? h("span", { class: "pill ok" }, "active") : null, pill),
+    detail,
     h("div", { class: "meta", text: `models: ${(pr.models || []).join(", ") || "—"}` }));
+  if (pr.available) {
+    get(`/api/providers/${encodeURIComponent(pr.name)}/probe`).then((found) => {
+      const [label, cls] = PROBED[found.status] || [found.status, "warn"];
+      pill.textContent = label;
+      pill.className = `pill ${cls}`;
+      detail.textContent = found.detail;
+      card.dataset.probe = found.status;
+    }, (e) => {
+      // An older gateway (404) cannot try it: say only what it knows.
+      pill.textContent = e.status === 404 ? "configured" : "not tried";
+      detail.textContent = e.status === 404 ? pr.detail || "" : e.message;
+      card.dataset.probe = "none";
+    });
+  }
+  return card;
 }
 
 // The fields whose input differs from what the gateway sent: only those are posted, so a value the config file

@@ -1,6 +1,7 @@
 // Notifications, cron jobs and the live log viewer.
 
-import { del, get, post, put } from "./api.js";
+import { canAdmin, del, get, post, put } from "./api.js";
+import { label } from "./sessions.js";
 import { button, clear, confirmButton, field, fmtTime, h, panel, toast, unavailable } from "./ui.js";
 
 // ---- notifications ----
@@ -81,7 +82,7 @@ export async function cronView(view) {
   });
   clear(view).append(panel("Cron jobs", [], table), panel("New job", [], form));
   get("/api/sessions?limit=200").then((d) => {
-    for (const s of d.sessions) target.append(h("option", { value: s.session_id }, s.title || s.key));
+    for (const s of d.sessions) target.append(h("option", { value: s.session_id }, label(s)));
   }).catch(() => {});
 
   async function draw() {
@@ -130,6 +131,11 @@ export async function cronView(view) {
 // ---- logs ----
 
 export async function logsView(view, app) {
+  if (!canAdmin()) {
+    // /api/logs is super_admin only: ask for nothing the gateway would refuse.
+    clear(view).append(panel("Logs", [], unavailable({ status: 403 }, "The log viewer")));
+    return;
+  }
   const level = h("select", { id: "log-level", "aria-label": "Level" }, ["", "debug", "info", "warning", "error", "critical"].map((l) => h("option", { value: l }, l || "all levels")));
   const q = h("input", { id: "log-q", type: "search", placeholder: "Filter text…", "aria-label": "Filter text" });
   const live = h("input", { type: "checkbox", id: "log-live", checked: true });

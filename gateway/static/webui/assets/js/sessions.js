@@ -4,8 +4,9 @@ import { del, get, isToken, post, put } from "./api.js";
 import { button, clear, confirmButton, fmtTime, h, panel, toast } from "./ui.js";
 
 export async function createSession() {
-  // With the gateway token a new chat is an `api:<n>` session, so it streams over the encrypted /ws.
-  const body = isToken() ? { channel: "api", chat_id: String(Date.now()), title: "New chat" } : { channel: "webchat", title: "New chat" };
+  // With the gateway token a new chat is an `api:<n>` session, so it streams over the encrypted /ws. No title:
+  // until it is renamed, its first message names it.
+  const body = isToken() ? { channel: "api", chat_id: String(Date.now()) } : { channel: "webchat" };
   const s = await post("/api/sessions", body);
   location.hash = `#/chat/${encodeURIComponent(s.session_id)}`;
   return s;
@@ -15,8 +16,9 @@ function newButton() {
   return button("+ New", () => createSession().catch((e) => toast(e.message, "error")), "small primary");
 }
 
-function label(s) {
-  return s.title || s.key;
+// The gateway's display title (the title if it was given one, else its first message); never the internal key.
+export function label(s) {
+  return s.display_title || s.title || "New chat";
 }
 
 export async function sessionList(box, { compact = false, current = null } = {}) {
@@ -38,10 +40,10 @@ export async function sessionList(box, { compact = false, current = null } = {})
     const li = h("li", { class: `session ${active ? "active" : ""}`, "data-session": s.session_id },
       h("button", { type: "button", class: "session-open", onclick: open },
         h("span", { class: "row" }, name, s.unread_message_count ? h("span", { class: "badge", text: String(s.unread_message_count) }) : null),
-        h("span", { class: "row sub" }, h("span", { class: "latest", text: s.latest_message || s.key }), h("span", { class: "when", text: fmtTime(s.latest_message_at || s.created_at) }))));
+        h("span", { class: "row sub" }, h("span", { class: "latest", text: s.latest_message || "no messages yet" }), h("span", { class: "when", text: fmtTime(s.latest_message_at || s.created_at) }))));
     if (!compact) {
       const rename = () => {
-        const inp = h("input", { value: s.title, "aria-label": "New title", class: "rename-input" });
+        const inp = h("input", { value: s.title, placeholder: label(s), "aria-label": "New title", class: "rename-input" });
         const save = async () => {
           try {
             await put(`/api/chat/sessions/${encodeURIComponent(s.session_id)}`, { title: inp.value.trim() });

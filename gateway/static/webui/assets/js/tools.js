@@ -4,7 +4,8 @@
 import { canAdmin, get, post } from "./api.js";
 import { button, clear, confirmButton, errorBox, field, h, markInvalid, panel, switchInput, toast, unavailable } from "./ui.js";
 
-const POLL_MS = 700; // while a server is starting, so its tools show up without a reload
+const POLL_MS = 700; // while a server is starting (or restarting after an error), so its tools show up by themselves
+const SETTLING = new Set(["starting", "error"]);
 
 export async function mcpView(view, app) {
   const admin = canAdmin();
@@ -21,22 +22,25 @@ export async function mcpView(view, app) {
     clearTimeout(timer);
   });
 
-  // `poll`: a refresh while a server starts; the preferences below do not change with its state.
+  // `poll`: a refresh while a server starts; the preferences below do not change with its state. Both lists are
+  // read first and drawn together, so the screen never shows one refreshed and the other not; an answer that a
+  // newer draw has overtaken (a poll in flight when a switch was flipped) is dropped, never drawn over it.
+  let drawn = 0;
   async function draw(poll = false) {
     clearTimeout(timer);
-    let data;
-    try {
-      data = await get("/api/app-config/mcp-servers");
-    } catch (e) {
-      clear(list).append(unavailable(e, "MCP servers"));
+    const turn = ++drawn;
+    const [servers, prefs] = await Promise.allSettled([get("/api/app-config/mcp-servers"), poll ? null : get("/api/user/tools/mcp")]);
+    if (left || turn !== drawn) return;
+    if (!poll) renderMine(prefs);
+    if (servers.status === "rejected") {
+      clear(list).append(unavailable(servers.reason, "MCP servers"));
       return;
     }
-    if (left) return;
+    const data = servers.value;
     clear(list);
     if (!data.mcp_servers.length) list.append(h("p", { class: "muted" }, "No MCP servers."));
     for (const s of data.mcp_servers) list.append(serverCard(s));
-    if (data.mcp_servers.some((s) => s.state === "starting")) timer = setTimeout(() => draw(true), POLL_MS);
-    if (!poll) await drawMine();
+    if (data.mcp_servers.some((s) => s.enabled && SETTLING.has(s.state))) timer = setTimeout(() => draw(true), POLL_MS);
   }
 
   function serverCard(s) {
@@ -65,13 +69,16 @@ export async function mcpView(view, app) {
   }
 
   async function drawMine() {
-    let data;
-    try {
-      data = await get("/api/user/tools/mcp");
-    } catch (e) {
-      clear(mine).append(unavailable(e, "Your tool preferences"));
+    const [prefs] = await Promise.allSettled([get("/api/user/tools/mcp")]);
+    if (!left) renderMine(prefs);
+  }
+
+  function renderMine(prefs) {
+    if (prefs.status === "rejected") {
+      clear(mine).append(unavailable(prefs.reason, "Your tool preferences"));
       return;
     }
+    const data = prefs.value;
     clear(mine);
     if (!data.tools.length) mine.append(h("p", { class: "muted" }, "No MCP servers to choose from."));
     for (const t of data.tools) {

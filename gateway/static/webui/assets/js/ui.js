@@ -23,15 +23,22 @@ export function clear(el) {
   return el;
 }
 
+// Toasts sit at the top right under the top bar (the composer and its Send button are at the bottom), go away by
+// themselves or on a click, and are all cleared when someone signs in or out: a notice is about the session it
+// was raised in.
 let toastBox = null;
 export function toast(message, kind = "info", ms = 4000) {
   if (!toastBox) {
     toastBox = h("div", { class: "toasts", role: "status", "aria-live": "polite" });
     document.body.append(toastBox);
   }
-  const t = h("div", { class: `toast ${kind}` }, message);
+  const t = h("div", { class: `toast ${kind}`, title: "Dismiss", onclick: () => t.remove() }, message);
   toastBox.append(t);
   setTimeout(() => t.remove(), ms);
+}
+
+export function clearToasts() {
+  if (toastBox) clear(toastBox);
 }
 
 export function fmtTime(iso) {
