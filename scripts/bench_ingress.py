@@ -123,11 +123,12 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int, expect_items: 
                     try:
                         r = await client.post(url, content=body)
                         break
-                    except (httpx.RemoteProtocolError, httpx.ConnectError):
-                        # A keep-alive connection closed by the server under load: send again (the gateway
-                        # answers a re-sent batch `duplicate`, which the check below accepts).
+                    except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError, httpx.WriteError) as exc:
+                        # A keep-alive connection closed or reset by the server under load: send again (the
+                        # gateway answers a re-sent batch `duplicate`, which the check below accepts).
                         if attempt == 2:
-                            raise
+                            raise RuntimeError(f"{url}: {exc!r} three times") from exc
+                        print(f"ingress: {url}: {exc!r}; sending again", file=sys.stderr, flush=True)
                 if r.status_code != 200:
                     raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
                 if expect_items > 1:

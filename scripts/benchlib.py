@@ -234,8 +234,9 @@ def zipapp_gateway(tmp: Path, extra: str = "", *, tuned: bool = True, snapshots:
 
 
 # The gateway's own CLI, able to run under tracemalloc: a thread answers each request file in $BENCH_SNAPSHOTS.
-# `start.req` starts tracing (16 frames, so that a growth is seen from its callers; started once the gateway is up,
-# as tracing its imports would make the start minutes long); `<name>.req` writes the snapshot `<name>.snap`. Each
+# `start.req` starts tracing ($BENCH_TRACEMALLOC_FRAMES frames, 12 by default, so that a growth is seen from its
+# callers: trio's stacks are deep, and each frame kept slows every allocation; started once the gateway is up, as
+# tracing its imports would make the start minutes long); `<name>.req` writes the snapshot `<name>.snap`. Each
 # request is renamed `.done` when answered. The gateway's code is untouched; its trio loop keeps serving meanwhile.
 TRACED_GATEWAY = """
 import os, sys, threading, time, tracemalloc
@@ -246,7 +247,7 @@ def answer():
     while True:
         for req in sorted(folder.glob("*.req")):
             if req.stem == "start":
-                tracemalloc.start(16)
+                tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "12")))
             else:
                 tracemalloc.take_snapshot().dump(str(req.with_suffix(".snap")))
             req.rename(req.with_suffix(".done"))
