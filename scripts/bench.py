@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import platform
 import sqlite3
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 
-ORDER = ["storage", "ingress", "ws", "memory", "startup"]  # the table's order; others follow by name
+ORDER = ["storage", "ingress", "ws", "peer", "memory", "startup"]  # the table's order; others follow by name
 
 
 def available() -> list[str]:
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {', '.join(available())})")
     parser.add_argument("--quick", action="store_true", help="small sizes, finishes in under a minute")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="memory: run the 'memory comes back' gateway under tracemalloc and print the top growth between "
+        "rounds (its RSS figures are then inflated by the tracing)",
+    )
     args = parser.parse_args(argv)
     names = args.names or available()
     unknown = [n for n in names if n not in available()]
@@ -84,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         module = importlib.import_module(f"bench_{name}")
         try:
-            rows: list[dict[str, Any]] = module.run(quick=args.quick)
+            options = (
+                {"tracemalloc": True}
+                if args.tracemalloc and "tracemalloc" in inspect.signature(module.run).parameters
+                else {}
+            )
+            rows: list[dict[str, Any]] = module.run(quick=args.quick, **options)
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             print(f"{name}: FAILED: {exc!r}", file=sys.stderr)
             failed += 1

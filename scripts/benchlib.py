@@ -179,14 +179,20 @@ def floor_server(port: int = 0) -> Server:
     return Server(floor_argv(port), floor_env())
 
 
-def gateway_config(tmp: Path, extra: str = "", *, port: int = 0) -> Path:
-    """A config file for a benchmark gateway under `tmp` (token fixed, data in `tmp/data`)."""
+def gateway_config(tmp: Path, extra: str = "", *, port: int = 0, tuned: bool = True) -> Path:
+    """A config file for a benchmark gateway under `tmp` (token fixed, data in `tmp/data`).
+
+    `tuned=False` is the default configuration a user starts with (only the address, token and data folder
+    set); otherwise pings are off and the rate and socket caps are raised so that a benchmark's load is not
+    refused.
+    """
     config = tmp / "config.toml"
-    config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\ngraceful_timeout = 1.0\n'
-        f'[storage]\ndata_dir = "{tmp / "data"}"\n'
-        "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n" + _ws_room() + extra
-    )
+    server = f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{TOKEN}"\n'
+    storage = f'[storage]\ndata_dir = "{tmp / "data"}"\n'
+    if tuned:
+        server += "graceful_timeout = 1.0\n"
+        storage += "[ws]\nping_interval = 0\nmessages_per_minute = 100000\n" + _ws_room()
+    config.write_text(server + storage + extra)
     return config
 
 
@@ -212,11 +218,92 @@ def zipapp_argv(config: Path) -> list[str]:
     return [sys.executable, "-S", str(ensure_zipapp()), "serve", "--config", str(config)]
 
 
-def zipapp_gateway(tmp: Path, extra: str = "") -> Server:
-    """The built zipapp serving on a free port: what a user deploys, without the dev dependencies."""
-    config = gateway_config(tmp, extra)
+def zipapp_gateway(tmp: Path, extra: str = "", *, tuned: bool = True, snapshots: Path | None = None) -> Server:
+    """The built zipapp serving on a free port: what a user deploys, without the dev dependencies.
+
+    With `snapshots` (a folder), the same packages run under tracemalloc instead, and `snapshot()` asks the
+    process for a tracemalloc snapshot (see TRACED_GATEWAY).
+    """
+    config = gateway_config(tmp, extra, tuned=tuned)
     env = gateway_env(tmp, GATEWAY_SERVER_PORT="0", SHIV_ROOT=str(SHIV_ROOT))
-    return Server(zipapp_argv(config), env)
+    if snapshots is None:
+        return Server(zipapp_argv(config), env)
+    snapshots.mkdir(parents=True, exist_ok=True)
+    env |= {"PYTHONPATH": str(zipapp_site()), "BENCH_SNAPSHOTS": str(snapshots)}
+    return Server([sys.executable, "-S", "-P", "-c", TRACED_GATEWAY, "serve", "--config", str(config)], env)
+
+
+# The gateway's own CLI, able to run under tracemalloc: a thread answers each request file in $BENCH_SNAPSHOTS.
+# `start.req` starts tracing ($BENCH_TRACEMALLOC_FRAMES frames, 12 by default, so that a growth is seen from its
+# callers: trio's stacks are deep, and each frame kept slows every allocation; started once the gateway is up, as
+# tracing its imports would make the start minutes long); `<name>.req` writes the snapshot `<name>.snap`. Each
+# request is renamed `.done` when answered. The gateway's code is untouched; its trio loop keeps serving meanwhile.
+TRACED_GATEWAY = """
+import os, sys, threading, time, tracemalloc
+from pathlib import Path
+folder = Path(os.environ["BENCH_SNAPSHOTS"])
+
+def answer():
+    while True:
+        for req in sorted(folder.glob("*.req")):
+            if req.stem == "start":
+                tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "12")))
+            else:
+                tracemalloc.take_snapshot().dump(str(req.with_suffix(".snap")))
+            req.rename(req.with_suffix(".done"))
+        time.sleep(0.1)
+
+threading.Thread(target=answer, daemon=True).start()
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def snapshot(folder: Path, name: str, timeout: float = 300.0) -> Path:
+    """Ask a gateway started with `zipapp_gateway(..., snapshots=folder)` for a snapshot (`start`: to start
+    tracing); the snapshot's file once written."""
+    (folder / f"{name}.req").touch()
+    done = folder / f"{name}.done"
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no answer to the tracemalloc request {name} within {timeout} s")
+        time.sleep(0.1)
+    return folder / f"{name}.snap"
+
+
+def top_growth(before: Path, after: Path, limit: int = 10, stacks: int = 3) -> list[str]:
+    """What grew between two snapshots, as printable lines: the `limit` source lines whose live allocations grew
+    most, then the `stacks` call stacks that grew most (innermost frame first), to see who allocated."""
+    import tracemalloc
+
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*"),
+    ]
+    old = tracemalloc.Snapshot.load(str(before)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(after)).filter_traces(ignore)
+
+    def size(stat: tracemalloc.StatisticDiff) -> str:
+        return f"{stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8d} blocks"
+
+    lines = []
+    for stat in new.compare_to(old, "lineno")[:limit]:
+        frame = stat.traceback[0]
+        lines.append(f"{size(stat)}  {_short(frame.filename)}:{frame.lineno}")
+    grown = [s for s in new.compare_to(old, "traceback") if s.size_diff > 0][:stacks]
+    for stat in grown:
+        lines.append(f"{size(stat)}  allocated from:")
+        lines += [f"{'':>32}{_short(f.filename)}:{f.lineno}" for f in reversed(stat.traceback)][:12]
+    return lines
+
+
+def _short(path: str) -> str:
+    """A source path from its package folder on (the zipapp extracts under a long, per-build folder)."""
+    for marker in ("site-packages/", f"python{sys.version_info[0]}.{sys.version_info[1]}/", str(ROOT) + "/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
 
 
 def rss_kib(pid: int) -> int:
