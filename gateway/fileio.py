@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import trio
 import trio.lowlevel
@@ -21,6 +21,7 @@ import trio.lowlevel
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 IO_TIMEOUT = 30.0  # seconds one file operation (an open, a chunk) may take before the request gives up
 CHUNK = 256 * 1024
 _THREADS = 8
@@ -44,7 +45,7 @@ def _threads() -> trio.CapacityLimiter:
         return limiter
 
 
-async def run_sync(fn: Callable[..., T], *args: object, timeout: float = IO_TIMEOUT, what: str = "file") -> T:
+async def run_sync(fn: Callable[[*Ts], T], *args: *Ts, timeout: float = IO_TIMEOUT, what: str = "file") -> T:
     """Run `fn(*args)` in a file-I/O worker thread and return its result.
 
     Raises FileTimeoutError (503) when it takes over `timeout` seconds (the thread is abandoned, and finishes or

@@ -7,7 +7,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import msgspec
 import trio
@@ -29,6 +29,7 @@ from storage import sessions as sess_db
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.ws")
+Ts = TypeVarTuple("Ts")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -286,7 +287,7 @@ class Connection:
         await self.wire.close(CLOSE_GOING_AWAY)
         raise Disconnected()
 
-    async def _guard(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _guard(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
         """Run one of the connection's tasks; the client going away ends them all, quietly."""
         try:
             await fn(*args)
