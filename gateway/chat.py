@@ -13,7 +13,7 @@ import trio
 import trio_websocket
 
 from gateway.client import Client, HandshakeError, connect
-from gateway.config import Config, Paths
+from gateway.config.file import Config, Paths
 from gateway.control import reachable_url
 from gateway.crypto import fingerprint
 from gateway.lock import live_lock

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 import msgspec
 
 from gateway import __version__
-from gateway.config import (
+from gateway.config.file import (
     Config,
     ConfigError,
     Paths,
@@ -103,7 +103,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     from gateway import service
-    from gateway.config import check_token, write_token
+    from gateway.config.file import check_token, write_token
 
     config, paths = _load(args)
     kind = service.platform_kind(args.platform)
@@ -186,7 +186,7 @@ def cmd_service_status(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     import secrets
 
-    from gateway.config import write_token
+    from gateway.config.file import write_token
 
     config, paths = _load(args)
     if args.rotate:
@@ -262,7 +262,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from gateway.config import secret_values
+    from gateway.config.file import secret_values
     from gateway.logs import redactor
 
     config, paths = _load(args)

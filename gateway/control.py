@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import httpx
 import msgspec
 
-from gateway.config import Config, Paths, Server, secret_values, shorten_token
+from gateway.config.file import Config, Paths, Server, secret_values, shorten_token
 from gateway.daemon import (
     EXIT_FAILURE,
     EXIT_OK,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import trio
 
 from gateway import __version__
-from gateway.config import (
+from gateway.config.file import (
     Config,
     ConfigError,
     Paths,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from gateway.config import Config
+from gateway.config.file import Config
 
 log = logging.getLogger("gateway.fdlimit")
 

@@ -6,7 +6,7 @@ import os
 
 from nacl.public import PrivateKey
 
-from gateway.config import Paths
+from gateway.config.file import Paths
 from gateway.crypto import fingerprint
 
 IDENTITY_FILE = "identity.key"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.config import Paths
+from gateway.config.file import Paths
 from gateway.procs import is_alive, process_start_time
 
 

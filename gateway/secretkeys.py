@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from gateway import __version__
-from gateway.config import Config, Paths
+from gateway.config.file import Config, Paths
 from gateway.lock import LockHeldError, acquire
 from storage.db import StorageError, open_db
 from storage.sealing import SecretsKeyError, rotate_key

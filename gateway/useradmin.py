@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from gateway.config import Config, Paths
+from gateway.config.file import Config, Paths
 from storage import users as users_db
 from storage.db import open_db
 from storage.users import DuplicateUserError, UserRow

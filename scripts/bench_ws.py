@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import crypto
 from gateway.client import connect
-from gateway.config import parse_config, paths_for
+from gateway.config.file import parse_config, paths_for
 from gateway.runtime import Runtime
 from gateway.runtime import run as run_gateway
 

@@ -192,7 +192,7 @@ def gateway_config(tmp: Path, extra: str = "", *, port: int = 0) -> Path:
 
 def _ws_room() -> str:
     # The memory benchmark holds 1000 sockets: raise the gateway's open-socket cap where it has one.
-    from gateway.config import WebSocketConfig
+    from gateway.config.file import WebSocketConfig
 
     return "max_connections = 2000\n" if "max_connections" in WebSocketConfig.__struct_fields__ else ""
 

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 import trio
 
-from gateway.config import Config, Paths, parse_config, paths_for
+from gateway.config.file import Config, Paths, parse_config, paths_for
 from gateway.runtime import Runtime, run
 
 TOKEN = "test-token-0123456789abcdef"

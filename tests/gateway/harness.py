@@ -15,7 +15,7 @@ from typing import IO, TypeVar
 
 import httpx
 
-from gateway.config import Paths, load_config, paths_for
+from gateway.config.file import Paths, load_config, paths_for
 from gateway.lock import LockInfo, live_lock
 
 T = TypeVar("T")

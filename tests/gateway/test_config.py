@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, ensure_token, load_config, parse_config, paths_for
+from gateway.config.file import ConfigError, ensure_token, load_config, parse_config, paths_for
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:

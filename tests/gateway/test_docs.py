@@ -12,7 +12,7 @@ import pytest
 
 from gateway import __version__, clidoc
 from gateway.cli import build_parser
-from gateway.config import Config
+from gateway.config.file import Config
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors.providers.cli import CliProvider
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.config.file import ConfigError, load_config, parse_config
 from gateway.runtime import build_providers
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.config_seeds import SeedConfigError, fold_seed_tables
+from gateway.config.seeds import SeedConfigError, fold_seed_tables
 
 ENV_PREFIX = "GATEWAY_"
 # Tokens people paste from examples; a gateway never runs with one of these.
@@ -39,7 +39,7 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class Api(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    # The E2E API seed's `[api]` table; its other keys name `[server]` settings (gateway/config_seeds.py).
+    # The E2E API seed's `[api]` table; its other keys name `[server]` settings (gateway/config/seeds.py).
     enabled: bool = True  # false: no `/ws`, `GET /files`, `POST /upload` (the seed's default is off; ours is on)
 
 
