@@ -14,9 +14,9 @@ import trio_websocket
 
 from gateway.client import Client, HandshakeError, connect
 from gateway.config.file import Config, Paths
-from gateway.control import reachable_url
 from gateway.crypto import fingerprint
-from gateway.lock import live_lock
+from gateway.daemon.control import reachable_url
+from gateway.daemon.lock import live_lock
 
 PROMPT = "> "
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}

@@ -32,7 +32,7 @@ from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway import __version__, connguard
 from gateway.config.file import Config, Paths, secret_values
-from gateway.fdlimit import fit_open_files
+from gateway.daemon.fdlimit import fit_open_files
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from gateway.skills import SkillCatalog

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.lock import lock_path
+from gateway.daemon.lock import lock_path
 from tests.gateway.harness import CLI_TIMEOUT, Site, free_port, wait_for
 
 

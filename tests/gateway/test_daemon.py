@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.daemon.lock import lock_path, read_lock
+from gateway.daemon.procs import is_alive, listening_pids
 from gateway.identity import identity_fingerprint
-from gateway.lock import lock_path, read_lock
-from gateway.procs import is_alive, listening_pids
 from storage.sessions import get_or_create_session
 from tests.gateway.harness import CLI_TIMEOUT, LineReader, Site, end_process, free_port, wait_for
 

@@ -18,7 +18,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway.client import connect
-from gateway.fdlimit import RESERVED, AcceptErrorDamper
+from gateway.daemon.fdlimit import RESERVED, AcceptErrorDamper
 from tests.gateway.harness import Site
 
 

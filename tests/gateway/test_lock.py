@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from gateway.config.file import Paths
-from gateway.lock import LockHeldError, acquire, is_stale, live_lock, lock_path, read_lock, remove_if_stale
-from gateway.procs import process_start_time
+from gateway.daemon.lock import LockHeldError, acquire, is_stale, live_lock, lock_path, read_lock, remove_if_stale
+from gateway.daemon.procs import process_start_time
 from tests.conftest import make_config
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway import service
-from gateway.daemon import EXIT_CONFIG, self_command
+from gateway.daemon import os_service
+from gateway.daemon.serve import EXIT_CONFIG, self_command
 from tests.gateway.harness import CLI_TIMEOUT, Site
 
 
-def _spec(zipapp: bool = False) -> service.ServiceSpec:
+def _spec(zipapp: bool = False) -> os_service.ServiceSpec:
     command = ["/usr/bin/python3", "-S", "/opt/gw/gateway.pyz"] if zipapp else ["/srv/venv/bin/python", "-m", "gateway"]
     env = {"GATEWAY_SERVICE_MARKER": "systemd", "GATEWAY_ALLOW_SIGUSR1_RESTART": "1"}
     if zipapp:
         env["SHIV_ROOT"] = "/home/pi/.cache/gateway/shiv"
-    return service.ServiceSpec(
+    return os_service.ServiceSpec(
         command=[*command, "serve", "--config", "/home/pi/my config/gateway.toml", "--port", "8741"],
         env=env,
         log_file=Path("/home/pi/.local/share/gateway/logs/gateway.log"),
@@ -29,7 +29,7 @@ def _spec(zipapp: bool = False) -> service.ServiceSpec:
 
 
 def test_the_systemd_unit_restarts_on_failure_but_not_after_a_bad_config() -> None:
-    unit = service.systemd_unit(_spec(zipapp=True))
+    unit = os_service.systemd_unit(_spec(zipapp=True))
     lines = unit.splitlines()
     assert "[Service]" in lines and "[Install]" in lines
     assert "Restart=on-failure" in lines
@@ -48,13 +48,13 @@ def test_the_systemd_unit_restarts_on_failure_but_not_after_a_bad_config() -> No
 
 
 def test_a_venv_unit_runs_the_venv_and_sets_no_shiv_root() -> None:
-    unit = service.systemd_unit(_spec(zipapp=False))
+    unit = os_service.systemd_unit(_spec(zipapp=False))
     assert "ExecStart=/srv/venv/bin/python -m gateway serve" in unit
     assert "SHIV_ROOT" not in unit
 
 
 def test_build_spec_uses_this_very_program() -> None:
-    spec = service.build_spec(Path("/etc/gw.toml"), host="0.0.0.0", port=9000, graceful_timeout=5)
+    spec = os_service.build_spec(Path("/etc/gw.toml"), host="0.0.0.0", port=9000, graceful_timeout=5)
     assert spec.command == [*self_command(), "serve", "--config", "/etc/gw.toml", "--host", "0.0.0.0", "--port", "9000"]
     assert spec.command[0] == sys.executable
     assert "SHIV_ROOT" not in spec.env  # the tests run from the venv, not the zipapp
@@ -62,8 +62,8 @@ def test_build_spec_uses_this_very_program() -> None:
 
 
 def test_the_launchagent_plist() -> None:
-    data = plistlib.loads(service.launchd_plist(_spec(zipapp=True)).encode())
-    assert data["Label"] == service.LAUNCHD_LABEL
+    data = plistlib.loads(os_service.launchd_plist(_spec(zipapp=True)).encode())
+    assert data["Label"] == os_service.LAUNCHD_LABEL
     assert data["ProgramArguments"][:3] == ["/usr/bin/python3", "-S", "/opt/gw/gateway.pyz"]
     assert data["EnvironmentVariables"]["SHIV_ROOT"] == "/home/pi/.cache/gateway/shiv"
     assert data["RunAtLoad"] is True
@@ -71,10 +71,10 @@ def test_the_launchagent_plist() -> None:
 
 
 def test_the_windows_task_command() -> None:
-    cmd = service.windows_task_command(_spec())
+    cmd = os_service.windows_task_command(_spec())
     assert cmd[:2] == ["schtasks", "/Create"]
     assert cmd[cmd.index("/SC") + 1] == "ONLOGON"
-    assert cmd[cmd.index("/TN") + 1] == service.TASK_NAME
+    assert cmd[cmd.index("/TN") + 1] == os_service.TASK_NAME
     action = cmd[cmd.index("/TR") + 1]
     assert "set GATEWAY_SERVICE_MARKER=systemd" in action
     assert '"/home/pi/my config/gateway.toml"' in action

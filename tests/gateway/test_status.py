@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 import trio
 
-from gateway import control
+from gateway.daemon import control
+from gateway.daemon.lock import acquire
+from gateway.daemon.term import Term
 from gateway.identity import identity_fingerprint
-from gateway.lock import acquire
 from gateway.runtime import Runtime, run
-from gateway.term import Term
 from tests.conftest import TOKEN, RunningGateway, make_config
 
 

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from gateway.procs import free_port, is_alive, listening_pids, process_start_time, terminate
-from gateway.term import Term, human_duration
+from gateway.daemon.procs import free_port, is_alive, listening_pids, process_start_time, terminate
+from gateway.daemon.term import Term, human_duration
 
 
 def test_no_escape_codes_unless_colour_is_on() -> None:

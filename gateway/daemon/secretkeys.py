@@ -6,7 +6,7 @@ import sys
 
 from gateway import __version__
 from gateway.config.file import Config, Paths
-from gateway.lock import LockHeldError, acquire
+from gateway.daemon.lock import LockHeldError, acquire
 from storage.db import StorageError, open_db
 from storage.sealing import SecretsKeyError, rotate_key
 

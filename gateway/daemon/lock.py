@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.config.file import Paths
-from gateway.procs import is_alive, process_start_time
+from gateway.daemon.procs import is_alive, process_start_time
 
 
 class LockInfo(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):

@@ -30,9 +30,9 @@ from gateway.config.file import (
     make_private_dir,
     shorten_token,
 )
-from gateway.lock import GatewayLock, LockHeldError, acquire, live_lock
+from gateway.daemon.lock import GatewayLock, LockHeldError, acquire, live_lock
+from gateway.daemon.procs import free_port, terminate
 from gateway.logs import redactor, setup_logging
-from gateway.procs import free_port, terminate
 from storage.sealing import SecretsKeyError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.daemon import (
+from gateway.daemon.serve import (
     ENV_ALLOW_SIGUSR1,
     ENV_SERVICE_MARKER,
     EXIT_CONFIG,

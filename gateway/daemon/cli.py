@@ -26,7 +26,7 @@ from gateway.config.file import (
 )
 
 if TYPE_CHECKING:
-    from gateway.term import Term
+    from gateway.daemon.term import Term
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -53,26 +53,26 @@ def _load(args: argparse.Namespace) -> tuple[Config, Paths]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import daemon
+    from gateway.daemon import serve
 
-    return daemon.serve(lambda: _load(args), args=args.argv, force=args.force)
+    return serve.serve(lambda: _load(args), args=args.argv, force=args.force)
 
 
 def _term(stream: TextIO | None = None) -> Term:
-    from gateway.term import Term
+    from gateway.daemon.term import Term
 
     return Term(sys.stdout if stream is None else stream)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway import control
+    from gateway.daemon import control
 
     config, paths = _load(args)
     return control.status(config, paths, as_json=args.json, term=_term())
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from gateway import control
+    from gateway.daemon import control
 
     config, paths = _load(args)
     graceful = config.server.graceful_timeout
@@ -80,7 +80,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from gateway import control
+    from gateway.daemon import control
 
     config, paths = _load(args)
     return control.restart(
@@ -94,7 +94,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from gateway import control
+    from gateway.daemon import control
 
     config, paths = _load(args)
     secret = control.read_token(config, paths)
@@ -102,12 +102,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from gateway import service
     from gateway.config.file import check_token, write_token
+    from gateway.daemon import os_service
 
     config, paths = _load(args)
-    kind = service.platform_kind(args.platform)
-    spec = service.build_spec(
+    kind = os_service.platform_kind(args.platform)
+    spec = os_service.build_spec(
         paths.config_file,
         host=args.host,
         port=args.port,
@@ -119,7 +119,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         _say("error: --platform only goes with --print; install on the machine that runs the service")
         return EXIT_USAGE
     if args.print:
-        sys.stdout.write(service.render(spec, kind))
+        sys.stdout.write(os_service.render(spec, kind))
         return EXIT_OK
     if args.token:
         check_token(args.token, "--token")
@@ -128,13 +128,13 @@ def cmd_install(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         write_token(paths, args.token)
         _say(f"token saved to {paths.token_file}")
-        from gateway import control
+        from gateway.daemon import control
 
         control.apply_token(paths, args.token, _term(sys.stderr))
     try:
-        where = service.install(spec, kind)
-    except service.ServiceError as exc:
-        written = service.unit_path(kind)
+        where = os_service.install(spec, kind)
+    except os_service.ServiceError as exc:
+        written = os_service.unit_path(kind)
         if kind != "windows" and written.exists():
             _say(f"wrote {written}")
         _say(f"error: {exc}")
@@ -145,12 +145,12 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from gateway import service
+    from gateway.daemon import os_service
 
-    kind = service.platform_kind()
+    kind = os_service.platform_kind()
     try:
-        removed = service.uninstall(kind)
-    except service.ServiceError as exc:
+        removed = os_service.uninstall(kind)
+    except os_service.ServiceError as exc:
         _say(f"error: {exc}")
         return EXIT_FAILURE
     _say(f"removed {removed}" if removed else f"the {kind} service is not installed")
@@ -158,12 +158,12 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_service_start(args: argparse.Namespace) -> int:
-    from gateway import service
+    from gateway.daemon import os_service
 
-    kind = service.platform_kind()
+    kind = os_service.platform_kind()
     try:
-        service.start(kind)
-    except service.ServiceError as exc:
+        os_service.start(kind)
+    except os_service.ServiceError as exc:
         _say(f"error: {exc}")
         return EXIT_FAILURE
     _say(f"started the {kind} service; `gateway status` shows it")
@@ -171,12 +171,12 @@ def cmd_service_start(args: argparse.Namespace) -> int:
 
 
 def cmd_service_status(args: argparse.Namespace) -> int:
-    from gateway import service
-    from gateway.control import EXIT_NOT_RUNNING
+    from gateway.daemon import os_service
+    from gateway.daemon.control import EXIT_NOT_RUNNING
 
     try:
-        code, text = service.status_text(service.platform_kind())
-    except service.ServiceError as exc:
+        code, text = os_service.status_text(os_service.platform_kind())
+    except os_service.ServiceError as exc:
         _say(f"error: {exc}")
         return EXIT_NOT_RUNNING if exc.reason == "not_installed" else EXIT_FAILURE
     print(text)
@@ -193,7 +193,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         if config.server.token:
             _say("error: the token is set by server.token (the config file or GATEWAY_SERVER_TOKEN); change it there")
             return EXIT_CONFIG
-        from gateway import control
+        from gateway.daemon import control
 
         token = secrets.token_urlsafe(32)
         write_token(paths, token)
@@ -289,14 +289,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from gateway import useradmin
+    from gateway.daemon import useradmin
 
     config, paths = _load(args)
     return useradmin.run(args, config, paths)
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
-    from gateway.secretkeys import rotate
+    from gateway.daemon.secretkeys import rotate
 
     return rotate(*_load(args))
 
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("version", cmd_version, "print the version")
     p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
     p.add_argument("action", choices=["rotate-key"], help="what to do")
-    from gateway.useradmin import add_arguments
+    from gateway.daemon.useradmin import add_arguments
 
     add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
     return parser
@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is still ours to handle
         return code
     except BaseException as exc:
-        from gateway.term import is_broken_pipe, silence_output
+        from gateway.daemon.term import is_broken_pipe, silence_output
 
         if is_broken_pipe(exc):
             # `gateway status | head`: the reader left. Stop quietly, as Unix tools do.
@@ -435,7 +435,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # the edge: never a raw traceback, which would bypass the secrets' redaction
-        from gateway.term import is_broken_pipe
+        from gateway.daemon.term import is_broken_pipe
 
         if isinstance(exc, SystemExit) or is_broken_pipe(exc):
             raise

@@ -13,7 +13,9 @@ import httpx
 import msgspec
 
 from gateway.config.file import Config, Paths, Server, secret_values, shorten_token
-from gateway.daemon import (
+from gateway.daemon.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
+from gateway.daemon.procs import process_environ, terminate
+from gateway.daemon.serve import (
     EXIT_FAILURE,
     EXIT_OK,
     SIGNAL_RELOAD_TOKEN,
@@ -21,10 +23,8 @@ from gateway.daemon import (
     spawn_detached,
     stop_timeout,
 )
-from gateway.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
+from gateway.daemon.term import Term, human_duration
 from gateway.logs import redactor
-from gateway.procs import process_environ, terminate
-from gateway.term import Term, human_duration
 
 EXIT_NOT_RUNNING = 3  # LSB "program is not running", for `gateway status`
 _HTTP_TIMEOUT = 3.0
