@@ -119,7 +119,7 @@ async def health(request: Request) -> Response:
 def all_routes() -> list[BaseRoute]:
     """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
     from gateway import api, openapi, webui
-    from gateway.ws import websocket_app
+    from gateway.ws.connection import websocket_app
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes.append(WebSocketRoute("/ws", websocket_app))

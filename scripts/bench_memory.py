@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import TOKEN, Row, floor_server, row, settled_rss_kib, zipapp_gateway
 
-from gateway import crypto
-from gateway.client import connect
+from gateway.ws import crypto
+from gateway.ws.client import connect
 
 SHARED = "bench-memory-shared-token-0123"
 MIB = 1024.0

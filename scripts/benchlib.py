@@ -116,7 +116,7 @@ def gateway_imports() -> list[str]:
     if not _IMPORTS:
         probe = (
             "import sys\n"
-            "import gateway.daemon.cli, gateway.runtime, gateway.asgi, gateway.ws\n"
+            "import gateway.daemon.cli, gateway.runtime, gateway.asgi, gateway.ws.connection\n"
             "from gateway.asgi import all_routes\n"
             "all_routes()\n"
             "own = {'gateway', 'actors', 'storage'}\n"

@@ -210,7 +210,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def _say_fingerprint(paths: Paths) -> None:
-    from gateway.identity import identity_fingerprint
+    from gateway.ws.identity import identity_fingerprint
 
     try:
         _say(f"server identity (pin this for `/ws` v2 clients): {identity_fingerprint(paths)}")
@@ -221,8 +221,8 @@ def _say_fingerprint(paths: Paths) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     import trio
 
-    from gateway.chat import ChatState, chat, gateway_url, ws_url
-    from gateway.identity import identity_fingerprint
+    from gateway.ws.chat import ChatState, chat, gateway_url, ws_url
+    from gateway.ws.identity import identity_fingerprint
 
     config, paths = _load(args)
     try:

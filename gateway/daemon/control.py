@@ -33,7 +33,7 @@ _START_WAIT = 60.0  # seconds a (re)started gateway gets to listen and answer /h
 
 def identity_fingerprint(paths: Paths) -> str | None:
     """The E2E identity fingerprint clients pin, or None when the identity key cannot be read."""
-    from gateway import identity
+    from gateway.ws import identity
 
     try:
         return identity.identity_fingerprint(paths)

@@ -15,7 +15,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from gateway.client import HandshakeError, handshake_v1, handshake_v2
+from gateway.ws.client import HandshakeError, handshake_v1, handshake_v2
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.gateway.rest import error_of, register
 

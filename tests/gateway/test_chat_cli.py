@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from gateway.identity import identity_fingerprint
+from gateway.ws.identity import identity_fingerprint
 from tests.conftest import RunningGateway, make_config, start_gateway
 
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from gateway.client import connect
+from gateway.ws.client import connect
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.crashkit import Gateway, integrity, query, spawn
 

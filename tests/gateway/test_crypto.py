@@ -1,4 +1,4 @@
-"""gateway.crypto without sockets: v1 Box round-trips, replay/reflection refusal, the v2 key schedule."""
+"""gateway.ws.crypto without sockets: v1 Box round-trips, replay/reflection refusal, the v2 key schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from gateway import crypto
+from gateway.ws import crypto
 
 SERVER = PrivateKey.generate()
 CLIENT = PrivateKey.generate()

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.daemon.lock import lock_path, read_lock
 from gateway.daemon.procs import is_alive, listening_pids
-from gateway.identity import identity_fingerprint
+from gateway.ws.identity import identity_fingerprint
 from storage.sessions import get_or_create_session
 from tests.gateway.harness import CLI_TIMEOUT, LineReader, Site, end_process, free_port, wait_for
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from gateway import crypto
 from gateway.connectors.slack import verify_signature
 from gateway.errors import GatewayError
-from gateway.ws_auth import AuthError, Disconnected, Frame, V1Channel, V2Channel, handshake
+from gateway.ws import crypto
+from gateway.ws.handshake import AuthError, Disconnected, Frame, V1Channel, V2Channel, handshake
 
 TOKEN = "fuzz-token-0123456789abcdef"
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,8 +17,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from gateway.client import connect
 from gateway.daemon.fdlimit import RESERVED, AcceptErrorDamper
+from gateway.ws.client import connect
 from tests.gateway.harness import Site
 
 

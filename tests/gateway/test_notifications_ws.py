@@ -9,7 +9,7 @@ import httpx
 import msgspec
 import trio
 
-from gateway.client import Client
+from gateway.ws.client import Client
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.gateway.agenthelpers import use_fake_openai

@@ -20,7 +20,7 @@ from nacl.public import PrivateKey
 from nacl.secret import SecretBox
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from gateway.identity import identity_fingerprint  # only the out-of-band pin, as `gateway token` prints it
+from gateway.ws.identity import identity_fingerprint  # only the out-of-band pin, as `gateway token` prints it
 from tests.conftest import RunningGateway
 
 # ---- "Primitives and encodings" ----

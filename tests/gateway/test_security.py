@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import auth, crypto
+from gateway import auth
 from gateway.asgi import all_routes
+from gateway.ws import crypto
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, fake_server, put, wait_for
 from tests.gateway.crashkit import spawn

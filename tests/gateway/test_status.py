@@ -12,8 +12,8 @@ import trio
 from gateway.daemon import control
 from gateway.daemon.lock import acquire
 from gateway.daemon.term import Term
-from gateway.identity import identity_fingerprint
 from gateway.runtime import Runtime, run
+from gateway.ws.identity import identity_fingerprint
 from tests.conftest import TOKEN, RunningGateway, make_config
 
 

@@ -15,8 +15,8 @@ import trio
 import trio.lowlevel
 
 from actors.supervisor import SUPERVISED
-from gateway.client import connect
 from gateway.runtime import Runtime, run
+from gateway.ws.client import connect
 from tests.conftest import TOKEN, make_config
 from tests.gateway.connectors.helpers import wait_for
 

@@ -13,7 +13,7 @@ from trio_websocket import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, Request
 
-from gateway import crypto
+from gateway.ws import crypto
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.wshelpers import client, deltas, plain, raw, until, url

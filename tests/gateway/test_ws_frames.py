@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.filetags import parse_file_tags
-from gateway.ws import event_frame
+from gateway.ws.connection import event_frame
+from gateway.ws.filetags import parse_file_tags
 from storage.events import EventRow
 
 

@@ -9,8 +9,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from gateway.client import Client, HandshakeError, connect, handshake_v2
-from gateway.identity import identity_fingerprint
+from gateway.ws.client import Client, HandshakeError, connect, handshake_v2
+from gateway.ws.identity import identity_fingerprint
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.gateway.wshelpers import client, deltas, raw, until, url
 

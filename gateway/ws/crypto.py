@@ -116,7 +116,7 @@ class BoxChannel:
 
 
 class ClientBoxChannel:
-    """The client's side of v1 (used by `gateway.client` and the tests): random nonces, plain Box."""
+    """The client's side of v1 (used by `gateway.ws.client` and the tests): random nonces, plain Box."""
 
     def __init__(self, own: PrivateKey, peer_public: bytes) -> None:
         self._box = Box(own, PublicKey(peer_public))

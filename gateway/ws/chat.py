@@ -12,11 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 import trio_websocket
 
-from gateway.client import Client, HandshakeError, connect
 from gateway.config.file import Config, Paths
-from gateway.crypto import fingerprint
 from gateway.daemon.control import reachable_url
 from gateway.daemon.lock import live_lock
+from gateway.ws.client import Client, HandshakeError, connect
+from gateway.ws.crypto import fingerprint
 
 PROMPT = "> "
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}

@@ -16,15 +16,15 @@ from nacl.public import PrivateKey
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from actors.store import StorageUnavailableError
-from gateway import crypto
-from gateway.filetags import parse_file_tags
-from gateway.identity import load_identity
 from gateway.jsondepth import too_deep
 from gateway.logs import redactor
 from gateway.ratelimit import FailedAuthThrottle
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
-from gateway.ws_auth import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
+from gateway.ws import crypto
+from gateway.ws.filetags import parse_file_tags
+from gateway.ws.handshake import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
+from gateway.ws.identity import load_identity
 from storage import sessions as sess_db
 from storage.events import EventRow
 

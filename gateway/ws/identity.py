@@ -7,7 +7,7 @@ import os
 from nacl.public import PrivateKey
 
 from gateway.config.file import Paths
-from gateway.crypto import fingerprint
+from gateway.ws.crypto import fingerprint
 
 IDENTITY_FILE = "identity.key"
 

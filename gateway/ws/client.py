@@ -12,7 +12,7 @@ import trio
 from nacl.public import PrivateKey
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from gateway import crypto
+from gateway.ws import crypto
 
 
 class HandshakeError(Exception):

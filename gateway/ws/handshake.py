@@ -11,10 +11,10 @@ import msgspec
 import trio
 from nacl.public import PrivateKey
 
-from gateway import crypto
 from gateway.auth import token_matches
 from gateway.jsondepth import too_deep
 from gateway.types import Receive, Send
+from gateway.ws import crypto
 
 MAX_AUTH_FRAME = 64 * 1024
 _WRONG_TOKEN = "not the gateway token (a typo, or it was rotated); `gateway token` prints the current one"
