@@ -31,11 +31,11 @@ from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway import __version__, connguard
+from gateway.agent.skills import SkillCatalog
 from gateway.config.file import Config, Paths, secret_values
 from gateway.daemon.fdlimit import fit_open_files
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
-from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
@@ -358,9 +358,9 @@ async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, i
 async def start_services(runtime: Runtime, core: Supervisor) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler), each a child of `core`; each
     feature adds one line."""
-    from gateway import agent_config
+    from gateway.agent import live_config
 
-    await agent_config.load(runtime)
+    await live_config.load(runtime)
     await start_mcp(runtime, core)
     await _start_connectors(runtime, core)
     await _start_rest(runtime, core)
@@ -382,7 +382,7 @@ async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
     hub.apply(servers)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
-        from gateway.agent_config import prefs_of
+        from gateway.agent.live_config import prefs_of
 
         # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
         openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway import agent_config
+from gateway.agent import live_config
 from gateway.api import Ctx, endpoint
 from gateway.errors import GatewayError, ValidationFailedError
 from gateway.outbound import check_settable
@@ -58,7 +58,7 @@ class ModelsJsonTooLargeError(GatewayError):
 
 async def _llm_view(ctx: Ctx) -> LlmConfig:
     rt = ctx.runtime
-    openai = agent_config.openai_of(rt)
+    openai = live_config.openai_of(rt)
     s = openai.settings if openai is not None else None
     return LlmConfig(
         base_url=s.base_url if s else "",
@@ -103,16 +103,16 @@ async def post_llm(ctx: Ctx) -> LlmConfig:
     }
     by_owner = ctx.user.is_owner
     if isinstance(req.base_url, str):
-        llm = agent_config.live_of(ctx.runtime).llm
+        llm = live_config.live_of(ctx.runtime).llm
         owners = [llm.base_url] if llm.base_url and llm.base_url_by_owner else []
         await check_settable(ctx.runtime.outbound, req.base_url, by_owner=by_owner, what="base_url", trusted=owners)
     api_key = req.api_key if isinstance(req.api_key, str) else None
-    await agent_config.update_llm(ctx.runtime, update, api_key or None, by_owner=by_owner)
+    await live_config.update_llm(ctx.runtime, update, api_key or None, by_owner=by_owner)
     return await _llm_view(ctx)
 
 
 def _agent_view(ctx: Ctx) -> AgentConfig:
-    a = agent_config.agent_settings(ctx.runtime)
+    a = live_config.agent_settings(ctx.runtime)
     return AgentConfig(
         max_iterations=a.max_iterations, max_retries=a.max_retries, max_search_results=a.max_search_results
     )
@@ -135,9 +135,9 @@ async def get_agent(ctx: Ctx) -> AgentConfig:
 )
 async def post_agent(ctx: Ctx) -> AgentConfig:
     req: AgentUpdate = ctx.body
-    current = agent_config.agent_settings(ctx.runtime)
+    current = live_config.agent_settings(ctx.runtime)
     changes = {f: getattr(req, f) for f in AgentUpdate.__struct_fields__ if getattr(req, f) is not UNSET}
-    await agent_config.update_agent(ctx.runtime, msgspec.structs.replace(current, **changes))
+    await live_config.update_agent(ctx.runtime, msgspec.structs.replace(current, **changes))
     return _agent_view(ctx)
 
 
@@ -146,7 +146,7 @@ async def post_agent(ctx: Ctx) -> AgentConfig:
     response=dict[str, Any],
 )  # fmt: skip
 async def get_models_json(ctx: Ctx) -> dict[str, Any]:
-    return agent_config.live_of(ctx.runtime).models_json
+    return live_config.live_of(ctx.runtime).models_json
 
 
 @endpoint(
@@ -168,6 +168,6 @@ async def patch_models_json(ctx: Ctx) -> dict[str, Any]:
             details=[{"loc": ["body", "providers"], "message": "an object"}],
         )
     try:
-        return await agent_config.patch_models_json(ctx.runtime, patch, max_bytes=MAX_MODELS_JSON)
+        return await live_config.patch_models_json(ctx.runtime, patch, max_bytes=MAX_MODELS_JSON)
     except ValueError as exc:
         raise ModelsJsonTooLargeError(str(exc)) from None

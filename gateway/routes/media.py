@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from gateway import fileio
+from gateway.agent.transcribe import TranscribeSettings, transcribe
 from gateway.api import Ctx, endpoint, uploaded_file
 from gateway.errors import (
     ForbiddenError,
@@ -24,7 +25,6 @@ from gateway.errors import (
     ValidationFailedError,
 )
 from gateway.routes.files import allowed_root, resolve_inside, sniff_mime, workspace_root
-from gateway.transcribe import TranscribeSettings, transcribe
 
 MAX_AVATAR_BYTES = 1024 * 1024
 AVATAR_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")  # never SVG: it can carry scripts

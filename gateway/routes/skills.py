@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import trio
 
-from gateway import skills
+from gateway.agent import skills
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import GatewayError, NotFoundError
 from gateway.routes.auth import iso, now_ms

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.a2a import fetch_card
-from gateway.agent_config import prefs_of
+from gateway.agent.a2a import fetch_card
+from gateway.agent.live_config import prefs_of
 from gateway.api import Ctx, Ok, endpoint, validation_error
 from gateway.authn import require_owner
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.agent_config import ADMIN_PREFS, prefs_of
+from gateway.agent.live_config import ADMIN_PREFS, prefs_of
 from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import NotFoundError
 from gateway.routes.tool_servers import EnabledRequest

@@ -241,7 +241,7 @@ async def test_abort_over_ws_closes_the_openai_stream(gateway: RunningGateway, n
 
 
 def test_merge_patch_follows_rfc_7396() -> None:
-    from gateway.agent_config import merge_patch, models_of
+    from gateway.agent.live_config import merge_patch, models_of
 
     doc = {"a": "b", "c": {"d": "e", "f": "g"}}
     assert merge_patch(doc, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}

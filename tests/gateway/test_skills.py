@@ -19,8 +19,8 @@ from actors.messages import SessionKey
 from actors.providers.base import TurnRequest
 from actors.providers.openai import OpenAIProvider, OpenAISettings
 from actors.store import Store
-from gateway import skills
-from gateway.a2a import A2ACardError, fetch_card
+from gateway.agent import skills
+from gateway.agent.a2a import A2ACardError, fetch_card
 from gateway.errors import ConflictError, OwnerOnlyError
 from gateway.outbound import OutboundPolicy
 from storage import skills as skills_db

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.transcribe import (
+from gateway.agent.transcribe import (
     NoTranscriberError,
     TranscribeSettings,
     TranscriptionFailedError,
