@@ -30,10 +30,11 @@ from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
-from gateway import __version__, connguard
+from gateway import __version__
 from gateway.agent.skills import SkillCatalog
 from gateway.config.file import Config, Paths, secret_values
 from gateway.daemon.fdlimit import fit_open_files
+from gateway.http import connguard
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
@@ -282,7 +283,7 @@ async def run(
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:
-                    from gateway.asgi import build_app
+                    from gateway.http.asgi import build_app
 
                     app_factory = build_app
                 app = app_factory(runtime)

@@ -8,10 +8,10 @@ from typing import Any
 
 from actors.scheduler import Fired, Scheduler
 from actors.supervisor import Supervisor, service
-from gateway.api import RestState
-from gateway.authn import PasswordHasher, TokenIssuer, load_jwt_secret
+from gateway.http.api import RestState
+from gateway.http.credentials import PasswordHasher, TokenIssuer, load_jwt_secret
+from gateway.http.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 from gateway.notify import BackgroundTurns
-from gateway.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.cron")

@@ -116,8 +116,8 @@ def gateway_imports() -> list[str]:
     if not _IMPORTS:
         probe = (
             "import sys\n"
-            "import gateway.daemon.cli, gateway.runtime, gateway.asgi, gateway.ws.connection\n"
-            "from gateway.asgi import all_routes\n"
+            "import gateway.daemon.cli, gateway.runtime, gateway.http.asgi, gateway.ws.connection\n"
+            "from gateway.http.asgi import all_routes\n"
             "all_routes()\n"
             "own = {'gateway', 'actors', 'storage'}\n"
             "names = {m.split('.')[0] for m in sys.modules}\n"

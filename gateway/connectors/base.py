@@ -20,8 +20,8 @@ from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
 from gateway.connectors.model import ConnectorConfig, ReplyHandle
 from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
+from gateway.http.ratelimit import TokenBucket, rate_limited
 from gateway.outbound import OutboundPolicy
-from gateway.ratelimit import TokenBucket, rate_limited
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome, SessionSpec
 

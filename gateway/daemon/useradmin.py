@@ -46,7 +46,7 @@ def now_ms() -> int:
 def hash_password(password: str) -> str:
     import nacl.pwhash  # here, not at the top: every `gateway` command builds this module's parser
 
-    from gateway.authn import MEMLIMIT, OPSLIMIT
+    from gateway.http.credentials import MEMLIMIT, OPSLIMIT
 
     return nacl.pwhash.argon2id.str(password.encode(), opslimit=OPSLIMIT, memlimit=MEMLIMIT).decode()
 

@@ -16,9 +16,9 @@ from nacl.public import PrivateKey
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from actors.store import StorageUnavailableError
-from gateway.jsondepth import too_deep
+from gateway.http.jsondepth import too_deep
+from gateway.http.ratelimit import FailedAuthThrottle
 from gateway.logs import redactor
-from gateway.ratelimit import FailedAuthThrottle
 from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws import crypto

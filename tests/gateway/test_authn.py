@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.authn import ADMIN_TOKEN, PasswordHasher, Principal, require_owner
 from gateway.errors import OwnerOnlyError
+from gateway.http.credentials import ADMIN_TOKEN, PasswordHasher, Principal, require_owner
 
 
 async def test_hashes_run_at_most_concurrency_at_once() -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.routes.files import clean_name, content_disposition
+from gateway.http.routes.files import clean_name, content_disposition
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
 from tests.gateway.crashkit import Gateway, config_file, reap, spawn
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from gateway.errors import RateLimitedError
-from gateway.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
+from gateway.http.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.asgi import all_routes
+from gateway.http.asgi import all_routes
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.gateway.rest import admin_client, error_of, register
 

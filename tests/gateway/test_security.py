@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import auth
-from gateway.asgi import all_routes
+from gateway.http import principal as auth
+from gateway.http.asgi import all_routes
 from gateway.ws import crypto
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, fake_server, put, wait_for
@@ -398,7 +398,7 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
 
 
 def test_json_bodies_are_redacted_raw_and_in_their_escaped_form() -> None:
-    from gateway.asgi import JSON
+    from gateway.http.asgi import JSON
     from gateway.logs import redactor
 
     odd = 'odd"secret\\with-quote'

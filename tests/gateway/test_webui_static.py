@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from gateway.webui import ROOT, content_security_policy, scan
+from gateway.http.webui import ROOT, content_security_policy, scan
 from tests.conftest import RunningGateway
 from tests.gateway.rest import admin_client, error_of, register, sse_events
 

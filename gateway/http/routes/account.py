@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.api import Ctx, endpoint
-from gateway.authn import hash_refresh_token
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationFailedError
+from gateway.http.api import Ctx, endpoint
+from gateway.http.credentials import hash_refresh_token
 from storage import users as users_db
 from storage.users import DuplicateUserError, UserRow
 

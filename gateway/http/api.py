@@ -15,9 +15,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from actors.store import Store
-from gateway.asgi import JSON, runtime_of
-from gateway.auth import bearer_token, require_admin
-from gateway.authn import (
+from gateway.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+    ValidationFailedError,
+)
+from gateway.http.asgi import JSON, runtime_of
+from gateway.http.credentials import (
     ADMIN_TOKEN,
     PasswordHasher,
     Principal,
@@ -28,16 +35,9 @@ from gateway.authn import (
     require_owner,
     wrong_gateway_token,
 )
-from gateway.errors import (
-    ForbiddenError,
-    InvalidRequestError,
-    PayloadTooLargeError,
-    UnauthorizedError,
-    UnsupportedMediaError,
-    ValidationFailedError,
-)
-from gateway.jsondepth import check_depth
-from gateway.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
+from gateway.http.jsondepth import check_depth
+from gateway.http.principal import bearer_token, require_admin
+from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.runtime import Runtime
 from storage import users as users_db
 
@@ -355,11 +355,11 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 def routes() -> list[Route]:
     """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.routes import (  # noqa: F401
+    from gateway.http.routes import (  # noqa: F401
+        account,
         api_files,
         api_status,
         app_config,
-        auth,
         connectors,
         cron,
         files,

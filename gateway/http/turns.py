@@ -59,7 +59,7 @@ async def submit(runtime: Runtime, key: SessionKey, text: str) -> TurnAccepted:
             # The key's actor was just retired (its session deleted): the router has forgotten it; once more.
             return await ask(runtime.router_address, lambda r: Submit(key, text, r), timeout=ASK_TIMEOUT)
     except BusyError as exc:
-        from gateway.ratelimit import rate_limited
+        from gateway.http.ratelimit import rate_limited
 
         raise rate_limited(2, f"the session is busy: {exc}") from None
     except ActorError as exc:

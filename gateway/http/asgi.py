@@ -117,8 +117,8 @@ async def health(request: Request) -> Response:
 
 
 def all_routes() -> list[BaseRoute]:
-    """Every route of the gateway. Each feature lives in one module of `gateway.routes` and is listed here."""
-    from gateway import api, openapi, webui
+    """Every route of the gateway. Each feature lives in one module of `gateway.http.routes` and is listed here."""
+    from gateway.http import api, openapi, webui
     from gateway.ws.connection import websocket_app
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
@@ -208,7 +208,7 @@ class AccessLog:
 
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
-    from gateway.routes.files import MULTIPART_SLACK
+    from gateway.http.routes.files import MULTIPART_SLACK
 
     config = runtime.config
     routes = all_routes()

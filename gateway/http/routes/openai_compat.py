@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.messages import SessionKey
-from gateway.api import Ctx, endpoint
 from gateway.errors import ValidationFailedError
-from gateway.routes.messages import AgentError
-from gateway.sse import SSEResponse, sse_event
-from gateway.turns import ensure_session, run_turn, start_and_follow
+from gateway.http.api import Ctx, endpoint
+from gateway.http.routes.messages import AgentError
+from gateway.http.sse import SSEResponse, sse_event
+from gateway.http.turns import ensure_session, run_turn, start_and_follow
 
 SessionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 

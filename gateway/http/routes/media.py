@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from gateway import fileio
 from gateway.agent.transcribe import TranscribeSettings, transcribe
-from gateway.api import Ctx, endpoint, uploaded_file
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -24,7 +23,8 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.routes.files import allowed_root, resolve_inside, sniff_mime, workspace_root
+from gateway.http.api import Ctx, endpoint, uploaded_file
+from gateway.http.routes.files import allowed_root, resolve_inside, sniff_mime, workspace_root
 
 MAX_AVATAR_BYTES = 1024 * 1024
 AVATAR_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")  # never SVG: it can carry scripts

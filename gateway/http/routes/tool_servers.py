@@ -10,12 +10,12 @@ from msgspec import UNSET, UnsetType
 
 from gateway.agent.a2a import fetch_card
 from gateway.agent.live_config import prefs_of
-from gateway.api import Ctx, Ok, endpoint, validation_error
-from gateway.authn import require_owner
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
+from gateway.http.api import Ctx, Ok, endpoint, validation_error
+from gateway.http.credentials import require_owner
+from gateway.http.routes.app_config import Url
 from gateway.logs import redactor
 from gateway.outbound import check_settable
-from gateway.routes.app_config import Url
 from storage import mcp as mcp_db
 from storage import skills as a2a_db
 from storage import tool_prefs as prefs_db

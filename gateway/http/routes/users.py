@@ -7,10 +7,10 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.api import Ctx, Ok, endpoint
-from gateway.authn import require_owner
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
-from gateway.routes.auth import (
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.credentials import require_owner
+from gateway.http.routes.account import (
     Email,
     Password,
     Role,

@@ -12,10 +12,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
-from gateway.api import ENDPOINTS, Endpoint, ErrorBody
-from gateway.asgi import JSON
+from gateway.http.api import ENDPOINTS, Endpoint, ErrorBody
+from gateway.http.asgi import JSON
 
-STATIC = Path(__file__).parent / "static" / "docs"
+STATIC = Path(__file__).parents[1] / "static" / "docs"
 _REF = "#/components/schemas/{name}"
 _REASONS = {
     400: "Malformed request",
@@ -35,7 +35,7 @@ _REASONS = {
 
 def build_openapi() -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for every registered endpoint."""
-    from gateway.api import routes as _register
+    from gateway.http.api import routes as _register
 
     _register()  # make sure every route module has registered its endpoints
     types: list[Any] = [ErrorBody]

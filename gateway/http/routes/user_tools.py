@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 
 from gateway.agent.live_config import ADMIN_PREFS, prefs_of
-from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import NotFoundError
-from gateway.routes.tool_servers import EnabledRequest
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.routes.tool_servers import EnabledRequest
 from storage import mcp as mcp_db
 from storage import skills as a2a_db
 from storage import tool_prefs as prefs_db

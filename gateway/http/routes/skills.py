@@ -9,10 +9,10 @@ import msgspec
 import trio
 
 from gateway.agent import skills
-from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import GatewayError, NotFoundError
-from gateway.routes.auth import iso, now_ms
-from gateway.routes.tool_servers import EnabledRequest
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.tool_servers import EnabledRequest
 from storage import skills as skills_db
 from storage.skills import SkillRow
 

@@ -11,8 +11,6 @@ from starlette.responses import Response
 
 from actors.base import AskTimeoutError, BusyError, DeadActorError, ask
 from actors.connector import Answer, Inbound
-from gateway.api import Ctx, endpoint
-from gateway.asgi import JSON, runtime_of
 from gateway.connectors.base import reply_dicts
 from gateway.connectors.external import Batch, ExternalEvent
 from gateway.connectors.http import HttpIngress
@@ -47,7 +45,9 @@ from gateway.errors import (
     UnavailableError,
     ValidationFailedError,
 )
-from gateway.jsondepth import check_depth
+from gateway.http.api import Ctx, endpoint
+from gateway.http.asgi import JSON, runtime_of
+from gateway.http.jsondepth import check_depth
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db

@@ -8,8 +8,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.agent import live_config
-from gateway.api import Ctx, endpoint
 from gateway.errors import GatewayError, ValidationFailedError
+from gateway.http.api import Ctx, endpoint
 from gateway.outbound import check_settable
 
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2048)]

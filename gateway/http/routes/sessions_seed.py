@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import msgspec
 import trio
 
-from gateway.api import Ctx, Ok, endpoint
-from gateway.routes.sessions import ListQuery, ListSessionResponse, items, remove_session
-from gateway.session_feed import feed_of
-from gateway.sse import SSEResponse, shutdown_event, sse_event
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.routes.sessions import ListQuery, ListSessionResponse, items, remove_session
+from gateway.http.session_feed import feed_of
+from gateway.http.sse import SSEResponse, shutdown_event, sse_event
 from storage import session_views as views_db
 
 # A burst of changes (many sessions' turns ending at once) becomes one list, not one per change.

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.messages import SessionKey
-from gateway.api import Ctx, endpoint
 from gateway.errors import ForbiddenError, GatewayError, NotFoundError, ValidationFailedError
+from gateway.http.api import Ctx, endpoint
+from gateway.http.routes.sessions import Channel
+from gateway.http.turns import ensure_session, run_turn, submit
 from gateway.notify import BackgroundTurns
-from gateway.routes.sessions import Channel
-from gateway.turns import ensure_session, run_turn, submit
 from storage import connectors as conn_db
 
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int

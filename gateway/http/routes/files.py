@@ -17,12 +17,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
 from gateway import fileio
-from gateway.api import Ctx, endpoint
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
     PayloadTooLargeError,
 )
+from gateway.http.api import Ctx, endpoint
 from gateway.runtime import Runtime
 
 _CHUNK = 256 * 1024

@@ -13,9 +13,9 @@ import msgspec
 import trio
 
 from actors.providers.base import Probeable
-from gateway.api import Ctx, endpoint
-from gateway.asgi import JSON
 from gateway.errors import NotFoundError, ValidationFailedError
+from gateway.http.api import Ctx, endpoint
+from gateway.http.asgi import JSON
 from gateway.logs import memory_handler, redactor
 from storage import sessions as sess_db
 from storage.db import integrity_check

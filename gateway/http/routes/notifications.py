@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, NotFoundError
-from gateway.routes.auth import iso
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.routes.account import iso
 from storage import notifications as notes_db
 from storage.notifications import NotificationRow
 

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.asgi import error_response
+from gateway.http.asgi import error_response
 
-ROOT = Path(__file__).parent / "static" / "webui"
+ROOT = Path(__file__).parents[1] / "static" / "webui"
 
 # Only these suffixes are served; anything else in the folder stays private.
 MEDIA_TYPES = {

@@ -16,10 +16,10 @@ from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from gateway import fileio
-from gateway.api import Ctx, Ok, endpoint, uploaded_file
 from gateway.errors import ForbiddenError, NotFoundError
-from gateway.routes.auth import now_ms
-from gateway.routes.sessions import FileInfo, file_info
+from gateway.http.api import Ctx, Ok, endpoint, uploaded_file
+from gateway.http.routes.account import now_ms
+from gateway.http.routes.sessions import FileInfo, file_info
 from storage import files as files_db
 from storage.files import FileRow
 from storage.ids import new_id

@@ -11,15 +11,15 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from actors.messages import SessionKey
-from gateway.api import Ctx, Ok, endpoint
-from gateway.asgi import JSON
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
-from gateway.routes.app_config import ModelName, ProviderName
-from gateway.routes.auth import iso, now_ms
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.asgi import JSON
+from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.app_config import ModelName, ProviderName
+from gateway.http.session_feed import sessions_changed
+from gateway.http.sse import SSEResponse, shutdown_event, sse_event
+from gateway.http.turns import abort, ensure_session, follow, retire, start_and_follow
 from gateway.runtime import Runtime
-from gateway.session_feed import sessions_changed
-from gateway.sse import SSEResponse, shutdown_event, sse_event
-from gateway.turns import abort, ensure_session, follow, retire, start_and_follow
 from storage import events as events_db
 from storage import files as files_db
 from storage import session_views as views_db

@@ -9,12 +9,12 @@ import msgspec
 
 from actors.messages import SessionKey
 from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
-from gateway.api import Ctx, Ok, endpoint
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
-from gateway.routes.auth import iso, now_ms
-from gateway.routes.messages import connector_transport, reply_through_connector
-from gateway.routes.sessions import Channel, ChatId, owned_session
-from gateway.turns import ensure_session
+from gateway.http.api import Ctx, Ok, endpoint
+from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.messages import connector_transport, reply_through_connector
+from gateway.http.routes.sessions import Channel, ChatId, owned_session
+from gateway.http.turns import ensure_session
 from storage import cron as cron_db
 from storage import sessions as sess_db
 from storage.cron import CronJob

@@ -14,8 +14,8 @@ import nacl.exceptions
 import nacl.pwhash
 import trio
 
-from gateway.auth import token_matches
 from gateway.errors import OwnerOnlyError, UnauthorizedError
+from gateway.http.principal import token_matches
 from gateway.logs import redactor
 
 # OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); libsodium always uses p=1.
