@@ -433,7 +433,7 @@ async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
 
 async def _start_rest(runtime: Runtime, core: Supervisor) -> None:
     # Issue 6: users, rate limits, notifications, the cron scheduler.
-    from gateway.services import start_rest_services
+    from gateway.features import start_rest_services
 
     await start_rest_services(runtime, core)
 

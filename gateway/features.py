@@ -1,4 +1,4 @@
-"""Starts what the REST API needs beside the router: auth state, rate limiters, scheduler, status checks."""
+"""Starts the features the edges need beside the router: REST auth state, notifications, the cron scheduler."""
 
 from __future__ import annotations
 
