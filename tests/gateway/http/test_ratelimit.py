@@ -64,7 +64,7 @@ def test_stream_limiter() -> None:
     assert streams.count("a") == 2
 
 
-# ---- failed authentication per address (over real sockets: tests/gateway/test_auth_throttle.py) ----
+# ---- failed authentication per address (over real sockets: tests/gateway/http/test_auth_throttle.py) ----
 
 
 def test_the_wait_doubles_after_the_free_failures_up_to_the_cap() -> None:

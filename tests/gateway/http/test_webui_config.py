@@ -22,9 +22,9 @@ from tests.gateway.browser import (
     require_chromium,
     sign_out,
 )
+from tests.gateway.http.test_skills_rest import GOOD, skill_folder
+from tests.gateway.http.test_tool_servers_rest import SERVER
 from tests.gateway.rest import admin_client, register
-from tests.gateway.test_skills_rest import GOOD, skill_folder
-from tests.gateway.test_tool_servers_rest import SERVER
 
 KEY_CANARY = "sk-webui-canary-4d2e9b7a10"
 ENV_CANARY = "env-webui-canary-8c1f"

@@ -9,8 +9,8 @@ import trio
 
 from tests.conftest import make_config, start_gateway
 from tests.fakes.http_server import serve_app
+from tests.gateway.agent.test_transcribe import whisper_api
 from tests.gateway.rest import admin_client, error_of, register
-from tests.gateway.test_transcribe import whisper_api
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 NO_WHISPER = {"whisper_command": "", "whisper_cpp_command": ""}

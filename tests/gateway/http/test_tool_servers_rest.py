@@ -20,7 +20,7 @@ from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.gateway.agenthelpers import of_type, sse_turn, use_fake_openai
 from tests.gateway.rest import admin_client, error_of, register
 
-SERVER = str(Path(__file__).resolve().parents[1] / "fakes" / "mcp_calc_server.py")
+SERVER = str(Path(__file__).resolve().parents[2] / "fakes" / "mcp_calc_server.py")
 ENV_CANARY = "env-canary-51c0ffee"
 HEADER_CANARY = "hdr-canary-9d8e7f"
 

@@ -34,8 +34,8 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     # connector's api_base_url, base_url or telegram polling; a session's reply targets, where the outbox would
     # deliver), or out of the machine (the provider probe: openai's default base URL is api.openai.com). Their
     # validation has tests of its own (tests/gateway/connectors/test_crud.py for the connector two, the probe's in
-    # tests/gateway/test_webui_config.py and test_agent_config_rest.py). The sessions list stream never ends by
-    # itself (tests/gateway/test_rest_seed.py reads it).
+    # tests/gateway/http/test_webui_config.py and test_agent_config_rest.py). The sessions list stream never ends by
+    # itself (tests/gateway/http/test_rest_seed.py reads it).
     excluded = [
         "post_post_mcp", "post_post_llm", "post_post_a2a", "post_install_skill",
         "put_put_connector", "put_put_reply_targets", "post_stream_sessions", "get_probe_provider",

@@ -11,8 +11,8 @@ import trio
 from tests.conftest import RunningGateway, make_config, start_gateway
 from tests.gateway.agenthelpers import sse_turn
 from tests.gateway.connectors.helpers import put, wait_for
+from tests.gateway.http.test_shutdown_streams import events_of
 from tests.gateway.rest import admin_client, error_of, register
-from tests.gateway.test_shutdown_streams import events_of
 
 
 async def test_post_sessions_reuses_your_untouched_session_and_takes_agent_id(gateway: RunningGateway) -> None:

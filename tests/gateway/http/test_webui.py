@@ -33,9 +33,9 @@ from tests.gateway.browser import (
     texts,
 )
 from tests.gateway.connectors.helpers import wait_for
+from tests.gateway.http.test_skills_rest import GOOD, skill_folder
+from tests.gateway.http.test_tool_servers_rest import calc_config, wait_listing
 from tests.gateway.rest import admin_client, register, sse_events
-from tests.gateway.test_skills_rest import GOOD, skill_folder
-from tests.gateway.test_tool_servers_rest import calc_config, wait_listing
 
 ECHO = {"echo": {"delay_ms": 30.0}}  # slow enough that streaming and Stop are observable in the page
 WORDS = " ".join(f"w{i}" for i in range(200))
