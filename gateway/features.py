@@ -8,11 +8,11 @@ from typing import Any
 
 from actors.scheduler import Fired, Scheduler
 from actors.supervisor import Supervisor, service
+from gateway.core import Runtime, started
 from gateway.http.api import RestState
 from gateway.http.credentials import PasswordHasher, TokenIssuer, load_jwt_secret
 from gateway.http.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
 from gateway.notify import BackgroundTurns
-from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.cron")
 
@@ -21,7 +21,7 @@ async def start_rest_services(runtime: Runtime, core: Supervisor) -> None:
     """Build the REST state, start the cron scheduler under `core` and register the status checks."""
     config = runtime.config
     lim = config.limits
-    runtime.services["rest"] = RestState(
+    runtime.services.rest = RestState(
         issuer=TokenIssuer(
             load_jwt_secret(runtime.paths.jwt_secret_file),
             access_ttl=config.auth.access_ttl,
@@ -42,10 +42,9 @@ async def start_rest_services(runtime: Runtime, core: Supervisor) -> None:
         else None,
     )
     runtime.paths.files_dir.mkdir(parents=True, exist_ok=True)
-    from gateway.notify import BackgroundTurns
 
     background = BackgroundTurns(runtime)
-    runtime.services["background"] = background
+    runtime.services.background = background
     runtime.event_listeners.append(background.on_event)
     await core.start(service("background-turns", background.run, registry=runtime.registry))
     await start_scheduler(runtime, core)
@@ -71,7 +70,7 @@ def _disk_status(runtime: Runtime) -> dict[str, Any]:
 
 async def start_scheduler(runtime: Runtime, core: Supervisor) -> Scheduler:
     """Start the scheduler under `core`, report it in `/api/status` and notify about each run."""
-    background: BackgroundTurns = runtime.services["background"]
+    background = started(runtime.services.background, "the background-turn notifier")
 
     def on_fired(f: Fired) -> None:
         title = f"Cron {f.job.name or f.job.id}"
@@ -85,7 +84,7 @@ async def start_scheduler(runtime: Runtime, core: Supervisor) -> Scheduler:
             background.failed(title=title, error=f.error or "", source="cron", owner=f.job.owner)
 
     scheduler = Scheduler(runtime.store, runtime.router_address, on_fired=on_fired)
-    runtime.services["scheduler"] = scheduler
+    runtime.services.scheduler = scheduler
     runtime.status_checks["scheduler"] = scheduler.status
     await core.start(service("scheduler", scheduler.run, registry=runtime.registry, announces=True))
     return scheduler

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from actors.messages import SessionKey
-from gateway.runtime import Runtime
+from gateway.core import Runtime
 from storage import notifications as notes_db
 from storage.events import EventRow
 from storage.notifications import NotificationRow

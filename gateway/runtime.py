@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +17,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.base import Address
-from actors.broadcast import Broadcast
 from actors.choice import AgentChoice
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
@@ -31,8 +29,8 @@ from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway import __version__
-from gateway.agent.skills import SkillCatalog
 from gateway.config.file import Config, Paths, secret_values
+from gateway.core import Runtime
 from gateway.daemon.fdlimit import fit_open_files
 from gateway.http import connguard
 from gateway.logs import redactor
@@ -45,61 +43,6 @@ from storage.events import EventRow
 from storage.sealing import sealer_of
 
 log = logging.getLogger("gateway.runtime")
-
-
-@dataclass(slots=True)
-class Runtime:
-    """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
-
-    config: Config
-    paths: Paths
-    token: str
-    store: Store
-    router: Router
-    router_address: Address[RouterMsg]
-    registry: Registry
-    providers: dict[str, Provider]
-    shutdown: trio.Event
-    choice: AgentChoice
-    started_wall: float = field(default_factory=time.time)
-    started_monotonic: float = field(default_factory=time.monotonic)
-    connections: int = 0
-    binds: list[str] = field(default_factory=list)
-    # Set once the edge listens on `binds`: what calls back into the gateway (sidecars) starts after it.
-    listening: trio.Event = field(default_factory=trio.Event)
-    # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
-    event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
-    notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
-    # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
-    status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
-    mcp: McpHub | None = None
-    skills: SkillCatalog = field(default_factory=SkillCatalog)
-    # The connector service (issue 4), set by start_services; typed loosely to keep imports one-way.
-    connectors: Any = None
-    # Shared state of the features started by `start_services` (e.g. "rest", "scheduler"), by name.
-    services: dict[str, Any] = field(default_factory=dict)
-    # Where requests made on someone's behalf may go ([outbound] allow); every outbound HTTP client comes from it.
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
-
-    @property
-    def version(self) -> str:
-        return __version__
-
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
-
-    def active_provider(self) -> Provider:
-        return self.choice.resolve().provider
-
-    def active_model(self) -> str:
-        """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
-        return self.choice.resolve().model_name
-
-    def effective(self, provider: str | None, model: str | None) -> tuple[str, str]:
-        """The provider and model a session's next turn uses given its pin: `AgentChoice.resolve`, which the
-        session actor itself asks at the turn's start."""
-        chosen = self.choice.resolve((provider, model))
-        return chosen.name, chosen.model_name
 
 
 def build_providers(
@@ -423,8 +366,9 @@ async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
 
     def notify_on_end(key: SessionKey, accepted: Any) -> None:
         # The turns outside parties start (a connector's chat, a webhook): see BackgroundTurns.watch_ingress.
-        if "background" in runtime.services:
-            runtime.services["background"].watch_ingress(key, accepted.turn_id)
+        background = runtime.services.background
+        if background is not None:
+            background.watch_ingress(key, accepted.turn_id)
 
     connectors.dispatcher.on_turn = notify_on_end
     runtime.status_checks["connectors"] = connectors.status

@@ -26,7 +26,7 @@ from trio_websocket import open_websocket_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.config.file import parse_config, paths_for
-from gateway.runtime import Runtime
+from gateway.core import Runtime
 from gateway.runtime import run as run_gateway
 from gateway.ws import crypto
 from gateway.ws.client import connect

@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from gateway.config.file import Config, Paths, parse_config, paths_for
-from gateway.runtime import Runtime, run
+from gateway.core import Runtime
+from gateway.runtime import run
 
 TOKEN = "test-token-0123456789abcdef"
 

@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 
 from actors.providers.openai import OpenAIProvider, OpenAISettings
+from gateway.core import Runtime, started
 from gateway.logs import redactor
-from gateway.runtime import Runtime
 from storage import secrets as secrets_db
 from storage import settings as settings_db
 from storage import tool_prefs as prefs_db
@@ -92,22 +92,20 @@ class LiveConfig:
 
 
 def prefs_of(runtime: Runtime) -> ToolPrefs:
-    prefs: ToolPrefs = runtime.services["tool_prefs"]
-    return prefs
+    return started(runtime.services.tool_prefs, "the tool preferences")
 
 
 def live_of(runtime: Runtime) -> LiveConfig:
-    live: LiveConfig = runtime.services["agent_config"]
-    return live
+    return started(runtime.services.live_config, "the live agent config")
 
 
 async def load(runtime: Runtime) -> None:
     """Apply what the REST API stored over the config file's values (called once at startup)."""
-    runtime.services["tool_prefs"] = prefs = ToolPrefs()
+    runtime.services.tool_prefs = prefs = ToolPrefs()
     prefs.load(await runtime.store.call(prefs_db.all_disabled, "mcp"))
     openai = openai_of(runtime)
     live = LiveConfig(openai.settings if openai is not None else None, runtime.choice.provider)
-    runtime.services["agent_config"] = live
+    runtime.services.live_config = live
 
     def read(conn: Any) -> tuple[str | None, str | None, str | None, str | None]:
         return (

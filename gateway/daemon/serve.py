@@ -36,7 +36,7 @@ from gateway.logs import redactor, setup_logging
 from storage.sealing import SecretsKeyError
 
 if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+    from gateway.core import Runtime
 
 log = logging.getLogger("gateway.daemon")
 

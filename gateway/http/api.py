@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from actors.store import Store
+from gateway.core import Runtime, started
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -38,7 +39,6 @@ from gateway.http.credentials import (
 from gateway.http.jsondepth import check_depth
 from gateway.http.principal import bearer_token, require_admin
 from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
-from gateway.runtime import Runtime
 from storage import users as users_db
 
 # "token": the gateway token only (the `/v1/runtime/*` admin surface, `/files`, `/upload`); "connector": no gateway
@@ -64,7 +64,7 @@ class Ok(msgspec.Struct, kw_only=True):
 
 @dataclass(slots=True)
 class RestState:
-    """What the REST routes share; built once by `start_services` and kept in `runtime.services['rest']`."""
+    """What the REST routes share; built once by `start_services` and kept in `runtime.services.rest`."""
 
     issuer: TokenIssuer
     hasher: PasswordHasher
@@ -74,8 +74,7 @@ class RestState:
 
 
 def rest_of(runtime: Runtime) -> RestState:
-    state: RestState = runtime.services["rest"]
-    return state
+    return started(runtime.services.rest, "the REST state")
 
 
 @dataclass(slots=True)

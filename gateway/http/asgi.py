@@ -17,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.store import StorageUnavailableError, disk_refused
+from gateway.core import Runtime
 from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
 from gateway.logs import redactor
-from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.http")

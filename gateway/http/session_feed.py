@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from gateway.runtime import Runtime
+from gateway.core import Runtime
 from storage.events import EventRow
-
-_KEY = "sessions_feed"
 
 
 class SessionsFeed:
@@ -29,15 +27,15 @@ class SessionsFeed:
 
 def feed_of(runtime: Runtime) -> SessionsFeed:
     """The runtime's feed, made (and hooked to session events) by the first stream that needs it."""
-    feed = runtime.services.get(_KEY)
-    if not isinstance(feed, SessionsFeed):
-        feed = runtime.services[_KEY] = SessionsFeed()
+    feed = runtime.services.sessions_feed
+    if feed is None:
+        feed = runtime.services.sessions_feed = SessionsFeed()
         runtime.event_listeners.append(feed.on_event)
     return feed
 
 
 def sessions_changed(runtime: Runtime) -> None:
     """Say that sessions were created, renamed or deleted (nothing to do while no stream was ever opened)."""
-    feed = runtime.services.get(_KEY)
-    if isinstance(feed, SessionsFeed):
+    feed = runtime.services.sessions_feed
+    if feed is not None:
         feed.bump()

@@ -13,8 +13,8 @@ import trio
 
 from actors.base import ActorError, BusyError, DeadActorError, ask
 from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
+from gateway.core import Runtime
 from gateway.errors import GatewayError, UnavailableError
-from gateway.runtime import Runtime
 from storage import sessions as sess_db
 from storage.events import EventRow
 from storage.sessions import SessionRow

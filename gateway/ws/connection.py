@@ -16,10 +16,10 @@ from nacl.public import PrivateKey
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from actors.store import StorageUnavailableError
+from gateway.core import Runtime
 from gateway.http.jsondepth import too_deep
 from gateway.http.ratelimit import FailedAuthThrottle
 from gateway.logs import redactor
-from gateway.runtime import Runtime
 from gateway.types import Receive, Scope, Send
 from gateway.ws import crypto
 from gateway.ws.filetags import parse_file_tags
@@ -136,7 +136,8 @@ async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
         await wire.send_text(_plain_error("internal_error", message))
         await wire.close(CLOSE_INTERNAL)
         return
-    throttle: FailedAuthThrottle | None = getattr(runtime.services.get("rest"), "throttle", None)
+    rest = runtime.services.rest
+    throttle: FailedAuthThrottle | None = rest.throttle if rest is not None else None
 
     def admit() -> None:
         wait = throttle.wait(address) if throttle is not None else 0.0

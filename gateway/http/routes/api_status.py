@@ -13,6 +13,7 @@ import msgspec
 import trio
 
 from actors.providers.base import Probeable
+from gateway.core import Runtime
 from gateway.errors import NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.http.asgi import JSON
@@ -97,19 +98,18 @@ class ModelList(msgspec.Struct, kw_only=True):
 INTEGRITY_TTL = 60.0  # seconds a verdict is reused: a monitor polling /api/status must not rescan the file each time
 
 
-async def _integrity(rt: Any) -> str:
+async def _integrity(rt: Runtime) -> str:
     """`PRAGMA integrity_check` on a read-only connection in a worker thread, so the scan of a large database
     never holds up the store's single writer; one scan at a time, its verdict reused for INTEGRITY_TTL."""
-    lock: trio.Lock = rt.services.setdefault("integrity_lock", trio.Lock())
-    async with lock:
-        cached: tuple[float, str] | None = rt.services.get("integrity_verdict")
+    async with rt.services.integrity_lock:
+        cached = rt.services.integrity_verdict
         if cached is not None and trio.current_time() - cached[0] < INTEGRITY_TTL:
             return cached[1]
         verdict = f"the database did not answer within {rt.store.timeout:g} s (the disk may be frozen)"
         with trio.move_on_after(rt.store.timeout):
             # Abandoned when the disk does not answer: status must answer anyway (the next scan waits its turn).
             verdict = await trio.to_thread.run_sync(_check_file, rt.paths.db_file, abandon_on_cancel=True)
-            rt.services["integrity_verdict"] = (trio.current_time(), verdict)
+            rt.services.integrity_verdict = (trio.current_time(), verdict)
         return verdict
 
 

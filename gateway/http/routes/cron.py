@@ -9,6 +9,7 @@ import msgspec
 
 from actors.messages import SessionKey
 from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
+from gateway.core import started
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
 from gateway.http.routes.account import iso, now_ms
@@ -94,8 +95,7 @@ def _invalid(field: str, message: str) -> ValidationFailedError:
 
 
 def scheduler_of(ctx: Ctx) -> Scheduler:
-    scheduler: Scheduler = ctx.runtime.services["scheduler"]
-    return scheduler
+    return started(ctx.runtime.services.scheduler, "the cron scheduler")
 
 
 async def owned_job(ctx: Ctx, job_id: str) -> CronJob:

@@ -17,13 +17,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
 from gateway import fileio
+from gateway.core import Runtime
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
     PayloadTooLargeError,
 )
 from gateway.http.api import Ctx, endpoint
-from gateway.runtime import Runtime
 
 _CHUNK = 256 * 1024
 _BAD_NAME_CHARS = '/\\<>:"|?*\x00'

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.messages import SessionKey
+from gateway.core import started
 from gateway.errors import ForbiddenError, GatewayError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.http.routes.sessions import Channel
 from gateway.http.turns import ensure_session, run_turn, submit
-from gateway.notify import BackgroundTurns
 from storage import connectors as conn_db
 
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
@@ -142,7 +142,7 @@ async def send_message(ctx: Ctx) -> MessageResponse:
     req: MessageRequest = ctx.body
     key = await _connector_key(ctx, req)
     accepted = await submit(ctx.runtime, key, req.content)
-    background: BackgroundTurns = ctx.runtime.services["background"]
+    background = started(ctx.runtime.services.background, "the background-turn notifier")
     background.watch(accepted.turn_id, title=f"Reply in {key}", source="message", owner=ctx.user.owner)
     return MessageResponse(
         message_id=accepted.turn_id, session_id=accepted.session_id, queued_behind=accepted.queued_behind

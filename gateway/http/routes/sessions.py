@@ -11,6 +11,7 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from actors.messages import SessionKey
+from gateway.core import Runtime
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
 from gateway.http.asgi import JSON
@@ -19,7 +20,6 @@ from gateway.http.routes.app_config import ModelName, ProviderName
 from gateway.http.session_feed import sessions_changed
 from gateway.http.sse import SSEResponse, shutdown_event, sse_event
 from gateway.http.turns import abort, ensure_session, follow, retire, start_and_follow
-from gateway.runtime import Runtime
 from storage import events as events_db
 from storage import files as files_db
 from storage import session_views as views_db

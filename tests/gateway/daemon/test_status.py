@@ -9,10 +9,11 @@ from pathlib import Path
 import msgspec
 import trio
 
+from gateway.core import Runtime
 from gateway.daemon import control
 from gateway.daemon.lock import acquire
 from gateway.daemon.term import Term
-from gateway.runtime import Runtime, run
+from gateway.runtime import run
 from gateway.ws.identity import identity_fingerprint
 from tests.conftest import TOKEN, RunningGateway, make_config
 
