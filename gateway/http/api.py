@@ -24,7 +24,6 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.http.asgi import JSON, runtime_of
 from gateway.http.credentials import (
     ADMIN_TOKEN,
     PasswordHasher,
@@ -39,6 +38,7 @@ from gateway.http.credentials import (
 from gateway.http.jsondepth import check_depth
 from gateway.http.principal import bearer_token, require_admin
 from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
+from gateway.http.responses import JSON
 from storage import users as users_db
 
 # "token": the gateway token only (the `/v1/runtime/*` admin surface, `/files`, `/upload`); "connector": no gateway
@@ -128,6 +128,11 @@ class Ctx:
         throttle = self.rest.throttle
         if throttle is not None:
             throttle.check(client_address(self.request))
+
+
+def runtime_of(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 def client_address(conn: HTTPConnection) -> str:
@@ -353,27 +358,7 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 
 def routes() -> list[Route]:
-    """Starlette routes for every registered endpoint (importing the route modules registers them)."""
-    from gateway.http.routes import (  # noqa: F401
-        account,
-        api_files,
-        api_status,
-        app_config,
-        connectors,
-        cron,
-        files,
-        media,
-        messages,
-        notifications,
-        openai_compat,
-        sessions,
-        sessions_seed,
-        skills,
-        tool_servers,
-        user_tools,
-        users,
-    )
-
+    """Starlette routes for every registered endpoint (`gateway.http.routes.register()` imports them all)."""
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
         by_path.setdefault(ep.path, []).append(ep)

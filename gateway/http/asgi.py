@@ -1,4 +1,4 @@
-"""The ASGI application: Starlette routes on one port, the error shape, and the hand-off of WebSocket scopes."""
+"""The ASGI application: every route on one port, its middleware (body limit, CORS, access log), and `/ws`."""
 
 from __future__ import annotations
 
@@ -6,99 +6,21 @@ import logging
 import time
 from typing import Any
 
-import msgspec
 import trio
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from actors.store import StorageUnavailableError, disk_refused
 from gateway.core import Runtime
-from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
-from gateway.logs import redactor
+from gateway.errors import PayloadTooLargeError, RequestTimeoutError
+from gateway.http.api import runtime_of
+from gateway.http.responses import JSON, error_response, exception_handlers
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger("gateway.http")
 access_log = logging.getLogger("gateway.access")
-
-_STATUS_CODES = {
-    400: "INVALID_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    408: "REQUEST_TIMEOUT",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR",
-    429: "RATE_LIMITED",
-    503: "SERVICE_UNAVAILABLE",
-}
-
-
-class JSON(Response):
-    """A JSON response encoded with msgspec (faster than json, and it knows Structs), every known secret redacted
-    (an upstream error may quote one); `redact=False` only for the one answer whose purpose is a secret."""
-
-    media_type = "application/json"
-
-    def __init__(self, content: Any = None, *args: Any, redact: bool = True, **kwargs: Any) -> None:
-        self.redact = redact
-        super().__init__(content, *args, **kwargs)
-
-    def render(self, content: Any) -> bytes:
-        body = msgspec.json.encode(content)
-        return redactor.redact_bytes(body) if self.redact else body
-
-
-def error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, details: Any = None
-) -> JSON:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return JSON({"error": body}, status_code=status, headers=headers)
-
-
-async def _gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return error_response(exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
-
-
-async def _storage_error(request: Request, exc: Exception) -> Response:
-    # Disk full, I/O error: nothing of this request was committed. Tell the client to retry, never a 500.
-    log.error("storage refused %s %s: %s", request.method, request.url.path, exc)
-    message = f"storage cannot take writes right now ({exc}); nothing was stored, retry later"
-    return error_response(503, "STORAGE_UNAVAILABLE", message, headers={"Retry-After": "5"})
-
-
-async def _os_error(request: Request, exc: Exception) -> Response:
-    # A file written by a route (an upload) on a full, read-only or failing disk: the client should retry later.
-    refused = disk_refused(exc)
-    if refused is not None:
-        return await _storage_error(request, refused)
-    return await _internal_error(request, exc)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s: %r", request.method, request.url.path, exc, exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "internal error; see the gateway log")
-
-
-def runtime_of(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 async def health(request: Request) -> Response:
@@ -117,10 +39,13 @@ async def health(request: Request) -> Response:
 
 
 def all_routes() -> list[BaseRoute]:
-    """Every route of the gateway. Each feature lives in one module of `gateway.http.routes` and is listed here."""
+    """Every route of the gateway. Each REST feature lives in one module of `gateway.http.routes`, listed in its
+    `register()`."""
     from gateway.http import api, openapi, webui
+    from gateway.http import routes as rest
     from gateway.ws.connection import websocket_app
 
+    rest.register()
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes.append(WebSocketRoute("/ws", websocket_app))
     routes.extend(api.routes())  # the connector routes, `/files` and `/upload` included
@@ -245,13 +170,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={
-            GatewayError: _gateway_error,
-            HTTPException: _http_error,
-            StorageUnavailableError: _storage_error,
-            OSError: _os_error,
-            Exception: _internal_error,
-        },
+        exception_handlers=exception_handlers(),
     )
     app.state.runtime = runtime
     return app

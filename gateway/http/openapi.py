@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.http.api import ENDPOINTS, Endpoint, ErrorBody
-from gateway.http.asgi import JSON
+from gateway.http.responses import JSON
 
 STATIC = Path(__file__).parents[1] / "static" / "docs"
 _REF = "#/components/schemas/{name}"
@@ -35,9 +35,9 @@ _REASONS = {
 
 def build_openapi() -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for every registered endpoint."""
-    from gateway.http.api import routes as _register
+    from gateway.http import routes as rest
 
-    _register()  # make sure every route module has registered its endpoints
+    rest.register()  # make sure every route module has registered its endpoints
     types: list[Any] = [ErrorBody]
     for ep in ENDPOINTS:
         bodies = ep.body if isinstance(ep.body, tuple) else (ep.body,)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.asgi import error_response
+from gateway.http.responses import error_response
 
 ROOT = Path(__file__).parents[1] / "static" / "webui"
 

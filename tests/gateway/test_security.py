@@ -398,7 +398,7 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
 
 
 def test_json_bodies_are_redacted_raw_and_in_their_escaped_form() -> None:
-    from gateway.http.asgi import JSON
+    from gateway.http.responses import JSON
     from gateway.logs import redactor
 
     odd = 'odd"secret\\with-quote'

@@ -16,7 +16,7 @@ from actors.providers.base import Probeable
 from gateway.core import Runtime
 from gateway.errors import NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
-from gateway.http.asgi import JSON
+from gateway.http.responses import JSON
 from gateway.logs import memory_handler, redactor
 from storage import sessions as sess_db
 from storage.db import integrity_check

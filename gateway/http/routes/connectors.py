@@ -45,9 +45,9 @@ from gateway.errors import (
     UnavailableError,
     ValidationFailedError,
 )
-from gateway.http.api import Ctx, endpoint
-from gateway.http.asgi import JSON, runtime_of
+from gateway.http.api import Ctx, endpoint, runtime_of
 from gateway.http.jsondepth import check_depth
+from gateway.http.responses import JSON
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db

@@ -14,7 +14,7 @@ from actors.messages import SessionKey
 from gateway.core import Runtime
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
-from gateway.http.asgi import JSON
+from gateway.http.responses import JSON
 from gateway.http.routes.account import iso, now_ms
 from gateway.http.routes.app_config import ModelName, ProviderName
 from gateway.http.session_feed import sessions_changed
