@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from starlette.datastructures import UploadFile
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -24,22 +24,11 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.http.credentials import (
-    ADMIN_TOKEN,
-    PasswordHasher,
-    Principal,
-    TokenIssuer,
-    classify_bearer,
-    issued_before,
-    missing_credentials,
-    require_owner,
-    wrong_gateway_token,
-)
+from gateway.http.credentials import PasswordHasher, TokenIssuer
 from gateway.http.jsondepth import check_depth
-from gateway.http.principal import bearer_token, require_admin
+from gateway.http.principal import Principal, authenticate, client_address, require_admin, require_owner
 from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.http.responses import JSON
-from storage import users as users_db
 
 # "token": the gateway token only (the `/v1/runtime/*` admin surface, `/files`, `/upload`); "connector": no gateway
 # auth, the connector named in the path checks its own credential (Bearer shared token, Slack signature, Telegram
@@ -135,11 +124,6 @@ def runtime_of(request: Request) -> Runtime:
     return rt
 
 
-def client_address(conn: HTTPConnection) -> str:
-    """The peer's address (behind a reverse proxy: the proxy's, so all its clients share one throttle)."""
-    return conn.client.host if conn.client else "unknown"
-
-
 Handler = Callable[[Ctx], Awaitable[Any]]
 
 
@@ -223,55 +207,6 @@ def endpoint(
     return register
 
 
-async def authenticate(request: Request, runtime: Runtime) -> Principal:
-    """Return the caller of `request`: the gateway token, or a valid access token of an active user.
-
-    Raises UnauthorizedError (401) for a missing, bad, expired or revoked credential, and RateLimitedError (429)
-    while the client's address waits after failed authentications (FailedAuthThrottle).
-    """
-    token = bearer_token(request)
-    if token is None:
-        raise missing_credentials()
-    rest = rest_of(runtime)
-    address = client_address(request)
-    if rest.throttle is not None:
-        rest.throttle.check(address)  # before the credential is looked at: a refused guess learns nothing
-    kind = classify_bearer(token, runtime.token)
-    if kind == "gateway":
-        if rest.throttle is not None:
-            rest.throttle.succeeded(address)
-        return ADMIN_TOKEN
-    if kind == "other":
-        if rest.throttle is not None:
-            rest.throttle.failed(address)
-        raise wrong_gateway_token()
-    try:
-        claims = rest.issuer.decode_access(token)
-    except UnauthorizedError as exc:
-        # A forged or mistyped token is a guess; an expired one of ours is not (its client refreshes it).
-        if exc.code == "INVALID_TOKEN" and rest.throttle is not None:
-            rest.throttle.failed(address)
-        raise
-    if rest.throttle is not None:
-        rest.throttle.succeeded(address)
-    user = await runtime.store.read(users_db.get_user, claims["sub"])  # every request: it must not wait on a write
-    if user is None or user.status != "active":
-        # A deleted, banned or deactivated user's tokens stop working at once, not at their expiry.
-        raise UnauthorizedError(
-            "this account no longer exists or is not active",
-            code="ACCOUNT_DISABLED",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if issued_before(claims, user.tokens_after):
-        raise UnauthorizedError(
-            "the password changed since this token was issued; log in again",
-            code="TOKEN_REVOKED",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    # The role comes from the database, so a demoted admin loses the role with the next request.
-    return Principal(user.id, user.role)
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing more than `limit` bytes (413) whatever Content-Length claims."""
     declared = request.headers.get("content-length")
@@ -324,20 +259,27 @@ def decode_query(request: Request, type_: type[S]) -> S:
         raise validation_error(exc, "query") from None
 
 
+async def _authenticate(request: Request, runtime: Runtime) -> Principal:
+    rest = rest_of(runtime)
+    return await authenticate(
+        request, gateway_token=runtime.token, issuer=rest.issuer, throttle=rest.throttle, store=runtime.store
+    )
+
+
 def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     async def view(request: Request) -> Response:
         runtime = runtime_of(request)
         ctx = Ctx(request, runtime, None)
         if ep.auth == "token":
             try:
-                ctx.principal = await authenticate(request, runtime)
+                ctx.principal = await _authenticate(request, runtime)
             except UnauthorizedError:
                 require_admin(request)  # not the gateway token either: its 401 says where the token is
                 raise
             # An account's valid token is not a bad credential: say that this surface is the owner's (403).
             require_owner(ctx.principal, "the runtime, connector and file API (/v1/runtime, /files, /upload)")
         elif ep.auth not in ("none", "connector"):
-            ctx.principal = await authenticate(request, runtime)
+            ctx.principal = await _authenticate(request, runtime)
             if ep.auth == "admin" and not ctx.principal.is_admin:
                 raise ForbiddenError("this needs the super_admin role")
         if ep.group is not None and runtime.config.limits.enabled:

@@ -1,12 +1,12 @@
-"""Who is calling: argon2id passwords, pinned-algorithm JWT access tokens, rotating refresh tokens, principals."""
+"""Credentials: argon2id passwords, pinned-algorithm JWTs, rotating refresh tokens, constant-time token checks."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,7 @@ import nacl.exceptions
 import nacl.pwhash
 import trio
 
-from gateway.errors import OwnerOnlyError, UnauthorizedError
-from gateway.http.principal import token_matches
+from gateway.errors import UnauthorizedError
 from gateway.logs import redactor
 
 # OWASP's minimum for argon2id (m=19 MiB, t=2, p=1); libsodium always uses p=1.
@@ -27,44 +26,6 @@ _REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ"]
 MAX_PASSWORD_BYTES = 1024
 # A JWT this gateway did not sign (another gateway's, or its signing secret changed): a user session to renew.
 _BAD_ACCESS_TOKEN = "this user access token is not valid on this gateway; log in again"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller of a request: a user, or the gateway token acting as super admin (`user_id` None)."""
-
-    user_id: str | None
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "super_admin"
-
-    @property
-    def is_owner(self) -> bool:
-        """Whether this is the owner: the holder of the gateway token (never a user account, not even an admin's).
-
-        Powers that reach the host (running a command, reading arbitrary paths) are the owner's alone (issue 14).
-        """
-        return self.user_id is None and self.role == "super_admin"
-
-    @property
-    def owner(self) -> str | None:
-        """What goes in an `owner` column for things this caller creates (None for the gateway token)."""
-        return self.user_id
-
-    def may_access(self, owner: str | None) -> bool:
-        """Admins see everything; a user sees only what they own."""
-        return self.is_admin or (self.user_id is not None and owner == self.user_id)
-
-
-ADMIN_TOKEN = Principal(None, "super_admin")  # the gateway token: the owner
-
-
-def require_owner(principal: Principal, what: str) -> None:
-    """Raise OwnerOnlyError (403 OWNER_ONLY) unless `principal` is the owner; `what` names the power asked for."""
-    if not principal.is_owner:
-        raise OwnerOnlyError(what)
 
 
 class PasswordHasher:
@@ -104,6 +65,13 @@ class PasswordHasher:
 
         ok = await trio.to_thread.run_sync(check, limiter=self._limiter)
         return ok and stored is not None
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Compare a presented token with the expected one in constant time (None never matches)."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 def load_jwt_secret(path: Path) -> str:
@@ -149,14 +117,14 @@ class TokenIssuer:
                 token, self._secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}
             )
         except jwt.ExpiredSignatureError:
-            raise _unauthorized(
+            raise unauthorized(
                 "your session's access token has expired; refresh it (`POST /api/auth/refresh`) or log in again",
                 "TOKEN_EXPIRED",
             ) from None
         except jwt.InvalidTokenError:
-            raise _unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN") from None
+            raise unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN") from None
         if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
-            raise _unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN")
+            raise unauthorized(_BAD_ACCESS_TOKEN, "INVALID_TOKEN")
         return claims
 
     @staticmethod
@@ -171,36 +139,8 @@ def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _unauthorized(message: str, code: str = "UNAUTHORIZED") -> UnauthorizedError:
+def unauthorized(message: str, code: str = "UNAUTHORIZED") -> UnauthorizedError:
     return UnauthorizedError(message, code=code, headers={"WWW-Authenticate": "Bearer"})
-
-
-def classify_bearer(token: str | None, gateway_token: str) -> str:
-    """Say what a bearer credential looks like: `missing`, `gateway`, `jwt` (not yet verified) or `other`.
-
-    A user's access token is always a JWT (three dot-separated parts); anything else that is not the gateway
-    token can only be a mistyped or outdated gateway token, which deserves its own message.
-    """
-    if not token:
-        return "missing"
-    if token_matches(token, gateway_token):
-        return "gateway"
-    return "jwt" if token.count(".") == 2 else "other"
-
-
-def wrong_gateway_token() -> UnauthorizedError:
-    """A bearer that is neither the gateway token nor a JWT: a typo or an old token, not an expired session."""
-    return _unauthorized(
-        "this is not the gateway token (and not a user's access token); check it for a typo or a rotation: "
-        "`gateway token` prints the current one",
-        "INVALID_GATEWAY_TOKEN",
-    )
-
-
-def missing_credentials() -> UnauthorizedError:
-    return _unauthorized(
-        "authentication required: send `Authorization: Bearer <access token or gateway token>`", "UNAUTHORIZED"
-    )
 
 
 def issued_before(claims: dict[str, Any], cutoff_ms: int) -> bool:

@@ -1,5 +1,4 @@
-"""Responses: JSON encoded with msgspec (secrets redacted), and the one error shape every failure takes,
-`{"error": {"code", "message"}}`, with the handlers that turn each exception into it."""
+"""Responses: JSON encoded with msgspec (secrets redacted), and the handlers giving every error one JSON shape."""
 
 from __future__ import annotations
 

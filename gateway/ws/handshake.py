@@ -11,8 +11,8 @@ import msgspec
 import trio
 from nacl.public import PrivateKey
 
+from gateway.http.credentials import token_matches
 from gateway.http.jsondepth import too_deep
-from gateway.http.principal import token_matches
 from gateway.types import Receive, Send
 from gateway.ws import crypto
 

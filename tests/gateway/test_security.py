@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.http import principal as auth
+from gateway.http import credentials
 from gateway.http.asgi import all_routes
 from gateway.ws import crypto
 from tests.conftest import make_config, start_gateway
@@ -71,10 +71,10 @@ def test_no_token_or_secret_is_compared_with_equality() -> None:
 
 
 def test_the_comparison_helpers_use_hmac_compare_digest() -> None:
-    assert "hmac.compare_digest" in inspect.getsource(auth.token_matches)
+    assert "hmac.compare_digest" in inspect.getsource(credentials.token_matches)
     assert "hmac.compare_digest" in inspect.getsource(crypto.proofs_match)
-    assert auth.token_matches("a" * 30, "a" * 30) and not auth.token_matches("a" * 30, "b" * 30)
-    assert not auth.token_matches(None, "x") and not auth.token_matches("", "x")
+    assert credentials.token_matches("a" * 30, "a" * 30) and not credentials.token_matches("a" * 30, "b" * 30)
+    assert not credentials.token_matches(None, "x") and not credentials.token_matches("", "x")
 
 
 def test_the_ast_check_finds_a_leaky_comparison(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from gateway.agent.a2a import fetch_card
 from gateway.agent.live_config import prefs_of
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint, validation_error
-from gateway.http.credentials import require_owner
+from gateway.http.principal import require_owner
 from gateway.http.routes.app_config import Url
 from gateway.logs import redactor
 from gateway.outbound import check_settable

@@ -9,7 +9,7 @@ import msgspec
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
 from gateway.http.api import Ctx, Ok, endpoint
-from gateway.http.credentials import require_owner
+from gateway.http.principal import require_owner
 from gateway.http.routes.account import (
     Email,
     Password,

@@ -7,7 +7,8 @@ import trio
 import trio.testing
 
 from gateway.errors import OwnerOnlyError
-from gateway.http.credentials import ADMIN_TOKEN, PasswordHasher, Principal, require_owner
+from gateway.http.credentials import PasswordHasher
+from gateway.http.principal import ADMIN_TOKEN, Principal, require_owner
 
 
 async def test_hashes_run_at_most_concurrency_at_once() -> None:
