@@ -34,7 +34,8 @@ from storage.events import EventRow
 
 if TYPE_CHECKING:
     from actors.scheduler import Scheduler
-    from gateway.agent.live_config import LiveConfig, ToolPrefs
+    from gateway.agent.live_config import LiveConfig
+    from gateway.agent.tool_prefs import ToolPrefs
     from gateway.http.api import RestState
     from gateway.http.session_feed import SessionsFeed
     from gateway.notify import BackgroundTurns
@@ -50,7 +51,7 @@ class Services:
     background: BackgroundTurns | None = None  # notifications when an unwatched turn ends
     scheduler: Scheduler | None = None  # cron jobs
     live_config: LiveConfig | None = None  # the agent settings changed over the API (gateway.agent.live_config)
-    tool_prefs: ToolPrefs | None = None  # users' MCP switch-offs
+    tool_prefs: ToolPrefs | None = None  # users' MCP switch-offs (gateway.agent.tool_prefs)
     sessions_feed: SessionsFeed | None = None  # made by the first session-list stream (gateway.http.session_feed)
     # `GET /api/status`'s database integrity check: one scan at a time, its verdict reused for a while.
     integrity_lock: trio.Lock = field(default_factory=trio.Lock)

@@ -302,8 +302,9 @@ async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, i
 async def start_services(runtime: Runtime, core: Supervisor) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler), each a child of `core`; each
     feature adds one line."""
-    from gateway.agent import live_config
+    from gateway.agent import live_config, tool_prefs
 
+    await tool_prefs.load(runtime)
     await live_config.load(runtime)
     await start_mcp(runtime, core)
     await _start_connectors(runtime, core)
@@ -326,7 +327,7 @@ async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
     hub.apply(servers)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
-        from gateway.agent.live_config import prefs_of
+        from gateway.agent.tool_prefs import prefs_of
 
         # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
         openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)

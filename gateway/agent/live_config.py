@@ -1,4 +1,4 @@
-"""The agent's live settings: LLM endpoint (its key a secret), agent limits, models.json, users' tool choices."""
+"""The agent's live settings: LLM endpoint (its key a secret), agent limits and models.json, stored over the API."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from gateway.core import Runtime, started
 from gateway.logs import redactor
 from storage import secrets as secrets_db
 from storage import settings as settings_db
-from storage import tool_prefs as prefs_db
 
 log = logging.getLogger("gateway.agent_config")
 
@@ -22,8 +21,6 @@ LLM_KEY = "app_config.llm"
 AGENT_KEY = "app_config.agent"
 MODELS_KEY = "models_json"
 API_KEY_SLOT = "app_config.llm.api_key"
-# Preferences of the gateway token, which also apply to sessions no user owns (connectors, /ws with the token).
-ADMIN_PREFS = ""
 
 
 class LlmSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -54,31 +51,6 @@ def openai_of(runtime: Runtime) -> OpenAIProvider | None:
     return provider if isinstance(provider, OpenAIProvider) else None
 
 
-class ToolPrefs:
-    """Which MCP servers each user switched off, in memory for the providers (they pick tools synchronously)."""
-
-    def __init__(self) -> None:
-        self._mcp_off: dict[str, set[str]] = {}
-
-    def load(self, mcp_off: dict[str, set[str]]) -> None:
-        self._mcp_off = mcp_off
-
-    def set_mcp(self, user: str, server: str, enabled: bool) -> None:
-        off = self._mcp_off.setdefault(user, set())
-        if enabled:
-            off.discard(server)
-        else:
-            off.add(server)
-
-    def forget_mcp(self, server: str) -> None:
-        for off in self._mcp_off.values():
-            off.discard(server)
-
-    def mcp_hidden(self, owner: str | None) -> frozenset[str]:
-        """The MCP servers whose tools a turn of `owner`'s session must not offer."""
-        return frozenset(self._mcp_off.get(owner or ADMIN_PREFS, ()))
-
-
 @dataclasses.dataclass(slots=True)
 class LiveConfig:
     """The stored overrides, kept in memory; the `openai` provider's settings are rebuilt from them on change."""
@@ -91,18 +63,12 @@ class LiveConfig:
     models_json: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def prefs_of(runtime: Runtime) -> ToolPrefs:
-    return started(runtime.services.tool_prefs, "the tool preferences")
-
-
 def live_of(runtime: Runtime) -> LiveConfig:
     return started(runtime.services.live_config, "the live agent config")
 
 
 async def load(runtime: Runtime) -> None:
     """Apply what the REST API stored over the config file's values (called once at startup)."""
-    runtime.services.tool_prefs = prefs = ToolPrefs()
-    prefs.load(await runtime.store.call(prefs_db.all_disabled, "mcp"))
     openai = openai_of(runtime)
     live = LiveConfig(openai.settings if openai is not None else None, runtime.choice.provider)
     runtime.services.live_config = live

@@ -9,7 +9,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.agent.a2a import fetch_card
-from gateway.agent.live_config import prefs_of
+from gateway.agent.tool_prefs import prefs_of
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint, validation_error
 from gateway.http.principal import require_owner

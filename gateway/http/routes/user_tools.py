@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.agent.live_config import ADMIN_PREFS, prefs_of
+from gateway.agent.tool_prefs import ADMIN_PREFS, prefs_of
 from gateway.errors import NotFoundError
 from gateway.http.api import Ctx, Ok, endpoint
 from gateway.http.routes.tool_servers import EnabledRequest
