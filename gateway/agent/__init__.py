@@ -1,7 +1,8 @@
-"""What the agent is given beyond its provider: its live settings changed over the API (live_config.py: the LLM
-endpoint, agent limits, models.json, users' MCP switch-offs), skills (skills.py), A2A agent cards (a2a.py) and
-speech to text (transcribe.py).
+"""What the agent is given beyond its provider: settings changed over the API, tool preferences, skills, A2A, speech.
 
-May import: gateway.core, gateway.errors, gateway.logs, gateway.outbound, actors/ and storage/. Never the HTTP or
-/ws edges: the routes in gateway.http.routes call into it.
+live_config.py (the LLM endpoint, agent limits, models.json), tool_prefs.py (users' MCP switch-offs), skills.py,
+a2a.py (agent cards) and transcribe.py (speech to text).
+
+May import: gateway.core, gateway.errors, gateway.logs, gateway.outbound, actors/ and storage/. Never an edge: the
+routes in gateway.http.routes call into it.
 """

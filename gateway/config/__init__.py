@@ -1,6 +1,7 @@
-"""The gateway's configuration: the frozen `Config` tree read from TOML and `GATEWAY_*` overrides (file.py), and
-the seeds' own tables folded into it (seeds.py).
+"""The gateway's configuration: the frozen `Config` tree from TOML and `GATEWAY_*` overrides, and the seeds' tables.
 
-May import: the standard library, msgspec, and (to validate `[outbound]` and `[connectors]`) gateway.errors,
-gateway.outbound and gateway.connectors. Never the runtime, the HTTP or /ws edges, nor actors/ or storage/.
+file.py loads and validates it (and derives `Paths` and the token); seeds.py folds the seeds' own tables into it.
+
+May import: gateway.errors and gateway.outbound, and gateway.connectors.service (inside a function, to validate
+`[connectors]`). Never gateway.core, the runtime or an edge, nor actors/ or storage/.
 """
