@@ -41,17 +41,12 @@ from actors.store import StorageUnavailableError, Store
 from storage import events as ev_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.events import EventRow
 
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("gateway.session")
-
-
-def now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

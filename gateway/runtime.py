@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import signal
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -38,6 +37,7 @@ from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 from storage.sealing import sealer_of
@@ -86,7 +86,7 @@ def build_providers(
 def recover(conn: sqlite3.Connection) -> int:
     """After a crash: turns left `running` can never finish, so mark them `interrupted`."""
     conn.execute("BEGIN IMMEDIATE")
-    n = msg_db.interrupt_running_turns(conn, now_ms=time.time_ns() // 1_000_000)
+    n = msg_db.interrupt_running_turns(conn, now_ms=now_ms())
     conn.execute("COMMIT")
     return n
 

@@ -194,3 +194,25 @@ def test_the_seams_are_typed_so_mypy_finds_a_wrong_storage_call_or_service(tmp_p
     out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300).stdout
     errors = sorted(int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line)
     assert errors == [8, 9, 10, 11], out
+
+
+def test_one_clock_for_stored_milliseconds() -> None:
+    """`storage.clock.now_ms` is the one wall clock in milliseconds: no module defines its own (a method with its
+    own injectable clock, like the scheduler's, is not one) nor spells `time.time_ns() // 1_000_000` again."""
+    found: list[str] = []
+    for name, path in modules(ROOT).items():
+        if name == "storage.clock":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.lstrip("_") == "now_ms":
+                found.append(f"{name}: def {node.name}")
+        for expr in ast.walk(tree):
+            if (
+                isinstance(expr, ast.BinOp)
+                and isinstance(expr.op, ast.FloorDiv)
+                and isinstance(expr.left, ast.Call)
+                and ast.unparse(expr.left.func) == "time.time_ns"
+            ):
+                found.append(f"{name}:{expr.lineno}: {ast.unparse(expr)}")
+    assert found == []

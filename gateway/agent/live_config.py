@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any
 
 import msgspec
@@ -14,6 +13,7 @@ from gateway.core import Runtime, started
 from gateway.logs import redactor
 from storage import secrets as secrets_db
 from storage import settings as settings_db
+from storage.clock import now_ms
 
 log = logging.getLogger("gateway.agent_config")
 
@@ -40,10 +40,6 @@ class AgentSettings(msgspec.Struct, kw_only=True):
     max_iterations: int
     max_retries: int
     max_search_results: int = 10
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def openai_of(runtime: Runtime) -> OpenAIProvider | None:
@@ -138,7 +134,7 @@ async def update_llm(runtime: Runtime, update: dict[str, Any], api_key: str | No
         update = {**update, "base_url_by_owner": (by_owner or kept) if url is not None else None}
     merged = msgspec.structs.replace(live.llm, **update)
     doc = msgspec.json.encode(merged).decode()
-    now = _now_ms()
+    now = now_ms()
     redactor.add(api_key)  # before anything could log it
 
     def write(conn: Any) -> None:

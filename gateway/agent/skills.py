@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import stat
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from gateway.errors import ConflictError, GatewayError, OwnerOnlyError, Validati
 from gateway.outbound import OutboundPolicy
 from storage import settings as settings_db
 from storage import skills as skills_db
+from storage.clock import now_ms
 from storage.skills import SkillRow
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ async def install(
         "context_ref_count": refs,
         "context": body[:MAX_CONTEXT_CHARS],
     }
-    row = await store.call(skills_db.upsert_skill, item, now_ms=time.time_ns() // 1_000_000)
+    row = await store.call(skills_db.upsert_skill, item, now_ms=now_ms())
     return row, reasons
 
 

@@ -23,16 +23,13 @@ from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
 from gateway.http.ratelimit import TokenBucket, rate_limited
 from gateway.outbound import OutboundPolicy
 from storage import ingress as ingress_db
+from storage.clock import now_ms
 from storage.ingress import IngressItem, Outcome, SessionSpec
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("gateway.connectors")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

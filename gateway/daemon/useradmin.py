@@ -21,6 +21,7 @@ import msgspec
 
 from gateway.config.file import Config, Paths
 from storage import users as users_db
+from storage.clock import now_ms
 from storage.db import open_db
 from storage.users import DuplicateUserError, UserRow
 
@@ -37,10 +38,6 @@ class UserAdminError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def hash_password(password: str) -> str:

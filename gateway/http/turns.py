@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +15,7 @@ from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, Subscr
 from gateway.core import Runtime
 from gateway.errors import GatewayError, UnavailableError
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.events import EventRow
 from storage.sessions import SessionRow
 
@@ -34,10 +34,6 @@ class TurnOutcome:
     error: str | None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -> SessionRow:
     """Return the session row for `key`, creating it owned by `owner` (the session actor then adopts it)."""
     return await runtime.store.call(
@@ -45,7 +41,7 @@ async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -
         key.transport,
         key.chat_id,
         key.topic_id,
-        now_ms=_now_ms(),
+        now_ms=now_ms(),
         owner=owner,
     )
 

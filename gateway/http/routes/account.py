@@ -12,6 +12,7 @@ from gateway.errors import ConflictError, ForbiddenError, NotFoundError, Unautho
 from gateway.http.api import Ctx, endpoint
 from gateway.http.credentials import hash_refresh_token
 from storage import users as users_db
+from storage.clock import now_ms
 from storage.users import DuplicateUserError, UserRow
 
 log = logging.getLogger("gateway.users")
@@ -79,10 +80,6 @@ def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def user_out(u: UserRow) -> UserResponse:

@@ -18,9 +18,9 @@ from starlette.responses import StreamingResponse
 from gateway import fileio
 from gateway.errors import ForbiddenError, NotFoundError
 from gateway.http.api import Ctx, Ok, endpoint, uploaded_file
-from gateway.http.routes.account import now_ms
 from gateway.http.routes.sessions import FileInfo, file_info
 from storage import files as files_db
+from storage.clock import now_ms
 from storage.files import FileRow
 from storage.ids import new_id
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -52,6 +51,7 @@ from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 
 MAX_INGRESS_BODY = 2 * 1024 * 1024 + 64 * 1024
 MAX_ADMIN_BODY = 256 * 1024
@@ -219,7 +219,7 @@ async def put_reply_targets(ctx: Ctx) -> Response:
     def txn(conn: Any) -> str | None:
         row = sess_db.find_by_ref(conn, ref)
         if row is not None:
-            conn_db.set_reply_targets(conn, row.id, targets, now_ms=time.time_ns() // 1_000_000, by_operator=True)
+            conn_db.set_reply_targets(conn, row.id, targets, now_ms=now_ms(), by_operator=True)
         return None if row is None else row.id
 
     sid = await service.store.call(txn)
@@ -260,7 +260,7 @@ async def list_outbox(ctx: Ctx) -> Response:
 async def retry_delivery(ctx: Ctx) -> Retried:
     svc = service_of(ctx.request)
     did = ctx.path("delivery_id")
-    if not await svc.store.call(outbox_db.retry_dead_letter, did, now_ms=time.time_ns() // 1_000_000):
+    if not await svc.store.call(outbox_db.retry_dead_letter, did, now_ms=now_ms()):
         raise NotFoundError(f"no dead-lettered delivery {did}")
     if svc.outbox_address is not None:
         from actors.outbox import send_kick

@@ -12,12 +12,13 @@ from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
 from gateway.core import started
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
-from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.account import iso
 from gateway.http.routes.messages import connector_transport, reply_through_connector
 from gateway.http.routes.sessions import Channel, ChatId, owned_session
 from gateway.http.turns import ensure_session
 from storage import cron as cron_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.cron import CronJob
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,6 +14,7 @@ from gateway.http.api import Ctx, endpoint
 from gateway.http.routes.sessions import Channel
 from gateway.http.turns import ensure_session, run_turn, submit
 from storage import connectors as conn_db
+from storage.clock import now_ms
 
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
@@ -121,7 +121,7 @@ async def reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) ->
     def txn(conn: sqlite3.Connection) -> None:
         # Targets set by the connector's own ingress (or over the API) are left as they are.
         if conn_db.get_reply_targets(conn, session_id) is None:
-            conn_db.set_reply_targets(conn, session_id, [target], now_ms=time.time_ns() // 1_000_000)
+            conn_db.set_reply_targets(conn, session_id, [target], now_ms=now_ms())
 
     await ctx.store.call(txn)
 

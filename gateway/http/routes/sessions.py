@@ -15,7 +15,7 @@ from gateway.core import Runtime
 from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
 from gateway.http.responses import JSON
-from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.account import iso
 from gateway.http.routes.app_config import ModelName, ProviderName
 from gateway.http.session_feed import sessions_changed
 from gateway.http.sse import SSEResponse, shutdown_event, sse_event
@@ -24,6 +24,7 @@ from storage import events as events_db
 from storage import files as files_db
 from storage import session_views as views_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.events import EventRow
 from storage.ids import new_id
 from storage.sessions import SessionRow

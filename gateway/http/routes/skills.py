@@ -11,9 +11,10 @@ import trio
 from gateway.agent import skills
 from gateway.errors import GatewayError, NotFoundError
 from gateway.http.api import Ctx, Ok, endpoint
-from gateway.http.routes.account import iso, now_ms
+from gateway.http.routes.account import iso
 from gateway.http.routes.tool_servers import EnabledRequest
 from storage import skills as skills_db
+from storage.clock import now_ms
 from storage.skills import SkillRow
 
 

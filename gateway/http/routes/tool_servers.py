@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,6 +18,7 @@ from gateway.outbound import check_settable
 from storage import mcp as mcp_db
 from storage import skills as a2a_db
 from storage import tool_prefs as prefs_db
+from storage.clock import now_ms
 from storage.mcp import McpServerRow
 
 ServerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -88,10 +88,6 @@ class A2AItem(msgspec.Struct, kw_only=True):
 
 class A2AList(msgspec.Struct, kw_only=True):
     a2a_servers: list[A2AItem]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def apply_mcp(ctx: Ctx) -> None:
@@ -164,7 +160,7 @@ async def post_mcp(ctx: Ctx) -> Ok:
     for name, s in servers.items():
         if s.transport == "stdio":
             require_owner(ctx.user, f"the stdio MCP server {name!r} runs a command on the host")
-    now = _now_ms()
+    now = now_ms()
     by_owner = ctx.user.is_owner
     before = {r.name: r for r in await ctx.store.call(mcp_db.list_servers)}
     owners = [r.url for r in before.values() if r.url_by_owner]
@@ -231,7 +227,7 @@ async def delete_mcp(ctx: Ctx) -> Ok:
 async def enable_mcp(ctx: Ctx) -> Ok:
     req: EnabledRequest = ctx.body
     name = ctx.path("server_name")
-    if not await ctx.store.call(mcp_db.set_enabled, name, req.enabled, now_ms=_now_ms()):
+    if not await ctx.store.call(mcp_db.set_enabled, name, req.enabled, now_ms=now_ms()):
         raise NotFoundError(f"no MCP server {name!r}", code="MCP_SERVER_NOT_FOUND")
     await apply_mcp(ctx)
     return Ok()
@@ -264,7 +260,7 @@ async def post_a2a(ctx: Ctx) -> A2AItem:
     trusted = [req.base_url] if ctx.user.is_owner else []
     async with ctx.runtime.outbound.client(trusted=trusted, timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)
-    stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=_now_ms())
+    stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=now_ms())
     return a2a_item(stored.view())
 
 

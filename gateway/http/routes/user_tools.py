@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -14,6 +13,7 @@ from gateway.http.routes.tool_servers import EnabledRequest
 from storage import mcp as mcp_db
 from storage import skills as a2a_db
 from storage import tool_prefs as prefs_db
+from storage.clock import now_ms
 
 
 class ToolWithPreference(msgspec.Struct, kw_only=True):
@@ -67,7 +67,7 @@ async def set_mcp_tool(ctx: Ctx) -> Ok:
     def write(conn: Any) -> bool:
         if mcp_db.get_server(conn, name) is None:
             return False
-        prefs_db.set_pref(conn, user, "mcp", name, req.enabled, now_ms=time.time_ns() // 1_000_000)
+        prefs_db.set_pref(conn, user, "mcp", name, req.enabled, now_ms=now_ms())
         return True
 
     if not await ctx.store.call(write):
@@ -111,7 +111,7 @@ async def set_a2a_tool(ctx: Ctx) -> Ok:
     def write(conn: Any) -> bool:
         if a2a_db.get_a2a(conn, a2a_id) is None:
             return False
-        prefs_db.set_pref(conn, user, "a2a", a2a_id, req.enabled, now_ms=time.time_ns() // 1_000_000)
+        prefs_db.set_pref(conn, user, "a2a", a2a_id, req.enabled, now_ms=now_ms())
         return True
 
     if not await ctx.store.call(write):

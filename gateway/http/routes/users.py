@@ -18,11 +18,11 @@ from gateway.http.routes.account import (
     Username,
     UserResponse,
     iso,
-    now_ms,
     require_username_or_email,
     user_out,
 )
 from storage import users as users_db
+from storage.clock import now_ms
 from storage.users import DuplicateUserError, UserRow
 
 log = logging.getLogger("gateway.users")
