@@ -18,7 +18,7 @@ from typing import TypeVar, TypeVarTuple
 import trio
 import trio.lowlevel
 
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.errors import FileTimeoutError, InvalidRequestError, NotFoundError, NotRegularFileError
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -26,14 +26,6 @@ IO_TIMEOUT = 30.0  # seconds one file operation (an open, a chunk) may take befo
 CHUNK = 256 * 1024
 _THREADS = 8
 _limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("file_io_limiter")
-
-
-class FileTimeoutError(GatewayError):
-    status, code = 503, "FILE_IO_TIMEOUT"
-
-
-class NotRegularFileError(GatewayError):
-    status, code = 404, "NOT_A_REGULAR_FILE"
 
 
 def _threads() -> trio.CapacityLimiter:

@@ -216,3 +216,20 @@ def test_one_clock_for_stored_milliseconds() -> None:
             ):
                 found.append(f"{name}:{expr.lineno}: {ast.unparse(expr)}")
     assert found == []
+
+
+def test_every_http_error_class_is_in_gateway_errors_and_its_docstring() -> None:
+    """One exception tree: a class a client is shown (a GatewayError) is defined in gateway/errors.py only, and that
+    module's docstring lists it with its status."""
+    errors = ast.parse((ROOT / "gateway" / "errors.py").read_text())
+    tree = {node.name for node in errors.body if isinstance(node, ast.ClassDef)}
+    doc = ast.get_docstring(errors) or ""
+    assert sorted(name for name in tree if name not in doc) == []
+    elsewhere = [
+        f"{name}: class {node.name}"
+        for name, path in modules(ROOT).items()
+        if name.startswith("gateway.") and name != "gateway.errors"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and {ast.unparse(base).rpartition(".")[2] for base in node.bases} & tree
+    ]
+    assert elsewhere == []

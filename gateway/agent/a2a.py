@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import GatewayError
+from gateway.errors import A2ACardError
 from gateway.outbound import OutboundRefusedError
 from storage.ids import new_id
 from storage.skills import A2AServerRow
@@ -14,10 +14,6 @@ if TYPE_CHECKING:
 
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")  # current path first, then the older one
 MAX_CARD_BYTES = 256 * 1024
-
-
-class A2ACardError(GatewayError):
-    status, code = 422, "A2A_CARD_INVALID"
 
 
 def _strings(value: Any) -> list[str]:

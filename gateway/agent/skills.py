@@ -16,7 +16,7 @@ from urllib.parse import quote
 import trio
 
 from actors.store import Store
-from gateway.errors import ConflictError, GatewayError, OwnerOnlyError, ValidationFailedError
+from gateway.errors import ConflictError, OwnerOnlyError, SkillInstallError, ValidationFailedError
 from gateway.outbound import OutboundPolicy
 from storage import settings as settings_db
 from storage import skills as skills_db
@@ -35,10 +35,6 @@ RISKY_TOOLS = {"bash", "shell", "exec", "computer", "terminal"}
 POLICY_KEY = "skills.policy"
 PolicyMode = Literal["off", "enforce_confirmation"]
 _GITHUB_TREE = re.compile(r"^https://github\.com/([\w.-]+)/([\w.-]+)/tree/([^/]+)(?:/(.*))?$")
-
-
-class SkillInstallError(GatewayError):
-    status, code = 422, "SKILL_INVALID"
 
 
 @dataclass(frozen=True, slots=True)

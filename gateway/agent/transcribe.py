@@ -10,18 +10,10 @@ from pathlib import Path
 
 import trio
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NoTranscriberError, TranscriptionFailedError
 from gateway.outbound import OutboundPolicy
 
 log = logging.getLogger("gateway.transcribe")
-
-
-class NoTranscriberError(GatewayError):
-    status, code = 501, "TRANSCRIPTION_NOT_CONFIGURED"
-
-
-class TranscriptionFailedError(GatewayError):
-    status, code = 502, "TRANSCRIPTION_FAILED"
 
 
 @dataclass(frozen=True, slots=True)

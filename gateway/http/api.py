@@ -19,7 +19,6 @@ from gateway.core import Runtime, started
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
-    PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
     ValidationFailedError,
@@ -207,21 +206,6 @@ def endpoint(
     return register
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing more than `limit` bytes (413) whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 _AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
 _AT_KEY = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.S)
 
@@ -288,7 +272,7 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             ctx.query = decode_query(request, ep.query)
         if ep.body is not None and ep.validate:
             assert not isinstance(ep.body, tuple), "a choice of body types is for documentation (validate=False)"
-            raw = await read_body(request, runtime.config.server.max_body_bytes)
+            raw = await request.body()  # within `server.max_body_bytes`: asgi.BodyLimit checks every body
             ctx.body = decode_json(raw, ep.body)
         result = await ep.handler(ctx)
         if isinstance(result, Response):

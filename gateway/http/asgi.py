@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -54,10 +55,24 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
-class BodyLimit:
-    """Refuse bodies over the limit on every route: by Content-Length up front, else while they stream in."""
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A request body limit: the bytes it allows, the setting that sets it, and how its 413 names the body."""
 
-    def __init__(self, app: ASGIApp, *, default: int, larger: dict[str, int], body_timeout: float = 30.0) -> None:
+    size: int
+    setting: str
+    what: str = "the request body"
+    slack: int = 0  # allowed beyond `size` and not counted by it: the multipart framing around an upload's file
+
+    def too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError.over(self.size, self.setting, what=self.what)
+
+
+class BodyLimit:
+    """The one body limit of every request, checked here only: by Content-Length up front, else while the body
+    streams in. Each path has one (`server.max_body_bytes`; an upload route, its own larger file limit)."""
+
+    def __init__(self, app: ASGIApp, *, default: Limit, larger: dict[str, Limit], body_timeout: float = 30.0) -> None:
         self.app = app
         self.body_timeout = body_timeout
         self.default = default
@@ -67,15 +82,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.larger.get(scope["path"], self.default)
+        rule = self.larger.get(scope["path"], self.default)
+        limit = rule.size + rule.slack
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit():
                     await error_response(400, "INVALID_REQUEST", "bad Content-Length header")(scope, receive, send)
                     return
                 if int(value) > limit:
-                    too_big = error_response(413, "PAYLOAD_TOO_LARGE", f"the request body is larger than {limit} bytes")
-                    await too_big(scope, receive, send)
+                    too_big = rule.too_large()
+                    await error_response(too_big.status, too_big.code, too_big.message)(scope, receive, send)
                     return
         seen = 0
         complete = False
@@ -92,7 +108,7 @@ class BodyLimit:
                     seen += len(message.get("body", b""))
                     complete = not message.get("more_body", False)
                     if seen > limit:
-                        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+                        raise rule.too_large()
                 else:
                     complete = True
                 return message
@@ -143,11 +159,15 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
     middleware = [
         Middleware(
             BodyLimit,
-            default=config.server.max_body_bytes,
-            # The upload routes check the file's own size; the body adds the multipart framing around it.
+            default=Limit(config.server.max_body_bytes, "server.max_body_bytes"),
+            # The upload routes have their file's own limit; the body adds the multipart framing around the file.
             larger={
-                "/api/files": config.limits.max_upload_bytes + MULTIPART_SLACK,
-                "/upload": config.files.max_upload_bytes + MULTIPART_SLACK,
+                "/api/files": Limit(
+                    config.limits.max_upload_bytes, "limits.max_upload_bytes", "the upload", MULTIPART_SLACK
+                ),
+                "/upload": Limit(
+                    config.files.max_upload_bytes, "files.max_upload_bytes", "the upload", MULTIPART_SLACK
+                ),
             },
             body_timeout=config.server.body_timeout,
         )

@@ -13,17 +13,13 @@ import trio
 from actors.base import ActorError, BusyError, DeadActorError, ask
 from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from gateway.core import Runtime
-from gateway.errors import GatewayError, UnavailableError
+from gateway.errors import TurnTimeoutError, UnavailableError
 from storage import sessions as sess_db
 from storage.clock import now_ms
 from storage.events import EventRow
 from storage.sessions import SessionRow
 
 ASK_TIMEOUT = 10.0
-
-
-class TimeoutError_(GatewayError):
-    status, code = 504, "TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,5 +183,5 @@ async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: flo
                 state = str(event.data.get("state", "failed"))
                 error = error_text
     if scope.cancelled_caught:
-        raise TimeoutError_(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
+        raise TurnTimeoutError(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
     return TurnOutcome(accepted, state, result, error)

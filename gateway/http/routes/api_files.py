@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from gateway import fileio
-from gateway.errors import ForbiddenError, NotFoundError
+from gateway.errors import ForbiddenError, NotFoundError, NotRegularFileError, PayloadTooLargeError
 from gateway.http.api import Ctx, Ok, endpoint, uploaded_file
 from gateway.http.routes.sessions import FileInfo, file_info
 from storage import files as files_db
@@ -101,9 +101,7 @@ def _save(upload: UploadFile, dest: Path, limit: int) -> int:
             while chunk := upload.file.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    from gateway.errors import PayloadTooLargeError
-
-                    raise PayloadTooLargeError(f"the file is larger than {limit} bytes")
+                    raise PayloadTooLargeError.over(limit, "limits.max_upload_bytes", what="the file")
                 out.write(chunk)
     except BaseException:
         dest.unlink(missing_ok=True)  # too large, or the disk refused (full): never a partial file left behind
@@ -129,7 +127,7 @@ async def download(ctx: Ctx) -> StreamingResponse:
     path = _path_of(ctx.runtime.paths.files_dir, row)
     try:
         fd, size = await fileio.open_regular(path)
-    except (NotFoundError, fileio.NotRegularFileError):
+    except (NotFoundError, NotRegularFileError):
         raise NotFoundError("the file's content is missing", code="FILE_NOT_FOUND") from None
     headers = {
         "Content-Length": str(size),

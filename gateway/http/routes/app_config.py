@@ -8,7 +8,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.agent import live_config
-from gateway.errors import GatewayError, ValidationFailedError
+from gateway.errors import ModelsJsonTooLargeError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.outbound import check_settable
 
@@ -50,10 +50,6 @@ class AgentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_iterations: Annotated[int, msgspec.Meta(ge=1, le=1000)] | UnsetType = UNSET
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] | UnsetType = UNSET
     max_search_results: Annotated[int, msgspec.Meta(ge=1, le=100)] | UnsetType = UNSET
-
-
-class ModelsJsonTooLargeError(GatewayError):
-    status, code = 413, "MODELS_JSON_TOO_LARGE"
 
 
 async def _llm_view(ctx: Ctx) -> LlmConfig:

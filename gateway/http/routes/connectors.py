@@ -40,7 +40,6 @@ from gateway.connectors.views import (
 from gateway.errors import (
     InvalidRequestError,
     NotFoundError,
-    PayloadTooLargeError,
     UnavailableError,
     ValidationFailedError,
 )
@@ -53,9 +52,6 @@ from storage import secrets as secret_db
 from storage import sessions as sess_db
 from storage.clock import now_ms
 
-MAX_INGRESS_BODY = 2 * 1024 * 1024 + 64 * 1024
-MAX_ADMIN_BODY = 256 * 1024
-
 
 def service_of(request: Request) -> ConnectorService:
     svc = runtime_of(request).connectors
@@ -65,23 +61,8 @@ def service_of(request: Request) -> ConnectorService:
     return svc
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) past `limit` bytes without buffering more than that."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLargeError(f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def json_body(request: Request) -> Any:
-    body = await read_body(request, MAX_ADMIN_BODY)
+    body = await request.body()  # within `server.max_body_bytes`, like every body (asgi.BodyLimit)
     check_depth(body)
     try:
         return msgspec.json.decode(body)
@@ -283,7 +264,7 @@ async def _ingress(request: Request, kind: str, action: str) -> Response:
     address = svc.actors.address_of(ref)
     if address is None:
         raise UnavailableError(f"connector {ref} is not running; see /api/status", headers={"Retry-After": "5"})
-    body = await read_body(request, MAX_INGRESS_BODY)
+    body = await request.body()  # within `server.max_body_bytes`, like every body (asgi.BodyLimit)
     check_depth(body)  # every connector's body is JSON: bounded here, before any of them parses it
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:

@@ -12,17 +12,11 @@ from pathlib import Path
 import msgspec
 import trio
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Message
 
 from gateway import fileio
 from gateway.core import Runtime
-from gateway.errors import (
-    ForbiddenError,
-    InvalidRequestError,
-    PayloadTooLargeError,
-)
+from gateway.errors import ForbiddenError, InvalidRequestError, PayloadTooLargeError
 from gateway.http.api import Ctx, endpoint
 
 _CHUNK = 256 * 1024
@@ -152,23 +146,6 @@ def _unique(folder: Path, name: str) -> tuple[Path, int]:
             n += 1
 
 
-class _LimitedReceive:
-    """Counts the request body as it arrives and refuses it past the limit, so nothing big is buffered."""
-
-    def __init__(self, request: Request, limit: int) -> None:
-        self._receive = request.receive
-        self._limit = limit
-        self._seen = 0
-
-    async def __call__(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "http.request":
-            self._seen += len(message.get("body", b""))
-            if self._seen > self._limit:
-                raise PayloadTooLargeError(f"the upload is larger than {self._limit - MULTIPART_SLACK} bytes")
-        return message
-
-
 class Uploaded(msgspec.Struct):
     path: str
     name: str
@@ -182,13 +159,10 @@ class Uploaded(msgspec.Struct):
           errors=(413,))  # fmt: skip
 async def upload_to_workspace(ctx: Ctx) -> Uploaded:
     request, runtime = ctx.request, ctx.runtime
+    # The body is within `files.max_upload_bytes` and the multipart framing (asgi.BodyLimit, as it streams); the
+    # file itself is checked as it is written.
     limit = runtime.config.files.max_upload_bytes
-    too_big = PayloadTooLargeError(f"files are limited to {limit} bytes ({limit // (1024 * 1024)} MB)")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
-        raise too_big
-    limited = Request(request.scope, _LimitedReceive(request, limit + MULTIPART_SLACK))
-    async with limited.form(max_files=1, max_fields=8) as form:
+    async with request.form(max_files=1, max_fields=8) as form:
         upload_file = form.get("file")
         if not isinstance(upload_file, UploadFile):
             raise InvalidRequestError("send the file as the multipart field `file`")
@@ -204,7 +178,7 @@ async def upload_to_workspace(ctx: Ctx) -> Uploaded:
                 while chunk := await upload_file.read(_CHUNK):
                     size += len(chunk)
                     if size > limit:
-                        raise too_big
+                        raise PayloadTooLargeError.over(limit, "files.max_upload_bytes", what="the file")
                     if len(head) < 64:
                         head += chunk[: 64 - len(head)]
                     await fileio.run_sync(out.write, chunk, what="write")

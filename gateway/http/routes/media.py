@@ -18,6 +18,7 @@ from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    NotRegularFileError,
     OwnerOnlyError,
     PayloadTooLargeError,
     UnsupportedMediaError,
@@ -108,7 +109,7 @@ async def get_avatar(ctx: Ctx) -> Response:
     name, path = _avatar_path(ctx)
     try:
         fd, _size = await fileio.open_regular(path)
-    except (NotFoundError, fileio.NotRegularFileError):
+    except (NotFoundError, NotRegularFileError):
         raise NotFoundError(f"agent {name!r} has no avatar", code="AVATAR_NOT_FOUND") from None
     data = b"".join([chunk async for chunk in fileio.read_chunks(fd)])
     mime = sniff_mime(data[:16], "")
@@ -119,7 +120,7 @@ def _store_avatar(upload: UploadFile, path: Path) -> tuple[str, int]:
     upload.file.seek(0)
     data = upload.file.read(MAX_AVATAR_BYTES + 1)
     if len(data) > MAX_AVATAR_BYTES:
-        raise PayloadTooLargeError(f"an avatar may be at most {MAX_AVATAR_BYTES // 1024} KiB")
+        raise PayloadTooLargeError.over(MAX_AVATAR_BYTES, what="the avatar")
     mime = sniff_mime(data[:16], "")  # the content decides, never the client's Content-Type or file name
     if mime not in AVATAR_TYPES:
         raise UnsupportedMediaError("an avatar must be a PNG, JPEG, GIF or WebP image")

@@ -9,7 +9,7 @@ import msgspec
 
 from actors.messages import SessionKey
 from gateway.core import started
-from gateway.errors import ForbiddenError, GatewayError, NotFoundError, ValidationFailedError
+from gateway.errors import AgentError, ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.http.routes.sessions import Channel
 from gateway.http.turns import ensure_session, run_turn, submit
@@ -19,10 +19,6 @@ from storage.clock import now_ms
 ChatRef = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]{1,128}$")] | int
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
 Timeout = Annotated[float, msgspec.Meta(ge=1, le=600, description="seconds to wait for the reply")]
-
-
-class AgentError(GatewayError):
-    status, code = 502, "AGENT_ERROR"
 
 
 class MessageRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -9,9 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.messages import SessionKey
-from gateway.errors import ValidationFailedError
+from gateway.errors import AgentError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
-from gateway.http.routes.messages import AgentError
 from gateway.http.sse import SSEResponse, sse_event
 from gateway.http.turns import ensure_session, run_turn, start_and_follow
 

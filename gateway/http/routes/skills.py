@@ -9,7 +9,7 @@ import msgspec
 import trio
 
 from gateway.agent import skills
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import GoneError, NotFoundError
 from gateway.http.api import Ctx, Ok, endpoint
 from gateway.http.routes.account import iso
 from gateway.http.routes.tool_servers import EnabledRequest
@@ -51,10 +51,6 @@ class InstallRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Policy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mode: Literal["off", "enforce_confirmation"]
-
-
-class GoneError(GatewayError):
-    status, code = 410, "SKILLS_V1_GONE"
 
 
 def skill_item(row: SkillRow, risk: list[str] | None = None) -> SkillItem:
@@ -173,11 +169,11 @@ _GONE = "the v1 skills API is gone; use /api/v2/skills (list, install, enabled, 
 
 
 async def legacy_skills(ctx: Ctx) -> None:
-    raise GoneError(_GONE)
+    raise GoneError(_GONE, code="SKILLS_V1_GONE")
 
 
 async def legacy_skills_path(ctx: Ctx) -> None:
-    raise GoneError(_GONE)
+    raise GoneError(_GONE, code="SKILLS_V1_GONE")
 
 
 for _method in ("GET", "POST", "DELETE"):

@@ -20,8 +20,8 @@ from actors.providers.base import TurnRequest
 from actors.providers.openai import OpenAIProvider, OpenAISettings
 from actors.store import Store
 from gateway.agent import skills
-from gateway.agent.a2a import A2ACardError, fetch_card
-from gateway.errors import ConflictError, OwnerOnlyError
+from gateway.agent.a2a import fetch_card
+from gateway.errors import A2ACardError, ConflictError, OwnerOnlyError, SkillInstallError
 from gateway.outbound import OutboundPolicy
 from storage import skills as skills_db
 from tests.fakes.http_server import serve_app
@@ -82,14 +82,14 @@ async def test_bad_frontmatter_is_refused_and_nothing_is_installed(
     store: Store, tmp_path: Path, md: str, message: str
 ) -> None:
     src = make_skill(tmp_path / "bad", md)
-    with pytest.raises(skills.SkillInstallError, match=message):
+    with pytest.raises(SkillInstallError, match=message):
         await skills.install(store=store, skills_dir=tmp_path / "skills", source_type="local", source_ref=str(src))
     assert await store.call(skills_db.list_skills) == []
     assert not (tmp_path / "skills").exists() or not any((tmp_path / "skills").iterdir())
 
 
 def test_missing_fields_are_listed_in_details() -> None:
-    with pytest.raises(skills.SkillInstallError) as info:
+    with pytest.raises(SkillInstallError) as info:
         skills.parse_skill_md("---\nversion: 1\n---\nbody")
     assert {d["field"] for d in info.value.details} == {"name", "description"}
 
@@ -122,9 +122,9 @@ async def test_symlinks_and_hidden_files_are_not_taken_and_limits_hold(store: St
     row, _ = await skills.install(store=store, skills_dir=tmp_path / "s", source_type="local", source_ref=str(src))
     assert sorted(p.name for p in (tmp_path / "s" / row.slug).iterdir()) == ["SKILL.md", "template.md"]
     many = make_skill(tmp_path / "many", extra={f"f{i}.md": "x" for i in range(skills.MAX_FILES)})
-    with pytest.raises(skills.SkillInstallError, match="more than"):
+    with pytest.raises(SkillInstallError, match="more than"):
         await skills.install(store=store, skills_dir=tmp_path / "s", source_type="local", source_ref=str(many))
-    with pytest.raises(skills.SkillInstallError, match="absolute path"):
+    with pytest.raises(SkillInstallError, match="absolute path"):
         await skills.install(store=store, skills_dir=tmp_path / "s", source_type="local", source_ref="rel/path")
 
 
@@ -186,14 +186,14 @@ async def test_install_from_a_github_tree_url(store: Store, tmp_path: Path, nurs
     install = partial(skills.install, store=store, skills_dir=tmp_path / "s", source_type="github", github_api=url)
     notes = "https://github.com/o/r/tree/main/skills/notes"
     with trio.fail_after(20):
-        with pytest.raises(skills.SkillInstallError, match=r"outbound policy: 127\.0\.0\.1 is a loopback"):
+        with pytest.raises(SkillInstallError, match=r"outbound policy: 127\.0\.0\.1 is a loopback"):
             await install(source_ref=notes)
         row, _ = await install(source_ref=notes, outbound=lan)
         assert row.bundle_file_count == 3
         assert (tmp_path / "s" / "release-notes" / "parts" / "extra.md").read_text() == "more"
-        with pytest.raises(skills.SkillInstallError, match="GitHub has no"):
+        with pytest.raises(SkillInstallError, match="GitHub has no"):
             await install(source_ref="https://github.com/o/r/tree/dev/skills/notes", outbound=lan)
-    with pytest.raises(skills.SkillInstallError, match="must look like"):
+    with pytest.raises(SkillInstallError, match="must look like"):
         await skills.install(
             store=store,
             skills_dir=tmp_path / "s",

@@ -14,13 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.agent.transcribe import (
-    NoTranscriberError,
-    TranscribeSettings,
-    TranscriptionFailedError,
-    configured_backends,
-    transcribe,
-)
+from gateway.agent.transcribe import TranscribeSettings, configured_backends, transcribe
+from gateway.errors import NoTranscriberError, TranscriptionFailedError
 from tests.fakes.http_server import serve_app
 
 
