@@ -123,7 +123,7 @@ async def test_every_route_refuses_a_caller_without_credentials(nursery: trio.Nu
         async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as c:
             for route in all_routes():
                 if not isinstance(route, Route):
-                    continue  # /ws: its auth phase is tested in test_ws.py
+                    continue  # /ws: its auth phase is tested in ws/test_ws.py
                 for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}):
                     kinds = ["http"] if "{kind}" in route.path else [""]
                     names = ["locked", "ext"] if "{name}" in route.path else [""]

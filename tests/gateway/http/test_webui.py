@@ -396,8 +396,8 @@ say({"type": "system", "subtype": "reading the repository"})
 say({"type": "assistant", "message": {"content": [{"type": "tool_use", "name": "grep"}]}})
 open(sys.argv[1]).read()
 say({"type": "system", "subtype": None})
-say({"type": "assistant", "message": {"content": [{"type": "text", "text": "Found it in gateway/webui.py."}]}})
-say({"type": "result", "result": "Found it in gateway/webui.py."})
+say({"type": "assistant", "message": {"content": [{"type": "text", "text": "Found it in gateway/http/webui.py."}]}})
+say({"type": "result", "result": "Found it in gateway/http/webui.py."})
 """
 
 
@@ -428,7 +428,7 @@ async def test_tool_activity_and_status_lines_show_while_the_agent_works(nursery
         console = await in_browser(gw.base_url, scenario)
     assert console.errors == []
     assert "reading the repository" in seen["working"] and "grep" in seen["working"] and seen["stop_visible"]
-    assert "Found it in gateway/webui.py." in seen["done"] and "grep" in seen["done"]  # the tool chip stays
+    assert "Found it in gateway/http/webui.py." in seen["done"] and "grep" in seen["done"]  # the tool chip stays
     assert seen["status_left"] == 0  # a null status clears the line
     await gw.stop()
 
