@@ -6,7 +6,7 @@ os_service.py (the systemd unit, LaunchAgent, Windows task), useradmin.py (`gate
 (`gateway secrets`), fdlimit.py (the open-files limit, which runtime.py applies at start).
 
 May import: gateway.config, gateway.logs, gateway.errors, gateway.ws (`gateway chat` and the identity key),
-gateway.http.credentials (`gateway user` hashes like the API), gateway.runtime (serve.py only, to run it) and
-storage/ (commands that work on the database of a stopped gateway). Imported only by `__main__`, runtime.py
-(fdlimit) and gateway.ws.chat (the lock and control, to find a running gateway).
+gateway.http.credentials (`gateway user` hashes like the API), gateway.runtime (serve.py only, to run it),
+actors/ (to describe an error) and storage/ (commands that work on the database of a stopped gateway). Imported
+only by `__main__`, runtime.py (fdlimit) and gateway.ws.chat (the lock and control, to find a running gateway).
 """

@@ -6,6 +6,6 @@ jsondepth.py, connguard.py, webui.py, turns.py and session_feed.py (what the RES
 routes/ (one module per feature, registering its endpoints).
 
 May import: gateway.core, gateway.agent, gateway.connectors, gateway.errors, gateway.logs, gateway.types,
-gateway.outbound, gateway.fileio, gateway.notify, actors/ and storage/, and gateway.ws (asgi.py only, to mount
-`/ws`). Never gateway.runtime: routes get the running gateway from the request (`runtime_of`, `Ctx.runtime`).
+gateway.outbound, gateway.fileio, actors/ and storage/, and gateway.ws (asgi.py only, to mount `/ws`). Never
+gateway.runtime nor gateway.features: routes get the running gateway from the request (`runtime_of`, `Ctx.runtime`).
 """

@@ -7,5 +7,5 @@ chat.py (`gateway chat`).
 May import: gateway.core, gateway.config, gateway.logs, gateway.types, gateway.errors, the HTTP edge's building
 blocks it shares (gateway.http.credentials, gateway.http.ratelimit, gateway.http.jsondepth), gateway.daemon's lock
 and control (chat.py finds a running gateway), actors/ and storage/. Only gateway.http.asgi (which mounts `/ws`)
-and the CLI import it.
+and gateway.daemon (the CLI) import it.
 """
