@@ -23,6 +23,7 @@ from actors.mcp import McpHub
 from actors.messages import RouterMsg
 from actors.providers.base import Provider
 from actors.router import Router
+from actors.scheduler import Scheduler
 from actors.store import Store
 from actors.supervisor import Registry
 from gateway import __version__
@@ -33,7 +34,6 @@ from gateway.outbound import OutboundPolicy
 from storage.events import EventRow
 
 if TYPE_CHECKING:
-    from actors.scheduler import Scheduler
     from gateway.agent.live_config import LiveConfig
     from gateway.agent.tool_prefs import ToolPrefs
     from gateway.http.api import RestState
