@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,12 +12,9 @@ from actors.base import Address, BusyError, DeadActorError
 from actors.connector import DeliveryRequest, DeliveryResult
 from actors.store import Store
 from storage import outbox as outbox_db
+from storage.clock import now_ms
 
 log = logging.getLogger("gateway.outbox")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

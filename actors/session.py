@@ -7,7 +7,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 import trio.lowlevel
@@ -41,16 +41,12 @@ from actors.store import StorageUnavailableError, Store
 from storage import events as ev_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.events import EventRow
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("gateway.session")
-
-
-def now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +80,12 @@ class _RunningTurn:
     finished: trio.Event = field(default_factory=trio.Event)
 
 
-def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[..., T]:
+def _with(also: Callable[[Any], None] | None, fn: Callable[Concatenate[Any, P], T]) -> Callable[Concatenate[Any, P], T]:
     """`fn`, followed in the same transaction by the submitter's `also` (when given)."""
     if also is None:
         return fn
 
-    def both(conn: Any, *args: Any, **kwargs: Any) -> T:
+    def both(conn: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
         result = fn(conn, *args, **kwargs)
         also(conn)
         return result
@@ -97,11 +93,11 @@ def _with(also: Callable[[Any], None] | None, fn: Callable[..., T]) -> Callable[
     return both
 
 
-def _pinned(fn: Callable[..., T], session_id: str) -> Callable[..., tuple[T, Pin]]:
+def _pinned(fn: Callable[Concatenate[Any, P], T], session_id: str) -> Callable[Concatenate[Any, P], tuple[T, Pin]]:
     """`fn` that also reads the session's pin in its transaction: a turn sees the pin as of its start, without a
     store round trip of its own."""
 
-    def both(conn: Any, *args: Any, **kwargs: Any) -> tuple[T, Pin]:
+    def both(conn: Any, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, Pin]:
         return fn(conn, *args, **kwargs), sess_db.pin_of(conn, session_id)
 
     return both

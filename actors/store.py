@@ -8,7 +8,7 @@ import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import trio
 
@@ -352,7 +352,7 @@ class Store:
         """Why storage cannot take writes now (frozen, read-only, full, I/O errors), or None when it can."""
         return self.stats.degraded(trio.current_time(), self.timeout) if self.stats is not None else None
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(conn, *args, **kwargs)` in the storage thread; return its value once committed.
 
         Raises whatever `fn` raised (its writes rolled back), and StorageUnavailableError when the commit failed
@@ -378,7 +378,7 @@ class Store:
             "nothing was stored"
         )
 
-    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def read(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Like `call` for a read-only `fn`: on the reader connection when there is one, so reads keep working
         while a write is stuck on the disk."""
         if self.reader is None:

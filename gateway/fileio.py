@@ -13,26 +13,19 @@ import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import trio
 import trio.lowlevel
 
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.errors import FileTimeoutError, InvalidRequestError, NotFoundError, NotRegularFileError
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 IO_TIMEOUT = 30.0  # seconds one file operation (an open, a chunk) may take before the request gives up
 CHUNK = 256 * 1024
 _THREADS = 8
 _limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("file_io_limiter")
-
-
-class FileTimeoutError(GatewayError):
-    status, code = 503, "FILE_IO_TIMEOUT"
-
-
-class NotRegularFileError(GatewayError):
-    status, code = 404, "NOT_A_REGULAR_FILE"
 
 
 def _threads() -> trio.CapacityLimiter:
@@ -44,7 +37,7 @@ def _threads() -> trio.CapacityLimiter:
         return limiter
 
 
-async def run_sync(fn: Callable[..., T], *args: object, timeout: float = IO_TIMEOUT, what: str = "file") -> T:
+async def run_sync(fn: Callable[[*Ts], T], *args: *Ts, timeout: float = IO_TIMEOUT, what: str = "file") -> T:
     """Run `fn(*args)` in a file-I/O worker thread and return its result.
 
     Raises FileTimeoutError (503) when it takes over `timeout` seconds (the thread is abandoned, and finishes or

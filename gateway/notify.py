@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +10,9 @@ from typing import Any
 import trio
 
 from actors.messages import SessionKey
-from gateway.runtime import Runtime
+from gateway.core import Runtime
 from storage import notifications as notes_db
+from storage.clock import now_ms
 from storage.events import EventRow
 from storage.notifications import NotificationRow
 
@@ -21,9 +21,7 @@ log = logging.getLogger("gateway.notify")
 
 async def notify(runtime: Runtime, *, title: str, body: str, source: str, owner: str | None) -> NotificationRow:
     """Store a notification and push it to every live subscriber (the WebSocket edge forwards it)."""
-    row = await runtime.store.call(
-        notes_db.add, title=title, body=body, source=source, owner=owner, now_ms=time.time_ns() // 1_000_000
-    )
+    row = await runtime.store.call(notes_db.add, title=title, body=body, source=source, owner=owner, now_ms=now_ms())
     # Exactly the seed's shape: the WebSocket edge forwards it as it is to every authenticated client.
     runtime.notifications.publish({"id": row.id, "title": row.title, "body": row.body, "read": row.read})
     return row

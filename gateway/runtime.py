@@ -6,9 +6,7 @@ import dataclasses
 import logging
 import signal
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +16,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors.base import Address
-from actors.broadcast import Broadcast
 from actors.choice import AgentChoice
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
@@ -30,75 +27,22 @@ from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
-from gateway import __version__, connguard
-from gateway.config import Config, Paths, secret_values
-from gateway.fdlimit import fit_open_files
+from gateway import __version__
+from gateway.config.file import Config, Paths, secret_values
+from gateway.core import Runtime
+from gateway.daemon.fdlimit import fit_open_files
+from gateway.http import connguard
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
-from gateway.skills import SkillCatalog
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 from storage.sealing import sealer_of
 
 log = logging.getLogger("gateway.runtime")
-
-
-@dataclass(slots=True)
-class Runtime:
-    """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
-
-    config: Config
-    paths: Paths
-    token: str
-    store: Store
-    router: Router
-    router_address: Address[RouterMsg]
-    registry: Registry
-    providers: dict[str, Provider]
-    shutdown: trio.Event
-    choice: AgentChoice
-    started_wall: float = field(default_factory=time.time)
-    started_monotonic: float = field(default_factory=time.monotonic)
-    connections: int = 0
-    binds: list[str] = field(default_factory=list)
-    # Set once the edge listens on `binds`: what calls back into the gateway (sidecars) starts after it.
-    listening: trio.Event = field(default_factory=trio.Event)
-    # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
-    event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
-    notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
-    # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
-    status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
-    mcp: McpHub | None = None
-    skills: SkillCatalog = field(default_factory=SkillCatalog)
-    # The connector service (issue 4), set by start_services; typed loosely to keep imports one-way.
-    connectors: Any = None
-    # Shared state of the features started by `start_services` (e.g. "rest", "scheduler"), by name.
-    services: dict[str, Any] = field(default_factory=dict)
-    # Where requests made on someone's behalf may go ([outbound] allow); every outbound HTTP client comes from it.
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
-
-    @property
-    def version(self) -> str:
-        return __version__
-
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
-
-    def active_provider(self) -> Provider:
-        return self.choice.resolve().provider
-
-    def active_model(self) -> str:
-        """The model the active provider uses (its own default, which `POST /api/app-config/llm` may change)."""
-        return self.choice.resolve().model_name
-
-    def effective(self, provider: str | None, model: str | None) -> tuple[str, str]:
-        """The provider and model a session's next turn uses given its pin: `AgentChoice.resolve`, which the
-        session actor itself asks at the turn's start."""
-        chosen = self.choice.resolve((provider, model))
-        return chosen.name, chosen.model_name
 
 
 def build_providers(
@@ -142,7 +86,7 @@ def build_providers(
 def recover(conn: sqlite3.Connection) -> int:
     """After a crash: turns left `running` can never finish, so mark them `interrupted`."""
     conn.execute("BEGIN IMMEDIATE")
-    n = msg_db.interrupt_running_turns(conn, now_ms=time.time_ns() // 1_000_000)
+    n = msg_db.interrupt_running_turns(conn, now_ms=now_ms())
     conn.execute("COMMIT")
     return n
 
@@ -282,7 +226,7 @@ async def run(
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
                 if app_factory is None:
-                    from gateway.asgi import build_app
+                    from gateway.http.asgi import build_app
 
                     app_factory = build_app
                 app = app_factory(runtime)
@@ -358,9 +302,10 @@ async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, i
 async def start_services(runtime: Runtime, core: Supervisor) -> None:
     """Start the core services beside the router (connectors, outbox, scheduler), each a child of `core`; each
     feature adds one line."""
-    from gateway import agent_config
+    from gateway.agent import live_config, tool_prefs
 
-    await agent_config.load(runtime)
+    await tool_prefs.load(runtime)
+    await live_config.load(runtime)
     await start_mcp(runtime, core)
     await _start_connectors(runtime, core)
     await _start_rest(runtime, core)
@@ -382,7 +327,7 @@ async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
     hub.apply(servers)
     openai = runtime.providers.get("openai")
     if isinstance(openai, OpenAIProvider):
-        from gateway.agent_config import prefs_of
+        from gateway.agent.tool_prefs import prefs_of
 
         # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
         openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)
@@ -422,8 +367,9 @@ async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
 
     def notify_on_end(key: SessionKey, accepted: Any) -> None:
         # The turns outside parties start (a connector's chat, a webhook): see BackgroundTurns.watch_ingress.
-        if "background" in runtime.services:
-            runtime.services["background"].watch_ingress(key, accepted.turn_id)
+        background = runtime.services.background
+        if background is not None:
+            background.watch_ingress(key, accepted.turn_id)
 
     connectors.dispatcher.on_turn = notify_on_end
     runtime.status_checks["connectors"] = connectors.status
@@ -432,7 +378,7 @@ async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
 
 async def _start_rest(runtime: Runtime, core: Supervisor) -> None:
     # Issue 6: users, rate limits, notifications, the cron scheduler.
-    from gateway.services import start_rest_services
+    from gateway.features import start_rest_services
 
     await start_rest_services(runtime, core)
 

@@ -32,8 +32,8 @@ from benchlib import (
     zipapp_gateway,
 )
 
-from gateway import crypto
-from gateway.client import HandshakeError, connect
+from gateway.ws import crypto
+from gateway.ws.client import HandshakeError, connect
 
 SHARED = "bench-memory-shared-token-0123"
 MIB = 1024.0

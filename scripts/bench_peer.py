@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import TOKEN, Row, Server, free_port, pct, row, zipapp_gateway
 
-from gateway.client import connect
+from gateway.ws.client import connect
 
 HERE = Path(__file__).resolve().parent
 WORDS = 3000

@@ -25,11 +25,11 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import crypto
-from gateway.client import connect
-from gateway.config import parse_config, paths_for
-from gateway.runtime import Runtime
+from gateway.config.file import parse_config, paths_for
+from gateway.core import Runtime
 from gateway.runtime import run as run_gateway
+from gateway.ws import crypto
+from gateway.ws.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import row

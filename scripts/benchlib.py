@@ -116,8 +116,8 @@ def gateway_imports() -> list[str]:
     if not _IMPORTS:
         probe = (
             "import sys\n"
-            "import gateway.cli, gateway.runtime, gateway.asgi, gateway.ws\n"
-            "from gateway.asgi import all_routes\n"
+            "import gateway.daemon.cli, gateway.runtime, gateway.http.asgi, gateway.ws.connection\n"
+            "from gateway.http.asgi import all_routes\n"
             "all_routes()\n"
             "own = {'gateway', 'actors', 'storage'}\n"
             "names = {m.split('.')[0] for m in sys.modules}\n"
@@ -198,7 +198,7 @@ def gateway_config(tmp: Path, extra: str = "", *, port: int = 0, tuned: bool = T
 
 def _ws_room() -> str:
     # The memory benchmark holds 1000 sockets: raise the gateway's open-socket cap where it has one.
-    from gateway.config import WebSocketConfig
+    from gateway.config.file import WebSocketConfig
 
     return "max_connections = 2000\n" if "max_connections" in WebSocketConfig.__struct_fields__ else ""
 
@@ -254,7 +254,7 @@ def answer():
         time.sleep(0.1)
 
 threading.Thread(target=answer, daemon=True).start()
-from gateway.cli import main
+from gateway.daemon.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+
+from storage.clock import now_ms
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -15,7 +16,7 @@ def new_id() -> str:
     """Return a 32-hex-char id whose lexical order is its creation order (48-bit ms clock, 12-bit counter)."""
     global _last_ms, _counter
     with _lock:
-        ms = time.time_ns() // 1_000_000
+        ms = now_ms()
         if ms <= _last_ms:
             # Same millisecond (or the clock stepped back): keep order by counting up instead.
             ms = _last_ms

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from storage.clock import now_ms
 
 # Each migration takes a sqlite_utils.Database. sqlite-utils is imported only when a migration
 # is pending: it costs ~15 MiB and ~100 ms, which an up-to-date gateway never pays.
@@ -272,7 +273,7 @@ def run_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) ->
         conn.execute("BEGIN IMMEDIATE")
         try:
             fn(db)
-            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, int(time.time() * 1000)))
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_ms()))
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -10,8 +10,9 @@ import msgspec
 import pytest
 import trio
 
-from gateway.config import Config, Paths, parse_config, paths_for
-from gateway.runtime import Runtime, run
+from gateway.config.file import Config, Paths, parse_config, paths_for
+from gateway.core import Runtime
+from gateway.runtime import run
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -21,7 +22,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Config, Pat
     data: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "token": TOKEN, "graceful_timeout": 2.0},
         "storage": {"data_dir": str(tmp_path / "data")},
-        # Pings off unless a test wants them (test_ws.py does): they would only add traffic to every test.
+        # Pings off unless a test wants them (ws/test_ws.py does): they would only add traffic to every test.
         "ws": {"ping_interval": 0},
     }
     for name, values in sections.items():

@@ -42,7 +42,8 @@ def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> 
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env -S python3 -S\n")
     probe = (
         "import importlib.util, sys\n"
-        "import gateway.cli, gateway.runtime, gateway.asgi, gateway.daemon, gateway.control, gateway.service\n"
+        "import gateway.daemon.cli, gateway.runtime, gateway.http.asgi, gateway.daemon.serve, gateway.daemon.control\n"
+        "import gateway.daemon.os_service\n"
         "import storage.db, sqlite_utils\n"
         "print('pip' in sys.modules, importlib.util.find_spec('pip'), sys.flags.no_site)\n"
     )

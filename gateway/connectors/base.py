@@ -15,24 +15,21 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from actors.base import AskTimeoutError, TemporaryFailure
+from actors.base import AskTimeoutError
 from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
 from gateway.connectors.model import ConnectorConfig, ReplyHandle
-from gateway.errors import GatewayError, UnauthorizedError, UnavailableError
+from gateway.errors import GatewayError, StorageRefusedError, UnauthorizedError, UnavailableError
+from gateway.http.ratelimit import TokenBucket, rate_limited
 from gateway.outbound import OutboundPolicy
-from gateway.ratelimit import TokenBucket, rate_limited
 from storage import ingress as ingress_db
+from storage.clock import now_ms
 from storage.ingress import IngressItem, Outcome, SessionSpec
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("gateway.connectors")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -187,11 +184,6 @@ async def known_event(ctx: Context, event_key: str, payload: bytes) -> Outcome |
     except (StorageUnavailableError, AskTimeoutError) as exc:
         raise storage_refused(exc) from None
     return found
-
-
-class StorageRefusedError(UnavailableError, TemporaryFailure):
-    """503: storage did not take the events. Raised in a poller, it is waited out by the connector's supervisor
-    (restarted with backoff, not counted as a crash): the platform keeps the updates until they are stored."""
 
 
 def storage_refused(exc: Exception) -> StorageRefusedError:

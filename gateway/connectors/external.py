@@ -27,7 +27,6 @@ from gateway.errors import (
 )
 from storage.ingress import IngressItem, Outcome, SessionSpec
 
-MAX_BODY = 2 * 1024 * 1024
 PROTOCOLS = (1, 2)
 
 
@@ -92,8 +91,6 @@ class ExternalConnector(AdapterBase):
             allow_unauthenticated=self.s.allow_unauthenticated_ingress,
             what=f"external connector {self.name}",
         )
-        if len(msg.body) > MAX_BODY:
-            raise PayloadTooLargeError(f"request body over {MAX_BODY} bytes; send smaller batches")
         if msg.action == "events/batch":
             return await self._batch(msg.body)
         if msg.action == "events":

@@ -46,16 +46,11 @@ from gateway.outbound import OutboundPolicy
 from storage import connectors as conn_db
 from storage import outbox as outbox_db
 from storage import secrets as secret_db
+from storage.clock import now_ms
 from storage.events import EventRow
 
 log = logging.getLogger("gateway.connectors")
 BACKLOG_POLL = 2.0  # seconds between two reads of the outbox backlog shown in /api/status
-
-
-def _now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 def file_connectors(raw: dict[str, dict[str, dict[str, Any]]]) -> dict[str, ConnectorConfig]:
@@ -280,7 +275,7 @@ class ConnectorService:
             row = conn_db.get_connector(conn, kind, name)
             merged: dict[str, Any] = dict(row.settings) if row is not None else {}
             merged.update({k: v for k, v in body.items() if k not in secret_inputs})
-            now = _now_ms()
+            now = now_ms()
             for f, si in secret_inputs.items():
                 if si is None:
                     merged.pop(f, None)
@@ -315,7 +310,7 @@ class ConnectorService:
     async def put_secret(self, slot: str, value: str) -> list[str]:
         """Store or rotate a slot, then restart every connector reading it so the new value applies at once."""
         redactor.add(value)
-        await self.store.call(secret_db.put_secret, slot, value, now_ms=_now_ms())
+        await self.store.call(secret_db.put_secret, slot, value, now_ms=now_ms())
         readers = [
             ref
             for ref, cfg in sorted({**self.daemon, **self.files}.items())

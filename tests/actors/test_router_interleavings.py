@@ -4,7 +4,7 @@ the autojump clock, with the store inline.
 
 Checked after every example: never two running turns of one key; every turn ends exactly once (one `turn_ended`,
 matching its stored state); every request is answered; every subscriber sees strictly increasing sequence numbers
-with no gap (across its resubscriptions, as `gateway.turns.follow` does)."""
+with no gap (across its resubscriptions, as `gateway.http.turns.follow` does)."""
 
 from __future__ import annotations
 
@@ -176,8 +176,8 @@ class Driver:
         return *self.request(f"subscribe {me.key}", partial(Subscribe, me.key, send, after)), receive
 
     async def follow(self, me: Follower, last: int | None, buffer: int, first: tuple[str, Reply[Any], Any]) -> None:
-        """Like gateway.turns.follow: when the session closes the channel, subscribe again from the last event seen.
-        Checks that the numbers it sees go up by exactly one."""
+        """Like gateway.http.turns.follow: when the session closes the channel, subscribe again from the last event
+        seen. Checks that the numbers it sees go up by exactly one."""
         name, reply, receive = first
         with me.scope:
             while True:

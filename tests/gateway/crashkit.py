@@ -105,7 +105,7 @@ async def reap(gw: Gateway | None) -> None:
 
 def ws_room(connections: int) -> str:
     """A `[ws]` line raising the open-socket cap to `connections` where this gateway has one (none: no line)."""
-    from gateway.config import WebSocketConfig
+    from gateway.config.file import WebSocketConfig
 
     if "max_connections" in WebSocketConfig.__struct_fields__:
         return f"max_connections = {connections + 64}\n"

@@ -15,8 +15,8 @@ from typing import IO, TypeVar
 
 import httpx
 
-from gateway.config import Paths, load_config, paths_for
-from gateway.lock import LockInfo, live_lock
+from gateway.config.file import Paths, load_config, paths_for
+from gateway.daemon.lock import LockInfo, live_lock
 
 T = TypeVar("T")
 # Generous bounds: the machine has 2 cores shared with other test runs.

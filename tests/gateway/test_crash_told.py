@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.client import connect
+from gateway.ws.client import connect
 from tests.conftest import TOKEN
 from tests.gateway.crashkit import Gateway, config_file, query, reap, spawn
 from tests.gateway.rest import sse_events

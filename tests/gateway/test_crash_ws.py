@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from gateway.client import connect
+from gateway.ws.client import connect
+from storage.clock import now_ms
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.crashkit import Gateway, integrity, query, spawn
 
@@ -101,7 +101,7 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
                     # after a SIGKILL is a race: it may not be reaped yet, and the test would stop a dying one.)
                     break
                 await gw.process.wait()
-                died_ms = time.time_ns() // 1_000_000
+                died_ms = now_ms()
                 gw = await spawn(config, nursery, tmp_path)
                 # The restart marked every turn the kill cut off `interrupted`: none started before it still runs
                 # (a queued turn the restart resumed may run now, but it started after).

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.client import HandshakeError, connect
+from gateway.ws.client import HandshakeError, connect
 from tests.conftest import TOKEN, until
 from tests.gateway.crashkit import Gateway, spawn
 from tests.gateway.loopfs import LoopFs, loop_ext4

@@ -10,9 +10,10 @@ import sys
 import msgspec
 import pytest
 
-from gateway import __version__, clidoc
-from gateway.cli import build_parser
-from gateway.config import Config
+from gateway import __version__
+from gateway.config.file import Config
+from gateway.daemon import clidoc
+from gateway.daemon.cli import build_parser
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

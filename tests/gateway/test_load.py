@@ -12,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from gateway.client import connect
+from gateway.ws.client import connect
 from tests.conftest import TOKEN
 from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.crashkit import Gateway, integrity, query, spawn, ws_room

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.config import ConfigError, parse_config
+from gateway.config.file import ConfigError, parse_config
 from gateway.outbound import OutboundPolicy, OutboundRefusedError, parse_rule, refusal
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import agent_config
+from gateway.agent import live_config
 from tests.conftest import make_config, start_gateway
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.gateway.agenthelpers import of_type, sse_turn, use_fake_openai
@@ -66,7 +66,7 @@ async def test_an_admin_account_cannot_point_the_gateway_at_private_addresses(
 
             # The check at connect time holds whatever got stored (e.g. a URL an admin account stored before this
             # version): the turn fails with the policy's reason and the endpoint hears nothing.
-            await agent_config.update_llm(gw.runtime, {"base_url": base + "/"}, None, by_owner=False)
+            await live_config.update_llm(gw.runtime, {"base_url": base + "/"}, None, by_owner=False)
             asked = len(fake.requests)
             events = await sse_turn(boss.client, sid, "hi")
             assert "refused by the outbound policy" in str(of_type(events, "error")), str(events)[:3000]

@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import auth, crypto
-from gateway.asgi import all_routes
+from gateway.http import credentials
+from gateway.http.asgi import all_routes
+from gateway.ws import crypto
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, fake_server, put, wait_for
 from tests.gateway.crashkit import spawn
@@ -70,10 +71,10 @@ def test_no_token_or_secret_is_compared_with_equality() -> None:
 
 
 def test_the_comparison_helpers_use_hmac_compare_digest() -> None:
-    assert "hmac.compare_digest" in inspect.getsource(auth.token_matches)
+    assert "hmac.compare_digest" in inspect.getsource(credentials.token_matches)
     assert "hmac.compare_digest" in inspect.getsource(crypto.proofs_match)
-    assert auth.token_matches("a" * 30, "a" * 30) and not auth.token_matches("a" * 30, "b" * 30)
-    assert not auth.token_matches(None, "x") and not auth.token_matches("", "x")
+    assert credentials.token_matches("a" * 30, "a" * 30) and not credentials.token_matches("a" * 30, "b" * 30)
+    assert not credentials.token_matches(None, "x") and not credentials.token_matches("", "x")
 
 
 def test_the_ast_check_finds_a_leaky_comparison(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ async def test_every_route_refuses_a_caller_without_credentials(nursery: trio.Nu
         async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as c:
             for route in all_routes():
                 if not isinstance(route, Route):
-                    continue  # /ws: its auth phase is tested in test_ws.py
+                    continue  # /ws: its auth phase is tested in ws/test_ws.py
                 for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}):
                     kinds = ["http"] if "{kind}" in route.path else [""]
                     names = ["locked", "ext"] if "{name}" in route.path else [""]
@@ -397,7 +398,7 @@ async def test_canary_secrets_never_appear_in_responses_logs_tracebacks_or_the_d
 
 
 def test_json_bodies_are_redacted_raw_and_in_their_escaped_form() -> None:
-    from gateway.asgi import JSON
+    from gateway.http.responses import JSON
     from gateway.logs import redactor
 
     odd = 'odd"secret\\with-quote'

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.client import connect
+from gateway.ws.client import connect
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, put, wait_for
 

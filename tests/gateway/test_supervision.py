@@ -15,8 +15,9 @@ import trio
 import trio.lowlevel
 
 from actors.supervisor import SUPERVISED
-from gateway.client import connect
-from gateway.runtime import Runtime, run
+from gateway.core import Runtime
+from gateway.runtime import run
+from gateway.ws.client import connect
 from tests.conftest import TOKEN, make_config
 from tests.gateway.connectors.helpers import wait_for
 
@@ -80,7 +81,9 @@ async def test_every_long_lived_task_of_a_running_gateway_is_owned_by_a_supervis
             async for frame in ws.frames():
                 if frame["type"] == "result":
                     break
-            await wait_for(lambda: _async(runtime.connectors.dispatcher.turns >= 1))
+            connectors = runtime.connectors
+            assert connectors is not None
+            await wait_for(lambda: _async(connectors.dispatcher.turns >= 1))
             bad, supervised = _unowned(_find("gateway-root"))
     assert bad == [], "long-lived tasks no supervisor owns:\n" + "\n".join(bad)
     expected = {

@@ -10,7 +10,7 @@ import msgspec
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from gateway.client import Client, connect
+from gateway.ws.client import Client, connect
 from tests.conftest import RunningGateway
 
 

@@ -233,7 +233,7 @@ async def test_file_connectors_are_read_only_and_delete_is_refused_while_referen
 def test_a_bad_connector_in_the_config_file_is_a_config_error() -> None:
     import pytest
 
-    from gateway.config import ConfigError, parse_config
+    from gateway.config.file import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match=r"connectors\.http\.x.*allow_unauthenticated_ingress"):
         parse_config({"connectors": {"http": {"x": {}}}})

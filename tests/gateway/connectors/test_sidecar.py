@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.procs import is_alive
+from gateway.daemon.procs import is_alive
 from tests.conftest import make_config, start_gateway
 from tests.gateway.connectors.helpers import admin, connector_status, put, wait_for
 

@@ -1,0 +1,44 @@
+"""Users' tool preferences: the MCP servers each one switched off, kept in memory for the providers."""
+
+from __future__ import annotations
+
+from gateway.core import Runtime, started
+from storage import tool_prefs as prefs_db
+
+# Preferences of the gateway token, which also apply to sessions no user owns (connectors, /ws with the token).
+ADMIN_PREFS = ""
+
+
+class ToolPrefs:
+    """Which MCP servers each user switched off, in memory for the providers (they pick tools synchronously)."""
+
+    def __init__(self) -> None:
+        self._mcp_off: dict[str, set[str]] = {}
+
+    def load(self, mcp_off: dict[str, set[str]]) -> None:
+        self._mcp_off = mcp_off
+
+    def set_mcp(self, user: str, server: str, enabled: bool) -> None:
+        off = self._mcp_off.setdefault(user, set())
+        if enabled:
+            off.discard(server)
+        else:
+            off.add(server)
+
+    def forget_mcp(self, server: str) -> None:
+        for off in self._mcp_off.values():
+            off.discard(server)
+
+    def mcp_hidden(self, owner: str | None) -> frozenset[str]:
+        """The MCP servers whose tools a turn of `owner`'s session must not offer."""
+        return frozenset(self._mcp_off.get(owner or ADMIN_PREFS, ()))
+
+
+def prefs_of(runtime: Runtime) -> ToolPrefs:
+    return started(runtime.services.tool_prefs, "the tool preferences")
+
+
+async def load(runtime: Runtime) -> None:
+    """Read every user's switch-offs into `runtime.services.tool_prefs` (called once at startup)."""
+    runtime.services.tool_prefs = prefs = ToolPrefs()
+    prefs.load(await runtime.store.call(prefs_db.all_disabled, "mcp"))

@@ -1,0 +1,357 @@
+"""The serve run loop: free the port (--force), take the lock, serve until a signal, shut down, exit or respawn."""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import logging
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+import trio
+
+from gateway import __version__
+from gateway.config.file import (
+    Config,
+    ConfigError,
+    Paths,
+    check_token,
+    ensure_token,
+    is_loopback,
+    make_private_dir,
+    shorten_token,
+)
+from gateway.daemon.lock import GatewayLock, LockHeldError, acquire, live_lock
+from gateway.daemon.procs import free_port, terminate
+from gateway.logs import redactor, setup_logging
+from storage.sealing import SecretsKeyError
+
+if TYPE_CHECKING:
+    from gateway.core import Runtime
+
+log = logging.getLogger("gateway.daemon")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_RESTART = 75  # EX_TEMPFAIL: "restart me"; a service manager with Restart=on-failure starts us again
+EXIT_CONFIG = 78  # EX_CONFIG: bad config; the unit's RestartPreventExitStatus stops a restart loop
+
+# Environment variables of the run loop (documented in docs/cli.md).
+ENV_NO_RESPAWN = "GATEWAY_NO_RESPAWN"
+ENV_ALLOW_SIGUSR1 = "GATEWAY_ALLOW_SIGUSR1_RESTART"
+ENV_SERVICE_MARKER = "GATEWAY_SERVICE_MARKER"
+ENV_DETACHED = "GATEWAY_DETACHED"  # set by us on a respawned child: its stderr is the log file
+FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for what else holds the port (`serve --force`)
+SIGNAL_RELOAD_TOKEN = signal.SIGUSR2  # "read the token file again"; the lock's `reloadToken` says it is understood
+
+Loader = Callable[[], tuple[Config, Paths]]
+
+
+def stop_timeout(graceful_timeout: float) -> float:
+    """Seconds to wait after SIGTERM before SIGKILL: the gateway's drain, its own 1 s bound for the rest, and margin.
+
+    `gateway stop` and the service units both use it, so SIGKILL never cuts a drain the gateway was asked to do.
+    """
+    return graceful_timeout + 5.0
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def supervisor_name(env: Mapping[str, str] | None = None) -> str | None:
+    """Which service manager restarts this process, if any: systemd sets INVOCATION_ID; our units set the marker."""
+    env = os.environ if env is None else env
+    if env.get(ENV_SERVICE_MARKER):
+        return env[ENV_SERVICE_MARKER]
+    if env.get("INVOCATION_ID"):
+        return "systemd"
+    return None
+
+
+def zipapp_path() -> Path | None:
+    """The .pyz this process runs from (shiv puts it in argv[0]), or None when running from a virtualenv."""
+    arg0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if arg0 is not None and arg0.is_file() and zipfile.is_zipfile(arg0):
+        return arg0.resolve()
+    return None
+
+
+def self_command() -> list[str]:
+    """The interpreter and program of this very process (zipapp or venv), to respawn or install it as a service."""
+    cmd = [sys.executable]
+    if sys.flags.no_site:
+        cmd.append("-S")  # keep the zipapp's isolation from system packages
+    pyz = zipapp_path()
+    return [*cmd, str(pyz)] if pyz is not None else [*cmd, "-m", "gateway"]
+
+
+def respawn_argv(args: list[str]) -> list[str]:
+    """This process's command line minus `--force`, which must not kill whatever took the port meanwhile."""
+    return self_command() + [a for a in args if a != "--force"]
+
+
+def spawn_detached(argv: list[str], log_file: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start `argv` in its own session, detached from our terminal; its stdout/stderr append to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**(os.environ if env is None else env), ENV_DETACHED: "1"}
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=child_env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return proc.pid
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one serving round ended: the signal that ended it (None if the server stopped by itself)."""
+
+    signum: int | None = None
+    serving: bool = False  # became true once listening: an OSError after that is not a bind failure
+
+
+def _port_of(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+async def serve_once(
+    config: Config, paths: Paths, token: str, lock: GatewayLock, *, allow_usr1: bool, outcome: Outcome | None = None
+) -> Outcome:
+    """Serve until SIGINT/SIGTERM (or SIGUSR1 when allowed), then shut down within graceful_timeout (+1 s).
+
+    The lock is updated with the bound port and URL once serving. Errors of the runtime propagate.
+    """
+    # Imported here, not at the top: `gateway status`/`stop` import this module and need none of the server stack.
+    from gateway import runtime
+
+    outcome = Outcome() if outcome is None else outcome
+    shutdown = trio.Event()
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if allow_usr1 else [])
+
+    def on_signal(signum: int) -> None:
+        outcome.signum = signum
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(runtime.watch_signals, shutdown, on_signal=on_signal, signals=signals))
+
+        async def serve(task_status: trio.TaskStatus[Runtime]) -> None:
+            try:
+                await runtime.run(config, paths, token=token, shutdown=shutdown, task_status=task_status)
+            finally:
+                nursery.cancel_scope.cancel("gateway stopped")
+
+        rt: Runtime = await nursery.start(serve)
+        await nursery.start(partial(reload_token_on_signal, rt, config, paths))
+        url = rt.binds[0] if rt.binds else ""
+        lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
+        outcome.serving = True
+        await shutdown.wait()
+        # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
+        nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
+    return outcome
+
+
+def reread_token(rt: Runtime, config: Config, paths: Paths) -> None:
+    """Use the token file's token from the next request on (open `/ws` connections stay as they are).
+
+    A token from the config or the environment (server.token) is not the file's to change; a missing or weak file
+    keeps the current token. Either way the log says what happened.
+    """
+    if config.server.token:
+        log.warning("token reload asked, but the token comes from server.token (config or environment): kept")
+        return
+    try:
+        token = paths.token_file.read_text().strip()
+        check_token(token, f"token file {paths.token_file}")
+    except (OSError, ConfigError) as exc:
+        log.warning("token reload: kept the current token: %s", exc)
+        return
+    if hmac.compare_digest(token.encode(), rt.token.encode()):
+        log.info("token reload: the token file holds the token in use already")
+        return
+    redactor.add(token)
+    rt.token = token
+    log.info("token reloaded from %s", paths.token_file)
+
+
+async def reload_token_on_signal(
+    rt: Runtime, config: Config, paths: Paths, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """SIGUSR2 (sent by `gateway token --rotate` and `gateway install --token`): re-read the token file."""
+    with trio.open_signal_receiver(SIGNAL_RELOAD_TOKEN) as received:
+        task_status.started()
+        async for _ in received:
+            reread_token(rt, config, paths)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first `kind` error in `exc` or the groups nurseries wrapped it in."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _find_error(sub, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _say(text: str = "") -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _banner(config: Config, paths: Paths, token: str, generated: bool, detached: bool) -> None:
+    _say(f"gateway {__version__} (pid {os.getpid()})")
+    _say(f"  config:  {paths.config_file}{'' if paths.config_file.exists() else ' (not present: defaults)'}")
+    _say(f"  data:    {paths.data_dir}")
+    _say(f"  logs:    {paths.log_file}")
+    if generated and not detached:
+        _say(f"  token:   {token}   (new; saved to {paths.token_file})")
+    else:
+        src = "config" if config.server.token else str(paths.token_file)
+        _say(f"  token:   {shorten_token(token)}   (from {src}; `gateway token` shows it)")
+    if not is_loopback(config.server.host) and not config.server.allow_public:
+        _say(
+            f"  warning: listening on {config.server.host}, reachable from the network; "
+            "set server.allow_public = true to silence this"
+        )
+    host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
+    if config.server.port:
+        _say(f"  url:     http://{host}:{config.server.port}/")
+    else:  # port 0: the system picks one when binding, named by the "listening on" line that follows
+        _say("  url:     (port 0: the system picks a free one; the next line and `gateway status` name it)")
+
+
+def _force_free(config: Config, paths: Paths) -> None:
+    """`--force`: stop the live holder of this config's lock and whatever listens on the port (never by name)."""
+    held = live_lock(paths)
+    if held is not None and held.pid != os.getpid():
+        # Our own gateway drains what it has in flight when asked to stop: give it that time, as `gateway stop`
+        # does, before SIGKILL. 700 ms is for whatever else sits on the port.
+        graceful = held.graceful_timeout if held.graceful_timeout is not None else config.server.graceful_timeout
+        wait = stop_timeout(graceful)
+        _say(f"  --force: stopping the gateway holding the lock (pid {held.pid}; up to {wait:g} s for its drain)")
+        stopped = terminate([held.pid], grace=wait)
+        if stopped.killed:
+            _say(f"  --force: pid {held.pid} did not stop within {wait:g} s: killed (SIGKILL)")
+    if config.server.port:
+        stopped = free_port(config.server.port, grace=FORCE_GRACE)
+        if stopped.signalled:
+            pids = ", ".join(str(p) for p in sorted(stopped.signalled))
+            killed = f" (SIGKILL: {', '.join(str(p) for p in sorted(stopped.killed))})" if stopped.killed else ""
+            _say(f"  --force: stopped pid {pids} listening on port {config.server.port}{killed}")
+
+
+def _check_data_dir(paths: Paths) -> int | None:
+    """Make the data folder owner-only (returning the mode it had when it was looser, else None), and refuse to
+    start, in one line, on a folder the gateway cannot write (a disk mounted read-only)."""
+    from storage.db import probe_folder
+
+    try:
+        was = make_private_dir(paths.data_dir)
+        probe_folder(paths.data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data folder {paths.data_dir} cannot be written ({exc.strerror}); "
+            "make it writable, or set [storage] data_dir to a writable folder"
+        ) from None
+    return was
+
+
+def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[str, str] | None = None) -> int:
+    """`gateway serve`: the run loop. Returns the process exit code; ConfigError propagates (exit 78 in the CLI)."""
+    env = os.environ if env is None else env
+    allow_usr1 = _flag(env, ENV_ALLOW_SIGUSR1)
+    detached = _flag(env, ENV_DETACHED)
+    supervisor = supervisor_name(env)
+    # Between two serving rounds (and while stopping) nobody listens for it: ignored, it cannot kill us then.
+    signal.signal(SIGNAL_RELOAD_TOKEN, signal.SIG_IGN)
+    while True:
+        config, paths = load()
+        was = _check_data_dir(paths)
+        setup_logging(
+            level=config.log.level,
+            fmt=config.log.format,
+            file=paths.log_file,
+            max_bytes=config.log.max_bytes,
+            backups=config.log.backups,
+            stderr=not detached,  # a detached child's stderr is the log file already
+        )
+        if was is not None:
+            log.warning("the data folder %s was readable by others (%o): made it owner-only (700)", paths.data_dir, was)
+        if force:
+            _force_free(config, paths)
+        try:
+            lock = acquire(
+                paths,
+                argv=respawn_argv(args),
+                version=__version__,
+                supervisor=supervisor,
+                graceful_timeout=config.server.graceful_timeout,
+            )
+        except LockHeldError as exc:
+            where = f" on {exc.info.url}" if exc.info.url else ""
+            _say(
+                f"error: a gateway is already running with config {exc.info.config_path} (pid {exc.info.pid}{where}).\n"
+                "  `gateway status` shows it, `gateway stop` stops it, `gateway serve --force` replaces it."
+            )
+            return EXIT_FAILURE
+        try:
+            token, generated = ensure_token(config, paths)
+        except BaseException:
+            lock.release()
+            raise
+        _banner(config, paths, token, generated, detached)
+        outcome = Outcome()
+        try:
+            trio.run(partial(serve_once, config, paths, token, lock, allow_usr1=allow_usr1, outcome=outcome))
+        except BaseException as exc:
+            keyerr = _find_error(exc, SecretsKeyError)
+            if keyerr is not None:  # a copied database without its key: say so in one line, never restart
+                _say(f"error: {keyerr}")
+                return EXIT_CONFIG
+            oserr = _find_error(exc, OSError)
+            if oserr is None or outcome.serving or isinstance(exc, KeyboardInterrupt):
+                raise
+            hint = " try `gateway serve --force` or `--port N`" if oserr.errno == errno.EADDRINUSE else ""
+            _say(f"error: cannot listen on {config.server.host}:{config.server.port}: {oserr.strerror};{hint}")
+            return EXIT_FAILURE
+        finally:
+            lock.release()
+        if outcome.signum != signal.SIGUSR1:
+            return EXIT_OK
+        force = False
+        if supervisor is not None:
+            log.info("restart requested: exiting for %s to start us again", supervisor)
+            return EXIT_RESTART
+        if not _flag(env, ENV_NO_RESPAWN):
+            try:
+                pid = spawn_detached(respawn_argv(args), paths.log_file, env)
+            except OSError as exc:
+                log.warning("respawn failed (%s): restarting in this process", exc)
+            else:
+                log.info("restart requested: respawned as pid %d", pid)
+                _say(f"restarting as pid {pid} (logs: {paths.log_file})")
+                return EXIT_OK
+        log.info("restart requested: restarting in this process")

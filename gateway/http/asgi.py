@@ -1,0 +1,196 @@
+"""The ASGI application: every route on one port, its middleware (body limit, CORS, access log), and `/ws`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from gateway.core import Runtime
+from gateway.errors import PayloadTooLargeError, RequestTimeoutError
+from gateway.http.api import runtime_of
+from gateway.http.responses import JSON, error_response, exception_handlers
+from gateway.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("gateway.access")
+
+
+async def health(request: Request) -> Response:
+    rt = runtime_of(request)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "uptime": round(rt.uptime(), 3),
+        "connections": rt.connections,
+        "version": rt.version,
+    }
+    reason = rt.store.degraded()
+    if reason is not None:
+        # Still serving (reads, streams, /health), but writes are refused: a monitor must see it.
+        return JSON({**body, "status": "degraded", "reason": reason}, status_code=503)
+    return JSON(body)
+
+
+def all_routes() -> list[BaseRoute]:
+    """Every route of the gateway. Each REST feature lives in one module of `gateway.http.routes`, listed in its
+    `register()`."""
+    from gateway.http import api, openapi, webui
+    from gateway.http import routes as rest
+    from gateway.ws.connection import websocket_app
+
+    rest.register()
+    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes.append(WebSocketRoute("/ws", websocket_app))
+    routes.extend(api.routes())  # the connector routes, `/files` and `/upload` included
+    routes.extend(openapi.routes())
+    routes.extend(webui.routes())  # only `/` and `/assets/*`: the SPA routes by URL hash, so it shadows nothing
+    return routes
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A request body limit: the bytes it allows, the setting that sets it, and how its 413 names the body."""
+
+    size: int
+    setting: str
+    what: str = "the request body"
+    slack: int = 0  # allowed beyond `size` and not counted by it: the multipart framing around an upload's file
+
+    def too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError.over(self.size, self.setting, what=self.what)
+
+
+class BodyLimit:
+    """The one body limit of every request, checked here only: by Content-Length up front, else while the body
+    streams in. Each path has one (`server.max_body_bytes`; an upload route, its own larger file limit)."""
+
+    def __init__(self, app: ASGIApp, *, default: Limit, larger: dict[str, Limit], body_timeout: float = 30.0) -> None:
+        self.app = app
+        self.body_timeout = body_timeout
+        self.default = default
+        self.larger = larger  # path -> its own limit (uploads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rule = self.larger.get(scope["path"], self.default)
+        limit = rule.size + rule.slack
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit():
+                    await error_response(400, "INVALID_REQUEST", "bad Content-Length header")(scope, receive, send)
+                    return
+                if int(value) > limit:
+                    too_big = rule.too_large()
+                    await error_response(too_big.status, too_big.code, too_big.message)(scope, receive, send)
+                    return
+        seen = 0
+        complete = False
+
+        async def counted() -> Message:
+            nonlocal seen, complete
+            if complete:
+                return await receive()  # after the body: waiting for a disconnect (streams) is not timed
+            # A body that stalls holds a task and a socket: bound every pause (hypercorn's own read timeout
+            # would also cut idle WebSockets and server-sent-event streams, whose clients rightly send nothing).
+            with trio.move_on_after(self.body_timeout):
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    complete = not message.get("more_body", False)
+                    if seen > limit:
+                        raise rule.too_large()
+                else:
+                    complete = True
+                return message
+            raise RequestTimeoutError(f"the request body stalled for {self.body_timeout:g} s; send it without pauses")
+
+        await self.app(scope, counted, send)
+
+
+class AccessLog:
+    """One `info` line per HTTP request: method, path, status, milliseconds (`log.access = false` turns it off).
+
+    The path only: a query string may carry a token. On the hot path, so one level check and one line.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            # A stream's time is how long it stayed open; 0 is a request cut off before any answer.
+            ms = (time.perf_counter() - started) * 1000
+            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, ms)
+
+
+def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """Build the app for a running gateway."""
+    from gateway.http.routes.files import MULTIPART_SLACK
+
+    config = runtime.config
+    routes = all_routes()
+    if not config.api.enabled:  # the E2E API seed's `api.enabled = false`: no /ws, /files, /upload
+        routes = [r for r in routes if getattr(r, "path", None) not in ("/ws", "/files", "/upload")]
+    routes.extend(extra_routes or [])
+    middleware = [
+        Middleware(
+            BodyLimit,
+            default=Limit(config.server.max_body_bytes, "server.max_body_bytes"),
+            # The upload routes have their file's own limit; the body adds the multipart framing around the file.
+            larger={
+                "/api/files": Limit(
+                    config.limits.max_upload_bytes, "limits.max_upload_bytes", "the upload", MULTIPART_SLACK
+                ),
+                "/upload": Limit(
+                    config.files.max_upload_bytes, "files.max_upload_bytes", "the upload", MULTIPART_SLACK
+                ),
+            },
+            body_timeout=config.server.body_timeout,
+        )
+    ]
+    if config.cors.enabled:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.cors.origins,
+                allow_credentials=config.cors.credentials,
+                # Every method a route answers (PATCH /api/models-json included), so no preflight is refused.
+                allow_methods=sorted({m for r in routes for m in getattr(r, "methods", None) or ()} | {"OPTIONS"}),
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Session-Id"],
+                expose_headers=["Retry-After", "Content-Disposition"],
+            ),
+        )
+    if config.log.access:
+        middleware.insert(0, Middleware(AccessLog))  # outermost: CORS preflights and refusals are logged too
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers(),
+    )
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,175 @@
+"""`POST /v1/chat/completions`, OpenAI-compatible (streaming or not), onto the gateway's own sessions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from actors.messages import SessionKey
+from gateway.errors import AgentError, ValidationFailedError
+from gateway.http.api import Ctx, endpoint
+from gateway.http.sse import SSEResponse, sse_event
+from gateway.http.turns import ensure_session, run_turn, start_and_follow
+
+SessionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+    """Unknown OpenAI parameters (temperature, tools, …) are accepted and ignored: the provider decides."""
+
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1, max_length=1000)]
+    model: Annotated[str, msgspec.Meta(max_length=200)] = "gateway"
+    stream: bool = False
+    user: SessionName | None = None  # the session name; or the `X-Session-Id` header
+
+
+class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: Delta
+    finish_reason: str | None
+
+
+class Chunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+def _text(message: ChatMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(p.text or "" for p in message.content or [] if p.type == "text")
+
+
+def _session_name(ctx: Ctx, req: ChatCompletionRequest) -> str:
+    """Validated like the `user` field; raises msgspec.ValidationError for a bad header."""
+    name = req.user or ctx.request.headers.get("x-session-id") or "openai"
+    return msgspec.convert(name, SessionName)
+
+
+@endpoint(
+    "POST",
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat; the session comes from `user` or the `X-Session-Id` header",
+    tag="openai",
+    group="chat",
+    body=ChatCompletionRequest,
+    response=ChatCompletion,
+    media="text/event-stream",
+    errors=(422, 502, 504),
+)
+async def chat_completions(ctx: Ctx) -> Any:
+    req: ChatCompletionRequest = ctx.body
+    users = [m for m in req.messages if m.role == "user"]
+    if not users or not _text(users[-1]).strip():
+        message = "the last user message has no text"
+        raise ValidationFailedError(message, details=[{"loc": ["body", "messages"], "message": message}])
+    try:
+        name = _session_name(ctx, req)
+    except msgspec.ValidationError:
+        message = "X-Session-Id must be 1-64 letters, digits, _ . -"
+        raise ValidationFailedError(
+            message, details=[{"loc": ["header", "X-Session-Id"], "message": message}]
+        ) from None
+    # The session keeps its own history, so only the newest user message is sent on.
+    key = SessionKey("openai", f"{ctx.user.owner or 'admin'}.{name}")
+    await ensure_session(ctx.runtime, key, ctx.user.owner)
+    prompt = _text(users[-1])
+    created = int(time.time())
+    if not req.stream:
+        outcome = await run_turn(ctx.runtime, key, prompt, timeout=600)
+        if outcome.state != "completed":
+            raise AgentError(f"the agent did not reply ({outcome.state}): {outcome.error or 'no detail'}")
+        return ChatCompletion(
+            id=f"chatcmpl-{outcome.accepted.turn_id}", created=created, model=req.model,
+            choices=[Choice(index=0, message=AssistantMessage(content=outcome.text), finish_reason="stop")],
+            usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(outcome.text.split()),
+                        total_tokens=len(prompt.split()) + len(outcome.text.split())),
+        )  # fmt: skip
+    streams = ctx.rest.streams
+    who = ctx.client_key
+    streams.acquire(who)
+    try:
+        accepted, events = await start_and_follow(ctx.runtime, key, prompt)
+    except BaseException:
+        streams.release(who)
+        raise
+    cid = f"chatcmpl-{accepted.turn_id}"
+
+    def chunk(delta: Delta, finish: str | None = None) -> bytes:
+        body = Chunk(
+            id=cid, created=created, model=req.model, choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)]
+        )
+        return sse_event(body)
+
+    async def source() -> AsyncIterator[bytes]:
+        streamed = False
+        async for event in events:
+            if event.type == "text_delta":
+                streamed = True
+                yield chunk(Delta(content=str(event.data.get("data", ""))))
+            elif event.type == "result" and not streamed:
+                yield chunk(Delta(content=str(event.data.get("text", ""))))
+            elif event.type == "error":
+                yield sse_event({"error": {"code": "AGENT_ERROR", "message": str(event.data.get("message", ""))}})
+            elif event.type == "turn_ended":
+                yield chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error")
+        yield sse_event("[DONE]")
+
+    # Cut short by shutdown: an error chunk and no `[DONE]`, so the client knows the answer is incomplete.
+    farewell = sse_event(
+        {"error": {"code": "SHUTTING_DOWN", "message": "the gateway is restarting; the turn was interrupted"}}
+    )
+    return SSEResponse(
+        source(),
+        on_close=lambda: streams.release(who),
+        head=chunk(Delta(role="assistant", content="")),
+        shutdown=ctx.runtime.shutdown,
+        farewell=farewell,
+    )

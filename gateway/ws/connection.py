@@ -1,0 +1,465 @@
+"""`/ws`: one connection actor per socket; it reads frames while it streams, so an abort acts at once."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVarTuple
+
+import msgspec
+import trio
+from nacl.public import PrivateKey
+
+from actors.base import ActorError, ask
+from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
+from actors.store import StorageUnavailableError
+from gateway.core import Runtime
+from gateway.http.jsondepth import too_deep
+from gateway.http.ratelimit import FailedAuthThrottle
+from gateway.logs import redactor
+from gateway.types import Receive, Scope, Send
+from gateway.ws import crypto
+from gateway.ws.filetags import parse_file_tags
+from gateway.ws.handshake import AsgiTransport, Authenticated, AuthError, Disconnected, handshake
+from gateway.ws.identity import load_identity
+from storage import sessions as sess_db
+from storage.events import EventRow
+
+log = logging.getLogger("gateway.ws")
+Ts = TypeVarTuple("Ts")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+SUBSCRIBER_BUFFER = 1024
+ASK_TIMEOUT = 10.0
+FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
+_numbers = itertools.count(1)
+
+
+def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
+    """The frame a client of `version` gets for a session event (None: nothing for this client).
+
+    v1 clients get only the frame types they know, each with an extra `seq` (they ignore unknown fields, not
+    unknown types); a failed turn becomes an encrypted `internal_error`, an interrupted one (stop or crash) an
+    `interrupted` error; an aborted or interrupted turn then a `system_status`.
+    """
+    t, d = event.type, event.data
+    if t in ("text_delta", "tool_activity", "system_status"):
+        return {"type": t, "data": d.get("data"), "seq": event.seq}
+    if t == "result":
+        text = d.get("text") or ""
+        files = d.get("files") or parse_file_tags(text)
+        return {
+            "type": "result",
+            "text": text,
+            "stream_fallback": bool(d.get("stream_fallback")),
+            "files": files,
+            "seq": event.seq,
+        }
+    if t == "error":
+        # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
+        code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
+        return {"type": "error", "code": code, "message": str(d.get("message")), "seq": event.seq}
+    if version >= 2:
+        return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
+    # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
+    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
+        return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
+    return None
+
+
+class WebSocketApp:
+    """The raw ASGI app mounted at `/ws` (raw for control of frames and close codes; speed is the same as
+    Starlette's WebSocket wrapper in scripts/bench_ws.py).
+
+    A class instance, not a function, so that Starlette's WebSocketRoute hands it the raw ASGI triple.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve_websocket(scope, receive, send)
+
+
+websocket_app = WebSocketApp()
+
+
+async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept one socket, run its auth phase, then its connection actor until either side leaves."""
+    runtime: Runtime = scope["app"].state.runtime
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    wire = AsgiTransport(receive, send)
+    if runtime.connections >= runtime.config.ws.max_connections:
+        # Every socket holds an actor and buffers: past the cap, say so (1013: try again later) and hang up.
+        log.warning("refused a websocket: %d already open (ws.max_connections)", runtime.connections)
+        with trio.move_on_after(1):
+            try:
+                await wire.send_text(_plain_error("TOO_MANY_CONNECTIONS", "too many open connections; try again later"))
+            except Disconnected:
+                pass
+            await wire.close(CLOSE_TRY_AGAIN_LATER)
+        return
+    runtime.connections += 1
+    try:
+        client = scope.get("client")
+        await _serve(runtime, wire, str(client[0]) if client else "unknown")
+    except Disconnected:
+        pass
+    except Exception:
+        log.exception("websocket connection failed")
+    finally:
+        runtime.connections -= 1
+        # Shielded and bounded: the close frame goes out even when shutdown cancelled us, and never hangs it.
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await wire.close()
+
+
+def _plain_error(code: str, message: str, *, retry_after: int | None = None) -> str:
+    error: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return redactor.redact_bytes(msgspec.json.encode(error)).decode()
+
+
+async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
+    try:
+        identity = _identity(runtime)
+    except OSError as exc:
+        # The first /ws connection of a gateway whose disk went read-only or full: no key can be saved yet.
+        message = f"storage cannot take writes right now ({exc.strerror}): the server key cannot be created; retry"
+        await wire.send_text(_plain_error("internal_error", message))
+        await wire.close(CLOSE_INTERNAL)
+        return
+    rest = runtime.services.rest
+    throttle: FailedAuthThrottle | None = rest.throttle if rest is not None else None
+
+    def admit() -> None:
+        wait = throttle.wait(address) if throttle is not None else 0.0
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            message = f"too many failed authentications from this address; retry after {retry} s"
+            raise AuthError("rate_limited", message, retry_after=retry)
+
+    auth: Authenticated | None = None
+    with trio.move_on_after(runtime.config.ws.auth_timeout):
+        try:
+            admit()  # a waiting address is refused before its auth frame is even read
+            auth = await handshake(
+                wire, token=runtime.token, identity=identity, default_chat=runtime.config.server.chat_id, admit=admit
+            )
+        except AuthError as exc:
+            if exc.code == "auth_failed" and throttle is not None:
+                throttle.failed(address)
+            await wire.send_text(_plain_error(exc.code, exc.message, retry_after=exc.retry_after))
+            await wire.close(CLOSE_TRY_AGAIN_LATER if exc.code == "rate_limited" else CLOSE_POLICY)
+            return
+    if auth is not None and throttle is not None:
+        throttle.succeeded(address)
+    if auth is None:
+        message = f"no auth frame within {runtime.config.ws.auth_timeout:g} s"
+        await wire.send_text(_plain_error("auth_timeout", message))
+        await wire.close(CLOSE_POLICY)
+        return
+    await Connection(runtime, wire, auth).run()
+
+
+_identities: dict[str, PrivateKey] = {}
+
+
+def _identity(runtime: Runtime) -> PrivateKey:
+    """The server identity key, read from the data folder once per process."""
+    where = str(runtime.paths.data_dir)
+    key = _identities.get(where)
+    if key is None:
+        key = _identities[where] = load_identity(runtime.paths)
+    return key
+
+
+class Connection:
+    """The connection actor: a reader, the session's event stream and notifications, one send lock."""
+
+    def __init__(self, runtime: Runtime, wire: AsgiTransport, auth: Authenticated) -> None:
+        self.rt = runtime
+        self.wire = wire
+        self.auth = auth
+        topic = str(auth.channel_id) if auth.channel_id else ""
+        self.key = SessionKey("api", str(auth.chat_id), topic)
+        self.cfg = runtime.config.ws
+        self._lock = trio.Lock()
+        self._own_turns: set[str] = set()
+        self._stamps: deque[float] = deque()
+        self._frame_stamps: deque[float] = deque()
+        self._failures = 0
+        self.last_seq = 0
+        self._nursery: trio.Nursery
+        self._events: trio.MemoryReceiveChannel[EventRow] | None = None
+        # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
+        self.name = f"connection:{next(_numbers)}:{self.key}"
+
+    def backlog(self) -> int:
+        """Session events waiting to be sent to this client (the registry's view of the connection's inbox)."""
+        events = self._events
+        return events.statistics().current_buffer_used if events is not None else 0
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
+        plain = redactor.redact_bytes(msgspec.json.encode(obj))
+        async with self._lock:
+            await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message})
+
+    async def run(self) -> None:
+        """Serve the socket until either side leaves; listed in `runtime.registry` meanwhile."""
+        # Plain try/finally, not a context manager: this stays a few hundred bytes per idle connection.
+        info = self.rt.registry.register(self.name, self, state="running")
+        try:
+            await self._run()
+        finally:
+            self.rt.registry.unregister(self.name, info)
+
+    async def _run(self) -> None:
+        sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
+        if sub is None:
+            return
+        rt = self.rt
+        # This chat's provider and model: its own pin where it has one (`PUT /api/chat/sessions/{id}`), else the
+        # gateway default, which is also sent so a client can show both.
+        try:
+            pin = await rt.store.call(sess_db.pin_of, sub[0].session_id)
+        except (ActorError, StorageUnavailableError) as exc:
+            log.warning("auth_ok for %s: cannot read the session's pin (%r); reporting the default", self.key, exc)
+            pin = (None, None)
+        active, model = rt.effective(*pin)
+        hello: dict[str, Any] = {"type": "auth_ok", "chat_id": self.auth.chat_id}
+        if self.auth.channel_id:
+            hello["channel_id"] = self.auth.channel_id
+        hello |= {
+            "e2e_pk": crypto.b64encode(self.auth.server_public),
+            "providers": [p.info().as_dict() for p in rt.providers.values()],
+            "active_provider": active,
+            "active_model": model,
+            "default_provider": rt.choice.provider,
+            "default_model": rt.active_model(),
+            "session_id": sub[0].session_id,
+            "last_seq": sub[0].last_seq,
+        }
+        # Subscribed before auth_ok: a client that has auth_ok gets every notification published after it.
+        with self.rt.notifications.subscribe() as notes:
+            if self.auth.version == 1:
+                await self.wire.send_text(msgspec.json.encode(hello).decode())  # v1: the last plaintext frame
+            else:
+                await self.send(hello)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._guard, self._stream, sub)
+                    nursery.start_soon(self._guard, self._notifications, notes)
+                    nursery.start_soon(self._guard, self._going_away)
+                    await self._guard(self._read)
+                    nursery.cancel_scope.cancel()
+            finally:
+                if self._own_turns:
+                    # The client left mid-turn: abort its turns, running or queued, and only those (another
+                    # connection on the key keeps its own). Shielded: the cancel above must not skip it.
+                    own = frozenset(self._own_turns)
+                    with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
+                        try:
+                            await ask(
+                                self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT
+                            )
+                        except ActorError as exc:
+                            log.warning("abort on disconnect of %s failed: %r", self.key, exc)
+
+    async def _going_away(self) -> None:
+        """At shutdown, tell the client at once (1001) instead of leaving it to hypercorn's graceful timeout.
+
+        Its turn is not aborted: the restart marks it interrupted, and the client resumes with `resume_from`.
+        """
+        await self.rt.shutdown.wait()
+        self._own_turns.clear()
+        await self.wire.close(CLOSE_GOING_AWAY)
+        raise Disconnected()
+
+    async def _guard(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
+        """Run one of the connection's tasks; the client going away ends them all, quietly."""
+        try:
+            await fn(*args)
+        except Disconnected:
+            self.wire.closed = True
+            self._nursery.cancel_scope.cancel()
+
+    async def _subscribe(
+        self, after: int | None, *, before_auth_ok: bool = False
+    ) -> tuple[Subscription, trio.MemoryReceiveChannel[EventRow]] | None:
+        send, receive = trio.open_memory_channel[EventRow](SUBSCRIBER_BUFFER)
+        try:
+            sub: Subscription = await ask(
+                self.rt.router_address, lambda r: Subscribe(self.key, send, after, r), timeout=ASK_TIMEOUT
+            )
+        except (ActorError, StorageUnavailableError) as exc:
+            message = f"the session is not available ({exc}); reconnect later"
+            if isinstance(exc, StorageUnavailableError):
+                # A new chat needs a stored session row: said at once, not after the ask's timeout.
+                message = f"storage cannot take writes right now ({exc}); reconnect later"
+            if before_auth_ok and self.auth.version == 1:
+                # A v1 client has no server key before auth_ok: it could not open an encrypted error.
+                await self.wire.send_text(_plain_error("internal_error", message))
+                await self.wire.close(CLOSE_INTERNAL)
+            else:
+                await self.error("internal_error", message)
+            return None
+        self._events = receive
+        return sub, receive
+
+    async def _deliver(self, events: list[EventRow]) -> None:
+        """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
+        frames: list[bytes] = []
+        for event in events:
+            if event.seq <= self.last_seq:
+                continue
+            self.last_seq = event.seq
+            if event.type == "turn_ended":
+                self._own_turns.discard(str(event.data.get("turn_id")))
+            frame = event_frame(event, self.auth.version)
+            if frame is not None:
+                frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
+        if frames:
+            async with self._lock:
+                for plain in frames:
+                    await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+
+    async def _stream(self, first: tuple[Subscription, trio.MemoryReceiveChannel[EventRow]]) -> None:
+        sub, receive = first
+        resume = self.auth.resume_from
+        # Live: what came before is history. Resuming: a seq past the session's end (another database) is clamped.
+        self.last_seq = sub.last_seq if resume is None else min(resume, sub.last_seq)
+        while True:
+            for start in range(0, len(sub.replay), 256):
+                await self._deliver(sub.replay[start : start + 256])
+            async with receive:
+                async for event in receive:
+                    batch = [event]
+                    while len(batch) < 256:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._deliver(batch)
+            # The session cut us off (we were too slow) or restarted: resume from the last event we sent.
+            again = await self._subscribe(self.last_seq)
+            if again is None:
+                # No stream to give: close, so the client reconnects (with resume_from) rather than wait forever.
+                await self.wire.close(CLOSE_INTERNAL)
+                raise Disconnected()
+            sub, receive = again
+
+    async def _notifications(self, first: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        channel = first
+        while True:
+            async for item in channel:
+                await self.send({"type": "notification", "notification": item})
+            # Cut off for being slow: subscribe again (notifications are persisted; the REST API has them all).
+            with self.rt.notifications.subscribe() as channel:
+                async for item in channel:
+                    await self.send({"type": "notification", "notification": item})
+
+    @staticmethod
+    def _window_ok(stamps: deque[float], limit: int) -> bool:
+        """A sliding one-minute window: True (and counted) while fewer than `limit` entries are in it."""
+        now = trio.current_time()
+        while stamps and now - stamps[0] >= 60.0:
+            stamps.popleft()
+        if len(stamps) >= limit:
+            return False
+        stamps.append(now)
+        return True
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self.wire.receive()
+            if len(frame) > self.cfg.max_frame_bytes:
+                message = f"frames are limited to {self.cfg.max_frame_bytes} bytes"
+                await self._refuse_unopened("frame_too_large", message, close=CLOSE_TOO_BIG)
+                return
+            # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
+            # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
+            if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
+                if self.auth.version >= 2:
+                    # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
+                    await self._refuse_unopened("rate_limited", "too many frames", close=CLOSE_POLICY)
+                    return
+                await self.error("rate_limited", "too many frames; slow down")
+                continue
+            try:
+                plain = self.auth.channel.open_frame(frame)
+            except crypto.DecryptError as exc:
+                self._failures += 1
+                if self.auth.version >= 2:  # v2 frames fail only under attack or a bug: close at once
+                    await self._refuse_unopened("decrypt_failed", str(exc), close=CLOSE_POLICY)
+                    return
+                await self.error("decrypt_failed", str(exc))
+                if self._failures >= self.cfg.max_decrypt_failures:  # v1 allows a few
+                    await self.wire.close(CLOSE_POLICY)
+                    return
+                continue
+            try:
+                msg = None if too_deep(plain) else msgspec.json.decode(plain)
+            except msgspec.DecodeError:
+                msg = None
+            if not isinstance(msg, dict):
+                await self.error("decrypt_failed", "the frame is not a JSON object")
+                continue
+            kind = msg.get("type")
+            text = msg.get("text")
+            if kind == "abort" or (kind == "message" and isinstance(text, str) and text.strip().lower() == "/stop"):
+                self._nursery.start_soon(self._guard, self._abort)  # the reader reads on while the abort runs
+            elif kind == "message":
+                if not isinstance(text, str) or not text.strip():
+                    await self.error("empty", "the message has no text")
+                elif not self._window_ok(self._stamps, self.cfg.messages_per_minute):
+                    await self.error("rate_limited", f"at most {self.cfg.messages_per_minute} messages a minute")
+                else:
+                    await self._submit(text)
+            else:
+                await self.error("unknown_type", f"unknown message type {kind!r}")
+
+    async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:
+        """Refuse a frame that was not opened, then close. v1 gets an encrypted error first, as its clients expect;
+        v2 gets no encrypted answer to a frame nobody authenticated (that would seal a frame on demand for whoever
+        sent it): the close code and its reason, `code`, say it all."""
+        if self.auth.version >= 2:
+            await self.wire.close(close, code)
+            return
+        await self.error(code, message)
+        await self.wire.close(close)
+
+    async def _submit(self, text: str) -> None:
+        try:
+            accepted: TurnAccepted = await ask(
+                self.rt.router_address, lambda r: Submit(self.key, text, r), timeout=ASK_TIMEOUT
+            )
+        except ActorError as exc:
+            await self.error("internal_error", f"cannot start the turn: {exc}")
+            return
+        except StorageUnavailableError as exc:
+            # Disk full, read-only or frozen: the message was not stored, so it is not accepted. Keep the socket.
+            await self.error("internal_error", f"cannot start the turn: {exc}; nothing was stored, retry later")
+            return
+        self._own_turns.add(accepted.turn_id)
+
+    async def _abort(self) -> None:
+        try:
+            killed: int = await ask(self.rt.router_address, lambda r: Abort(self.key, r), timeout=30.0)
+        except ActorError as exc:
+            await self.error("internal_error", f"cannot abort: {exc}")
+            return
+        self._own_turns.clear()
+        await self.send({"type": "abort_ok", "killed": killed})
