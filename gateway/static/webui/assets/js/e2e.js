@@ -165,7 +165,7 @@ export class V2Socket extends Socket {
     });
     this.ws = new WebSocket(wsUrl());
     this.ws.binaryType = "arraybuffer";
-    this.ws.onopen = () => this.ready.then(() => this.ws.send(this.hello));
+    this.ws.onopen = () => this.ready.then(() => this.ws.send(this.hello)).catch((e) => this._fail("protocol", e.message));
     this.ws.onmessage = (m) => {
       this.queue = this.queue.then(() => this._receive(m.data)).catch((e) => this._fail("protocol", e.message));
     };

@@ -138,7 +138,9 @@ export class ChatEngine extends EventTarget {
       }
       case "error": {
         if (typeof ev.seq !== "number") {
-          this.emit("notice", ev.message || ev.code); // a connection-level error, not part of the session
+          // A connection-level error, not part of the session: the message it answers started no turn.
+          if (["empty", "rate_limited", "internal_error"].includes(ev.code)) this.unacked.shift();
+          this.emit("notice", ev.message || ev.code);
           break;
         }
         const a = this.assistant();
