@@ -50,7 +50,7 @@ def scan(root: Path = ROOT) -> dict[str, Asset]:
     """Every servable file under `root/assets`, by its URL path relative to `/assets/`.
 
     The table is the allowlist: a request names a key of it or gets a 404, so no path from the URL ever reaches
-    the file system (no traversal, no symlink games). The assets are small (about 130 KB), so they stay in memory.
+    the file system (no traversal, no symlink games). The assets are small (about 330 KB), so they stay in memory.
     """
     assets: dict[str, Asset] = {}
     base = root / "assets"

@@ -154,6 +154,24 @@ def covering(page: Page, selector: str) -> str | None:
     return found
 
 
+def chat_then_a_notification(page: Page, text: str, trigger: Callable[[], Any]) -> dict[str, Any]:
+    """Send `text` in the default chat, then run `trigger` (from the trio side) to make a notification arrive over
+    `/ws`; return what the page then shows (the tests of a man in the middle use it: each thing must show once)."""
+    page.fill("#composer-input", text)
+    page.press("#composer-input", "Enter")
+    page.wait_for_selector(".msg.assistant.done")
+    trio.from_thread.run(trigger)
+    page.wait_for_selector(".toast.note")
+    page.wait_for_selector("#bell .badge:not([hidden])")
+    return {
+        "badge": page.inner_text("#bell .badge"),
+        "toasts": page.locator(".toast.note").count(),
+        "assistants": texts(page, ".msg.assistant .text"),
+        "users": texts(page, ".msg.user"),
+        "state": page.get_attribute("#conn-state", "class"),
+    }
+
+
 def login_with_token(page: Page, token: str) -> None:
     page.fill("#login-token", token)
     page.click("#token-form button[type=submit]")

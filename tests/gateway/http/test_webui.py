@@ -25,6 +25,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.gateway.browser import (
     PHONE,
     beside_an_outage,
+    chat_then_a_notification,
     covering,
     failed_loads,
     in_browser,
@@ -327,8 +328,9 @@ async def test_a_connector_is_created_with_a_write_only_secret_and_shows_its_hea
 
 
 async def test_the_page_drops_replayed_and_reflected_frames(gateway: RunningGateway) -> None:
-    """A man in the middle (Playwright's WebSocket route) sends every encrypted server frame twice and bounces every
-    encrypted page frame back: the page must show each notification once and each reply once."""
+    """On v1 (chosen for an old gateway), a man in the middle (Playwright's WebSocket route) sends every encrypted
+    server frame twice and bounces every encrypted page frame back: the page must show each notification once and
+    each reply once. (v2's own test is in test_webui_v2.py.)"""
     require_chromium()
     async with admin_client(gateway) as client:
         sid = (await client.post("/api/sessions", json={"channel": "webchat"})).json()["session_id"]
@@ -367,19 +369,13 @@ async def test_the_page_drops_replayed_and_reflected_frames(gateway: RunningGate
     def scenario(page: Page) -> None:
         page.route_web_socket(re.compile(r"/ws$"), middle)
         login_with_token(page, TOKEN)
-        page.fill("#composer-input", "one two three")
-        page.press("#composer-input", "Enter")
-        page.wait_for_selector(".msg.assistant.done")
-        trio.from_thread.run(trigger)
-        page.wait_for_selector(".toast.note")
-        page.wait_for_selector("#bell .badge:not([hidden])")
-        seen["badge"] = page.inner_text("#bell .badge")
-        seen["toasts"] = page.locator(".toast.note").count()
-        seen["assistants"] = texts(page, ".msg.assistant .text")
-        seen["users"] = texts(page, ".msg.user")
+        seen.update(chat_then_a_notification(page, "one two three", trigger))
+
+    def v1(page: Page) -> None:
+        page.add_init_script("localStorage.setItem('gateway.handshake', JSON.stringify('v1'))")
 
     with trio.fail_after(60):
-        console = await in_browser(gateway.base_url, scenario)
+        console = await in_browser(gateway.base_url, scenario, before_load=v1)
     assert console.errors == []
     assert seen["replayed"] > 3 and seen["reflected"] >= 1
     assert seen["badge"] == "1" and seen["toasts"] == 1
@@ -476,7 +472,7 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
     # reply read) finds no server: how many such requests fall in the outage depends on timing, so those failures
     # are let through, and only those.
     assert beside_an_outage(console.errors, gw.base_url) == []
-    assert box["users"] == ["first reply"]  # v1 /ws frames carry no prompt of another client's turn
+    assert box["users"] == ["first reply", "second reply"]  # v2 tells every turn's prompt, another client's too
     assert box["assistants"] == ["first reply", "second reply"], "the missed turn once, the old one not again"
     await box["gw"].stop()
 
@@ -601,7 +597,34 @@ version: 0.3.1
 ---
 Add an entry under Unreleased for every user-visible change.
 """
-SCREENS = ["chat", "sessions", "notifications", "cron", "connectors", "models", "mcp", "skills", "logs"]
+SCREENS = [
+    "chat",
+    "sessions",
+    "notifications",
+    "cron",
+    "connectors",
+    "models",
+    "mcp",
+    "skills",
+    "logs",
+    "overview",
+    "users",
+]
+SCREENS += ["account"]
+# A reply that shows the Markdown rendering in the chat's screenshot (the echo provider sends it back as it is).
+SHOWCASE = """Show me how the gateway streams a reply:
+
+1. **word by word**, over the encrypted socket
+2. each event with its `seq`, so a reconnect loses nothing
+
+```sh
+gateway chat --v2 --pin gw1:…
+```
+
+| transport | server key |
+|---|---|
+| `/ws` v2 | pinned |
+| SSE | TLS |"""
 # What each screen shows once its data has arrived.
 LOADED = {
     "sessions": [".view-sessions .session"],
@@ -618,6 +641,9 @@ LOADED = {
     "mcp": [".mcp-server .pill.state-connected", ".my-tool"],
     "skills": [".skill[data-skill=release-notes]", ".skill[data-skill=changelog]"],
     "logs": ["#log-lines > *"],
+    "overview": [".overview[data-drawn]", "#ov-connectors .ov-connector", "#ov-errors > *"],
+    "users": [".card.user[data-user=erin]"],
+    "account": ["#encryption #pinned-fingerprint"],
 }
 
 
@@ -662,13 +688,14 @@ async def test_every_screen_renders_without_console_errors(
             assert (await client.post("/api/v2/skills/install", json=body)).status_code == 200
         with trio.fail_after(30):
             await wait_listing(client, "calc", "connected")
+    for name in ("root", "erin", "ada"):  # the Users screen: an admin, a user, and ada made an admin by the owner
+        await (await register(gw, name, role="super_admin" if name == "ada" else None)).client.aclose()
+    gateway_logs.error("connector telegram/family: getUpdates answered 401 (check the bot token)")
     seen: dict[str, str] = {}
 
     def scenario(page: Page) -> None:
         login_with_token(page, TOKEN)
-        page.fill(
-            "#composer-input", "Show me how the gateway streams a reply, word by word, over the encrypted socket."
-        )
+        page.fill("#composer-input", SHOWCASE)
         page.press("#composer-input", "Enter")
         page.wait_for_selector(".msg.assistant.done")
         page.wait_for_selector(".chat-side li.session.active:has-text('Show me how'):not(:has(.badge))")  # read
@@ -678,7 +705,18 @@ async def test_every_screen_renders_without_console_errors(
             for selector in LOADED[name]:
                 page.wait_for_selector(selector)
             seen[name] = page.inner_text("#view")
-            if name in ("sessions", "cron", "connectors", "logs", "models", "mcp", "skills"):
+            if name in (
+                "sessions",
+                "cron",
+                "connectors",
+                "logs",
+                "models",
+                "mcp",
+                "skills",
+                "overview",
+                "users",
+                "account",
+            ):
                 page.screenshot(path=str(out / f"{name}.png"), animations="disabled")
         page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
         page.click("#bell")
@@ -686,7 +724,7 @@ async def test_every_screen_renders_without_console_errors(
         page.click("#nav a[data-route=chat]")
         page.wait_for_selector(".msg.assistant.done")
         page.screenshot(path=str(out / "phone-chat.png"), animations="disabled")
-        for name in ("models", "mcp", "skills"):
+        for name in ("models", "mcp", "skills", "overview"):
             page.click(".menu")
             page.click(f"#nav a[data-route={name}]")
             for selector in LOADED[name]:
@@ -705,8 +743,9 @@ async def test_every_screen_renders_without_console_errors(
     assert "Release Notes" in seen["skills"] and "Changelog" in seen["skills"]
     for name in SCREENS[1:]:
         assert "not available" not in seen[name] and "needs the gateway token" not in seen[name], name
+    assert "erin" in seen["users"] and "http/intake" in seen["overview"] and "gw1:" in seen["account"]
     shots = ["chat", "sessions", "cron", "connectors", "logs", "models", "mcp", "skills", "phone-chat"]
-    for n in [*shots, "phone-models", "phone-mcp", "phone-skills"]:
+    for n in [*shots, "overview", "users", "account", "phone-models", "phone-mcp", "phone-skills", "phone-overview"]:
         assert (await (out / f"{n}.png").stat()).st_size > 10_000, n
     await gw.stop()
 

@@ -79,6 +79,9 @@ export async function raw(path, opts = {}, retry = true) {
   if (bearer()) headers.set("Authorization", `Bearer ${bearer()}`);
   const r = await fetch(path, { ...opts, headers });
   if (r.status === 401 && auth && retry) {
+    // A wrong current password (changing one's own) is the form's error: the credential itself was taken.
+    const refused = await toError(r.clone());
+    if (refused.code === "INVALID_CREDENTIALS") throw refused;
     // Sign out only when the credential itself is refused: a route that takes only the gateway token also
     // answers 401 to a (freshly refreshed, valid) account token, and that must not end the session.
     if (auth.kind === "user" && (await refresh())) return raw(path, opts, false);

@@ -7,11 +7,16 @@ import { modelsView } from "./models.js";
 import { skillsView } from "./skills.js";
 import { mcpView } from "./tools.js";
 import { cronView, logsView, notificationsView } from "./panels.js";
+import { accountView, usersView } from "./accounts.js";
+import { overviewView } from "./overview.js";
+import { FINGERPRINT } from "./v2crypto.js";
+import { setPin } from "./pin.js";
 import { sessionsView } from "./sessions.js";
 import { icon } from "./icons.js";
 import { clear, clearToasts, h, toast } from "./ui.js";
 
 const ROUTES = [
+  ["overview", "Overview"],
   ["chat", "Chat"],
   ["sessions", "Sessions"],
   ["notifications", "Notifications"],
@@ -20,7 +25,9 @@ const ROUTES = [
   ["models", "Models"],
   ["mcp", "MCP"],
   ["skills", "Skills"],
+  ["users", "Users"],
   ["logs", "Logs"],
+  ["account", "Account"],
 ];
 
 const root = document.getElementById("app");
@@ -68,8 +75,12 @@ function loginView(reason = "") {
   const token = h("input", { id: "login-token", type: "password", autocomplete: "current-password", placeholder: "gateway token", "aria-label": "Gateway token" });
   const user = h("input", { id: "login-user", autocomplete: "username", placeholder: "username or email", "aria-label": "Username" });
   const pass = h("input", { id: "login-pass", type: "password", autocomplete: "current-password", placeholder: "password", "aria-label": "Password" });
-  const tokenForm = h("form", { class: "login-form", id: "token-form" }, token, h("button", { type: "submit", class: "primary" }, "Sign in with token"),
-    h("small", { class: "muted" }, "Run `gateway token` on the gateway's machine to print it."));
+  const pin = h("input", { id: "login-fingerprint", autocomplete: "off", spellcheck: "false", placeholder: "gw1:xxxx-…  (optional)", "aria-label": "Server fingerprint" });
+  const tokenForm = h("form", { class: "login-form", id: "token-form" }, token,
+    h("details", { class: "pin-details" }, h("summary", {}, "Server fingerprint (optional)"), pin,
+      h("small", { class: "muted" }, "Given, the chat talks only to the gateway whose key has it; else the first one seen is pinned.")),
+    h("button", { type: "submit", class: "primary" }, "Sign in with token"),
+    h("small", { class: "muted" }, "Run `gateway token` on the gateway's machine to print both."));
   const userForm = h("form", { class: "login-form", id: "user-form", hidden: true }, user, pass, h("button", { type: "submit", class: "primary" }, "Sign in"));
   const tabs = h("div", { class: "tabs", role: "tablist" });
   const tab = (label, form) => {
@@ -90,8 +101,14 @@ function loginView(reason = "") {
   };
   tokenForm.addEventListener("submit", async (e) => {
     e.preventDefault();
+    const given = pin.value.trim().toLowerCase();
+    if (given && !FINGERPRINT.test(given)) {
+      err.textContent = "That is not a fingerprint: `gateway token` prints one like gw1:1a2b-…-9f00 (8 groups of 4).";
+      return;
+    }
     try {
       await useToken(token.value.trim());
+      if (given) setPin(given, "given"); // said at sign-in: it replaces any pin kept before
       done();
     } catch (x) {
       err.textContent = x.status === 401 ? "That token is not valid." : x.message;
@@ -161,7 +178,7 @@ async function route() {
   for (const a of parts.nav.querySelectorAll("a")) a.classList.toggle("active", a.dataset.route === (known ? name : "chat"));
   const v = parts.view;
   v.className = `view view-${known ? name : "chat"}`;
-  const screens = { chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), logs: () => logsView(v, app) };
+  const screens = { overview: () => overviewView(v, app), users: () => usersView(v), account: () => accountView(v), chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), logs: () => logsView(v, app) };
   try {
     await (screens[name] || screens.chat)();
   } catch (e) {

@@ -2,6 +2,7 @@
 
 import { download, get, isToken, post, raw } from "./api.js";
 import { ChatEngine } from "./engine.js";
+import { MarkdownView } from "./markdown.js";
 import { icon } from "./icons.js";
 import { clear, fmtBytes, h, toast } from "./ui.js";
 import { sessionList } from "./sessions.js";
@@ -36,7 +37,8 @@ window.addEventListener("gateway:session-deleted", (e) => {
 });
 
 export function engineFor(ref, onNotification) {
-  if (chatState.ref === ref && chatState.pending) return chatState.pending; // one engine per chat, even when asked twice
+  // One engine per chat, even when asked twice; but one refused for its server key starts over (maybe pinned anew).
+  if (chatState.ref === ref && chatState.pending && !(chatState.engine && chatState.engine.pinError)) return chatState.pending;
   if (chatState.engine) chatState.engine.close();
   chatState.engine = null;
   chatState.ref = ref;
@@ -55,29 +57,42 @@ export function engineFor(ref, onNotification) {
   return chatState.pending;
 }
 
-function renderMessage(item) {
+function renderMessage(item, onRender) {
   const el = h("div", { class: `msg ${item.role}`, "data-id": item.id });
+  if (item.role === "user") {
+    el.append(h("div", { class: "bubble" }, item.text));
+    return el;
+  }
+  // An assistant message keeps its parts: the reply text is a MarkdownView that grows with the stream, and the
+  // small parts around it (tools, status, files, tags) are redrawn from the item on each update.
+  const text = h("div", { class: "text" });
+  const parts = { tools: h("div", { class: "tools", hidden: true }), text, view: new MarkdownView(text, { onRender }), after: h("div", { class: "after" }), toolCount: -1 };
+  el.append(h("div", { class: "bubble" }, parts.tools, text, parts.after));
+  el.parts = parts;
   updateMessage(el, item);
   return el;
 }
 
 function updateMessage(el, item) {
-  clear(el);
   el.className = `msg ${item.role} ${item.state || ""}`;
-  if (item.role === "user") {
-    el.append(h("div", { class: "bubble" }, item.text));
-    return;
+  const p = el.parts;
+  if (!p) return;
+  if (item.tools.length !== p.toolCount) {
+    p.toolCount = item.tools.length;
+    clear(p.tools).append(...item.tools.map((t) => h("span", { class: "tool" }, icon("tool"), t)));
+    p.tools.hidden = !item.tools.length;
   }
-  const bubble = h("div", { class: "bubble" });
-  if (item.tools && item.tools.length) {
-    bubble.append(h("div", { class: "tools" }, item.tools.map((t) => h("span", { class: "tool" }, icon("tool"), t))));
-  }
-  const text = h("div", { class: "text" }, item.text);
-  if (item.state === "streaming" && !item.status) text.append(h("span", { class: "cursor", "aria-hidden": "true" }));
-  bubble.append(text);
-  if (item.status) bubble.append(h("div", { class: "status-line" }, h("span", { class: "spinner" }), item.status));
+  p.text.classList.toggle("typing", item.state === "streaming" && !item.status);
+  p.view.set(item.text);
+  if (item.state !== "streaming") p.view.flush(true); // complete: drawn now, from the whole text
+  // The rest changes rarely (not with each word): redrawn only when it did, so a spinner keeps turning.
+  const sig = JSON.stringify([item.status, item.files, item.state, item.error]);
+  if (sig === p.sig) return;
+  p.sig = sig;
+  clear(p.after);
+  if (item.status) p.after.append(h("div", { class: "status-line" }, h("span", { class: "spinner" }), item.status));
   if (item.files && item.files.length) {
-    bubble.append(
+    p.after.append(
       h("div", { class: "files" }, item.files.map((f) =>
         h("button", {
           type: "button",
@@ -86,9 +101,8 @@ function updateMessage(el, item) {
         }, icon("download"), f.name))),
     );
   }
-  if (item.state === "aborted" || item.state === "interrupted") bubble.append(h("div", { class: "tag" }, item.state === "aborted" ? "stopped" : "interrupted"));
-  if (item.error) bubble.append(h("div", { class: "tag error" }, item.error));
-  el.append(bubble);
+  if (item.state === "aborted" || item.state === "interrupted") p.after.append(h("div", { class: "tag" }, item.state === "aborted" ? "stopped" : "interrupted"));
+  if (item.error) p.after.append(h("div", { class: "tag error" }, item.error));
 }
 
 const STATE_LABEL = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", offline: "offline", error: "disconnected" };
@@ -106,7 +120,8 @@ export async function chatView(view, ref, app) {
   const channelBox = h("div", { class: "channels" });
   const side = h("div", { class: "chat-side" });
   const form = h("form", { class: "composer" }, attachBtn, fileInput, input, stopBtn, sendBtn);
-  const main = h("div", { class: "chat-main" }, h("div", { class: "chat-head" }, title, channelBox, statePill), messages, chips, form);
+  const banner = h("div", { class: "chat-banner", id: "chat-banner", hidden: true });
+  const main = h("div", { class: "chat-main" }, h("div", { class: "chat-head" }, title, channelBox, statePill), banner, messages, chips, form);
   clear(view).append(h("div", { class: "chat" }, side, main));
   sessionList(side, { compact: true, current: ref });
 
@@ -115,9 +130,15 @@ export async function chatView(view, ref, app) {
   const pending = []; // uploaded files waiting for the next message
   const nodes = new Map();
   const nearBottom = () => messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+  // A render keeps the list pinned to the bottom when it was there before the text grew.
+  const onRender = (mutate) => {
+    const stick = nearBottom();
+    mutate();
+    if (stick) messages.scrollTop = messages.scrollHeight;
+  };
   const add = (item) => {
     const stick = nearBottom();
-    const el = renderMessage(item);
+    const el = renderMessage(item, onRender);
     nodes.set(item.id, el);
     messages.append(el);
     if (stick) messages.scrollTop = messages.scrollHeight;
@@ -127,10 +148,7 @@ export async function chatView(view, ref, app) {
   const onAdd = (e) => add(e.detail);
   const onUpdate = (e) => {
     const el = nodes.get(e.detail.id);
-    if (!el) return;
-    const stick = nearBottom();
-    updateMessage(el, e.detail);
-    if (stick) messages.scrollTop = messages.scrollHeight;
+    if (el) onRender(() => updateMessage(el, e.detail));
   };
   let wasBusy = engine.busy;
   const onBusy = () => {
@@ -151,6 +169,31 @@ export async function chatView(view, ref, app) {
     drawChannels();
     if (!ref) sessionList(side, { compact: true, current: engine.sessionId }); // the default chat may be new
   };
+  const onPinMismatch = () => {
+    const p = engine.pinError;
+    clear(banner).append(h("div", { class: "notice error", role: "alert", id: "pin-error" },
+      h("strong", { text: "The gateway's identity key has changed: the chat is closed." }),
+      h("div", {}, "Pinned: ", h("code", { text: p.pinned })),
+      h("div", {}, "Offered now: ", h("code", { text: p.offered })),
+      h("div", { text: "Nothing was sent after the greeting (the token never is). If the owner replaced the gateway's identity.key, run `gateway token` on its machine and enter the fingerprint it prints under Account › Encryption; otherwise someone may be in the middle." }),
+      h("a", { href: "#/account" }, "Open Account › Encryption")));
+    banner.hidden = false;
+  };
+  // A key pinned on first use is shown until read: it is what the owner compares with `gateway token`.
+  const onPinned = () => {
+    clear(banner).append(h("div", { class: "notice", role: "status", id: "pin-new" },
+      h("div", {}, "Pinned the gateway's identity key ", h("code", { text: engine.newPin }), "."),
+      h("div", { text: "Compare it with what `gateway token` prints on the gateway's machine (Account › Encryption shows it again)." }),
+      h("div", { class: "row-actions" }, h("button", { type: "button", class: "small", onclick: () => {
+        engine.newPin = null;
+        banner.hidden = true;
+      } }, "It matches"))));
+    banner.hidden = false;
+  };
+  engine.addEventListener("pin-mismatch", onPinMismatch);
+  engine.addEventListener("pinned", onPinned);
+  if (engine.pinError) onPinMismatch();
+  else if (engine.newPin) onPinned();
   engine.addEventListener("add", onAdd);
   engine.addEventListener("update", onUpdate);
   engine.addEventListener("busy", onBusy);
@@ -160,7 +203,7 @@ export async function chatView(view, ref, app) {
   onState();
   if (engine.state === "live") onReady();
   app.onLeave(() => {
-    for (const [n, f] of [["add", onAdd], ["update", onUpdate], ["busy", onBusy], ["state", onState], ["ready", onReady]]) engine.removeEventListener(n, f);
+    for (const [n, f] of [["pin-mismatch", onPinMismatch], ["pinned", onPinned], ["add", onAdd], ["update", onUpdate], ["busy", onBusy], ["state", onState], ["ready", onReady]]) engine.removeEventListener(n, f);
   });
 
   // Channels: the topics of a /ws chat (api:<chat>:<channel>); each is its own session and stream.

@@ -1,6 +1,10 @@
-// The v1 end-to-end encrypted /ws protocol in the browser, on the vendored tweetnacl (window.nacl).
-// Handshake: plaintext {"type":"auth", token, e2e_pk, chat_id?, channel_id?, resume_from?} -> plaintext auth_ok
-// with the server's per-connection key; then every frame is base64(nonce(24) || NaCl box) of compact JSON.
+// The end-to-end encrypted /ws protocol in the browser (docs/protocol.md). V2Socket speaks v2, the default: the
+// server's long-term key pinned (trusted on first use, or given at sign-in), the token never sent, one key per
+// direction, counter nonces. E2ESocket speaks v1, for an old gateway when the owner chose it (Account screen):
+// plaintext {"type":"auth", token, e2e_pk, …} -> plaintext auth_ok; then base64(nonce(24) || NaCl box) frames.
+
+import { pinned, setPin } from "./pin.js";
+import * as v2 from "./v2crypto.js";
 
 const nacl = window.nacl;
 const enc = new TextEncoder();
@@ -29,9 +33,22 @@ export function wsUrl() {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
 }
 
+// What both handshakes share: the socket, and closing it on purpose (the engine does not reconnect then).
+class Socket {
+  close() {
+    this.closedByUs = true;
+    try {
+      this.ws.close(1000);
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
 // One connection. Callbacks: onAuth(authOk), onFrame(obj), onClose({code, reason, authError}).
-export class E2ESocket {
+export class E2ESocket extends Socket {
   constructor({ token, chatId, channelId, resumeFrom, onAuth, onFrame, onClose }) {
+    super();
     this.keys = nacl.box.keyPair(); // fresh per connection, like the server's
     this.shared = null;
     // Nonces are a 16-byte per-connection prefix and a 64-bit counter, as the gateway sends its own (protocol.md).
@@ -118,13 +135,134 @@ export class E2ESocket {
     this.ws.send(b64encode(frame));
     return true;
   }
+}
 
-  close() {
-    this.closedByUs = true;
-    try {
-      this.ws.close(1000);
-    } catch {
-      /* already closed */
+// A v2 frame that does not open is dropped; this many in a row means the stream is out of step (a frame was lost
+// or forged in its place): the socket is closed and the engine reconnects with resume_from, losing nothing.
+const MAX_BAD_FRAMES = 8;
+
+// Same callbacks as E2ESocket; onClose's info may carry `pinError: {pinned, offered}` (the server's key changed:
+// nothing was sent after the hello, and the engine must not retry).
+export class V2Socket extends Socket {
+  constructor({ token, chatId, channelId, resumeFrom, onAuth, onFrame, onClose, forceNacl = false }) {
+    super();
+    this.token = token;
+    this.channel = null;
+    this.onAuth = onAuth;
+    this.onFrame = onFrame;
+    this.onClose = onClose;
+    this.closedByUs = false;
+    this.bad = 0;
+    this.queue = Promise.resolve(); // the handshake's steps are async: frames are handled one after the other
+    this.ready = v2.ephemeral({ forceNacl }).then((eph) => {
+      this.eph = eph;
+      this.backend = eph.backend;
+      const hello = { type: "auth", v: 2, e2e_pk: b64encode(eph.publicKey), nonce: b64encode(nacl.randomBytes(32)) };
+      if (chatId) hello.chat_id = chatId;
+      if (channelId) hello.channel_id = channelId;
+      if (resumeFrom !== null && resumeFrom !== undefined) hello.resume_from = resumeFrom;
+      this.hello = JSON.stringify(hello); // the server hashes these exact bytes into the transcript
+    });
+    this.ws = new WebSocket(wsUrl());
+    this.ws.binaryType = "arraybuffer";
+    this.ws.onopen = () => this.ready.then(() => this.ws.send(this.hello)).catch((e) => this._fail("protocol", e.message));
+    this.ws.onmessage = (m) => {
+      this.queue = this.queue.then(() => this._receive(m.data)).catch((e) => this._fail("protocol", e.message));
+    };
+    this.ws.onclose = (e) => {
+      if (this.onClose) this.onClose({ code: e.code, reason: e.reason, authError: this.authError, pinError: this.pinError, byUs: this.closedByUs });
+    };
+    this.ws.onerror = () => {};
+  }
+
+  get open() {
+    return this.channel !== null && this.authed && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  _fail(code, message) {
+    this.authError = { code, message };
+    this.ws.close(1000);
+  }
+
+  async _receive(data) {
+    if (typeof data === "string") {
+      let msg;
+      try {
+        msg = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (msg.type === "auth_challenge" && !this.challenged) await this._challenge(msg);
+      else if (msg.type === "error") this.authError = msg; // plaintext: the auth phase (the socket closes next)
+      return;
     }
+    if (!this.channel) return;
+    const plain = this.channel.open(new Uint8Array(data));
+    if (!plain) {
+      this.bad += 1;
+      if (this.bad >= MAX_BAD_FRAMES) this.ws.close(4000, "decrypt_failed");
+      return;
+    }
+    this.bad = 0;
+    let obj;
+    try {
+      obj = JSON.parse(dec.decode(plain));
+    } catch {
+      return;
+    }
+    if (!this.authed) {
+      if (obj.type !== "auth_ok") {
+        this.authError = obj; // frame 0 is auth_ok or the reason the session could not open
+        return;
+      }
+      this.authed = true;
+      obj.v = 2;
+      obj.fingerprint = this.fingerprint;
+      if (!pinned()) {
+        // Trust on first use, once the server has proved its key and opened a session only the token could key.
+        setPin(this.fingerprint, "first use");
+        obj.pinnedNow = true;
+      }
+      this.onAuth(obj);
+      return;
+    }
+    this.onFrame(obj);
+  }
+
+  async _challenge(msg) {
+    this.challenged = true;
+    const field = (name, len) => {
+      const raw = typeof msg[name] === "string" ? b64decode(msg[name]) : new Uint8Array(0);
+      if (raw.length !== len) throw new Error(`bad auth_challenge: ${name}`);
+      return raw;
+    };
+    const serverPk = field("server_pk", 32);
+    const serverEph = field("e2e_pk", 32);
+    const serverNonce = field("nonce", 32);
+    const proof = field("proof", 32);
+    this.fingerprint = v2.fingerprint(serverPk);
+    const pin = pinned();
+    if (pin && pin.fingerprint !== this.fingerprint) {
+      // A changed server key: say so and stop here. Nothing but the hello was sent, and the token never is.
+      this.pinError = { pinned: pin.fingerprint, offered: this.fingerprint };
+      this.ws.close(1000);
+      return;
+    }
+    const th = v2.transcript(enc.encode(this.hello), serverPk, serverEph, serverNonce);
+    const sdh = await this.eph.dh(serverPk);
+    if (!v2.equalBytes(proof, v2.serverProof(th, sdh))) {
+      this._fail("bad_server_proof", "the server does not hold the key it claims");
+      return;
+    }
+    const tkey = v2.tokenKey(this.token);
+    const kx = v2.kxClient(await this.eph.dh(serverEph), this.eph.publicKey, serverEph);
+    this.channel = new v2.CounterChannel(v2.sessionKeys(kx, sdh, th, tkey));
+    this.ws.send(JSON.stringify({ type: "auth_proof", proof: b64encode(v2.clientProof(th, tkey)) }));
+  }
+
+  send(obj) {
+    if (!this.open) return false;
+    this.ws.send(this.channel.seal(enc.encode(JSON.stringify(obj))));
+    return true;
   }
 }

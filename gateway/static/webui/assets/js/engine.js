@@ -2,7 +2,8 @@
 // SSE chat route), and the message list the chat screen draws. Every event carries its per-session `seq`; anything at
 // or below the last seq seen is dropped, which is what makes resume lose nothing and repeat nothing.
 
-import { E2ESocket } from "./e2e.js";
+import { E2ESocket, V2Socket } from "./e2e.js";
+import { handshake } from "./pin.js";
 import { bearer, get, isToken, post, raw } from "./api.js";
 
 let nextId = 1;
@@ -25,6 +26,7 @@ export class ChatEngine extends EventTarget {
     this.retry = 0;
     this.closed = false;
     this.outbox = [];
+    this.unacked = []; // messages sent over /ws v2 whose turn_started has not come back yet
     this.sseAbort = null;
     this.reading = Promise.resolve(); // the last "mark read" request
   }
@@ -89,11 +91,14 @@ export class ChatEngine extends EventTarget {
       this.lastSeq = ev.seq;
     }
     switch (ev.type) {
-      case "turn_started":
+      case "turn_started": {
+        // v2 tells every turn's start, ours too: the message we already show is not shown twice.
+        const ours = this.unacked.length && this.unacked[0].text === (ev.text || "") ? this.unacked.shift() : null;
         this.cur = null;
-        this.push({ role: "user", text: ev.text || "" });
+        if (!ours) this.push({ role: "user", text: ev.text || "" });
         this.setBusy(true);
         break;
+      }
       case "text_delta": {
         const a = this.assistant();
         a.text += ev.data || "";
@@ -133,7 +138,9 @@ export class ChatEngine extends EventTarget {
       }
       case "error": {
         if (typeof ev.seq !== "number") {
-          this.emit("notice", ev.message || ev.code); // a connection-level error, not part of the session
+          // A connection-level error, not part of the session: the message it answers started no turn.
+          if (["empty", "rate_limited", "internal_error"].includes(ev.code)) this.unacked.shift();
+          this.emit("notice", ev.message || ev.code);
           break;
         }
         const a = this.assistant();
@@ -203,7 +210,8 @@ export class ChatEngine extends EventTarget {
     const chatId = t.chat_id || (t.key ? Number(t.key.split(":")[1]) : undefined);
     const channelId = t.channel_id || (t.key && t.key.split(":")[2] ? Number(t.key.split(":")[2]) : undefined);
     this.setState(this.retry ? "reconnecting" : "connecting");
-    const sock = new E2ESocket({
+    const Socket = handshake() === "v1" ? E2ESocket : V2Socket;
+    const sock = new Socket({
       token: bearer(),
       chatId,
       channelId,
@@ -219,6 +227,10 @@ export class ChatEngine extends EventTarget {
     this.retry = 0;
     this.authOk = ok;
     this.emit("auth", ok);
+    if (ok.pinnedNow) {
+      this.newPin = ok.fingerprint;
+      this.emit("pinned", ok.fingerprint);
+    }
     if (!this.historyLoaded) {
       // First contact: draw the stored history (with the user's prompts), holding live frames meanwhile.
       this.buffer = [];
@@ -247,6 +259,13 @@ export class ChatEngine extends EventTarget {
 
   onSocketClose(sock, info) {
     if (sock !== this.sock || this.closed || info.byUs) return;
+    if (info.pinError) {
+      // The gateway's identity key is not the pinned one: never retried, never downgraded to v1.
+      this.pinError = info.pinError;
+      this.setState("error");
+      this.emit("pin-mismatch", info.pinError);
+      return;
+    }
     if (info.authError) {
       this.setState("error");
       this.emit("notice", `${info.authError.code}: ${info.authError.message}`);
@@ -263,7 +282,8 @@ export class ChatEngine extends EventTarget {
 
   sendNow(text) {
     this.cur = null;
-    this.push({ role: "user", text });
+    const item = this.push({ role: "user", text });
+    if (this.authOk && this.authOk.v === 2) this.unacked.push(item); // v1 sends no turn_started to match
     this.setBusy(true);
     this.sock.send({ type: "message", text });
   }
