@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.store import StorageUnavailableError, disk_refused
 from gateway.errors import GatewayError, PayloadTooLargeError, RequestTimeoutError
+from gateway.forwarded import ForwardedFor
 from gateway.logs import redactor
 from gateway.runtime import Runtime
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
@@ -242,6 +243,8 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         )
     if config.log.access:
         middleware.insert(0, Middleware(AccessLog))  # outermost: CORS preflights and refusals are logged too
+    if config.server.trusted_proxies:
+        middleware.insert(0, Middleware(ForwardedFor, trusted=config.server.trusted_proxies))  # before anyone reads it
     app = Starlette(
         routes=routes,
         middleware=middleware,
