@@ -28,6 +28,17 @@ _NAME = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def parse_networks(entries: Iterable[str]) -> list[IPNetwork]:
+    """`server.trusted_proxies`: addresses or CIDR ranges. Raises ValueError naming a bad entry."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip().strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR range (127.0.0.1, 10.0.0.0/8, ::1)") from None
+    return networks
+
+
 class OutboundRefusedError(Exception):
     """The outbound policy refused a destination; the message names it and says how the owner may allow it."""
 

@@ -1,9 +1,12 @@
-# Sourced by the scripts with `run` or `dev`: make (once) and use the project's virtual environment in .venv.
+# Sourced by the scripts with `run` or `dev`: make (once) and use the project's virtual environment in .venv,
+# holding exactly the versions of requirements/$1.lock (scripts/lock writes it), so every machine runs what CI
+# tested.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GATEWAY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$1"
+LOCK="$ROOT/requirements/$1.lock"
+stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -c1-16)-$1"
 if [ "$1" = run ] && [ -f "${stamp%-run}-dev" ]; then
   stamp="${stamp%-run}-dev"  # the dev install holds everything a run needs
 fi
@@ -25,19 +28,19 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
   pip=("$VENV/bin/python" -m pip)
-  own_pip=1
 else
   pip=("$PY" -m pip --python "$VENV/bin/python")
-  own_pip=0
 fi
 if [ ! -f "$stamp" ]; then
-  if [ "$own_pip" = 1 ]; then
-    "${pip[@]}" install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-  fi
-  if [ "$1" = dev ]; then
-    "${pip[@]}" install --quiet --disable-pip-version-check -e "$ROOT[dev]"
-  else
-    "${pip[@]}" install --quiet --disable-pip-version-check -e "$ROOT"
+  # The lock lists every package with its dependencies already resolved: --no-deps installs exactly that (pip and
+  # the build backend included, so the project builds without fetching anything unpinned), and `pip check` then
+  # catches a lock that lacks a dependency pyproject.toml gained.
+  "${pip[@]}" install --quiet --disable-pip-version-check --no-deps -r "$LOCK"
+  "${pip[@]}" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  if ! conflicts="$("${pip[@]}" check --disable-pip-version-check)"; then
+    echo "$conflicts" >&2
+    echo "error: pip check failed (above): if pyproject.toml changed, run scripts/lock; else remove $VENV and retry" >&2
+    exit 1
   fi
   touch "$stamp"
   echo "installed; the \`gateway\` command is $VENV/bin/gateway (or scripts/gateway)" >&2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,11 +14,42 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from tests.fakes.http_server import serve_app
 from tests.gateway.harness import CLI_TIMEOUT, Site, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+CALC_SERVER = ROOT / "tests" / "fakes" / "mcp_calc_server.py"
 pytestmark = pytest.mark.slow
+# Left out of the zipapp on purpose (scripts/build-zipapp): pip, the build backend, the MCP SDK's server runner.
+LEFT_OUT = ("pip", "setuptools", "uvicorn")
+SIZE_TOLERANCE = 0.05  # the figures in docs/install.md, as a share of the measured size
+
+
+def documented_size(platform: str) -> float:
+    """The zipapp size docs/install.md gives for `host` or `aarch64`, in MiB."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    match = re.search(r"^\| `dist/gateway.pyz` \(host\) / aarch64 \| ([\d.]+) MiB / ([\d.]+) MiB \|", text, re.M)
+    assert match, "docs/install.md lost its size row"
+    return float(match[1] if platform == "host" else match[2])
+
+
+def check_documented_size(pyz: Path, platform: str) -> None:
+    measured = pyz.stat().st_size / 2**20
+    documented = documented_size(platform)
+    assert abs(measured - documented) <= SIZE_TOLERANCE * measured, (
+        f"the {platform} zipapp is {measured:.1f} MiB; docs/install.md says {documented} MiB: update it"
+    )
+
+
+def check_contents(names: list[str], arch: str) -> None:
+    """Nothing left out crept in, and every compiled extension lost its symbol table."""
+    for name in LEFT_OUT:
+        assert not [n for n in names if n.startswith((f"site-packages/{name}/", f"site-packages/{name}-"))], name
+    extensions = [n for n in names if n.endswith(".so")]
+    assert extensions, "cffi, cbor2, msgspec and nacl ship compiled extensions"
+    assert all(arch in n or n.endswith(".abi3.so") for n in extensions), extensions
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +68,13 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> None:
-    names = zipfile.ZipFile(pyz).namelist()
+    archive = zipfile.ZipFile(pyz)
+    names = archive.namelist()
     assert any(n.startswith("site-packages/gateway/") for n in names)
-    assert not [n for n in names if n.startswith(("site-packages/pip/", "site-packages/pip-"))]
+    check_contents(names, "x86_64" if os.uname().machine == "x86_64" else os.uname().machine)
+    sodium = next(n for n in names if n.startswith("site-packages/nacl/_sodium"))
+    assert b".symtab\0" not in archive.read(sodium), "scripts/build-zipapp strips the extensions"
+    check_documented_size(pyz, "host")
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env -S python3 -S\n")
     probe = (
         "import importlib.util, sys\n"
@@ -53,6 +89,55 @@ def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> 
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "None", "1"]
+
+
+async def test_the_zipapp_calls_mcp_tools_over_stdio_sse_and_streamable_http(
+    pyz: Path, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # The gateway's MCP client path (actors.mcp, the SDK's three client transports) runs from the zipapp, which
+    # lacks the SDK's server runner: each transport lists the fake calc server's tools and calls one. The servers
+    # run in this test's environment, which has the whole SDK.
+    from tests.fakes.mcp_calc_server import app
+
+    http = await serve_app(nursery, app.streamable_http_app())
+    sse = await serve_app(nursery, app.sse_app())
+    probe = f"""
+import json, sys, trio
+from actors.mcp import McpHub
+from gateway.outbound import OutboundPolicy
+from storage.mcp import McpServerRow
+
+ROWS = [
+    McpServerRow(
+        name="stdio", transport="stdio", enabled=True, command={sys.executable!r}, args=[{str(CALC_SERVER)!r}]
+    ),
+    McpServerRow(name="http", transport="streamable_http", enabled=True, url={http + "/mcp"!r}, url_by_owner=True),
+    McpServerRow(name="sse", transport="sse", enabled=True, url={sse + "/sse"!r}, url_by_owner=True),
+]
+
+async def main():
+    results = {{}}
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(McpHub(http_client=OutboundPolicy().client2).run)
+        hub.apply(ROWS)
+        with trio.fail_after(60):
+            for row in ROWS:
+                st = await hub.wait_state(row.name, "connected", "error", "failed")
+                ok = st.state == "connected"
+                results[row.name] = await hub.call(row.name, "add", {{"a": 2, "b": 3}}) if ok else st.last_error
+        nursery.cancel_scope.cancel()
+    left_out = [m for m in {list(LEFT_OUT)!r} if m in sys.modules]
+    print(json.dumps({{"results": results, "loaded": left_out}}))
+
+trio.run(main)
+"""
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1"}
+    with trio.fail_after(CLI_TIMEOUT * 2):
+        command = [sys.executable, "-S", str(pyz), "-c", probe]
+        r = await trio.run_process(command, env=env, capture_stdout=True, capture_stderr=True, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert out == {"results": {"stdio": "5", "http": "5", "sse": "5"}, "loaded": []}, out
 
 
 def test_the_zipapp_serves_health_and_runs_start_status_stop(pyz: Path, tmp_path: Path) -> None:
@@ -142,10 +227,10 @@ def test_the_aarch64_build_holds_only_aarch64_extensions_and_no_pip(tmp_path: Pa
     )
     assert r.returncode == 0, r.stdout + r.stderr
     names = zipfile.ZipFile(out).namelist()
-    extensions = [n for n in names if n.endswith(".so")]
-    assert extensions, "cffi, cbor2, msgspec and nacl ship compiled extensions"
-    assert all("aarch64" in n or n.endswith(".abi3.so") for n in extensions), extensions
+    check_contents(names, "aarch64")
     assert not [n for n in names if "x86_64" in n]
-    assert not [n for n in names if n.startswith(("site-packages/pip/", "site-packages/pip-"))]
     wheels = [p.name for p in (tmp_path / "wheels").iterdir()]
     assert all("x86_64" not in w for w in wheels), wheels
+    # Every runtime version of requirements/run.lock has an aarch64 wheel: the build downloaded binaries only.
+    assert "from requirements/run.lock" in r.stdout and ", stripped)" in r.stdout, r.stdout
+    check_documented_size(out, "aarch64")

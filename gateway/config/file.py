@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.config.seeds import SeedConfigError, fold_seed_tables
+from gateway.outbound import parse_networks
 
 ENV_PREFIX = "GATEWAY_"
 # Tokens people paste from examples; a gateway never runs with one of these.
@@ -36,6 +37,8 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     workspace: str = ""  # empty: <data_dir>/workspace
     max_body_bytes: int = 2 * 1024 * 1024
     body_timeout: float = 30.0  # seconds a request body may pause between two chunks (slowloris) before a 408
+    # Reverse proxies whose X-Forwarded-For names the client (gateway/http/forwarded.py); none: the peer is the client.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class Api(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -306,6 +309,10 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting server.graceful_timeout must be >= 0")
     if s.token:
         check_token(s.token, f"{source}: setting server.token")
+    try:
+        parse_networks(s.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: setting server.trusted_proxies: {exc}") from None
     if config.storage.min_free_disk_mb < 0:
         raise ConfigError(f"{source}: setting storage.min_free_disk_mb must be >= 0")
     if config.storage.timeout <= 0 or config.storage.probe_interval <= 0:

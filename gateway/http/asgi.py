@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from gateway.core import Runtime
 from gateway.errors import PayloadTooLargeError, RequestTimeoutError
 from gateway.http.api import runtime_of
+from gateway.http.forwarded import ForwardedFor
 from gateway.http.responses import JSON, error_response, exception_handlers
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -187,6 +188,8 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
         )
     if config.log.access:
         middleware.insert(0, Middleware(AccessLog))  # outermost: CORS preflights and refusals are logged too
+    if config.server.trusted_proxies:
+        middleware.insert(0, Middleware(ForwardedFor, trusted=config.server.trusted_proxies))  # before anyone reads it
     app = Starlette(
         routes=routes,
         middleware=middleware,

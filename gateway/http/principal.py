@@ -103,7 +103,7 @@ def missing_credentials() -> UnauthorizedError:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    """The peer's address (behind a reverse proxy: the proxy's, so all its clients share one throttle)."""
+    """The client's address: the peer's, or the one a trusted proxy reports (`server.trusted_proxies`)."""
     return conn.client.host if conn.client else "unknown"
 
 

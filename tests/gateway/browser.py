@@ -7,15 +7,15 @@ so a stuck page fails the test instead of hanging the thread.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import trio
 from playwright.sync_api import ConsoleMessage, Page, Response, WebSocket, sync_playwright
+
+from tests.gateway.harness import require_program
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -32,11 +32,7 @@ DESKTOP = {"width": 1280, "height": 800}
 
 
 def require_chromium() -> None:
-    if not os.path.exists(CHROMIUM):
-        why = f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does it)"
-        if os.environ.get("CI"):  # in CI a missing browser is a broken install, not a reason to skip
-            pytest.fail(why)
-        pytest.skip(why)
+    require_program(CHROMIUM, "chromium")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import httpx
+import pytest
 
 from gateway.config.file import Paths, load_config, paths_for
 from gateway.daemon.lock import LockInfo, live_lock
@@ -48,6 +49,15 @@ def end_process(proc: subprocess.Popen[bytes], sig: int, *, timeout: float = CLI
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def require_program(path: str, package: str) -> None:
+    """Skip the test when Debian's `package` (which .ci/run installs) is missing; in CI, fail it instead."""
+    if not os.path.exists(path):
+        why = f"{path} is missing: `apt-get install {package}` (.ci/run does it)"
+        if os.environ.get("CI"):  # in CI a missing program is a broken install, not a reason to skip
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 def free_port() -> int:
