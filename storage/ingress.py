@@ -212,12 +212,7 @@ def ingest(
         if outcome is None:
             outcome = accepted[sid] = Outcome("accepted", session_id=sid, created=True)
         out.append(outcome)
-    if rows:
-        conn.executemany(
-            "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    _insert(conn, rows)
     if poll_offset is not None:
         conn.execute(
             "INSERT INTO poll_offsets (connector, next_offset) VALUES (?, ?) "
@@ -225,6 +220,21 @@ def ingest(
             (connector, poll_offset),
         )
     return out
+
+
+_INSERT = (
+    "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) VALUES "
+)
+_ROWS_PER_INSERT = 256  # 7 parameters each: far below SQLite's 32766
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # One multi-row INSERT, not executemany: the sqlite3 module lets go of the GIL and takes it back around every
+    # statement step, and each time it must wait for the event loop's thread to let go of it too; one step per
+    # batch instead of one per row keeps the storage thread from queueing behind the loop 100 times a request.
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        conn.execute(_INSERT + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
 def _replay(

@@ -31,16 +31,16 @@ MAX_BODY = 2 * 1024 * 1024
 PROTOCOLS = (1, 2)
 
 
-class Thread(msgspec.Struct, kw_only=True):
+class Thread(msgspec.Struct, kw_only=True, gc=False):
     path: list[str]
 
 
-class InputItem(msgspec.Struct, kw_only=True):
+class InputItem(msgspec.Struct, kw_only=True, gc=False):
     type: str = "text"
     text: str | None = None
 
 
-class ExternalEvent(msgspec.Struct, kw_only=True):
+class ExternalEvent(msgspec.Struct, kw_only=True, gc=False):
     event_id: str
     instance_id: str | None = None
     occurred_at_ms: int | None = None
@@ -61,7 +61,7 @@ class Batch(msgspec.Struct, kw_only=True):
     protocol_version: int = 2
 
 
-class _TypedBatch(msgspec.Struct, kw_only=True):
+class _TypedBatch(msgspec.Struct, kw_only=True, gc=False):
     events: list[ExternalEvent]
     protocol_version: int = 2
 
