@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,12 +27,13 @@ class SessionSpec:
     transport: str = ""  # for a fixed session created on first use
 
 
-@dataclass(frozen=True, slots=True)
-class IngressItem:
+class IngressItem(msgspec.Struct, frozen=True, gc=False):
+    """One event to store. A Struct, not a dataclass: batch ingress builds one per event (~0.1 µs, not ~0.7)."""
+
     event_key: str
     fingerprint: bytes
     text: str
-    payload: bytes
+    payload: bytes | msgspec.Raw  # stored as it is (a Raw: the item's bytes within the request body)
     session: SessionSpec
     # Replace the session's reply targets with these when they differ (None: leave them alone).
     reply_targets: list[dict[str, Any]] | None = None
@@ -48,7 +49,7 @@ class Outcome:
 
 @dataclass(slots=True)
 class _BatchCache:
-    keys: dict[KeyTuple, str] = field(default_factory=dict)
+    keys: dict[KeyTuple, str | None] = field(default_factory=dict)  # None: no session has that key
     ids: dict[str, bool] = field(default_factory=dict)
     targets: dict[str, bytes | None] = field(default_factory=dict)
 
@@ -73,6 +74,26 @@ def _find(conn: sqlite3.Connection, cache: _BatchCache, key: KeyTuple) -> str | 
         cache.keys[key] = str(row[0])
         return str(row[0])
     return None
+
+
+def _find_all(conn: sqlite3.Connection, cache: _BatchCache, keys: set[KeyTuple]) -> None:
+    """Look every candidate key of a batch up at once (one query per transport, on the unique index's prefix)."""
+    by_transport: dict[str, set[str]] = {}
+    for transport, chat, _ in keys:
+        by_transport.setdefault(transport, set()).add(chat)
+    for key in keys:
+        cache.keys[key] = None  # the batch's own creations fill in what this leaves empty
+    for transport, chats in by_transport.items():
+        listed = list(chats)
+        for start in range(0, len(listed), 500):
+            chunk = listed[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for chat, topic, sid in conn.execute(
+                f"SELECT chat_id, topic_id, id FROM sessions WHERE transport = ? AND chat_id IN ({marks})",
+                [transport, *chunk],
+            ):
+                if (transport, chat, topic) in keys:
+                    cache.keys[(transport, chat, topic)] = str(sid)
 
 
 def resolve_session(conn: sqlite3.Connection, spec: SessionSpec, *, now_ms: int, cache: Any = None) -> str:
@@ -119,6 +140,9 @@ def _resolve(conn: sqlite3.Connection, cache: _BatchCache, spec: SessionSpec, no
     return row.id
 
 
+SamePayload = Callable[[bytes, bytes], bool]
+
+
 def ingest(
     conn: sqlite3.Connection,
     connector: str,
@@ -126,18 +150,25 @@ def ingest(
     *,
     now_ms: int,
     poll_offset: int | None = None,
+    same_payload: SamePayload | None = None,
 ) -> list[Outcome]:
     """Store a batch of events in the caller's transaction; an Outcome in `items` passes through unchanged.
 
     Each item is independent (a rejected one does not stop the next). `poll_offset`, when given, is saved
     as the connector's next polling offset in the same transaction as the updates it confirms.
+
+    An event key already stored answers `duplicate` when its fingerprint is the stored one, else `rejected`;
+    `same_payload(stored, new)`, when given, decides instead whenever the fingerprints differ, from the two
+    payloads: a connector that fingerprints the bytes it was sent still answers `duplicate` to the same event
+    spelled otherwise, and to receipts written under an earlier fingerprint definition.
     """
     cache = _BatchCache()
     out: list[Outcome] = []
     # One lookup for the whole batch instead of one per event; then one executemany for the new rows.
     # Both run inside the caller's transaction on the only writer connection, so nothing can slip between.
     keys = list({i.event_key for i in items if isinstance(i, IngressItem)})
-    prior: dict[str, tuple[bytes, str]] = {}
+    # event key -> (fingerprint, session id, payload when this batch wrote it: a stored one is read when needed)
+    prior: dict[str, tuple[bytes, str, bytes | msgspec.Raw | None]] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -146,18 +177,24 @@ def ingest(
             f"WHERE connector = ? AND event_key IN ({marks})",
             [connector, *chunk],
         ):
-            prior[key] = (bytes(fp), str(sid))
+            prior[key] = (bytes(fp), str(sid), None)
+    # Adapters share one SessionSpec per thread: resolve each distinct one once, their candidate keys in one query.
+    specs = {id(i.session): i.session for i in items if isinstance(i, IngressItem) and i.event_key not in prior}
+    candidates = {
+        k for spec in specs.values() if not spec.fixed_session_id and not spec.session_id for k in spec.candidates
+    }
+    if candidates:
+        _find_all(conn, cache, candidates)
     rows: list[tuple[Any, ...]] = []
-    # Adapters share one SessionSpec per thread, and Outcomes are immutable: both are reused per batch.
     by_spec: dict[int, str] = {}
-    accepted: dict[str, Outcome] = {}
+    accepted: dict[str, Outcome] = {}  # Outcomes are immutable: one per session, reused
     for item in items:
         if isinstance(item, Outcome):
             out.append(item)
             continue
         seen = prior.get(item.event_key)
         if seen is not None:
-            out.append(_replay(seen, item))
+            out.append(_replay(conn, connector, seen, item, same_payload))
             continue
         sid_or_none = by_spec.get(id(item.session))
         if sid_or_none is None:
@@ -168,19 +205,14 @@ def ingest(
                 continue
         sid = sid_or_none
         rows.append((connector, item.event_key, item.fingerprint, sid, item.text, item.payload, now_ms))
-        prior[item.event_key] = (item.fingerprint, sid)  # a later copy in the same batch is a duplicate
+        prior[item.event_key] = (item.fingerprint, sid, item.payload)  # a later copy in the same batch: duplicate
         if item.reply_targets is not None:
             _update_targets(conn, cache, sid, item.reply_targets, now_ms)
         outcome = accepted.get(sid)
         if outcome is None:
             outcome = accepted[sid] = Outcome("accepted", session_id=sid, created=True)
         out.append(outcome)
-    if rows:
-        conn.executemany(
-            "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    _insert(conn, rows)
     if poll_offset is not None:
         conn.execute(
             "INSERT INTO poll_offsets (connector, next_offset) VALUES (?, ?) "
@@ -190,9 +222,39 @@ def ingest(
     return out
 
 
-def _replay(prior: tuple[bytes, str], item: IngressItem) -> Outcome:
-    if prior[0] == item.fingerprint:
-        return Outcome("duplicate", session_id=str(prior[1]))
+_INSERT = (
+    "INSERT INTO ingress_events (connector, event_key, fingerprint, session_id, text, payload, created_at) VALUES "
+)
+_ROWS_PER_INSERT = 256  # 7 parameters each: far below SQLite's 32766
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # One multi-row INSERT, not executemany: the sqlite3 module lets go of the GIL and takes it back around every
+    # statement step, and each time it must wait for the event loop's thread to let go of it too; one step per
+    # batch instead of one per row keeps the storage thread from queueing behind the loop 100 times a request.
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        conn.execute(_INSERT + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
+
+
+def _replay(
+    conn: sqlite3.Connection,
+    connector: str,
+    prior: tuple[bytes, str, bytes | msgspec.Raw | None],
+    item: IngressItem,
+    same_payload: SamePayload | None,
+) -> Outcome:
+    fp, sid, payload = prior
+    if fp == item.fingerprint:
+        return Outcome("duplicate", session_id=sid)
+    if same_payload is not None:
+        if payload is None:
+            row = conn.execute(
+                "SELECT payload FROM ingress_events WHERE connector = ? AND event_key = ?", (connector, item.event_key)
+            ).fetchone()
+            payload = b"" if row is None else row[0]
+        if same_payload(bytes(payload), bytes(item.payload)):
+            return Outcome("duplicate", session_id=sid)
     return Outcome(
         "rejected",
         session_id=None,
@@ -226,7 +288,13 @@ def replay_of(conn: sqlite3.Connection, connector: str, event_key: str, fingerpr
     ).fetchone()
     if row is None:
         return None
-    return _replay((bytes(row[0]), str(row[1])), IngressItem(event_key, fingerprint, "", b"", SessionSpec()))
+    return _replay(
+        conn,
+        connector,
+        (bytes(row[0]), str(row[1]), None),
+        IngressItem(event_key, fingerprint, "", b"", SessionSpec()),
+        None,
+    )
 
 
 def poll_offset(conn: sqlite3.Connection, connector: str) -> int:

@@ -86,6 +86,16 @@ class AdapterBase(Connector):
             self.ctx.extra["ingress_rate_limited"] = int(self.ctx.extra.get("ingress_rate_limited", 0)) + 1
         return wait
 
+    def take_ingress_batch(self, count: int) -> tuple[int, float]:
+        """Charge `count` ingress events at once: (how many of the first are allowed, seconds until the next one
+        would be), like `take_ingress` called per event."""
+        if self.ingress_bucket is None:
+            return count, 0.0
+        taken, wait = self.ingress_bucket.take_up_to(count)
+        if taken < count:
+            self.ctx.extra["ingress_rate_limited"] = int(self.ctx.extra.get("ingress_rate_limited", 0)) + count - taken
+        return taken, wait
+
     def check_ingress_rate(self) -> None:
         """Charge one ingress request; raise 429 `RATE_LIMITED` with `Retry-After` (whole seconds, ≥ 1) when over.
 
@@ -165,11 +175,18 @@ def reply_dicts(handles: Sequence[ReplyHandle], *, owner_set: bool) -> list[dict
 
 
 async def store_items(
-    ctx: Context, items: Sequence[IngressItem | Outcome], *, poll_offset: int | None = None
+    ctx: Context,
+    items: Sequence[IngressItem | Outcome],
+    *,
+    poll_offset: int | None = None,
+    same_payload: ingress_db.SamePayload | None = None,
 ) -> list[Outcome]:
-    """Commit a batch of events in one transaction, then wake the dispatcher; 503 when storage cannot commit."""
+    """Commit a batch of events in one transaction, then wake the dispatcher; 503 when storage cannot commit.
+    `same_payload`: see `storage.ingress.ingest`."""
     try:
-        out = await ctx.store.call(ingress_db.ingest, ctx.ref, items, now_ms=now_ms(), poll_offset=poll_offset)
+        out = await ctx.store.call(
+            ingress_db.ingest, ctx.ref, items, now_ms=now_ms(), poll_offset=poll_offset, same_payload=same_payload
+        )
     except (StorageUnavailableError, AskTimeoutError) as exc:
         raise storage_refused(exc) from None
     if any(o.created for o in out):

@@ -30,16 +30,16 @@ from storage.ingress import IngressItem, Outcome, SessionSpec
 PROTOCOLS = (1, 2)
 
 
-class Thread(msgspec.Struct, kw_only=True):
+class Thread(msgspec.Struct, kw_only=True, gc=False):
     path: list[str]
 
 
-class InputItem(msgspec.Struct, kw_only=True):
+class InputItem(msgspec.Struct, kw_only=True, gc=False):
     type: str = "text"
     text: str | None = None
 
 
-class ExternalEvent(msgspec.Struct, kw_only=True):
+class ExternalEvent(msgspec.Struct, kw_only=True, gc=False):
     event_id: str
     instance_id: str | None = None
     occurred_at_ms: int | None = None
@@ -60,8 +60,27 @@ class Batch(msgspec.Struct, kw_only=True):
     protocol_version: int = 2
 
 
+class _TypedBatch(msgspec.Struct, kw_only=True, gc=False):
+    events: list[ExternalEvent]
+    protocol_version: int = 2
+
+
 _event_decoder = msgspec.json.Decoder(ExternalEvent)
 _batch_decoder = msgspec.json.Decoder(Batch)
+_typed_batch_decoder = msgspec.json.Decoder(_TypedBatch)
+
+
+def same_event(stored: bytes, new: bytes) -> bool:
+    """Whether two payloads are the same event: equal once decoded and encoded canonically (sorted keys).
+
+    Events are fingerprinted from the bytes they came in (no re-encoding per event); this decides when those
+    differ, so the same event spelled otherwise (key order, spacing, unknown fields) is still `duplicate`, and so
+    are receipts stored before that change (their payload and fingerprint were the canonical encoding).
+    """
+    try:
+        return canonical(_event_decoder.decode(stored)) == canonical(_event_decoder.decode(new))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return False
 
 
 class ExternalConnector(AdapterBase):
@@ -97,7 +116,7 @@ class ExternalConnector(AdapterBase):
             return await self._single(msg.body)
         raise NotFoundError(f"no such external connector route {msg.action!r}")
 
-    def _item(self, ev: ExternalEvent, version: int) -> IngressItem | Outcome:
+    def _item(self, ev: ExternalEvent, raw: bytes | msgspec.Raw) -> IngressItem | Outcome:
         if not ev.event_id or len(ev.event_id) > 256:
             return Outcome("rejected", reason="event_id must be 1-256 characters")
         text = ev.content if ev.content is not None else ev.text
@@ -122,7 +141,6 @@ class ExternalConnector(AdapterBase):
             self._specs[(path, ev.routing_key)] = spec
         if spec.fixed_session_id is None and not spec.candidates:
             return Outcome("rejected", reason="cannot derive a session: give thread.path or routing_key")
-        payload = canonical(ev)
         targets: list[dict[str, Any]] | None = None
         if self.s.include_self_output or self.s.additional_reply_targets:
             targets = []
@@ -133,7 +151,8 @@ class ExternalConnector(AdapterBase):
                 }
                 targets.append({"plugin": "external", "connector": self.name, "address": route})
             targets.extend(reply_dicts(self.s.additional_reply_targets, owner_set=True))
-        return IngressItem(ev.event_id, fingerprint(payload), text or "", payload, spec, targets)
+        # Stored and fingerprinted as sent: `same_event` decides when a re-sent event's bytes differ.
+        return IngressItem(ev.event_id, fingerprint(raw), text or "", raw, spec, targets)
 
     async def _batch(self, body: bytes) -> Answer:
         try:
@@ -146,28 +165,45 @@ class ExternalConnector(AdapterBase):
             raise PayloadTooLargeError(
                 f"{len(batch.events)} events in one batch; send at most {self.s.max_batch_events}"
             )
+        unsupported = None
+        if batch.protocol_version not in PROTOCOLS:
+            unsupported = Outcome("rejected", reason=_version_reason(batch.protocol_version))
         ids: list[str | None] = []
         items: list[IngressItem | Outcome] = []
-        for raw in batch.events:
-            try:
-                ev = _event_decoder.decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                ids.append(_guess_id(raw))
-                items.append(Outcome("rejected", reason=f"invalid event: {exc}"))
-                continue
-            ids.append(ev.event_id)
-            if batch.protocol_version not in PROTOCOLS:
-                items.append(Outcome("rejected", reason=_version_reason(batch.protocol_version)))
-                continue
-            item = self._item(ev, batch.protocol_version)
-            if isinstance(item, IngressItem):
-                wait = self.take_ingress()
-                if wait > 0:
-                    items.append(Outcome("rejected", reason=f"rate_limited:{math.ceil(wait * 1000)}"))
+        try:
+            # One typed decode for the whole batch; an invalid event anywhere sends it the per-event way below,
+            # so that only that event is rejected.
+            events: list[ExternalEvent | None] = list(_typed_batch_decoder.decode(body).events)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            events = [None] * len(batch.events)
+        valid = 0
+        for raw, ev in zip(batch.events, events, strict=True):
+            if ev is None:
+                try:
+                    ev = _event_decoder.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    ids.append(_guess_id(raw))
+                    items.append(Outcome("rejected", reason=f"invalid event: {exc}"))
                     continue
+            ids.append(ev.event_id)
+            if unsupported is not None:
+                items.append(unsupported)
+                continue
+            item = self._item(ev, raw)
+            valid += isinstance(item, IngressItem)
             items.append(item)
-        if any(isinstance(i, IngressItem) for i in items):
-            outcomes = await store_items(self.ctx, items)
+        # The rate limit is charged once for the batch: its first valid events that fit pass, the rest wait.
+        allowed, wait = self.take_ingress_batch(valid)
+        if allowed < valid:
+            limited = Outcome("rejected", reason=f"rate_limited:{math.ceil(wait * 1000)}")
+            seen = 0
+            for i, item in enumerate(items):
+                if isinstance(item, IngressItem):
+                    seen += 1
+                    if seen > allowed:
+                        items[i] = limited
+        if allowed:
+            outcomes = await store_items(self.ctx, items, same_payload=same_event)
         else:
             outcomes = [i for i in items if isinstance(i, Outcome)]
         results = [_result(eid, o) for eid, o in zip(ids, outcomes, strict=True)]
@@ -183,11 +219,11 @@ class ExternalConnector(AdapterBase):
         version = ev.protocol_version or 2
         if version not in PROTOCOLS:
             raise ValidationFailedError(_version_reason(version))
-        item = self._item(ev, version)
+        item = self._item(ev, body)
         if isinstance(item, Outcome):
             raise ValidationFailedError(item.reason or "rejected", details={"event_id": ev.event_id})
         self.check_ingress_rate()
-        (o,) = await store_items(self.ctx, [item])
+        (o,) = await store_items(self.ctx, [item], same_payload=same_event)
         if o.status == "rejected":
             raise ConflictError(o.reason or "rejected", details={"event_id": ev.event_id, "status": "rejected"})
         return Answer(200, _result(ev.event_id, o))

@@ -183,3 +183,43 @@ def test_events_marked_fed_for_their_session_are_not_fed_again_when_the_cursor_l
     assert [p.text for p in ingress_db.undispatched(conn)] == ["t1", "t3", "t4", "t5"]
     ingress_db.advance_cursor(conn, 4)
     assert [p.text for p in ingress_db.undispatched(conn)] == ["t4", "t5"]
+
+
+def test_ingest_resolves_a_batchs_sessions_by_any_candidate_and_creates_by_the_first(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "ing.db")
+    known = sess_db.get_or_create_session(conn, "t", "bound", "", now_ms=0).id
+    other = sess_db.get_or_create_session(conn, "u", "x", "", now_ms=0).id  # same chat, another transport
+
+    def item(key: str, *chats: str) -> ingress_db.IngressItem:
+        spec = ingress_db.SessionSpec(candidates=tuple(("t", c, "") for c in chats))
+        return ingress_db.IngressItem(key, key.encode(), key, b"{}", spec)
+
+    batch = [item("1", "new", "bound"), item("2", "x"), item("3", "x"), item("4", "y", "x")]
+    out = ingress_db.ingest(conn, "c", batch, now_ms=1)
+    assert [o.status for o in out] == ["accepted"] * 4
+    assert out[0].session_id == known  # found by its second candidate
+    assert out[1].session_id == out[2].session_id == out[3].session_id not in (known, other)  # "x" made once
+    assert sess_db.get_or_create_session(conn, "t", "x", "", now_ms=2).id == out[1].session_id
+    assert conn.execute("SELECT count(*) FROM sessions WHERE chat_id IN ('new', 'y')").fetchone()[0] == 0
+
+
+def test_ingest_asks_same_payload_only_when_fingerprints_differ(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "same.db")
+    spec = ingress_db.SessionSpec(candidates=(("t", "a", ""),))
+    asked: list[tuple[bytes, bytes]] = []
+
+    def same(stored: bytes, new: bytes) -> bool:
+        asked.append((stored, new))
+        return stored.lower() == new.lower()
+
+    def put(*items: tuple[str, bytes]) -> list[str]:
+        batch = [ingress_db.IngressItem(k, p, "x", p, spec) for k, p in items]
+        return [o.status for o in ingress_db.ingest(conn, "c", batch, now_ms=1, same_payload=same)]
+
+    assert put(("k", b"ABC"), ("k", b"abc"), ("k", b"abd")) == ["accepted", "duplicate", "rejected"]
+    assert asked == [(b"ABC", b"abc"), (b"ABC", b"abd")]  # a copy in the same batch: its payload at hand
+    asked.clear()
+    assert put(("k", b"ABC"), ("k", b"Abc"), ("k", b"xyz")) == ["duplicate", "duplicate", "rejected"]
+    assert asked == [(b"ABC", b"Abc"), (b"ABC", b"xyz")]  # the stored payload, read back
+    item = ingress_db.IngressItem("k", b"Abc", "x", b"Abc", spec)
+    assert ingress_db.ingest(conn, "c", [item], now_ms=1)[0].status == "rejected"  # without it: fingerprints

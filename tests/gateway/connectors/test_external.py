@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import trio
 
 from storage import ingress as ingress_db
@@ -173,4 +174,58 @@ async def test_concurrent_identical_requests_store_one_event(nursery: trio.Nurse
         return ingress_db.count_events(conn, "external/ext")
 
     assert await gw.runtime.store.call(count) == 1
+    await gw.stop()
+
+
+async def test_the_same_event_spelled_otherwise_and_old_receipts_answer_duplicate(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Events are fingerprinted from the bytes they came in; a re-sent event whose bytes differ (key order,
+    spacing, unknown fields) is still `duplicate`, and so is one whose receipt holds the canonical fingerprint
+    and payload every receipt had before (sorted-key encoding of the decoded event)."""
+    from gateway.connectors.base import canonical, fingerprint
+    from gateway.connectors.external import ExternalEvent
+
+    def spelled(event_id: str, content: str = "hi", *, respelled: bool = False) -> bytes:
+        if respelled:
+            return (
+                f'{{"metadata":{{"b":2,"a":1}},"content":"{content}","zz_unknown":true,'
+                f'"thread":{{"path":["room","1"]}},"event_id":"{event_id}"}}'
+            ).encode()
+        return (
+            f'{{"event_id": "{event_id}", "thread": {{"path": ["room", "1"]}}, "content": "{content}", '
+            '"metadata": {"a": 1, "b": 2}}'
+        ).encode()
+
+    gw = await _gateway(nursery, tmp_path)
+    # A receipt as the gateway wrote it before: fingerprint and payload of the canonical encoding.
+    old = canonical(msgspec.json.decode(spelled("old"), type=ExternalEvent))
+    spec = ingress_db.SessionSpec(candidates=(("external:ext", "path:room/1", ""),))
+    item = ingress_db.IngressItem("old", fingerprint(old), "hi", old, spec)
+    (stored,) = await gw.runtime.store.call(ingress_db.ingest, "external/ext", [item], now_ms=1)
+    sid = stored.session_id
+    assert stored.status == "accepted" and sid is not None
+    headers = {"Content-Type": "application/json"}
+
+    async def single(c: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
+        r = await c.post(SINGLE, content=body, headers=headers)
+        assert r.status_code in (200, 409), r.text
+        return dict(r.json())
+
+    async def batch(c: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
+        r = await c.post(BATCH, content=b'{"events": [' + body + b"]}", headers=headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["results"][0])
+
+    with trio.fail_after(30):
+        async with client(gw) as c:
+            assert await single(c, spelled("s")) == {"event_id": "s", "status": "accepted", "session_id": sid}
+            assert await batch(c, spelled("b")) == {"event_id": "b", "status": "accepted", "session_id": sid}
+            for send in (single, batch):
+                for event_id in ("s", "b", "old"):
+                    for body in (spelled(event_id), spelled(event_id, respelled=True)):
+                        res = await send(c, body)
+                        assert res == {"event_id": event_id, "status": "duplicate", "session_id": sid}, body
+                    res = await send(c, spelled(event_id, "changed"))
+                    assert "different payload" in (res.get("reason") or res["error"]["message"]), res
     await gw.stop()

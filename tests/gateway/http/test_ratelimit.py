@@ -97,3 +97,16 @@ def test_memory_is_bounded_under_a_flood_of_addresses() -> None:
         t.failed(f"10.1.{i // 256}.{i % 256}")
         assert len(t) <= 100
     assert t.wait("10.1.39.15") > 0  # the newest are kept
+
+
+def test_take_up_to_is_take_per_item_in_one_call() -> None:
+    from gateway.ratelimit import TokenBucket
+
+    for count, level in [(5, 2.5), (2, 2.5), (3, 0.25), (0, 1.0), (4, 4.0)]:
+        one, each = TokenBucket(2.0, burst=4.0, now=0.0), TokenBucket(2.0, burst=4.0, now=0.0)
+        one.tokens = each.tokens = level
+        waits = [each.take(now=0.0) for _ in range(count)]
+        taken, wait = one.take_up_to(count, now=0.0)
+        assert taken == sum(w == 0 for w in waits) and waits[:taken] == [0.0] * taken
+        assert wait == (waits[taken] if taken < count else 0.0)
+        assert one.tokens == each.tokens
