@@ -100,7 +100,7 @@ def test_memory_is_bounded_under_a_flood_of_addresses() -> None:
 
 
 def test_take_up_to_is_take_per_item_in_one_call() -> None:
-    from gateway.ratelimit import TokenBucket
+    from gateway.http.ratelimit import TokenBucket
 
     for count, level in [(5, 2.5), (2, 2.5), (3, 0.25), (0, 1.0), (4, 4.0)]:
         one, each = TokenBucket(2.0, burst=4.0, now=0.0), TokenBucket(2.0, burst=4.0, now=0.0)

@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.jsondepth import too_deep
+from gateway.http.jsondepth import too_deep
 
 # Strings full of what the byte-level check must see through: brackets, quotes, backslashes and escapes.
 tricky_text = st.text(alphabet=st.sampled_from('[]{}"\\/nu0 ab\n\té'), max_size=12)
