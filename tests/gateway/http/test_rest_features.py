@@ -219,6 +219,9 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             # Only through our handler: if an earlier test configured the `gateway` logger, propagation
             # would hand the record to the same memory handler a second time.
             logger.propagate = False
+            # The ring is the process's: records other tests left in it (a web UI test logs "disk nearly full"
+            # too) would be counted below.
+            memory_handler.records.clear()
             try:
                 logger.warning("disk nearly full on %s, token %s", "sda1", gateway.token)
                 logger.info("quiet info line")
