@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         rank[item.path] = min(rank.get(item.path, 2), _rank(item))
     items.sort(key=lambda item: rank[item.path])
+
+
+def pytest_sessionfinish() -> None:
+    # The shared Chromium of tests/gateway/browser.py, where a test used it: closed with the session.
+    browser = sys.modules.get("tests.gateway.browser")
+    if browser is not None:
+        browser.chromium.stop()
