@@ -280,6 +280,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     from gateway.config.file import secret_values
     from gateway.logs import redactor
 
+    if args.example:
+        from gateway.daemon import configexample
+
+        sys.stdout.write(configexample.render())
+        return EXIT_OK
     config, paths = _load(args)
     for secret in secret_values(config):
         redactor.add(secret)
@@ -414,7 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="use the v2 handshake (pinned key, token never sent)")
     p.add_argument("--pin", help="v2: the server fingerprint to require (`gateway token` prints it)")
     p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
-    add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
+    p = add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print an annotated config.toml: every setting, its default, what it does",
+    )
     add("version", cmd_version, "print the version")
     p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
     p.add_argument("action", choices=["rotate-key"], help="what to do")
