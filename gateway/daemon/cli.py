@@ -315,6 +315,12 @@ def cmd_user(args: argparse.Namespace) -> int:
     return useradmin.run(args, config, paths)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from gateway.daemon import dashboard
+
+    return dashboard.run(args, *_load(args))
+
+
 def cmd_secrets(args: argparse.Namespace) -> int:
     from gateway.daemon.secretkeys import rotate
 
@@ -431,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.daemon.useradmin import add_arguments
 
     add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
+    from gateway.daemon import dashboard
+
+    p = add("dashboard", cmd_dashboard, "print a link that signs the owner in to the web UI (once, within 5 minutes)")
+    dashboard.add_arguments(p)
     from gateway.daemon import completion
 
     completion.add_command(parser, sub, common)
