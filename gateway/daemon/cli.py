@@ -321,6 +321,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return dashboard.run(args, *_load(args))
 
 
+def cmd_onboard(args: argparse.Namespace) -> int:
+    from gateway.daemon import onboard
+
+    return onboard.run(args)
+
+
 def cmd_secrets(args: argparse.Namespace) -> int:
     from gateway.daemon.secretkeys import rotate
 
@@ -441,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dashboard", cmd_dashboard, "print a link that signs the owner in to the web UI (once, within 5 minutes)")
     dashboard.add_arguments(p)
+    from gateway.daemon import onboard
+
+    p = add("onboard", cmd_onboard, "set up a first run: provider and key, port, first admin, the user service")
+    onboard.add_arguments(p)
     from gateway.daemon import completion
 
     completion.add_command(parser, sub, common)
