@@ -12,7 +12,6 @@ import sys
 from urllib.parse import urlsplit
 
 from gateway.config.file import Config, Paths
-from gateway.daemon.control import reachable_url
 from gateway.daemon.lock import live_lock
 from storage import login_links
 from storage.clock import now_ms
@@ -25,6 +24,8 @@ LINK_TTL = 300  # seconds: long enough to click, short enough that a link in a s
 
 def base_url(config: Config, paths: Paths) -> tuple[str, bool]:
     """Where a browser on this machine reaches the gateway, and whether it is running now."""
+    from gateway.daemon.control import reachable_url  # here: every command builds the parser that imports this module
+
     held = live_lock(paths)
     if held is not None and held.url:
         return reachable_url(held.url).rstrip("/"), True
