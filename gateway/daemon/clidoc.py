@@ -81,7 +81,7 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   removes it from the address bar. The link names where the running gateway listens (its lock file), else the
   config's host and port; `--url https://gw.example.org/` names the address your browser uses instead (a reverse
   proxy, another machine).
-- `--json` on `status`, `token`, `user list` and `logs` prints what a script parses: one JSON document (one
+- `--json` on `status`, `token`, `user list`, `logs` and `dashboard` prints what a script parses: one JSON document (one
   object per line for `logs`), secrets redacted except the token that `gateway token --json` is asked for
   (`{token, generated, source, identity}`). Every command with `--json` gets it from the same helper
   (gateway/daemon/jsonout.py).

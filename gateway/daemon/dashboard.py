@@ -12,6 +12,7 @@ import sys
 from urllib.parse import urlsplit
 
 from gateway.config.file import Config, Paths
+from gateway.daemon.jsonout import add_json_flag, print_json
 from gateway.daemon.lock import live_lock
 from storage import login_links
 from storage.clock import now_ms
@@ -60,7 +61,10 @@ def run(args: argparse.Namespace, config: Config, paths: Paths) -> int:
         base, running = args.url, live_lock(paths) is not None
     else:
         base, running = base_url(config, paths)
-    link, _ = make_link(config, paths, base)
+    link, expires_at = make_link(config, paths, base)
+    if args.json:
+        print_json({"url": link, "expires_at": expires_at, "running": running}, redact=False)
+        return EXIT_OK
     print(link, flush=True)
     say = sys.stderr
     print(f"opens the web UI signed in as the owner; it works once, within {LINK_TTL // 60} minutes", file=say)
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace, config: Config, paths: Paths) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_json_flag(parser, "print the link, when it expires (ms since the epoch) and whether the gateway runs as JSON")
     parser.add_argument(
         "--url",
         help="the web UI's address as your browser reaches it (a reverse proxy, another machine's name); "

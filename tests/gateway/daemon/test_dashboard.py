@@ -4,6 +4,7 @@ owner, once; a used or expired link is refused; only the code's hash is stored."
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +134,12 @@ def test_a_link_for_a_proxy_address(site: Site) -> None:
     assert r.returncode == 0 and r.stdout.startswith("https://gw.example.org/#/signin/")
     bad = site.cli("dashboard", "--url", "gw.example.org")
     assert bad.returncode == 2 and "web UI's address" in bad.stderr
+
+
+def test_dashboard_json(site: Site) -> None:
+    r = site.cli("dashboard", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["running"] is False and data["url"].startswith("http://127.0.0.1:0/#/signin/")
+    key = "login_link:" + hashlib.sha256(data["url"].rsplit("/", 1)[1].encode()).hexdigest()
+    assert _links(site)[key] == data["expires_at"]

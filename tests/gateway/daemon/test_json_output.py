@@ -41,5 +41,5 @@ def test_every_json_flag_reads_alike() -> None:
     """One helper adds `--json` everywhere: the commands a script parses have it, worded for scripts."""
     tree = command_tree(build_parser())
     having = {n.path: o for n in tree.walk() for o in n.options if "--json" in o.flags}
-    assert {"gateway status", "gateway token", "gateway logs", "gateway user list"} <= set(having)
+    assert {"gateway status", "gateway token", "gateway logs", "gateway user list", "gateway dashboard"} <= set(having)
     assert all("JSON" in o.help and not o.takes_value for o in having.values())
