@@ -47,7 +47,8 @@ class Node:
 def _help(text: str | None) -> str:
     if not text or text == argparse.SUPPRESS:
         return ""
-    return re.sub(r"\s+", " ", text % {"default": ""} if "%(" in text else text).strip()
+    text = re.sub(r"%\(\w+\)s", "", text).replace("%%", "%")  # argparse's %(default)s and the like
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def command_tree(parser: argparse.ArgumentParser, path: str = "gateway", help_: str = "") -> Node:
@@ -66,10 +67,8 @@ def command_tree(parser: argparse.ArgumentParser, path: str = "gateway", help_: 
         elif action.option_strings:
             if action.help == argparse.SUPPRESS:
                 continue
-            takes = action.nargs != 0 and not isinstance(
-                action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse._HelpAction
-            )
-            takes = takes and not isinstance(action, argparse._VersionAction)
+            # Flags (store_true, --help, --[no-]install-service) take no value; --version exits instead.
+            takes = action.nargs != 0 and not isinstance(action, argparse._VersionAction)
             choices = [str(c) for c in action.choices] if action.choices else []
             node.options.append(Option(list(action.option_strings), _help(action.help), takes, choices))
         elif action.choices:
