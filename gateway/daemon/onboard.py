@@ -11,6 +11,7 @@ import argparse
 import getpass
 import hmac
 import os
+import re
 import shutil
 import sys
 import time
@@ -35,6 +36,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 PROVIDERS = ("echo", "openai")
 MIN_PASSWORD = 8
+USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,32}")  # as the API takes it (gateway/http/routes/account.py)
+USERNAME_RULE = "a username is 3-32 letters, digits, _ . -"
 DEFAULT_PORT = Config().server.port
 
 
@@ -147,13 +150,26 @@ def gather(args: argparse.Namespace, ask: Asker | None) -> Answers:
             except argparse.ArgumentTypeError as exc:
                 print(f"  {exc}", file=sys.stderr)
     a.admin_user = args.admin_user
-    if a.admin_user is None and ask:
-        a.admin_user = ask.text("first admin's username (empty: none now; `gateway user add` later)", "") or None
+    if a.admin_user is not None and not USERNAME.fullmatch(a.admin_user):
+        raise OnboardError(f"--admin-user {a.admin_user!r}: {USERNAME_RULE}")
+    while a.admin_user is None and ask:
+        name = ask.text("first admin's username (empty: none now; `gateway user add` later)", "")
+        if not name:
+            break
+        if USERNAME.fullmatch(name):
+            a.admin_user = name
+        else:
+            print(f"  {USERNAME_RULE}", file=sys.stderr)
     if a.admin_user is not None:
         if args.admin_password_file:
             a.admin_password = _check_password(_read_file(args.admin_password_file, "--admin-password-file"))
         elif ask:
-            a.admin_password = _check_password(ask.secret(f"password for {a.admin_user}"))
+            while a.admin_password is None:
+                password = ask.secret(f"password for {a.admin_user}")
+                if len(password) >= MIN_PASSWORD:
+                    a.admin_password = password
+                else:
+                    print(f"  the admin password needs at least {MIN_PASSWORD} characters", file=sys.stderr)
             if not hmac.compare_digest(ask.secret("again").encode(), a.admin_password.encode()):
                 raise OnboardError("the passwords differ")
         else:

@@ -122,8 +122,9 @@ def test_interactive_onboarding_refuses_passwords_that_differ_and_writes_nothing
     r = _onboard(site, config, "--provider", "echo", "--port", "8800", stdin="admin\nfirst password\nother password\n")
     assert r.returncode == 2 and "the passwords differ" in r.stderr
     assert not config.exists()
-    short = _onboard(site, config, "--provider", "echo", "--port", "8800", stdin="admin\nshort\n")
-    assert short.returncode == 2 and "at least 8" in short.stderr and not config.exists()
+    short = _onboard(site, config, "--provider", "echo", "--port", "8800", stdin="a\nadmin\nshort\n")
+    assert "a username is 3-32" in short.stderr and "at least 8" in short.stderr  # both asked again
+    assert short.returncode == 2 and "end of input" in short.stderr and not config.exists()
     eof = _onboard(site, config, stdin="")
     assert eof.returncode == 2 and "end of input" in eof.stderr and not config.exists()
 
@@ -137,6 +138,8 @@ def test_scripted_mistakes_are_usage_errors(tmp_path: Path) -> None:
     assert unset.returncode == 2 and "NOT_SET_ANYWHERE is not set" in unset.stderr
     both = _onboard(site, config, "--yes", "--api-key-env", "A", "--api-key-file", "B")
     assert both.returncode == 2 and "not allowed with" in both.stderr
+    bad_name = _onboard(site, config, "--yes", "--admin-user", "x")
+    assert bad_name.returncode == 2 and "3-32" in bad_name.stderr
     stray = _onboard(site, config, "--yes", "--provider", "echo", "--model", "m")
     assert stray.returncode == 2 and "go with --provider openai" in stray.stderr
     assert not config.exists()
