@@ -156,6 +156,9 @@ __gateway_choices() {{
 _gateway() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="" path="gateway" word i skip=0
     ((COMP_CWORD > 0)) && prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    # `--level=war`: bash splits at `=` (COMP_WORDBREAKS), so the option is the word before the `=`.
+    if [[ "$prev" == "=" ]] && ((COMP_CWORD > 1)); then prev="${{COMP_WORDS[COMP_CWORD-2]}}"; fi
+    [[ "$cur" == "=" ]] && cur=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${{COMP_WORDS[i]}}"
         if ((skip)); then skip=0; continue; fi
