@@ -204,8 +204,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         _say(f"new token saved to {paths.token_file}")
         applied = control.apply_token(paths, token, _term(sys.stderr))
         if args.json:
-            print_json({"token": token, "rotated": True, "applied": applied, "token_file": str(paths.token_file)},
-                       redact=False)  # fmt: skip
+            _token_json(token, str(paths.token_file), paths, generated=True, rotated=True, applied=applied)
         else:
             print(token)
         return EXIT_OK if applied else EXIT_FAILURE
@@ -213,15 +212,20 @@ def cmd_token(args: argparse.Namespace) -> int:
     if generated:
         _say(f"generated a new token and saved it to {paths.token_file}")
     if args.json:
-        from gateway.daemon.control import identity_fingerprint
-
         source = "config" if config.server.token else str(paths.token_file)
-        out = {"token": token, "generated": generated, "source": source, "identity": identity_fingerprint(paths)}
-        print_json(out, redact=False)  # the token is what was asked for
+        _token_json(token, source, paths, generated=generated, rotated=False)
         return EXIT_OK
     print(token)
     _say_fingerprint(paths)
     return EXIT_OK
+
+
+def _token_json(token: str, source: str, paths: Paths, **facts: bool) -> None:
+    """`gateway token --json`: the token (the one answer not redacted: it is what was asked for), where it comes
+    from (`config`, or the token file's path), the server identity, and what this run did."""
+    from gateway.daemon.control import identity_fingerprint
+
+    print_json({"token": token, "source": source, "identity": identity_fingerprint(paths), **facts}, redact=False)
 
 
 def _say_fingerprint(paths: Paths) -> None:

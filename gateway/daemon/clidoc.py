@@ -83,7 +83,7 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   proxy, another machine).
 - `--json` on `status`, `token`, `user list`, `logs` and `dashboard` prints what a script parses: one JSON document (one
   object per line for `logs`), secrets redacted except the token that `gateway token --json` is asked for
-  (`{token, generated, source, identity}`). Every command with `--json` gets it from the same helper
+  (`{token, source, identity, generated, rotated}`, with `applied` after `--rotate`). Every command with `--json` gets it from the same helper
   (gateway/daemon/jsonout.py).
 - `gateway completion bash|zsh|fish` prints a completion script made from the command's own parser (commands,
   aliases, options, their choices): `source <(gateway completion bash)`, `source <(gateway completion zsh)`, or

@@ -19,11 +19,12 @@ def test_token_json_names_the_token_its_source_and_the_identity(tmp_path: Path) 
     assert data["generated"] is True and data["source"] == str(site.paths.token_file)
     assert data["identity"] is None or data["identity"].startswith("gw1:")
     again = json.loads(site.cli("token", "--json").stdout)
-    assert again["generated"] is False and again["token"] == data["token"]
+    assert again["generated"] is False and again["rotated"] is False and again["token"] == data["token"]
     rotated = site.cli("token", "--rotate", "--json")
     assert rotated.returncode == 0, rotated.stderr
     new = json.loads(rotated.stdout)
-    assert new["rotated"] is True and new["token"] != data["token"]
+    assert new["rotated"] is True and new["applied"] is True and new["token"] != data["token"]
+    assert new["source"] == data["source"] and new["identity"] == data["identity"]
     assert new["token"] == site.paths.token_file.read_text().strip()
 
 
