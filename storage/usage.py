@@ -166,6 +166,11 @@ def caps_of(conn: sqlite3.Connection, user_ids: list[str]) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+def all_caps(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every account's own cap."""
+    return {str(r[0]): int(r[1]) for r in conn.execute("SELECT user_id, daily_tokens FROM usage_caps")}
+
+
 def set_cap(conn: sqlite3.Connection, user_id: str, daily_tokens: int | None, *, now_ms: int) -> None:
     """Give an account its own daily cap, or (None) drop it so the default applies."""
     if daily_tokens is None:
