@@ -175,6 +175,14 @@ async def test_a_daily_cap_refuses_the_next_turn_over_rest_and_stores_nothing(
                 assert (await ann.client.get(f"/api/sessions/{sid}/events")).json()["last_seq"] == before
                 listed = {s["session_id"]: s for s in (await ann.client.get("/api/sessions")).json()["sessions"]}
                 assert listed[sid]["latest_message"] != "five six"
+                # A cron run of a capped owner fails to start, with the reason.
+                job = await ann.client.post(
+                    "/api/cron/create", json={"interval_seconds": 3600, "session_id": sid, "prompt": "digest"}
+                )
+                assert job.status_code == 201, job.text
+                fired = await ann.client.post("/api/cron/trigger", json={"job_id": job.json()["id"]})
+                assert fired.status_code == 200, fired.text
+                assert fired.json()["status"] == "failed" and "daily token cap" in fired.json()["message"]
                 view = (await ann.client.get("/api/usage")).json()
                 assert view["today"] == {"used": used, "cap": used, "resets_at": view["today"]["resets_at"]}
 
