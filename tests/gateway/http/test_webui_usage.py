@@ -13,7 +13,15 @@ from playwright.sync_api import Page
 
 from tests.conftest import TOKEN, make_config, start_gateway
 from tests.fakes.openai_server import FakeOpenAI, Script
-from tests.gateway.browser import in_browser, login_with_account, login_with_token, require_chromium, sign_out, texts
+from tests.gateway.browser import (
+    failed_loads,
+    in_browser,
+    login_with_account,
+    login_with_token,
+    require_chromium,
+    sign_out,
+    texts,
+)
 from tests.gateway.rest import admin_client, register
 
 ANN = "anns long password"
@@ -57,8 +65,7 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
             seen["today_owner"] = page.locator("#usage-today-line").count()
             page.fill("#usage-user", "none")  # the gateway token's own turns only
             page.click("#usage-range button[type=submit]")
-            page.wait_for_selector("#usage-models tbody tr[data-key='fake-gpt']")
-            page.wait_for_function("document.querySelectorAll('#usage-models tbody tr').length === 1")
+            page.wait_for_selector("#usage-models tbody tr[data-key='echo']", state="detached")
             seen["none_models"] = _cells(page, "#usage-models")
             page.click("#nav a[data-route=users]")
             row = page.locator("article.user[data-user=ann]")
@@ -78,6 +85,11 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
             page.click("#usage-range button[type=submit]")
             page.wait_for_selector("#usage-days-box p#usage-days")
             seen["empty"] = page.inner_text("#usage-days-box")
+            # Over the cap, the chat says why at once (no retry of a 429 that only midnight ends).
+            page.click("#nav a[data-route=chat]")
+            page.fill("#composer-input", "over the cap")
+            page.press("#composer-input", "Enter")
+            page.wait_for_selector(".toast:has-text('daily token cap is reached')")
 
         with trio.fail_after(90):
             console = await in_browser(gw.base_url, scenario)
@@ -85,7 +97,8 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
                 caps = (await owner.get("/api/admin/usage-caps")).json()
     finally:
         await gw.stop()
-    assert console.errors == []
+    failed = failed_loads(console.errors, gw.base_url)
+    assert len(failed) == 1 and failed[0][0] == 429 and failed[0][1].endswith("/chat"), console.errors
     today = dt.datetime.now(dt.UTC).date().isoformat()
     head, *body, total = seen["days"]
     assert head == ["day (UTC)", "in", "out", "total", "turns", "estimated"]
