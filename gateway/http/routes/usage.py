@@ -109,7 +109,7 @@ async def get_usage(ctx: Ctx) -> UsageResponse:
     principal = ctx.user
     owner: str | object | None
     if q.user is not None and not principal.is_admin and q.user != principal.user_id:
-        raise ForbiddenError("only an admin sees another account's usage", code="FORBIDDEN")
+        raise ForbiddenError("only an admin sees another account's usage")
     if q.user is not None:
         owner = None if q.user == NO_ACCOUNT else q.user
     elif principal.is_admin:
