@@ -263,6 +263,10 @@ MIGRATIONS: list[Migration] = [
                 estimated INTEGER NOT NULL, created_at INTEGER NOT NULL)""",
             "CREATE INDEX turn_usage_owner_time ON turn_usage (owner, created_at)",
             "CREATE INDEX turn_usage_time ON turn_usage (created_at)",
+            # Each owner's tokens per UTC day (owner '' for no account), kept beside the rows: a cap check is one
+            # lookup however many turns the day had.
+            """CREATE TABLE usage_daily (
+                owner TEXT NOT NULL, day INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (owner, day))""",
             """CREATE TABLE usage_caps (
                 user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
                 daily_tokens INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",

@@ -78,12 +78,18 @@ def record(
     estimated: bool,
     now_ms: int,
 ) -> None:
-    """Store one turn's usage (once: a turn recorded again keeps its first row)."""
-    conn.execute(
+    """Store one turn's usage and add it to its owner's day (once: a turn recorded again keeps its first row)."""
+    added = conn.execute(
         "INSERT INTO turn_usage (turn_id, session_id, owner, provider, model, input_tokens, output_tokens, estimated, "
         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (turn_id) DO NOTHING",
         (turn_id, session_id, owner, provider, model, input_tokens, output_tokens, int(estimated), now_ms),
-    )
+    ).rowcount
+    if added:
+        conn.execute(
+            "INSERT INTO usage_daily (owner, day, tokens) VALUES (?, ?, ?) "
+            "ON CONFLICT (owner, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+            (owner or "", day_start(now_ms), input_tokens + output_tokens),
+        )
 
 
 def of_turn(conn: sqlite3.Connection, turn_id: str) -> TurnUsage | None:
@@ -143,12 +149,11 @@ def summarize(
 
 
 def used_today(conn: sqlite3.Connection, owner: str | None, *, now_ms: int) -> int:
-    """Tokens (in and out) of `owner`'s turns ended since the start of the UTC day."""
+    """Tokens (in and out) of `owner`'s turns ended in the UTC day of `now_ms`."""
     row = conn.execute(
-        "SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM turn_usage WHERE owner IS ? AND created_at >= ?",
-        (owner, day_start(now_ms)),
+        "SELECT tokens FROM usage_daily WHERE owner = ? AND day = ?", (owner or "", day_start(now_ms))
     ).fetchone()
-    return int(row[0])
+    return 0 if row is None else int(row[0])
 
 
 def get_cap(conn: sqlite3.Connection, user_id: str) -> int | None:

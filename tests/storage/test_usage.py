@@ -93,9 +93,16 @@ def test_a_turn_is_recorded_once(conn: sqlite3.Connection) -> None:
     assert t2 is not None and t2.estimated and usage_db.of_turn(conn, "missing") is None
 
 
-def test_used_today_counts_from_midnight_utc(conn: sqlite3.Connection) -> None:
+def test_used_today_counts_the_utc_day_once_per_turn(conn: sqlite3.Connection) -> None:
+    assert usage_db.used_today(conn, "u1", now_ms=DAY1 + 5000) == 130  # t2, at 23:59:59.999, is still day one
     assert usage_db.used_today(conn, "u1", now_ms=DAY2 + 10) == 2
     assert usage_db.used_today(conn, None, now_ms=DAY2 + 10) == 4
+    assert usage_db.used_today(conn, "u1", now_ms=DAY2 + DAY_MS) == 0
+    _turn(conn, "t3", at=DAY2 + 20, session="s2", tokens=(500, 500))  # recorded again: counted once
+    assert usage_db.used_today(conn, "u1", now_ms=DAY2 + 30) == 2
+    # The day's counter agrees with the rows it sums.
+    rows, _ = usage_db.summarize(conn, "day", owner="u1")
+    assert [r.total_tokens for r in rows] == [130, 2]
 
 
 def test_caps_own_then_default_and_refusal(tmp_path: Path) -> None:
