@@ -67,6 +67,12 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
             page.click("#usage-range button[type=submit]")
             page.wait_for_selector("#usage-models tbody tr[data-key='echo']", state="detached")
             seen["none_models"] = _cells(page, "#usage-models")
+            # Each reply in the chat says what it cost.
+            page.click("#nav a[data-route=chat]")
+            page.fill("#composer-input", "hello usage")
+            page.press("#composer-input", "Enter")
+            page.wait_for_selector(".msg.assistant.done .usage-line")
+            seen["reply_usage"] = page.inner_text(".msg.assistant.done .usage-line")
             page.click("#nav a[data-route=users]")
             row = page.locator("article.user[data-user=ann]")
             row.locator("input.user-cap").fill("14")
@@ -110,6 +116,7 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
     assert list(models) == ["fake-gpt", "echo"], "the largest first"
     assert seen["today_owner"] == 0, "everyone's view has no single cap to show"
     assert [row[0] for row in seen["none_models"][1:-1]] == ["fake-gpt"]
+    assert seen["reply_usage"] == "10 tokens: 7 in, 3 out (estimated)"
     assert seen["placeholder"] == "no cap"
     assert caps["caps"] == {ann.id: 14}
     assert seen["ann_models"] == ["echo"], "an account sees its own turns only"

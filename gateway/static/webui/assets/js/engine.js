@@ -126,6 +126,7 @@ export class ChatEngine extends EventTarget {
         const a = this.assistant();
         if (ev.text) a.text = ev.text;
         a.files = ev.files || [];
+        a.usage = ev.usage || null;
         a.status = null;
         a.state = "done";
         this.touch(a);
