@@ -81,10 +81,10 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   removes it from the address bar. The link names where the running gateway listens (its lock file), else the
   config's host and port; `--url https://gw.example.org/` names the address your browser uses instead (a reverse
   proxy, another machine).
-- `--json` on `status`, `token`, `user list`, `logs` and `dashboard` prints what a script parses: one JSON document (one
-  object per line for `logs`), secrets redacted except the token that `gateway token --json` is asked for
-  (`{token, source, identity, generated, rotated}`, with `applied` after `--rotate`). Every command with `--json` gets it from the same helper
-  (gateway/daemon/jsonout.py).
+- `--json` on `status`, `token`, `user list`, `logs` and `dashboard` prints what a script parses: one JSON
+  document (one object per line for `logs`), secrets redacted except the token that `gateway token --json` is
+  asked for (`{token, source, identity, generated, rotated}`, with `applied` after `--rotate`). Every command with
+  `--json` gets it from the same helper (gateway/daemon/jsonout.py).
 - `gateway completion bash|zsh|fish` prints a completion script made from the command's own parser (commands,
   aliases, options, their choices): `source <(gateway completion bash)`, `source <(gateway completion zsh)`, or
   `gateway completion fish | source`; to keep it, save it where the shell looks (the script's first lines say

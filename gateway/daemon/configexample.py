@@ -51,6 +51,7 @@ COMMENTS: dict[str, str] = {
     "providers.openai.read_timeout": "seconds of silence allowed inside a stream",
     "providers.openai.max_retries": "retries with backoff before any text streamed",
     "providers.openai.max_iterations": "model-tool rounds in one turn",
+    "providers.openai.stream_usage": "ask the endpoint for each stream's token usage (false: estimated)",
     "providers.cli.argv": 'the cli provider\'s command; an argument "{prompt}" is replaced by the prompt, else stdin',
     "providers.cli.workdir": "its working folder; empty: the workspace",
     "providers.cli.env": "extra environment variables for it",
@@ -103,10 +104,17 @@ COMMENTS: dict[str, str] = {
     "transcribe.whisper_cpp_model": "its model file",
     "transcribe.timeout": "seconds per backend",
     "outbound.allow": 'private destinations outbound requests may reach, e.g. ["10.0.0.0/8", "ollama.lan"]',
+    "usage.daily_token_cap": "tokens (in and out) an account may use per UTC day (unset: no cap)",
+    "usage.unowned_daily_token_cap": "the same for the turns of no account: the gateway token's, connectors', cron's",
 }
 
 # Shown, commented out, for a setting whose default is "unset" (TOML has no null).
-_UNSET_EXAMPLES: dict[str, Any] = {"providers.openai.temperature": 0.7, "providers.openai.max_tokens": 1024}
+_UNSET_EXAMPLES: dict[str, Any] = {
+    "providers.openai.temperature": 0.7,
+    "providers.openai.max_tokens": 1024,
+    "usage.daily_token_cap": 200_000,
+    "usage.unowned_daily_token_cap": 1_000_000,
+}
 
 
 def settings(struct: type[msgspec.Struct] = Config, prefix: str = "") -> list[tuple[str, Any]]:
