@@ -15,6 +15,7 @@ def register() -> None:
         messages,
         notifications,
         openai_compat,
+        owner_link,
         sessions,
         sessions_seed,
         skills,
