@@ -13,7 +13,8 @@ from actors.connector import Answer, Inbound
 from gateway.connectors.base import reply_dicts
 from gateway.connectors.external import Batch, ExternalEvent
 from gateway.connectors.http import HttpIngress
-from gateway.connectors.model import SLOT_RE, ReplyHandle, check_kind, check_reply_handle
+from gateway.connectors.model import SLOT_RE, ReplyHandle
+from gateway.connectors.registry import KINDS, check_kind, check_reply_handle
 from gateway.connectors.service import ConnectorService
 from gateway.connectors.views import (
     INPUTS,
@@ -291,7 +292,8 @@ _INGRESS_ERRORS = (401, 404, 409, 413, 422, 429, 503)
           validate=False, also={202: HttpAccepted}, errors=_INGRESS_ERRORS)  # fmt: skip
 async def ingress_root(ctx: Ctx) -> Response:
     kind = ctx.path("kind")
-    if kind not in ("http", "slack", "telegram"):
+    found = KINDS.get(kind)
+    if found is None or not found.root_ingress:
         raise NotFoundError(f"no ingress route for {kind!r} connectors here; external ones use /events")
     return await _ingress(ctx.request, kind, "")
 
