@@ -75,6 +75,36 @@ class ConnectorList(msgspec.Struct):
     connectors: list[ConnectorView]
 
 
+class KindView(msgspec.Struct, kw_only=True):
+    """A registered connector kind, as the web UI's editor needs it."""
+
+    kind: str
+    fields: list[str]  # every settings field, secret ones included
+    secret_fields: list[str]  # write-only: PUT takes a SecretInput, views show a SecretView
+    root_ingress: bool  # takes events on POST /v1/connectors/{kind}/{name}
+    chat_addresses: bool  # a chat of it replies into itself (/api/message, cron jobs)
+
+
+class KindList(msgspec.Struct):
+    kinds: list[KindView]
+
+
+def kind_views() -> KindList:
+    """Every registered kind, in the registry's order."""
+    return KindList(
+        [
+            KindView(
+                kind=name,
+                fields=list(k.settings.__struct_fields__),
+                secret_fields=list(k.secret_fields),
+                root_ingress=k.root_ingress,
+                chat_addresses=k.chat_address is not None,
+            )
+            for name, k in KINDS.items()
+        ]
+    )
+
+
 class SecretSlot(msgspec.Struct):
     slot: str
     configured: bool

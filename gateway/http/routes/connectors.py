@@ -27,6 +27,7 @@ from gateway.connectors.views import (
     EventResult,
     HttpAccepted,
     IngressPath,
+    KindList,
     OutboxQuery,
     Persona,
     PersonaBody,
@@ -37,6 +38,7 @@ from gateway.connectors.views import (
     SecretStored,
     SecretValue,
     SlotPath,
+    kind_views,
 )
 from gateway.errors import (
     InvalidRequestError,
@@ -84,6 +86,13 @@ class ReplyTargetsBody(msgspec.Struct, forbid_unknown_fields=True):
           tag="connectors", auth="token", group=None, response=ConnectorList, errors=(503,))  # fmt: skip
 async def list_connectors(ctx: Ctx) -> Response:
     return JSON({"connectors": await service_of(ctx.request).list_views()})
+
+
+@endpoint("GET", "/v1/runtime/connector-kinds",
+          summary="The registered connector kinds: their settings fields, secret fields and ingress",
+          tag="connectors", auth="token", group=None, response=KindList)  # fmt: skip
+async def list_kinds(ctx: Ctx) -> KindList:
+    return kind_views()
 
 
 @endpoint("GET", "/v1/runtime/connectors/{kind}/{name}", summary="One connector's view, secrets redacted",

@@ -117,6 +117,17 @@ async def test_a_kind_registered_with_one_line_is_created_takes_events_is_addres
         try:
             with trio.fail_after(40):
                 async with admin(gw) as c, httpx.AsyncClient(base_url=gw.base_url, timeout=30) as anon:
+                    # The kinds the API (and the web UI's editor) offers now include it, its secret field named.
+                    kinds = {k["kind"]: k for k in (await c.get("/v1/runtime/connector-kinds")).json()["kinds"]}
+                    assert list(kinds) == ["telegram", "slack", "http", "external", "loopback"]
+                    assert kinds["loopback"] == {
+                        "kind": "loopback",
+                        "fields": [*CommonSettings.__struct_fields__, "platform_url", "token"],
+                        "secret_fields": ["token"],
+                        "root_ingress": True,
+                        "chat_addresses": True,
+                    }
+                    assert kinds["external"]["root_ingress"] is False and kinds["http"]["chat_addresses"] is False
                     # Create over REST: the kind's settings model validates; its secret field is write-only.
                     bad = await put(c, "loopback", "nope", {"platform_url": base})
                     assert bad.status_code == 422 and "no token is configured" in bad.text, bad.text
