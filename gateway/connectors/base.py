@@ -79,6 +79,8 @@ class ConnectorKind:
       `/api/message` and cron jobs use it so that a chat with no reply targets yet replies into itself. None: the
       kind's chats have no address of their own (replies go where the connector's settings or events say).
     - `root_ingress`: the kind takes events on `POST /v1/connectors/{kind}/{name}` (external uses `/events`).
+    - `ingress_security`: the OpenAPI security schemes its ingress checks besides a Bearer token, by name
+      (`/openapi.json` lists them on the ingress route).
     """
 
     name: str
@@ -87,6 +89,7 @@ class ConnectorKind:
     check_address: Callable[[str | dict[str, Any], str], None]
     chat_address: Callable[[str, str], dict[str, Any]] | None = None
     root_ingress: bool = True
+    ingress_security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secret_fields: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:

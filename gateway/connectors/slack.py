@@ -224,4 +224,6 @@ KIND = ConnectorKind(
     adapter=SlackConnector,
     check_address=check_address,
     chat_address=chat_address,
+    # Slack signs the raw body (v0 HMAC with X-Slack-Request-Timestamp).
+    ingress_security={"slackSignature": {"type": "apiKey", "in": "header", "name": "X-Slack-Signature"}},
 )

@@ -257,4 +257,6 @@ KIND = ConnectorKind(
     adapter=TelegramConnector,
     check_address=check_address,
     chat_address=chat_address,
+    # The webhook's secret_token, repeated by Telegram in a header.
+    ingress_security={"telegramSecret": {"type": "apiKey", "in": "header", "name": "X-Telegram-Bot-Api-Secret-Token"}},
 )
