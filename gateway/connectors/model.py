@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -44,7 +44,7 @@ class ReplyHandle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     `plugin` is checked against the registered kinds (`registry.check_reply_handle`), which also check the address.
     """
 
-    plugin: str
+    plugin: Annotated[str, msgspec.Meta(description="a registered connector kind (GET /v1/runtime/connector-kinds)")]
     connector: str
     address: str | dict[str, Any]
 

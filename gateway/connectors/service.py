@@ -143,7 +143,7 @@ class ConnectorService:
                     continue
                 try:
                     settings = parse_settings(row.kind, row.settings, what=f"stored connector {ref}")
-                except ValidationFailedError as exc:
+                except (ValidationFailedError, NotFoundError) as exc:  # invalid, or of a kind no longer registered
                     log.error("%s", exc.message)
                     continue
                 self.daemon[ref] = ConnectorConfig(row.kind, row.name, "daemon", settings)

@@ -204,3 +204,28 @@ async def test_an_unregistered_kind_is_unknown(nursery: trio.Nursery, tmp_path: 
                 assert r.status_code == 404 and r.json()["error"]["code"] == "CHANNEL_NOT_FOUND"
     finally:
         await gw.stop()
+
+
+async def test_a_stored_connector_of_a_kind_no_longer_registered_is_skipped_at_start(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config, paths = make_config(tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(KINDS, "loopback", LOOPBACK)
+        gw = await start_gateway(nursery, config, paths)
+        try:
+            with trio.fail_after(20):
+                async with admin(gw) as c:
+                    body = {"platform_url": "http://127.0.0.1:9", "allow_unauthenticated_ingress": True}
+                    assert (await put(c, "loopback", "old", body)).status_code == 201
+        finally:
+            await gw.stop()
+    # The kind's module is gone: the gateway still starts, and the stored row is left alone (logged), not served.
+    gw = await start_gateway(nursery, config, paths)
+    try:
+        with trio.fail_after(20):
+            async with admin(gw) as c:
+                assert (await c.get("/v1/runtime/connectors")).json() == {"connectors": []}
+                assert (await c.get("/api/status")).status_code == 200
+    finally:
+        await gw.stop()
