@@ -259,7 +259,7 @@ def check_connectors(config: Config, paths: Paths, running: LockInfo | None) -> 
             for ref, info in sorted(health.items()):
                 yield _connector_check(ref, info)
             return
-    configured = sorted(f"{kind}.{name}" for kind, names in config.connectors.items() for name in names)
+    configured = sorted(f"{kind}/{name}" for kind, names in config.connectors.items() for name in names)
     stored = _stored_connectors(paths)
     refs = sorted({*configured, *stored})
     if not refs:
@@ -289,7 +289,7 @@ def _connector_check(ref: str, info: dict[str, Any]) -> Check:
     detail = f"{state}{restarts}{error}"
     if state == "running":
         return Check(f"connector {ref}", "ok", detail)
-    fix = f"`gateway logs` shows why; check its settings (GET /api/connectors/{ref.replace('.', '/')})"
+    fix = "`gateway logs` shows why; `gateway status` shows its last error and restarts"
     return Check(f"connector {ref}", "fail" if state == "failed" else "warn", detail, fix)
 
 
@@ -304,7 +304,7 @@ def _stored_connectors(paths: Paths) -> list[str]:
             rows = conn.execute("SELECT kind, name FROM connectors").fetchall()
     except sqlite3.Error:
         return []
-    return [f"{kind}.{name}" for kind, name in rows]
+    return [f"{kind}/{name}" for kind, name in rows]
 
 
 def check_clock(seen: _Seen) -> Check:
