@@ -116,6 +116,8 @@ def backup(source: Path, target: Path, *, force: bool = False, progress: Progres
     """
     if not source.exists():
         raise BackupError(f"there is no database at {source} (the gateway has not run with this config yet)")
+    if _same_files(source, target):
+        raise BackupError(f"{target} is the database itself (or its WAL): name a file elsewhere")
     if target.exists() and not force:
         raise BackupError(f"{target} already exists; choose another name, or add --force to replace it")
     if target.is_dir():
@@ -145,6 +147,12 @@ def backup(source: Path, target: Path, *, force: bool = False, progress: Progres
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
             leftover.unlink(missing_ok=True)
     return BackupResult(target, size, pages, verdict, time.monotonic() - started)
+
+
+def _same_files(db: Path, other: Path) -> bool:
+    """True when `other` is the database file `db` or one of its companions (-wal, -shm, -journal)."""
+    db, other = db.resolve(), other.resolve()
+    return other.parent == db.parent and (other.name == db.name or other.name.startswith(db.name + "-"))
 
 
 def _copy_online(source: Path, tmp: Path, progress: Progress | None) -> None:
@@ -212,6 +220,8 @@ def restore(source: Path, db_file: Path, *, stamp: str) -> Path | None:
     `<db>.before-restore-<stamp>` with its write-ahead log (as `…-wal`, so the pair still opens together) and its
     shared-memory file dropped; then the copy is renamed into place. Returns the kept old file, or None.
     """
+    if _same_files(db_file, source):
+        raise BackupError(f"{source} is the database itself: restore a backup made with `gateway backup`")
     tmp = db_file.with_name(f".{db_file.name}.restore-{os.getpid()}")
     db_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp.unlink(missing_ok=True)

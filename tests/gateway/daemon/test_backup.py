@@ -275,3 +275,17 @@ def test_the_documented_litestream_recipe_fits_our_database(tmp_path: Path, monk
     text = (ROOT / "docs" / "install.md").read_text()
     assert f"busy_timeout = {pragmas['busy_timeout']}" in text
     assert f"wal_autocheckpoint = {pragmas['wal_autocheckpoint']}" in text
+
+
+def test_a_large_database_shows_its_progress(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    _add_user(site, "root")
+    with sqlite3.connect(site.paths.db_file) as conn:
+        conn.execute("CREATE TABLE filler (blob BLOB)")
+        conn.executemany("INSERT INTO filler VALUES (randomblob(65536))", [()] * 540)  # 34 MiB
+    r = site.cli("backup", str(tmp_path / "big.db"))
+    assert r.returncode == 0, r.stderr
+    shown = [line for line in r.stderr.splitlines() if line.startswith("copying:")]
+    assert len(shown) >= 3 and shown[-1].startswith("copying: 100 % of 3") and "MiB" in shown[-1]
+    r = site.cli("backup", str(tmp_path / "big2.db"), "--json")
+    assert r.returncode == 0 and "copying:" not in r.stderr and json.loads(r.stdout)["bytes"] > 32 * 1024 * 1024
