@@ -88,7 +88,7 @@ def collect(load: Callable[[], tuple[Config, Paths]]) -> Iterator[Check]:
     yield check_data_dir(paths)
     yield check_disk(config, paths)
     yield check_database(paths)
-    yield check_provider(config, seen)
+    yield check_provider(config, paths, seen)
     yield from check_connectors(config, paths, seen.running)
     yield check_clock(seen)
     yield check_open_files(config)
@@ -208,8 +208,55 @@ def check_database(paths: Paths) -> Check:
     return Check("database", "ok", f"{db} passes quick_check ({db.stat().st_size / (1024 * 1024):.1f} MiB)")
 
 
-def check_provider(config: Config, seen: _Seen) -> Check:
-    name = config.agent.provider
+@dataclass(frozen=True, slots=True)
+class _Llm:
+    """The provider a turn would use: the config file's, overridden by what `POST /api/app-config/llm` stored."""
+
+    provider: str
+    base_url: str
+    api_key: str
+    stored: bool = False
+
+
+def effective_llm(config: Config, paths: Paths) -> _Llm:
+    """The config's provider settings with the database's stored overrides applied (read-only; the file's
+    settings when the database or its key cannot be read)."""
+    import sqlite3
+
+    from gateway.agent.live_config import API_KEY_SLOT, LLM_KEY, LlmSettings
+    from storage import secrets as secrets_db
+    from storage import settings as settings_db
+    from storage.db import open_reader
+    from storage.sealing import Sealer, SecretsKeyError, read_key
+
+    o = config.providers.openai
+    llm = _Llm(config.agent.provider, o.base_url, o.api_key)
+    if not paths.db_file.exists():
+        return llm
+    try:
+        key = read_key(paths.secrets_key_file)
+        conn = open_reader(paths.db_file, sealer=Sealer(key) if key else None)
+        try:
+            doc = settings_db.get_setting(conn, LLM_KEY)
+            api_key = secrets_db.get_secret(conn, API_KEY_SLOT) if key else None
+        finally:
+            conn.close()
+        stored = msgspec.json.decode(doc, type=LlmSettings) if doc else None
+    except (sqlite3.Error, SecretsKeyError, OSError, msgspec.DecodeError):
+        return llm
+    if stored is None and not api_key:
+        return llm
+    return _Llm(
+        (stored and stored.provider) or llm.provider,
+        (stored and stored.base_url) or llm.base_url,
+        api_key or llm.api_key,
+        stored=True,
+    )
+
+
+def check_provider(config: Config, paths: Paths, seen: _Seen) -> Check:
+    llm = effective_llm(config, paths)
+    name = llm.provider
     if name == "echo":
         return Check("provider", "ok", "echo (built in, always reachable)")
     if name == "cli":
@@ -220,20 +267,21 @@ def check_provider(config: Config, seen: _Seen) -> Check:
         if found is None:
             return Check("provider", "fail", f"cli: {argv[0]} is not found", "install it or give its full path")
         return Check("provider", "ok", f"cli: {found}")
-    return _check_openai(config, seen)
+    return _check_openai(llm, seen)
 
 
-def _check_openai(config: Config, seen: _Seen) -> Check:
-    cfg = config.providers.openai
-    url = cfg.base_url.rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+def _check_openai(llm: _Llm, seen: _Seen) -> Check:
+    base_url = llm.base_url
+    url = base_url.rstrip("/") + "/models"
+    where = "openai (set over the API)" if llm.stored else "openai"
+    headers = {"Authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
     try:
         with httpx.Client(timeout=_HTTP_TIMEOUT, follow_redirects=False) as client:
             response = client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         return Check(
-            "provider", "fail", f"openai: {cfg.base_url} is unreachable ({exc.__class__.__name__})",
-            "check providers.openai.base_url and the network (is the server up?)",
+            "provider", "fail", f"{where}: {base_url} is unreachable ({exc.__class__.__name__})",
+            "check the base URL (GET /api/app-config/llm, providers.openai.base_url) and that the server is up",
         )  # fmt: skip
     date = response.headers.get("date")
     if date:
@@ -243,11 +291,11 @@ def _check_openai(config: Config, seen: _Seen) -> Check:
             pass
     code = response.status_code
     if code in (401, 403):
-        return Check("provider", "fail", f"openai: {cfg.base_url} refuses the API key (HTTP {code})",
-                     "set providers.openai.api_key (GATEWAY_PROVIDERS_OPENAI_API_KEY) to a valid key")  # fmt: skip
+        return Check("provider", "fail", f"{where}: {base_url} refuses the API key (HTTP {code})",
+                     "set a valid key (POST /api/app-config/llm, or providers.openai.api_key)")  # fmt: skip
     if code >= 500:
-        return Check("provider", "warn", f"openai: {cfg.base_url} answers HTTP {code}", "the provider has trouble")
-    return Check("provider", "ok", f"openai: {cfg.base_url} answers (HTTP {code})")
+        return Check("provider", "warn", f"{where}: {base_url} answers HTTP {code}", "the provider has trouble")
+    return Check("provider", "ok", f"{where}: {base_url} answers (HTTP {code})")
 
 
 def check_connectors(config: Config, paths: Paths, running: LockInfo | None) -> Iterator[Check]:
@@ -322,7 +370,7 @@ def check_clock(seen: _Seen) -> Check:
 
 
 def check_open_files(config: Config) -> Check:
-    from gateway.daemon.fdlimit import RESERVED
+    from gateway.daemon.fdlimit import RESERVED, cap_for
 
     try:
         import resource
@@ -336,7 +384,7 @@ def check_open_files(config: Config) -> Check:
         return Check("open files", "ok", f"{shown}; ws.max_connections = {config.ws.max_connections} needs {wanted}")
     if hard == inf or hard >= wanted:
         return Check("open files", "ok", f"{shown}; the gateway raises the soft limit to {wanted} at start")
-    cap = max(1, hard - min(RESERVED, hard // 2))
+    cap = cap_for(hard)
     return Check(
         "open files", "warn",
         f"{shown}: too low for ws.max_connections = {config.ws.max_connections}; it is lowered to {cap} at start",

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.gateway.harness import Site, free_port
@@ -167,7 +168,7 @@ def test_doctor_finds_each_broken_condition(tmp_path: Path, fake_openai: FakeOpe
     assert [n for n, c in checks.items() if c["status"] == "fail"] == ["database"]
 
 
-def test_doctor_beside_a_running_gateway(tmp_path: Path) -> None:
+def test_doctor_beside_a_running_gateway(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     port = free_port()
     site = Site(tmp_path, port=port)
     site.config_file.write_text(
@@ -185,9 +186,41 @@ def test_doctor_beside_a_running_gateway(tmp_path: Path) -> None:
         assert checks["database"]["status"] == "ok" and checks["provider"]["detail"].startswith("echo")
         wal = site.paths.db_file.with_name("gateway.db-wal")
         assert wal.exists() and "gateway.db-wal" in checks["data dir"]["detail"]
+
+        # The provider set over the API (stored in the database, its key sealed) is the one checked.
+        token = site.paths.token_file.read_text().strip()
+        body = {"provider": "openai", "base_url": fake_openai.url, "model_name": "m1", "api_key": API_KEY}
+        assert info.url is not None
+        r = httpx.post(f"{info.url}/api/app-config/llm", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        code, checks, _ = _checks(site)
+        assert code == 0 and checks["provider"]["status"] == "ok", checks["provider"]
+        assert checks["provider"]["detail"].startswith("openai (set over the API)")
+        assert fake_openai.seen == ["/v1/models"]  # with the stored key: the fake answers 401 to any other
     finally:
         site.cleanup()
     # Stopped, the connector is still listed, from the config.
     code, checks, names = _checks(site)
     assert code == 0 and "connector http/hooks" in names
     assert "not running" in checks["connector http/hooks"]["detail"]
+    assert checks["provider"]["detail"].startswith("openai (set over the API)") and checks["provider"]["status"] == "ok"
+    fake_openai.status = 401
+    code, checks, _ = _checks(site)
+    assert code == 1 and checks["provider"]["status"] == "fail"
+
+
+def test_doctor_warns_of_a_low_open_files_limit(tmp_path: Path) -> None:
+    import resource
+
+    site = Site(tmp_path)
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    r = subprocess.run(site.argv("doctor", "--json"), env=site.env, capture_output=True, text=True, timeout=60,
+                       preexec_fn=low_limit)  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    limit = checks["open files"]
+    assert r.returncode == 0 and limit["status"] == "warn"  # a warning: the gateway still runs, with fewer sockets
+    assert "soft 256, hard 256" in limit["detail"] and "lowered to 128" in limit["detail"]
+    assert "LimitNOFILE" in limit["fix"]
