@@ -49,7 +49,10 @@ class _Seen:
 
 def run(args: argparse.Namespace, load: Callable[[], tuple[Config, Paths]]) -> int:
     """Run every check, print them (or JSON with `--json`); exit 0 when none failed, 1 otherwise."""
-    checks = list(collect(load))
+    from gateway.logs import redactor
+
+    # Every text leaves through the redaction (an upstream error may echo a key back).
+    checks = [Check(c.name, c.status, redactor.redact(c.detail), redactor.redact(c.fix)) for c in collect(load)]
     ok = all(c.status != "fail" for c in checks)
     if args.json:
         data = {"ok": ok, "checks": [asdict(c) for c in checks]}
@@ -81,6 +84,11 @@ def collect(load: Callable[[], tuple[Config, Paths]]) -> Iterator[Check]:
         yield check_clock(seen)
         yield check_open_files(Config())
         return
+    from gateway.config.file import secret_values
+    from gateway.logs import redactor
+
+    for secret in secret_values(config):
+        redactor.add(secret)
     yield Check("config", "ok", f"{paths.config_file} loads and is valid" if paths.config_file.exists() else (
         f"no file at {paths.config_file}: the defaults are valid"))  # fmt: skip
     seen.running = live_lock(paths)
@@ -224,6 +232,7 @@ def effective_llm(config: Config, paths: Paths) -> _Llm:
     import sqlite3
 
     from gateway.agent.live_config import API_KEY_SLOT, LLM_KEY, LlmSettings
+    from gateway.logs import redactor
     from storage import secrets as secrets_db
     from storage import settings as settings_db
     from storage.db import open_reader
@@ -239,6 +248,7 @@ def effective_llm(config: Config, paths: Paths) -> _Llm:
         try:
             doc = settings_db.get_setting(conn, LLM_KEY)
             api_key = secrets_db.get_secret(conn, API_KEY_SLOT) if key else None
+            redactor.add(api_key)
         finally:
             conn.close()
         stored = msgspec.json.decode(doc, type=LlmSettings) if doc else None
