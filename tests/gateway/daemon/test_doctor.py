@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.harness import Site, free_port
+from tests.gateway.harness import Site, free_port, wait_for
 
 NAMES = ["config", "port", "data dir", "disk", "database", "provider", "connectors", "clock", "open files"]
 API_KEY = "sk-doctor-test-key-0123456789"
@@ -224,3 +224,27 @@ def test_doctor_warns_of_a_low_open_files_limit(tmp_path: Path) -> None:
     assert r.returncode == 0 and limit["status"] == "warn"  # a warning: the gateway still runs, with fewer sockets
     assert "soft 256, hard 256" in limit["detail"] and "lowered to 128" in limit["detail"]
     assert "LimitNOFILE" in limit["fix"]
+
+
+def test_doctor_reports_a_failing_connector(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    site = Site(tmp_path)
+    base = fake_openai.url.removesuffix("/v1")  # no Bot API there: every getUpdates fails
+    site.config_file.write_text(
+        site.config_file.read_text() + '\n[connectors.telegram.dead]\nbot_token = { value = "999:revoked" }\n'
+        f'ingress_mode = "polling"\napi_base_url = "{base}"\n'
+    )
+    try:
+        site.spawn("serve")
+        site.wait_serving()
+
+        def failing() -> tuple[int, dict[str, str]] | None:
+            code, checks, _ = _checks(site)
+            dead = checks.get("connector telegram/dead")
+            return (code, dead) if dead is not None and dead["status"] != "ok" else None
+
+        code, dead = wait_for(failing, timeout=60, what="the connector reported in trouble")
+        assert dead["status"] in ("warn", "fail") and code == (1 if dead["status"] == "fail" else 0)
+        assert "getUpdates: HTTP" in dead["detail"] and "999:revoked" not in dead["detail"]
+        assert "gateway logs" in dead["fix"]
+    finally:
+        site.cleanup()
