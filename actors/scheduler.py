@@ -19,6 +19,7 @@ from storage import cron as cron_db
 from storage import sessions as sess_db
 from storage.cron import CronJob
 from storage.events import EventRow
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.scheduler")
 MAX_SLEEP = 60.0  # re-check at least this often, in case the wall clock was stepped
@@ -225,7 +226,7 @@ class Scheduler:
             key = await self._target(job)
             got: TurnAccepted = await ask(self.router, lambda r: Submit(key, job.prompt, r), timeout=10)
             accepted = got
-        except (ActorError, LookupError) as exc:
+        except (ActorError, LookupError, UsageCapReachedError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("cron job %s: cannot submit its turn: %s", job.id, error)
         except Exception as exc:  # recorded rather than left `running`, which would skip every later slot

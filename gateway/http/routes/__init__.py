@@ -19,6 +19,7 @@ def register() -> None:
         sessions_seed,
         skills,
         tool_servers,
+        usage,
         user_tools,
         users,
     )

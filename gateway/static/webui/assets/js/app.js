@@ -10,6 +10,7 @@ import { cronView } from "./cron.js";
 import { logsView, notificationsView } from "./panels.js";
 import { accountView, usersView } from "./accounts.js";
 import { overviewView } from "./overview.js";
+import { usageView } from "./usage.js";
 import { FINGERPRINT } from "./v2crypto.js";
 import { setPin } from "./pin.js";
 import { sessionsView } from "./sessions.js";
@@ -26,6 +27,7 @@ const ROUTES = [
   ["models", "Models"],
   ["mcp", "MCP"],
   ["skills", "Skills"],
+  ["usage", "Usage"],
   ["users", "Users"],
   ["logs", "Logs"],
   ["account", "Account"],
@@ -179,7 +181,7 @@ async function route() {
   for (const a of parts.nav.querySelectorAll("a")) a.classList.toggle("active", a.dataset.route === (known ? name : "chat"));
   const v = parts.view;
   v.className = `view view-${known ? name : "chat"}`;
-  const screens = { overview: () => overviewView(v, app), users: () => usersView(v), account: () => accountView(v), chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), logs: () => logsView(v, app) };
+  const screens = { overview: () => overviewView(v, app), users: () => usersView(v), account: () => accountView(v), chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), usage: () => usageView(v), logs: () => logsView(v, app) };
   try {
     await (screens[name] || screens.chat)();
   } catch (e) {
