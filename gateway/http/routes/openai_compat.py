@@ -75,7 +75,8 @@ class Chunk(msgspec.Struct, kw_only=True):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | msgspec.UnsetType = msgspec.UNSET  # only on the last chunk, when `stream_options` asks
+    # Asked for with `stream_options.include_usage`: the last chunk's counts, null on every other chunk (as OpenAI)
+    usage: Usage | msgspec.UnsetType | None = msgspec.UNSET
 
 
 def _usage(got: dict[str, Any] | None) -> Usage:
@@ -154,13 +155,17 @@ async def chat_completions(ctx: Ctx) -> Any:
         raise
     cid = f"chatcmpl-{accepted.turn_id}"
 
+    include_usage = req.stream_options is not None and req.stream_options.include_usage
+
     def chunk(delta: Delta, finish: str | None = None) -> bytes:
         body = Chunk(
-            id=cid, created=created, model=req.model, choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)]
+            id=cid,
+            created=created,
+            model=req.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+            usage=None if include_usage else msgspec.UNSET,
         )
         return sse_event(body)
-
-    include_usage = req.stream_options is not None and req.stream_options.include_usage
 
     async def source() -> AsyncIterator[bytes]:
         streamed = False

@@ -121,5 +121,6 @@ async def test_a_stream_ends_with_a_usage_chunk_when_asked(nursery: trio.Nursery
     assert last.choices == [] and last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (21, 5, 26)
     assert all(c.usage is None for c in asked[:-1]), "only the last chunk carries usage"
+    assert all("usage" in c.model_fields_set for c in asked), "null on the others, as OpenAI sends it"
     assert asked[-2].choices[0].finish_reason == "stop" and last.id == asked[0].id
-    assert all(c.usage is None and c.choices for c in plain), "no usage chunk unless asked for"
+    assert all(c.choices and "usage" not in c.model_fields_set for c in plain), "no usage unless asked for"
