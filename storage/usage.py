@@ -171,6 +171,17 @@ def caps_of(conn: sqlite3.Connection, user_ids: list[str]) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+def sessions_named(conn: sqlite3.Connection, session_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+    """(title, transport, chat_id, topic_id) of those sessions that still exist (usage outlives its session)."""
+    if not session_ids:
+        return {}
+    marks = ",".join("?" * len(session_ids))
+    rows = conn.execute(
+        f"SELECT id, title, transport, chat_id, topic_id FROM sessions WHERE id IN ({marks})", session_ids
+    )
+    return {str(r[0]): (str(r[1] or ""), str(r[2]), str(r[3]), str(r[4] or "")) for r in rows}
+
+
 def all_caps(conn: sqlite3.Connection) -> dict[str, int]:
     """Every account's own cap."""
     return {str(r[0]): int(r[1]) for r in conn.execute("SELECT user_id, daily_tokens FROM usage_caps")}

@@ -81,10 +81,10 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   removes it from the address bar. The link names where the running gateway listens (its lock file), else the
   config's host and port; `--url https://gw.example.org/` names the address your browser uses instead (a reverse
   proxy, another machine).
-- `--json` on `status`, `token`, `user list`, `logs` and `dashboard` prints what a script parses: one JSON
-  document (one object per line for `logs`), secrets redacted except the token that `gateway token --json` is
-  asked for (`{token, source, identity, generated, rotated}`, with `applied` after `--rotate`). Every command with
-  `--json` gets it from the same helper (gateway/daemon/jsonout.py).
+- `--json` on `status`, `token`, `user list`, `logs`, `doctor`, `backup`, `restore` and `dashboard` prints what a
+  script parses: one JSON document (one object per line for `logs`), secrets redacted except the token that
+  `gateway token --json` is asked for (`{token, source, identity, generated, rotated}`, with `applied` after
+  `--rotate`). Every command with `--json` gets it from the same helper (gateway/daemon/jsonout.py).
 - `gateway completion bash|zsh|fish` prints a completion script made from the command's own parser (commands,
   aliases, options, their choices): `source <(gateway completion bash)`, `source <(gateway completion zsh)`, or
   `gateway completion fish | source`; to keep it, save it where the shell looks (the script's first lines say
@@ -165,6 +165,19 @@ is the folder the gateway must be able to write.
 to do: no user session of systemd here (a container, `su`/`sudo`: log in as the user, `loginctl enable-linger`, or
 use `gateway serve`), or the service is not installed (`gateway install`; `service-status` exits 3, `uninstall`
 has nothing to do and exits 0).
+
+## Backups and the doctor
+
+- `gateway backup FILE [--force] [--json]` copies the database (SQLite's online backup API: one consistent
+  snapshot, while the gateway runs or not) to `FILE`, 0600, integrity-checked, and says that the secrets key is
+  not inside and where it is. `gateway restore FILE [--key KEYFILE]` puts a backup back on a stopped gateway (it
+  refuses a running one) and keeps the old database as `gateway.db.before-restore-<UTC time>`. Both exit 0 or 1.
+  docs/install.md has scheduled backups and Litestream replication.
+- `gateway doctor [--json]` checks the config, the port, the data folder's modes, free disk, the database's
+  integrity, the provider (a `GET /models` with its key), each connector's health (from the running gateway),
+  the clock (against the provider's `Date`) and the open-files limit: one line each, `OK`, `WARN` or `FAIL`, with
+  the fix for what is not fine. `--json` prints `{ok, checks: [{name, status, detail, fix}]}`. It exits 1 when a
+  check fails, else 0 (warnings included).
 
 ## Accounts
 

@@ -139,3 +139,13 @@ def test_a_deleted_account_takes_its_cap_but_not_its_usage(tmp_path: Path) -> No
     assert users_db.delete_user(conn, user.id)
     assert usage_db.all_caps(conn) == {}
     assert usage_db.summarize(conn, "user")[1].turns == 1
+
+
+def test_sessions_named_gives_only_the_sessions_that_still_exist(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO sessions (id, transport, chat_id, topic_id, title, created_at) VALUES "
+        "('s1', 'webchat', 'c1', '', 'Mine', 1), ('s2', 'telegram', '42', 't7', '', 1)"
+    )
+    named = usage_db.sessions_named(conn, ["s1", "s2", "s9"])
+    assert named == {"s1": ("Mine", "webchat", "c1", ""), "s2": ("", "telegram", "42", "t7")}
+    assert usage_db.sessions_named(conn, []) == {}

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from actors.messages import SessionKey
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.http.routes.account import iso
@@ -39,6 +40,8 @@ class UsageSums(msgspec.Struct, kw_only=True):
     output_tokens: int
     total_tokens: int
     estimated_turns: int  # turns whose provider reported nothing: counted at ~4 characters a token
+    # group=session only: the session's title, else its key; null when the session was deleted (its usage stays)
+    label: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Today(msgspec.Struct, kw_only=True):
@@ -71,8 +74,9 @@ class CapsResponse(msgspec.Struct, kw_only=True):
     unowned: int | None  # `[usage] unowned_daily_token_cap`, for turns of no account
 
 
-def _sums(row: UsageRow) -> UsageSums:
+def _sums(row: UsageRow, label: str | msgspec.UnsetType | None = msgspec.UNSET) -> UsageSums:
     return UsageSums(
+        label=label,
         key=row.key,
         turns=row.turns,
         input_tokens=row.input_tokens,
@@ -123,8 +127,12 @@ async def get_usage(ctx: Ctx) -> UsageResponse:
     policy = _policy(ctx)
     ts = now_ms()
 
-    def read(conn: sqlite3.Connection) -> tuple[list[UsageRow], UsageRow, Today | None]:
+    def read(conn: sqlite3.Connection) -> tuple[list[UsageRow], UsageRow, Today | None, dict[str, str]]:
         rows, total = usage_db.summarize(conn, q.group, owner=owner, from_ms=from_ms, to_ms=to_ms, limit=q.limit)
+        labels: dict[str, str] = {}
+        if q.group == "session":
+            named = usage_db.sessions_named(conn, [r.key for r in rows if r.key is not None])
+            labels = {sid: title.strip() or str(SessionKey(*key)) for sid, (title, *key) in named.items()}
         today = None
         if owner is not ALL:
             who = owner if isinstance(owner, str) else None
@@ -133,11 +141,12 @@ async def get_usage(ctx: Ctx) -> UsageResponse:
                 cap=usage_db.cap_for(conn, who, policy),
                 resets_at=iso(usage_db.day_start(ts) + DAY_MS) or "",
             )
-        return rows, total, today
+        return rows, total, today, labels
 
-    rows, total, today = await ctx.store.read(read)
+    rows, total, today, labels = await ctx.store.read(read)
     shown = None if owner is ALL else (owner if isinstance(owner, str) else NO_ACCOUNT)
-    return UsageResponse(group=q.group, user=shown, rows=[_sums(r) for r in rows], total=_sums(total), today=today)
+    sums = [_sums(r, labels.get(r.key or "")) if q.group == "session" else _sums(r) for r in rows]
+    return UsageResponse(group=q.group, user=shown, rows=sums, total=_sums(total), today=today)
 
 
 @endpoint(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.status = 200
         self.seen: list[str] = []
+        self.clock_offset = 0.0  # seconds added to the Date header this server sends
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +44,9 @@ class FakeOpenAI:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return formatdate(time.time() + fake.clock_offset, usegmt=True)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -248,3 +255,27 @@ def test_doctor_reports_a_failing_connector(tmp_path: Path, fake_openai: FakeOpe
         assert "gateway logs" in dead["fix"]
     finally:
         site.cleanup()
+
+
+def test_doctor_fails_on_a_full_disk_and_warns_of_a_skewed_clock(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    site = Site(
+        tmp_path,
+        GATEWAY_AGENT_PROVIDER="openai",
+        GATEWAY_PROVIDERS_OPENAI_BASE_URL=fake_openai.url,
+        GATEWAY_PROVIDERS_OPENAI_API_KEY=API_KEY,
+    )
+    _make_db(site)
+    free_mb = shutil.disk_usage(site.paths.data_dir).free // (1024 * 1024)
+    # A floor above what is free fails; one a little under it (free < 4 x floor) warns.
+    code, checks, _ = _checks(site, GATEWAY_STORAGE_MIN_FREE_DISK_MB=str(free_mb * 2 + 100))
+    assert code == 1 and checks["disk"]["status"] == "fail", checks["disk"]
+    assert "below storage.min_free_disk_mb" in checks["disk"]["detail"] and checks["disk"]["fix"] == "free some space"
+    code, checks, _ = _checks(site, GATEWAY_STORAGE_MIN_FREE_DISK_MB=str(max(free_mb // 2, 1)))
+    assert code == 0 and checks["disk"]["status"] == "warn" and "close to" in checks["disk"]["detail"]
+
+    fake_openai.clock_offset = -3600.0  # the provider's clock an hour behind ours: ours is the suspect
+    code, checks, _ = _checks(site)
+    assert code == 0 and checks["clock"]["status"] == "warn", checks["clock"]
+    assert "ahead of the provider's clock" in checks["clock"]["detail"] and "set-ntp" in checks["clock"]["fix"]
+    r = _doctor(site)
+    assert r.returncode == 0 and any(line.startswith("WARN  clock") for line in r.stdout.splitlines()), r.stdout

@@ -1,4 +1,4 @@
-"""`--json` on the commands a script reads (status, token, user list, logs): valid JSON from a real process."""
+"""`--json` on the commands a script reads (status, token, user list, logs, doctor…): valid JSON from a real process."""
 
 from __future__ import annotations
 
@@ -42,5 +42,6 @@ def test_every_json_flag_reads_alike() -> None:
     """One helper adds `--json` everywhere: the commands a script parses have it, worded for scripts."""
     tree = command_tree(build_parser())
     having = {n.path: o for n in tree.walk() for o in n.options if "--json" in o.flags}
-    assert {"gateway status", "gateway token", "gateway logs", "gateway user list", "gateway dashboard"} <= set(having)
+    scripted = ("status", "token", "logs", "user list", "doctor", "backup", "restore", "dashboard")
+    assert {f"gateway {name}" for name in scripted} <= set(having)
     assert all("JSON" in o.help and not o.takes_value for o in having.values())

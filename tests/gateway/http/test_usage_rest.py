@@ -114,6 +114,17 @@ async def test_echo_is_estimated_and_each_account_sees_its_own(nursery: trio.Nur
                 assert mine["user"] == ann.id and mine["today"]["used"] == 14 and mine["today"]["cap"] is None
                 by_session = (await bob.client.get("/api/usage", params={"group": "session"})).json()
                 assert [r["key"] for r in by_session["rows"]] == [bob_sid]
+                # Each session named by its key while it has no title, by its title once it has one.
+                assert by_session["rows"][0]["label"] == made.json()["key"]
+                assert (
+                    await bob.client.put(f"/api/chat/sessions/{bob_sid}", json={"title": "Bob's"})
+                ).status_code == 200
+                by_session = (await bob.client.get("/api/usage", params={"group": "session"})).json()
+                assert by_session["rows"][0]["label"] == "Bob's" and "label" not in by_session["total"]
+                assert all("label" not in r for r in mine["rows"]), "only session rows are labelled"
+                assert (await bob.client.delete(f"/api/sessions/{bob_sid}")).status_code == 200
+                gone = (await bob.client.get("/api/usage", params={"group": "session"})).json()["rows"]
+                assert [(r["key"], r["label"], r["turns"]) for r in gone] == [(bob_sid, None, 1)], "usage outlives it"
                 r = await bob.client.get("/api/usage", params={"user": ann.id})
                 assert r.status_code == 403 and error_of(r)["code"] == "FORBIDDEN"
                 everyone = (await admin_acct.client.get("/api/usage", params={"group": "user"})).json()

@@ -47,7 +47,12 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
             async with ann.client, admin_client(gw) as owner:
                 r = await ann.client.post("/api/agent", json={"message": "count me in please", "timeout": 30})
                 assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == 14, r.text
-                made = await owner.post("/api/sessions", json={"channel": "api", "chat_id": "9", "provider": "openai"})
+                ann_sid = r.json()["session_id"]
+                listed = (await ann.client.get("/api/sessions")).json()["sessions"]
+                ann_key = next(x["key"] for x in listed if x["session_id"] == ann_sid)
+                made = await owner.post(
+                    "/api/sessions", json={"channel": "api", "chat_id": "9", "provider": "openai", "title": "Big one"}
+                )
                 assert made.status_code == 201, made.text
                 fake.scripts.append(Script(texts=["1,000 ", "tokens"], usage=(1200, 34)))
                 async with owner.stream(
@@ -62,6 +67,8 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
             page.wait_for_selector("#usage-days-box[data-drawn='1'] #usage-days")
             seen["days"] = _cells(page, "#usage-days")
             seen["models"] = _cells(page, "#usage-models")
+            seen["sessions"] = _cells(page, "#usage-sessions")
+            seen["session_link"] = page.get_attribute("#usage-sessions tbody tr:first-child a", "href")
             seen["today_owner"] = page.locator("#usage-today-line").count()
             page.fill("#usage-user", "none")  # the gateway token's own turns only
             page.click("#usage-range button[type=submit]")
@@ -114,6 +121,11 @@ async def test_the_usage_screen_and_a_cap_set_on_the_users_screen(nursery: trio.
     assert models["fake-gpt"] == ["fake-gpt", "1,200", "34", "1,234", "1", "—"]
     assert models["echo"] == ["echo", "9", "5", "14", "1", "1 estimated"]
     assert list(models) == ["fake-gpt", "echo"], "the largest first"
+    head, *sessions, total = seen["sessions"]
+    assert head[0] == "session" and total == ["total", "1,209", "39", "1,248", "2", "1 estimated"]
+    assert [row[0] for row in sessions] == ["Big one", ann_key], "by title (else key), the largest first"
+    assert sessions[0][1:] == ["1,200", "34", "1,234", "1", "—"]
+    assert seen["session_link"] == f"#/chat/{made.json()['session_id']}"
     assert seen["today_owner"] == 0, "everyone's view has no single cap to show"
     assert [row[0] for row in seen["none_models"][1:-1]] == ["fake-gpt"]
     assert seen["reply_usage"] == "10 tokens: 7 in, 3 out (estimated)"
