@@ -56,6 +56,9 @@ class SessionConfig:
     history_limit: int = 50
     recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap
     subscriber_buffer: int = 1024
+    # While a turn streams, its events are committed in groups at most this often (a result still waits for its
+    # own commit): one commit per delta burst would cost the loop more than sending them.
+    commit_interval: float = 0.2
     model: str | None = None  # when the session pins none (None: the provider's own default)
 
 
@@ -186,6 +189,7 @@ class _SessionLife:
         self.last_activity = trio.current_time()
         self.idle_sent_at: int | None = None
         self.dirty = trio.Event()
+        self.urgent = trio.Event()  # set when so many events wait that a subscriber's replay would need them stored
         self.flushed = trio.Event()
         self.work = trio.Event()
         self.stopping = False
@@ -434,6 +438,8 @@ class _SessionLife:
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
         self.dirty.set()
+        if len(self.pending) >= self.cfg.recent_events // 2:
+            self.urgent.set()
         self.unsent.append(event)
         if show:
             self.show(event)
@@ -470,6 +476,12 @@ class _SessionLife:
         backoff = 0.05
         while True:
             await self.dirty.wait()
+            if self.running is not None and self.cfg.commit_interval > 0:
+                # Mid-turn: gather more of its events into this commit (a turn's end commits what is left).
+                with trio.move_on_after(self.cfg.commit_interval):
+                    await self.urgent.wait()
+                if self.urgent.is_set():
+                    self.urgent = trio.Event()
             self.dirty = trio.Event()
             batch, self.pending = self.pending, []
             if not batch:

@@ -31,7 +31,7 @@ from gateway import __version__
 from gateway.config.file import Config, Paths, secret_values
 from gateway.core import Runtime
 from gateway.daemon.fdlimit import fit_open_files
-from gateway.http import connguard
+from gateway.http import connguard, wsdeflate
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
@@ -231,6 +231,7 @@ async def run(
                     app_factory = build_app
                 app = app_factory(runtime)
                 connguard.install()  # one connection's internal error must not stop the server
+                wsdeflate.install()  # small /ws frames are not worth compressing
                 hc = HypercornConfig()
                 hc.bind = [_bind(config.server.host, config.server.port)]
                 hc.graceful_timeout = config.server.graceful_timeout

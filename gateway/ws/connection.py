@@ -74,6 +74,12 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     return None
 
 
+def _delta_frame(pieces: list[str], seq: int) -> bytes:
+    """One `text_delta` frame carrying consecutive deltas joined (`seq`: the last one's), redacted."""
+    frame = {"type": "text_delta", "data": pieces[0] if len(pieces) == 1 else "".join(pieces), "seq": seq}
+    return redactor.redact_bytes(msgspec.json.encode(frame))
+
+
 class WebSocketApp:
     """The raw ASGI app mounted at `/ws` (raw for control of frames and close codes; speed is the same as
     Starlette's WebSocket wrapper in scripts/bench_ws.py).
@@ -322,15 +328,34 @@ class Connection:
     async def _deliver(self, events: list[EventRow]) -> None:
         """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
         frames: list[bytes] = []
+        # Consecutive text_deltas of one turn waiting here go out as one frame with the joined text and the last
+        # seq: the client sees the same text, and a socket that is behind catches up with one frame, not many.
+        delta: list[str] = []
+        delta_seq = 0
+        delta_turn: str | None = None
         for event in events:
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
+            if event.type == "text_delta":
+                data = event.data.get("data")
+                if isinstance(data, str):
+                    if delta and (delta_turn != event.turn_id or delta_seq != event.seq - 1):
+                        frames.append(_delta_frame(delta, delta_seq))
+                        delta = []
+                    delta.append(data)
+                    delta_seq, delta_turn = event.seq, event.turn_id
+                    continue
+            if delta:
+                frames.append(_delta_frame(delta, delta_seq))
+                delta = []
             if event.type == "turn_ended":
                 self._own_turns.discard(str(event.data.get("turn_id")))
             frame = event_frame(event, self.auth.version)
             if frame is not None:
                 frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
+        if delta:
+            frames.append(_delta_frame(delta, delta_seq))
         if frames:
             async with self._lock:
                 for plain in frames:
