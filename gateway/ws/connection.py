@@ -199,8 +199,9 @@ class Connection:
         self.cfg = runtime.config.ws
         self._lock = trio.Lock()
         self._own_turns: set[str] = set()
-        self._stamps: deque[float] = deque()
-        self._frame_stamps: deque[float] = deque()
+        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used).
+        self._stamps: deque[float] | None = None
+        self._frame_stamps: deque[float] | None = None
         self._failures = 0
         self.last_seq = 0
         self._nursery: trio.Nursery
@@ -416,6 +417,8 @@ class Connection:
                 return
             # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
             # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
+            if self._frame_stamps is None:
+                self._frame_stamps = deque()
             if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
                 if self.auth.version >= 2:
                     # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
@@ -444,17 +447,22 @@ class Connection:
                 continue
             kind = msg.get("type")
             text = msg.get("text")
+            limit = self.cfg.messages_per_minute
             if kind == "abort" or (kind == "message" and isinstance(text, str) and text.strip().lower() == "/stop"):
                 self._nursery.start_soon(self._guard, self._abort)  # the reader reads on while the abort runs
             elif kind == "message":
                 if not isinstance(text, str) or not text.strip():
                     await self.error("empty", "the message has no text")
-                elif not self._window_ok(self._stamps, self.cfg.messages_per_minute):
+                elif not self._window_ok(self._stamps if self._stamps is not None else self._new_stamps(), limit):
                     await self.error("rate_limited", f"at most {self.cfg.messages_per_minute} messages a minute")
                 else:
                     await self._submit(text)
             else:
                 await self.error("unknown_type", f"unknown message type {kind!r}")
+
+    def _new_stamps(self) -> deque[float]:
+        self._stamps = deque()
+        return self._stamps
 
     async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:
         """Refuse a frame that was not opened, then close. v1 gets an encrypted error first, as its clients expect;
