@@ -17,6 +17,7 @@ from actors.store import Store
 from storage import cron as cron_db
 from storage import sessions as sess_db
 from storage.cron import CronJob
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.scheduler")
 MAX_SLEEP = 60.0  # re-check at least this often, in case the wall clock was stepped
@@ -141,7 +142,7 @@ class Scheduler:
             key = await self._target(job)
             got: TurnAccepted = await ask(self.router, lambda r: Submit(key, job.prompt, r), timeout=10)
             accepted = got
-        except (ActorError, LookupError) as exc:
+        except (ActorError, LookupError, UsageCapReachedError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("cron job %s: cannot submit its turn: %s", job.id, error)
         await self.store.call(

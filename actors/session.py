@@ -36,11 +36,14 @@ from actors.providers.base import (
     TextDelta,
     ToolActivity,
     TurnRequest,
+    Usage,
+    estimate_usage,
 )
 from actors.store import StorageUnavailableError, Store
 from storage import events as ev_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
 
@@ -60,6 +63,7 @@ class SessionConfig:
     # own commit): one commit per delta burst would cost the loop more than sending them.
     commit_interval: float = 0.2
     model: str | None = None  # when the session pins none (None: the provider's own default)
+    caps: usage_db.CapPolicy = field(default_factory=usage_db.CapPolicy)  # where an account has no cap of its own
 
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
@@ -106,10 +110,27 @@ def _pinned(fn: Callable[Concatenate[Any, P], T], session_id: str) -> Callable[C
     return both
 
 
+def _capped(
+    fn: Callable[Concatenate[Any, P], T], owner: str | None, caps: usage_db.CapPolicy
+) -> Callable[Concatenate[Any, P], T]:
+    """`fn`, refused first (UsageCapReachedError, in its transaction: nothing stored) when `owner`'s tokens of the
+    UTC day have reached their cap."""
+
+    def both(conn: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        usage_db.check_cap(conn, owner, caps, now_ms=now_ms())
+        return fn(conn, *args, **kwargs)
+
+    return both
+
+
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
     ev_db.append_events(conn, batch)
     if batch:
         msg_db.reserve_seq(conn, batch[0].session_id, reserve_to)
+
+
+def _added(a: Usage, b: Usage) -> Usage:
+    return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
 
 
 class SessionActor:
@@ -324,12 +345,13 @@ class _SessionLife:
         ahead = len(self.queue) + (1 if self.running else 0)
         history: list[msg_db.MessageRow] | None = None
         pin: Pin = NO_PIN
+        caps = self.cfg.caps
         try:
             if ahead == 0:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
                 self.reserved = self.seq + SEQ_RESERVE
                 (turn_id, history), pin = await self.a.store.call(
-                    _with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)),
+                    _capped(_with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)), self.owner, caps),
                     self.session_id,
                     msg.text,
                     now_ms=now_ms(),
@@ -338,7 +360,10 @@ class _SessionLife:
                 )
             else:
                 turn_id = await self.a.store.call(
-                    _with(msg.also, msg_db.create_turn), self.session_id, msg.text, now_ms=now_ms()
+                    _capped(_with(msg.also, msg_db.create_turn), self.owner, caps),
+                    self.session_id,
+                    msg.text,
+                    now_ms=now_ms(),
                 )
         except Exception as exc:
             msg.reply.fail(exc)
@@ -563,6 +588,9 @@ class _SessionLife:
         self.running = running
         deltas: list[str] = []
         final: str | None = None
+        reported: Usage | None = None  # the provider's own count, summed over its reports
+        request: TurnRequest | None = None
+        provider_name, model_name = "", ""
         state, error = "completed", None
         # Cancelled from outside (shutdown, or a crash elsewhere in this session), even while the turn is being
         # begun: the turn still gets a recorded end below, then the cancellation goes on. Otherwise it would stay
@@ -586,6 +614,8 @@ class _SessionLife:
                 chosen = self.a.choose(pin)
                 provider = chosen.provider
                 model = chosen.model or self.cfg.model
+                provider_name = provider.name
+                model_name = model or provider.info().default_model or ""
                 self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
                 request = TurnRequest(
                     session_id=self.session_id,
@@ -612,6 +642,8 @@ class _SessionLife:
                                     self.emit(turn.turn_id, "system_status", {"data": item.text})
                                 case FinalText():
                                     final = item.text
+                                case Usage():
+                                    reported = item if reported is None else _added(reported, item)
                     except Exception as exc:
                         state, error = "failed", f"{type(exc).__name__}: {exc}"
                         log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
@@ -621,18 +653,34 @@ class _SessionLife:
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
+            usage: dict[str, Any] | None = None
+            if request is not None and (reported is not None or text or state == "completed"):
+                # A turn that reached its provider and got something back: counted, by estimate if it said nothing.
+                got = reported if reported is not None else estimate_usage(request, text)
+                usage = {
+                    "input_tokens": got.input_tokens,
+                    "output_tokens": got.output_tokens,
+                    "total_tokens": got.input_tokens + got.output_tokens,
+                    "estimated": reported is None,
+                    "model": model_name,
+                }
             # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
             # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
             ending: list[EventRow] = []
             if state == "completed":
                 data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
+                if usage is not None:
+                    data["usage"] = usage
                 ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
                 ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
             elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
                 data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
                 ending.append(self.emit(turn.turn_id, "error", data, show=False))
-            ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
+            ended: dict[str, Any] = {"turn_id": turn.turn_id, "state": state}
+            if usage is not None:
+                ended["usage"] = usage
+            ending.append(self.emit(turn.turn_id, "turn_ended", ended, show=False))
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
             ts = now_ms()
@@ -648,6 +696,19 @@ class _SessionLife:
                     error=error,
                     session_status="completed" if not self.queue else "waiting",
                 )
+                if usage is not None:
+                    usage_db.record(
+                        conn,
+                        turn.turn_id,
+                        self.session_id,
+                        owner=self.owner,
+                        provider=provider_name,
+                        model=model_name,
+                        input_tokens=usage["input_tokens"],
+                        output_tokens=usage["output_tokens"],
+                        estimated=usage["estimated"],
+                        now_ms=ts,
+                    )
 
             await self._record_end(finish, batch, ending, f"turn {turn.turn_id}")
             if cut_off is not None:

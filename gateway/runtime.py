@@ -41,6 +41,7 @@ from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 from storage.sealing import sealer_of
+from storage.usage import CapPolicy
 
 log = logging.getLogger("gateway.runtime")
 
@@ -69,6 +70,7 @@ def build_providers(
             read_timeout=o.read_timeout,
             max_retries=o.max_retries,
             max_iterations=o.max_iterations,
+            stream_usage=o.stream_usage,
         ),
         http_client=outbound.client,
     )
@@ -199,6 +201,7 @@ async def run(
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         model=None,  # each provider's own default, which the REST API may change
+                        caps=CapPolicy(config.usage.daily_token_cap, config.usage.unowned_daily_token_cap),
                     ),
                     registry=registry,
                 )

@@ -251,6 +251,27 @@ MIGRATIONS: list[Migration] = [
                 used_by TEXT, created_at INTEGER NOT NULL)""",
         ),
     ),
+    # Token usage (issue 18 item 8): one row per turn that reached its provider, kept when its session is deleted
+    # (a user's day still counts against their cap); `estimated` when the provider reported none. An account's
+    # own daily cap (tokens in and out per UTC day) beside it; none: the config's default applies.
+    (
+        "061_usage",
+        _sql(
+            """CREATE TABLE turn_usage (
+                turn_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, owner TEXT, provider TEXT NOT NULL,
+                model TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                estimated INTEGER NOT NULL, created_at INTEGER NOT NULL)""",
+            "CREATE INDEX turn_usage_owner_time ON turn_usage (owner, created_at)",
+            "CREATE INDEX turn_usage_time ON turn_usage (created_at)",
+            # Each owner's tokens per UTC day (owner '' for no account), kept beside the rows: a cap check is one
+            # lookup however many turns the day had.
+            """CREATE TABLE usage_daily (
+                owner TEXT NOT NULL, day INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (owner, day))""",
+            """CREATE TABLE usage_caps (
+                user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+                daily_tokens INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+        ),
+    ),
 ]
 
 

@@ -23,7 +23,7 @@ from actors.connector import (
     IngressDispatcher,
 )
 from actors.messages import RouterMsg
-from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished
+from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished, send_kick
 from actors.store import StorageUnavailableError, Store
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway.connectors.base import Context, SidecarTokens
@@ -139,6 +139,8 @@ class ConnectorService:
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=20, window=300.0, backoff=0.5, max_backoff=5.0),
             )
             self.outbox_address = (await sup.start(spec)).address
+            outbox = self.outbox_address
+            self.dispatcher.on_refused = lambda: send_kick(outbox)
             for row in await self.store.call(conn_db.list_connectors):
                 ref = f"{row.kind}/{row.name}"
                 if ref in self.files:

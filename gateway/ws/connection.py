@@ -27,6 +27,7 @@ from gateway.ws.handshake import AsgiTransport, Authenticated, AuthError, Discon
 from gateway.ws.identity import load_identity
 from storage import sessions as sess_db
 from storage.events import EventRow
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.ws")
 Ts = TypeVarTuple("Ts")
@@ -55,13 +56,16 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     if t == "result":
         text = d.get("text") or ""
         files = d.get("files") or parse_file_tags(text)
-        return {
+        frame: dict[str, Any] = {
             "type": "result",
             "text": text,
             "stream_fallback": bool(d.get("stream_fallback")),
             "files": files,
             "seq": event.seq,
         }
+        if "usage" in d:  # an extra field, which every client ignores unless it knows it
+            frame["usage"] = d["usage"]
+        return frame
     if t == "error":
         # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
         code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
@@ -485,6 +489,10 @@ class Connection:
         except StorageUnavailableError as exc:
             # Disk full, read-only or frozen: the message was not stored, so it is not accepted. Keep the socket.
             await self.error("internal_error", f"cannot start the turn: {exc}; nothing was stored, retry later")
+            return
+        except UsageCapReachedError as exc:
+            # Refused before it was stored: the client keeps its text and may send it again after midnight UTC.
+            await self.error("usage_cap_reached", f"{exc}; the message was not stored")
             return
         self._own_turns.add(accepted.turn_id)
 

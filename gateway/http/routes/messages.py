@@ -55,6 +55,8 @@ class AgentResponse(msgspec.Struct, kw_only=True):
     reply: str
     session: str
     session_id: str
+    # {input_tokens, output_tokens, total_tokens, estimated, model}: `estimated` when the provider reported none
+    usage: dict[str, Any] | None = None
 
 
 def connector_transport(ctx: Ctx, channel: str, account: str | None = None) -> str:
@@ -183,4 +185,6 @@ async def agent(ctx: Ctx) -> AgentResponse:
     outcome = await run_turn(ctx.runtime, key, req.message, timeout=req.timeout)
     if outcome.state != "completed":
         raise AgentError(f"the agent did not reply ({outcome.state}): {outcome.error or 'no detail'}")
-    return AgentResponse(reply=outcome.text, session=req.session, session_id=outcome.accepted.session_id)
+    return AgentResponse(
+        reply=outcome.text, session=req.session, session_id=outcome.accepted.session_id, usage=outcome.usage
+    )

@@ -72,6 +72,13 @@ class Usage(msgspec.Struct, kw_only=True):
     total_tokens: int
 
 
+def _usage(got: dict[str, Any] | None) -> Usage:
+    """The turn's usage as OpenAI counts it (what its provider reported, or the gateway's estimate)."""
+    tokens_in = int((got or {}).get("input_tokens", 0))
+    tokens_out = int((got or {}).get("output_tokens", 0))
+    return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
+
+
 class ChatCompletion(msgspec.Struct, kw_only=True):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -129,8 +136,7 @@ async def chat_completions(ctx: Ctx) -> Any:
         return ChatCompletion(
             id=f"chatcmpl-{outcome.accepted.turn_id}", created=created, model=req.model,
             choices=[Choice(index=0, message=AssistantMessage(content=outcome.text), finish_reason="stop")],
-            usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(outcome.text.split()),
-                        total_tokens=len(prompt.split()) + len(outcome.text.split())),
+            usage=_usage(outcome.usage),
         )  # fmt: skip
     streams = ctx.rest.streams
     who = ctx.client_key
