@@ -151,6 +151,10 @@ class Registry:
     def get(self, name: str) -> ActorInfo | None:
         return self._actors.get(name)
 
+    def addresses(self, prefix: str) -> list[Backlogged]:
+        """The addresses of the live actors whose name starts with `prefix`."""
+        return [i.address for n, i in self._actors.items() if n.startswith(prefix) and i.address is not None]
+
     def statistics(self) -> dict[str, dict[str, object]]:
         """Return a snapshot of every registered actor."""
         return {name: info.snapshot() for name, info in sorted(self._actors.items())}

@@ -208,7 +208,8 @@ class Connection:
         self._frame_stamps: deque[float] | None = None
         self._failures = 0
         self.last_seq = 0
-        self._nursery: trio.Nursery
+        self._nursery: trio.Nursery | None = None
+        self._going = False  # the gateway is stopping: close with 1001
         self._events: trio.MemoryReceiveChannel[EventRow] | None = None
         # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
         self.name = f"connection:{next(_numbers)}:{self.key}"
@@ -271,11 +272,15 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
+                        self._going = True
+                        nursery.cancel_scope.cancel()
                     nursery.start_soon(self._guard, self._stream, sub)
                     nursery.start_soon(self._guard, self._notifications, notes)
-                    nursery.start_soon(self._guard, self._going_away)
                     await self._guard(self._read)
                     nursery.cancel_scope.cancel()
+                if self._going:
+                    await self.wire.close(CLOSE_GOING_AWAY)
             finally:
                 if self._own_turns:
                     # The client left mid-turn: abort its turns, running or queued, and only those (another
@@ -289,15 +294,16 @@ class Connection:
                         except ActorError as exc:
                             log.warning("abort on disconnect of %s failed: %r", self.key, exc)
 
-    async def _going_away(self) -> None:
-        """At shutdown, tell the client at once (1001) instead of leaving it to hypercorn's graceful timeout.
+    def going_away(self) -> None:
+        """At shutdown (called by the gateway's one shutdown watcher), tell the client at once (1001) instead of
+        leaving it to hypercorn's graceful timeout.
 
         Its turn is not aborted: the restart marks it interrupted, and the client resumes with `resume_from`.
         """
-        await self.rt.shutdown.wait()
+        self._going = True
         self._own_turns.clear()
-        await self.wire.close(CLOSE_GOING_AWAY)
-        raise Disconnected()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _guard(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
         """Run one of the connection's tasks; the client going away ends them all, quietly."""
@@ -305,7 +311,8 @@ class Connection:
             await fn(*args)
         except Disconnected:
             self.wire.closed = True
-            self._nursery.cancel_scope.cancel()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
 
     async def _subscribe(
         self, after: int | None, *, before_auth_ok: bool = False
@@ -453,6 +460,7 @@ class Connection:
             text = msg.get("text")
             limit = self.cfg.messages_per_minute
             if kind == "abort" or (kind == "message" and isinstance(text, str) and text.strip().lower() == "/stop"):
+                assert self._nursery is not None  # the reader runs in it
                 self._nursery.start_soon(self._guard, self._abort)  # the reader reads on while the abort runs
             elif kind == "message":
                 if not isinstance(text, str) or not text.strip():
