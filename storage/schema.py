@@ -251,6 +251,22 @@ MIGRATIONS: list[Migration] = [
                 used_by TEXT, created_at INTEGER NOT NULL)""",
         ),
     ),
+    # Cron that fits (issue 18 item 4): a job's IANA timezone, and each run's end. Runs recorded before this had
+    # `claimed` (a crash cut it off), `failed` (never submitted) or `submitted` (its turn's end was not recorded):
+    # they take the end of their turn where it is known, the statuses now being running | ok | error | skipped.
+    (
+        "060_cron_timezone_runs",
+        _sql(
+            "ALTER TABLE cron_jobs ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC'",
+            "ALTER TABLE cron_runs ADD COLUMN ended_at INTEGER",
+            "UPDATE cron_runs SET status = 'error', ended_at = started_at, "
+            "error = COALESCE(error, 'the gateway stopped before the run''s turn was submitted') "
+            "WHERE status IN ('claimed', 'failed')",
+            "UPDATE cron_runs SET status = 'running' WHERE status = 'submitted'",
+            "CREATE INDEX cron_runs_newest ON cron_runs (job_id, id)",
+            "CREATE INDEX cron_runs_open ON cron_runs (job_id) WHERE status = 'running'",
+        ),
+    ),
     # Token usage (issue 18 item 8): one row per turn that reached its provider, kept when its session is deleted
     # (a user's day still counts against their cap); `estimated` when the provider reported none. An account's
     # own daily cap (tokens in and out per UTC day) beside it; none: the config's default applies.

@@ -207,7 +207,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     ws: WebSocketConfig = WebSocketConfig()
     files: Files = Files()
     outbox: Outbox = Outbox()
-    # [connectors.<kind>.<name>]: validated by gateway.connectors.model (issue 4); read-only over the API.
+    # [connectors.<kind>.<name>]: validated by the kind's settings (connectors/registry.py); read-only over the API.
     connectors: dict[str, dict[str, dict[str, Any]]] = msgspec.field(default_factory=dict)
     auth: Auth = Auth()
     limits: Limits = Limits()

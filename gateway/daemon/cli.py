@@ -337,6 +337,24 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return rotate(*_load(args))
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from gateway.daemon import backup
+
+    return backup.run_backup(args, *_load(args))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gateway.daemon import backup
+
+    return backup.run_restore(args, *_load(args))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.daemon import doctor
+
+    return doctor.run(args, lambda: _load(args))
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -444,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("version", cmd_version, "print the version")
     p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
     p.add_argument("action", choices=["rotate-key"], help="what to do")
+    p = add("backup", cmd_backup, "copy the database to FILE (0600, integrity-checked), the gateway running or not")
+    p.add_argument("file", metavar="FILE", help="the backup file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON for scripts")
+    p = add("restore", cmd_restore, "replace the database with a backup, keeping the old one (the gateway stopped)")
+    p.add_argument("file", metavar="FILE", help="a file written by `gateway backup`")
+    p.add_argument("--key", metavar="KEYFILE", help="the secrets.key saved with the backup (installed with it)")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON for scripts")
+    p = add("doctor", cmd_doctor, "check config, port, file modes, disk, database, provider, connectors, clock, limits")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON for scripts")
     from gateway.daemon.useradmin import add_arguments
 
     add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
