@@ -251,6 +251,8 @@ MIGRATIONS: list[Migration] = [
                 used_by TEXT, created_at INTEGER NOT NULL)""",
         ),
     ),
+    # A user's notification stream (`GET /api/notifications/stream`) reads "theirs after this id" at each one.
+    ("062_notifications_owner", _sql("CREATE INDEX notifications_owner ON notifications (owner, id)")),
 ]
 
 

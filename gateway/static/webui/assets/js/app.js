@@ -7,6 +7,7 @@ import { modelsView } from "./models.js";
 import { skillsView } from "./skills.js";
 import { mcpView } from "./tools.js";
 import { cronView, logsView, notificationsView } from "./panels.js";
+import { followNotifications } from "./notes.js";
 import { accountView, usersView } from "./accounts.js";
 import { overviewView } from "./overview.js";
 import { FINGERPRINT } from "./v2crypto.js";
@@ -36,6 +37,8 @@ let liveHooks = [];
 let unread = 0;
 let badgeEls = [];
 let pollTimer = null;
+let stopNotes = null;
+const shown = new Set(); // notification ids already shown: /ws and the stream both carry them to a token session
 
 const app = {
   onLeave(fn) {
@@ -45,7 +48,10 @@ const app = {
     liveHooks.push(fn);
   },
   onNotification(note) {
-    // Pushed over /ws: bump the badge at once, show it, then let the open screen redraw.
+    // Pushed (the stream, /ws): bump the badge at once, show it, then let the open screen redraw.
+    if (shown.has(note.id)) return;
+    if (shown.size > 1000) shown.clear();
+    shown.add(note.id);
     if (!note.read) setUnread(unread + 1);
     toast(`${note.title}${note.body ? ` — ${note.body.slice(0, 120)}` : ""}`, "note", 6000);
     for (const fn of liveHooks) fn(note);
@@ -157,7 +163,7 @@ function logout(reason = "") {
   chatState.engine = null;
   chatState.ref = null;
   chatState.pending = null;
-  clearInterval(pollTimer);
+  stopFollowing();
   setAuth(null);
   loginView(reason);
 }
@@ -191,11 +197,25 @@ function start() {
   parts = null;
   route();
   app.refreshBadge();
-  // /ws pushes notifications live; this poll is the fallback for accounts (no /ws) and SSE sessions.
+  // Notifications are pushed over their SSE stream as they are made; a slow poll of the count only while it is down.
+  stopFollowing();
+  stopNotes = followNotifications({
+    onNote: (note) => app.onNotification(note),
+    onUp: () => {
+      clearInterval(pollTimer);
+      pollTimer = null;
+    },
+    onDown: () => {
+      pollTimer ??= setInterval(() => app.refreshBadge(), 60_000);
+    },
+  });
+}
+
+function stopFollowing() {
+  if (stopNotes) stopNotes();
+  stopNotes = null;
   clearInterval(pollTimer);
-  pollTimer = setInterval(() => {
-    if (!chatState.engine || chatState.engine.mode !== "ws") app.refreshBadge();
-  }, 15_000);
+  pollTimer = null;
 }
 
 window.addEventListener("hashchange", route);
