@@ -202,13 +202,23 @@ function start() {
   stopNotes = followNotifications({
     onNote: (note) => app.onNotification(note),
     onUp: () => {
+      pushState("live");
       clearInterval(pollTimer);
       pollTimer = null;
     },
     onDown: () => {
+      pushState("down");
       pollTimer ??= setInterval(() => app.refreshBadge(), 60_000);
     },
   });
+}
+
+// Whether notifications arrive as they are made (the bell's title says so; tests wait on the attribute).
+function pushState(state) {
+  const bell = document.getElementById("bell");
+  if (!bell) return;
+  bell.dataset.push = state;
+  bell.title = state === "live" ? "Notifications (live)" : "Notifications (reconnecting; checked every minute)";
 }
 
 function stopFollowing() {
