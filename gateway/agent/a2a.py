@@ -1,11 +1,10 @@
-"""A2A agents: fetch and validate an agent's card; offer each enabled agent to the model as a tool, called with
-JSON-RPC `message/send` (or `message/stream`, SSE, when its card says it streams)."""
+"""A2A agents: fetch and validate an agent's card; offer each enabled agent to the model as a tool (JSON-RPC)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -216,7 +215,7 @@ def _result_of(envelope: Any) -> Any:
     return envelope["result"]
 
 
-async def _bounded_chunks(response: httpx.Response) -> Any:
+async def _bounded_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     seen = 0
     async for chunk in response.aiter_bytes():
         seen += len(chunk)
@@ -339,10 +338,6 @@ class A2ATools:
         if not isinstance(text, str) or not text.strip():
             raise A2ACallError("give the agent a `message` (a non-empty string)")
         return await self.agents.send(row, text)
-
-
-def agents_of(runtime: Runtime) -> A2AAgents | None:
-    return runtime.services.a2a
 
 
 async def reload_agents(runtime: Runtime) -> None:
