@@ -137,8 +137,8 @@ def _resume_id(ctx: Ctx) -> str | None:
 async def stream_notifications(ctx: Ctx) -> SSEResponse:
     resume = _resume_id(ctx)
     who = ctx.client_key
-    streams = ctx.rest.streams
-    streams.acquire(who)  # the same per-caller cap as the chat streams: 429 past `limits.max_streams`
+    streams = ctx.rest.note_streams
+    streams.acquire(who)  # `limits.max_streams` of these per caller (429 past it), beside those of the chat streams
     user = ctx.user
     runtime = ctx.runtime
 

@@ -115,7 +115,7 @@ async def test_last_event_id_sends_what_was_missed_then_follows_live(gateway: Ru
     assert [e["id"] for e in after_first] == [missed[1]["id"], live["id"]]
 
 
-async def test_a_bad_last_event_id_is_400_and_streams_count_against_the_cap(gateway: RunningGateway) -> None:
+async def test_a_bad_last_event_id_is_400_and_streams_have_their_own_cap(gateway: RunningGateway) -> None:
     bob = await register(gateway, "bob")
     with trio.fail_after(30):
         r = await bob.client.get(STREAM, headers={"Last-Event-ID": "../../etc"})
@@ -123,11 +123,17 @@ async def test_a_bad_last_event_id_is_400_and_streams_count_against_the_cap(gate
         assert "Last-Event-ID" in error_of(r)["message"]
         async with httpx.AsyncClient(base_url=gateway.base_url) as anon:
             assert (await anon.get(STREAM)).status_code == 401
-        # Each open stream holds one of the caller's `limits.max_streams` (4) slots, like the chat streams.
+        # Each open stream holds one of the caller's `limits.max_streams` (4) slots, counted apart from the chat
+        # streams': four tabs following their notifications leave the chat its own four.
         async with (
             bob.client.stream("GET", STREAM),
             bob.client.stream("GET", STREAM),
             bob.client.stream("GET", STREAM),
             bob.client.stream("GET", STREAM),
         ):
-            assert (await bob.client.get(STREAM)).status_code == 429
+            r = await bob.client.get(STREAM)
+            assert r.status_code == 429 and error_of(r)["code"] == "RATE_LIMITED"
+            sid = (await bob.client.post("/api/sessions", json={})).json()["session_id"]
+            async with bob.client.stream("POST", f"/api/sessions/{sid}/chat", json={"message": "hi"}) as chat:
+                assert chat.status_code == 200
+                await chat.aread()
