@@ -6,8 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
+from gateway.agent.a2a import A2ACallError, Answer, describe, tool_name
+from storage.skills import A2AServerRow
 from tests.conftest import RunningGateway
 from tests.fakes.a2a_server import AgentScript, FakeA2AAgent
 from tests.fakes.openai_server import FakeOpenAI, Script
@@ -155,3 +158,40 @@ async def test_a_card_pointing_at_another_private_address_is_refused(
             assert content.startswith(f"error: tool {TOOL} failed: ") and "outbound policy" in content, content
             assert of_type(events, "turn_ended")[-1]["state"] == "completed"
     assert elsewhere.requests == [] and agent.requests == []
+
+
+def test_names_and_descriptions_come_from_the_card() -> None:
+    card = {"skills": [{"name": "Route finder", "description": "Finds routes."}, "junk", {"id": "x"}]}
+    row = A2AServerRow(id="0123456789abcdef", base_url="http://a", name="Zürich Trains & Co!", description="Trains.",
+                       card=card)  # fmt: skip
+    assert tool_name(row) == "a2a__z_rich_trains_co"
+    assert tool_name(row, {"a2a__z_rich_trains_co"}) == "a2a__z_rich_trains_co_abcdef"
+    long = A2AServerRow(id="0123456789abcdef", base_url="http://a", name="x" * 200, description="")
+    assert len(tool_name(long)) == 64 and len(tool_name(long, {tool_name(long)})) == 64
+    assert describe(row) == "Ask the remote agent 'Zürich Trains & Co!' (A2A). Trains.\n- Route finder: Finds routes."
+
+
+def test_an_answer_reads_messages_tasks_and_stream_updates() -> None:
+    def text_part(t: str) -> dict[str, Any]:
+        return {"kind": "text", "text": t}
+
+    answer = Answer()
+    answer.add({"kind": "message", "parts": [text_part("hi "), {"kind": "file"}, text_part("there")]})
+    assert answer.text() == "hi there"
+    streamed = Answer()
+    streamed.add({"kind": "task", "status": {"state": "submitted"}})
+    streamed.add({"kind": "artifact-update", "artifact": {"artifactId": "a", "parts": [text_part("one ")]}})
+    streamed.add(
+        {"kind": "artifact-update", "append": True, "artifact": {"artifactId": "a", "parts": [text_part("two")]}}
+    )
+    streamed.add({"kind": "status-update", "status": {"state": "input-required"}, "final": True})
+    assert streamed.text() == "one two\n[the agent's task is input-required]"
+    failed = Answer()
+    failed.add({"kind": "task", "status": {"state": "rejected", "message": {"parts": [text_part("not mine")]}}})
+    with pytest.raises(A2ACallError, match="rejected: not mine"):
+        failed.text()
+    with pytest.raises(A2ACallError, match="unknown kind"):
+        Answer().add({"kind": "weird"})
+    long = Answer()
+    long.add({"kind": "message", "parts": [text_part("y" * 40_000)]})
+    assert long.text().endswith("[cut: the answer was longer]") and len(long.text()) < 33_000
