@@ -32,7 +32,7 @@ from gateway import __version__
 from gateway.config.file import Config, Paths, secret_values
 from gateway.core import Runtime
 from gateway.daemon.fdlimit import fit_open_files
-from gateway.http import connguard
+from gateway.http import connguard, wsdeflate
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
@@ -43,6 +43,7 @@ from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 from storage.sealing import sealer_of
+from storage.usage import CapPolicy
 
 log = logging.getLogger("gateway.runtime")
 
@@ -71,6 +72,7 @@ def build_providers(
             read_timeout=o.read_timeout,
             max_retries=o.max_retries,
             max_iterations=o.max_iterations,
+            stream_usage=o.stream_usage,
         ),
         http_client=outbound.client,
     )
@@ -201,6 +203,7 @@ async def run(
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         model=None,  # each provider's own default, which the REST API may change
+                        caps=CapPolicy(config.usage.daily_token_cap, config.usage.unowned_daily_token_cap),
                     ),
                     registry=registry,
                 )
@@ -233,6 +236,7 @@ async def run(
                     app_factory = build_app
                 app = app_factory(runtime)
                 connguard.install()  # one connection's internal error must not stop the server
+                wsdeflate.install()  # small /ws frames are not worth compressing
                 hc = HypercornConfig()
                 hc.bind = [_bind(config.server.host, config.server.port)]
                 hc.graceful_timeout = config.server.graceful_timeout
@@ -248,7 +252,7 @@ async def run(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
                     )
                     runtime.listening.set()
-                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
+                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight, registry)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
                 core.cancel("gateway shutdown")
@@ -290,13 +294,21 @@ class InFlight:
             await self._idle.wait()
 
 
-async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight) -> None:
-    """Once shutting down and every request and socket has been answered, stop hypercorn at once.
+async def _end_edge_when_drained(
+    edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight, registry: Registry
+) -> None:
+    """Once shutting down, tell every `/ws` connection to go (1001); once every request and socket has been
+    answered, stop hypercorn at once.
 
     Hypercorn drains for `graceful_timeout` itself, but its WebSocket ping task sleeps out its interval after the
     socket has closed, which would hold every stop with a connected client for the whole graceful timeout.
     """
     await shutdown.wait()
+    # One watcher for all connections, not a task in each of them waiting for this.
+    for connection in registry.addresses("connection:"):
+        going_away = getattr(connection, "going_away", None)
+        if going_away is not None:
+            going_away()
     await inflight.wait_idle()
     edge.cancel()
 
