@@ -16,6 +16,9 @@ from actors.messages import RouterMsg, SessionKey, Submit, TurnAccepted
 from actors.store import StorageUnavailableError, Store
 from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor
 from storage import ingress as ingress_db
+from storage import outbox as outbox_db
+from storage.clock import now_ms
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.connectors")
 
@@ -233,6 +236,8 @@ class IngressDispatcher:
     ) -> None:
         self.store = store
         self.on_turn = on_turn  # told of each turn it submits (cheap, never blocks): notifications
+        self.on_refused: Callable[[], None] | None = None  # a refusal was planned for delivery: wake the outbox
+        self.refused = 0
         self.settle = settle
         self.max_delay = max_delay
         self._last_wake = 0.0
@@ -290,9 +295,13 @@ class IngressDispatcher:
             key = SessionKey(first.transport, first.chat_id, first.topic_id)
             text = "\n\n".join(r.text for r in rows if r.text) or "(event without text)"
             # The turn and the mark that its events are fed commit together: after a crash they are not fed again.
-            accepted = await self._submit(
-                key, text, partial(ingress_db.mark_fed, session_id=first.session_id, last_id=rows[-1].id)
-            )
+            try:
+                accepted = await self._submit(
+                    key, text, partial(ingress_db.mark_fed, session_id=first.session_id, last_id=rows[-1].id)
+                )
+            except UsageCapReachedError as exc:
+                await self._refuse(first.session_id, rows[-1].id, exc)
+                continue
             self.turns += 1
             if self.on_turn is not None:
                 self.on_turn(key, accepted)
@@ -300,11 +309,28 @@ class IngressDispatcher:
         self.dispatched += len(pending)
         return True
 
+    async def _refuse(self, session_id: str, last_id: int, exc: UsageCapReachedError) -> None:
+        """The session's owner is over their daily token cap: its events stay stored (marked fed, never run) and
+        the chat is told so, by the outbox like any reply (once: the reply's id is made of the events')."""
+        text = f"Not sent to the agent: {exc}."
+
+        def refuse(conn: sqlite3.Connection) -> None:
+            ingress_db.mark_fed(conn, session_id, last_id)
+            outbox_db.plan_turn(conn, session_id, f"usage-cap-{session_id}-{last_id}", text, now_ms=now_ms())
+
+        await self.store.call(refuse)
+        self.refused += 1
+        log.info("events of session %s up to %d refused: %s", session_id, last_id, exc)
+        if self.on_refused is not None:
+            self.on_refused()
+
     async def _submit(self, key: SessionKey, text: str, also: Callable[[sqlite3.Connection], None]) -> TurnAccepted:
         delay = 0.05
         while True:
             try:
                 return await ask(self.router, lambda r: Submit(key, text, r, also), timeout=30)
+            except UsageCapReachedError:
+                raise  # not temporary within the day: the caller answers the chat instead
             except (BusyError, DeadActorError, Exception) as exc:
                 # A full session queue is temporary; the events are durable, so wait and try again.
                 log.warning("cannot feed events to session %s yet (%s); retrying in %.2fs", key, exc, delay)

@@ -176,9 +176,11 @@ class Router:
         one key never overlap."""
         live = self._live.pop(key)
         self._retired += 1
-        if len(self._leaving) >= 256:
+        # Only actors still on their way out are kept (a table that only grew kept every retired key alive).
+        if self._leaving:
             self._leaving = {k: e for k, e in self._leaving.items() if not e.is_set()}
-        self._leaving[key] = live.child.done
+        if not live.child.done.is_set():
+            self._leaving[key] = live.child.done
 
 
 async def start_router(

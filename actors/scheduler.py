@@ -6,8 +6,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
@@ -17,6 +18,8 @@ from actors.store import Store
 from storage import cron as cron_db
 from storage import sessions as sess_db
 from storage.cron import CronJob
+from storage.events import EventRow
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.scheduler")
 MAX_SLEEP = 60.0  # re-check at least this often, in case the wall clock was stepped
@@ -40,14 +43,69 @@ def check_cron(expression: str) -> None:
         ) from None
 
 
-def next_slot(job: CronJob, after_ms: int) -> int:
-    """The job's first slot strictly after `after_ms` (UTC): cron slots, or interval steps from its creation."""
-    if job.cron:
-        from croniter import croniter
+def check_timezone(name: str) -> ZoneInfo:
+    """The IANA zone called `name` (e.g. `Europe/Berlin`, `UTC`), or ScheduleError saying it is not one."""
+    # The tzdata package backs zoneinfo where the OS has no tz database (Windows, slim images, the zipapp).
+    try:
+        if name and len(name) <= 64 and name == name.strip():
+            return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    raise ScheduleError(f"{name!r} is not an IANA timezone name (such as UTC, Europe/Berlin or America/New_York)")
 
-        start = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
-        nxt: datetime = croniter(job.cron, start).get_next(datetime)
-        return int(nxt.timestamp() * 1000)
+
+def local_instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The UTC instant a naive wall-clock time in `zone` names.
+
+    A time the fall-back repeats names its first occurrence; a time the spring-forward skips names the moment the
+    clocks jump, the first valid time after it. So a cron slot fires once in both cases.
+    """
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == wall:
+        return first
+    # In the gap: fold=1 reads it with the offset after the jump (an instant before it), fold=0 with the offset
+    # before (an instant after it); the jump lies between, found to the second.
+    lo = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    hi = int(first.timestamp())
+    if lo > hi:
+        lo, hi = hi, lo
+    after = _offset(hi, zone)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(mid, zone) == after:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _offset(t: int, zone: ZoneInfo) -> timedelta | None:
+    return datetime.fromtimestamp(t, UTC).astimezone(zone).utcoffset()
+
+
+def next_cron_time(expression: str, zone: ZoneInfo, after_ms: int) -> int:
+    """The first slot of `expression`, read as wall-clock times in `zone`, strictly after `after_ms` (UTC ms)."""
+    from croniter import croniter
+
+    after = datetime.fromtimestamp(after_ms / 1000, tz=UTC)
+    # croniter walks the zone's wall clock as if it were UTC, so it never sees a DST jump; each wall time is then
+    # placed in the zone (`local_instant`). Wall times that land at or before `after` (the second pass of a repeated
+    # hour, the skipped ones merged into the jump) are passed over, so each fires once.
+    wall = after.astimezone(zone).replace(tzinfo=UTC)
+    slots = croniter(expression, wall)
+    for _ in range(10_000):
+        nxt: datetime = slots.get_next(datetime)
+        ms = int(local_instant(nxt.replace(tzinfo=None), zone).timestamp() * 1000)
+        if ms > after_ms:
+            return ms
+    raise ScheduleError(f"{expression!r} has no slot after {after.isoformat()} in {zone.key}")
+
+
+def next_slot(job: CronJob, after_ms: int) -> int:
+    """The job's first slot strictly after `after_ms` (UTC): cron slots in its timezone, or interval steps from its
+    creation."""
+    if job.cron:
+        return next_cron_time(job.cron, check_timezone(job.timezone), after_ms)
     assert job.interval_seconds
     step = job.interval_seconds * 1000
     elapsed = max(0, after_ms - job.created_at)
@@ -64,7 +122,8 @@ class Fired:
 
 
 class Scheduler:
-    """Fires due jobs. Wall time comes from `wall()` (seconds) so tests can drive it from trio's clock."""
+    """Fires due jobs and records each run's end. Wall time comes from `wall()` (seconds) so tests can drive it
+    from trio's clock. Give `on_event` every session event (it watches for the end of the runs' turns)."""
 
     def __init__(
         self,
@@ -82,13 +141,21 @@ class Scheduler:
         self.last_error: str | None = None
         self.running = False
         self._wake = trio.Event()
+        self._open: set[str] = set()  # turn ids of runs still running
+        self._ended = trio.Event()  # one of them has ended
 
     def now_ms(self) -> int:
         return int(self.wall() * 1000)
 
     def wake(self) -> None:
-        """Re-read the jobs now (after one was created, toggled or deleted)."""
+        """Re-read the jobs now (after one was created, changed or deleted)."""
         self._wake.set()
+
+    def on_event(self, event: EventRow) -> None:
+        """An event listener (synchronous, cheap): a run's turn has ended, so its run gets its end recorded."""
+        if event.type == "turn_ended" and event.turn_id in self._open:
+            self._open.discard(event.turn_id)
+            self._ended.set()
 
     def status(self) -> dict[str, Any]:
         if not self.running:
@@ -99,23 +166,40 @@ class Scheduler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; a failing round is logged and retried, never fatal."""
+        # Runs an earlier life left open: those never submitted end as errors, those whose turn has ended since
+        # (or was marked interrupted at start) take its end, the rest (turns still queued) are watched.
+        now = self.now_ms()
+        await self.store.call(cron_db.fail_unsubmitted, now_ms=now)
+        await self.store.call(cron_db.settle_runs, now_ms=now)
+        self._open.update(await self.store.call(cron_db.open_turns))
         self.running = True
         task_status.started()
         try:
-            while True:
-                delay = MAX_SLEEP
-                try:
-                    delay = await self.tick()
-                    self.last_error = None
-                except Exception as exc:
-                    self.last_error = f"scheduler round failed: {exc!r}"
-                    log.error("%s", self.last_error)
-                    delay = 5.0
-                with trio.move_on_after(max(0.0, min(delay, MAX_SLEEP))):
-                    await self._wake.wait()
-                self._wake = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._settle_loop)
+                while True:
+                    delay = MAX_SLEEP
+                    try:
+                        delay = await self.tick()
+                        self.last_error = None
+                    except Exception as exc:
+                        self.last_error = f"scheduler round failed: {exc!r}"
+                        log.error("%s", self.last_error)
+                        delay = 5.0
+                    with trio.move_on_after(max(0.0, min(delay, MAX_SLEEP))):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
         finally:
             self.running = False
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._ended.wait()
+            self._ended = trio.Event()
+            try:
+                await self.store.call(cron_db.settle_runs, now_ms=self.now_ms())
+            except Exception as exc:  # retried at the next end, and by every round that claims a slot
+                log.error("cannot record the end of a cron run: %r", exc)
 
     async def tick(self) -> float:
         """Fire what is due now; return the seconds until the next slot."""
@@ -129,30 +213,37 @@ class Scheduler:
         return max(0.0, (min(upcoming) - self.now_ms()) / 1000)
 
     async def trigger(self, job: CronJob) -> Fired:
-        """Run a job now, outside its schedule (recorded as a `manual` run)."""
+        """Run a job now, outside its schedule (recorded as a `manual` run, even while a scheduled one runs)."""
         slot = await self.store.call(cron_db.claim_manual, job.id, self.now_ms())
         return await self.fire(job, slot, "manual")
 
     async def fire(self, job: CronJob, slot: int, trigger: str) -> Fired:
-        """Submit the job's prompt to its target and record the outcome of the run (the slot is already claimed)."""
+        """Submit the job's prompt to its target and record the run's turn (the slot is already claimed); the run
+        ends when that turn does."""
         accepted: TurnAccepted | None = None
         error: str | None = None
         try:
             key = await self._target(job)
             got: TurnAccepted = await ask(self.router, lambda r: Submit(key, job.prompt, r), timeout=10)
             accepted = got
-        except (ActorError, LookupError) as exc:
+        except (ActorError, LookupError, UsageCapReachedError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("cron job %s: cannot submit its turn: %s", job.id, error)
-        await self.store.call(
-            cron_db.finish_run,
-            job.id,
-            slot,
-            status="submitted" if accepted else "failed",
-            session_id=accepted.session_id if accepted else None,
-            turn_id=accepted.turn_id if accepted else None,
-            error=error,
-        )
+        except Exception as exc:  # recorded rather than left `running`, which would skip every later slot
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("cron job %s: submitting its turn failed", job.id)
+        if accepted is not None:
+            self._open.add(accepted.turn_id)
+            await self.store.call(
+                cron_db.run_submitted,
+                job.id,
+                slot,
+                session_id=accepted.session_id,
+                turn_id=accepted.turn_id,
+                now_ms=self.now_ms(),
+            )
+        else:
+            await self.store.call(cron_db.run_failed, job.id, slot, error=error or "failed", now_ms=self.now_ms())
         self.fired += 1
         fired = Fired(job, slot, trigger, accepted, error)
         if self.on_fired is not None:

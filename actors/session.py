@@ -36,11 +36,14 @@ from actors.providers.base import (
     TextDelta,
     ToolActivity,
     TurnRequest,
+    Usage,
+    estimate_usage,
 )
 from actors.store import StorageUnavailableError, Store
 from storage import events as ev_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
 
@@ -56,7 +59,11 @@ class SessionConfig:
     history_limit: int = 50
     recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap
     subscriber_buffer: int = 1024
+    # While a turn streams, its events are committed in groups at most this often (a result still waits for its
+    # own commit): one commit per delta burst would cost the loop more than sending them.
+    commit_interval: float = 0.2
     model: str | None = None  # when the session pins none (None: the provider's own default)
+    caps: usage_db.CapPolicy = field(default_factory=usage_db.CapPolicy)  # where an account has no cap of its own
 
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
@@ -103,10 +110,27 @@ def _pinned(fn: Callable[Concatenate[Any, P], T], session_id: str) -> Callable[C
     return both
 
 
+def _capped(
+    fn: Callable[Concatenate[Any, P], T], owner: str | None, caps: usage_db.CapPolicy
+) -> Callable[Concatenate[Any, P], T]:
+    """`fn`, refused first (UsageCapReachedError, in its transaction: nothing stored) when `owner`'s tokens of the
+    UTC day have reached their cap."""
+
+    def both(conn: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        usage_db.check_cap(conn, owner, caps, now_ms=now_ms())
+        return fn(conn, *args, **kwargs)
+
+    return both
+
+
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
     ev_db.append_events(conn, batch)
     if batch:
         msg_db.reserve_seq(conn, batch[0].session_id, reserve_to)
+
+
+def _added(a: Usage, b: Usage) -> Usage:
+    return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
 
 
 class SessionActor:
@@ -175,19 +199,24 @@ class _SessionLife:
         self.held: list[EventRow] = []  # a turn's outcome whose commit failed: shown once the flusher stores it
         # Emitted but not sent yet, in seq order: an event waiting for its commit holds back the later ones, so
         # subscribers always get numbers in order (a dropped turn's end is committed while the next turn streams).
-        self.unsent: deque[EventRow] = deque()
+        self.unsent: deque[EventRow] | None = None  # created by the first event that must wait
         self.released: set[int] = set()
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
-        self.recent: deque[EventRow] = deque(maxlen=self.cfg.recent_events)
+        # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
+        # created on first use and let go once everything shown is stored (a subscriber then reads storage).
+        self.recent: deque[EventRow] | None = None
         self.subscribers: list[trio.MemorySendChannel[EventRow]] = []
-        self.queue: deque[_QueuedTurn] = deque()
+        self.queue: list[_QueuedTurn] = []  # at most `max_queue`
         self.running: _RunningTurn | None = None
         self.last_activity = trio.current_time()
         self.idle_sent_at: int | None = None
-        self.dirty = trio.Event()
-        self.flushed = trio.Event()
-        self.work = trio.Event()
+        # The runner and the flusher are tasks only while they have work: an idle session is its serve loop alone.
+        self.nursery: trio.Nursery | None = None
+        self.runner_on = False
+        self.flusher_on = False
+        self.urgent: trio.Event | None = None  # the flusher's wait, cut short when many events wait
+        self.flushed: trio.Event | None = None  # set (and dropped) at each commit of events, when someone waits
         self.stopping = False
 
     # ---- lifecycle ----
@@ -214,12 +243,10 @@ class _SessionLife:
             raise
         for t in queued:
             self.queue.append(_QueuedTurn(t.id, t.prompt))
-        if self.queue:
-            self.work.set()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._flusher)
-                nursery.start_soon(self._runner)
+                self.nursery = nursery
+                self._kick_runner()
                 await self._serve(inbox, nursery)
                 # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
                 while self.running is not None or self.queue:
@@ -318,12 +345,13 @@ class _SessionLife:
         ahead = len(self.queue) + (1 if self.running else 0)
         history: list[msg_db.MessageRow] | None = None
         pin: Pin = NO_PIN
+        caps = self.cfg.caps
         try:
             if ahead == 0:
                 # Idle: accept and start in one commit, so the provider starts one fsync sooner.
                 self.reserved = self.seq + SEQ_RESERVE
                 (turn_id, history), pin = await self.a.store.call(
-                    _with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)),
+                    _capped(_with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)), self.owner, caps),
                     self.session_id,
                     msg.text,
                     now_ms=now_ms(),
@@ -332,13 +360,16 @@ class _SessionLife:
                 )
             else:
                 turn_id = await self.a.store.call(
-                    _with(msg.also, msg_db.create_turn), self.session_id, msg.text, now_ms=now_ms()
+                    _capped(_with(msg.also, msg_db.create_turn), self.owner, caps),
+                    self.session_id,
+                    msg.text,
+                    now_ms=now_ms(),
                 )
         except Exception as exc:
             msg.reply.fail(exc)
             return
         self.queue.append(_QueuedTurn(turn_id, msg.text, history, pin))
-        self.work.set()
+        self._kick_runner()
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
 
     async def _subscribe(self, msg: Subscribe) -> None:
@@ -349,9 +380,10 @@ class _SessionLife:
         replay: list[EventRow] = []
         after = msg.after_seq
         while True:
-            floor = self.recent[0].seq if self.recent else self.shown + 1
+            recent = self.recent or ()
+            floor = recent[0].seq if recent else self.shown + 1
             if after + 1 >= floor:
-                replay.extend(e for e in self.recent if e.seq > after)
+                replay.extend(e for e in recent if e.seq > after)
                 break
             try:
                 rows = await self.a.store.read(ev_db.events_after, self.session_id, after, limit=2000)
@@ -369,7 +401,7 @@ class _SessionLife:
                     log.info("session %s: events after seq %d were lost in a crash; resuming", self.a.key, after)
                 else:
                     log.error("session %s: gap in events after seq %d", self.a.key, after)  # a bug: never expected
-                replay.extend(e for e in self.recent if e.seq > after)
+                replay.extend(e for e in self.recent or () if e.seq > after)
                 break
             replay.extend(rows)
             after = rows[-1].seq
@@ -433,7 +465,15 @@ class _SessionLife:
         self.seq += 1
         event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
         self.pending.append(event)
-        self.dirty.set()
+        if not self.flusher_on:
+            self._kick_flusher()
+        elif self.urgent is not None and len(self.pending) >= self.cfg.recent_events // 2:
+            self.urgent.set()
+        if show and not self.unsent:
+            self._send(event)  # nothing waits for a commit ahead of it
+            return event
+        if self.unsent is None:
+            self.unsent = deque()
         self.unsent.append(event)
         if show:
             self.show(event)
@@ -442,35 +482,60 @@ class _SessionLife:
     def show(self, event: EventRow) -> None:
         """Let an emitted event go to subscribers: now, or right after earlier ones still waiting for their commit."""
         self.released.add(event.seq)
-        while self.unsent and self.unsent[0].seq in self.released:
-            first = self.unsent.popleft()
+        unsent = self.unsent
+        while unsent and unsent[0].seq in self.released:
+            first = unsent.popleft()
             self.released.discard(first.seq)
             self._send(first)
 
     def _send(self, event: EventRow) -> None:
         """Send an event to every subscriber and listener (a subscriber that cannot keep up is cut off)."""
         self.shown = max(self.shown, event.seq)
+        if self.recent is None:
+            self.recent = deque(maxlen=self.cfg.recent_events)
         self.recent.append(event)
-        alive: list[trio.MemorySendChannel[EventRow]] = []
+        gone: list[trio.MemorySendChannel[EventRow]] | None = None
         for ch in self.subscribers:
             try:
                 ch.send_nowait(event)
             except trio.WouldBlock:
                 # A subscriber that cannot keep up is cut off; it resumes from its last seq.
                 ch.close()
+                gone = [*(gone or ()), ch]
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            else:
-                alive.append(ch)
-        self.subscribers = alive
+                gone = [*(gone or ()), ch]
+        if gone is not None:
+            self.subscribers = [ch for ch in self.subscribers if ch not in gone]
         if self.a.on_event is not None:
             self.a.on_event(event)
 
+    def _kick_flusher(self) -> None:
+        if self.nursery is not None and not self.flusher_on:
+            self.flusher_on = True
+            self.nursery.start_soon(self._flusher)
+
+    def _flushed_to(self, seq: int) -> None:
+        self.flushed_seq = max(self.flushed_seq, seq)
+        if self.flushed is not None:
+            self.flushed.set()
+            self.flushed = None
+
     async def _flusher(self) -> None:
+        """Store what is pending, then end (emit starts it again): no task while nothing waits for a commit."""
+        try:
+            await self._flush()
+        finally:
+            self.flusher_on = False
+
+    async def _flush(self) -> None:
         backoff = 0.05
-        while True:
-            await self.dirty.wait()
-            self.dirty = trio.Event()
+        while self.pending:
+            if self.running is not None and self.cfg.commit_interval > 0:
+                # Mid-turn: gather more of its events into this commit (a turn's end commits what is left).
+                self.urgent = trio.Event()
+                with trio.move_on_after(self.cfg.commit_interval):
+                    await self.urgent.wait()
+                self.urgent = None
             batch, self.pending = self.pending, []
             if not batch:
                 continue  # a turn's end already wrote them with its final state
@@ -490,27 +555,32 @@ class _SessionLife:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
             backoff = 0.05
-            self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
-            self.flushed.set()
-            self.flushed = trio.Event()
+            self._flushed_to(batch[-1].seq)
             while self.held and self.held[0].seq <= self.flushed_seq:
                 self.show(self.held.pop(0))
 
     async def _wait_flushed(self, seq: int) -> None:
         while self.flushed_seq < seq:
+            if self.flushed is None:
+                self.flushed = trio.Event()
             await self.flushed.wait()
 
     # ---- turns ----
 
+    def _kick_runner(self) -> None:
+        if self.nursery is not None and self.queue and not self.runner_on:
+            self.runner_on = True
+            self.nursery.start_soon(self._runner)
+
     async def _runner(self) -> None:
-        while True:
-            await self.work.wait()
-            if not self.queue:
-                self.work = trio.Event()
-                continue
-            turn = self.queue.popleft()
-            await self._run_turn(turn)
-            self.last_activity = trio.current_time()
+        """Run the queued turns one after another, then end (a new turn starts it again)."""
+        try:
+            while self.queue:
+                turn = self.queue.pop(0)
+                await self._run_turn(turn)
+                self.last_activity = trio.current_time()
+        finally:
+            self.runner_on = False
 
     async def _run_turn(self, turn: _QueuedTurn) -> None:
         store = self.a.store
@@ -518,6 +588,9 @@ class _SessionLife:
         self.running = running
         deltas: list[str] = []
         final: str | None = None
+        reported: Usage | None = None  # the provider's own count, summed over its reports
+        request: TurnRequest | None = None
+        provider_name, model_name = "", ""
         state, error = "completed", None
         # Cancelled from outside (shutdown, or a crash elsewhere in this session), even while the turn is being
         # begun: the turn still gets a recorded end below, then the cancellation goes on. Otherwise it would stay
@@ -541,6 +614,8 @@ class _SessionLife:
                 chosen = self.a.choose(pin)
                 provider = chosen.provider
                 model = chosen.model or self.cfg.model
+                provider_name = provider.name
+                model_name = model or provider.info().default_model or ""
                 self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
                 request = TurnRequest(
                     session_id=self.session_id,
@@ -567,6 +642,8 @@ class _SessionLife:
                                     self.emit(turn.turn_id, "system_status", {"data": item.text})
                                 case FinalText():
                                     final = item.text
+                                case Usage():
+                                    reported = item if reported is None else _added(reported, item)
                     except Exception as exc:
                         state, error = "failed", f"{type(exc).__name__}: {exc}"
                         log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
@@ -576,18 +653,34 @@ class _SessionLife:
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
+            usage: dict[str, Any] | None = None
+            if request is not None and (reported is not None or text or state == "completed"):
+                # A turn that reached its provider and got something back: counted, by estimate if it said nothing.
+                got = reported if reported is not None else estimate_usage(request, text)
+                usage = {
+                    "input_tokens": got.input_tokens,
+                    "output_tokens": got.output_tokens,
+                    "total_tokens": got.input_tokens + got.output_tokens,
+                    "estimated": reported is None,
+                    "model": model_name,
+                }
             # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
             # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
             ending: list[EventRow] = []
             if state == "completed":
                 data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
+                if usage is not None:
+                    data["usage"] = usage
                 ending.append(self.emit(turn.turn_id, "result", data, show=False))
             elif state == "failed":
                 ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
             elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
                 data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
                 ending.append(self.emit(turn.turn_id, "error", data, show=False))
-            ending.append(self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": state}, show=False))
+            ended: dict[str, Any] = {"turn_id": turn.turn_id, "state": state}
+            if usage is not None:
+                ended["usage"] = usage
+            ending.append(self.emit(turn.turn_id, "turn_ended", ended, show=False))
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
             ts = now_ms()
@@ -603,6 +696,19 @@ class _SessionLife:
                     error=error,
                     session_status="completed" if not self.queue else "waiting",
                 )
+                if usage is not None:
+                    usage_db.record(
+                        conn,
+                        turn.turn_id,
+                        self.session_id,
+                        owner=self.owner,
+                        provider=provider_name,
+                        model=model_name,
+                        input_tokens=usage["input_tokens"],
+                        output_tokens=usage["output_tokens"],
+                        estimated=usage["estimated"],
+                        now_ms=ts,
+                    )
 
             await self._record_end(finish, batch, ending, f"turn {turn.turn_id}")
             if cut_off is not None:
@@ -622,18 +728,22 @@ class _SessionLife:
             try:
                 await self.a.store.call(fn)
                 if batch:
-                    self.flushed_seq = max(self.flushed_seq, batch[-1].seq)
-                    self.flushed.set()
-                    self.flushed = trio.Event()
+                    self._flushed_to(batch[-1].seq)
             except Exception as exc:
                 log.error("session %s: cannot record the end of %s: %r", self.a.key, what, exc)
                 # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
                 self.pending[:0] = batch
                 self.held.extend(ending)
-                self.dirty.set()
+                self._kick_flusher()
             else:
                 for event in ending:
                     self.show(event)
+                if self.flushed_seq >= self.shown and not self.pending:
+                    # Everything shown is stored: a subscriber joining now reads it from storage. A long reply's
+                    # deltas would otherwise stay in memory until the session hibernates.
+                    self.recent = None
+                    if not self.unsent:
+                        self.unsent = None
         if waited.cancelled_caught:
             # Still queued in the store, which will commit it: show it now rather than hold back every later event.
             log.warning("session %s: storing the end of %s takes over 5 s; showing it meanwhile", self.a.key, what)

@@ -64,13 +64,15 @@ class RestartBudget:
 
     def __init__(self, policy: RestartPolicy) -> None:
         self.policy = policy
-        self._times: deque[float] = deque()
+        self._times: deque[float] | None = None  # created by the first restart: most actors never restart
 
     def allows(self, error: BaseException | None, *, now: float) -> bool:
         """Return True when the actor that just stopped (crashed when `error` is set) should restart."""
         mode = self.policy.mode
         if mode is Restart.TEMPORARY or (mode is Restart.TRANSIENT and error is None):
             return False
+        if self._times is None:
+            self._times = deque()
         while self._times and now - self._times[0] > self.policy.window:
             self._times.popleft()
         if len(self._times) >= self.policy.max_restarts:
@@ -80,7 +82,7 @@ class RestartBudget:
 
     def delay(self) -> float:
         """Return the backoff before the restart just allowed (grows while restarts crowd the window)."""
-        n = max(len(self._times) - 1, 0)
+        n = max(len(self._times or ()) - 1, 0)
         return float(min(self.policy.backoff * (2**n), self.policy.max_backoff))
 
 
@@ -148,6 +150,10 @@ class Registry:
 
     def get(self, name: str) -> ActorInfo | None:
         return self._actors.get(name)
+
+    def addresses(self, prefix: str) -> list[Backlogged]:
+        """The addresses of the live actors whose name starts with `prefix`."""
+        return [i.address for n, i in self._actors.items() if n.startswith(prefix) and i.address is not None]
 
     def statistics(self) -> dict[str, dict[str, object]]:
         """Return a snapshot of every registered actor."""

@@ -31,6 +31,8 @@ Errors of the layers below stay there and are turned into the statuses above at 
   503 STORAGE_UNAVAILABLE with `Retry-After` ("nothing was stored, retry").
 - actors.base.BusyError: 429 RATE_LIMITED for a busy session, 503 for a busy connector; DeadActorError and
   AskTimeoutError (ActorError): 503 SERVICE_UNAVAILABLE.
+- storage.usage.UsageCapReachedError: 429 USAGE_CAP_REACHED with `Retry-After` (the next UTC midnight) and
+  `details` {used, cap, resets_at}; the turn was refused before anything of it was stored.
 - actors.scheduler.ScheduleError: 422 VALIDATION_ERROR (the cron routes).
 - actors.providers.base.ProviderError: the turn's `error` event, never a status of its own (a request waiting for
   the reply answers 502 AGENT_ERROR).

@@ -37,6 +37,7 @@ async def start_rest_services(runtime: Runtime, core: Supervisor) -> None:
             }
         ),
         streams=StreamLimiter(lim.max_streams),
+        note_streams=StreamLimiter(lim.max_streams),
         throttle=FailedAuthThrottle(free=lim.failed_auth_free, max_delay=lim.failed_auth_max_delay)
         if lim.enabled
         else None,
@@ -85,6 +86,7 @@ async def start_scheduler(runtime: Runtime, core: Supervisor) -> Scheduler:
 
     scheduler = Scheduler(runtime.store, runtime.router_address, on_fired=on_fired)
     runtime.services.scheduler = scheduler
+    runtime.event_listeners.append(scheduler.on_event)  # a run ends when its turn does
     runtime.status_checks["scheduler"] = scheduler.status
     await core.start(service("scheduler", scheduler.run, registry=runtime.registry, announces=True))
     return scheduler

@@ -27,20 +27,23 @@ from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
+from actors.tools import ToolBoxes
 from gateway import __version__
 from gateway.config.file import Config, Paths, secret_values
 from gateway.core import Runtime
 from gateway.daemon.fdlimit import fit_open_files
-from gateway.http import connguard
+from gateway.http import connguard, wsdeflate
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import skills as a2a_db
 from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
 from storage.sealing import sealer_of
+from storage.usage import CapPolicy
 
 log = logging.getLogger("gateway.runtime")
 
@@ -69,6 +72,7 @@ def build_providers(
             read_timeout=o.read_timeout,
             max_retries=o.max_retries,
             max_iterations=o.max_iterations,
+            stream_usage=o.stream_usage,
         ),
         http_client=outbound.client,
     )
@@ -199,6 +203,7 @@ async def run(
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         model=None,  # each provider's own default, which the REST API may change
+                        caps=CapPolicy(config.usage.daily_token_cap, config.usage.unowned_daily_token_cap),
                     ),
                     registry=registry,
                 )
@@ -231,6 +236,7 @@ async def run(
                     app_factory = build_app
                 app = app_factory(runtime)
                 connguard.install()  # one connection's internal error must not stop the server
+                wsdeflate.install()  # small /ws frames are not worth compressing
                 hc = HypercornConfig()
                 hc.bind = [_bind(config.server.host, config.server.port)]
                 hc.graceful_timeout = config.server.graceful_timeout
@@ -246,7 +252,7 @@ async def run(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
                     )
                     runtime.listening.set()
-                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight)
+                    edge.start_soon(_end_edge_when_drained, edge.cancel_scope, shutdown, inflight, registry)
                     log.info("gateway %s listening on %s", __version__, ", ".join(runtime.binds))
                     task_status.started(runtime)
                 core.cancel("gateway shutdown")
@@ -288,13 +294,21 @@ class InFlight:
             await self._idle.wait()
 
 
-async def _end_edge_when_drained(edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight) -> None:
-    """Once shutting down and every request and socket has been answered, stop hypercorn at once.
+async def _end_edge_when_drained(
+    edge: trio.CancelScope, shutdown: trio.Event, inflight: InFlight, registry: Registry
+) -> None:
+    """Once shutting down, tell every `/ws` connection to go (1001); once every request and socket has been
+    answered, stop hypercorn at once.
 
     Hypercorn drains for `graceful_timeout` itself, but its WebSocket ping task sleeps out its interval after the
     socket has closed, which would hold every stop with a connected client for the whole graceful timeout.
     """
     await shutdown.wait()
+    # One watcher for all connections, not a task in each of them waiting for this.
+    for connection in registry.addresses("connection:"):
+        going_away = getattr(connection, "going_away", None)
+        if going_away is not None:
+            going_away()
     await inflight.wait_idle()
     edge.cancel()
 
@@ -316,7 +330,8 @@ async def start_services(runtime: Runtime, core: Supervisor) -> None:
 
 
 async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
-    """Connect the enabled MCP servers and offer their tools to the `openai` provider."""
+    """Connect the enabled MCP servers and offer their tools, and the registered A2A agents, to the `openai`
+    provider."""
     hub = McpHub(registry=runtime.registry, http_client=runtime.outbound.client2)
     await core.start(service("mcp", hub.run, announces=True))
     runtime.mcp = hub
@@ -326,11 +341,16 @@ async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
             redactor.add(secret)
     hub.apply(servers)
     openai = runtime.providers.get("openai")
-    if isinstance(openai, OpenAIProvider):
-        from gateway.agent.tool_prefs import prefs_of
+    from gateway.agent.a2a import A2AAgents
+    from gateway.agent.tool_prefs import prefs_of
 
-        # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
-        openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)
+    prefs = prefs_of(runtime)
+    runtime.services.a2a = agents = A2AAgents(runtime.outbound, hidden=prefs.a2a_hidden)
+    agents.reload(await runtime.store.call(a2a_db.list_a2a))
+    if isinstance(openai, OpenAIProvider):
+        # Each turn sees only the MCP servers and A2A agents its session's owner has not switched off
+        # (/api/user/tools/mcp, /api/user/tools/a2a).
+        openai.tools = ToolBoxes([McpToolBox(hub, hidden=prefs.mcp_hidden), agents])
 
     def check() -> dict[str, Any]:
         status = hub.status()

@@ -251,6 +251,48 @@ MIGRATIONS: list[Migration] = [
                 used_by TEXT, created_at INTEGER NOT NULL)""",
         ),
     ),
+    # Cron that fits (issue 18 item 4): a job's IANA timezone, and each run's end. Runs recorded before this had
+    # `claimed` (a crash cut it off), `failed` (never submitted) or `submitted` (its turn's end was not recorded):
+    # they take the end of their turn where it is known, the statuses now being running | ok | error | skipped.
+    (
+        "060_cron_timezone_runs",
+        _sql(
+            "ALTER TABLE cron_jobs ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC'",
+            "ALTER TABLE cron_runs ADD COLUMN ended_at INTEGER",
+            "UPDATE cron_runs SET status = 'error', ended_at = started_at, "
+            "error = COALESCE(error, 'the gateway stopped before the run''s turn was submitted') "
+            "WHERE status IN ('claimed', 'failed')",
+            "UPDATE cron_runs SET status = 'running' WHERE status = 'submitted'",
+            "CREATE INDEX cron_runs_newest ON cron_runs (job_id, id)",
+            "CREATE INDEX cron_runs_open ON cron_runs (job_id) WHERE status = 'running'",
+        ),
+    ),
+    # Token usage (issue 18 item 8): one row per turn that reached its provider, kept when its session is deleted
+    # (a user's day still counts against their cap); `estimated` when the provider reported none. An account's
+    # own daily cap (tokens in and out per UTC day) beside it; none: the config's default applies.
+    (
+        "061_usage",
+        _sql(
+            """CREATE TABLE turn_usage (
+                turn_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, owner TEXT, provider TEXT NOT NULL,
+                model TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                estimated INTEGER NOT NULL, created_at INTEGER NOT NULL)""",
+            "CREATE INDEX turn_usage_owner_time ON turn_usage (owner, created_at)",
+            "CREATE INDEX turn_usage_time ON turn_usage (created_at)",
+            # Each owner's tokens per UTC day (owner '' for no account), kept beside the rows: a cap check is one
+            # lookup however many turns the day had.
+            """CREATE TABLE usage_daily (
+                owner TEXT NOT NULL, day INTEGER NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (owner, day))""",
+            """CREATE TABLE usage_caps (
+                user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+                daily_tokens INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+        ),
+    ),
+    # Whether the owner (gateway token) registered an A2A agent, whose URL may then be a private address when a turn
+    # calls it (the outbound policy). Rows from before are treated as registered by an admin account, as 045 did.
+    ("062_a2a_url_by_owner", _sql("ALTER TABLE a2a_servers ADD COLUMN url_by_owner INTEGER NOT NULL DEFAULT 0")),
+    # A user's notification stream (`GET /api/notifications/stream`) reads "theirs after this id" at each one.
+    ("062_notifications_owner", _sql("CREATE INDEX notifications_owner ON notifications (owner, id)")),
 ]
 
 

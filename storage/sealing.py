@@ -100,6 +100,11 @@ def _read_key(path: Path) -> bytes | None:
     return key
 
 
+def read_key(path: Path) -> bytes | None:
+    """The key in the key file `path`, or None when there is none; SecretsKeyError when it is malformed."""
+    return _read_key(path)
+
+
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 

@@ -14,8 +14,8 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 _PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)(?:\s*;\s*(.+))?$")
-# The libraries whose private parts the gateway patches or replaces (gateway/connguard.py, gateway/outbound.py):
-# a new release may change them, so pyproject.toml caps each below the next minor release.
+# The libraries whose private parts the gateway patches or replaces (gateway/http/connguard.py,
+# gateway/outbound.py): a new release may change them, so pyproject.toml caps each below the next minor release.
 PATCHED = ("hypercorn", "httpx", "httpx2")
 
 

@@ -82,13 +82,16 @@ def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> 
         "import gateway.daemon.os_service\n"
         "import storage.db, sqlite_utils\n"
         "print('pip' in sys.modules, importlib.util.find_spec('pip'), sys.flags.no_site)\n"
+        # Cron jobs' timezones come from the bundled tzdata when the OS has no tz database (no TZPATH here).
+        "from actors.scheduler import check_timezone; import zoneinfo\n"
+        "print(len(zoneinfo.TZPATH), check_timezone('America/New_York').key)\n"
     )
-    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1"}
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1", "PYTHONTZPATH": ""}
     r = subprocess.run(
         [sys.executable, "-S", str(pyz), "-c", probe], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "None", "1"]
+    assert r.stdout.split() == ["False", "None", "1", "0", "America/New_York"]
 
 
 async def test_the_zipapp_calls_mcp_tools_over_stdio_sse_and_streamable_http(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -47,7 +48,27 @@ class FinalText:
     text: str
 
 
-ProviderEvent = TextDelta | ToolActivity | SystemStatus | FinalText
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the provider reports a turn (or one model call of it) used; several in one turn add up."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+ProviderEvent = TextDelta | ToolActivity | SystemStatus | FinalText | Usage
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens a text is worth when a provider reports none: ~4 characters a token (no tokenizer on a Pi)."""
+    return math.ceil(len(text) / 4)
+
+
+def estimate_usage(request: TurnRequest, output: str) -> Usage:
+    """A turn's usage told from its text alone: the prompt and history in (4 tokens of framing a message), the
+    answer out."""
+    sent = [*(m.content for m in request.history), request.prompt]
+    return Usage(sum(estimate_tokens(t) + 4 for t in sent), estimate_tokens(output))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from actors.providers.base import (
     TextDelta,
     ToolActivity,
     TurnRequest,
+    Usage,
 )
 
 _POLL = 0.005  # seconds between checks that the group is gone: aborts must answer in milliseconds
@@ -127,8 +128,13 @@ class JsonLines:
             error = obj.get("error")
             message = error.get("message") if isinstance(error, dict) else obj.get("message")
             return [SystemStatus(f"error: {message}" if message else "error")]
-        if kind == "result" and isinstance(obj.get("result"), str):
-            return [FinalText(obj["result"])]
+        if kind in ("result", "turn.completed"):
+            out: list[ProviderEvent] = []
+            if kind == "result" and isinstance(obj.get("result"), str):
+                out.append(FinalText(obj["result"]))
+            if (usage := _usage(obj)) is not None:
+                out.append(usage)
+            return out
         return []
 
     def _content(self, blocks: object) -> list[ProviderEvent]:
@@ -170,6 +176,25 @@ class JsonLines:
         if ident and ident in self._started:
             return []  # reported when it started
         return [ToolActivity(_item_name(item))]  # e.g. a file change, reported only once done
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _usage(obj: Mapping[str, Any]) -> Usage | None:
+    """The token counts a CLI reports at the end of a turn: Claude Code's `result.usage` (its cache reads and
+    writes are input too), Codex's `turn.completed.usage` (its cached tokens are part of `input_tokens`) and
+    Gemini's `result.stats`; None when the record has none or they are not counts."""
+    counts = obj.get("usage") if isinstance(obj.get("usage"), dict) else obj.get("stats")
+    if not isinstance(counts, dict):
+        return None
+    tokens_in, tokens_out = _count(counts.get("input_tokens")), _count(counts.get("output_tokens"))
+    if tokens_in is None or tokens_out is None:
+        return None
+    for cache in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+        tokens_in += _count(counts.get(cache)) or 0
+    return Usage(tokens_in, tokens_out)
 
 
 def parse_json_line(obj: Mapping[str, Any]) -> list[ProviderEvent]:

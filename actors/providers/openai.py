@@ -22,6 +22,7 @@ from actors.providers.base import (
     TextDelta,
     ToolActivity,
     TurnRequest,
+    Usage,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class OpenAISettings:
     # The owner set base_url (config file or gateway token): it may be a private address such as a local Ollama.
     # Set by someone else (an admin account), the client's outbound policy keeps it to public addresses.
     base_url_trusted: bool = True
+    # Ask for the token usage at the end of each stream (`stream_options`); off for an endpoint that refuses the
+    # field, whose turns are then counted by estimate.
+    stream_usage: bool = True
 
 
 class HttpClientFactory(Protocol):
@@ -121,6 +125,7 @@ class _Round:
     text: list[str] = field(default_factory=list)
     calls: dict[int, _ToolCall] = field(default_factory=dict)
     finish_reason: str | None = None
+    usage: Usage | None = None  # the round's own report (`usage` of the last chunk, or of a whole JSON answer)
 
 
 class OpenAITurn:
@@ -170,6 +175,8 @@ class OpenAITurn:
                 rnd = _Round()
                 async for event in self._stream_round(client, messages, rnd):
                     yield event
+                if rnd.usage is not None:
+                    yield rnd.usage
                 if rnd.finish_reason != "tool_calls" or not rnd.calls:
                     return
                 calls = [rnd.calls[i] for i in sorted(rnd.calls)]
@@ -208,6 +215,9 @@ class OpenAITurn:
     def _body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         s = self.s
         body: dict[str, Any] = {"model": self.request.model or s.model, "messages": messages, "stream": True}
+        if s.stream_usage:
+            # OpenAI, vLLM, Ollama and llama.cpp then end the stream with a chunk carrying the round's `usage`.
+            body["stream_options"] = {"include_usage": True}
         if s.temperature is not None:
             body["temperature"] = s.temperature
         if s.max_tokens is not None:
@@ -255,6 +265,12 @@ class OpenAITurn:
                             await self._sleep(delay)
                             continue
                         raise ProviderError(f"the model endpoint answered HTTP {response.status_code}: {message}")
+                    if response.headers.get("content-type", "").startswith("application/json"):
+                        # An endpoint that does not stream answers one chat.completion object: taken whole.
+                        text = _apply_completion(await response.aread(), rnd)
+                        if text:
+                            yield TextDelta(text)
+                        return
                     done = False
                     async for line in response.aiter_lines():
                         if not line.startswith("data:"):
@@ -294,6 +310,8 @@ def _apply_chunk(data: str, rnd: _Round) -> str:
     if isinstance(chunk, dict) and "error" in chunk:
         err = chunk["error"]
         raise ProviderError(f"the model reported an error: {err.get('message', err) if isinstance(err, dict) else err}")
+    if isinstance(chunk, dict) and (usage := _usage(chunk.get("usage"))) is not None:
+        rnd.usage = usage
     text = ""
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
@@ -307,6 +325,42 @@ def _apply_chunk(data: str, rnd: _Round) -> str:
             call.arguments += fn.get("arguments") or ""
         if choice.get("finish_reason"):
             rnd.finish_reason = choice["finish_reason"]
+    if text:
+        rnd.text.append(text)
+    return text
+
+
+def _usage(value: Any) -> Usage | None:
+    """OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`), or None when absent or malformed."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int) or prompt < 0 or completion < 0:
+        return None
+    return Usage(prompt, completion)
+
+
+def _apply_completion(raw: bytes, rnd: _Round) -> str:
+    """Read a whole (non-streamed) chat.completion into the round; return its text."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ProviderError(f"the model sent an answer that is not JSON: {raw[:80]!r}") from exc
+    if not isinstance(body, dict):
+        raise ProviderError("the model sent an answer that is not a JSON object")
+    if "error" in body:
+        err = body["error"]
+        raise ProviderError(f"the model reported an error: {err.get('message', err) if isinstance(err, dict) else err}")
+    rnd.usage = _usage(body.get("usage"))
+    text = ""
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            text += message["content"]
+        for index, tc in enumerate(message.get("tool_calls") or []):
+            fn = tc.get("function") or {}
+            rnd.calls[index] = _ToolCall(tc.get("id") or "", fn.get("name") or "", fn.get("arguments") or "")
+        rnd.finish_reason = choice.get("finish_reason") or rnd.finish_reason
     if text:
         rnd.text.append(text)
     return text

@@ -82,6 +82,7 @@ class OpenAIProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     read_timeout: float = 120.0
     max_retries: int = 3
     max_iterations: int = 8
+    stream_usage: bool = True  # ask for `stream_options.include_usage`; false for an endpoint that refuses it
 
 
 class CliProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -187,6 +188,13 @@ class Outbound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     allow: list[str] = msgspec.field(default_factory=list)  # "ollama.lan", "*.lan:443", "10.0.0.0/8", "[::1]:8080"
 
 
+class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Daily token caps (tokens in and out per UTC day); absent: none. An admin sets an account's own over the API."""
+
+    daily_token_cap: int | None = None  # every account without a cap of its own
+    unowned_daily_token_cap: int | None = None  # turns of no account: the gateway token's, connectors', cron's
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: Server = Server()
     api: Api = Api()
@@ -199,12 +207,13 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     ws: WebSocketConfig = WebSocketConfig()
     files: Files = Files()
     outbox: Outbox = Outbox()
-    # [connectors.<kind>.<name>]: validated by gateway.connectors.model (issue 4); read-only over the API.
+    # [connectors.<kind>.<name>]: validated by the kind's settings (connectors/registry.py); read-only over the API.
     connectors: dict[str, dict[str, dict[str, Any]]] = msgspec.field(default_factory=dict)
     auth: Auth = Auth()
     limits: Limits = Limits()
     transcribe: Transcribe = Transcribe()
     outbound: Outbound = Outbound()
+    usage: UsageConfig = UsageConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +358,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: setting transcribe.timeout must be > 0 seconds")
     if config.files.max_upload_bytes < 1:
         raise ConfigError(f"{source}: setting files.max_upload_bytes must be >= 1")
+    for name, cap in (
+        ("daily_token_cap", config.usage.daily_token_cap),
+        ("unowned_daily_token_cap", config.usage.unowned_daily_token_cap),
+    ):
+        if cap is not None and cap < 1:
+            raise ConfigError(f"{source}: setting usage.{name} must be >= 1 (leave it out for no cap)")
     if config.auth.access_ttl <= 0 or config.auth.refresh_ttl <= 0:
         raise ConfigError(f"{source}: settings auth.access_ttl and auth.refresh_ttl must be > 0 seconds")
     if config.auth.invite_ttl <= 0:

@@ -1,4 +1,4 @@
-"""What every protocol adapter shares: its context, secret-aware auth, fingerprints and durable ingestion."""
+"""What every connector kind shares: the `ConnectorKind` hooks, the adapter context, auth, fingerprints, ingestion."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 import trio
@@ -18,8 +18,14 @@ import trio
 from actors.base import AskTimeoutError
 from actors.connector import Connector
 from actors.store import StorageUnavailableError, Store
-from gateway.connectors.model import ConnectorConfig, ReplyHandle
-from gateway.errors import GatewayError, StorageRefusedError, UnauthorizedError, UnavailableError
+from gateway.connectors.model import NAME_RE, CommonSettings, ConnectorConfig, ReplyHandle, SecretMeta
+from gateway.errors import (
+    GatewayError,
+    StorageRefusedError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationFailedError,
+)
 from gateway.http.ratelimit import TokenBucket, rate_limited
 from gateway.outbound import OutboundPolicy
 from storage import ingress as ingress_db
@@ -47,6 +53,9 @@ class Context:
     sidecar_tokens: SidecarTokens
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     extra: dict[str, Any] = field(default_factory=dict)  # adapter status shown in /api/status
+    # Every registered kind, to check the reply handles an event names (`check_reply_handle`): passed in, since a
+    # kind's module cannot import the registry that imports it.
+    kinds: Mapping[str, ConnectorKind] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -55,6 +64,47 @@ class Context:
     @property
     def transport(self) -> str:
         return f"{self.config.kind}:{self.config.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorKind:
+    """One connector kind, whole: each kind's module defines one, and `registry.KINDS` lists them.
+
+    - `settings`: the kind's settings Struct (a `CommonSettings`); its `check` holds the kind's own rules, and its
+      fields typed `SecretMeta | None` are the kind's secret fields (write-only, resolved when the actor starts).
+    - `adapter`: builds the actor's `Connector` for one life: ingress (`handle` for requests to the kind's ingress
+      routes, `background` for pollers and sidecars) and delivery (`deliver`, one reply to the platform).
+    - `check_address`: raise 422 (naming `what`) unless the value is an address of this kind (a `ReplyHandle`'s).
+    - `chat_address`: reply addressing, the address of a chat of this kind from its session key's chat and topic;
+      `/api/message` and cron jobs use it so that a chat with no reply targets yet replies into itself. None: the
+      kind's chats have no address of their own (replies go where the connector's settings or events say).
+    - `root_ingress`: the kind takes events on `POST /v1/connectors/{kind}/{name}` (external uses `/events`).
+    - `ingress_security`: the OpenAPI security schemes its ingress checks besides a Bearer token, by name
+      (`/openapi.json` lists them on the ingress route).
+    """
+
+    name: str
+    settings: type[CommonSettings]
+    adapter: Callable[[Context], Connector]
+    check_address: Callable[[str | dict[str, Any], str], None]
+    chat_address: Callable[[str, str], dict[str, Any]] | None = None
+    root_ingress: bool = True
+    ingress_security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    secret_fields: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        secret = [f.name for f in msgspec.structs.fields(self.settings) if SecretMeta in get_args(f.type)]
+        object.__setattr__(self, "secret_fields", tuple(secret))
+
+
+def check_reply_handle(h: ReplyHandle, what: str, kinds: Mapping[str, ConnectorKind]) -> None:
+    """Validate a ReplyHandle: a registered plugin, a connector name, and an address that plugin accepts."""
+    kind = kinds.get(h.plugin)
+    if kind is None:
+        raise ValidationFailedError(f"{what}: plugin must be one of {', '.join(kinds)}")
+    if not NAME_RE.match(h.connector):
+        raise ValidationFailedError(f"{what}: connector must be a connector name")
+    kind.check_address(h.address, what)
 
 
 class AdapterBase(Connector):
@@ -108,8 +158,7 @@ class AdapterBase(Connector):
 
     def owner_urls(self) -> list[str]:
         """The base URLs in this connector's settings (set by the owner)."""
-        s = self.ctx.config.settings
-        return [u for u in (getattr(s, "api_base_url", None), getattr(s, "base_url", None)) if isinstance(u, str)]
+        return self.ctx.config.settings.owner_urls()
 
     def client_for(self, target: Mapping[str, Any], url: str) -> httpx.AsyncClient:
         """The client for a reply target's URL: one that may reach a private address only when the owner named the

@@ -1,15 +1,16 @@
-"""External connectors: `/events` and `/events/batch` ingress (protocols 1 and 2), rate limits, sidecar delivery."""
+"""The external kind: its settings, `/events` and `/events/batch` ingress (protocols 1 and 2), sidecar delivery."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
 from gateway.connectors.base import (
     AdapterBase,
+    ConnectorKind,
     Context,
     canonical,
     check_bearer,
@@ -17,7 +18,7 @@ from gateway.connectors.base import (
     reply_dicts,
     store_items,
 )
-from gateway.connectors.model import ExternalSettings
+from gateway.connectors.model import ENV_RE, SLOT_RE, ChatSettings, SecretMeta, check_url
 from gateway.errors import (
     ConflictError,
     InvalidRequestError,
@@ -28,6 +29,74 @@ from gateway.errors import (
 from storage.ingress import IngressItem, Outcome, SessionSpec
 
 PROTOCOLS = (1, 2)
+
+
+class ChildProcess(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A sidecar the connector's actor runs (gateway/connectors/sidecar.py)."""
+
+    command: list[str]
+    cwd: str | None = None
+    env_keys: list[str] = msgspec.field(default_factory=list)
+    credential_env_keys: list[str] = msgspec.field(default_factory=list)
+    # credential env key -> secret slot; when set, secrets are fetched on demand instead of injected.
+    credential_slots: dict[str, str] = msgspec.field(default_factory=dict)
+    startup_timeout_seconds: float = 20.0
+    credential_ttl_seconds: float = 3600.0
+    # GET /health every this many seconds; after this many failed checks in a row (anything but `ready`, and
+    # `starting` only once startup_timeout_seconds have passed) the sidecar is restarted; 0: never for health.
+    health_interval_seconds: float = 5.0
+    max_failed_health_checks: int = 3
+
+
+class ExternalSettings(ChatSettings, forbid_unknown_fields=True, kw_only=True):
+    platform: str = ""
+    mode: Literal["ingress", "sidecar"] = "ingress"
+    base_url: str | None = None
+    shared_token: SecretMeta | None = None
+    # Scripts batch-upload at their own pace: no limit unless the operator sets one (as the reference).
+    ingress_events_per_second: float | None = None
+    # The reference implementation's limit; raise it for scripts that batch more (the benchmark sends 100).
+    max_batch_events: int = 64
+    child_process: ChildProcess | None = None
+
+    def owner_urls(self) -> list[str]:
+        return [] if self.base_url is None else [self.base_url]
+
+    def check(self, what: str) -> None:
+        super().check(what)
+        check_url(self.base_url, f"{what}: base_url")
+        if self.shared_token is None and not self.allow_unauthenticated_ingress:
+            raise ValidationFailedError(
+                f"{what}: no shared_token is configured; set one or set allow_unauthenticated_ingress=true"
+            )
+        if not 1 <= self.max_batch_events <= 1000:
+            raise ValidationFailedError(f"{what}: max_batch_events must be between 1 and 1000")
+        cp = self.child_process
+        if cp is None:
+            return
+        if not cp.command:
+            raise ValidationFailedError(f"{what}: child_process.command must name a program")
+        if self.base_url is None:
+            raise ValidationFailedError(f"{what}: child_process needs base_url (where the sidecar listens)")
+        for key in [*cp.env_keys, *cp.credential_env_keys, *cp.credential_slots]:
+            if not ENV_RE.match(key):
+                raise ValidationFailedError(f"{what}: {key!r} is not an environment variable name")
+        if not 0.1 <= cp.health_interval_seconds <= 3600:
+            raise ValidationFailedError(f"{what}: child_process.health_interval_seconds must be 0.1-3600")
+        if not 0 <= cp.max_failed_health_checks <= 1000:
+            raise ValidationFailedError(
+                f"{what}: child_process.max_failed_health_checks must be 0-1000 (0: never restart for health)"
+            )
+        for key, slot in cp.credential_slots.items():
+            if key not in cp.credential_env_keys:
+                raise ValidationFailedError(f"{what}: credential slot {key!r} is not in credential_env_keys")
+            if not SLOT_RE.match(slot):
+                raise ValidationFailedError(f"{what}: credential slot {key!r} names an invalid slot")
+
+
+def check_address(address: str | dict[str, Any], what: str) -> None:
+    if not isinstance(address, dict):
+        raise ValidationFailedError(f"{what}: an external address is an object (the sidecar's reply route)")
 
 
 class Thread(msgspec.Struct, kw_only=True, gc=False):
@@ -283,3 +352,13 @@ def _result(event_id: str | None, o: Outcome) -> dict[str, Any]:
     if o.reason:
         out["reason"] = o.reason
     return out
+
+
+# No chat addresses: a reply goes to the route the event named (`reply_route`), which only the sidecar understands.
+KIND = ConnectorKind(
+    name="external",
+    settings=ExternalSettings,
+    adapter=ExternalConnector,
+    check_address=check_address,
+    root_ingress=False,
+)

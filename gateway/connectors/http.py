@@ -1,4 +1,4 @@
-"""HTTP connectors: `POST /v1/connectors/http/{name}` ingress with Bearer auth, and replies POSTed to a URL."""
+"""The http kind: its settings, `POST /v1/connectors/http/{name}` ingress with Bearer auth, replies POSTed to a URL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
-from gateway.connectors.base import AdapterBase, Context, canonical, check_bearer, fingerprint, reply_dicts, store_items
-from gateway.connectors.model import HttpSettings, Kind, ReplyHandle, check_reply_handle
+from gateway.connectors.base import (
+    AdapterBase,
+    ConnectorKind,
+    Context,
+    canonical,
+    check_bearer,
+    check_reply_handle,
+    fingerprint,
+    reply_dicts,
+    store_items,
+)
+from gateway.connectors.model import CommonSettings, ReplyHandle, SecretMeta, check_url
 from gateway.errors import ConflictError, InvalidRequestError, ValidationFailedError
 from gateway.outbound import OutboundRefusedError
 from storage.ids import new_id
@@ -16,6 +26,30 @@ from storage.ingress import IngressItem, SessionSpec
 
 if TYPE_CHECKING:
     import httpx
+
+
+class HttpSettings(CommonSettings, forbid_unknown_fields=True, kw_only=True):
+    actor_id: str | None = None
+    bearer_token: SecretMeta | None = None
+    default_reply_targets: list[ReplyHandle] = msgspec.field(default_factory=list)
+    default_binding_keys: list[str] = msgspec.field(default_factory=list)
+
+    def owner_reply_targets(self) -> list[ReplyHandle]:
+        return self.default_reply_targets
+
+    def check(self, what: str) -> None:
+        super().check(what)
+        if self.bearer_token is None and not self.allow_unauthenticated_ingress:
+            raise ValidationFailedError(
+                f"{what}: no bearer_token is configured; set one or set allow_unauthenticated_ingress=true"
+            )
+
+
+def check_address(address: str | dict[str, Any], what: str) -> None:
+    url = address if isinstance(address, str) else address.get("url")
+    if not isinstance(url, str):
+        raise ValidationFailedError(f'{what}: an http address is a URL or {{"url": ...}}')
+    check_url(url, f"{what}.address")
 
 
 class InputItem(msgspec.Struct, kw_only=True):
@@ -32,7 +66,7 @@ class HttpIngress(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attachments: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
     reply_targets: list[ReplyHandle] | None = None
-    reply_plugin: Kind | None = None
+    reply_plugin: str | None = None  # a registered kind, checked with the handle it makes
     reply_address: str | dict[str, Any] | None = None
     idempotency_key: str | None = None
 
@@ -99,7 +133,7 @@ class HttpConnector(AdapterBase):
         else:
             return reply_dicts(self.s.default_reply_targets, owner_set=True)
         for i, h in enumerate(handles):
-            check_reply_handle(h, f"reply target {i}")
+            check_reply_handle(h, f"reply target {i}", self.ctx.kinds)
         # Named by the sender (who may hold no more than this connector's bearer token, or nothing at all when it
         # allows unauthenticated ingress): the outbound policy keeps these URLs off private addresses.
         return reply_dicts(handles, owner_set=False)
@@ -141,3 +175,6 @@ async def post_reply(client: httpx.AsyncClient, url: str, request: DeliveryReque
             "retryable", f"reply URL answered HTTP {r.status_code}", float(retry) if retry.isdigit() else None
         )
     return DeliveryResult("terminal", f"reply URL answered HTTP {r.status_code}")
+
+
+KIND = ConnectorKind(name="http", settings=HttpSettings, adapter=HttpConnector, check_address=check_address)

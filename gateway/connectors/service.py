@@ -23,23 +23,20 @@ from actors.connector import (
     IngressDispatcher,
 )
 from actors.messages import RouterMsg
-from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished
+from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished, send_kick
 from actors.store import StorageUnavailableError, Store
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
 from gateway.connectors.base import Context, SidecarTokens
 from gateway.connectors.model import (
-    SECRET_FIELDS,
-    SETTINGS,
     ConnectorConfig,
     SecretMeta,
-    check_kind,
     check_name,
     check_secret_input,
     default_slot,
-    parse_settings,
     secret_view,
     settings_to_dict,
 )
+from gateway.connectors.registry import KINDS, check_kind, kind_of, parse_settings
 from gateway.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.logs import redactor
 from gateway.outbound import OutboundPolicy
@@ -57,7 +54,7 @@ def file_connectors(raw: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Conn
     """Parse `[connectors.<kind>.<name>]` sections; secrets given as `{value}` stay in memory only."""
     out: dict[str, ConnectorConfig] = {}
     for kind, named in raw.items():
-        check_kind(kind)
+        secret_fields = kind_of(kind).secret_fields
         if not isinstance(named, dict):
             raise ValidationFailedError(f"connectors.{kind} must be a table of named connectors")
         for name, data in named.items():
@@ -67,7 +64,7 @@ def file_connectors(raw: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Conn
                 raise ValidationFailedError(f"{what} must be a table")
             data = dict(data)
             file_secrets: dict[str, str] = {}
-            for f in SECRET_FIELDS[kind]:
+            for f in secret_fields:
                 if f not in data:
                     continue
                 si = check_secret_input(f"{what}.{f}", data.pop(f))
@@ -139,6 +136,8 @@ class ConnectorService:
                 policy=RestartPolicy(Restart.PERMANENT, max_restarts=20, window=300.0, backoff=0.5, max_backoff=5.0),
             )
             self.outbox_address = (await sup.start(spec)).address
+            outbox = self.outbox_address
+            self.dispatcher.on_refused = lambda: send_kick(outbox)
             for row in await self.store.call(conn_db.list_connectors):
                 ref = f"{row.kind}/{row.name}"
                 if ref in self.files:
@@ -146,7 +145,7 @@ class ConnectorService:
                     continue
                 try:
                     settings = parse_settings(row.kind, row.settings, what=f"stored connector {ref}")
-                except ValidationFailedError as exc:
+                except (ValidationFailedError, NotFoundError) as exc:  # invalid, or of a kind no longer registered
                     log.error("%s", exc.message)
                     continue
                 self.daemon[ref] = ConnectorConfig(row.kind, row.name, "daemon", settings)
@@ -162,6 +161,16 @@ class ConnectorService:
     def refs(self) -> list[str]:
         """Every configured connector (file and daemon) as `kind/name`, sorted."""
         return sorted({**self.files, **self.daemon})
+
+    def chat_reply_target(self, transport: str, chat_id: str, topic_id: str) -> dict[str, Any] | None:
+        """Where a chat of a configured connector (`transport` = `kind:name`) replies by itself: a reply target for
+        its address (the kind's `chat_address`), or None when the connector is not configured or its kind has no
+        chat addresses."""
+        kind, _, name = transport.partition(":")
+        found = KINDS.get(kind)
+        if found is None or found.chat_address is None or not name or self.config_of(f"{kind}/{name}") is None:
+            return None
+        return {"plugin": kind, "connector": name, "address": found.chat_address(chat_id, topic_id)}
 
     async def _make(self, ref: str) -> Connector:
         cfg = self.config_of(ref)
@@ -179,11 +188,10 @@ class ConnectorService:
             slot_value=self._slot_value,
             sidecar_tokens=self.tokens,
             outbound=self.outbound,
+            kinds=KINDS,
         )
         self.contexts[ref] = ctx
-        from gateway.connectors.adapters import ADAPTERS
-
-        return ADAPTERS[cfg.kind](ctx)
+        return kind_of(cfg.kind).adapter(ctx)
 
     async def _slot_value(self, slot: str) -> str | None:
         value = await self.store.call(secret_db.get_secret, slot)
@@ -193,7 +201,7 @@ class ConnectorService:
 
     async def _resolve_secrets(self, cfg: ConnectorConfig) -> dict[str, str]:
         out: dict[str, str] = {}
-        for f in SECRET_FIELDS[cfg.kind]:
+        for f in kind_of(cfg.kind).secret_fields:
             meta: SecretMeta | None = getattr(cfg.settings, f)
             value: str | None = None
             if meta is None:
@@ -228,7 +236,7 @@ class ConnectorService:
 
     def _view(self, cfg: ConnectorConfig, present: set[str]) -> dict[str, Any]:
         d = settings_to_dict(cfg.settings)
-        for f in SECRET_FIELDS[cfg.kind]:
+        for f in kind_of(cfg.kind).secret_fields:
             meta: SecretMeta | None = getattr(cfg.settings, f)
             ok = meta is not None and (
                 (meta.source == "env" and bool(meta.env) and meta.env in os.environ)
@@ -259,14 +267,14 @@ class ConnectorService:
             raise ConflictError(f"connector {ref} is declared in the config file; change it there")
         if not isinstance(body, dict):
             raise ValidationFailedError("the body must be a JSON object of connector fields")
-        known = set(SETTINGS[kind].__struct_fields__)
+        known = set(kind_of(kind).settings.__struct_fields__)
         unknown = sorted(k for k in body if k not in known)
         if unknown:
             raise ValidationFailedError(
                 f"unknown field(s) for a {kind} connector: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         # Decode secret inputs before the transaction so a bad shape never reaches storage.
-        secret_inputs = {f: check_secret_input(f, body[f]) for f in SECRET_FIELDS[kind] if f in body}
+        secret_inputs = {f: check_secret_input(f, body[f]) for f in kind_of(kind).secret_fields if f in body}
         for si in secret_inputs.values():
             if si is not None and si.value is not None:
                 redactor.add(si.value)
@@ -316,7 +324,7 @@ class ConnectorService:
             for ref, cfg in sorted({**self.daemon, **self.files}.items())
             if any(
                 (meta := getattr(cfg.settings, f)) is not None and meta.secret_ref == slot and f not in cfg.file_secrets
-                for f in SECRET_FIELDS[cfg.kind]
+                for f in kind_of(cfg.kind).secret_fields
             )
         ]
         for ref in readers:
@@ -351,7 +359,7 @@ class ConnectorService:
                     f"connector {ref} is still referenced by {', '.join(parts)}; remove those references first"
                 )
             conn_db.delete_connector(conn, kind, name)
-            for f in SECRET_FIELDS[kind]:
+            for f in kind_of(kind).secret_fields:
                 secret_db.delete_secret(conn, default_slot(kind, name, f))
 
         await self.store.call(txn)
@@ -408,6 +416,4 @@ class ConnectorService:
 
 
 def _targets_name(cfg: ConnectorConfig, kind: str, name: str) -> bool:
-    s = cfg.settings
-    handles = getattr(s, "default_reply_targets", None) or getattr(s, "additional_reply_targets", None) or []
-    return any(h.plugin == kind and h.connector == name for h in handles)
+    return any(h.plugin == kind and h.connector == name for h in cfg.settings.owner_reply_targets())

@@ -6,14 +6,18 @@ import logging
 import os
 import signal
 import subprocess
+from typing import TYPE_CHECKING
 
 import httpx
 import trio
 
 from actors.connector import Answer, Inbound
 from gateway.connectors.base import Context
-from gateway.connectors.model import ExternalSettings
 from gateway.errors import ForbiddenError, NotFoundError
+
+if TYPE_CHECKING:
+    # external.py starts the sidecar (importing this module when it does); the type alone comes back here.
+    from gateway.connectors.external import ExternalSettings
 
 log = logging.getLogger("gateway.connectors.sidecar")
 

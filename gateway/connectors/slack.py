@@ -1,4 +1,4 @@
-"""Slack connectors: signed Events API ingress (v0 HMAC, 300 s window), file downloads, chat.postMessage replies."""
+"""The slack kind: its settings, signed Events API ingress (v0 HMAC, 300 s), files, chat addresses, chat.postMessage."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
 from gateway.connectors.base import (
     AdapterBase,
+    ConnectorKind,
     Context,
     canonical,
     fingerprint,
@@ -23,8 +23,14 @@ from gateway.connectors.base import (
     save_download,
     store_items,
 )
-from gateway.connectors.model import SlackSettings
-from gateway.errors import ConflictError, InvalidRequestError, UnauthorizedError, UnavailableError
+from gateway.connectors.model import ChatSettings, SecretMeta, check_url
+from gateway.errors import (
+    ConflictError,
+    InvalidRequestError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationFailedError,
+)
 from gateway.outbound import origin_of
 from storage.ingress import IngressItem, Outcome
 
@@ -34,6 +40,33 @@ MAX_SKEW = 300
 # Where Slack serves `url_private(_download)` files (https://files.slack.com/files-pri/T…-F…/…). The bot token is
 # sent only there, or to the connector's own `api_base_url` (which the owner set: a proxy, or a test's fake).
 SLACK_FILE_ORIGINS = frozenset({("https", "files.slack.com", 443)})
+
+
+class SlackSettings(ChatSettings, forbid_unknown_fields=True, kw_only=True):
+    bot_token: SecretMeta | None = None
+    signing_secret: SecretMeta | None = None
+    api_base_url: str = "https://slack.com/api"
+
+    def owner_urls(self) -> list[str]:
+        return [self.api_base_url]
+
+    def check(self, what: str) -> None:
+        super().check(what)
+        check_url(self.api_base_url, f"{what}: api_base_url")
+        if self.signing_secret is None and not self.allow_unauthenticated_ingress:
+            raise ValidationFailedError(
+                f"{what}: no signing_secret is configured; set one or set allow_unauthenticated_ingress=true"
+            )
+
+
+def check_address(address: str | dict[str, Any], what: str) -> None:
+    if not isinstance(address, dict) or not isinstance(address.get("channel"), str):
+        raise ValidationFailedError(f'{what}: a slack address is {{"channel": ..., "thread_ts"?: ...}}')
+
+
+def chat_address(chat_id: str, topic_id: str) -> dict[str, Any]:
+    """A chat's address from its session key: the channel, and the thread's root message when there is one."""
+    return {"channel": chat_id, **({"thread_ts": topic_id} if topic_id else {})}
 
 
 def verify_signature(secret: str, headers: dict[str, str] | Any, body: bytes, *, now: float | None = None) -> None:
@@ -138,6 +171,8 @@ class SlackConnector(AdapterBase):
         if _origin(url) not in self.file_origins():
             log.warning("slack connector %s: file %s is not on Slack's file host; not downloaded", self.name, name)
             return f"[file not downloaded: {name} (not on Slack's file host)]"
+        import httpx  # loaded with the adapter's client (see AdapterBase); bound here for the except clause
+
         try:
             path = await save_download(
                 self.ctx, self.http, url, f"{f.get('id', 'f')}-{name}", {"Authorization": f"Bearer {token}"}
@@ -155,6 +190,8 @@ class SlackConnector(AdapterBase):
         if a.get("thread_ts"):
             body["thread_ts"] = a["thread_ts"]
         url = self.s.api_base_url.rstrip("/") + "/chat.postMessage"
+        import httpx  # loaded with the adapter's client (see AdapterBase); bound here for the except clause
+
         try:
             r = await self.http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
@@ -179,3 +216,14 @@ class SlackConnector(AdapterBase):
 def _origin(url: str) -> tuple[str, str, int] | None:
     origin = origin_of(url)
     return None if origin is None else (urlsplit(url).scheme.lower(), *origin)
+
+
+KIND = ConnectorKind(
+    name="slack",
+    settings=SlackSettings,
+    adapter=SlackConnector,
+    check_address=check_address,
+    chat_address=chat_address,
+    # Slack signs the raw body (v0 HMAC with X-Slack-Request-Timestamp).
+    ingress_security={"slackSignature": {"type": "apiKey", "in": "header", "name": "X-Slack-Signature"}},
+)

@@ -1,18 +1,18 @@
-"""Telegram connectors: webhook (secret-token header) and getUpdates long polling, file downloads, sendMessage."""
+"""The telegram kind: its settings, webhook and getUpdates ingress, file downloads, chat addresses, sendMessage."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
+from typing import Any, Literal
 
-import httpx
 import msgspec
 import trio
 
 from actors.connector import Answer, DeliveryRequest, DeliveryResult, Inbound
 from gateway.connectors.base import (
     AdapterBase,
+    ConnectorKind,
     Context,
     canonical,
     fingerprint,
@@ -21,13 +21,55 @@ from gateway.connectors.base import (
     save_download,
     store_items,
 )
-from gateway.connectors.model import TelegramSettings
-from gateway.errors import ConflictError, InvalidRequestError, UnauthorizedError, UnavailableError
+from gateway.connectors.model import ChatSettings, SecretMeta, check_url
+from gateway.errors import (
+    ConflictError,
+    InvalidRequestError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationFailedError,
+)
 from gateway.outbound import origin_of
 from storage import ingress as ingress_db
 from storage.ingress import IngressItem, Outcome
 
 log = logging.getLogger("gateway.connectors.telegram")
+
+
+class TelegramSettings(ChatSettings, forbid_unknown_fields=True, kw_only=True):
+    bot_token: SecretMeta | None = None
+    secret_token: SecretMeta | None = None
+    api_base_url: str = "https://api.telegram.org"
+    ingress_mode: Literal["webhook", "polling"] = "webhook"
+    polling_timeout_seconds: int = 30
+
+    def owner_urls(self) -> list[str]:
+        return [self.api_base_url]
+
+    def check(self, what: str) -> None:
+        super().check(what)
+        check_url(self.api_base_url, f"{what}: api_base_url")
+        if self.ingress_mode == "polling" and self.bot_token is None:
+            raise ValidationFailedError(f"{what}: ingress_mode=polling requires a bot_token")
+        if self.ingress_mode == "webhook" and self.secret_token is None and not self.allow_unauthenticated_ingress:
+            raise ValidationFailedError(
+                f"{what}: ingress_mode=webhook requires a secret_token or allow_unauthenticated_ingress=true"
+            )
+        if not 0 <= self.polling_timeout_seconds <= 50:
+            raise ValidationFailedError(f"{what}: polling_timeout_seconds must be between 0 and 50")
+
+
+def check_address(address: str | dict[str, Any], what: str) -> None:
+    if not isinstance(address, dict) or not isinstance(address.get("chat_id"), int | str):
+        raise ValidationFailedError(f'{what}: a telegram address is {{"chat_id": ..., "message_thread_id"?: ...}}')
+
+
+def chat_address(chat_id: str, topic_id: str) -> dict[str, Any]:
+    """A chat's address from its session key: the chat id (a number when it is one) and the forum topic."""
+    address: dict[str, Any] = {"chat_id": int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id}
+    if topic_id.isdigit():
+        address["message_thread_id"] = int(topic_id)
+    return address
 
 
 class TelegramApiError(Exception):
@@ -99,10 +141,7 @@ class TelegramConnector(AdapterBase):
         if self.s.include_self_output or self.s.additional_reply_targets:
             targets = []
             if self.s.include_self_output:
-                address: dict[str, Any] = {"chat_id": chat.get("id") if isinstance(chat, dict) else chat_id}
-                if topic:
-                    address["message_thread_id"] = int(topic)
-                targets.append({"plugin": "telegram", "connector": self.name, "address": address})
+                targets.append({"plugin": "telegram", "connector": self.name, "address": chat_address(chat_id, topic)})
             targets.extend(reply_dicts(self.s.additional_reply_targets, owner_set=True))
         return IngressItem(
             key, fingerprint(payload), text.strip(), payload, self.session_spec([(chat_id, topic)]), targets
@@ -123,6 +162,8 @@ class TelegramConnector(AdapterBase):
         return f"[file: {path}]"
 
     async def _call(self, method: str, body: dict[str, Any], *, timeout: float = 30.0) -> Any:
+        import httpx  # loaded with the adapter's client (see AdapterBase); bound here for the except clause
+
         try:
             r = await self.http.post(self._method(method), json=body, timeout=timeout)
         except httpx.HTTPError as exc:
@@ -176,6 +217,8 @@ class TelegramConnector(AdapterBase):
         body: dict[str, Any] = {"chat_id": a.get("chat_id"), "text": request.text}
         if a.get("message_thread_id") is not None:
             body["message_thread_id"] = a["message_thread_id"]
+        import httpx  # loaded with the adapter's client (see AdapterBase); bound here for the except clause
+
         try:
             r = await self.http.post(self._method("sendMessage"), json=body)
         except httpx.HTTPError as exc:
@@ -206,3 +249,14 @@ def _files(message: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(doc, dict) and doc.get("file_id"):
         out.append((str(doc["file_id"]), str(doc.get("file_name") or "document")))
     return out
+
+
+KIND = ConnectorKind(
+    name="telegram",
+    settings=TelegramSettings,
+    adapter=TelegramConnector,
+    check_address=check_address,
+    chat_address=chat_address,
+    # The webhook's secret_token, repeated by Telegram in a header.
+    ingress_security={"telegramSecret": {"type": "apiKey", "in": "header", "name": "X-Telegram-Bot-Api-Secret-Token"}},
+)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec.structs import fields
 
-from gateway.connectors.model import KINDS, SECRET_FIELDS, SETTINGS, SLOT_RE, Kind, ReplyHandle, SecretInput
+from gateway.connectors.base import ConnectorKind
+from gateway.connectors.model import SLOT_RE, ReplyHandle, SecretInput
+from gateway.connectors.registry import KINDS
 from storage.outbox import STATES
 
 DeliveryState = Literal["pending", "delivered", "dead_letter"]
@@ -24,48 +28,81 @@ class SecretView(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     env: str | None
 
 
-def _view_type(kind: str) -> type[Any]:
+def _view_type(kind: ConnectorKind) -> type[Any]:
     """`{kind, name, source, <every settings field>}` with each secret field as a SecretView (see `service._view`)."""
-    secret = SECRET_FIELDS[kind]
-    body = [(f.name, SecretView if f.name in secret else f.type) for f in fields(SETTINGS[kind])]
+    secret = kind.secret_fields
+    body = [(f.name, SecretView if f.name in secret else f.type) for f in fields(kind.settings)]
     return msgspec.defstruct(
-        f"{kind.capitalize()}ConnectorView",
+        f"{kind.name.capitalize()}ConnectorView",
         [("name", str), ("source", Literal["file", "daemon"]), *body],
         tag_field="kind",
-        tag=kind,
+        tag=kind.name,
         forbid_unknown_fields=True,
         kw_only=True,
     )
 
 
-def _input_type(kind: str) -> type[Any]:
+def _input_type(kind: ConnectorKind) -> type[Any]:
     """A PUT body: any subset of the kind's fields (a field-aware merge); a secret field takes a SecretInput or null."""
-    secret = SECRET_FIELDS[kind]
+    secret = kind.secret_fields
     body = [
         (f.name, (SecretInput | None if f.name in secret else f.type) | msgspec.UnsetType, msgspec.UNSET)
-        for f in fields(SETTINGS[kind])
+        for f in fields(kind.settings)
     ]
-    return msgspec.defstruct(f"{kind.capitalize()}ConnectorFields", body, forbid_unknown_fields=True, kw_only=True)
+    return msgspec.defstruct(f"{kind.name.capitalize()}ConnectorFields", body, forbid_unknown_fields=True, kw_only=True)
 
 
-VIEWS: dict[str, type[Any]] = {k: _view_type(k) for k in KINDS}
-INPUTS: tuple[type[Any], ...] = tuple(_input_type(k) for k in KINDS)
-ConnectorView: Any = VIEWS["telegram"] | VIEWS["slack"] | VIEWS["http"] | VIEWS["external"]
+# Documentation (OpenAPI) of the kinds registered when the routes are: one view and one PUT body per kind.
+VIEWS: dict[str, type[Any]] = {name: _view_type(k) for name, k in KINDS.items()}
+INPUTS: tuple[type[Any], ...] = tuple(_input_type(k) for k in KINDS.values())
+ConnectorView: Any = reduce(or_, VIEWS.values())
+KindName: Any = Literal[tuple(KINDS)]
+RootIngressKind: Any = Literal[tuple(name for name, k in KINDS.items() if k.root_ingress)]
 
 
 class ConnectorPath(msgspec.Struct):
-    kind: Kind
+    kind: KindName
     name: str
 
 
 class IngressPath(msgspec.Struct):
-    # External connectors take events on `/events` and `/events/batch` instead.
-    kind: Literal["http", "slack", "telegram"]
+    # The kinds with `root_ingress`; external connectors take events on `/events` and `/events/batch` instead.
+    kind: RootIngressKind
     name: str
 
 
 class ConnectorList(msgspec.Struct):
     connectors: list[ConnectorView]
+
+
+class KindView(msgspec.Struct, kw_only=True):
+    """A registered connector kind, as the web UI's editor needs it."""
+
+    kind: str
+    fields: list[str]  # every settings field, secret ones included
+    secret_fields: list[str]  # write-only: PUT takes a SecretInput, views show a SecretView
+    root_ingress: bool  # takes events on POST /v1/connectors/{kind}/{name}
+    chat_addresses: bool  # a chat of it replies into itself (/api/message, cron jobs)
+
+
+class KindList(msgspec.Struct):
+    kinds: list[KindView]
+
+
+def kind_views() -> KindList:
+    """Every registered kind, in the registry's order."""
+    return KindList(
+        [
+            KindView(
+                kind=name,
+                fields=list(k.settings.__struct_fields__),
+                secret_fields=list(k.secret_fields),
+                root_ingress=k.root_ingress,
+                chat_addresses=k.chat_address is not None,
+            )
+            for name, k in KINDS.items()
+        ]
+    )
 
 
 class SecretSlot(msgspec.Struct):

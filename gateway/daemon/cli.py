@@ -24,6 +24,8 @@ from gateway.config.file import (
     paths_for,
     shorten_token,
 )
+from gateway.daemon.jsonout import add_json_flag, print_json
+from gateway.daemon.logread import LEVELS
 
 if TYPE_CHECKING:
     from gateway.daemon.term import Term
@@ -94,11 +96,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from gateway.daemon import control
+    from gateway.daemon import control, logread
 
     config, paths = _load(args)
     secret = control.read_token(config, paths)
-    return control.logs(paths, lines=args.lines, follow=args.follow, secret=secret, term=_term())
+    return logread.logs(
+        paths, lines=args.lines, follow=args.follow, secret=secret, term=_term(), level=args.level, as_json=args.json
+    )
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -199,14 +203,29 @@ def cmd_token(args: argparse.Namespace) -> int:
         write_token(paths, token)
         _say(f"new token saved to {paths.token_file}")
         applied = control.apply_token(paths, token, _term(sys.stderr))
-        print(token)
+        if args.json:
+            _token_json(token, str(paths.token_file), paths, generated=True, rotated=True, applied=applied)
+        else:
+            print(token)
         return EXIT_OK if applied else EXIT_FAILURE
     token, generated = ensure_token(config, paths)
     if generated:
         _say(f"generated a new token and saved it to {paths.token_file}")
+    if args.json:
+        source = "config" if config.server.token else str(paths.token_file)
+        _token_json(token, source, paths, generated=generated, rotated=False)
+        return EXIT_OK
     print(token)
     _say_fingerprint(paths)
     return EXIT_OK
+
+
+def _token_json(token: str, source: str, paths: Paths, **facts: bool) -> None:
+    """`gateway token --json`: the token (the one answer not redacted: it is what was asked for), where it comes
+    from (`config`, or the token file's path), the server identity, and what this run did."""
+    from gateway.daemon.control import identity_fingerprint
+
+    print_json({"token": token, "source": source, "identity": identity_fingerprint(paths), **facts}, redact=False)
 
 
 def _say_fingerprint(paths: Paths) -> None:
@@ -265,6 +284,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     from gateway.config.file import secret_values
     from gateway.logs import redactor
 
+    if args.example:
+        from gateway.daemon import configexample
+
+        sys.stdout.write(configexample.render())
+        return EXIT_OK
     config, paths = _load(args)
     for secret in secret_values(config):
         redactor.add(secret)
@@ -295,10 +319,40 @@ def cmd_user(args: argparse.Namespace) -> int:
     return useradmin.run(args, config, paths)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from gateway.daemon import dashboard
+
+    return dashboard.run(args, *_load(args))
+
+
+def cmd_onboard(args: argparse.Namespace) -> int:
+    from gateway.daemon import onboard
+
+    return onboard.run(args)
+
+
 def cmd_secrets(args: argparse.Namespace) -> int:
     from gateway.daemon.secretkeys import rotate
 
     return rotate(*_load(args))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from gateway.daemon import backup
+
+    return backup.run_backup(args, *_load(args))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gateway.daemon import backup
+
+    return backup.run_restore(args, *_load(args))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.daemon import doctor
+
+    return doctor.run(args, lambda: _load(args))
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -342,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else listens on the port (SIGTERM, 700 ms, SIGKILL)",
     )
     p = add("status", cmd_status, "show whether the gateway runs, where, since when and how it is doing")
-    p.add_argument("--json", action="store_true", help="print the status as JSON for scripts")
+    add_json_flag(p, "print the status as JSON for scripts")
     p = add("stop", cmd_stop, "stop the running gateway (SIGTERM, wait for it to drain, then SIGKILL)")
     p.add_argument("--force", action="store_true", help="SIGKILL at once")
     p.add_argument("--timeout", type=_millis, metavar="MS", help=_TIMEOUT_HELP)
@@ -360,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("logs", cmd_logs, "print the end of the gateway's log file")
     p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    p.add_argument(
+        "--level",
+        choices=list(LEVELS),
+        help="only records at this level or above (with --level or --json, -n counts records: a line and its "
+        "traceback)",
+    )
+    add_json_flag(p, "print one JSON object per record (ts, level, logger, msg, exc...) for scripts")
     p = add("install", cmd_install, "install the gateway as a user service (systemd, launchd or Task Scheduler)")
     p.add_argument("--host", help="address the service binds (default from config)")
     p.add_argument("--port", type=int, help="port the service binds (default from config)")
@@ -371,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("service-status", cmd_service_status, "show the service manager's report on the user service")
     p = add("token", cmd_token, "print the gateway token (generating one if none exists)")
     p.add_argument("--rotate", action="store_true", help="replace the token with a new one")
+    add_json_flag(p, "print the token, where it comes from and the server identity as JSON")
     p = add("chat", cmd_chat, "chat with the agent over /ws (Ctrl-C aborts the running turn, Ctrl-D quits)")
     p.add_argument(
         "--url",
@@ -391,13 +453,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="use the v2 handshake (pinned key, token never sent)")
     p.add_argument("--pin", help="v2: the server fingerprint to require (`gateway token` prints it)")
     p.add_argument("-m", "--message", help="send this one message, print the answer and exit")
-    add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
+    p = add("config", cmd_config, "print the effective configuration and paths (token shortened, secrets redacted)")
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print an annotated config.toml: every setting, its default, what it does",
+    )
     add("version", cmd_version, "print the version")
     p = add("secrets", cmd_secrets, "re-seal the stored secrets with a new key (the gateway stopped)")
     p.add_argument("action", choices=["rotate-key"], help="what to do")
+    p = add("backup", cmd_backup, "copy the database to FILE (0600, integrity-checked), the gateway running or not")
+    p.add_argument("file", metavar="FILE", help="the backup file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON for scripts")
+    p = add("restore", cmd_restore, "replace the database with a backup, keeping the old one (the gateway stopped)")
+    p.add_argument("file", metavar="FILE", help="a file written by `gateway backup`")
+    p.add_argument("--key", metavar="KEYFILE", help="the secrets.key saved with the backup (installed with it)")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON for scripts")
+    p = add("doctor", cmd_doctor, "check config, port, file modes, disk, database, provider, connectors, clock, limits")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON for scripts")
     from gateway.daemon.useradmin import add_arguments
 
     add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
+    from gateway.daemon import dashboard
+
+    p = add("dashboard", cmd_dashboard, "print a link that signs the owner in to the web UI (once, within 5 minutes)")
+    dashboard.add_arguments(p)
+    from gateway.daemon import onboard
+
+    p = add("onboard", cmd_onboard, "set up a first run: provider and key, port, first admin, the user service")
+    onboard.add_arguments(p)
+    from gateway.daemon import completion
+
+    completion.add_command(parser, sub, common)
     return parser
 
 

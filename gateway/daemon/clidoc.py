@@ -43,7 +43,10 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   `/proc/<pid>/environ` just before stopping the old process (only the same user, or root, may read it, as only
   they may signal it). Nothing of it is written to disk: the lock file holds no secret. With no gateway running,
   `restart` says so and exits 3; `--start-if-stopped` starts one in the background instead.
-- `gateway logs [--lines N] [--follow]` prints the rotating log file (`<data_dir>/logs/gateway.log`).
+- `gateway logs [--lines N] [--follow] [--level LEVEL] [--json]` prints the rotating log file
+  (`<data_dir>/logs/gateway.log`), in either `log.format`. `--level warning` keeps the records at that level or
+  above, each with its traceback; `--json` prints one JSON object per record (`ts`, `level`, `logger`, `msg`, the
+  record's own fields, `exc`; a line that is no record has `level: null`). With either, `-n` counts records.
 - `gateway token --rotate` and `gateway install --token` write the token file, then apply it to a running gateway
   at once: SIGUSR2 makes it read the token file again, and the command checks that the gateway accepts the new
   token before it says so ("uses the new token now; the old one no longer works"). Open `/ws` connections stay
@@ -59,6 +62,35 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   and the prompt go to stderr, the answers alone to stdout.
 - Output into a closed pipe (`gateway status | head -1`, `gateway logs -f | grep -m1 …`) ends the command
   quietly with exit code 141 (128 + SIGPIPE), as Unix tools do.
+
+## First run, scripts and shells
+
+- `gateway onboard` walks a first run: the provider (`echo`, or `openai` for any OpenAI-compatible endpoint, with
+  its URL, model and key), the port, the first admin account and its password, and whether to install the user
+  service. It writes the config file (owner-only, 0600, in an 0700 folder; only the chosen settings) and creates
+  the admin. Every question has a flag, so a script runs it with `--yes` (ask nothing; what no flag gives takes
+  its default): `--provider`, `--base-url`, `--model`, `--api-key-env VAR` or `--api-key-file PATH` (a key never
+  goes on the command line, where shell history and `ps` would keep it), `--port`, `--admin-user`,
+  `--admin-password-file`, `--install-service`/`--no-install-service`. Asked on a terminal, the key and the
+  password are read without echo; piped answers are read a line each. An existing config file is never replaced
+  without `--force` (which keeps the old one as `config.toml.bak`).
+- `gateway dashboard` prints a link (`http://127.0.0.1:8741/#/signin/<code>`) that opens the web UI signed in as
+  the owner, as the gateway token would. The code works once and for 5 minutes; only its SHA-256 is stored (in
+  the database, so it works whether or not the gateway runs when it is made). It travels in the URL's fragment,
+  which a browser never sends, so it is in no access log; the page trades it at `POST /api/auth/owner-link` and
+  removes it from the address bar. The link names where the running gateway listens (its lock file), else the
+  config's host and port; `--url https://gw.example.org/` names the address your browser uses instead (a reverse
+  proxy, another machine).
+- `--json` on `status`, `token`, `user list`, `logs`, `doctor`, `backup`, `restore` and `dashboard` prints what a
+  script parses: one JSON document (one object per line for `logs`), secrets redacted except the token that
+  `gateway token --json` is asked for (`{token, source, identity, generated, rotated}`, with `applied` after
+  `--rotate`). Every command with `--json` gets it from the same helper (gateway/daemon/jsonout.py).
+- `gateway completion bash|zsh|fish` prints a completion script made from the command's own parser (commands,
+  aliases, options, their choices): `source <(gateway completion bash)`, `source <(gateway completion zsh)`, or
+  `gateway completion fish | source`; to keep it, save it where the shell looks (the script's first lines say
+  where).
+- `gateway config --example` prints every setting as an annotated `config.toml`: its default and a one-line comment
+  (docs/config.md has the full story of each). It parses back to the defaults.
 
 ## The lock file
 
@@ -133,6 +165,19 @@ is the folder the gateway must be able to write.
 to do: no user session of systemd here (a container, `su`/`sudo`: log in as the user, `loginctl enable-linger`, or
 use `gateway serve`), or the service is not installed (`gateway install`; `service-status` exits 3, `uninstall`
 has nothing to do and exits 0).
+
+## Backups and the doctor
+
+- `gateway backup FILE [--force] [--json]` copies the database (SQLite's online backup API: one consistent
+  snapshot, while the gateway runs or not) to `FILE`, 0600, integrity-checked, and says that the secrets key is
+  not inside and where it is. `gateway restore FILE [--key KEYFILE]` puts a backup back on a stopped gateway (it
+  refuses a running one) and keeps the old database as `gateway.db.before-restore-<UTC time>`. Both exit 0 or 1.
+  docs/install.md has scheduled backups and Litestream replication.
+- `gateway doctor [--json]` checks the config, the port, the data folder's modes, free disk, the database's
+  integrity, the provider (a `GET /models` with its key), each connector's health (from the running gateway),
+  the clock (against the provider's `Date`) and the open-files limit: one line each, `OK`, `WARN` or `FAIL`, with
+  the fix for what is not fine. `--json` prints `{ok, checks: [{name, status, detail, fix}]}`. It exits 1 when a
+  check fails, else 0 (warnings included).
 
 ## Accounts
 

@@ -1,4 +1,4 @@
-"""Commands that act on a running gateway found through its lock file: status, stop, restart and logs."""
+"""Commands that act on a running gateway found through its lock file: status, stop, restart (logs: logread.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import signal
 import sqlite3
 import time
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
-import msgspec
 
 from gateway.config.file import Config, Paths, Server, secret_values, shorten_token
+from gateway.daemon.jsonout import print_json
 from gateway.daemon.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
 from gateway.daemon.procs import process_environ, terminate
 from gateway.daemon.serve import (
@@ -194,7 +194,7 @@ def status(config: Config, paths: Paths, *, as_json: bool, term: Term) -> int:
         redactor.add(secret)
     data = redactor.redact_data(collect_status(config, paths))  # the API redacts too; this covers the rest
     if as_json:
-        term.line(msgspec.json.format(msgspec.json.encode(data)).decode())
+        print_json(data, stream=term.stream)
     else:
         print_status(data, term)
     return EXIT_OK if data["running"] else EXIT_NOT_RUNNING
@@ -362,75 +362,3 @@ def apply_token(paths: Paths, token: str, term: Term, *, timeout: float = 20.0) 
         time.sleep(0.05)
     term.ok(f"the running gateway (pid {info.pid}) uses the new token now; the old one no longer works")
     return True
-
-
-def _tail(fh: BinaryIO, lines: int) -> list[str]:
-    """The last `lines` lines of `fh`, leaving its position at the end it read up to (where following goes on)."""
-    fh.seek(0, os.SEEK_END)
-    end = fh.tell()
-    if lines <= 0:
-        return []
-    size = min(end, 8192)
-    # Read backwards in growing chunks until enough newlines are seen: logs can be megabytes.
-    while True:
-        fh.seek(end - size)
-        chunk = fh.read(size)
-        if chunk.count(b"\n") > lines or size == end:
-            break
-        size = min(end, size * 4)
-    return chunk.decode("utf-8", "replace").splitlines()[-lines:]
-
-
-def logs(paths: Paths, *, lines: int, follow: bool, secret: str | None, term: Term) -> int:
-    """`gateway logs`: the last `lines` lines, then (`follow`) new lines as they come, across rotations."""
-
-    def show(text: str) -> None:
-        if secret:
-            text = text.replace(secret, shorten_token(secret))  # belt and braces: the logger redacts already
-        term.line(text)
-
-    path = paths.log_file
-    if not path.exists() and not follow:
-        term.error(f"no log file yet at {path}; it is written once the gateway has started")
-        return EXIT_FAILURE
-    fh: BinaryIO | None = None
-    ident: tuple[int, int] | None = None
-    try:
-        if path.exists():
-            # One handle for the tail and the follow, so no line written in between is lost.
-            fh = path.open("rb")
-            st = os.fstat(fh.fileno())
-            ident = (st.st_dev, st.st_ino)
-            for line in _tail(fh, lines):
-                show(line)
-        if not follow:
-            return EXIT_OK
-        # Ctrl-C ends the follow even when this process was started with SIGINT ignored (a shell's background
-        # job, or a parent that ignores it), as `serve` and `chat` do by catching it themselves.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        pending = b""
-        while True:
-            if fh is not None:
-                data = fh.read()
-                if data:
-                    pending += data
-                    *complete, pending = pending.split(b"\n")
-                    for raw in complete:
-                        show(raw.decode("utf-8", "replace"))
-                    continue
-            time.sleep(0.2)
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            # Rotated (a new inode) or truncated: read the new file from its start.
-            if fh is None or (st.st_dev, st.st_ino) != ident or st.st_size < fh.tell():
-                if fh is not None:
-                    fh.close()
-                fh = path.open("rb")
-                ident = (st.st_dev, st.st_ino)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    finally:
-        if fh is not None:
-            fh.close()

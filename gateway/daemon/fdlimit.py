@@ -51,6 +51,11 @@ def damp_accept_errors() -> None:
         logger.addFilter(AcceptErrorDamper())
 
 
+def cap_for(limit: int) -> int:
+    """The `ws.max_connections` that fits an open-files limit: what is left after the reserve (half at most)."""
+    return max(1, limit - min(RESERVED, limit // 2))
+
+
 def fit_open_files(config: Config) -> Config:
     """Raise the soft RLIMIT_NOFILE (up to the hard limit) to `ws.max_connections` + RESERVED; when the hard limit
     is lower, return a config whose `ws.max_connections` fits, after one warning line. Also damps trio's accept
@@ -73,7 +78,7 @@ def fit_open_files(config: Config) -> Config:
         log.debug("cannot raise the open-files limit to %d: %s", target, exc)
     if soft >= wanted:
         return config
-    cap = max(1, soft - min(RESERVED, soft // 2))
+    cap = cap_for(soft)
     log.warning(
         "the open-files limit is %d (hard limit %s), too low for ws.max_connections = %d: lowered it to %d; "
         "raise the limit (`ulimit -n`, or LimitNOFILE= in the service unit) to allow %d",

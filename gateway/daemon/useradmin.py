@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import msgspec
-
 from gateway.config.file import Config, Paths
+from gateway.daemon.jsonout import add_json_flag, print_json
 from storage import users as users_db
 from storage.clock import now_ms
 from storage.db import open_db
@@ -183,7 +182,7 @@ def run(args: argparse.Namespace, config: Config, paths: Paths) -> int:
         elif action == "list":
             users = list_users(config, paths)
             if args.json:
-                print(msgspec.json.format(msgspec.json.encode([_view(u) for u in users])).decode())
+                print_json([_view(u) for u in users])
             elif not users:
                 say("no users yet; `gateway user add NAME` makes the first (an admin)")
             else:
@@ -240,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--role", choices=users_db.ROLES, help="super_admin or user (default: see above)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p = action("list", "list the accounts: name, role, status, email, created")
-    p.add_argument("--json", action="store_true", help="print them as JSON for scripts")
+    add_json_flag(p, "print them as JSON for scripts")
     p = action("role", "change an account's role (the owner may demote any super_admin)")
     p.add_argument("name", help="username or email")
     p.add_argument("role", choices=users_db.ROLES)

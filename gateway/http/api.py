@@ -58,6 +58,9 @@ class RestState:
     hasher: PasswordHasher
     limiter: RateLimiter
     streams: StreamLimiter
+    # The notification streams' own slots (as many): a page open in several tabs holds one each all the time, and
+    # must not use up the slots its chat streams need.
+    note_streams: StreamLimiter
     throttle: FailedAuthThrottle | None = None  # None with `limits.enabled = false`
 
 
@@ -236,7 +239,9 @@ def decode_json(raw: bytes, type_: type[S]) -> S:
 
 
 def decode_query(request: Request, type_: type[S]) -> S:
-    data = {k: v for k, v in request.query_params.items() if k in getattr(type_, "__struct_fields__", ())}
+    # By their names on the wire (a field may be renamed: `from` is a keyword in Python).
+    names = getattr(type_, "__struct_encode_fields__", ())
+    data = {k: v for k, v in request.query_params.items() if k in names}
     try:
         return msgspec.convert(data, type_, strict=False)
     except msgspec.ValidationError as exc:

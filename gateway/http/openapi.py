@@ -12,6 +12,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
+from gateway.connectors.registry import KINDS
 from gateway.http.api import ENDPOINTS, Endpoint, ErrorBody
 from gateway.http.responses import JSON
 
@@ -56,10 +57,8 @@ def build_openapi() -> dict[str, Any]:
             "schemas": _to_openapi30(components),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
-                # Connector ingress only: Slack signs the raw body (v0 HMAC with X-Slack-Request-Timestamp);
-                # Telegram repeats the webhook's secret_token.
-                "slackSignature": {"type": "apiKey", "in": "header", "name": "X-Slack-Signature"},
-                "telegramSecret": {"type": "apiKey", "in": "header", "name": "X-Telegram-Bot-Api-Secret-Token"},
+                # Connector ingress only: what each kind checks besides a Bearer token (ConnectorKind).
+                **{name: dict(scheme) for k in KINDS.values() for name, scheme in k.ingress_security.items()},
             },
         },
     }
@@ -182,7 +181,10 @@ def _connector_security(path: str) -> list[dict[str, list[str]]]:
         return [{"bearer": []}]  # the sidecar's own short-lived token
     if "/external/" in path:
         return [{"bearer": []}, {}]  # the connector's shared_token
-    return [{"bearer": []}, {"slackSignature": []}, {"telegramSecret": []}, {}]
+    own: list[dict[str, list[str]]] = [
+        {name: []} for k in KINDS.values() if k.root_ingress for name in k.ingress_security
+    ]
+    return [{"bearer": []}, *own, {}]
 
 
 def _to_openapi30(schema: Any) -> Any:

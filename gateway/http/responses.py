@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -13,6 +15,8 @@ from starlette.responses import Response
 from actors.store import StorageUnavailableError, disk_refused
 from gateway.errors import GatewayError
 from gateway.logs import redactor
+from storage.clock import now_ms
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.http")
 
@@ -82,6 +86,18 @@ async def _os_error(request: Request, exc: Exception) -> Response:
     return await _internal_error(request, exc)
 
 
+async def _usage_cap(request: Request, exc: Exception) -> Response:
+    # The turn was refused before anything of it was stored: the client keeps its message and may send it later.
+    assert isinstance(exc, UsageCapReachedError)
+    retry = max(1, math.ceil((exc.resets_at_ms - now_ms()) / 1000))
+    details = {"used": exc.used, "cap": exc.cap, "resets_at": _iso(exc.resets_at_ms)}
+    return error_response(429, "USAGE_CAP_REACHED", str(exc), headers={"Retry-After": str(retry)}, details=details)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s: %r", request.method, request.url.path, exc, exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "internal error; see the gateway log")
@@ -93,6 +109,7 @@ def exception_handlers() -> dict[Any, Any]:
         GatewayError: _gateway_error,
         HTTPException: _http_error,
         StorageUnavailableError: _storage_error,
+        UsageCapReachedError: _usage_cap,
         OSError: _os_error,
         Exception: _internal_error,
     }

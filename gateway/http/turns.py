@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -28,6 +29,7 @@ class TurnOutcome:
     state: str  # completed | failed | aborted
     text: str
     error: str | None
+    usage: dict[str, Any] | None = None  # the turn_ended's `usage`: tokens in and out, `estimated` when guessed
 
 
 async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -> SessionRow:
@@ -173,6 +175,7 @@ async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: flo
     state, result = "failed", ""
     error: str | None = "the session was deleted before the turn ended"
     error_text: str | None = None
+    usage: dict[str, Any] | None = None
     with trio.move_on_after(timeout) as scope:
         async for event in events:
             if event.type == "result":
@@ -182,6 +185,8 @@ async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: flo
             elif event.type == "turn_ended":
                 state = str(event.data.get("state", "failed"))
                 error = error_text
+                got = event.data.get("usage")
+                usage = got if isinstance(got, dict) else None
     if scope.cancelled_caught:
         raise TurnTimeoutError(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
-    return TurnOutcome(accepted, state, result, error)
+    return TurnOutcome(accepted, state, result, error, usage)

@@ -27,6 +27,7 @@ from gateway.ws.handshake import AsgiTransport, Authenticated, AuthError, Discon
 from gateway.ws.identity import load_identity
 from storage import sessions as sess_db
 from storage.events import EventRow
+from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.ws")
 Ts = TypeVarTuple("Ts")
@@ -55,13 +56,16 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     if t == "result":
         text = d.get("text") or ""
         files = d.get("files") or parse_file_tags(text)
-        return {
+        frame: dict[str, Any] = {
             "type": "result",
             "text": text,
             "stream_fallback": bool(d.get("stream_fallback")),
             "files": files,
             "seq": event.seq,
         }
+        if "usage" in d:  # an extra field, which every client ignores unless it knows it
+            frame["usage"] = d["usage"]
+        return frame
     if t == "error":
         # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
         code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
@@ -72,6 +76,12 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
         return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
     return None
+
+
+def _delta_frame(pieces: list[str], seq: int) -> bytes:
+    """One `text_delta` frame carrying consecutive deltas joined (`seq`: the last one's), redacted."""
+    frame = {"type": "text_delta", "data": pieces[0] if len(pieces) == 1 else "".join(pieces), "seq": seq}
+    return redactor.redact_bytes(msgspec.json.encode(frame))
 
 
 class WebSocketApp:
@@ -193,11 +203,13 @@ class Connection:
         self.cfg = runtime.config.ws
         self._lock = trio.Lock()
         self._own_turns: set[str] = set()
-        self._stamps: deque[float] = deque()
-        self._frame_stamps: deque[float] = deque()
+        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used).
+        self._stamps: deque[float] | None = None
+        self._frame_stamps: deque[float] | None = None
         self._failures = 0
         self.last_seq = 0
-        self._nursery: trio.Nursery
+        self._nursery: trio.Nursery | None = None
+        self._going = False  # the gateway is stopping: close with 1001
         self._events: trio.MemoryReceiveChannel[EventRow] | None = None
         # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
         self.name = f"connection:{next(_numbers)}:{self.key}"
@@ -260,11 +272,15 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
+                        self._going = True
+                        nursery.cancel_scope.cancel()
                     nursery.start_soon(self._guard, self._stream, sub)
                     nursery.start_soon(self._guard, self._notifications, notes)
-                    nursery.start_soon(self._guard, self._going_away)
                     await self._guard(self._read)
                     nursery.cancel_scope.cancel()
+                if self._going:
+                    await self.wire.close(CLOSE_GOING_AWAY)
             finally:
                 if self._own_turns:
                     # The client left mid-turn: abort its turns, running or queued, and only those (another
@@ -278,15 +294,16 @@ class Connection:
                         except ActorError as exc:
                             log.warning("abort on disconnect of %s failed: %r", self.key, exc)
 
-    async def _going_away(self) -> None:
-        """At shutdown, tell the client at once (1001) instead of leaving it to hypercorn's graceful timeout.
+    def going_away(self) -> None:
+        """At shutdown (called by the gateway's one shutdown watcher), tell the client at once (1001) instead of
+        leaving it to hypercorn's graceful timeout.
 
         Its turn is not aborted: the restart marks it interrupted, and the client resumes with `resume_from`.
         """
-        await self.rt.shutdown.wait()
+        self._going = True
         self._own_turns.clear()
-        await self.wire.close(CLOSE_GOING_AWAY)
-        raise Disconnected()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _guard(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
         """Run one of the connection's tasks; the client going away ends them all, quietly."""
@@ -294,7 +311,8 @@ class Connection:
             await fn(*args)
         except Disconnected:
             self.wire.closed = True
-            self._nursery.cancel_scope.cancel()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
 
     async def _subscribe(
         self, after: int | None, *, before_auth_ok: bool = False
@@ -322,15 +340,34 @@ class Connection:
     async def _deliver(self, events: list[EventRow]) -> None:
         """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
         frames: list[bytes] = []
+        # Consecutive text_deltas of one turn waiting here go out as one frame with the joined text and the last
+        # seq: the client sees the same text, and a socket that is behind catches up with one frame, not many.
+        delta: list[str] = []
+        delta_seq = 0
+        delta_turn: str | None = None
         for event in events:
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
+            if event.type == "text_delta":
+                data = event.data.get("data")
+                if isinstance(data, str):
+                    if delta and (delta_turn != event.turn_id or delta_seq != event.seq - 1):
+                        frames.append(_delta_frame(delta, delta_seq))
+                        delta = []
+                    delta.append(data)
+                    delta_seq, delta_turn = event.seq, event.turn_id
+                    continue
+            if delta:
+                frames.append(_delta_frame(delta, delta_seq))
+                delta = []
             if event.type == "turn_ended":
                 self._own_turns.discard(str(event.data.get("turn_id")))
             frame = event_frame(event, self.auth.version)
             if frame is not None:
                 frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
+        if delta:
+            frames.append(_delta_frame(delta, delta_seq))
         if frames:
             async with self._lock:
                 for plain in frames:
@@ -391,6 +428,8 @@ class Connection:
                 return
             # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
             # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
+            if self._frame_stamps is None:
+                self._frame_stamps = deque()
             if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
                 if self.auth.version >= 2:
                     # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
@@ -419,17 +458,23 @@ class Connection:
                 continue
             kind = msg.get("type")
             text = msg.get("text")
+            limit = self.cfg.messages_per_minute
             if kind == "abort" or (kind == "message" and isinstance(text, str) and text.strip().lower() == "/stop"):
+                assert self._nursery is not None  # the reader runs in it
                 self._nursery.start_soon(self._guard, self._abort)  # the reader reads on while the abort runs
             elif kind == "message":
                 if not isinstance(text, str) or not text.strip():
                     await self.error("empty", "the message has no text")
-                elif not self._window_ok(self._stamps, self.cfg.messages_per_minute):
+                elif not self._window_ok(self._stamps if self._stamps is not None else self._new_stamps(), limit):
                     await self.error("rate_limited", f"at most {self.cfg.messages_per_minute} messages a minute")
                 else:
                     await self._submit(text)
             else:
                 await self.error("unknown_type", f"unknown message type {kind!r}")
+
+    def _new_stamps(self) -> deque[float]:
+        self._stamps = deque()
+        return self._stamps
 
     async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:
         """Refuse a frame that was not opened, then close. v1 gets an encrypted error first, as its clients expect;
@@ -452,6 +497,10 @@ class Connection:
         except StorageUnavailableError as exc:
             # Disk full, read-only or frozen: the message was not stored, so it is not accepted. Keep the socket.
             await self.error("internal_error", f"cannot start the turn: {exc}; nothing was stored, retry later")
+            return
+        except UsageCapReachedError as exc:
+            # Refused before it was stored: the client keeps its text and may send it again after midnight UTC.
+            await self.error("usage_cap_reached", f"{exc}; the message was not stored")
             return
         self._own_turns.add(accepted.turn_id)
 

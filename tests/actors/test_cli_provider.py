@@ -19,6 +19,7 @@ from actors.providers.base import (
     TextDelta,
     ToolActivity,
     TurnRequest,
+    Usage,
 )
 from actors.providers.cli import CliProvider, CliTurn, group_members, parse_json_line
 
@@ -206,3 +207,35 @@ async def test_the_gateways_own_settings_stay_out_of_the_agents_environment(monk
     events = await collect(CliProvider([sys.executable, "-c", code], env={"GW_X": "y"}), "x")
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "['GW_X', 'PATH']\n"
+
+
+async def test_usage_reported_by_claude_codex_and_gemini() -> None:
+    claude_usage = {
+        "input_tokens": 12,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 3000,
+        "output_tokens": 40,
+    }
+    claude: list[dict[str, object]] = [
+        {"type": "assistant", "message": {"content": [{"type": "text", "text": "Hi"}]}},
+        {"type": "result", "subtype": "success", "result": "Hi", "usage": claude_usage, "total_cost_usd": 0.01},
+    ]
+    assert await collect(CliProvider(_script(claude)), "x") == [TextDelta("Hi"), FinalText("Hi"), Usage(3112, 40)]
+    codex: list[dict[str, object]] = [
+        {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": "Done."}},
+        {"type": "turn.completed", "usage": {"input_tokens": 900, "cached_input_tokens": 800, "output_tokens": 25}},
+    ]
+    assert await collect(CliProvider(_script(codex)), "x") == [TextDelta("Done."), Usage(900, 25)]
+    gemini: list[dict[str, object]] = [
+        {"type": "message", "role": "assistant", "content": "Ok", "delta": True},
+        {"type": "result", "status": "success", "stats": {"total_tokens": 70, "input_tokens": 60, "output_tokens": 10}},
+    ]
+    assert await collect(CliProvider(_script(gemini)), "x") == [TextDelta("Ok"), Usage(60, 10)]
+
+
+def test_usage_that_is_not_a_count_is_left_out() -> None:
+    for usage in ({"input_tokens": "12", "output_tokens": 3}, {"input_tokens": -1, "output_tokens": 3}, {}):
+        assert parse_json_line({"type": "turn.completed", "usage": usage}) == []
+    assert parse_json_line({"type": "result", "result": "r", "usage": {"input_tokens": True, "output_tokens": 1}}) == [
+        FinalText("r")
+    ]

@@ -9,7 +9,15 @@ import pytest
 import trio
 
 from actors.messages import SessionKey
-from actors.providers.base import HistoryMessage, ProviderError, SystemStatus, TextDelta, ToolActivity, TurnRequest
+from actors.providers.base import (
+    HistoryMessage,
+    ProviderError,
+    SystemStatus,
+    TextDelta,
+    ToolActivity,
+    TurnRequest,
+    Usage,
+)
 from actors.providers.openai import OpenAIProvider, OpenAISettings, build_messages
 from tests.actors.harness import harness, until_turn_ends
 from tests.fakes.openai_server import FakeOpenAI, Script
@@ -186,3 +194,38 @@ async def test_abort_mid_stream_closes_the_http_stream(fake: FakeOpenAI, tmp_pat
         assert rest[-1].data["state"] == "aborted"
         with trio.fail_after(5):
             await fake.disconnected.wait()  # the server saw the client go away
+
+
+async def test_usage_comes_from_the_streams_last_chunk_summed_over_tool_rounds(fake: FakeOpenAI) -> None:
+    class Tools:
+        def specs(self) -> list[dict[str, Any]]:
+            return [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+
+        async def call(self, name: str, arguments: dict[str, Any]) -> str:
+            return "noon"
+
+    fake.scripts.extend(
+        [
+            Script(tool_calls=[("c1", "now", ["{}"])], usage=(30, 7)),
+            Script(texts=["It is ", "noon"], usage=(45, 4)),
+        ]
+    )
+    with trio.fail_after(10):
+        events = await collect(OpenAIProvider(settings(fake.base_url), tools=Tools()), request("time?"))
+    assert [e for e in events if isinstance(e, Usage)] == [Usage(30, 7), Usage(45, 4)]
+    assert all(r["stream_options"] == {"include_usage": True} for r in fake.requests)
+
+
+async def test_usage_not_asked_for_when_switched_off(fake: FakeOpenAI) -> None:
+    fake.scripts.append(Script(texts=["hi"], usage=(3, 1)))
+    with trio.fail_after(10):
+        events = await collect(OpenAIProvider(settings(fake.base_url, stream_usage=False)), request("x"))
+    assert events == [TextDelta("hi")]  # no usage: the session estimates it
+    assert "stream_options" not in fake.requests[0]
+
+
+async def test_a_whole_json_answer_is_taken_with_its_usage(fake: FakeOpenAI) -> None:
+    fake.scripts.append(Script(texts=["all ", "at once"], usage=(12, 3), whole=True))
+    with trio.fail_after(10):
+        events = await collect(OpenAIProvider(settings(fake.base_url)), request("x"))
+    assert events == [TextDelta("all at once"), Usage(12, 3)]

@@ -186,6 +186,10 @@ async def test_abort_stops_the_turn_at_once_and_drops_the_queue(tmp_path: Path) 
         rest = await until_turn_ends(live)
         rest += await until_turn_ends(live)
         ends = [e.data for e in rest if e.type == "turn_ended"]
+        # What streamed before the stop counts (estimated: echo reports none); the turn that never ran costs nothing.
+        usage = {e["turn_id"]: e.pop("usage", None) for e in ends}
+        assert usage[queued.turn_id] is None
+        assert usage[first.turn_id]["estimated"] is True and usage[first.turn_id]["output_tokens"] >= 1
         assert sorted(ends, key=str) == sorted(
             [
                 {"turn_id": first.turn_id, "state": "aborted"},
@@ -197,7 +201,11 @@ async def test_abort_stops_the_turn_at_once_and_drops_the_queue(tmp_path: Path) 
         turn = await h.store.call(msg_db.get_turn, queued.turn_id)
         assert turn is not None and turn.state == "aborted"
         other_events = await until_turn_ends(live_other)
-        assert other_events[-1].data == {"turn_id": other.turn_id, "state": "completed"}
+        assert other_events[-1].data == {
+            "turn_id": other.turn_id,
+            "state": "completed",
+            "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18, "estimated": True, "model": "echo"},
+        }
 
 
 async def test_an_idle_report_overtaken_by_a_message_keeps_the_session(tmp_path: Path) -> None:

@@ -28,6 +28,33 @@ class Script:
     retry_after: str | None = None
     cut: bool = False  # end the body mid-answer: no finish_reason, no [DONE]
     pause: float = 0.0  # between chunks, to make a stream last
+    # (prompt_tokens, completion_tokens): sent as OpenAI does, in a last chunk with no choices when the request asked
+    # for it (`stream_options.include_usage`), or in the whole answer when `whole` is set
+    usage: tuple[int, int] | None = None
+    whole: bool = False  # answer one chat.completion JSON object, as an endpoint that does not stream
+
+
+def _usage(usage: tuple[int, int]) -> dict[str, int]:
+    return {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}
+
+
+def _completion(script: Script) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(script.texts) or None}
+    if script.tool_calls:
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": "".join(fragments)}}
+            for call_id, name, fragments in script.tool_calls
+        ]
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if script.tool_calls else "stop"}],
+    }
+    if script.usage is not None:
+        body["usage"] = _usage(script.usage)
+    return body
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -73,6 +100,10 @@ class FakeOpenAI:
                 headers=headers,
             )
 
+        if script.whole:
+            return JSONResponse(_completion(script))
+        wants_usage = bool((self.requests[-1].get("stream_options") or {}).get("include_usage"))
+
         async def body() -> AsyncIterator[bytes]:
             try:
                 yield _chunk({"role": "assistant", "content": ""})
@@ -93,6 +124,9 @@ class FakeOpenAI:
                 if script.cut:
                     return
                 yield _chunk({}, "tool_calls" if script.tool_calls else "stop")
+                if wants_usage and script.usage is not None:
+                    last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "choices": []}
+                    yield f"data: {json.dumps({**last, 'usage': _usage(script.usage)})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
             except BaseException:
                 self.disconnected.set()

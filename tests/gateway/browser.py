@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import trio
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, WebSocket, sync_playwright
@@ -194,6 +195,10 @@ async def in_browser(base_url: str, scenario: Callable[[Page], None], **kw: Any)
     return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, token=token, **kw))
 
 
+# Responses that last as long as the page does: the notification stream (notifications only, never a secret).
+ENDLESS = frozenset({"/api/notifications/stream"})
+
+
 @dataclass
 class Traffic:
     """Everything the page received: HTTP responses (their bodies are read by `bodies`) and WebSocket frames."""
@@ -215,6 +220,8 @@ class Traffic:
         """`METHOD url #n` -> body text of every response so far (call it while the page is still open)."""
         out: dict[str, str] = {}
         for n, r in enumerate(self.responses):
+            if urlsplit(r.url).path in ENDLESS:
+                continue  # still open while the page is: reading its body would wait for ever
             out[f"{r.request.method} {r.url} #{n}"] = r.body().decode("utf-8", "replace")
         return out
 

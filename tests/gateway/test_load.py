@@ -167,7 +167,9 @@ async def test_1000_streaming_connections_and_32_batch_posters_lose_nothing_and_
                     busy = query(db, "SELECT count(*) FROM turns WHERE state IN ('queued', 'running')")[0][0]
                     cursor = query(db, "SELECT last_id FROM ingress_cursor")[0][0]
                     top = query(db, "SELECT max(id) FROM ingress_events")[0][0]
-                    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+                    # A status read on a loaded machine (the suite beside other work) can take longer than httpx's
+                    # 5 s default while 1000 sessions retire: the overall bound is wait_for's, not this request's.
+                    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
                         r = await c.get(f"{gw.base_url}/api/status")
                     body = r.json()
                     services = body.get("services") or body["error"]["details"]["services"]

@@ -95,6 +95,7 @@ OPEN = {
     ("POST", "/api/auth/register"),
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/refresh"),
+    ("POST", "/api/auth/owner-link"),  # takes a single-use code from `gateway dashboard` instead
 }
 SHARED = "ext-shared-token-for-auth-sweep-01"
 BEARER = "http-bearer-token-for-auth-sweep-1"

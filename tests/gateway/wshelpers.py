@@ -48,3 +48,15 @@ async def until(c: Client, kind: str, *, timeout: float = 20) -> list[dict[str, 
 
 def deltas(frames: list[dict[str, Any]]) -> str:
     return "".join(f["data"] for f in frames if f["type"] == "text_delta")
+
+
+def merged(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`frames` with consecutive text_deltas joined into one (the last one's seq), as the server may send them:
+    it coalesces the deltas waiting for a connection, so frame boundaries depend on timing, not the text."""
+    out: list[dict[str, Any]] = []
+    for f in frames:
+        if f["type"] == "text_delta" and out and out[-1]["type"] == "text_delta":
+            out[-1] = {**out[-1], "data": out[-1]["data"] + f["data"], "seq": f["seq"]}
+        else:
+            out.append(f)
+    return out

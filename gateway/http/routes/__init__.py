@@ -15,10 +15,12 @@ def register() -> None:
         messages,
         notifications,
         openai_compat,
+        owner_link,
         sessions,
         sessions_seed,
         skills,
         tool_servers,
+        usage,
         user_tools,
         users,
     )

@@ -13,7 +13,8 @@ from actors.connector import Answer, Inbound
 from gateway.connectors.base import reply_dicts
 from gateway.connectors.external import Batch, ExternalEvent
 from gateway.connectors.http import HttpIngress
-from gateway.connectors.model import SLOT_RE, ReplyHandle, check_kind, check_reply_handle
+from gateway.connectors.model import SLOT_RE, ReplyHandle
+from gateway.connectors.registry import KINDS, check_kind, check_reply_handle
 from gateway.connectors.service import ConnectorService
 from gateway.connectors.views import (
     INPUTS,
@@ -26,6 +27,7 @@ from gateway.connectors.views import (
     EventResult,
     HttpAccepted,
     IngressPath,
+    KindList,
     OutboxQuery,
     Persona,
     PersonaBody,
@@ -36,6 +38,7 @@ from gateway.connectors.views import (
     SecretStored,
     SecretValue,
     SlotPath,
+    kind_views,
 )
 from gateway.errors import (
     InvalidRequestError,
@@ -83,6 +86,13 @@ class ReplyTargetsBody(msgspec.Struct, forbid_unknown_fields=True):
           tag="connectors", auth="token", group=None, response=ConnectorList, errors=(503,))  # fmt: skip
 async def list_connectors(ctx: Ctx) -> Response:
     return JSON({"connectors": await service_of(ctx.request).list_views()})
+
+
+@endpoint("GET", "/v1/runtime/connector-kinds",
+          summary="The registered connector kinds: their settings fields, secret fields and ingress",
+          tag="connectors", auth="token", group=None, response=KindList)  # fmt: skip
+async def list_kinds(ctx: Ctx) -> KindList:
+    return kind_views()
 
 
 @endpoint("GET", "/v1/runtime/connectors/{kind}/{name}", summary="One connector's view, secrets redacted",
@@ -291,7 +301,8 @@ _INGRESS_ERRORS = (401, 404, 409, 413, 422, 429, 503)
           validate=False, also={202: HttpAccepted}, errors=_INGRESS_ERRORS)  # fmt: skip
 async def ingress_root(ctx: Ctx) -> Response:
     kind = ctx.path("kind")
-    if kind not in ("http", "slack", "telegram"):
+    found = KINDS.get(kind)
+    if found is None or not found.root_ingress:
         raise NotFoundError(f"no ingress route for {kind!r} connectors here; external ones use /events")
     return await _ingress(ctx.request, kind, "")
 

@@ -1,14 +1,17 @@
-"""Cron jobs over REST: list, create (cron expression or interval; a session or a connector chat), toggle, trigger."""
+"""Cron jobs over REST: list, create (cron expression in a timezone, or interval; a session or a connector chat),
+edit, toggle, trigger, and each job's run history."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from actors.messages import SessionKey
-from actors.scheduler import ScheduleError, Scheduler, check_cron, next_slot
+from actors.scheduler import ScheduleError, Scheduler, check_cron, check_timezone, next_slot
 from gateway.core import started
 from gateway.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint
@@ -19,18 +22,35 @@ from gateway.http.turns import ensure_session
 from storage import cron as cron_db
 from storage import sessions as sess_db
 from storage.clock import now_ms
-from storage.cron import CronJob
+from storage.cron import CronJob, CronRun
+
+CronExpression = Annotated[str, msgspec.Meta(max_length=200)]
+Interval = Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)]
+Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class CreateCronRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
     name: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    cron: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    interval_seconds: Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)] | None = None
+    cron: CronExpression | None = None
+    interval_seconds: Interval | None = None
+    timezone: Timezone = "UTC"
     session_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     connector: Channel | None = None
     chat_id: ChatId | None = None
     enabled: bool = True
+
+
+class UpdateCronRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change. `cron` or `interval_seconds` replaces the schedule (give one)."""
+
+    name: Annotated[str, msgspec.Meta(max_length=200)] | UnsetType = UNSET
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)] | UnsetType = UNSET
+    cron: CronExpression | UnsetType = UNSET
+    interval_seconds: Interval | UnsetType = UNSET
+    timezone: Timezone | UnsetType = UNSET
+    session_id: Annotated[str, msgspec.Meta(max_length=200)] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
 
 
 class CronJobOut(msgspec.Struct, kw_only=True):
@@ -38,14 +58,40 @@ class CronJobOut(msgspec.Struct, kw_only=True):
     name: str
     cron: str | None
     interval_seconds: int | None
+    timezone: str  # IANA name: the zone `cron` is read in
     session_id: str | None
     connector: str | None
     chat_id: str | None
     prompt: str
     enabled: bool
     next_fire_at: str | None
+    next_fire_local: str | None  # the same instant as wall time in `timezone`, with its UTC offset
     last_fire_at: str | None
     created_at: str
+    updated_at: str
+
+
+class CronRunOut(msgspec.Struct, kw_only=True):
+    id: int
+    trigger: Literal["schedule", "manual"]
+    status: Literal["running", "ok", "error", "skipped"]
+    slot_at: str  # the slot it ran for (a manual run: when it was triggered)
+    started_at: str
+    ended_at: str | None
+    duration_ms: int | None
+    error: str | None
+    session_id: str | None
+    turn_id: str | None
+
+
+class CronRunList(msgspec.Struct, kw_only=True):
+    runs: list[CronRunOut]
+    next_before: int | None  # pass as `before` for the next (older) page; null: this is the last
+
+
+class RunsQuery(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+    before: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None  # a run id: only older runs
 
 
 class CronList(msgspec.Struct, kw_only=True):
@@ -78,15 +124,56 @@ def out(job: CronJob) -> CronJobOut:
         name=job.name,
         cron=job.cron,
         interval_seconds=job.interval_seconds,
+        timezone=job.timezone,
         session_id=job.session_id,
         connector=job.connector,
         chat_id=job.chat_id,
         prompt=job.prompt,
         enabled=job.enabled,
         next_fire_at=iso(job.next_fire_at),
+        next_fire_local=_local(job.next_fire_at, job.timezone),
         last_fire_at=iso(job.last_fire_at),
         created_at=iso(job.created_at) or "",
+        updated_at=iso(job.updated_at) or "",
     )
+
+
+def _local(ms: int | None, timezone: str) -> str | None:
+    if ms is None:
+        return None
+    try:
+        zone = check_timezone(timezone)
+    except ScheduleError:  # a zone a later tz database dropped: the UTC time is still given
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone).isoformat(timespec="seconds")
+
+
+def run_out(run: CronRun) -> CronRunOut:
+    return CronRunOut(
+        id=run.id,
+        trigger="manual" if run.trigger == "manual" else "schedule",
+        status=run.status if run.status in ("running", "ok", "error", "skipped") else "error",  # type: ignore[arg-type]
+        slot_at=iso(run.slot_at) or "",
+        started_at=iso(run.started_at) or "",
+        ended_at=iso(run.ended_at),
+        duration_ms=None if run.ended_at is None else max(0, run.ended_at - run.started_at),
+        error=run.error,
+        session_id=run.session_id,
+        turn_id=run.turn_id,
+    )
+
+
+def _check_schedule(cron: str | None, timezone: str) -> None:
+    """422 unless the expression fires on some date and the timezone is an IANA zone."""
+    if cron is not None:
+        try:
+            check_cron(cron)
+        except ScheduleError as exc:
+            raise _invalid("cron", str(exc)) from None
+    try:
+        check_timezone(timezone)
+    except ScheduleError as exc:
+        raise _invalid("timezone", str(exc)) from None
 
 
 def _invalid(field: str, message: str) -> ValidationFailedError:
@@ -117,8 +204,8 @@ async def list_jobs(ctx: Ctx) -> CronList:
 @endpoint(
     "POST",
     "/api/cron/create",
-    summary="Create a job: `cron` (5 fields, UTC) or `interval_seconds`; target `session_id`, `connector`+`chat_id`, "
-    "or neither (a new session of the job's own)",
+    summary="Create a job: `cron` (5 fields, read in `timezone`, an IANA name, default UTC) or `interval_seconds`; "
+    "target `session_id`, `connector`+`chat_id`, or neither (a new session of the job's own)",
     tag="cron",
     body=CreateCronRequest,
     response=CronJobOut,
@@ -129,11 +216,7 @@ async def create_job(ctx: Ctx) -> CronJobOut:
     req: CreateCronRequest = ctx.body
     if (req.cron is None) == (req.interval_seconds is None):
         raise _invalid("cron", "give exactly one of cron or interval_seconds")
-    if req.cron is not None:
-        try:
-            check_cron(req.cron)
-        except ScheduleError as exc:
-            raise _invalid("cron", str(exc)) from None
+    _check_schedule(req.cron, req.timezone)
     if req.session_id is not None and req.connector is not None:
         raise _invalid("session_id", "give one target: session_id, or connector with chat_id (neither: a new session)")
     if (req.connector is None) != (req.chat_id is None):
@@ -155,7 +238,7 @@ async def create_job(ctx: Ctx) -> CronJobOut:
         id=job_id, owner=ctx.user.owner, name=req.name, cron=req.cron,
         interval_seconds=req.interval_seconds, session_id=session_id, connector=connector,
         chat_id=req.chat_id if connector else None, prompt=req.prompt, enabled=req.enabled,
-        next_fire_at=None, last_fire_at=None, created_at=ts, updated_at=ts,
+        next_fire_at=None, last_fire_at=None, created_at=ts, updated_at=ts, timezone=req.timezone,
     )  # fmt: skip
     scheduler = scheduler_of(ctx)
     if req.enabled:
@@ -175,6 +258,65 @@ async def create_job(ctx: Ctx) -> CronJobOut:
     job = await ctx.store.call(txn)
     scheduler.wake()
     return out(job)
+
+
+@endpoint(
+    "PATCH",
+    "/api/cron/{id}",
+    summary="Edit a job: only the fields given change; a new `cron`, `interval_seconds` or `timezone` (or enabling "
+    "it) schedules it afresh from now",
+    tag="cron",
+    body=UpdateCronRequest,
+    response=CronJobOut,
+    errors=(403, 404, 422),
+)
+async def update_job(ctx: Ctx) -> CronJobOut:
+    req: UpdateCronRequest = ctx.body
+    given = {f: v for f in req.__struct_fields__ if not isinstance(v := getattr(req, f), UnsetType)}
+    if not given:
+        raise ValidationFailedError("nothing to change: give at least one field of the job")
+    if "cron" in given and "interval_seconds" in given:
+        raise _invalid("cron", "give one of cron or interval_seconds")
+    job = await owned_job(ctx, ctx.path("id"))
+    changes: dict[str, Any] = {k: v for k, v in given.items() if k in ("name", "prompt", "enabled", "timezone")}
+    if "cron" in given:
+        changes.update(cron=given["cron"], interval_seconds=None)
+    if "interval_seconds" in given:
+        changes.update(cron=None, interval_seconds=given["interval_seconds"])
+    if "session_id" in given:
+        changes.update(session_id=(await owned_session(ctx, given["session_id"])).id, connector=None, chat_id=None)
+    new = dataclasses.replace(job, **changes, updated_at=now_ms())
+    _check_schedule(new.cron if "cron" in given else None, new.timezone)
+    scheduler = scheduler_of(ctx)
+    rescheduled = any(k in changes for k in ("cron", "interval_seconds", "timezone"))
+    if not new.enabled:
+        new = dataclasses.replace(new, next_fire_at=None)
+    elif rescheduled or not job.enabled:
+        try:
+            new = dataclasses.replace(new, next_fire_at=next_slot(new, scheduler.now_ms()))
+        except ScheduleError as exc:
+            raise _invalid("cron", str(exc)) from None
+    await ctx.store.call(cron_db.update_job, new)
+    scheduler.wake()
+    return out(new)
+
+
+@endpoint(
+    "GET",
+    "/api/cron/{id}/runs",
+    summary="The job's runs, newest first: status running | ok | error | skipped (a slot that came while the "
+    "previous run still ran), with start, end, error and the session and turn each ran in; page with `before`",
+    tag="cron",
+    query=RunsQuery,
+    response=CronRunList,
+    errors=(403, 404),
+)
+async def job_runs(ctx: Ctx) -> CronRunList:
+    q: RunsQuery = ctx.query
+    job = await owned_job(ctx, ctx.path("id"))
+    runs = await ctx.store.read(cron_db.list_runs, job.id, limit=q.limit + 1, before=q.before)
+    page = runs[: q.limit]
+    return CronRunList(runs=[run_out(r) for r in page], next_before=page[-1].id if len(runs) > q.limit else None)
 
 
 @endpoint(

@@ -55,6 +55,8 @@ class AgentResponse(msgspec.Struct, kw_only=True):
     reply: str
     session: str
     session_id: str
+    # {input_tokens, output_tokens, total_tokens, estimated, model}: `estimated` when the provider reported none
+    usage: dict[str, Any] | None = None
 
 
 def connector_transport(ctx: Ctx, channel: str, account: str | None = None) -> str:
@@ -98,21 +100,12 @@ async def _connector_key(ctx: Ctx, req: MessageRequest) -> SessionKey:
 
 
 async def reply_through_connector(ctx: Ctx, key: SessionKey, session_id: str) -> None:
-    """A chat of a configured telegram or slack connector with no reply targets yet replies into that chat."""
-    kind, _, name = key.transport.partition(":")
+    """A chat of a configured connector whose kind addresses chats (telegram, slack: `ConnectorKind.chat_address`)
+    and that has no reply targets yet replies into that chat."""
     service = ctx.runtime.connectors
-    config_of = getattr(service, "config_of", None)
-    if kind not in ("telegram", "slack") or not name or config_of is None or config_of(f"{kind}/{name}") is None:
+    target = None if service is None else service.chat_reply_target(key.transport, key.chat_id, key.topic_id)
+    if target is None:
         return
-    address: dict[str, Any]
-    if kind == "telegram":
-        chat: int | str = int(key.chat_id) if key.chat_id.lstrip("-").isdigit() else key.chat_id
-        address = {"chat_id": chat}
-        if key.topic_id.isdigit():
-            address["message_thread_id"] = int(key.topic_id)
-    else:
-        address = {"channel": key.chat_id, **({"thread_ts": key.topic_id} if key.topic_id else {})}
-    target = {"plugin": kind, "connector": name, "address": address}
 
     def txn(conn: sqlite3.Connection) -> None:
         # Targets set by the connector's own ingress (or over the API) are left as they are.
@@ -183,4 +176,6 @@ async def agent(ctx: Ctx) -> AgentResponse:
     outcome = await run_turn(ctx.runtime, key, req.message, timeout=req.timeout)
     if outcome.state != "completed":
         raise AgentError(f"the agent did not reply ({outcome.state}): {outcome.error or 'no detail'}")
-    return AgentResponse(reply=outcome.text, session=req.session, session_id=outcome.accepted.session_id)
+    return AgentResponse(
+        reply=outcome.text, session=req.session, session_id=outcome.accepted.session_id, usage=outcome.usage
+    )

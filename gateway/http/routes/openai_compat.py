@@ -27,12 +27,17 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     content: str | list[ContentPart] | None = None
 
 
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False  # a last chunk with `usage` and `choices: []`, as OpenAI sends
+
+
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     """Unknown OpenAI parameters (temperature, tools, …) are accepted and ignored: the provider decides."""
 
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1, max_length=1000)]
     model: Annotated[str, msgspec.Meta(max_length=200)] = "gateway"
     stream: bool = False
+    stream_options: StreamOptions | None = None
     user: SessionName | None = None  # the session name; or the `X-Session-Id` header
 
 
@@ -45,14 +50,6 @@ class ChunkChoice(msgspec.Struct, kw_only=True):
     index: int
     delta: Delta
     finish_reason: str | None
-
-
-class Chunk(msgspec.Struct, kw_only=True):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
 
 
 class AssistantMessage(msgspec.Struct, kw_only=True):
@@ -70,6 +67,23 @@ class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class Chunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    # Asked for with `stream_options.include_usage`: the last chunk's counts, null on every other chunk (as OpenAI)
+    usage: Usage | msgspec.UnsetType | None = msgspec.UNSET
+
+
+def _usage(got: dict[str, Any] | None) -> Usage:
+    """The turn's usage as OpenAI counts it (what its provider reported, or the gateway's estimate)."""
+    tokens_in = int((got or {}).get("input_tokens", 0))
+    tokens_out = int((got or {}).get("output_tokens", 0))
+    return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):
@@ -129,8 +143,7 @@ async def chat_completions(ctx: Ctx) -> Any:
         return ChatCompletion(
             id=f"chatcmpl-{outcome.accepted.turn_id}", created=created, model=req.model,
             choices=[Choice(index=0, message=AssistantMessage(content=outcome.text), finish_reason="stop")],
-            usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(outcome.text.split()),
-                        total_tokens=len(prompt.split()) + len(outcome.text.split())),
+            usage=_usage(outcome.usage),
         )  # fmt: skip
     streams = ctx.rest.streams
     who = ctx.client_key
@@ -142,14 +155,21 @@ async def chat_completions(ctx: Ctx) -> Any:
         raise
     cid = f"chatcmpl-{accepted.turn_id}"
 
+    include_usage = req.stream_options is not None and req.stream_options.include_usage
+
     def chunk(delta: Delta, finish: str | None = None) -> bytes:
         body = Chunk(
-            id=cid, created=created, model=req.model, choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)]
+            id=cid,
+            created=created,
+            model=req.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+            usage=None if include_usage else msgspec.UNSET,
         )
         return sse_event(body)
 
     async def source() -> AsyncIterator[bytes]:
         streamed = False
+        ended: dict[str, Any] | None = None
         async for event in events:
             if event.type == "text_delta":
                 streamed = True
@@ -159,7 +179,12 @@ async def chat_completions(ctx: Ctx) -> Any:
             elif event.type == "error":
                 yield sse_event({"error": {"code": "AGENT_ERROR", "message": str(event.data.get("message", ""))}})
             elif event.type == "turn_ended":
+                ended = event.data
                 yield chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error")
+        if include_usage and ended is not None:
+            got = ended.get("usage")
+            usage = _usage(got if isinstance(got, dict) else None)
+            yield sse_event(Chunk(id=cid, created=created, model=req.model, choices=[], usage=usage))
         yield sse_event("[DONE]")
 
     # Cut short by shutdown: an error chunk and no `[DONE]`, so the client knows the answer is incomplete.

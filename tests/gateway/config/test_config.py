@@ -25,6 +25,9 @@ def test_toml_then_env_overrides(tmp_path: Path) -> None:
     assert config.server.host == "0.0.0.0"
     assert config.cors.enabled is True
     assert config.cors.origins == ["http://a", "http://b"]
+    assert config.usage.daily_token_cap is None  # no cap unless one is set
+    config, _ = load_config(f, env={"GATEWAY_USAGE_DAILY_TOKEN_CAP": "50000"})
+    assert config.usage.daily_token_cap == 50000 and config.usage.unowned_daily_token_cap is None
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,9 @@ def test_toml_then_env_overrides(tmp_path: Path) -> None:
         ({"agent": {"provider": "magic"}}, "unknown provider"),
         ({"server": {"file_access": "everything"}}, "server.file_access"),
         ({"sessions": {"idle_timeout": 0}}, "sessions.idle_timeout"),
+        ({"usage": {"daily_token_cap": 0}}, "usage.daily_token_cap must be >= 1"),
+        ({"usage": {"unowned_daily_token_cap": -5}}, "usage.unowned_daily_token_cap"),
+        ({"usage": {"daily_token_cap": "lots"}}, "usage.daily_token_cap"),
     ],
 )
 def test_invalid_settings_are_named(data: dict[str, object], message: str) -> None:

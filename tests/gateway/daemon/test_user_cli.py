@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import nacl.exceptions
+import nacl.pwhash
 
 from tests.gateway.harness import Site
 
@@ -117,3 +123,73 @@ def test_user_commands_act_on_a_running_gateway(tmp_path: Path) -> None:
             assert names == {"admin", "eve"}
     finally:
         site.cleanup()
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str], answers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """Run `argv` with a pseudo-terminal as its controlling terminal (getpass reads /dev/tty); each answer is
+    typed once its prompt has been shown. Returns the exit code and everything the terminal showed."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the new session's controlling terminal: /dev/tty is the pty
+
+    proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=take_the_terminal)  # fmt: skip
+    os.close(slave)
+    shown = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if pending and pending[0][0] in shown:
+                prompt, answer = pending.pop(0)
+                shown = shown.replace(prompt, b"<" + prompt.strip() + b">", 1)  # each prompt answered once
+                os.write(master, answer)
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        return proc.wait(timeout=60), shown
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _password_is(site: Site, name: str, password: str) -> bool:
+    with sqlite3.connect(site.paths.db_file) as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users WHERE username = ?", (name,)).fetchone()
+    try:
+        return bool(nacl.pwhash.verify(stored.encode(), password.encode()))
+    except nacl.exceptions.InvalidkeyError:
+        return False
+
+
+def test_passwd_asks_twice_at_a_terminal_and_echoes_nothing(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    assert _user(site, "add", "bob", "--password-stdin", password=PASSWORD + "\n").returncode == 0
+    new = "typed at the terminal"
+    typed = new.encode() + b"\n"
+    code, shown = _on_a_terminal(
+        site.argv("user", "passwd", "bob"), site.env, [(b"password: ", typed), (b"again: ", typed)]
+    )
+    assert code == 0, shown
+    assert b"<password:>" in shown and b"<again:>" in shown
+    assert new.encode() not in shown, "the password is never echoed"
+    assert _password_is(site, "bob", new) and not _password_is(site, "bob", PASSWORD)
+
+    differ = [(b"password: ", b"first long one\n"), (b"again: ", b"second long one\n")]
+    code, shown = _on_a_terminal(site.argv("user", "passwd", "bob"), site.env, differ)
+    assert code == 2 and b"the passwords differ" in shown
+    assert _password_is(site, "bob", new), "a refused change leaves the password as it was"

@@ -153,8 +153,11 @@ async def test_message_sync_agent_and_background_notification(gateway: RunningGa
             missing = await client.post("/api/message", json={"channel": "slack", "content": "x"})
             assert missing.status_code == 422
             r = await client.post("/api/agent", json={"message": "what is 2+2"})
+            # echo reports no usage: the gateway's estimate (about 4 characters a token), marked as such.
+            usage = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10, "estimated": True, "model": "echo"}
             assert r.json() == {
-                "status": "ok", "reply": "what is 2+2", "session": "default", "session_id": r.json()["session_id"]
+                "status": "ok", "reply": "what is 2+2", "session": "default", "session_id": r.json()["session_id"],
+                "usage": usage,
             }  # fmt: skip
             again = await client.post("/api/agent", json={"message": "again", "session": "default"})
             assert again.json()["session_id"] == r.json()["session_id"]

@@ -121,16 +121,16 @@ export async function usersView(view) {
   clear(view).append(panel("Users", [makeInvite], invite, list), createPanel(owner, draw));
 
   async function draw() {
-    let data;
+    let data, caps;
     try {
-      data = await get("/api/admin/users?limit=1000");
+      [data, caps] = await Promise.all([get("/api/admin/users?limit=1000"), get("/api/admin/usage-caps")]);
     } catch (e) {
       clear(list).append(unavailable(e, "Managing accounts"));
       return;
     }
     clear(list);
     if (!owner) list.append(h("p", { class: "muted", id: "owner-note" }, `As an admin account you manage plain users. Roles, and admin accounts, are changed only by ${OWNER}.`));
-    for (const u of data.users) list.append(userRow(u, owner, me, draw));
+    for (const u of data.users) list.append(userRow(u, owner, me, draw, caps));
   }
   await draw();
 }
@@ -142,7 +142,22 @@ function refusal(u, owner, me) {
   return null;
 }
 
-function userRow(u, owner, me, redraw) {
+// An account's daily token cap: its own, or empty for the default (`[usage] daily_token_cap`, maybe none).
+function capInput(u, owner, caps, act) {
+  const own = caps.caps[u.id];
+  const fallback = caps.default == null ? "no cap" : `default ${caps.default}`;
+  const why = u.role === "super_admin" && !owner ? `an admin account's cap: only ${OWNER}` : null;
+  const input = h("input", { type: "number", min: "1", step: "1", class: "user-cap", "aria-label": "Daily token cap", placeholder: fallback, value: own ?? "", disabled: !!why, title: why || "tokens in and out per UTC day; empty: the default" });
+  const save = button("Set cap", () => {
+    const text = input.value.trim();
+    const value = text === "" ? null : Number(text);
+    act(value == null ? "daily cap: default" : `daily cap ${value}`, () => put(`/api/admin/users/${encodeURIComponent(u.id)}/usage-cap`, { daily_tokens: value }));
+  }, "small");
+  save.disabled = !!why;
+  return h("span", { class: "cap-edit" }, input, save);
+}
+
+function userRow(u, owner, me, redraw, caps) {
   const why = refusal(u, owner, me);
   const act = async (what, fn) => {
     try {
@@ -169,7 +184,7 @@ function userRow(u, owner, me, redraw) {
   return h("article", { class: `card user ${u.status}`, "data-user": u.username || u.email || u.id },
     h("div", { class: "row" }, h("strong", { text: u.username || u.email || u.id }), h("span", { class: `pill status-${u.status}`, text: u.status })),
     h("div", { class: "meta" }, [u.username ? u.email : null, `since ${fmtTime(u.created_at)}`].filter(Boolean).join(" · ")),
-    h("div", { class: "row-actions" }, role, ban, remove),
+    h("div", { class: "row-actions" }, role, ban, remove, capInput(u, owner, caps, act)),
     why || roleWhy ? h("small", { class: "why muted", text: why || roleWhy }) : null);
 }
 

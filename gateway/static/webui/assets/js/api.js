@@ -127,6 +127,17 @@ export async function useToken(token) {
   setAuth({ kind: "token", token });
 }
 
+// A `gateway dashboard` link's single-use code, traded for the gateway token: the owner is signed in.
+export async function useOwnerLink(code) {
+  const r = await fetch("/api/auth/owner-link", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code }),
+  });
+  if (!r.ok) throw await toError(r);
+  setAuth({ kind: "token", token: (await r.json()).token });
+}
+
 // Download a file that needs the Authorization header: fetch it, then hand the blob to the browser.
 export async function download(url, name) {
   const r = await raw(url);

@@ -1,14 +1,17 @@
 // The app shell: login, the hash router, navigation, and the live notification badge.
 
-import { auth, get, isToken, login, setAuth, useToken } from "./api.js";
+import { auth, get, isToken, login, setAuth, useOwnerLink, useToken } from "./api.js";
 import { chatState, chatView } from "./chat.js";
 import { connectorsView } from "./connectors.js";
 import { modelsView } from "./models.js";
 import { skillsView } from "./skills.js";
 import { mcpView } from "./tools.js";
-import { cronView, logsView, notificationsView } from "./panels.js";
+import { cronView } from "./cron.js";
+import { logsView, notificationsView } from "./panels.js";
+import { followNotifications } from "./notes.js";
 import { accountView, usersView } from "./accounts.js";
 import { overviewView } from "./overview.js";
+import { usageView } from "./usage.js";
 import { FINGERPRINT } from "./v2crypto.js";
 import { setPin } from "./pin.js";
 import { sessionsView } from "./sessions.js";
@@ -25,6 +28,7 @@ const ROUTES = [
   ["models", "Models"],
   ["mcp", "MCP"],
   ["skills", "Skills"],
+  ["usage", "Usage"],
   ["users", "Users"],
   ["logs", "Logs"],
   ["account", "Account"],
@@ -36,6 +40,8 @@ let liveHooks = [];
 let unread = 0;
 let badgeEls = [];
 let pollTimer = null;
+let stopNotes = null;
+const shown = new Set(); // notification ids already shown: /ws and the stream both carry them to a token session
 
 const app = {
   onLeave(fn) {
@@ -45,7 +51,10 @@ const app = {
     liveHooks.push(fn);
   },
   onNotification(note) {
-    // Pushed over /ws: bump the badge at once, show it, then let the open screen redraw.
+    // Pushed (the stream, /ws): bump the badge at once, show it, then let the open screen redraw.
+    if (shown.has(note.id)) return;
+    if (shown.size > 1000) shown.clear();
+    shown.add(note.id);
     if (!note.read) setUnread(unread + 1);
     toast(`${note.title}${note.body ? ` — ${note.body.slice(0, 120)}` : ""}`, "note", 6000);
     for (const fn of liveHooks) fn(note);
@@ -157,7 +166,7 @@ function logout(reason = "") {
   chatState.engine = null;
   chatState.ref = null;
   chatState.pending = null;
-  clearInterval(pollTimer);
+  stopFollowing();
   setAuth(null);
   loginView(reason);
 }
@@ -178,7 +187,7 @@ async function route() {
   for (const a of parts.nav.querySelectorAll("a")) a.classList.toggle("active", a.dataset.route === (known ? name : "chat"));
   const v = parts.view;
   v.className = `view view-${known ? name : "chat"}`;
-  const screens = { overview: () => overviewView(v, app), users: () => usersView(v), account: () => accountView(v), chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), logs: () => logsView(v, app) };
+  const screens = { overview: () => overviewView(v, app), users: () => usersView(v), account: () => accountView(v), chat: () => chatView(v, ref, app), sessions: () => sessionsView(v), notifications: () => notificationsView(v, app), cron: () => cronView(v), connectors: () => connectorsView(v), models: () => modelsView(v), mcp: () => mcpView(v, app), skills: () => skillsView(v), usage: () => usageView(v), logs: () => logsView(v, app) };
   try {
     await (screens[name] || screens.chat)();
   } catch (e) {
@@ -191,17 +200,66 @@ function start() {
   parts = null;
   route();
   app.refreshBadge();
-  // /ws pushes notifications live; this poll is the fallback for accounts (no /ws) and SSE sessions.
-  clearInterval(pollTimer);
-  pollTimer = setInterval(() => {
-    if (!chatState.engine || chatState.engine.mode !== "ws") app.refreshBadge();
-  }, 15_000);
+  // Notifications are pushed over their SSE stream as they are made; a slow poll of the count only while it is down.
+  stopFollowing();
+  stopNotes = followNotifications({
+    onNote: (note) => app.onNotification(note),
+    onUp: () => {
+      pushState("live");
+      clearInterval(pollTimer);
+      pollTimer = null;
+    },
+    onDown: () => {
+      pushState("down");
+      pollTimer ??= setInterval(() => app.refreshBadge(), 60_000);
+    },
+  });
 }
 
-window.addEventListener("hashchange", route);
+// Whether notifications arrive as they are made (the bell's title says so; tests wait on the attribute).
+function pushState(state) {
+  const bell = document.getElementById("bell");
+  if (!bell) return;
+  bell.dataset.push = state;
+  bell.title = state === "live" ? "Notifications (live)" : "Notifications (reconnecting; checked every minute)";
+}
+
+function stopFollowing() {
+  if (stopNotes) stopNotes();
+  stopNotes = null;
+  clearInterval(pollTimer);
+  pollTimer = null;
+}
+
+// `gateway dashboard` prints `/#/signin/<code>`: trade the code for the owner's credential, then open the overview.
+// The code leaves the address bar (and the history) before anything else happens: it works once anyway.
+async function signInWithLink(code) {
+  history.replaceState(null, "", "#/overview");
+  try {
+    await useOwnerLink(code);
+  } catch (x) {
+    const why = x.status === 401 ? "This sign-in link was used already or has expired." : x.message;
+    const text = `${why} Run \`gateway dashboard\` on the gateway's machine for a new one.`;
+    if (!auth) return loginView(text);
+    start(); // already signed in: stay so, and say why the link did nothing
+    toast(text, "error");
+    return;
+  }
+  start();
+}
+
+const LINK = /^#\/signin\/([A-Za-z0-9_-]{1,128})$/;
+
+window.addEventListener("hashchange", () => {
+  const link = location.hash.match(LINK); // a link pasted into a tab already open on the web UI
+  if (link) signInWithLink(link[1]);
+  else route();
+});
 window.addEventListener("gateway:unauthorized", () => {
   if (!auth) return;
   logout("Signed out: the gateway refused the credential. Sign in again.");
 });
-if (auth) start();
+const link = location.hash.match(LINK);
+if (link) signInWithLink(link[1]);
+else if (auth) start();
 else loginView();

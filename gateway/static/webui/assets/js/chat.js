@@ -86,7 +86,7 @@ function updateMessage(el, item) {
   p.view.set(item.text);
   if (item.state !== "streaming") p.view.flush(true); // complete: drawn now, from the whole text
   // The rest changes rarely (not with each word): redrawn only when it did, so a spinner keeps turning.
-  const sig = JSON.stringify([item.status, item.files, item.state, item.error]);
+  const sig = JSON.stringify([item.status, item.files, item.state, item.error, item.usage]);
   if (sig === p.sig) return;
   p.sig = sig;
   clear(p.after);
@@ -103,6 +103,12 @@ function updateMessage(el, item) {
   }
   if (item.state === "aborted" || item.state === "interrupted") p.after.append(h("div", { class: "tag" }, item.state === "aborted" ? "stopped" : "interrupted"));
   if (item.error) p.after.append(h("div", { class: "tag error" }, item.error));
+  const u = item.usage;
+  if (u) {
+    const how = u.estimated ? " (estimated: the provider reported none)" : "";
+    p.after.append(h("div", { class: "usage-line", title: `${u.model || "model"}${how}` },
+      `${u.total_tokens} tokens: ${u.input_tokens} in, ${u.output_tokens} out${u.estimated ? " (estimated)" : ""}`));
+  }
 }
 
 const STATE_LABEL = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", offline: "offline", error: "disconnected" };

@@ -3,14 +3,9 @@
 import { del, get, isToken, put } from "./api.js";
 import { button, clear, confirmButton, field, h, panel, toast, unavailable } from "./ui.js";
 
-const SECRET_FIELDS = {
-  http: ["bearer_token"],
-  slack: ["bot_token", "signing_secret"],
-  telegram: ["bot_token", "secret_token"],
-  external: ["shared_token"],
-};
-
 export async function connectorsView(view) {
+  // kind -> its secret fields, from the registered kinds (GET /v1/runtime/connector-kinds), in the registry's order.
+  let secretFields = null; // null until the first draw has read them
   const list = h("div", { class: "cards", id: "connectors" });
   const editor = h("div", { id: "connector-editor" });
   // Creating and editing take the gateway token (the API refuses anyone else): others are not offered them.
@@ -25,6 +20,10 @@ export async function connectorsView(view) {
     }
     let data;
     try {
+      if (!secretFields) {
+        const kinds = (await get("/v1/runtime/connector-kinds")).kinds;
+        secretFields = Object.fromEntries(kinds.map((k) => [k.kind, k.secret_fields]));
+      }
       data = await get("/v1/runtime/connectors");
     } catch (e) {
       clear(list).append(unavailable(e, "Connectors"));
@@ -37,12 +36,12 @@ export async function connectorsView(view) {
       health = statusDetails(e.details ? { services: e.details.services } : {}); // 503 still carries the report
     }
     clear(list);
-    if (!data.connectors.length) list.append(h("p", { class: "muted" }, "No connectors. Add Telegram, Slack, HTTP or external ones."));
+    if (!data.connectors.length) list.append(h("p", { class: "muted" }, `No connectors. Add one: ${Object.keys(secretFields).join(", ")}.`));
     for (const c of data.connectors) {
       const ref = `${c.kind}/${c.name}`;
       const st = health[ref] || {};
       const state = st.state || "unknown";
-      const secrets = (SECRET_FIELDS[c.kind] || []).map((f) => {
+      const secrets = (secretFields[c.kind] || []).map((f) => {
         const s = c[f] || {};
         return h("span", { class: `pill ${s.configured ? "ok" : "warn"}` }, `${f}: ${s.configured ? "set" : "not set"}`);
       });
@@ -68,17 +67,18 @@ export async function connectorsView(view) {
   }
 
   function edit(c) {
-    const kind = h("select", { id: "conn-kind", disabled: !!c }, Object.keys(SECRET_FIELDS).map((k) => h("option", { value: k }, k)));
+    if (!secretFields) return; // the kinds are not read yet (the first draw is under way)
+    const kind = h("select", { id: "conn-kind", disabled: !!c }, Object.keys(secretFields).map((k) => h("option", { value: k }, k)));
     const name = h("input", { id: "conn-name", value: c ? c.name : "", disabled: !!c, placeholder: "mybot" });
     if (c) kind.value = c.kind;
     const settings = {};
-    if (c) for (const [k, v] of Object.entries(c)) if (!["kind", "name", "source", ...(SECRET_FIELDS[c.kind] || [])].includes(k)) settings[k] = v;
+    if (c) for (const [k, v] of Object.entries(c)) if (!["kind", "name", "source", ...(secretFields[c.kind] || [])].includes(k)) settings[k] = v;
     const json = h("textarea", { id: "conn-settings", rows: "8", class: "mono" }, JSON.stringify(settings, null, 2));
     const secretBox = h("div", { class: "secrets" });
     const secretInputs = {};
     const drawSecrets = () => {
       clear(secretBox);
-      for (const f of SECRET_FIELDS[kind.value]) {
+      for (const f of secretFields[kind.value]) {
         const configured = c && c[f] && c[f].configured;
         // Write-only: the value is never shown; empty keeps the stored one.
         secretInputs[f] = h("input", { type: "password", autocomplete: "new-password", id: `conn-secret-${f}`, placeholder: configured ? "•••••• (set; type to replace)" : "not set" });

@@ -126,6 +126,7 @@ export class ChatEngine extends EventTarget {
         const a = this.assistant();
         if (ev.text) a.text = ev.text;
         a.files = ev.files || [];
+        a.usage = ev.usage || null;
         a.status = null;
         a.state = "done";
         this.touch(a);
@@ -139,7 +140,7 @@ export class ChatEngine extends EventTarget {
       case "error": {
         if (typeof ev.seq !== "number") {
           // A connection-level error, not part of the session: the message it answers started no turn.
-          if (["empty", "rate_limited", "internal_error"].includes(ev.code)) this.unacked.shift();
+          if (["empty", "rate_limited", "internal_error", "usage_cap_reached"].includes(ev.code)) this.unacked.shift();
           this.emit("notice", ev.message || ev.code);
           break;
         }
@@ -322,7 +323,8 @@ export class ChatEngine extends EventTarget {
         return;
       } catch (e) {
         if (this.closed || e.name === "AbortError") return;
-        if (e.status && e.status !== 429 && e.status < 500) {
+        // A reached daily token cap is a 429 that waiting seconds will not end: said at once, never retried.
+        if (e.status && (e.status !== 429 || e.code === "USAGE_CAP_REACHED") && e.status < 500) {
           this.emit("notice", e.message);
           this.setBusy(false);
           return;

@@ -1,8 +1,7 @@
-// Notifications, cron jobs and the live log viewer.
+// Notifications and the live log viewer (cron jobs: cron.js).
 
-import { canAdmin, del, get, post, put } from "./api.js";
-import { label } from "./sessions.js";
-import { button, clear, confirmButton, field, fmtTime, h, panel, toast, unavailable } from "./ui.js";
+import { canAdmin, get, post, put } from "./api.js";
+import { button, clear, fmtTime, h, panel, unavailable } from "./ui.js";
 
 // ---- notifications ----
 
@@ -39,92 +38,6 @@ export async function notificationsView(view, app) {
     }
   }
   app.onNotificationLive(draw);
-  await draw();
-}
-
-// ---- cron ----
-
-function schedule(job) {
-  if (job.cron) return `cron ${job.cron} (UTC)`;
-  if (job.interval_seconds) return `every ${job.interval_seconds} s`;
-  return "—";
-}
-
-export async function cronView(view) {
-  const table = h("div", { class: "cards", id: "cron-jobs" });
-  const name = h("input", { id: "cron-name", placeholder: "Morning summary" });
-  const prompt = h("textarea", { id: "cron-prompt", rows: "2", placeholder: "What the agent should do", required: true });
-  const kind = h("select", { id: "cron-kind" }, h("option", { value: "interval" }, "every N seconds"), h("option", { value: "cron" }, "cron expression (UTC)"));
-  const when = h("input", { id: "cron-when", value: "3600", placeholder: "3600 or 0 8 * * *" });
-  const target = h("select", { id: "cron-session" }, h("option", { value: "" }, "a new session"));
-  const enabled = h("input", { type: "checkbox", id: "cron-enabled", checked: true });
-  kind.addEventListener("change", () => (when.value = kind.value === "cron" ? "0 8 * * *" : "3600"));
-  const form = h("form", { class: "form-grid", id: "cron-form" },
-    field("Name", name), field("Prompt", prompt), field("Schedule", kind), field("Every / expression", when),
-    field("Session", target), h("label", { class: "check" }, enabled, " enabled"),
-    h("div", { class: "form-actions" }, h("button", { type: "submit", class: "primary" }, "Create job")));
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const body = { prompt: prompt.value.trim(), name: name.value.trim(), enabled: enabled.checked };
-    if (kind.value === "cron") body.cron = when.value.trim();
-    else body.interval_seconds = Number(when.value);
-    try {
-      // Every job needs a target session: "a new session" makes one named after the job.
-      body.session_id = target.value || (await post("/api/sessions", { channel: "webchat", title: `Cron: ${body.name || "job"}` })).session_id;
-      await post("/api/cron/create", body);
-      toast("Job created");
-      prompt.value = "";
-      name.value = "";
-      draw();
-    } catch (err) {
-      toast(err.message, "error");
-    }
-  });
-  clear(view).append(panel("Cron jobs", [], table), panel("New job", [], form));
-  get("/api/sessions?limit=200").then((d) => {
-    for (const s of d.sessions) target.append(h("option", { value: s.session_id }, label(s)));
-  }).catch(() => {});
-
-  async function draw() {
-    let data;
-    try {
-      data = await get("/api/cron");
-    } catch (e) {
-      clear(table).append(unavailable(e, "Cron"));
-      return;
-    }
-    clear(table);
-    if (!data.jobs.length) table.append(h("p", { class: "muted" }, "No jobs yet."));
-    for (const job of data.jobs) {
-      const toggle = h("input", { type: "checkbox", class: "switch", checked: job.enabled, "aria-label": "enabled" });
-      toggle.addEventListener("change", async () => {
-        try {
-          await post(`/api/cron/${encodeURIComponent(job.id)}/toggle`);
-          draw();
-        } catch (e) {
-          toast(e.message, "error");
-        }
-      });
-      const trigger = button("Run now", async () => {
-        try {
-          const r = await post("/api/cron/trigger", { job_id: job.id });
-          toast(r.status === "ok" ? `Started: ${r.message}` : `Failed: ${r.message}`, r.status === "ok" ? "info" : "error");
-          draw();
-        } catch (e) {
-          toast(e.message, "error");
-        }
-      }, "small primary");
-      const remove = confirmButton("Delete", "Really delete?", async () => {
-        await del(`/api/cron/${encodeURIComponent(job.id)}`);
-        draw();
-      }, "small danger");
-      table.append(h("article", { class: "card cron-job", "data-job": job.id },
-        h("div", { class: "row" }, h("strong", { text: job.name || "(unnamed)" }), h("label", { class: "check" }, toggle, job.enabled ? " on" : " off")),
-        h("div", { class: "body", text: job.prompt }),
-        h("div", { class: "meta" }, schedule(job), job.next_fire_at ? ` · next ${fmtTime(job.next_fire_at)}` : "", job.last_fire_at ? ` · last ${fmtTime(job.last_fire_at)}` : ""),
-        h("div", { class: "row-actions" }, trigger, remove)));
-    }
-  }
   await draw();
 }
 
