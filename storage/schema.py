@@ -308,7 +308,7 @@ def run_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) ->
     try:
         return _apply(conn, pending)
     finally:
-        _unload(set(sys.modules) - loaded)
+        _unload({name for name in set(sys.modules) - loaded if name.split(".")[0] in _MIGRATION_ONLY})
 
 
 def _apply(conn: sqlite3.Connection, pending: Sequence[Migration]) -> list[str]:
@@ -329,11 +329,14 @@ def _apply(conn: sqlite3.Connection, pending: Sequence[Migration]) -> list[str]:
     return applied
 
 
+# What sqlite-utils brings, used by nothing else at start-up (dateutil is croniter's too: it imports it again).
+_MIGRATION_ONLY = {"sqlite_utils", "sqlite_fts4", "click", "pluggy", "dateutil"}
+
+
 def _unload(names: set[str]) -> None:
-    """Forget the modules the migrations imported (sqlite-utils, click, pluggy, dateutil: ~5 MiB), so that a
-    gateway's first start is as lean as the next ones: nothing else holds them, and whoever needs one later
-    imports it again. Our own modules stay (they are the gateway's, imported by a migration a little early)."""
+    """Forget the libraries the migrations imported (several MiB), so that a gateway's first start stays close to
+    the next ones: nothing holds them once the migrations are done, and whoever needs one later imports it
+    again (only those this run imported: a library already loaded before stays as it was)."""
     for name in names:
-        if name.split(".")[0] not in ("storage", "actors", "gateway"):
-            del sys.modules[name]
+        sys.modules.pop(name, None)
     gc.collect()
