@@ -22,6 +22,7 @@ from actors.messages import (
     RouterMsg,
     SessionKey,
     SessionMsg,
+    Sink,
     Submit,
     Subscribe,
     Subscription,
@@ -206,7 +207,7 @@ class _SessionLife:
         # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
         # created on first use and let go once everything shown is stored (a subscriber then reads storage).
         self.recent: deque[EventRow] | None = None
-        self.subscribers: list[trio.MemorySendChannel[EventRow]] = []
+        self.subscribers: list[Sink[EventRow]] = []
         self.queue: list[_QueuedTurn] = []  # at most `max_queue`
         self.running: _RunningTurn | None = None
         self.last_activity = trio.current_time()
@@ -408,7 +409,7 @@ class _SessionLife:
         self.subscribers.append(msg.channel)
         msg.reply.set(Subscription(self.session_id, replay, self.shown))
 
-    def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
+    def _drop_subscriber(self, channel: Sink[EventRow]) -> None:
         if channel in self.subscribers:
             self.subscribers.remove(channel)
             channel.close()
@@ -494,7 +495,7 @@ class _SessionLife:
         if self.recent is None:
             self.recent = deque(maxlen=self.cfg.recent_events)
         self.recent.append(event)
-        gone: list[trio.MemorySendChannel[EventRow]] | None = None
+        gone: list[Sink[EventRow]] | None = None
         for ch in self.subscribers:
             try:
                 ch.send_nowait(event)
