@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -251,9 +252,10 @@ class Connection:
         self.cfg = runtime.config.ws
         self._lock = trio.Lock()
         self._own_turns: set[str] = set()
-        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used).
-        self._stamps: deque[float] | None = None
-        self._frame_stamps: deque[float] | None = None
+        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used); lists,
+        # not deques: an empty deque is a 64-slot block (~760 B), and these are pruned in bulk.
+        self._stamps: list[float] | None = None
+        self._frame_stamps: list[float] | None = None
         self._failures = 0
         self.last_seq = 0
         self._nursery: trio.Nursery | None = None
@@ -264,6 +266,9 @@ class Connection:
         # the first item and dropped once sent.
         self._queue: deque[Any] | None = None
         self._sending = False
+        # While a turn streams, the sender waits here for the next deltas instead of ending after each burst.
+        self._streaming = False
+        self._wake: trio.Event | None = None
         self._replaying = 0  # how many items at the head of the queue are a subscription's replay
         # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
         self.name = f"connection:{next(_numbers)}:{self.key}"
@@ -278,7 +283,10 @@ class Connection:
         if self._queue is None:
             self._queue = deque()
         self._queue.append(item)
-        self._kick()
+        if self._wake is not None:
+            self._wake.set()
+        else:
+            self._kick()
 
     def _kick(self) -> None:
         if not self._sending and self._queue and self._nursery is not None:
@@ -431,7 +439,8 @@ class Connection:
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
-            if event.type == "text_delta":
+            if event.type in ("text_delta", "turn_started"):
+                self._streaming = True
                 data = event.data.get("data")
                 if isinstance(data, str):
                     if delta and (delta_turn != event.turn_id or delta_seq != event.seq - 1):
@@ -445,6 +454,7 @@ class Connection:
                 delta = []
             if event.type == "turn_ended":
                 self._own_turns.discard(str(event.data.get("turn_id")))
+                self._streaming = False
             frame = event_frame(event, self.auth.version)
             if frame is not None:
                 frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
@@ -456,59 +466,72 @@ class Connection:
                     await self.wire.send_frame(self.auth.channel.seal_frame(plain))
 
     async def _sender(self) -> None:
-        """Send what waits, in order (consecutive session events as one batch), then end: `push` starts it again."""
+        """Send what waits, then end (`push` starts it again); while a turn streams it waits for the next deltas
+        instead, so that a reply is one task, not one per burst."""
         try:
             queue = self._queue
             while queue:
-                item = queue[0]
-                if isinstance(item, EventRow):
-                    batch: list[EventRow] = []
-                    while queue and len(batch) < 256 and isinstance(queue[0], EventRow):
-                        batch.append(queue.popleft())
-                    # The replay at the head of the queue came with the subscription, not through the feed.
-                    replayed = min(self._replaying, len(batch))
-                    self._replaying -= replayed
-                    if self._events is not None:
-                        self._events.waiting = max(0, self._events.waiting - (len(batch) - replayed))
-                    await self._deliver(batch)
-                    continue
-                queue.popleft()
-                if isinstance(item, _Feed):
-                    if item is self._notes:
-                        # Cut off for being slow: subscribe again (notifications are persisted; the REST API has
-                        # them all).
-                        self.rt.notifications.discard(item)
-                        item.end()
-                        self._notes = _Feed(self, NOTIFICATION_BUFFER)
-                        self.rt.notifications.add(self._notes)
-                    elif item is self._events:
-                        # The session cut us off (we were too slow) or restarted: resume from the last event sent.
-                        item.end()
-                        self._events = None
-                        again = await self._subscribe(self.last_seq)
-                        if again is None:
-                            # No stream to give: close, so the client reconnects (with resume_from) rather than
-                            # wait forever.
-                            await self.wire.close(CLOSE_INTERNAL)
-                            raise Disconnected()
-                        if again.replay:
-                            queue.extendleft(reversed(again.replay))
-                            self._replaying = len(again.replay)
-                    continue
-                if self._notes is not None:
-                    self._notes.waiting = max(0, self._notes.waiting - 1)
-                await self.send({"type": "notification", "notification": item})
+                await self._send_queued(queue)
+                if self._streaming and self._nursery is not None:
+                    self._wake = trio.Event()
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._wake = None
             self._queue = None  # an idle connection keeps no deque
         finally:
             self._sending = False
         self._kick()  # something arrived as the loop ended
 
+    async def _send_queued(self, queue: deque[Any]) -> None:
+        """Send everything queued, in order: consecutive session events as one batch."""
+        while queue:
+            item = queue[0]
+            if isinstance(item, EventRow):
+                batch: list[EventRow] = []
+                while queue and len(batch) < 256 and isinstance(queue[0], EventRow):
+                    batch.append(queue.popleft())
+                # The replay at the head of the queue came with the subscription, not through the feed.
+                replayed = min(self._replaying, len(batch))
+                self._replaying -= replayed
+                if self._events is not None:
+                    self._events.waiting = max(0, self._events.waiting - (len(batch) - replayed))
+                await self._deliver(batch)
+                continue
+            queue.popleft()
+            if isinstance(item, _Feed):
+                if item is self._notes:
+                    # Cut off for being slow: subscribe again (notifications are persisted; the REST API has them
+                    # all).
+                    self.rt.notifications.discard(item)
+                    item.end()
+                    self._notes = _Feed(self, NOTIFICATION_BUFFER)
+                    self.rt.notifications.add(self._notes)
+                elif item is self._events:
+                    # The session cut us off (we were too slow) or restarted: resume from the last event sent.
+                    item.end()
+                    self._events = None
+                    self._streaming = False  # its turn's end may never come through this feed
+                    again = await self._subscribe(self.last_seq)
+                    if again is None:
+                        # No stream to give: close, so the client reconnects (with resume_from) rather than wait
+                        # forever.
+                        await self.wire.close(CLOSE_INTERNAL)
+                        raise Disconnected()
+                    if again.replay:
+                        queue.extendleft(reversed(again.replay))
+                        self._replaying = len(again.replay)
+                continue
+            if self._notes is not None:
+                self._notes.waiting = max(0, self._notes.waiting - 1)
+            await self.send({"type": "notification", "notification": item})
+
     @staticmethod
-    def _window_ok(stamps: deque[float], limit: int) -> bool:
+    def _window_ok(stamps: list[float], limit: int) -> bool:
         """A sliding one-minute window: True (and counted) while fewer than `limit` entries are in it."""
         now = trio.current_time()
-        while stamps and now - stamps[0] >= 60.0:
-            stamps.popleft()
+        if stamps and now - stamps[0] >= 60.0:
+            del stamps[: bisect.bisect_right(stamps, now - 60.0)]
         if len(stamps) >= limit:
             return False
         stamps.append(now)
@@ -524,7 +547,7 @@ class Connection:
             # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
             # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
             if self._frame_stamps is None:
-                self._frame_stamps = deque()
+                self._frame_stamps = []
             if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
                 if self.auth.version >= 2:
                     # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
@@ -567,8 +590,8 @@ class Connection:
             else:
                 await self.error("unknown_type", f"unknown message type {kind!r}")
 
-    def _new_stamps(self) -> deque[float]:
-        self._stamps = deque()
+    def _new_stamps(self) -> list[float]:
+        self._stamps = []
         return self._stamps
 
     async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:
