@@ -120,7 +120,10 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     runtime.connections += 1
     try:
         client = scope.get("client")
-        await _serve(runtime, wire, str(client[0]) if client else "unknown")
+        auth = await _authenticate(runtime, wire, str(client[0]) if client else "unknown")
+        if auth is not None:
+            # Here, not in _authenticate: its frame (the throttle, its closures) is gone while the socket idles.
+            await Connection(runtime, wire, auth).run()
     except Disconnected:
         pass
     except Exception:
@@ -139,7 +142,8 @@ def _plain_error(code: str, message: str, *, retry_after: int | None = None) -> 
     return redactor.redact_bytes(msgspec.json.encode(error)).decode()
 
 
-async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
+async def _authenticate(runtime: Runtime, wire: AsgiTransport, address: str) -> Authenticated | None:
+    """The auth phase: the client's Authenticated, or None once it was refused (and told why)."""
     try:
         identity = _identity(runtime)
     except OSError as exc:
@@ -147,7 +151,7 @@ async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
         message = f"storage cannot take writes right now ({exc.strerror}): the server key cannot be created; retry"
         await wire.send_text(_plain_error("internal_error", message))
         await wire.close(CLOSE_INTERNAL)
-        return
+        return None
     rest = runtime.services.rest
     throttle: FailedAuthThrottle | None = rest.throttle if rest is not None else None
 
@@ -170,15 +174,15 @@ async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
                 throttle.failed(address)
             await wire.send_text(_plain_error(exc.code, exc.message, retry_after=exc.retry_after))
             await wire.close(CLOSE_TRY_AGAIN_LATER if exc.code == "rate_limited" else CLOSE_POLICY)
-            return
+            return None
     if auth is not None and throttle is not None:
         throttle.succeeded(address)
     if auth is None:
         message = f"no auth frame within {runtime.config.ws.auth_timeout:g} s"
         await wire.send_text(_plain_error("auth_timeout", message))
         await wire.close(CLOSE_POLICY)
-        return
-    await Connection(runtime, wire, auth).run()
+        return None
+    return auth
 
 
 _identities: dict[str, PrivateKey] = {}
@@ -243,6 +247,31 @@ class Connection:
     """The connection actor: one task reading the socket; a sender task exists only while its session's events
     or notifications wait to be sent (an idle connection is one task, and keeps no channel)."""
 
+    # Slots: thousands of idle connections each keep one of these (a __dict__ of 23 fields is ~1 KB more).
+    __slots__ = (
+        "_events",
+        "_failures",
+        "_frame_stamps",
+        "_going",
+        "_lock",
+        "_notes",
+        "_nursery",
+        "_own_turns",
+        "_queue",
+        "_replaying",
+        "_sending",
+        "_stamps",
+        "_streaming",
+        "_wake",
+        "auth",
+        "cfg",
+        "key",
+        "last_seq",
+        "name",
+        "rt",
+        "wire",
+    )
+
     def __init__(self, runtime: Runtime, wire: AsgiTransport, auth: Authenticated) -> None:
         self.rt = runtime
         self.wire = wire
@@ -250,7 +279,7 @@ class Connection:
         topic = str(auth.channel_id) if auth.channel_id else ""
         self.key = SessionKey("api", str(auth.chat_id), topic)
         self.cfg = runtime.config.ws
-        self._lock = trio.Lock()
+        self._lock: trio.Lock | None = None  # created by the first send
         self._own_turns: set[str] = set()
         # The rate windows, created by the first frame (an idle connection keeps no buffers it never used); lists,
         # not deques: an empty deque is a 64-slot block (~760 B), and these are pruned in bulk.
@@ -296,8 +325,13 @@ class Connection:
     async def send(self, obj: dict[str, Any]) -> None:
         """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
         plain = redactor.redact_bytes(msgspec.json.encode(obj))
-        async with self._lock:
+        async with self._send_lock():
             await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+
+    def _send_lock(self) -> trio.Lock:
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
@@ -306,35 +340,41 @@ class Connection:
         """Serve the socket until either side leaves; listed in `runtime.registry` meanwhile."""
         # Plain try/finally, not a context manager: this stays a few hundred bytes per idle connection.
         info = self.rt.registry.register(self.name, self, state="running")
+        sub_taken = False
         try:
-            await self._run()
+            sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
+            sub_taken = sub is not None
+            if sub is not None:
+                await self._greet(sub)
+                del sub  # its replay is queued: an idle connection keeps none of it
+                await self._serve()
         finally:
-            self.rt.registry.unregister(self.name, info)
+            try:
+                if sub_taken:
+                    await self._left()
+            finally:
+                self.rt.registry.unregister(self.name, info)
 
-    async def _run(self) -> None:
-        sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
-        if sub is None:
-            return
-        try:
-            await self._serve(sub)
-        finally:
-            if self._notes is not None:
-                self.rt.notifications.discard(self._notes)
-                self._notes.end()
-            if self._events is not None:
-                self._events.end()  # the session drops it at its next event or idle check
-            self._queue = None
-            if self._own_turns:
-                # The client left mid-turn: abort its turns, running or queued, and only those (another
-                # connection on the key keeps its own). Shielded: the cancel above must not skip it.
-                own = frozenset(self._own_turns)
-                with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
-                    try:
-                        await ask(self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT)
-                    except ActorError as exc:
-                        log.warning("abort on disconnect of %s failed: %r", self.key, exc)
+    async def _left(self) -> None:
+        """The connection ended: let go of its subscriptions, and abort the turns its client left running."""
+        if self._notes is not None:
+            self.rt.notifications.discard(self._notes)
+            self._notes.end()
+        if self._events is not None:
+            self._events.end()  # the session drops it at its next event or idle check
+        self._queue = None
+        if self._own_turns:
+            # The client left mid-turn: abort its turns, running or queued, and only those (another
+            # connection on the key keeps its own). Shielded: the cancel above must not skip it.
+            own = frozenset(self._own_turns)
+            with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
+                try:
+                    await ask(self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT)
+                except ActorError as exc:
+                    log.warning("abort on disconnect of %s failed: %r", self.key, exc)
 
-    async def _serve(self, sub: Subscription) -> None:
+    async def _greet(self, sub: Subscription) -> None:
+        """Send auth_ok, subscribed to notifications first; queue the subscription's replay."""
         rt = self.rt
         # This chat's provider and model: its own pin where it has one (`PUT /api/chat/sessions/{id}`), else the
         # gateway default, which is also sent so a client can show both.
@@ -371,6 +411,9 @@ class Connection:
             await self.wire.send_text(msgspec.json.encode(hello).decode())  # v1: the last plaintext frame
         else:
             await self.send(hello)
+
+    async def _serve(self) -> None:
+        """Read the socket in this task; a sender starts beside it whenever something waits to be sent."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
@@ -378,7 +421,9 @@ class Connection:
                 nursery.cancel_scope.cancel()
             self._kick()
             try:
-                await self._guard(self._read)
+                await self._read()
+            except Disconnected:
+                self.wire.closed = True
             finally:
                 self._nursery = None  # no sender starts from here on
             nursery.cancel_scope.cancel()
@@ -461,7 +506,7 @@ class Connection:
         if delta:
             frames.append(_delta_frame(delta, delta_seq))
         if frames:
-            async with self._lock:
+            async with self._send_lock():
                 for plain in frames:
                     await self.wire.send_frame(self.auth.channel.seal_frame(plain))
 
