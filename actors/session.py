@@ -22,6 +22,7 @@ from actors.messages import (
     RouterMsg,
     SessionKey,
     SessionMsg,
+    Sink,
     Submit,
     Subscribe,
     Subscription,
@@ -46,6 +47,7 @@ from storage import sessions as sess_db
 from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
+from storage.ids import new_id
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -76,6 +78,9 @@ class _QueuedTurn:
     prompt: str
     history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
     pin: Pin = NO_PIN  # read with `history`
+    # Started while its acceptance commits: set once that commit is over, `refused` when it failed.
+    accepted: trio.Event | None = None
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -121,6 +126,14 @@ def _capped(
         return fn(conn, *args, **kwargs)
 
     return both
+
+
+def _cap_history_pin(
+    conn: Any, session_id: str, owner: str | None, caps: usage_db.CapPolicy, history_limit: int
+) -> tuple[list[msg_db.MessageRow], Pin]:
+    """A read: refuse (UsageCapReachedError) when `owner`'s cap is reached, else the history and the pin."""
+    usage_db.check_cap(conn, owner, caps, now_ms=now_ms())
+    return msg_db.history(conn, session_id, limit=history_limit), sess_db.pin_of(conn, session_id)
 
 
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
@@ -206,7 +219,7 @@ class _SessionLife:
         # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
         # created on first use and let go once everything shown is stored (a subscriber then reads storage).
         self.recent: deque[EventRow] | None = None
-        self.subscribers: list[trio.MemorySendChannel[EventRow]] = []
+        self.subscribers: list[Sink[EventRow]] = []
         self.queue: list[_QueuedTurn] = []  # at most `max_queue`
         self.running: _RunningTurn | None = None
         self.last_activity = trio.current_time()
@@ -343,34 +356,62 @@ class _SessionLife:
             msg.reply.fail(BusyError(f"session {self.a.key} already has {len(self.queue)} turns queued"))
             return
         ahead = len(self.queue) + (1 if self.running else 0)
-        history: list[msg_db.MessageRow] | None = None
-        pin: Pin = NO_PIN
-        caps = self.cfg.caps
+        if ahead == 0:
+            await self._accept_started(msg)
+            return
         try:
-            if ahead == 0:
-                # Idle: accept and start in one commit, so the provider starts one fsync sooner.
-                self.reserved = self.seq + SEQ_RESERVE
-                (turn_id, history), pin = await self.a.store.call(
-                    _capped(_with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)), self.owner, caps),
-                    self.session_id,
-                    msg.text,
-                    now_ms=now_ms(),
-                    reserve_to=self.reserved,
-                    history_limit=self.cfg.history_limit,
-                )
-            else:
-                turn_id = await self.a.store.call(
-                    _capped(_with(msg.also, msg_db.create_turn), self.owner, caps),
-                    self.session_id,
-                    msg.text,
-                    now_ms=now_ms(),
-                )
+            turn_id = await self.a.store.call(
+                _capped(_with(msg.also, msg_db.create_turn), self.owner, self.cfg.caps),
+                self.session_id,
+                msg.text,
+                now_ms=now_ms(),
+            )
         except Exception as exc:
             msg.reply.fail(exc)
             return
-        self.queue.append(_QueuedTurn(turn_id, msg.text, history, pin))
+        self.queue.append(_QueuedTurn(turn_id, msg.text))
         self._kick_runner()
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
+
+    async def _accept_started(self, msg: Submit) -> None:
+        """Idle: check the cap and read the history (a read, no commit), then start the turn while its acceptance
+        commits, so its first delta does not wait for an fsync. Its end (and so its result) is recorded and shown
+        only after that commit; a commit that fails (storage refusing writes, or the cap reached meanwhile) cuts
+        the turn off, and the asker is told nothing was stored."""
+        caps = self.cfg.caps
+        try:
+            history, pin = await self.a.store.read(
+                _cap_history_pin, self.session_id, self.owner, caps, self.cfg.history_limit
+            )
+        except Exception as exc:
+            msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
+            return
+        accepted = trio.Event()
+        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted)
+        self.reserved = self.seq + SEQ_RESERVE
+        self.queue.append(turn)
+        self._kick_runner()
+        try:
+            await self.a.store.call(
+                _capped(_with(msg.also, msg_db.accept_and_begin), self.owner, caps),
+                self.session_id,
+                msg.text,
+                now_ms=now_ms(),
+                reserve_to=self.reserved,
+                history_limit=0,
+                turn_id=turn.turn_id,
+            )
+        except Exception as exc:
+            turn.refused = True
+            if turn in self.queue:
+                self.queue.remove(turn)
+            elif self.running is not None and self.running.turn_id == turn.turn_id:
+                self.running.scope.cancel()
+            msg.reply.fail(exc)
+            return
+        finally:
+            accepted.set()
+        msg.reply.set(TurnAccepted(self.session_id, turn.turn_id, 0))
 
     async def _subscribe(self, msg: Subscribe) -> None:
         if msg.after_seq is None or msg.after_seq >= self.shown:
@@ -408,7 +449,7 @@ class _SessionLife:
         self.subscribers.append(msg.channel)
         msg.reply.set(Subscription(self.session_id, replay, self.shown))
 
-    def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
+    def _drop_subscriber(self, channel: Sink[EventRow]) -> None:
         if channel in self.subscribers:
             self.subscribers.remove(channel)
             channel.close()
@@ -494,7 +535,7 @@ class _SessionLife:
         if self.recent is None:
             self.recent = deque(maxlen=self.cfg.recent_events)
         self.recent.append(event)
-        gone: list[trio.MemorySendChannel[EventRow]] | None = None
+        gone: list[Sink[EventRow]] | None = None
         for ch in self.subscribers:
             try:
                 ch.send_nowait(event)
@@ -650,6 +691,17 @@ class _SessionLife:
             except trio.Cancelled as exc:
                 cut_off = exc
                 state, error = "interrupted", "gateway stopped during the turn"
+            if turn.accepted is not None:
+                # Started while its acceptance committed: nothing of its end is recorded or shown before that.
+                with trio.CancelScope(shield=True):
+                    await turn.accepted.wait()
+                if turn.refused:
+                    # Not stored, so there is no turn to end in storage: its subscribers learn it ended, and its
+                    # events are stored once storage takes writes again (their numbers were shown).
+                    self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": "failed"})
+                    if cut_off is not None:
+                        raise cut_off
+                    return
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
