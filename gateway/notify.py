@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
+from actors.events import TurnOutcome
 from actors.messages import SessionKey
 from gateway.core import Runtime
 from storage import notifications as notes_db
@@ -41,24 +41,24 @@ CHAT_QUIET = 60.0
 
 
 class BackgroundTurns:
-    """Turns nobody is streaming (async messages, cron runs): when one ends, a notification says how."""
+    """Turns nobody is streaming (async messages, cron runs): when one ends, a notification says how.
+
+    How it ended is read from `runtime.outcomes`, the one place a turn's outcome is kept.
+    """
 
     def __init__(self, runtime: Runtime, *, remember: int = 1024) -> None:
         self.runtime = runtime
         self._watched: dict[str, Watched] = {}
-        self._results: OrderedDict[str, str] = OrderedDict()
-        # Turns that ended before anyone watched them: a fast turn can end before `watch()` is called
-        # (the caller learns the turn id only after Submit returns). Bounded, oldest forgotten first.
-        self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._remember = remember
         self._told: OrderedDict[str, float] = OrderedDict()  # chat -> when it was last told (trio clock)
         self._send, self._receive = trio.open_memory_channel[tuple[Watched, str, str]](1024)
 
     def watch(self, turn_id: str, *, title: str, source: str, owner: str | None, chat: str | None = None) -> None:
         watched = Watched(title, source, owner, chat)
-        ended = self._ended.pop(turn_id, None)
+        # A fast turn can end before `watch()` is called (the caller learns the turn id only after Submit returns).
+        ended = self.runtime.outcomes.get(turn_id)
         if ended is not None:
-            self._queue(watched, *ended)
+            self._queue(watched, ended.state, _told_text(ended))
         else:
             self._watched[turn_id] = watched
 
@@ -89,27 +89,14 @@ class BackgroundTurns:
         except trio.WouldBlock:
             log.warning("notification queue full; dropped %r", watched.title)
 
-    def _remember_bounded(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
-        table[key] = value
-        while len(table) > self._remember:
-            table.popitem(last=False)
-
     def on_event(self, event: EventRow) -> None:
-        """An event listener (synchronous, cheap): remember results, queue a notification at the turn's end."""
-        if event.turn_id is None:
+        """An event listener (synchronous, cheap): queue a notification when a watched turn ends."""
+        if event.type != "turn_ended" or event.turn_id is None:
             return
-        if event.type == "result":
-            self._remember_bounded(self._results, event.turn_id, str(event.data.get("text", "")))
-        elif event.type == "error":
-            self._remember_bounded(self._results, event.turn_id, "error: " + str(event.data.get("message", "")))
-        elif event.type == "turn_ended":
-            text = self._results.pop(event.turn_id, "")
-            state = str(event.data.get("state", ""))
-            watched = self._watched.pop(event.turn_id, None)
-            if watched is None:
-                self._remember_bounded(self._ended, event.turn_id, (state, text))
-            else:
-                self._queue(watched, state, text)
+        watched = self._watched.pop(event.turn_id, None)
+        outcome = self.runtime.outcomes.get(event.turn_id)
+        if watched is not None and outcome is not None:
+            self._queue(watched, outcome.state, _told_text(outcome))
 
     async def run(self) -> None:
         async for watched, state, text in self._receive:
@@ -124,3 +111,10 @@ class BackgroundTurns:
                 )
             except Exception:
                 log.exception("cannot store a notification")
+
+
+def _told_text(outcome: TurnOutcome) -> str:
+    """A notification's body: the reply, or what went wrong."""
+    if outcome.error is not None:
+        return "error: " + outcome.error
+    return outcome.text

@@ -105,7 +105,7 @@ def openai_stream(events: list[EventRow], turn_id: str, *, include_usage: bool) 
     """`/v1/chat/completions` with `stream`: the chunks one turn's events become (main's code, as captured)."""
     import msgspec
 
-    from gateway.http.routes.openai_compat import Chunk, ChunkChoice, Delta, _usage
+    from gateway.http.routes.openai_compat import Chunk, ChunkChoice, Delta, Usage
     from gateway.http.sse import sse_event
 
     cid, created, model = f"chatcmpl-{turn_id}", 1_700_000_000, "gateway"
@@ -137,8 +137,9 @@ def openai_stream(events: list[EventRow], turn_id: str, *, include_usage: bool) 
             ended = event.data
             out.append(chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error"))
     if include_usage and ended is not None:
-        got = ended.get("usage")
-        usage = _usage(got if isinstance(got, dict) else None)
+        got = ended.get("usage") or {}
+        tokens_in, tokens_out = int(got.get("input_tokens", 0)), int(got.get("output_tokens", 0))
+        usage = Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
         out.append(sse_event(Chunk(id=cid, created=created, model=model, choices=[], usage=usage)))
     out.append(sse_event("[DONE]"))
     return [b.decode() for b in out]
