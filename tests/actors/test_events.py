@@ -78,9 +78,7 @@ def test_the_outcome_of_each_kind_of_end() -> None:
     assert done == evs.TurnOutcome("s", "a", "completed", "hi", None, None)
     failed = _turn(outcomes, "b", 5, evs.Error("AGENT_ERROR", "boom"), evs.TurnEnded("b", "failed", usage=USAGE))
     assert failed == evs.TurnOutcome("s", "b", "failed", "", "boom", USAGE)
-    assert _turn(outcomes, "c", 9, evs.TurnEnded("c", "aborted", started=False)) == evs.TurnOutcome(
-        "s", "c", "aborted"
-    )
+    assert _turn(outcomes, "c", 9, evs.TurnEnded("c", "aborted", started=False)) == evs.TurnOutcome("s", "c", "aborted")
     assert outcomes.get("a") == done and outcomes.get("b") == failed
     assert outcomes.get("never") is None
 
