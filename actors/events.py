@@ -79,8 +79,13 @@ def kind_of(event: Event) -> str:
     return str(event.__struct_config__.tag)
 
 
+_BY_TAG: dict[str, type[Event]] = {str(k.__struct_config__.tag): k for k in KINDS}
+
+
 def payload(event: Event) -> dict[str, Any]:
     """What storage keeps of `event` (its fields in order, unset ones left out, without `type`)."""
+    if type(event) is TextDelta:  # most events of a turn: spared the generic conversion
+        return {"data": event.data}
     data: dict[str, Any] = msgspec.to_builtins(event)
     del data["type"]
     return data
@@ -88,8 +93,12 @@ def payload(event: Event) -> dict[str, Any]:
 
 def typed(row: EventRow) -> SessionEvent | None:
     """A stored or live event row as its struct (None: a kind this gateway does not know, or a malformed one)."""
+    kind = _BY_TAG.get(row.type)
+    if kind is None:
+        return None
     try:
-        event: SessionEvent = msgspec.convert({"type": row.type, **row.data}, SessionEvent)
+        # By its tag, not through the union: converting to a union is some 25 times slower.
+        event: SessionEvent = msgspec.convert(row.data, kind)  # type: ignore[assignment]
         return event
     except msgspec.ValidationError:
         return None
@@ -121,10 +130,11 @@ class TurnOutcomes:
 
     A turn's `result` or `error` is held until its `turn_ended` (shown right after them, in the same round), then
     the outcome is kept for the last `keep` ended turns only, so a reader that learns a turn id late (a fast turn
-    ends before its submitter watches it) still finds it, and nothing grows without bound.
+    ends before its submitter watches it) still finds it, and nothing grows with the number of turns. A reader
+    that finds nothing for a turn storage says has ended reads its end from the turn's row instead.
     """
 
-    def __init__(self, *, keep: int = 1024) -> None:
+    def __init__(self, *, keep: int = 64) -> None:
         self.keep = keep
         self._partial: OrderedDict[str, tuple[str, str | None]] = OrderedDict()  # turn -> (text, error)
         self._ended: OrderedDict[str, TurnOutcome] = OrderedDict()

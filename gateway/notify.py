@@ -11,6 +11,7 @@ import trio
 from actors.events import TurnOutcome
 from actors.messages import SessionKey
 from gateway.core import Runtime
+from storage import messages as msg_db
 from storage import notifications as notes_db
 from storage.clock import now_ms
 from storage.events import EventRow
@@ -52,6 +53,7 @@ class BackgroundTurns:
         self._remember = remember
         self._told: OrderedDict[str, float] = OrderedDict()  # chat -> when it was last told (trio clock)
         self._send, self._receive = trio.open_memory_channel[tuple[Watched, str, str]](1024)
+        self._check, self._to_check = trio.open_memory_channel[str](1024)
 
     def watch(self, turn_id: str, *, title: str, source: str, owner: str | None, chat: str | None = None) -> None:
         watched = Watched(title, source, owner, chat)
@@ -59,8 +61,14 @@ class BackgroundTurns:
         ended = self.runtime.outcomes.get(turn_id)
         if ended is not None:
             self._queue(watched, ended.state, _told_text(ended))
-        else:
-            self._watched[turn_id] = watched
+            return
+        self._watched[turn_id] = watched
+        try:
+            # Ended so long ago that the outcomes forgot it (many turns ended since)? Storage says; else its
+            # entry here would wait for a turn_ended already gone.
+            self._check.send_nowait(turn_id)
+        except trio.WouldBlock:
+            log.warning("cannot check turn %s in storage now; it is told when its end is seen", turn_id)
 
     def watch_ingress(self, key: SessionKey, turn_id: str) -> None:
         """A turn fed by a connector's ingress (`source` `connector`, or `webhook` for an http connector): its reply
@@ -99,6 +107,26 @@ class BackgroundTurns:
             self._queue(watched, outcome.state, _told_text(outcome))
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._checker)
+            await self._notifier()
+
+    async def _checker(self) -> None:
+        async for turn_id in self._to_check:
+            try:
+                row = await self.runtime.store.call(msg_db.get_turn, turn_id)
+            except Exception as exc:
+                log.warning("cannot read turn %s: %r", turn_id, exc)
+                continue
+            if row is None or row.state in ("queued", "running"):
+                continue  # its turn_ended is still to come
+            watched = self._watched.pop(turn_id, None)
+            if watched is not None:
+                done = row.state == "completed"
+                text = (row.result or "") if done else "error: " + (row.error or row.state)
+                self._queue(watched, row.state, text)
+
+    async def _notifier(self) -> None:
         async for watched, state, text in self._receive:
             body = text if len(text) <= 500 else text[:497] + "..."
             try:
