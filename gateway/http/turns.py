@@ -17,6 +17,7 @@ from gateway.core import Runtime
 from gateway.errors import TurnTimeoutError, UnavailableError
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
 from storage.sessions import SessionRow
@@ -172,6 +173,10 @@ async def start_and_follow(
     return accepted, events()
 
 
+def _turn_and_usage(conn: sqlite3.Connection, turn_id: str) -> tuple[msg_db.TurnRow | None, usage_db.TurnUsage | None]:
+    return msg_db.get_turn(conn, turn_id), usage_db.of_turn(conn, turn_id)
+
+
 async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: float = math.inf) -> TurnOutcome:
     """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on)."""
     accepted, events = await start_and_follow(runtime, key, text)
@@ -186,8 +191,13 @@ async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: flo
         return TurnOutcome(accepted, outcome.state, outcome.text, outcome.error, outcome.usage)
     if ended:
         # Forgotten already (thousands of turns ended since): storage has the same end.
-        row = await runtime.store.call(msg_db.get_turn, accepted.turn_id)
+        row, used = await runtime.store.call(_turn_and_usage, accepted.turn_id)
         if row is not None:
             done = row.state == "completed"
-            return TurnOutcome(accepted, row.state, (row.result or "") if done else "", None if done else row.error)
+            usage = None
+            if used is not None:
+                tokens = (used.input_tokens, used.output_tokens, used.input_tokens + used.output_tokens)
+                usage = TurnUsage(*tokens, used.estimated, used.model)
+            text = (row.result or "") if done else ""
+            return TurnOutcome(accepted, row.state, text, None if done else row.error, usage)
     return TurnOutcome(accepted, "failed", "", "the session was deleted before the turn ended")
