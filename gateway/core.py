@@ -35,6 +35,7 @@ from gateway.outbound import OutboundPolicy
 from storage.events import EventRow
 
 if TYPE_CHECKING:
+    from gateway.agent.a2a import A2AAgents
     from gateway.agent.live_config import LiveConfig
     from gateway.agent.tool_prefs import ToolPrefs
     from gateway.http.api import RestState
@@ -52,7 +53,8 @@ class Services:
     background: BackgroundTurns | None = None  # notifications when an unwatched turn ends
     scheduler: Scheduler | None = None  # cron jobs
     live_config: LiveConfig | None = None  # the agent settings changed over the API (gateway.agent.live_config)
-    tool_prefs: ToolPrefs | None = None  # users' MCP switch-offs (gateway.agent.tool_prefs)
+    tool_prefs: ToolPrefs | None = None  # users' MCP and A2A switch-offs (gateway.agent.tool_prefs)
+    a2a: A2AAgents | None = None  # the registered A2A agents, offered to the model as tools (gateway.agent.a2a)
     sessions_feed: SessionsFeed | None = None  # made by the first session-list stream (gateway.http.session_feed)
     # `GET /api/status`'s database integrity check: one scan at a time, its verdict reused for a while.
     integrity_lock: trio.Lock = field(default_factory=trio.Lock)

@@ -37,6 +37,7 @@ async def start_rest_services(runtime: Runtime, core: Supervisor) -> None:
             }
         ),
         streams=StreamLimiter(lim.max_streams),
+        note_streams=StreamLimiter(lim.max_streams),
         throttle=FailedAuthThrottle(free=lim.failed_auth_free, max_delay=lim.failed_auth_max_delay)
         if lim.enabled
         else None,

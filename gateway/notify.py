@@ -21,7 +21,8 @@ log = logging.getLogger("gateway.notify")
 
 
 async def notify(runtime: Runtime, *, title: str, body: str, source: str, owner: str | None) -> NotificationRow:
-    """Store a notification and push it to every live subscriber (the WebSocket edge forwards it)."""
+    """Store a notification and push it to every live subscriber (the WebSocket edge forwards it; each notification
+    stream reads the caller's own from the store when woken)."""
     row = await runtime.store.call(notes_db.add, title=title, body=body, source=source, owner=owner, now_ms=now_ms())
     # Exactly the seed's shape: the WebSocket edge forwards it as it is to every authenticated client.
     runtime.notifications.publish({"id": row.id, "title": row.title, "body": row.body, "read": row.read})

@@ -28,6 +28,7 @@ from actors.router import Router, start_router
 from actors.session import SessionConfig
 from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, Registry, Restart, RestartPolicy, Supervisor, service
+from actors.tools import ToolBoxes
 from gateway import __version__
 from gateway.config.file import Config, Paths, secret_values
 from gateway.core import Runtime
@@ -38,6 +39,7 @@ from gateway.outbound import OutboundPolicy
 from storage import mcp as mcp_db
 from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import skills as a2a_db
 from storage.clock import now_ms
 from storage.db import open_db, open_reader, prove_writable
 from storage.events import EventRow
@@ -332,7 +334,8 @@ async def start_services(runtime: Runtime, core: Supervisor) -> None:
 
 
 async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
-    """Connect the enabled MCP servers and offer their tools to the `openai` provider."""
+    """Connect the enabled MCP servers and offer their tools, and the registered A2A agents, to the `openai`
+    provider."""
     hub = McpHub(registry=runtime.registry, http_client=runtime.outbound.client2)
     await core.start(service("mcp", hub.run, announces=True))
     runtime.mcp = hub
@@ -342,11 +345,16 @@ async def start_mcp(runtime: Runtime, core: Supervisor) -> None:
             redactor.add(secret)
     hub.apply(servers)
     openai = runtime.providers.get("openai")
-    if isinstance(openai, OpenAIProvider):
-        from gateway.agent.tool_prefs import prefs_of
+    from gateway.agent.a2a import A2AAgents
+    from gateway.agent.tool_prefs import prefs_of
 
-        # Each turn sees only the servers its session's owner has not switched off (/api/user/tools/mcp).
-        openai.tools = McpToolBox(hub, hidden=prefs_of(runtime).mcp_hidden)
+    prefs = prefs_of(runtime)
+    runtime.services.a2a = agents = A2AAgents(runtime.outbound, hidden=prefs.a2a_hidden)
+    agents.reload(await runtime.store.call(a2a_db.list_a2a))
+    if isinstance(openai, OpenAIProvider):
+        # Each turn sees only the MCP servers and A2A agents its session's owner has not switched off
+        # (/api/user/tools/mcp, /api/user/tools/a2a).
+        openai.tools = ToolBoxes([McpToolBox(hub, hidden=prefs.mcp_hidden), agents])
 
     def check() -> dict[str, Any]:
         status = hub.status()

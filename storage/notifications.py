@@ -58,6 +58,23 @@ def unread_count(conn: sqlite3.Connection, owner: str | None, *, all_owners: boo
     return int(conn.execute(f"SELECT count(*) FROM notifications WHERE {where} AND read = 0", args).fetchone()[0])
 
 
+def after(
+    conn: sqlite3.Connection, owner: str | None, *, all_owners: bool, after_id: str, limit: int
+) -> list[NotificationRow]:
+    """Oldest first, those made after `after_id` (ids sort by creation): what a stream resumed there has missed."""
+    where, args = _scope(owner, all_owners)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM notifications WHERE {where} AND id > ? ORDER BY id LIMIT ?", (*args, after_id, limit)
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def newest_id(conn: sqlite3.Connection, owner: str | None, *, all_owners: bool) -> str | None:
+    where, args = _scope(owner, all_owners)
+    r = conn.execute(f"SELECT max(id) FROM notifications WHERE {where}", args).fetchone()
+    return None if r is None or r[0] is None else str(r[0])
+
+
 def get(conn: sqlite3.Connection, nid: str) -> NotificationRow | None:
     r = conn.execute(f"SELECT {_COLUMNS} FROM notifications WHERE id = ?", (nid,)).fetchone()
     return None if r is None else _row(r)

@@ -288,6 +288,11 @@ MIGRATIONS: list[Migration] = [
                 daily_tokens INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
         ),
     ),
+    # Whether the owner (gateway token) registered an A2A agent, whose URL may then be a private address when a turn
+    # calls it (the outbound policy). Rows from before are treated as registered by an admin account, as 045 did.
+    ("062_a2a_url_by_owner", _sql("ALTER TABLE a2a_servers ADD COLUMN url_by_owner INTEGER NOT NULL DEFAULT 0")),
+    # A user's notification stream (`GET /api/notifications/stream`) reads "theirs after this id" at each one.
+    ("062_notifications_owner", _sql("CREATE INDEX notifications_owner ON notifications (owner, id)")),
 ]
 
 

@@ -61,6 +61,7 @@ class A2AServerRow:
     push_notifications: bool = False
     enabled: bool = True
     card: dict[str, Any] = field(default_factory=dict)
+    url_by_owner: bool = False  # registered by the owner (gateway token): its address may be private
 
     def view(self) -> dict[str, Any]:
         return {
@@ -222,10 +223,14 @@ def _a2a(r: tuple[Any, ...]) -> A2AServerRow:
         push_notifications=bool(r[7]),
         enabled=bool(r[8]),
         card=json.loads(r[9] or "{}"),
+        url_by_owner=bool(r[10]),
     )
 
 
-_A2A_COLS = "id, base_url, name, description, input_modes, output_modes, streaming, push_notifications, enabled, card"
+_A2A_COLS = (
+    "id, base_url, name, description, input_modes, output_modes, streaming, push_notifications, enabled, card, "
+    "url_by_owner"
+)
 
 
 def list_a2a(conn: sqlite3.Connection) -> list[A2AServerRow]:
@@ -242,10 +247,10 @@ def upsert_a2a(conn: sqlite3.Connection, row: A2AServerRow, *, now_ms: int) -> A
     found = conn.execute("SELECT id FROM a2a_servers WHERE base_url = ?", (row.base_url,)).fetchone()
     a2a_id = found[0] if found else row.id
     conn.execute(
-        f"INSERT INTO a2a_servers ({_A2A_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO a2a_servers ({_A2A_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(id) DO UPDATE SET name = excluded.name, description = excluded.description, "
         "input_modes = excluded.input_modes, output_modes = excluded.output_modes, streaming = excluded.streaming, "
-        "push_notifications = excluded.push_notifications, card = excluded.card",
+        "push_notifications = excluded.push_notifications, card = excluded.card, url_by_owner = excluded.url_by_owner",
         (
             a2a_id,
             row.base_url,
@@ -257,6 +262,7 @@ def upsert_a2a(conn: sqlite3.Connection, row: A2AServerRow, *, now_ms: int) -> A
             int(row.push_notifications),
             int(row.enabled),
             json.dumps(row.card),
+            int(row.url_by_owner),
             now_ms,
         ),
     )

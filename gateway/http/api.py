@@ -58,6 +58,9 @@ class RestState:
     hasher: PasswordHasher
     limiter: RateLimiter
     streams: StreamLimiter
+    # The notification streams' own slots (as many): a page open in several tabs holds one each all the time, and
+    # must not use up the slots its chat streams need.
+    note_streams: StreamLimiter
     throttle: FailedAuthThrottle | None = None  # None with `limits.enabled = false`
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from playwright.sync_api import ConsoleMessage, Page, Response, WebSocket, sync_playwright
@@ -113,6 +114,10 @@ async def in_browser(base_url: str, scenario: Callable[[Page], None], **kw: Any)
     return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, **kw))
 
 
+# Responses that last as long as the page does: the notification stream (notifications only, never a secret).
+ENDLESS = frozenset({"/api/notifications/stream"})
+
+
 @dataclass
 class Traffic:
     """Everything the page received: HTTP responses (their bodies are read by `bodies`) and WebSocket frames."""
@@ -134,6 +139,8 @@ class Traffic:
         """`METHOD url #n` -> body text of every response so far (call it while the page is still open)."""
         out: dict[str, str] = {}
         for n, r in enumerate(self.responses):
+            if urlsplit(r.url).path in ENDLESS:
+                continue  # still open while the page is: reading its body would wait for ever
             out[f"{r.request.method} {r.url} #{n}"] = r.body().decode("utf-8", "replace")
         return out
 

@@ -20,7 +20,7 @@ ROWS = {
     "batch ingress vs raw SQLite alone": 1,
     "batch ingress vs an HTTP server that stores nothing": 1,
     "single-event ingress /events, 32 clients": 1,
-    "encrypted /ws text_delta frames/s": 1,
+    "encrypted /ws text_deltas/s": 1,
     "time to first text_delta p50": 1,
     "time to first text_delta p99": 1,
     "abort → abort_ok with the process group gone, p50": 1,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.agent.a2a import fetch_card
+from gateway.agent.a2a import fetch_card, reload_agents
 from gateway.agent.tool_prefs import prefs_of
 from gateway.errors import NotFoundError, UnavailableError, ValidationFailedError
 from gateway.http.api import Ctx, Ok, endpoint, validation_error
@@ -260,7 +261,10 @@ async def post_a2a(ctx: Ctx) -> A2AItem:
     trusted = [req.base_url] if ctx.user.is_owner else []
     async with ctx.runtime.outbound.client(trusted=trusted, timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)
+    # Remembered for the calls a turn makes: only the owner's agent may sit at a private address.
+    row = dataclasses.replace(row, url_by_owner=ctx.user.is_owner)
     stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=now_ms())
+    await reload_agents(ctx.runtime)
     return a2a_item(stored.view())
 
 
@@ -284,6 +288,8 @@ async def delete_a2a(ctx: Ctx) -> Ok:
 
     if not await ctx.store.call(delete):
         raise NotFoundError(f"no A2A server {a2a_id!r}", code="A2A_SERVER_NOT_FOUND")
+    prefs_of(ctx.runtime).forget_a2a(a2a_id)
+    await reload_agents(ctx.runtime)
     return Ok()
 
 
@@ -302,4 +308,5 @@ async def enable_a2a(ctx: Ctx) -> Ok:
     a2a_id = ctx.path("a2a_id")
     if not await ctx.store.call(a2a_db.set_a2a_enabled, a2a_id, req.enabled):
         raise NotFoundError(f"no A2A server {a2a_id!r}", code="A2A_SERVER_NOT_FOUND")
+    await reload_agents(ctx.runtime)
     return Ok()

@@ -116,4 +116,6 @@ async def set_a2a_tool(ctx: Ctx) -> Ok:
 
     if not await ctx.store.call(write):
         raise NotFoundError(f"no A2A server {a2a_id!r}", code="A2A_SERVER_NOT_FOUND")
+    # In memory too: the next round of this user's turns is offered the agent, or not.
+    prefs_of(ctx.runtime).set_a2a(user, a2a_id, req.enabled)
     return Ok()

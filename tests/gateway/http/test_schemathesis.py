@@ -35,10 +35,12 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     # deliver), or out of the machine (the provider probe: openai's default base URL is api.openai.com). Their
     # validation has tests of its own (tests/gateway/connectors/test_crud.py for the connector two, the probe's in
     # tests/gateway/http/test_webui_config.py and test_agent_config_rest.py). The sessions list stream never ends by
-    # itself (tests/gateway/http/test_rest_seed.py reads it).
+    # itself (tests/gateway/http/test_rest_seed.py reads it), nor does the notification stream
+    # (tests/gateway/http/test_notifications_stream.py).
     excluded = [
         "post_post_mcp", "post_post_llm", "post_post_a2a", "post_install_skill",
         "put_put_connector", "put_put_reply_targets", "post_stream_sessions", "get_probe_provider",
+        "get_stream_notifications",
     ]  # fmt: skip
     async with httpx.AsyncClient() as client:
         spec = (await client.get(f"{gw.base_url}/openapi.json")).json()

@@ -8,6 +8,7 @@ import { skillsView } from "./skills.js";
 import { mcpView } from "./tools.js";
 import { cronView } from "./cron.js";
 import { logsView, notificationsView } from "./panels.js";
+import { followNotifications } from "./notes.js";
 import { accountView, usersView } from "./accounts.js";
 import { overviewView } from "./overview.js";
 import { usageView } from "./usage.js";
@@ -39,6 +40,8 @@ let liveHooks = [];
 let unread = 0;
 let badgeEls = [];
 let pollTimer = null;
+let stopNotes = null;
+const shown = new Set(); // notification ids already shown: /ws and the stream both carry them to a token session
 
 const app = {
   onLeave(fn) {
@@ -48,7 +51,10 @@ const app = {
     liveHooks.push(fn);
   },
   onNotification(note) {
-    // Pushed over /ws: bump the badge at once, show it, then let the open screen redraw.
+    // Pushed (the stream, /ws): bump the badge at once, show it, then let the open screen redraw.
+    if (shown.has(note.id)) return;
+    if (shown.size > 1000) shown.clear();
+    shown.add(note.id);
     if (!note.read) setUnread(unread + 1);
     toast(`${note.title}${note.body ? ` — ${note.body.slice(0, 120)}` : ""}`, "note", 6000);
     for (const fn of liveHooks) fn(note);
@@ -160,7 +166,7 @@ function logout(reason = "") {
   chatState.engine = null;
   chatState.ref = null;
   chatState.pending = null;
-  clearInterval(pollTimer);
+  stopFollowing();
   setAuth(null);
   loginView(reason);
 }
@@ -194,11 +200,35 @@ function start() {
   parts = null;
   route();
   app.refreshBadge();
-  // /ws pushes notifications live; this poll is the fallback for accounts (no /ws) and SSE sessions.
+  // Notifications are pushed over their SSE stream as they are made; a slow poll of the count only while it is down.
+  stopFollowing();
+  stopNotes = followNotifications({
+    onNote: (note) => app.onNotification(note),
+    onUp: () => {
+      pushState("live");
+      clearInterval(pollTimer);
+      pollTimer = null;
+    },
+    onDown: () => {
+      pushState("down");
+      pollTimer ??= setInterval(() => app.refreshBadge(), 60_000);
+    },
+  });
+}
+
+// Whether notifications arrive as they are made (the bell's title says so; tests wait on the attribute).
+function pushState(state) {
+  const bell = document.getElementById("bell");
+  if (!bell) return;
+  bell.dataset.push = state;
+  bell.title = state === "live" ? "Notifications (live)" : "Notifications (reconnecting; checked every minute)";
+}
+
+function stopFollowing() {
+  if (stopNotes) stopNotes();
+  stopNotes = null;
   clearInterval(pollTimer);
-  pollTimer = setInterval(() => {
-    if (!chatState.engine || chatState.engine.mode !== "ws") app.refreshBadge();
-  }, 15_000);
+  pollTimer = null;
 }
 
 // `gateway dashboard` prints `/#/signin/<code>`: trade the code for the owner's credential, then open the overview.

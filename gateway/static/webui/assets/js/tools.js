@@ -1,6 +1,8 @@
 // MCP servers: the list with each one's live state and tools, add or replace (env and headers write-only),
-// enable/disable, delete (admins); and every signed-in caller's own switch for each server's tools.
+// enable/disable, delete (admins); and every signed-in caller's own switch for each server's tools. A2A agents
+// below them (agents.js).
 
+import { agentPanels } from "./agents.js";
 import { canAdmin, get, post } from "./api.js";
 import { button, clear, confirmButton, errorBox, field, h, markInvalid, panel, switchInput, toast, unavailable } from "./ui.js";
 
@@ -14,7 +16,8 @@ export async function mcpView(view, app) {
   const sections = [panel("MCP servers", [], list), panel("Your tools", [], h("p", { class: "muted" },
     "Switch a server's tools off for your own chats only (for the gateway token: the chats no account owns)."), mine)];
   if (admin) sections.push(panel("Add or replace a server", [], addForm(() => draw())));
-  clear(view).append(...sections);
+  const agents = agentPanels(app);
+  clear(view).append(...sections, ...agents.panels);
   let timer = null;
   let left = false;
   app.onLeave(() => {
@@ -94,7 +97,7 @@ export async function mcpView(view, app) {
     }
   }
 
-  await draw();
+  await Promise.all([draw(), agents.draw()]);
 }
 
 // The form for one server, plus a box for a whole `{"mcpServers": {...}}` document pasted from another tool.
