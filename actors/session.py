@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import msgspec
 import trio
 import trio.lowlevel
 
+from actors import events as evs
 from actors.base import ActorError, Address, BusyError, DeadActorError, Reply, Stop
 from actors.choice import NO_PIN, Choose, Pin
 from actors.messages import (
@@ -466,12 +468,7 @@ class _SessionLife:
                 # turn_ended, so whoever waits for it learns it.
                 ts = now_ms()
                 ending = [
-                    self.emit(
-                        t.turn_id,
-                        "turn_ended",
-                        {"turn_id": t.turn_id, "state": "aborted", "started": False},
-                        show=False,
-                    )
+                    self.emit(t.turn_id, evs.TurnEnded(t.turn_id, "aborted", started=False), show=False)
                     for t in dropped
                 ]
                 batch, self.pending = self.pending, []
@@ -500,11 +497,11 @@ class _SessionLife:
 
     # ---- events ----
 
-    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any], *, show: bool = True) -> EventRow:
+    def emit(self, turn_id: str | None, typed: evs.SessionEvent, *, show: bool = True) -> EventRow:
         """Give the event the next sequence number and queue it for storage; with `show`, send it to every
         subscriber now (else the caller calls `show` once it is committed)."""
         self.seq += 1
-        event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
+        event = EventRow(self.session_id, self.seq, turn_id, evs.kind_of(typed), evs.payload(typed), now_ms())
         self.pending.append(event)
         if not self.flusher_on:
             self._kick_flusher()
@@ -657,7 +654,7 @@ class _SessionLife:
                 model = chosen.model or self.cfg.model
                 provider_name = provider.name
                 model_name = model or provider.info().default_model or ""
-                self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
+                self.emit(turn.turn_id, evs.TurnStarted(turn.turn_id, turn.prompt))
                 request = TurnRequest(
                     session_id=self.session_id,
                     key=self.a.key,
@@ -676,11 +673,11 @@ class _SessionLife:
                             match item:
                                 case TextDelta():
                                     deltas.append(item.text)
-                                    self.emit(turn.turn_id, "text_delta", {"data": item.text})
+                                    self.emit(turn.turn_id, evs.TextDelta(item.text))
                                 case ToolActivity():
-                                    self.emit(turn.turn_id, "tool_activity", {"data": item.name})
+                                    self.emit(turn.turn_id, evs.ToolActivity(item.name))
                                 case SystemStatus():
-                                    self.emit(turn.turn_id, "system_status", {"data": item.text})
+                                    self.emit(turn.turn_id, evs.SystemStatus(item.text))
                                 case FinalText():
                                     final = item.text
                                 case Usage():
@@ -705,34 +702,25 @@ class _SessionLife:
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
-            usage: dict[str, Any] | None = None
+            usage: evs.TurnUsage | None = None
             if request is not None and (reported is not None or text or state == "completed"):
                 # A turn that reached its provider and got something back: counted, by estimate if it said nothing.
                 got = reported if reported is not None else estimate_usage(request, text)
-                usage = {
-                    "input_tokens": got.input_tokens,
-                    "output_tokens": got.output_tokens,
-                    "total_tokens": got.input_tokens + got.output_tokens,
-                    "estimated": reported is None,
-                    "model": model_name,
-                }
+                total = got.input_tokens + got.output_tokens
+                usage = evs.TurnUsage(got.input_tokens, got.output_tokens, total, reported is None, model_name)
+            told: evs.TurnUsage | msgspec.UnsetType = msgspec.UNSET if usage is None else usage
             # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
             # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
             ending: list[EventRow] = []
             if state == "completed":
-                data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
-                if usage is not None:
-                    data["usage"] = usage
-                ending.append(self.emit(turn.turn_id, "result", data, show=False))
+                result = evs.Result(text, stream_fallback=final is not None and not deltas, usage=told)
+                ending.append(self.emit(turn.turn_id, result, show=False))
             elif state == "failed":
-                ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+                ending.append(self.emit(turn.turn_id, evs.Error("AGENT_ERROR", str(error)), show=False))
             elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
-                data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
-                ending.append(self.emit(turn.turn_id, "error", data, show=False))
-            ended: dict[str, Any] = {"turn_id": turn.turn_id, "state": state}
-            if usage is not None:
-                ended["usage"] = usage
-            ending.append(self.emit(turn.turn_id, "turn_ended", ended, show=False))
+                cut = evs.Error("INTERRUPTED", msg_db.INTERRUPTED_MESSAGE)
+                ending.append(self.emit(turn.turn_id, cut, show=False))
+            ending.append(self.emit(turn.turn_id, evs.TurnEnded(turn.turn_id, state, usage=told), show=False))
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
             ts = now_ms()
@@ -756,9 +744,9 @@ class _SessionLife:
                         owner=self.owner,
                         provider=provider_name,
                         model=model_name,
-                        input_tokens=usage["input_tokens"],
-                        output_tokens=usage["output_tokens"],
-                        estimated=usage["estimated"],
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                        estimated=usage.estimated,
                         now_ms=ts,
                     )
 

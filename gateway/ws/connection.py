@@ -14,6 +14,7 @@ import msgspec
 import trio
 from nacl.public import PrivateKey
 
+from actors import events as evs
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from actors.store import StorageUnavailableError
@@ -52,31 +53,31 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     unknown types); a failed turn becomes an encrypted `internal_error`, an interrupted one (stop or crash) an
     `interrupted` error; an aborted or interrupted turn then a `system_status`.
     """
-    t, d = event.type, event.data
-    if t in ("text_delta", "tool_activity", "system_status"):
-        return {"type": t, "data": d.get("data"), "seq": event.seq}
-    if t == "result":
-        text = d.get("text") or ""
-        files = d.get("files") or parse_file_tags(text)
-        frame: dict[str, Any] = {
-            "type": "result",
-            "text": text,
-            "stream_fallback": bool(d.get("stream_fallback")),
-            "files": files,
-            "seq": event.seq,
-        }
-        if "usage" in d:  # an extra field, which every client ignores unless it knows it
-            frame["usage"] = d["usage"]
-        return frame
-    if t == "error":
-        # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
-        code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
-        return {"type": "error", "code": code, "message": str(d.get("message")), "seq": event.seq}
+    typed = evs.typed(event)
+    match typed:
+        case evs.TextDelta() | evs.ToolActivity() | evs.SystemStatus():
+            return {"type": event.type, "data": typed.data, "seq": event.seq}
+        case evs.Result():
+            frame: dict[str, Any] = {
+                "type": "result",
+                "text": typed.text,
+                "stream_fallback": typed.stream_fallback,
+                "files": typed.files or parse_file_tags(typed.text),
+                "seq": event.seq,
+            }
+            if typed.usage is not msgspec.UNSET:  # an extra field, which every client ignores unless it knows it
+                frame["usage"] = typed.usage
+            return frame
+        case evs.Error():
+            # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
+            code = "interrupted" if typed.code == "INTERRUPTED" else "internal_error"
+            return {"type": "error", "code": code, "message": typed.message, "seq": event.seq}
     if version >= 2:
-        return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
+        # turn_started, turn_ended, and any kind a newer gateway stored: its fields as they are.
+        return {"type": event.type, **event.data, "turn_id": event.turn_id, "seq": event.seq}
     # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
-    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
-        return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
+    if isinstance(typed, evs.TurnEnded) and typed.state in ("aborted", "interrupted") and typed.started is not False:
+        return {"type": "system_status", "data": typed.state, "seq": event.seq}
     return None
 
 
