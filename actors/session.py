@@ -695,7 +695,7 @@ class _SessionLife:
                 if turn.refused:
                     # Not stored, so there is no turn to end in storage: its subscribers learn it ended, and its
                     # events are stored once storage takes writes again (their numbers were shown).
-                    self.emit(turn.turn_id, "turn_ended", {"turn_id": turn.turn_id, "state": "failed"})
+                    self.emit(turn.turn_id, evs.TurnEnded(turn.turn_id, "failed"))
                     if cut_off is not None:
                         raise cut_off
                     return
