@@ -216,6 +216,10 @@ class _SessionLife:
         # subscribers always get numbers in order (a dropped turn's end is committed while the next turn streams).
         self.unsent: deque[EventRow] | None = None  # created by the first event that must wait
         self.released: set[int] = set()
+        # Numbers up to `safe` are stored or durably reserved, so no later life gives them out again; an event above
+        # it is held back until a commit covers it (a client never sees a number a crash could reissue).
+        self.safe = 0
+        self.reserved = 0  # what this life has asked storage to reserve (covered once that commit returns)
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
@@ -250,7 +254,7 @@ class _SessionLife:
             self.owner = row.owner
             self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
             self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
-            self.reserved = self.seq
+            self.reserved = self.safe = self.seq
             queued = await self.a.store.call(msg_db.queued_turns, row.id)
         except Exception as exc:
             if self._refuse_waiting(inbox, exc):
@@ -278,6 +282,14 @@ class _SessionLife:
             for ch in self.subscribers:
                 ch.close()
             self.subscribers.clear()
+            if self.reserved > self.seq and self.running is None and not self.pending and self.flushed_seq >= self.seq:
+                # A clean end of this life (stop, retire, shutdown), everything shown stored: give the reservation
+                # back, so the next life numbers on from here. Kept if that fails: numbers jump, none is reused.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    try:
+                        await self.a.store.call(msg_db.release_reservation, self.session_id)
+                    except Exception as exc:
+                        log.warning("session %s: sequence reservation kept (%r)", self.a.key, exc)
 
     def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
         """This life cannot start (storage down): answer what waits for it with the reason at once rather than
@@ -390,7 +402,8 @@ class _SessionLife:
             return
         accepted = trio.Event()
         turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted)
-        self.reserved = self.seq + SEQ_RESERVE
+        reserve_to = self.seq + SEQ_RESERVE
+        self.reserved = max(self.reserved, reserve_to)
         self.queue.append(turn)
         self._kick_runner()
         try:
@@ -399,7 +412,7 @@ class _SessionLife:
                 self.session_id,
                 msg.text,
                 now_ms=now_ms(),
-                reserve_to=self.reserved,
+                reserve_to=reserve_to,
                 history_limit=0,
                 turn_id=turn.turn_id,
             )
@@ -411,6 +424,9 @@ class _SessionLife:
                 self.running.scope.cancel()
             msg.reply.fail(exc)
             return
+        else:
+            # The turn's events streamed meanwhile are held until now: their numbers are reserved from here on.
+            self._cover(reserve_to)
         finally:
             accepted.set()
         msg.reply.set(TurnAccepted(self.session_id, turn.turn_id, 0))
@@ -507,7 +523,7 @@ class _SessionLife:
             self._kick_flusher()
         elif self.urgent is not None and len(self.pending) >= self.cfg.recent_events // 2:
             self.urgent.set()
-        if show and not self.unsent:
+        if show and not self.unsent and event.seq <= self.safe:
             self._send(event)  # nothing waits for a commit ahead of it
             return event
         if self.unsent is None:
@@ -520,8 +536,17 @@ class _SessionLife:
     def show(self, event: EventRow) -> None:
         """Let an emitted event go to subscribers: now, or right after earlier ones still waiting for their commit."""
         self.released.add(event.seq)
+        self._release()
+
+    def _cover(self, upto: int) -> None:
+        """A commit made every number up to `upto` safe from reuse: show what waited for that."""
+        if upto > self.safe:
+            self.safe = upto
+            self._release()
+
+    def _release(self) -> None:
         unsent = self.unsent
-        while unsent and unsent[0].seq in self.released:
+        while unsent and unsent[0].seq in self.released and unsent[0].seq <= self.safe:
             first = unsent.popleft()
             self.released.discard(first.seq)
             self._send(first)
@@ -587,6 +612,7 @@ class _SessionLife:
                     with trio.CancelScope(shield=True):
                         await self.a.store.call(_append_and_reserve, batch, reserve_to)
                     self.reserved = max(self.reserved, reserve_to)
+                    self._cover(max(reserve_to, batch[-1].seq))
                     break
                 except Exception as exc:
                     log.error("session %s: cannot store %d events (%r); retrying", self.a.key, len(batch), exc)
@@ -639,15 +665,17 @@ class _SessionLife:
                 history: list[msg_db.MessageRow] | None = turn.history
                 pin = turn.pin
                 if history is None:
-                    self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
+                    reserve_to = self.seq + SEQ_RESERVE
+                    self.reserved = max(self.reserved, reserve_to)
                     history, pin = await store.call(
                         _pinned(msg_db.begin_turn, self.session_id),
                         turn.turn_id,
                         self.session_id,
                         now_ms=now_ms(),
-                        reserve_to=self.reserved,
+                        reserve_to=reserve_to,
                         history_limit=self.cfg.history_limit,
                     )
+                    self._cover(reserve_to)
                 # Decided once, here at the turn's start, from the pin read in the turn's own transaction.
                 chosen = self.a.choose(pin)
                 provider = chosen.provider
@@ -769,6 +797,7 @@ class _SessionLife:
                 await self.a.store.call(fn)
                 if batch:
                     self._flushed_to(batch[-1].seq)
+                    self._cover(batch[-1].seq)  # stored
             except Exception as exc:
                 log.error("session %s: cannot record the end of %s: %r", self.a.key, what, exc)
                 # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 
 from actors.base import ask
 from actors.messages import SessionKey, Submit, TurnAccepted
-from actors.providers.echo import EchoProvider
+from actors.providers.base import ProviderEvent, TurnRequest
+from actors.providers.echo import EchoProvider, EchoTurn
 from storage import messages as msg_db
 from tests.actors.harness import harness, until_turn_ends
 
@@ -52,3 +57,47 @@ async def test_a_turn_whose_acceptance_commit_fails_is_cut_off_and_nothing_of_it
         # Its events are numbered in order with the next turn's: no number shown twice.
         seqs = [e.seq for e in seen + after]
         assert seqs == sorted(set(seqs))
+
+
+class _Watched(EchoProvider):
+    """The echo provider, telling the test once its turn has produced three deltas."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.0)
+        self.produced = trio.Event()
+
+    def start_turn(self, request: TurnRequest) -> EchoTurn:
+        watched = self
+
+        class Turn(EchoTurn):
+            async def events(self) -> AsyncIterator[ProviderEvent]:
+                n = 0
+                async for item in super().events():
+                    yield item
+                    n += 1
+                    if n == 3:
+                        watched.produced.set()
+
+        return Turn(request.prompt, 0.0)
+
+
+async def test_no_event_is_shown_before_a_commit_covers_its_number(tmp_path: Path) -> None:
+    # A new session has nothing reserved: were its first turn's deltas shown while the acceptance commits, a crash
+    # in between would hand their numbers out again in the next life (a resuming client sees one seq twice).
+    provider = _Watched()
+    release = threading.Event()
+
+    def slow_commit(conn: sqlite3.Connection) -> None:
+        release.wait(10)
+
+    async with harness(tmp_path, lambda: provider, inline=False) as h:
+        _, events, _ = await h.subscribe(KEY)
+        async with trio.open_nursery() as nursery:
+            submit = partial(ask, h.address, lambda r: Submit(KEY, "one two three four five", r, also=slow_commit))
+            nursery.start_soon(partial(submit, timeout=10))
+            await provider.produced.wait()
+            assert events.statistics().current_buffer_used == 0  # streamed, but nothing shown: nothing reserved
+            release.set()
+        seen = await until_turn_ends(events)
+    assert [e.type for e in seen][:2] == ["turn_started", "text_delta"]
+    assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three four five"]

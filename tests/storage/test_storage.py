@@ -138,7 +138,10 @@ def test_sequence_numbers_continue_above_a_crashed_turns_reservation(tmp_path: P
     assert [m.content for m in history] == ["hi"]
     ev_db.append_events(conn, [ev_db.EventRow(s.id, 1003, t2, "turn_started", {}, 6)])
     msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
-    # A clean end gives the reservation back: the next life continues right after the last stored number.
+    # The reservation outlives the turn (the session's next turn may show events before its acceptance commits).
+    assert msg_db.seq_floor(conn, s.id) == 2000
+    # A clean end of the session's life gives it back: the next life continues right after the last stored number.
+    msg_db.release_reservation(conn, s.id)
     assert msg_db.seq_floor(conn, s.id) == 1003
 
 
