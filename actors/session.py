@@ -72,6 +72,11 @@ class SessionConfig:
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
 SEQ_RESERVE = 100_000
+# How long an idle session's acceptance commit waits for its turn's first output before it starts anyway. The
+# commit runs in the store's thread, which takes the GIL from the event loop at each SQLite call: started at once,
+# it races the first delta's way out (under load, each handover waits for a core); started after, it overlaps the
+# rest of the stream. A provider slower than this (a model's first token) has its commit overlap that wait instead.
+FIRST_OUTPUT_WAIT = 0.005
 
 
 @dataclass(slots=True)
@@ -83,6 +88,9 @@ class _QueuedTurn:
     # Started while its acceptance commits: set once that commit is over, `refused` when it failed.
     accepted: trio.Event | None = None
     refused: bool = False
+    # Set by the runner once the turn's first output was shown (or it ended without any): the acceptance's
+    # commit starts then (see FIRST_OUTPUT_WAIT).
+    output: trio.Event | None = None
 
 
 @dataclass(slots=True)
@@ -400,12 +408,19 @@ class _SessionLife:
         except Exception as exc:
             msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
             return
-        accepted = trio.Event()
-        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted)
+        accepted, output = trio.Event(), trio.Event()
+        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted, output=output)
         reserve_to = self.seq + SEQ_RESERVE
         self.reserved = max(self.reserved, reserve_to)
         self.queue.append(turn)
         self._kick_runner()
+        # Shielded (it is short): cancelled here, the turn would wait for an acceptance that was never asked for.
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FIRST_OUTPUT_WAIT):
+                await output.wait()
+            turn.output = None
+            # One more round: the subscribers' senders woken by that output run before the commit's thread starts.
+            await trio.lowlevel.checkpoint()
         try:
             await self.a.store.call(
                 _capped(_with(msg.also, msg_db.accept_and_begin), self.owner, caps),
@@ -710,12 +725,16 @@ class _SessionLife:
                                     final = item.text
                                 case Usage():
                                     reported = item if reported is None else _added(reported, item)
+                            if turn.output is not None:
+                                turn.output.set()  # its acceptance may commit now
                     except Exception as exc:
                         state, error = "failed", f"{type(exc).__name__}: {exc}"
                         log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
             except trio.Cancelled as exc:
                 cut_off = exc
                 state, error = "interrupted", "gateway stopped during the turn"
+            if turn.output is not None:
+                turn.output.set()  # ended (or cut off) before any output: nothing left to wait for
             if turn.accepted is not None:
                 # Started while its acceptance committed: nothing of its end is recorded or shown before that.
                 with trio.CancelScope(shield=True):

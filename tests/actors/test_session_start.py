@@ -1,4 +1,5 @@
-"""An idle session's turn starts while its acceptance commits (issue 17): what a refused commit leaves."""
+"""An idle session's turn starts while its acceptance commits (issue 17): what a refused commit leaves, and the
+acceptance committing after the turn's first output (or a few ms without one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from actors.base import ask
 from actors.messages import SessionKey, Submit, TurnAccepted
@@ -101,3 +103,43 @@ async def test_no_event_is_shown_before_a_commit_covers_its_number(tmp_path: Pat
         seen = await until_turn_ends(events)
     assert [e.type for e in seen][:2] == ["turn_started", "text_delta"]
     assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three four five"]
+
+
+async def test_an_idle_sessions_acceptance_commits_after_its_first_delta_was_shown(tmp_path: Path) -> None:
+    # The store runs inline here: `also` runs in the acceptance's transaction, on the trio thread, and sees what
+    # the subscriber holds at that moment. A first turn reserves numbers for the session's life, so the second
+    # turn's first events may be shown before its own acceptance commits.
+    async with harness(tmp_path, EchoProvider) as h:
+        _, events, _ = await h.subscribe(KEY)
+        await h.submit(KEY, "first")
+        await until_turn_ends(events)
+        shown_at_commit: list[int] = []
+
+        def count(conn: sqlite3.Connection) -> None:
+            shown_at_commit.append(events.statistics().current_buffer_used)
+
+        accepted: TurnAccepted = await ask(h.address, lambda r: Submit(KEY, "one two three", r, also=count), timeout=5)
+        seen = await until_turn_ends(events)
+        # turn_started and at least the first text_delta went out before the commit began; no result before it.
+        assert len(shown_at_commit) == 1 and shown_at_commit[0] >= 2
+        assert [e.type for e in seen[:2]] == ["turn_started", "text_delta"]
+        assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three"]
+        with sqlite3.connect(h.db_path) as conn:
+            turn = msg_db.get_turn(conn, accepted.turn_id)
+        assert turn is not None and turn.state == "completed"
+
+
+async def test_a_slow_first_output_does_not_hold_back_the_acceptance(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A provider whose first word takes 60 s (a model thinking): the turn is accepted, and its acceptance stored,
+    # while it waits; the result still comes after.
+    async with harness(tmp_path, lambda: EchoProvider(delay=60.0), timeout=600) as h:
+        _, events, _ = await h.subscribe(KEY)
+        accepted = await h.submit(KEY, "late")
+        assert events.statistics().current_buffer_used == 1  # turn_started only: no output yet
+        with sqlite3.connect(h.db_path) as conn:
+            turn = msg_db.get_turn(conn, accepted.turn_id)
+        assert turn is not None and turn.state == "running"
+        seen = await until_turn_ends(events)
+        assert [e.data["text"] for e in seen if e.type == "result"] == ["late"]
