@@ -36,6 +36,8 @@ from gateway.logs import redactor, setup_logging
 from storage.sealing import SecretsKeyError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from gateway.core import Runtime
 
 log = logging.getLogger("gateway.daemon")
@@ -97,7 +99,7 @@ def forget_the_archive() -> None:
     pyz = zipapp_path()
     if pyz is None or "_bootstrap" not in sys.modules:
         return
-    frame = sys._getframe()
+    frame: FrameType | None = sys._getframe()
     while frame is not None:
         archive = frame.f_locals.get("archive") if frame.f_code.co_name == "bootstrap" else None
         if isinstance(archive, zipfile.ZipFile) and archive.fp is None:

@@ -68,6 +68,8 @@ LAZY_OWN = [
     "gateway.daemon.onboard",
     "gateway.daemon.completion",
 ]
+# Standard-library modules only a feature needs: zoneinfo (with sysconfig) for a cron job's timezone.
+LAZY_STDLIB = ["zoneinfo", "sysconfig"]
 
 
 def top_level(modules: set[str]) -> set[str]:
@@ -103,6 +105,7 @@ def test_a_default_gateway_serves_without_the_optional_libraries(tmp_path: Path)
     assert "gateway.http.routes.api_status" in first  # loaded by the probe's /api/status, after start-up
     assert sorted(top_level(first) & set(OPTIONAL)) == []
     assert sorted(first & set(LAZY_OWN)) == []
+    assert sorted(first & set(LAZY_STDLIB)) == []
     # Every later start finds them applied with plain sqlite3 and loads none of the optional libraries.
     again = serve_and_list_modules(site, port)
     assert {"gateway", "actors", "storage", "trio", "hypercorn", "starlette"} <= top_level(again)
