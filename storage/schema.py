@@ -24,7 +24,7 @@ def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
 
 # sqlite-utils wrote the first tables (001, 002, 040, 041); they are now the very SQL it generated, so that a
 # database created today has the same schema text as one created then (tests/storage/test_schema_sql.py checks
-# it against sqlite-utils), and a first start never imports sqlite-utils (~4 MiB that stayed resident).
+# it against sqlite-utils), and a first start never imports sqlite-utils (~3 MiB that stayed resident).
 _m001_core = _sql(
     'CREATE TABLE "settings" (\n   "key" TEXT PRIMARY KEY,\n   "value" TEXT\n)',
     'CREATE TABLE "sessions" (\n   "id" TEXT PRIMARY KEY,\n   "transport" TEXT NOT NULL,\n'
