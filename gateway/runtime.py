@@ -203,6 +203,7 @@ async def run(
                     choose=choice.resolve,
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
+                        subscribed_idle_timeout=config.sessions.subscribed_idle_timeout,
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         model=None,  # each provider's own default, which the REST API may change
