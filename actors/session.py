@@ -175,6 +175,24 @@ def _added(a: Usage, b: Usage) -> Usage:
 class SessionActor:
     """State of one SessionKey while it is awake; everything that must survive lives in storage."""
 
+    # Slots: one per live session (a __dict__ of these is ~0.6 KB more, and memory freed when it parks seldom
+    # goes back to the system).
+    __slots__ = (
+        "after",
+        "choose",
+        "config",
+        "exited",
+        "incarnation",
+        "key",
+        "leaving",
+        "on_event",
+        "parking",
+        "received",
+        "router",
+        "store",
+        "woken",
+    )
+
     def __init__(
         self,
         key: SessionKey,
@@ -230,6 +248,35 @@ class SessionActor:
 
 
 class _SessionLife:
+    __slots__ = (
+        "a",
+        "cfg",
+        "flushed",
+        "flushed_seq",
+        "flusher_on",
+        "held",
+        "idle_sent_at",
+        "last_activity",
+        "life_floor",
+        "nursery",
+        "owner",
+        "pending",
+        "queue",
+        "recent",
+        "released",
+        "reserved",
+        "runner_on",
+        "running",
+        "seq",
+        "session_id",
+        "shown",
+        "stopping",
+        "subscribers",
+        "unsent",
+        "urgent",
+        "waiting",
+    )
+
     def __init__(self, actor: SessionActor) -> None:
         self.a = actor
         self.cfg = actor.config
