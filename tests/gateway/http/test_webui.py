@@ -379,7 +379,9 @@ async def test_the_page_drops_replayed_and_reflected_frames(gateway: RunningGate
     with trio.fail_after(60):
         console = await in_browser(gateway.base_url, scenario, before_load=v1)
     assert console.errors == []
-    assert seen["replayed"] > 3 and seen["reflected"] >= 1
+    # Replayed: every frame after auth_ok (deltas may go out joined, so at least one delta, the result and the
+    # notification).
+    assert seen["replayed"] >= 3 and seen["reflected"] >= 1
     assert seen["badge"] == "1" and seen["toasts"] == 1
     assert seen["assistants"] == ["one two three"] and seen["users"] == ["one two three"]
 
