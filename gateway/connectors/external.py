@@ -159,6 +159,8 @@ class ExternalConnector(AdapterBase):
         assert isinstance(s, ExternalSettings)
         self.s = s
         self._specs: dict[tuple[str, str | None], SessionSpec] = {}
+        # Settings are fixed for the life of the adapter: whether events carry reply targets is known once.
+        self._wants_targets = s.include_self_output or bool(s.additional_reply_targets)
 
     async def background(self) -> None:
         if self.s.child_process is not None:
@@ -211,7 +213,7 @@ class ExternalConnector(AdapterBase):
         if spec.fixed_session_id is None and not spec.candidates:
             return Outcome("rejected", reason="cannot derive a session: give thread.path or routing_key")
         targets: list[dict[str, Any]] | None = None
-        if self.s.include_self_output or self.s.additional_reply_targets:
+        if self._wants_targets:
             targets = []
             if self.s.include_self_output:
                 route = ev.reply_route or {
