@@ -82,10 +82,35 @@ class Redactor:
 redactor = Redactor()
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted: most lines share it with the one before
+
+
+def _timestamp(created: float, msecs: float) -> str:
+    global _second
+    whole = int(created)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(msecs):03d}Z"
+
+
 class _Base(logging.Formatter):
+    """Formats a record once per formatter: the stderr and file handlers share one formatter, so a line (the
+    access log's, once per request) is built and redacted once, not once per handler."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached: tuple[logging.Formatter, str] | None = record.__dict__.get("_gateway_line")
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        line = self._format(record)
+        record._gateway_line = (self, line)
+        return line
+
+    def _format(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
     def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -99,7 +124,7 @@ class _Base(logging.Formatter):
 
 
 class TextFormatter(_Base):
-    def format(self, record: logging.LogRecord) -> str:
+    def _format(self, record: logging.LogRecord) -> str:
         f = self._fields(record)
         rest = " ".join(f"{k}={v}" for k, v in f.items() if k not in ("ts", "level", "logger", "msg", "exc"))
         line = f"{f['ts']} {f['level']:<7} {f['logger']}: {f['msg']}" + (f" {rest}" if rest else "")
@@ -109,7 +134,7 @@ class TextFormatter(_Base):
 
 
 class JsonFormatter(_Base):
-    def format(self, record: logging.LogRecord) -> str:
+    def _format(self, record: logging.LogRecord) -> str:
         return redactor.redact(msgspec.json.encode(self._fields(record)).decode())
 
 
@@ -167,12 +192,15 @@ class BackgroundFileHandler(logging.Handler):
     block the event loop on a frozen, slow or read-only disk (the log file is in the data folder). Lines beyond
     `capacity` waiting for the disk are dropped and counted."""
 
-    def __init__(self, target: logging.Handler, *, capacity: int = 10_000) -> None:
+    def __init__(
+        self, target: logging.Handler, *, capacity: int = 10_000, linger: float = 0.02, name: str = "gateway-log-file"
+    ) -> None:
         super().__init__()
         self.target = target
+        self.linger = linger
         self.dropped = 0
         self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
-        self._thread = threading.Thread(target=self._drain, name="gateway-log-file", daemon=True)
+        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -189,8 +217,16 @@ class BackgroundFileHandler(logging.Handler):
             self.dropped += 1
 
     def _drain(self) -> None:
-        while (record := self._queue.get()) is not None:
+        record = self._queue.get()
+        while record is not None:
             self.target.handle(record)
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                # Lines that come meanwhile are written in one go: under load (an access line per request) this
+                # thread wakes, and takes the GIL from the event loop, once per `linger`, not once per line.
+                time.sleep(self.linger)
+                record = self._queue.get()
         try:
             self.target.close()
         except OSError:
@@ -224,9 +260,14 @@ def setup_logging(
         h.close()
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     if stderr:
+        # Written from a thread of its own too: a write to a pipe or terminal is a system call per line (the
+        # access log writes one per request), which the event loop should not wait for, nor hang on when the
+        # reader of the pipe stalls. Lines still come out in order; the thread writes what is queued at exit.
         sh = logging.StreamHandler()
-        sh.setFormatter(formatter)
-        root.addHandler(sh)
+        sh.setFormatter(logging.Formatter("%(message)s"))  # formatted and redacted before it is queued
+        bg_err = BackgroundFileHandler(sh, name="gateway-log-stderr")
+        bg_err.setFormatter(formatter)
+        root.addHandler(bg_err)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         fh = _QuietRotatingFile(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")

@@ -71,12 +71,12 @@ def event(i: int, run: str) -> dict[str, Any]:
     }
 
 
-def raw_sqlite(n: int, batch: int = 100) -> float:
+def raw_sqlite(n: int, batch: int = 100, run: str = "") -> float:
     """Rows/s inserting the same ingress rows straight into SQLite: same schema, pragmas and transaction size."""
     with tempfile.TemporaryDirectory() as d:
         conn = open_db(Path(d) / "floor.db")
         rows = []
-        run = f"raw{time.time_ns()}"
+        run = run or f"raw{time.time_ns()}"
         for i in range(n):
             payload = msgspec.json.encode(event(i, run))
             fp = hashlib.blake2b(payload, digest_size=16).digest()
@@ -168,58 +168,75 @@ def _row(name: str, value: float, unit: str, floor: float, target: float, floor_
     )
 
 
-def _bare_http(url: str, bodies: list[bytes], batches: list[bytes], clients: int) -> tuple[float, float]:
-    """(single requests/s, batch events/s) against the bare hypercorn-trio app at `url`, which reads each body and
-    stores nothing: the HTTP floor of both rows, with the same client, bodies and concurrency."""
-    single = trio.run(_drive, url + "/", bodies, 32, 1)
-    batch = trio.run(_drive, url + "/", batches, clients, 1) * 100
-    return single, batch
+ROUNDS = 3
+
+
+def _batches(run: str, n: int) -> list[bytes]:
+    return [
+        msgspec.json.encode({"protocol_version": 2, "events": [event(i, run) for i in range(b, b + 100)]})
+        for b in range(0, n, 100)
+    ]
+
+
+def _gateway_round(run: str, n_batch: int, n_single: int, clients: int) -> tuple[float, float]:
+    """(batch events/s, single requests/s) of a gateway started afresh for this round (a new data folder)."""
+    with tempfile.TemporaryDirectory() as d:
+        gw = gateway(Path(d))
+        try:
+            base = gw.url + "/v1/connectors/external/bench"
+            warm = [msgspec.json.encode({"events": [event(i, "warm" + run) for i in range(100)]})]
+            trio.run(_drive, base + "/events/batch", warm, 1, 100)
+            per_s = trio.run(_drive, base + "/events/batch", _batches(run, n_batch), clients, 100) * 100
+            singles = [msgspec.json.encode(event(i, "s" + run)) for i in range(n_single)]
+            single_rate = trio.run(_drive, base + "/events", singles, 32, 1)
+        finally:
+            gw.stop()
+    return per_s, single_rate
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    """Measure both hot paths and their floors in this run; return one row per comparison."""
-    n_batch = 3_000 if quick else 30_000
-    n_single = 200 if quick else 8_000
-    batch_clients = 8
+    """Measure both hot paths and their floors in this run; return one row per comparison.
+
+    Interleaved: each of `ROUNDS` rounds measures raw SQLite, the bare HTTP server and a gateway started afresh,
+    in an order rotated every round, so a shared machine's drifting load falls on all three alike; each figure is
+    its events over its time summed across the rounds. The gateway is stopped while the floors run (its agent's
+    streamed turns never share their CPU) and the bare server idles while the gateway runs.
+    """
+    n_batch = 1_000 if quick else 10_000  # per round
+    n_single = 70 if quick else 2_700
+    clients = 8
     singles_bare = [msgspec.json.encode(event(i, "bare")) for i in range(n_single)]
-    batches_bare = [
-        msgspec.json.encode({"protocol_version": 2, "events": [event(i, "bare") for i in range(b, b + 100)]})
-        for b in range(0, n_batch, 100)
-    ]
-    # Both floors are measured before and after the gateway and the higher figure of each kept: shared machines
-    # drift, and the comparison should never flatter the gateway. The bare server idles while the gateway runs.
+    batches_bare = _batches("bare", n_batch)
+    time_of = {"sqlite": 0.0, "http": 0.0, "gateway": 0.0, "http1": 0.0, "gateway1": 0.0}
+    rounds: list[float] = []  # each round's own ratio, for the note
     bare = Server([sys.executable, "-c", _BARE_SERVER])
     try:
-        sqlite_rates = [raw_sqlite(n_batch)]
-        http_rates = [_bare_http(bare.url, singles_bare, batches_bare, batch_clients)]
-        with tempfile.TemporaryDirectory() as d:
-            gw = gateway(Path(d))
-            try:
-                base = gw.url + "/v1/connectors/external/bench"
-                run_id = f"b{time.time_ns()}"
-                warm = [msgspec.json.encode({"events": [event(i, "warm" + run_id) for i in range(100)]})]
-                trio.run(_drive, base + "/events/batch", warm * 1, 1, 100)
-                bodies = [
-                    msgspec.json.encode(
-                        {"protocol_version": 2, "events": [event(i, run_id) for i in range(b, b + 100)]}
-                    )
-                    for b in range(0, n_batch, 100)
-                ]
-                per_s = trio.run(_drive, base + "/events/batch", bodies, batch_clients, 100) * 100
-                singles = [msgspec.json.encode(event(i, "s" + run_id)) for i in range(n_single)]
-                single_rate = trio.run(_drive, base + "/events", singles, 32, 1)
-            finally:
-                gw.stop()
-        sqlite_rates.append(raw_sqlite(n_batch))
-        http_rates.append(_bare_http(bare.url, singles_bare, batches_bare, batch_clients))
+        for r in range(ROUNDS):
+            rates: dict[str, float] = {}
+            run_id = f"r{r}x{time.time_ns()}"
+            steps = ["sqlite", "http", "gateway"]
+            for step in steps[r % 3 :] + steps[: r % 3]:
+                if step == "sqlite":
+                    rates["sqlite"] = raw_sqlite(n_batch, run=run_id)
+                elif step == "http":
+                    rates["http"] = trio.run(_drive, bare.url + "/", batches_bare, clients, 1) * 100
+                    rates["http1"] = trio.run(_drive, bare.url + "/", singles_bare, 32, 1)
+                else:
+                    rates["gateway"], rates["gateway1"] = _gateway_round(run_id, n_batch, n_single, clients)
+            for k, v in rates.items():
+                time_of[k] += (n_single if k.endswith("1") else n_batch) / v
+            rounds.append(rates["gateway"] * (1 / rates["http"] + 1 / rates["sqlite"]))
     finally:
         bare.stop()
-    floor_rows = max(sqlite_rates)
-    bare_rate = max(r[0] for r in http_rates)
-    bare_batch = max(r[1] for r in http_rates)
+    floor_rows = ROUNDS * n_batch / time_of["sqlite"]
+    bare_batch = ROUNDS * n_batch / time_of["http"]
+    per_s = ROUNDS * n_batch / time_of["gateway"]
+    bare_rate = ROUNDS * n_single / time_of["http1"]
+    single_rate = ROUNDS * n_single / time_of["gateway1"]
     # The pipeline floor: a server that must both take the bodies over HTTP and insert their rows can go no faster
     # than the two costs added up, 1 / (1/http + 1/sqlite) events/s.
     pipeline = 1 / (1 / bare_batch + 1 / floor_rows)
+    note = "rounds: " + ", ".join(f"{x:.2f}" for x in rounds)
     return [
         _row(
             "batch ingress, 100 events/request, 8 clients",
@@ -229,7 +246,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
             0.8,
             "pipeline floor 1/(1/http + 1/sqlite): bare hypercorn-trio POST of the same bodies, raw sqlite3 "
             "inserting the same rows",
-        ),
+        )
+        | {"note": note},
         _row(
             "batch ingress vs raw SQLite alone (context)",
             per_s,

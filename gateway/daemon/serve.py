@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import hmac
 import logging
 import os
@@ -194,10 +195,24 @@ async def serve_once(
         url = rt.binds[0] if rt.binds else ""
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
         outcome.serving = True
+        tune_gc()
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
         nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
     return outcome
+
+
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Once serving: what start-up built (modules, routes, actors, config) lives as long as the process, so it is
+    frozen out of the collector's reach, and young collections run every 10 000 new container objects instead of
+    700. A busy edge allocates thousands per request (a 100-event batch ~8 000): with the defaults, collections
+    took 5-10 µs per ingress event, and each full one rescanned every object start-up had made (40-200 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def reread_token(rt: Runtime, config: Config, paths: Paths) -> None:
