@@ -227,10 +227,11 @@ async def run(
                     outcomes=outcomes,
                     outbound=outbound,
                 )
-                # Live (in memory) vs hibernated sessions, for `GET /api/status` and the memory benchmark.
+                # Live (in memory), parked (no actor, a client still listening) and so hibernated sessions, for
+                # `GET /api/status`, `gateway status` and the memory benchmark.
                 runtime.status_checks["sessions"] = lambda: {
                     "status": "ok",
-                    "details": dataclasses.asdict(router.statistics()),
+                    "details": {**dataclasses.asdict(router.statistics()), "parked_sessions": router.parked_sessions},
                 }
                 runtime.status_checks["actors"] = registry.status_check
                 await _resume_queued(store, router_address)

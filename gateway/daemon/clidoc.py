@@ -30,8 +30,9 @@ and every setting can also come from `GATEWAY_<SECTION>_<KEY>` (see config.md).
   SIGKILL). Processes are found through `/proc` (the socket's inode), never by name, and the command never signals
   itself.
 - `gateway status` reads the lock file, then asks `GET /health` and (with the token) `GET /api/status`. It exits 0
-  when the gateway runs and 3 when it does not; `--json` prints the same facts for scripts. The token is only ever
-  shown shortened (`abcd…wxyz`); `gateway token` prints it whole.
+  when the gateway runs and 3 when it does not; `--json` prints the same facts for scripts. Under the `sessions`
+  service, `in memory` says how many sessions are live, parked (idle, a `/ws` client still listening) and
+  hibernated. The token is only ever shown shortened (`abcd…wxyz`); `gateway token` prints it whole.
 - `gateway stop [--force] [--timeout MS]` sends SIGTERM, waits for the drain it asked for and only then SIGKILLs.
   The wait is the gateway's own `server.graceful_timeout` (read from its lock file) + 5 s: 10 s with the default
   5 s drain, the same margin the service units give (`TimeoutStopSec`). `--timeout MS` sets another wait.

@@ -174,10 +174,21 @@ def print_status(status: dict[str, Any], term: Term) -> None:
                     extra = f", {info['restarts']} restarts" if info.get("restarts") else ""
                     error = f", last error: {info['last_error']}" if info.get("last_error") else ""
                     term.field(f"    {ref}", f"{info.get('state', '?')}{extra}{error}")
+        elif name == "sessions" and isinstance(details, dict):
+            term.field("    in memory", _sessions_summary(details, status.get("sessions")))
     term.line()
     term.hint("gateway stop", "stop it")
     term.hint("gateway restart", "restart it")
     term.hint("gateway logs -f", "follow its log")
+
+
+def _sessions_summary(details: dict[str, Any], stored: object) -> str:
+    """Live and parked sessions (the `sessions` service of `/api/status`), and so the stored ones hibernated."""
+    live, parked = details.get("live_sessions", 0), details.get("parked_sessions", 0)
+    text = f"{live} live, {parked} parked"
+    if isinstance(stored, int) and isinstance(live, int) and isinstance(parked, int):
+        text += f", {max(0, stored - live - parked)} hibernated"
+    return text
 
 
 def _ingress_summary(info: dict[str, Any]) -> str:
