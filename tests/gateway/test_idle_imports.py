@@ -13,10 +13,11 @@ TOKEN = "idle-imports-token-0123456789"
 
 # Runs `python -m gateway serve` in this process (runpy, as `-m` does) with a watcher thread that waits for
 # `/health` to answer 200, opens a WebSocket on `/ws` (the handshake's 101), prints every loaded module's name
-# (IDLE), then asks `/api/status` (200), prints them again (MODULES) and stops the gateway with SIGTERM. The
-# watcher speaks HTTP over a bare socket so that it loads no HTTP library itself.
+# (IDLE), then asks `/api/status` eight times at once (each 200), prints how many Starlette apps exist (APPS) and
+# the modules again (MODULES) and stops the gateway with SIGTERM. The watcher speaks HTTP over a bare socket so
+# that it loads no HTTP library itself.
 PROBE = """
-import json, os, runpy, signal, socket, sys, threading, time
+import gc, json, os, runpy, signal, socket, sys, threading, time
 
 PORT, TOKEN = int(os.environ["PROBE_PORT"]), os.environ["PROBE_TOKEN"]
 
@@ -44,7 +45,15 @@ def watch():
             time.sleep(0.05)
     idle = served and get("/ws", WS) == b"101" and sorted(sys.modules)
     print("IDLE " + json.dumps(idle or None), flush=True)
-    served = idle and get("/api/status") == b"200"
+    # The first REST requests, several at once: they build one Starlette app between them.
+    answers = []
+    asks = [threading.Thread(target=lambda: answers.append(get("/api/status"))) for _ in range(8)]
+    for ask in asks:
+        ask.start()
+    for ask in asks:
+        ask.join()
+    served = idle and answers == [b"200"] * 8
+    print("APPS " + json.dumps(sum(type(o).__name__ == "Starlette" for o in gc.get_objects())), flush=True)
     print("MODULES " + json.dumps(sorted(sys.modules) if served else None), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -100,6 +109,8 @@ def serve_and_list_modules(site: Site, port: int) -> tuple[set[str], set[str]]:
         assert r.returncode == 0 and lines, r.stdout + r.stderr
         found[label] = json.loads(lines[-1].removeprefix(label + " "))
         assert found[label] is not None, f"the gateway did not serve /health, /ws and /api/status in time:\n{r.stderr}"
+    apps = [line for line in r.stdout.splitlines() if line.startswith("APPS ")]
+    assert apps == ["APPS 1"], "concurrent first REST requests must build one app: " + r.stdout[-300:]
     return {str(name) for name in found["IDLE"]}, {str(name) for name in found["MODULES"]}
 
 
