@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from gateway.agent.a2a import A2AAgents
     from gateway.agent.live_config import LiveConfig
     from gateway.agent.tool_prefs import ToolPrefs
-    from gateway.http.api import RestState
+    from gateway.http.reststate import RestState
     from gateway.http.session_feed import SessionsFeed
     from gateway.notify import BackgroundTurns
 

@@ -9,9 +9,9 @@ from typing import Any
 from actors.scheduler import Fired, Scheduler
 from actors.supervisor import Supervisor, service
 from gateway.core import Runtime, started
-from gateway.http.api import RestState
 from gateway.http.credentials import PasswordHasher, TokenIssuer, load_jwt_secret
 from gateway.http.ratelimit import FailedAuthThrottle, Rate, RateLimiter, StreamLimiter
+from gateway.http.reststate import RestState
 from gateway.notify import BackgroundTurns
 
 log = logging.getLogger("gateway.cron")

@@ -236,11 +236,18 @@ async def run(
                 runtime.status_checks["actors"] = registry.status_check
                 await _resume_queued(store, router_address)
                 await start_services(runtime, core)
-                if app_factory is None:
-                    from gateway.http.asgi import build_app
+                app: Any
+                if app_factory is None and not config.cors.enabled:
+                    from gateway.http.front import LazyApp
 
-                    app_factory = build_app
-                app = app_factory(runtime)
+                    # Starlette is imported by the first request other than /health and /ws (issue 17: ~4 MiB).
+                    app = LazyApp(runtime, partial(_starlette_app, runtime))
+                    websocket = app.websocket_ahead()
+                else:
+                    from gateway.http.asgi import build_app, websocket_ahead
+
+                    app = (app_factory or build_app)(runtime)
+                    websocket = websocket_ahead(app)
                 connguard.install()  # one connection's internal error must not stop the server
                 wsdeflate.install()  # small /ws frames are not worth compressing
                 hc = HypercornConfig()
@@ -252,9 +259,7 @@ async def run(
                 # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
                 hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
-                from gateway.http.asgi import websocket_ahead
-
-                inflight = InFlight(app, websocket_ahead(app))
+                inflight = InFlight(app, websocket)
                 async with trio.open_nursery() as edge:
                     runtime.binds = await edge.start(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
@@ -272,6 +277,13 @@ async def run(
             except sqlite3.Error as exc:  # a disk gone read-only: nothing left to write anyway
                 log.warning("closing the database: %s", exc)
         log.info("gateway stopped")
+
+
+def _starlette_app(runtime: Runtime) -> Any:
+    """The gateway's Starlette app (routes, middleware), built by the first request that needs it."""
+    from gateway.http.asgi import build_app
+
+    return build_app(runtime)
 
 
 class InFlight:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from actors.store import Store
-from gateway.core import Runtime, started
+from gateway.core import Runtime
 from gateway.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -23,11 +23,10 @@ from gateway.errors import (
     UnsupportedMediaError,
     ValidationFailedError,
 )
-from gateway.http.credentials import PasswordHasher, TokenIssuer
 from gateway.http.jsondepth import check_depth
 from gateway.http.principal import Principal, authenticate, client_address, require_admin, require_owner
-from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 from gateway.http.responses import JSON
+from gateway.http.reststate import RestState, rest_of
 
 # "token": the gateway token only (the `/v1/runtime/*` admin surface, `/files`, `/upload`); "connector": no gateway
 # auth, the connector named in the path checks its own credential (Bearer shared token, Slack signature, Telegram
@@ -48,24 +47,6 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
 class Ok(msgspec.Struct, kw_only=True):
     status: Literal["ok"] = "ok"
-
-
-@dataclass(slots=True)
-class RestState:
-    """What the REST routes share; built once by `start_services` and kept in `runtime.services.rest`."""
-
-    issuer: TokenIssuer
-    hasher: PasswordHasher
-    limiter: RateLimiter
-    streams: StreamLimiter
-    # The notification streams' own slots (as many): a page open in several tabs holds one each all the time, and
-    # must not use up the slots its chat streams need.
-    note_streams: StreamLimiter
-    throttle: FailedAuthThrottle | None = None  # None with `limits.enabled = false`
-
-
-def rest_of(runtime: Runtime) -> RestState:
-    return started(runtime.services.rest, "the REST state")
 
 
 @dataclass(slots=True)

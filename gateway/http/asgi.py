@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,27 +19,17 @@ from gateway.core import Runtime
 from gateway.errors import PayloadTooLargeError, RequestTimeoutError
 from gateway.http.api import runtime_of
 from gateway.http.forwarded import ForwardedFor
+from gateway.http.front import AccessLog, WebSocketAhead, health_body
 from gateway.http.responses import JSON, error_response, exception_handlers
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
-access_log = logging.getLogger("gateway.access")
 # Part headers and boundaries around an uploaded file: allowed beyond the file limit before the body is refused.
 MULTIPART_SLACK = 64 * 1024  # room for part headers and small fields (a caption) beside the file
 
 
 async def health(request: Request) -> Response:
-    rt = runtime_of(request)
-    body: dict[str, Any] = {
-        "status": "ok",
-        "uptime": round(rt.uptime(), 3),
-        "connections": rt.connections,
-        "version": rt.version,
-    }
-    reason = rt.store.degraded()
-    if reason is not None:
-        # Still serving (reads, streams, /health), but writes are refused: a monitor must see it.
-        return JSON({**body, "status": "degraded", "reason": reason}, status_code=503)
-    return JSON(body)
+    status, body = health_body(runtime_of(request))
+    return JSON(body, status_code=status)
 
 
 class RouteGroup(BaseRoute):
@@ -192,57 +180,6 @@ class BodyLimit:
             raise RequestTimeoutError(f"the request body stalled for {self.body_timeout:g} s; send it without pauses")
 
         await self.app(scope, counted, send)
-
-
-class AccessLog:
-    """One `info` line per HTTP request: method, path, status, milliseconds (`log.access = false` turns it off).
-
-    The path only: a query string may carry a token. On the hot path, so one level check and one line.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 0
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sent)
-        finally:
-            # A stream's time is how long it stayed open; 0 is a request cut off before any answer.
-            ms = (time.perf_counter() - started) * 1000
-            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, ms)
-
-
-class WebSocketAhead:
-    """`/ws` served ahead of the app's middleware and routing, which do nothing for a WebSocket but stay suspended
-    on its task for the socket's lifetime: ten coroutine frames, some 3 KB per idle connection (issue 17). Only the
-    client address rewrite of `server.trusted_proxies` applies to it, and is applied here."""
-
-    def __init__(self, app: Starlette, forwarded: ForwardedFor | None) -> None:
-        self.app = app
-        self.forwarded = forwarded
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from gateway.ws.connection import serve_websocket
-
-        client = scope.get("client")
-        if self.forwarded is not None and client:
-            address = self.forwarded.client_of(client[0], scope.get("headers", ()))
-            if address != client[0]:
-                scope = {**scope, "client": (address, 0)}
-        scope["app"] = self.app
-        await serve_websocket(scope, receive, send)
 
 
 def websocket_ahead(app: ASGIApp) -> WebSocketAhead | None:

@@ -12,31 +12,48 @@ from tests.gateway.harness import START_TIMEOUT, Site, free_port
 TOKEN = "idle-imports-token-0123456789"
 
 # Runs `python -m gateway serve` in this process (runpy, as `-m` does) with a watcher thread that waits for
-# `/health` and `/api/status` to answer 200, prints every loaded module's name and stops the gateway with
-# SIGTERM. The watcher speaks HTTP over a bare socket so that it loads no HTTP library itself.
+# `/health` to answer 200, opens a WebSocket on `/ws` (the handshake's 101), prints every loaded module's name
+# (IDLE), then asks `/api/status` eight times at once (each 200), prints how many Starlette apps exist (APPS) and
+# the modules again (MODULES) and stops the gateway with SIGTERM. The watcher speaks HTTP over a bare socket so
+# that it loads no HTTP library itself.
 PROBE = """
-import json, os, runpy, signal, socket, sys, threading, time
+import gc, json, os, runpy, signal, socket, sys, threading, time
 
 PORT, TOKEN = int(os.environ["PROBE_PORT"]), os.environ["PROBE_TOKEN"]
 
 
-def get(path):
+def get(path, headers=f"Authorization: Bearer {TOKEN}\\r\\nConnection: close\\r\\n"):
     with socket.create_connection(("127.0.0.1", PORT), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: Bearer {TOKEN}\\r\\n"
-                  "Connection: close\\r\\n\\r\\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n{headers}\\r\\n".encode())
         data = b""
-        while chunk := s.recv(65536):
+        # Until the server closes, or for a WebSocket (which stays open) until its handshake's answer is in.
+        while not (data.startswith(b"HTTP/1.1 101 ") and b"\\r\\n\\r\\n" in data) and (chunk := s.recv(65536)):
             data += chunk
     return data.split(b" ", 2)[1]
+
+
+WS = ("Upgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Version: 13\\r\\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n")
 
 
 def watch():
     deadline, served = time.monotonic() + float(os.environ["PROBE_TIMEOUT"]), False
     while not served and time.monotonic() < deadline:
         try:
-            served = get("/health") == b"200" and get("/api/status") == b"200"
+            served = get("/health") == b"200"
         except OSError:
             time.sleep(0.05)
+    idle = served and get("/ws", WS) == b"101" and sorted(sys.modules)
+    print("IDLE " + json.dumps(idle or None), flush=True)
+    # The first REST requests, several at once: they build one Starlette app between them.
+    answers = []
+    asks = [threading.Thread(target=lambda: answers.append(get("/api/status"))) for _ in range(8)]
+    for ask in asks:
+        ask.start()
+    for ask in asks:
+        ask.join()
+    served = idle and answers == [b"200"] * 8
+    print("APPS " + json.dumps(sum(type(o).__name__ == "Starlette" for o in gc.get_objects())), flush=True)
     print("MODULES " + json.dumps(sorted(sys.modules) if served else None), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -68,6 +85,10 @@ LAZY_OWN = [
     "gateway.daemon.onboard",
     "gateway.daemon.completion",
 ]
+# What the Starlette app is made of, and the standard library it brings (`asyncio` through `starlette._utils`,
+# `email` through `starlette.exceptions`, the multipart parser through `starlette.formparsers`): only the first
+# request other than `/health` and `/ws` builds it.
+STARLETTE_APP = ["starlette.applications", "starlette.routing", "starlette.requests", "asyncio", "email"]
 # Standard-library modules only a feature needs: zoneinfo (with sysconfig) for a cron job's timezone.
 LAZY_STDLIB = ["zoneinfo", "sysconfig"]
 
@@ -76,16 +97,21 @@ def top_level(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-def serve_and_list_modules(site: Site, port: int) -> set[str]:
-    """Start the gateway as `python -m gateway serve` would, once it serves, return its modules' names."""
+def serve_and_list_modules(site: Site, port: int) -> tuple[set[str], set[str]]:
+    """Start the gateway as `python -m gateway serve` would; its modules' names once it has served `/health` and
+    `/ws` (idle), then once it has served its first REST request too."""
     env = {**site.env, "PROBE_PORT": str(port), "PROBE_TOKEN": TOKEN, "PROBE_TIMEOUT": str(START_TIMEOUT)}
     argv = [sys.executable, "-c", PROBE, "serve", "--config", str(site.config_file)]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=START_TIMEOUT + 30)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("MODULES ")]
-    assert r.returncode == 0 and lines, r.stdout + r.stderr
-    modules = json.loads(lines[-1].removeprefix("MODULES "))
-    assert modules is not None, "the gateway did not serve /health and /api/status in time:\n" + r.stderr
-    return {str(name) for name in modules}
+    found = {}
+    for label in ("IDLE", "MODULES"):
+        lines = [line for line in r.stdout.splitlines() if line.startswith(label + " ")]
+        assert r.returncode == 0 and lines, r.stdout + r.stderr
+        found[label] = json.loads(lines[-1].removeprefix(label + " "))
+        assert found[label] is not None, f"the gateway did not serve /health, /ws and /api/status in time:\n{r.stderr}"
+    apps = [line for line in r.stdout.splitlines() if line.startswith("APPS ")]
+    assert apps == ["APPS 1"], "concurrent first REST requests must build one app: " + r.stdout[-300:]
+    return {str(name) for name in found["IDLE"]}, {str(name) for name in found["MODULES"]}
 
 
 def write_config(site: Site, port: int, extra: str = "") -> None:
@@ -101,17 +127,22 @@ def test_a_default_gateway_serves_without_the_optional_libraries(tmp_path: Path)
     write_config(site, port)
     # The first start creates the database: every migration runs, as plain SQL, and leaves nothing loaded that a
     # later start does not load.
-    first = serve_and_list_modules(site, port)
+    idle, first = serve_and_list_modules(site, port)
     assert "gateway.http.routes.api_status" in first  # loaded by the probe's /api/status, after start-up
     assert sorted(top_level(first) & set(OPTIONAL)) == []
     assert sorted(first & set(LAZY_OWN)) == []
     assert sorted(first & set(LAZY_STDLIB)) == []
+    # Serving /health and /ws needs none of Starlette's application and routing (nor what they bring); the first
+    # REST request builds the Starlette app.
+    assert sorted(idle & set(STARLETTE_APP)) == []
+    assert set(STARLETTE_APP) <= first
     # Every later start finds them applied with plain sqlite3 and loads none of the optional libraries.
-    again = serve_and_list_modules(site, port)
+    idle_again, again = serve_and_list_modules(site, port)
     assert {"gateway", "actors", "storage", "trio", "hypercorn", "starlette"} <= top_level(again)
     assert sorted(top_level(again) & set(OPTIONAL)) == []
     assert sorted(again & set(LAZY_OWN)) == []
     assert sorted(first - again) == []
+    assert sorted(idle_again & set(STARLETTE_APP)) == []
 
 
 def test_a_gateway_whose_agent_is_openai_loads_httpx_at_start_only(tmp_path: Path) -> None:
@@ -120,5 +151,5 @@ def test_a_gateway_whose_agent_is_openai_loads_httpx_at_start_only(tmp_path: Pat
     # Its first turn needs httpx: loading it at start keeps that turn as fast as the next ones.
     write_config(site, port, '[agent]\nprovider = "openai"\n[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n')
     serve_and_list_modules(site, port)  # the first start migrates
-    modules = serve_and_list_modules(site, port)
+    _, modules = serve_and_list_modules(site, port)
     assert sorted(top_level(modules) & set(OPTIONAL)) == ["httpx"]
