@@ -283,8 +283,11 @@ class InFlight:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if self.active == 0:
+            # A new event only when going from idle to busy: `wait_idle` may be waiting on this one, and a request
+            # that starts beside another must not swap it for one nobody sets (a stop that never ended).
+            self._idle = trio.Event()
         self.active += 1
-        self._idle = trio.Event()
         try:
             await self.app(scope, receive, send)
         finally:
