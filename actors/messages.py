@@ -137,12 +137,14 @@ class Idle:
     """From a session to the router: nothing to do after `received` messages; retire me if that is all.
 
     `incarnation` names which actor of the key sent it (the router numbers them), so a late Idle from an actor
-    already retired is never taken for its successor's.
+    already retired is never taken for its successor's. `watched`: subscribers still listen, so the router keeps
+    them (and where the session's numbering is) for the key's next actor, which wakes on the next request.
     """
 
     key: SessionKey
     received: int
     incarnation: int = 0
+    watched: bool = False
 
 
 RouterMsg = SessionRequest | Retire | Idle

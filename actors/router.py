@@ -11,9 +11,9 @@ import trio
 
 from actors.base import Address, BusyError, DeadActorError, Stop
 from actors.choice import Choose, following
-from actors.messages import Idle, Retire, RouterMsg, SessionKey, SessionMsg
+from actors.messages import Idle, Retire, RouterMsg, SessionKey, SessionMsg, Unsubscribe
 from actors.providers.base import Provider
-from actors.session import SessionActor, SessionConfig
+from actors.session import Parked, SessionActor, SessionConfig
 from actors.store import Store
 from actors.supervisor import Child, ChildSpec, Registry, Restart, RestartPolicy, Supervisor, supervise
 from storage.events import EventRow
@@ -69,6 +69,9 @@ class Router:
         self._live: dict[SessionKey, _Live] = {}
         # Retired actors that may still be finishing (flushing, deleting): a new actor of the key waits for this.
         self._leaving: dict[SessionKey, trio.Event] = {}
+        # Sessions parked while subscribers listen (an idle /ws connection's): no actor, only what wakes one.
+        self._parked: dict[SessionKey, Parked] = {}
+        self._sweep_at = 64  # prune parked sessions nobody listens to once this many are parked
         self._started = 0
         self._retired = 0
         self._crashed = 0
@@ -77,6 +80,11 @@ class Router:
     @property
     def live_sessions(self) -> int:
         return len(self._live)
+
+    @property
+    def parked_sessions(self) -> int:
+        """Sessions asleep with subscribers still listening (each wakes on its next request)."""
+        return len(self._parked)
 
     def statistics(self) -> RouterStats:
         return RouterStats(len(self._live), self._started, self._retired, self._crashed)
@@ -95,10 +103,16 @@ class Router:
                     elif isinstance(msg, Retire):
                         if await self._forward(sessions, msg.key, msg):
                             self._leave(msg.key)
+                    elif isinstance(msg, Unsubscribe) and msg.key not in self._live:
+                        self._unsubscribe_asleep(msg)
                     else:
                         await self._forward(sessions, msg.key, msg)
             finally:
                 self._live.clear()
+                for parked in self._parked.values():
+                    for ch in parked.subscribers:
+                        ch.close()  # they subscribe again, to the router's next life
+                self._parked.clear()
 
     async def _forward(self, sessions: Supervisor, key: SessionKey, msg: SessionMsg) -> bool:
         """Hand `msg` to the key's actor (started if needed); False when it could not take it (its reply failed)."""
@@ -121,6 +135,25 @@ class Router:
         live.sent += 1
         return True
 
+    def _unsubscribe_asleep(self, msg: Unsubscribe) -> None:
+        """A subscriber leaves a session without an actor: never woken for that (a hibernated one has none)."""
+        parked = self._parked.get(msg.key)
+        if parked is None:
+            return
+        if msg.channel in parked.subscribers:
+            parked.subscribers.remove(msg.channel)
+            msg.channel.close()
+        if not parked.listened():
+            del self._parked[msg.key]
+
+    def _sweep(self) -> None:
+        """Forget parked sessions whose subscribers have all gone without a word (amortised: at most twice the
+        parked sessions listened to are kept)."""
+        if len(self._parked) < self._sweep_at:
+            return
+        self._parked = {k: p for k, p in self._parked.items() if p.listened()}
+        self._sweep_at = max(64, 2 * len(self._parked))
+
     async def _spawn(self, sessions: Supervisor, key: SessionKey) -> _Live:
         assert self.address is not None, "Router.run must be started through supervise()"
         actor = SessionActor(
@@ -132,6 +165,7 @@ class Router:
             on_event=self.on_event,
             after=self._leaving.pop(key, None),
             incarnation=self._started,
+            woken=self._parked.pop(key, None),
         )
         spec: ChildSpec[SessionMsg] = ChildSpec(
             name=f"session:{key}",
@@ -161,14 +195,20 @@ class Router:
         live = self._live.get(msg.key)
         if live is None or live.actor.incarnation != msg.incarnation or live.sent != msg.received:
             return  # from an actor already retired, or something was sent after it went idle: it is busy again
+        parking = Parked() if msg.watched else None
+        live.actor.parking = parking
         try:
             live.address.send_nowait(Stop())
         except BusyError:
+            live.actor.parking = None
             return  # cannot happen with nothing in flight; keep it rather than lose track of a live actor
         except DeadActorError:
             self._live.pop(msg.key, None)
             return
         self._leave(msg.key)
+        if parking is not None:
+            self._sweep()
+            self._parked[msg.key] = parking
 
     def _leave(self, key: SessionKey) -> None:
         """Forget the key's actor, which has been told to stop; its successor (if any) waits until it has ended:

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -20,6 +19,9 @@ from storage import sessions as sess_db
 from storage.cron import CronJob
 from storage.events import EventRow
 from storage.usage import UsageCapReachedError
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 log = logging.getLogger("gateway.scheduler")
 MAX_SLEEP = 60.0  # re-check at least this often, in case the wall clock was stepped
@@ -46,6 +48,9 @@ def check_cron(expression: str) -> None:
 def check_timezone(name: str) -> ZoneInfo:
     """The IANA zone called `name` (e.g. `Europe/Berlin`, `UTC`), or ScheduleError saying it is not one."""
     # The tzdata package backs zoneinfo where the OS has no tz database (Windows, slim images, the zipapp).
+    # Imported with the first cron job's zone, not at start (it brings sysconfig: ~0.3 MiB).
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         if name and len(name) <= 64 and name == name.strip():
             return ZoneInfo(name)

@@ -59,6 +59,10 @@ log = logging.getLogger("gateway.session")
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     idle_timeout: float = 300.0
+    # Idle with subscribers listening (an open /ws connection): parked this much sooner. Its actor exits and the
+    # router keeps only the subscribers and the numbering (a `Parked`); the next request wakes it without a store
+    # round trip, so a short wait costs a turn nothing and saves a task, a mailbox and a nursery per connection.
+    subscribed_idle_timeout: float = 10.0
     max_queue: int = 32
     history_limit: int = 50
     recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap
@@ -72,6 +76,31 @@ class SessionConfig:
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
 SEQ_RESERVE = 100_000
+# How long an idle session's acceptance commit waits for its turn's first output before it starts anyway. The
+# commit runs in the store's thread, which takes the GIL from the event loop at each SQLite call: started at once,
+# it races the first delta's way out (under load, each handover waits for a core); started after, it overlaps the
+# rest of the stream. A provider slower than this (a model's first token) has its commit overlap that wait instead.
+FIRST_OUTPUT_WAIT = 0.005
+
+
+@dataclass(slots=True, eq=False)
+class Parked:
+    """A session asleep while subscribers still listen, as the router keeps it instead of its actor: filled by the
+    actor as it exits (`ready`), handed to the key's next actor, which continues from it without reading storage."""
+
+    subscribers: list[Sink[EventRow]] = field(default_factory=list)
+    session_id: str = ""
+    owner: str | None = None
+    seq: int = 0
+    reserved: int = 0
+    ready: bool = False
+
+    def listened(self) -> bool:
+        """Whether a subscriber still listens (or the exiting actor has not filled this in yet)."""
+        if not self.ready:
+            return True
+        self.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels > 0]
+        return bool(self.subscribers)
 
 
 @dataclass(slots=True)
@@ -83,6 +112,9 @@ class _QueuedTurn:
     # Started while its acceptance commits: set once that commit is over, `refused` when it failed.
     accepted: trio.Event | None = None
     refused: bool = False
+    # Set by the runner once the turn's first output was shown (or it ended without any): the acceptance's
+    # commit starts then (see FIRST_OUTPUT_WAIT).
+    output: trio.Event | None = None
 
 
 @dataclass(slots=True)
@@ -151,6 +183,24 @@ def _added(a: Usage, b: Usage) -> Usage:
 class SessionActor:
     """State of one SessionKey while it is awake; everything that must survive lives in storage."""
 
+    # Slots: one per live session (a __dict__ of these is ~0.6 KB more, and memory freed when it parks seldom
+    # goes back to the system).
+    __slots__ = (
+        "after",
+        "choose",
+        "config",
+        "exited",
+        "incarnation",
+        "key",
+        "leaving",
+        "on_event",
+        "parking",
+        "received",
+        "router",
+        "store",
+        "woken",
+    )
+
     def __init__(
         self,
         key: SessionKey,
@@ -162,6 +212,7 @@ class SessionActor:
         on_event: Callable[[EventRow], None] | None = None,
         after: trio.Event | None = None,
         incarnation: int = 0,
+        woken: Parked | None = None,
     ) -> None:
         self.key = key
         self.store = store
@@ -174,6 +225,8 @@ class SessionActor:
         self.after = after  # the key's previous actor has exited once this is set
         self.leaving: Stop | Retire | None = None  # told to stop: kept over a crash, so a restart does nothing
         self.exited = trio.Event()  # set once this actor will never touch the session again
+        self.woken = woken  # where its parked predecessor left off: its first life continues from there
+        self.parking: Parked | None = None  # set by the router with the Stop that parks it: filled on the way out
 
     async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
         """One life of the actor (the supervisor calls it again after a crash, with fresh state).
@@ -203,6 +256,36 @@ class SessionActor:
 
 
 class _SessionLife:
+    __slots__ = (
+        "a",
+        "cfg",
+        "flushed",
+        "flushed_seq",
+        "flusher_on",
+        "held",
+        "idle_sent_at",
+        "last_activity",
+        "life_floor",
+        "nursery",
+        "owner",
+        "pending",
+        "queue",
+        "recent",
+        "released",
+        "reserved",
+        "runner_on",
+        "running",
+        "safe",
+        "seq",
+        "session_id",
+        "shown",
+        "stopping",
+        "subscribers",
+        "unsent",
+        "urgent",
+        "waiting",
+    )
+
     def __init__(self, actor: SessionActor) -> None:
         self.a = actor
         self.cfg = actor.config
@@ -216,6 +299,10 @@ class _SessionLife:
         # subscribers always get numbers in order (a dropped turn's end is committed while the next turn streams).
         self.unsent: deque[EventRow] | None = None  # created by the first event that must wait
         self.released: set[int] = set()
+        # Numbers up to `safe` are stored or durably reserved, so no later life gives them out again; an event above
+        # it is held back until a commit covers it (a client never sees a number a crash could reissue).
+        self.safe = 0
+        self.reserved = 0  # what this life has asked storage to reserve (covered once that commit returns)
         self.flushed_seq = 0
         self.pending: list[EventRow] = []
         # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
@@ -233,11 +320,24 @@ class _SessionLife:
         self.urgent: trio.Event | None = None  # the flusher's wait, cut short when many events wait
         self.flushed: trio.Event | None = None  # set (and dropped) at each commit of events, when someone waits
         self.stopping = False
+        self.waiting: trio.CancelScope | None = None  # the serve loop's wait for a message, until its idle deadline
 
     # ---- lifecycle ----
 
     async def run(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
         key = self.a.key
+        woken, self.a.woken = self.a.woken, None
+        if woken is not None and woken.ready:
+            # Parked by a clean exit: nothing changed in storage since (one actor per key at a time).
+            self.session_id, self.owner = woken.session_id, woken.owner
+            self.seq = self.flushed_seq = self.shown = self.life_floor = woken.seq
+            self.reserved = self.safe = woken.reserved  # still reserved in storage: kept while parked
+            self.subscribers = woken.subscribers
+            await self._live(inbox)
+            return
+        if woken is not None:
+            for ch in woken.subscribers:
+                ch.close()  # not handed over (its actor crashed on the way out): they subscribe again
         try:
             row = await self.a.store.call(
                 sess_db.get_or_create_session,
@@ -250,7 +350,7 @@ class _SessionLife:
             self.owner = row.owner
             self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
             self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
-            self.reserved = self.seq
+            self.reserved = self.safe = self.seq
             queued = await self.a.store.call(msg_db.queued_turns, row.id)
         except Exception as exc:
             if self._refuse_waiting(inbox, exc):
@@ -258,6 +358,9 @@ class _SessionLife:
             raise
         for t in queued:
             self.queue.append(_QueuedTurn(t.id, t.prompt))
+        await self._live(inbox)
+
+    async def _live(self, inbox: trio.MemoryReceiveChannel[SessionMsg]) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -273,11 +376,31 @@ class _SessionLife:
                 leaving = self.a.leaving
                 if isinstance(leaving, Retire) and leaving.then is not None:
                     await self.a.store.call(leaving.then)  # the last act: no successor has started yet
+                parking = self.a.parking
+                if isinstance(leaving, Stop) and parking is not None:
+                    # Parked: the subscribers stay open, kept by the router for the key's next actor.
+                    parking.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels]
+                    parking.session_id, parking.owner = self.session_id, self.owner
+                    # What storage holds reserved (not `reserved`, which a refused commit may have raised).
+                    parking.seq, parking.reserved = self.seq, self.safe
+                    parking.ready = True
+                    self.subscribers = []
                 nursery.cancel_scope.cancel()
         finally:
             for ch in self.subscribers:
                 ch.close()
             self.subscribers.clear()
+            parked = self.a.parking is not None and self.a.parking.ready
+            clean = self.running is None and not self.pending and self.flushed_seq >= self.seq
+            if self.reserved > self.seq and clean and not parked:
+                # A clean end of this life (stop, retire, shutdown), everything shown stored: give the reservation
+                # back, so the next life numbers on from here. Kept if that fails: numbers jump, none is reused.
+                # Kept when parked: the next actor carries on with it.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    try:
+                        await self.a.store.call(msg_db.release_reservation, self.session_id)
+                    except Exception as exc:
+                        log.warning("session %s: sequence reservation kept (%r)", self.a.key, exc)
 
     def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
         """This life cannot start (storage down): answer what waits for it with the reason at once rather than
@@ -300,19 +423,28 @@ class _SessionLife:
 
     async def _serve(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
         while True:
-            deadline = self.last_activity + self.cfg.idle_timeout if self._is_idle() else math.inf
+            idle = self._idle_timeout()
+            deadline = self.last_activity + idle if idle is not None else math.inf
             # Idle already reported and the router kept us (it had sent more): wait a full period again
             # rather than spin on a deadline that has passed.
             if deadline == math.inf or self.idle_sent_at == self.a.received:
-                deadline = trio.current_time() + self.cfg.idle_timeout
+                deadline = trio.current_time() + (idle if idle is not None else self.cfg.idle_timeout)
             msg: SessionMsg | None = None
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as self.waiting:
                 msg = await inbox.receive()
+            self.waiting = None
             if msg is None:
-                if self._is_idle() and self.idle_sent_at != self.a.received:
+                idle = self._idle_timeout()
+                # Woken by the deadline set while it was busy: idle for the full period first.
+                if (
+                    idle is not None
+                    and trio.current_time() >= self.last_activity + idle
+                    and (self.idle_sent_at != self.a.received)
+                ):
                     self.idle_sent_at = self.a.received
+                    note = Idle(self.a.key, self.a.received, self.a.incarnation, watched=bool(self.subscribers))
                     try:
-                        self.a.router.send_nowait(Idle(self.a.key, self.a.received, self.a.incarnation))
+                        self.a.router.send_nowait(note)
                     except BusyError:
                         self.idle_sent_at = None  # router busy: try again after the next timeout
                 continue
@@ -336,9 +468,19 @@ class _SessionLife:
                     raise TypeError(f"session {self.a.key} got an unknown message {msg!r}")
             self.last_activity = trio.current_time()
 
-    def _is_idle(self) -> bool:
+    def _rearm(self) -> None:
+        """The last turn is over: the serve loop's wait (set while busy) ends when this idle period does."""
+        idle = self._idle_timeout()
+        if idle is not None and self.waiting is not None:
+            self.waiting.deadline = self.last_activity + idle
+
+    def _idle_timeout(self) -> float | None:
+        """How long this session may idle before it goes (None: busy): hibernated after `idle_timeout`, or parked
+        after `subscribed_idle_timeout` while subscribers listen."""
         self.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels > 0]
-        return self.running is None and not self.queue and not self.subscribers
+        if self.running is not None or self.queue:
+            return None
+        return self.cfg.subscribed_idle_timeout if self.subscribers else self.cfg.idle_timeout
 
     # ---- requests ----
 
@@ -388,18 +530,26 @@ class _SessionLife:
         except Exception as exc:
             msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
             return
-        accepted = trio.Event()
-        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted)
-        self.reserved = self.seq + SEQ_RESERVE
+        accepted, output = trio.Event(), trio.Event()
+        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted, output=output)
+        reserve_to = self.seq + SEQ_RESERVE
+        self.reserved = max(self.reserved, reserve_to)
         self.queue.append(turn)
         self._kick_runner()
+        # Shielded (it is short): cancelled here, the turn would wait for an acceptance that was never asked for.
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FIRST_OUTPUT_WAIT):
+                await output.wait()
+            turn.output = None
+            # One more round: the subscribers' senders woken by that output run before the commit's thread starts.
+            await trio.lowlevel.checkpoint()
         try:
             await self.a.store.call(
                 _capped(_with(msg.also, msg_db.accept_and_begin), self.owner, caps),
                 self.session_id,
                 msg.text,
                 now_ms=now_ms(),
-                reserve_to=self.reserved,
+                reserve_to=reserve_to,
                 history_limit=0,
                 turn_id=turn.turn_id,
             )
@@ -411,6 +561,9 @@ class _SessionLife:
                 self.running.scope.cancel()
             msg.reply.fail(exc)
             return
+        else:
+            # The turn's events streamed meanwhile are held until now: their numbers are reserved from here on.
+            self._cover(reserve_to)
         finally:
             accepted.set()
         msg.reply.set(TurnAccepted(self.session_id, turn.turn_id, 0))
@@ -507,7 +660,7 @@ class _SessionLife:
             self._kick_flusher()
         elif self.urgent is not None and len(self.pending) >= self.cfg.recent_events // 2:
             self.urgent.set()
-        if show and not self.unsent:
+        if show and not self.unsent and event.seq <= self.safe:
             self._send(event)  # nothing waits for a commit ahead of it
             return event
         if self.unsent is None:
@@ -520,8 +673,17 @@ class _SessionLife:
     def show(self, event: EventRow) -> None:
         """Let an emitted event go to subscribers: now, or right after earlier ones still waiting for their commit."""
         self.released.add(event.seq)
+        self._release()
+
+    def _cover(self, upto: int) -> None:
+        """A commit made every number up to `upto` safe from reuse: show what waited for that."""
+        if upto > self.safe:
+            self.safe = upto
+            self._release()
+
+    def _release(self) -> None:
         unsent = self.unsent
-        while unsent and unsent[0].seq in self.released:
+        while unsent and unsent[0].seq in self.released and unsent[0].seq <= self.safe:
             first = unsent.popleft()
             self.released.discard(first.seq)
             self._send(first)
@@ -587,6 +749,7 @@ class _SessionLife:
                     with trio.CancelScope(shield=True):
                         await self.a.store.call(_append_and_reserve, batch, reserve_to)
                     self.reserved = max(self.reserved, reserve_to)
+                    self._cover(max(reserve_to, batch[-1].seq))
                     break
                 except Exception as exc:
                     log.error("session %s: cannot store %d events (%r); retrying", self.a.key, len(batch), exc)
@@ -619,6 +782,7 @@ class _SessionLife:
                 self.last_activity = trio.current_time()
         finally:
             self.runner_on = False
+        self._rearm()
 
     async def _run_turn(self, turn: _QueuedTurn) -> None:
         store = self.a.store
@@ -639,15 +803,17 @@ class _SessionLife:
                 history: list[msg_db.MessageRow] | None = turn.history
                 pin = turn.pin
                 if history is None:
-                    self.reserved = max(self.reserved, self.seq + SEQ_RESERVE)
+                    reserve_to = self.seq + SEQ_RESERVE
+                    self.reserved = max(self.reserved, reserve_to)
                     history, pin = await store.call(
                         _pinned(msg_db.begin_turn, self.session_id),
                         turn.turn_id,
                         self.session_id,
                         now_ms=now_ms(),
-                        reserve_to=self.reserved,
+                        reserve_to=reserve_to,
                         history_limit=self.cfg.history_limit,
                     )
+                    self._cover(reserve_to)
                 # Decided once, here at the turn's start, from the pin read in the turn's own transaction.
                 chosen = self.a.choose(pin)
                 provider = chosen.provider
@@ -682,12 +848,16 @@ class _SessionLife:
                                     final = item.text
                                 case Usage():
                                     reported = item if reported is None else _added(reported, item)
+                            if turn.output is not None:
+                                turn.output.set()  # its acceptance may commit now
                     except Exception as exc:
                         state, error = "failed", f"{type(exc).__name__}: {exc}"
                         log.warning("session %s: turn %s failed: %s", self.a.key, turn.turn_id, error)
             except trio.Cancelled as exc:
                 cut_off = exc
                 state, error = "interrupted", "gateway stopped during the turn"
+            if turn.output is not None:
+                turn.output.set()  # ended (or cut off) before any output: nothing left to wait for
             if turn.accepted is not None:
                 # Started while its acceptance committed: nothing of its end is recorded or shown before that.
                 with trio.CancelScope(shield=True):
@@ -769,6 +939,7 @@ class _SessionLife:
                 await self.a.store.call(fn)
                 if batch:
                     self._flushed_to(batch[-1].seq)
+                    self._cover(batch[-1].seq)  # stored
             except Exception as exc:
                 log.error("session %s: cannot record the end of %s: %r", self.a.key, what, exc)
                 # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.

@@ -203,6 +203,7 @@ async def run(
                     choose=choice.resolve,
                     session_config=SessionConfig(
                         idle_timeout=config.sessions.idle_timeout,
+                        subscribed_idle_timeout=config.sessions.subscribed_idle_timeout,
                         max_queue=config.sessions.max_queue,
                         history_limit=config.sessions.history_limit,
                         model=None,  # each provider's own default, which the REST API may change
@@ -250,7 +251,9 @@ async def run(
                 # Protocol-level pings keep idle /ws connections alive through NATs and find dead peers.
                 hc.websocket_ping_interval = config.ws.ping_interval or None
                 hc.keep_alive_timeout = 5
-                inflight = InFlight(app)
+                from gateway.http.asgi import websocket_ahead
+
+                inflight = InFlight(app, websocket_ahead(app))
                 async with trio.open_nursery() as edge:
                     runtime.binds = await edge.start(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
@@ -271,10 +274,14 @@ async def run(
 
 
 class InFlight:
-    """ASGI wrapper counting the HTTP requests and WebSockets being served, so shutdown knows when all are done."""
+    """ASGI wrapper counting the HTTP requests and WebSockets being served, so shutdown knows when all are done.
 
-    def __init__(self, app: Any) -> None:
+    `websocket`: what serves `/ws` directly, ahead of `app`'s middleware (its frames would stay on every idle
+    socket's task)."""
+
+    def __init__(self, app: Any, websocket: Any = None) -> None:
         self.app = app
+        self.websocket = websocket
         self.active = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -283,13 +290,16 @@ class InFlight:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        app = self.app
+        if self.websocket is not None and scope["type"] == "websocket" and scope["path"] == "/ws":
+            app = self.websocket
         if self.active == 0:
             # A new event only when going from idle to busy: `wait_idle` may be waiting on this one, and a request
             # that starts beside another must not swap it for one nobody sets (a stop that never ended).
             self._idle = trio.Event()
         self.active += 1
         try:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
         finally:
             self.active -= 1
             if self.active == 0:

@@ -6,7 +6,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -83,8 +83,11 @@ class _FloorClient:
         await self.cm.__aexit__(*exc)
 
 
-def _connections_rss(pid: int, url: str, n: int, opener: Any, settle: float) -> float:
-    """KiB the process at `pid` grows by while `n` authenticated connections are open and idle."""
+def _connections_rss(
+    pid: int, url: str, n: int, opener: Any, settle: float, idle: Callable[[], bool] | None = None
+) -> float:
+    """KiB the process at `pid` grows by while `n` authenticated connections are open and idle (`idle`: once it
+    says so, polled for at most a minute)."""
     before = settled_rss_kib(pid, seconds=settle)
 
     async def main() -> int:
@@ -94,6 +97,11 @@ def _connections_rss(pid: int, url: str, n: int, opener: Any, settle: float) -> 
             with trio.fail_after(600):
                 await ready.wait()
             await trio.sleep(settle)  # let the server finish each connection's setup before reading
+            if idle is not None:
+                with trio.move_on_after(60):
+                    # Another process's state, read over HTTP: polled.
+                    while not await trio.to_thread.run_sync(idle):  # noqa: ASYNC110
+                        await trio.sleep(0.5)
             during = await trio.to_thread.run_sync(partial(settled_rss_kib, pid, seconds=settle))
             release.set()
         return during
@@ -226,7 +234,9 @@ def _per_connection(n: int, first_chat: int, gw: Server, settle: float) -> float
     """KiB per connection a gateway grows by while `n` connections, each on its own chat with one completed turn,
     are open and idle."""
     ws_url = gw.url.replace("http://", "ws://") + "/ws"
-    return _connections_rss(gw.pid, ws_url, n, lambda url, i: _chat_with_turn(url, first_chat + i), settle) / n
+    opener = lambda url, i: _chat_with_turn(url, first_chat + i)  # noqa: E731
+    # Idle: every session parked (`sessions.subscribed_idle_timeout` after its turn), as they stay.
+    return _connections_rss(gw.pid, ws_url, n, opener, settle, idle=lambda: _live(gw.url)[0] == 0) / n
 
 
 def _floor_per_connection(n: int, settle: float) -> tuple[float, float]:
@@ -283,10 +293,31 @@ def _print_growth(title: str, before: Path, after: Path) -> None:
         print("  " + line, file=sys.stderr, flush=True)
 
 
-def run(quick: bool = False, tracemalloc: bool = False) -> list[Row]:
+def _connection_rows(
+    counts: tuple[int, int], values: tuple[float, float], floors: tuple[float, float], retried: list[int]
+) -> list[Row]:
+    kb = 1.024  # KiB -> KB: the target is in KB (1000 bytes)
+    return [
+        row(
+            f"RSS per idle /ws connection with its session, {n} open",
+            round(value * kb, 1),
+            "KB",
+            floor=round(floor * kb, 1),
+            floor_name="bare hypercorn-trio + NaCl holding the same sockets",
+            target="≤ 30 KB",
+            met=value * kb <= 30,
+            note="each on its own chat, one turn done, then idle (sessions parked); RSS growth / connections"
+            + _refused(again),
+        )
+        for n, value, floor, again in zip(counts, values, floors, retried[:2], strict=True)
+    ]
+
+
+def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool = False) -> list[Row]:
     """Measure every memory row; each floor is a process with the same deps imported, serving nothing else.
 
     `tracemalloc`: run the "memory comes back" gateway under tracemalloc and print what grew between rounds.
+    `connections_only`: only the two per-connection rows (and their floors).
     """
     counts = (30, 100) if quick else (300, 1000)
     rounds, n_round = (2, 50) if quick else (10, 1000)
@@ -294,6 +325,18 @@ def run(quick: bool = False, tracemalloc: bool = False) -> list[Row]:
     settle = 0.3 if quick else 1.0  # seconds of RSS readings (and of rest before reading) per figure
     floor_idle, floor_per = _floor_per_connection(counts[0], settle)
     floor_per_big = _floor_per_connection(counts[1], settle)[1]
+    if connections_only:
+        per: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="gw-bench-mem-") as d:
+            for n, first_chat in zip(counts, (1, 1_000_000), strict=True):
+                gw = zipapp_gateway(Path(d))  # one gateway each, as below
+                try:
+                    per.append(_per_connection(n, first_chat, gw, settle))
+                finally:
+                    gw.stop()
+        per_small, per_big = per
+        retried = [len(RETRIED), 0]
+        return _connection_rows(counts, (per_small, per_big), (floor_per, floor_per_big), retried)
     with tempfile.TemporaryDirectory(prefix="gw-bench-mem-") as d:
         gw = zipapp_gateway(Path(d))
         try:
@@ -321,7 +364,6 @@ def run(quick: bool = False, tracemalloc: bool = False) -> list[Row]:
         hib_before, hib_after, live = _hibernated(Path(d), n_hib, settle)
     hib_growth = (hib_after - hib_before) * 10_000 / n_hib
     idle_mib, floor_mib = gw_idle / MIB, floor_idle / MIB
-    kb = 1.024  # KiB -> KB: the target is in KB (1000 bytes)
     rows = [
         row(
             "idle RSS",
@@ -343,21 +385,7 @@ def run(quick: bool = False, tracemalloc: bool = False) -> list[Row]:
             met=restarted_idle / MIB <= 45,
         ),
     ]
-    for n, value, floor, again in zip(
-        counts, (per_small, per_big), (floor_per, floor_per_big), retried[:2], strict=True
-    ):
-        rows.append(
-            row(
-                f"RSS per idle /ws connection with its session, {n} open",
-                round(value * kb, 1),
-                "KB",
-                floor=round(floor * kb, 1),
-                floor_name="bare hypercorn-trio + NaCl holding the same sockets",
-                target="≤ 30 KB",
-                met=value * kb <= 30,
-                note="each on its own chat, one turn done, then idle; RSS growth / connections" + _refused(again),
-            )
-        )
+    rows += _connection_rows(counts, (per_small, per_big), (floor_per, floor_per_big), retried)
     first, last = series[0], series[-1]
     rows += [
         row(
@@ -390,5 +418,9 @@ def run(quick: bool = False, tracemalloc: bool = False) -> list[Row]:
 
 
 if __name__ == "__main__":
-    for r in run(quick="--quick" in sys.argv, tracemalloc="--tracemalloc" in sys.argv):
+    # --connections: only the per-connection rows (a minute or two), e.g. to take the median of three runs.
+    args = sys.argv[1:]
+    for r in run(
+        quick="--quick" in args, tracemalloc="--tracemalloc" in args, connections_only="--connections" in args
+    ):
         print(r)

@@ -22,14 +22,30 @@ class EventRow:
     created_at: int
 
 
+# Rows per INSERT statement: 6 parameters each stays under SQLite's oldest limit of 999 per statement.
+_ROWS_PER_INSERT = 128
+_INSERT = "INSERT INTO events (session_id, seq, turn_id, type, body, created_at) VALUES "
+
+
+def _insert_sql(n: int) -> str:
+    return _INSERT + ",".join(["(?,?,?,?,?,?)"] * n)
+
+
+_INSERT_FULL = _insert_sql(_ROWS_PER_INSERT)
+
+
 def append_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> None:
     """Insert events and advance each session's `last_seq`; a repeated (session, seq) raises IntegrityError."""
     if not rows:
         return
-    conn.executemany(
-        "INSERT INTO events (session_id, seq, turn_id, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(r.session_id, r.seq, r.turn_id, r.type, cbor2.dumps(r.data), r.created_at) for r in rows],
-    )
+    # Many rows per statement, not one statement per row: each SQLite step releases and retakes the GIL, and in
+    # the store's thread every retake waits on the event loop (a streaming turn's commit is hundreds of deltas).
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        params: list[Any] = []
+        for r in chunk:
+            params += (r.session_id, r.seq, r.turn_id, r.type, cbor2.dumps(r.data), r.created_at)
+        conn.execute(_INSERT_FULL if len(chunk) == _ROWS_PER_INSERT else _insert_sql(len(chunk)), params)
     last: dict[str, int] = {}
     for r in rows:
         last[r.session_id] = max(last.get(r.session_id, 0), r.seq)

@@ -26,23 +26,12 @@ class McpServerRow:
     url_by_owner: bool = False  # the owner (gateway token) set `url`: it may be a private address
 
 
-def migrate(db: Any) -> None:
-    """Migration 040: the `mcp_servers` table."""
-    db["mcp_servers"].create(
-        {
-            "name": str,
-            "transport": str,
-            "enabled": int,
-            "description": str,
-            "command": str,
-            "args": str,
-            "env": str,
-            "url": str,
-            "headers": str,
-            "updated_at": int,
-        },
-        pk="name",
-        not_null={"transport", "enabled"},
+def migrate(conn: sqlite3.Connection) -> None:
+    """Migration 040: the `mcp_servers` table (the SQL sqlite-utils generated for it then)."""
+    conn.execute(
+        'CREATE TABLE "mcp_servers" (\n   "name" TEXT PRIMARY KEY,\n   "transport" TEXT NOT NULL,\n'
+        '   "enabled" INTEGER NOT NULL,\n   "description" TEXT,\n   "command" TEXT,\n   "args" TEXT,\n'
+        '   "env" TEXT,\n   "url" TEXT,\n   "headers" TEXT,\n   "updated_at" INTEGER\n)'
     )
 
 

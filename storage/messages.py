@@ -133,7 +133,14 @@ def finish_turn(
             (result, now_ms, session_id),
         )
     conn.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", (session_status, now_ms, session_id))
-    # A clean end: everything shown is stored, so the reservation shrinks back to the last stored number.
+
+
+def release_reservation(conn: sqlite3.Connection, session_id: str) -> None:
+    """A session's life ended cleanly with everything it showed stored: shrink its reservation back to the last
+    stored number, so the next life continues right after it (kept while a turn is still marked running).
+
+    Not at each turn's end: the reservation stays while the session lives, so a turn's first events can be shown
+    before its acceptance commits without any number a crash could reissue."""
     conn.execute(
         "UPDATE sessions SET seq_reserved = coalesce((SELECT max(seq) FROM events WHERE session_id = ?), 0) "
         "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM turns WHERE session_id = ? AND state = 'running')",

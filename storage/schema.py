@@ -2,89 +2,58 @@
 
 from __future__ import annotations
 
-import gc
 import sqlite3
-import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from storage.clock import now_ms
 
-# Each migration takes a sqlite_utils.Database. sqlite-utils is imported only when a migration
-# is pending: it costs ~15 MiB and ~100 ms, which an up-to-date gateway never pays.
-Migration = tuple[str, Callable[[Any], None]]
+# Each migration runs on the database's connection, inside the transaction that records it: plain SQL, or a
+# function of storage/ for the few that move data.
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
 
-def _m001_core(db: Any) -> None:
-    db["settings"].create({"key": str, "value": str}, pk="key")
-    db["sessions"].create(
-        {
-            "id": str,
-            "transport": str,
-            "chat_id": str,
-            "topic_id": str,
-            "title": str,
-            "status": str,
-            "provider": str,
-            "model": str,
-            "owner": str,
-            "last_seq": int,
-            "unread": int,
-            "latest_message": str,
-            "latest_message_at": int,
-            "created_at": int,
-            "updated_at": int,
-        },
-        pk="id",
-        not_null={"transport", "chat_id", "topic_id", "status", "last_seq", "unread", "created_at"},
-        defaults={"topic_id": "", "status": "pending", "last_seq": 0, "unread": 0, "title": ""},
-    )
-    db["sessions"].create_index(["transport", "chat_id", "topic_id"], unique=True)
-    db["turns"].create(
-        {
-            "id": str,
-            "session_id": str,
-            "state": str,
-            "prompt": str,
-            "result": str,
-            "error": str,
-            "created_at": int,
-            "started_at": int,
-            "ended_at": int,
-        },
-        pk="id",
-        foreign_keys=[("session_id", "sessions", "id")],
-        not_null={"session_id", "state", "created_at"},
-    )
-    db["turns"].create_index(["session_id", "state"])
-    db["turns"].create_index(["state"])
-    db["messages"].create(
-        {"id": int, "session_id": str, "turn_id": str, "role": str, "content": str, "created_at": int},
-        pk="id",
-        foreign_keys=[("session_id", "sessions", "id")],
-        not_null={"session_id", "role", "content", "created_at"},
-    )
-    db["messages"].create_index(["session_id", "id"])
-    db["events"].create(
-        {
-            "id": int,
-            "session_id": str,
-            "seq": int,
-            "turn_id": str,
-            "type": str,
-            "body": bytes,
-            "created_at": int,
-        },
-        pk="id",
-        foreign_keys=[("session_id", "sessions", "id")],
-        not_null={"session_id", "seq", "type", "created_at"},
-    )
-    db["events"].create_index(["session_id", "seq"], unique=True)
+def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration made of plain SQL statements."""
+
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return run
 
 
-def _m020_connectors(db: Any) -> None:
+# sqlite-utils wrote the first tables (001, 002, 040, 041); they are now the very SQL it generated, so that a
+# database created today has the same schema text as one created then (tests/storage/test_schema_sql.py checks
+# it against sqlite-utils), and a first start never imports sqlite-utils (~3 MiB that stayed resident).
+_m001_core = _sql(
+    'CREATE TABLE "settings" (\n   "key" TEXT PRIMARY KEY,\n   "value" TEXT\n)',
+    'CREATE TABLE "sessions" (\n   "id" TEXT PRIMARY KEY,\n   "transport" TEXT NOT NULL,\n'
+    '   "chat_id" TEXT NOT NULL,\n   "topic_id" TEXT NOT NULL DEFAULT \'\',\n   "title" TEXT DEFAULT \'\',\n'
+    '   "status" TEXT NOT NULL DEFAULT \'pending\',\n   "provider" TEXT,\n   "model" TEXT,\n   "owner" TEXT,\n'
+    '   "last_seq" INTEGER NOT NULL DEFAULT 0,\n   "unread" INTEGER NOT NULL DEFAULT 0,\n'
+    '   "latest_message" TEXT,\n   "latest_message_at" INTEGER,\n   "created_at" INTEGER NOT NULL,\n'
+    '   "updated_at" INTEGER\n)',
+    'CREATE UNIQUE INDEX "idx_sessions_transport_chat_id_topic_id"\n'
+    '    ON "sessions" ("transport", "chat_id", "topic_id")',
+    'CREATE TABLE "turns" (\n   "id" TEXT PRIMARY KEY,\n'
+    '   "session_id" TEXT NOT NULL REFERENCES "sessions"("id"),\n   "state" TEXT NOT NULL,\n   "prompt" TEXT,\n'
+    '   "result" TEXT,\n   "error" TEXT,\n   "created_at" INTEGER NOT NULL,\n   "started_at" INTEGER,\n'
+    '   "ended_at" INTEGER\n)',
+    'CREATE INDEX "idx_turns_session_id_state"\n    ON "turns" ("session_id", "state")',
+    'CREATE INDEX "idx_turns_state"\n    ON "turns" ("state")',
+    'CREATE TABLE "messages" (\n   "id" INTEGER PRIMARY KEY,\n'
+    '   "session_id" TEXT NOT NULL REFERENCES "sessions"("id"),\n   "turn_id" TEXT,\n   "role" TEXT NOT NULL,\n'
+    '   "content" TEXT NOT NULL,\n   "created_at" INTEGER NOT NULL\n)',
+    'CREATE INDEX "idx_messages_session_id_id"\n    ON "messages" ("session_id", "id")',
+    'CREATE TABLE "events" (\n   "id" INTEGER PRIMARY KEY,\n'
+    '   "session_id" TEXT NOT NULL REFERENCES "sessions"("id"),\n   "seq" INTEGER NOT NULL,\n   "turn_id" TEXT,\n'
+    '   "type" TEXT NOT NULL,\n   "body" BLOB,\n   "created_at" INTEGER NOT NULL\n)',
+    'CREATE UNIQUE INDEX "idx_events_session_id_seq"\n    ON "events" ("session_id", "seq")',
+)
+
+
+def _m020_connectors(conn: sqlite3.Connection) -> None:
     # Plain SQL: the hot ingress table wants exact control of its keys (issue 4, docs/performance.md).
-    conn = db.conn
     conn.execute(
         "CREATE TABLE connectors (kind TEXT NOT NULL, name TEXT NOT NULL, settings BLOB NOT NULL, "
         "created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, name))"
@@ -121,44 +90,33 @@ def _m020_connectors(db: Any) -> None:
     conn.execute("CREATE TABLE outbox_turns (turn_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)")
 
 
-def _m002_seq_reserved(db: Any) -> None:
-    # Sequence numbers a session may have shown but not yet stored: after a crash it starts above them,
-    # so a client resuming from a number it saw never skips new events. See actors/session.py.
-    db["sessions"].add_column("seq_reserved", int, not_null_default=0)
+# Sequence numbers a session may have shown but not yet stored: after a crash it starts above them,
+# so a client resuming from a number it saw never skips new events. See actors/session.py.
+_m002_seq_reserved = _sql('ALTER TABLE "sessions" ADD COLUMN "seq_reserved" INTEGER NOT NULL DEFAULT 0')
 
 
-def _m040_mcp(db: Any) -> None:
+def _m040_mcp(conn: sqlite3.Connection) -> None:
     from storage.mcp import migrate
 
-    migrate(db)
+    migrate(conn)
 
 
-def _m041_skills(db: Any) -> None:
+def _m041_skills(conn: sqlite3.Connection) -> None:
     from storage.skills import migrate
 
-    migrate(db)
+    migrate(conn)
 
 
-def _m042_tool_prefs(db: Any) -> None:
+def _m042_tool_prefs(conn: sqlite3.Connection) -> None:
     from storage.tool_prefs import migrate
 
-    migrate(db)
+    migrate(conn)
 
 
-def _m046_seal_secrets(db: Any) -> None:
+def _m046_seal_secrets(conn: sqlite3.Connection) -> None:
     from storage.sealing import migrate
 
-    migrate(db.conn)
-
-
-def _sql(*statements: str) -> Callable[[Any], None]:
-    """A migration made of plain SQL statements (clearer than sqlite-utils calls for constraints)."""
-
-    def run(db: Any) -> None:
-        for statement in statements:
-            db.execute(statement)
-
-    return run
+    migrate(conn)
 
 
 _m030_users = _sql(
@@ -306,25 +264,13 @@ def _applied(conn: sqlite3.Connection) -> set[str]:
 def run_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; return the names applied."""
     done = _applied(conn)
-    pending = [(name, fn) for name, fn in migrations if name not in done]
-    if not pending:
-        return []
-    loaded = set(sys.modules)
-    try:
-        return _apply(conn, pending)
-    finally:
-        _unload({name for name in set(sys.modules) - loaded if name.split(".")[0] in _MIGRATION_ONLY})
-
-
-def _apply(conn: sqlite3.Connection, pending: Sequence[Migration]) -> list[str]:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
     applied: list[str] = []
-    for name, fn in pending:
+    for name, fn in migrations:
+        if name in done:
+            continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            fn(db)
+            fn(conn)
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_ms()))
         except BaseException:
             conn.execute("ROLLBACK")
@@ -332,16 +278,3 @@ def _apply(conn: sqlite3.Connection, pending: Sequence[Migration]) -> list[str]:
         conn.execute("COMMIT")
         applied.append(name)
     return applied
-
-
-# What sqlite-utils brings, used by nothing else at start-up (dateutil is croniter's too: it imports it again).
-_MIGRATION_ONLY = {"sqlite_utils", "sqlite_fts4", "click", "pluggy", "dateutil"}
-
-
-def _unload(names: set[str]) -> None:
-    """Forget the libraries the migrations imported (several MiB), so that a gateway's first start stays close to
-    the next ones: nothing holds them once the migrations are done, and whoever needs one later imports it
-    again (only those this run imported: a library already loaded before stays as it was)."""
-    for name in names:
-        sys.modules.pop(name, None)
-    gc.collect()

@@ -77,48 +77,23 @@ class A2AServerRow:
         }
 
 
-def migrate(db: Any) -> None:
-    """Migration 041: `skills` and `a2a_servers`."""
-    db["skills"].create(
-        {
-            "id": str,
-            "slug": str,
-            "name": str,
-            "description": str,
-            "version": str,
-            "source_type": str,
-            "source_ref": str,
-            "runtime_type": str,
-            "enabled": int,
-            "installed_by": str,
-            "created_at": int,
-            "updated_at": int,
-            "bundle_file_count": int,
-            "context_ref_count": int,
-            "context": str,
-        },
-        pk="id",
-        not_null={"slug", "name", "enabled", "created_at", "updated_at"},
+def migrate(conn: sqlite3.Connection) -> None:
+    """Migration 041: `skills` and `a2a_servers` (the SQL sqlite-utils generated for them then)."""
+    conn.execute(
+        'CREATE TABLE "skills" (\n   "id" TEXT PRIMARY KEY,\n   "slug" TEXT NOT NULL,\n   "name" TEXT NOT NULL,\n'
+        '   "description" TEXT,\n   "version" TEXT,\n   "source_type" TEXT,\n   "source_ref" TEXT,\n'
+        '   "runtime_type" TEXT,\n   "enabled" INTEGER NOT NULL,\n   "installed_by" TEXT,\n'
+        '   "created_at" INTEGER NOT NULL,\n   "updated_at" INTEGER NOT NULL,\n   "bundle_file_count" INTEGER,\n'
+        '   "context_ref_count" INTEGER,\n   "context" TEXT\n)'
     )
-    db["skills"].create_index(["slug"], unique=True)
-    db["a2a_servers"].create(
-        {
-            "id": str,
-            "base_url": str,
-            "name": str,
-            "description": str,
-            "input_modes": str,
-            "output_modes": str,
-            "streaming": int,
-            "push_notifications": int,
-            "enabled": int,
-            "card": str,
-            "created_at": int,
-        },
-        pk="id",
-        not_null={"base_url", "name", "enabled"},
+    conn.execute('CREATE UNIQUE INDEX "idx_skills_slug"\n    ON "skills" ("slug")')
+    conn.execute(
+        'CREATE TABLE "a2a_servers" (\n   "id" TEXT PRIMARY KEY,\n   "base_url" TEXT NOT NULL,\n'
+        '   "name" TEXT NOT NULL,\n   "description" TEXT,\n   "input_modes" TEXT,\n   "output_modes" TEXT,\n'
+        '   "streaming" INTEGER,\n   "push_notifications" INTEGER,\n   "enabled" INTEGER NOT NULL,\n'
+        '   "card" TEXT,\n   "created_at" INTEGER\n)'
     )
-    db["a2a_servers"].create_index(["base_url"], unique=True)
+    conn.execute('CREATE UNIQUE INDEX "idx_a2a_servers_base_url"\n    ON "a2a_servers" ("base_url")')
 
 
 _SKILL_COLS = (

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal
+from typing import Literal
 
 ToolKind = Literal["mcp", "a2a", "skill"]
 
 
-def migrate(db: Any) -> None:
+def migrate(conn: sqlite3.Connection) -> None:
     """Migration 042: the `user_tool_prefs` table (one row per user and tool that differs from the default)."""
-    execute = db.execute
+    execute = conn.execute
     execute(
         """CREATE TABLE user_tool_prefs (
             user_id TEXT NOT NULL, kind TEXT NOT NULL, tool_id TEXT NOT NULL, enabled INTEGER NOT NULL,

@@ -61,6 +61,7 @@ class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     idle_timeout: float = 300.0
+    subscribed_idle_timeout: float = 10.0
     max_queue: int = 32
     history_limit: int = 50
 
@@ -328,6 +329,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: settings storage.timeout and storage.probe_interval must be > 0 seconds")
     if config.sessions.idle_timeout <= 0:
         raise ConfigError(f"{source}: setting sessions.idle_timeout must be > 0 seconds")
+    if config.sessions.subscribed_idle_timeout <= 0:
+        raise ConfigError(f"{source}: setting sessions.subscribed_idle_timeout must be > 0 seconds")
     if config.sessions.max_queue < 1:
         raise ConfigError(f"{source}: setting sessions.max_queue must be >= 1")
     if config.agent.provider not in ("echo", "openai", "cli"):

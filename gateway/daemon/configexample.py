@@ -34,6 +34,7 @@ COMMENTS: dict[str, str] = {
     "storage.timeout": "seconds a request may wait for storage before a 503",
     "storage.probe_interval": "seconds between two checks of a failing disk",
     "sessions.idle_timeout": "seconds before an idle session hibernates to storage",
+    "sessions.subscribed_idle_timeout": "seconds before an idle session a client listens to is parked",
     "sessions.max_queue": "turns that may wait behind the running one",
     "sessions.history_limit": "messages given to the provider as context",
     "agent.provider": "echo, openai or cli",

@@ -16,7 +16,7 @@ from nacl.public import PrivateKey
 
 from actors import events as evs
 from actors.base import ActorError, ask
-from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
+from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted, Unsubscribe
 from actors.store import StorageUnavailableError
 from gateway.core import Runtime
 from gateway.http.jsondepth import too_deep
@@ -363,6 +363,11 @@ class Connection:
             self._notes.end()
         if self._events is not None:
             self._events.end()  # the session drops it at its next event or idle check
+            try:
+                # Said, so that a parked session's subscribers are not kept until the router's next sweep.
+                self.rt.router_address.send_nowait(Unsubscribe(self.key, self._events))
+            except ActorError:
+                pass  # router busy or stopping: the ended feed is dropped all the same, only later
         self._queue = None
         if self._own_turns:
             # The client left mid-turn: abort its turns, running or queued, and only those (another

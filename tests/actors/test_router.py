@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.messages import Idle, SessionKey
+from actors.messages import Idle, SessionKey, Unsubscribe
 from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
 from actors.providers.echo import EchoProvider
 from storage import messages as msg_db
@@ -140,10 +140,37 @@ async def test_hibernation_and_revival_keep_history(tmp_path: Path, autojump_clo
 async def test_a_session_with_a_subscriber_does_not_hibernate(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with harness(tmp_path, lambda: EchoProvider(), idle_timeout=5.0, timeout=300) as h:
-        _sub, _live, _send = await h.subscribe(A)
-        await trio.sleep(60)
-        assert h.router.live_sessions == 1
+    """Idle with a subscriber, it is parked, not hibernated: no actor, but the subscriber stays subscribed; the
+    next request wakes it, numbering on from where it was, and the subscriber gets its events."""
+    async with harness(
+        tmp_path, lambda: EchoProvider(), idle_timeout=5.0, subscribed_idle_timeout=30.0, timeout=300
+    ) as h:
+        sub, live, _send = await h.subscribe(A)
+        await h.submit(A, "first")
+        first = await until_turn_ends(live)
+        await trio.sleep(20)
+        assert (h.router.live_sessions, h.router.parked_sessions) == (1, 0)  # not before its own timeout
+        await trio.sleep(40)
+        assert (h.router.live_sessions, h.router.parked_sessions) == (0, 1)
+        accepted = await h.submit(A, "second")
+        second = await until_turn_ends(live)
+        assert accepted.session_id == sub.session_id
+        assert [e.seq for e in second] == list(range(first[-1].seq + 1, first[-1].seq + 1 + len(second)))
+        assert second[-1].data["state"] == "completed"
+        assert h.router.live_sessions == 1 and h.router.parked_sessions == 0
+
+
+async def test_a_parked_session_forgets_a_subscriber_that_leaves(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unsubscribe reaches a parked session without waking it; without a listener left, the key is forgotten."""
+    async with harness(tmp_path, lambda: EchoProvider(), subscribed_idle_timeout=1.0, timeout=300) as h:
+        _sub, _live, send = await h.subscribe(A)
+        await trio.sleep(5)
+        assert (h.router.live_sessions, h.router.parked_sessions) == (0, 1)
+        h.address.send_nowait(Unsubscribe(A, send))
+        await trio.sleep(1)
+        assert (h.router.live_sessions, h.router.parked_sessions) == (0, 0)
 
 
 async def test_a_crash_restarts_only_that_session(tmp_path: Path) -> None:

@@ -1,15 +1,22 @@
-"""An idle session's turn starts while its acceptance commits (issue 17): what a refused commit leaves."""
+"""An idle session's turn starts while its acceptance commits (issue 17): what a refused commit leaves, and the
+acceptance committing after the turn's first output (or a few ms without one)."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from actors.base import ask
 from actors.messages import SessionKey, Submit, TurnAccepted
-from actors.providers.echo import EchoProvider
+from actors.providers.base import ProviderEvent, TurnRequest
+from actors.providers.echo import EchoProvider, EchoTurn
 from storage import messages as msg_db
 from tests.actors.harness import harness, until_turn_ends
 
@@ -52,3 +59,87 @@ async def test_a_turn_whose_acceptance_commit_fails_is_cut_off_and_nothing_of_it
         # Its events are numbered in order with the next turn's: no number shown twice.
         seqs = [e.seq for e in seen + after]
         assert seqs == sorted(set(seqs))
+
+
+class _Watched(EchoProvider):
+    """The echo provider, telling the test once its turn has produced three deltas."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.0)
+        self.produced = trio.Event()
+
+    def start_turn(self, request: TurnRequest) -> EchoTurn:
+        watched = self
+
+        class Turn(EchoTurn):
+            async def events(self) -> AsyncIterator[ProviderEvent]:
+                n = 0
+                async for item in super().events():
+                    yield item
+                    n += 1
+                    if n == 3:
+                        watched.produced.set()
+
+        return Turn(request.prompt, 0.0)
+
+
+async def test_no_event_is_shown_before_a_commit_covers_its_number(tmp_path: Path) -> None:
+    # A new session has nothing reserved: were its first turn's deltas shown while the acceptance commits, a crash
+    # in between would hand their numbers out again in the next life (a resuming client sees one seq twice).
+    provider = _Watched()
+    release = threading.Event()
+
+    def slow_commit(conn: sqlite3.Connection) -> None:
+        release.wait(10)
+
+    async with harness(tmp_path, lambda: provider, inline=False) as h:
+        _, events, _ = await h.subscribe(KEY)
+        async with trio.open_nursery() as nursery:
+            submit = partial(ask, h.address, lambda r: Submit(KEY, "one two three four five", r, also=slow_commit))
+            nursery.start_soon(partial(submit, timeout=10))
+            await provider.produced.wait()
+            assert events.statistics().current_buffer_used == 0  # streamed, but nothing shown: nothing reserved
+            release.set()
+        seen = await until_turn_ends(events)
+    assert [e.type for e in seen][:2] == ["turn_started", "text_delta"]
+    assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three four five"]
+
+
+async def test_an_idle_sessions_acceptance_commits_after_its_first_delta_was_shown(tmp_path: Path) -> None:
+    # The store runs inline here: `also` runs in the acceptance's transaction, on the trio thread, and sees what
+    # the subscriber holds at that moment. A first turn reserves numbers for the session's life, so the second
+    # turn's first events may be shown before its own acceptance commits.
+    async with harness(tmp_path, EchoProvider) as h:
+        _, events, _ = await h.subscribe(KEY)
+        await h.submit(KEY, "first")
+        await until_turn_ends(events)
+        shown_at_commit: list[int] = []
+
+        def count(conn: sqlite3.Connection) -> None:
+            shown_at_commit.append(events.statistics().current_buffer_used)
+
+        accepted: TurnAccepted = await ask(h.address, lambda r: Submit(KEY, "one two three", r, also=count), timeout=5)
+        seen = await until_turn_ends(events)
+        # turn_started and at least the first text_delta went out before the commit began; no result before it.
+        assert len(shown_at_commit) == 1 and shown_at_commit[0] >= 2
+        assert [e.type for e in seen[:2]] == ["turn_started", "text_delta"]
+        assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three"]
+        with sqlite3.connect(h.db_path) as conn:
+            turn = msg_db.get_turn(conn, accepted.turn_id)
+        assert turn is not None and turn.state == "completed"
+
+
+async def test_a_slow_first_output_does_not_hold_back_the_acceptance(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A provider whose first word takes 60 s (a model thinking): the turn is accepted, and its acceptance stored,
+    # while it waits; the result still comes after.
+    async with harness(tmp_path, lambda: EchoProvider(delay=60.0), timeout=600) as h:
+        _, events, _ = await h.subscribe(KEY)
+        accepted = await h.submit(KEY, "late")
+        assert events.statistics().current_buffer_used == 1  # turn_started only: no output yet
+        with sqlite3.connect(h.db_path) as conn:
+            turn = msg_db.get_turn(conn, accepted.turn_id)
+        assert turn is not None and turn.state == "running"
+        seen = await until_turn_ends(events)
+        assert [e.data["text"] for e in seen if e.type == "result"] == ["late"]

@@ -47,8 +47,9 @@ runpy.run_module("gateway", run_name="__main__", alter_sys=True)
 """
 
 # Each costs milliseconds to import and MiBs resident, and only some features need it: the MCP SDK (with
-# pydantic) for an MCP server, sqlite-utils for a pending migration, PyYAML for installing a skill, croniter for
-# a cron job, PyJWT (with cryptography) for user logins, httpx for outbound calls (providers, connectors).
+# pydantic) for an MCP server, PyYAML for installing a skill, croniter for a cron job, PyJWT (with cryptography)
+# for user logins, httpx for outbound calls (providers, connectors); sqlite-utils, which the migrations no longer
+# use, must not come back.
 OPTIONAL = ["mcp", "pydantic", "pydantic_core", "sqlite_utils", "yaml", "croniter", "jwt", "cryptography", "httpx"]
 
 # The gateway's own modules an idle gateway leaves out: every REST feature (imported by the first request under
@@ -67,6 +68,8 @@ LAZY_OWN = [
     "gateway.daemon.onboard",
     "gateway.daemon.completion",
 ]
+# Standard-library modules only a feature needs: zoneinfo (with sysconfig) for a cron job's timezone.
+LAZY_STDLIB = ["zoneinfo", "sysconfig"]
 
 
 def top_level(modules: set[str]) -> set[str]:
@@ -96,17 +99,19 @@ def test_a_default_gateway_serves_without_the_optional_libraries(tmp_path: Path)
     port = free_port()
     site = Site(tmp_path, port=port)
     write_config(site, port)
-    # The first start creates the database: its migrations are pending, so sqlite-utils runs them, and is
-    # forgotten once they are applied.
+    # The first start creates the database: every migration runs, as plain SQL, and leaves nothing loaded that a
+    # later start does not load.
     first = serve_and_list_modules(site, port)
     assert "gateway.http.routes.api_status" in first  # loaded by the probe's /api/status, after start-up
     assert sorted(top_level(first) & set(OPTIONAL)) == []
     assert sorted(first & set(LAZY_OWN)) == []
+    assert sorted(first & set(LAZY_STDLIB)) == []
     # Every later start finds them applied with plain sqlite3 and loads none of the optional libraries.
     again = serve_and_list_modules(site, port)
     assert {"gateway", "actors", "storage", "trio", "hypercorn", "starlette"} <= top_level(again)
     assert sorted(top_level(again) & set(OPTIONAL)) == []
     assert sorted(again & set(LAZY_OWN)) == []
+    assert sorted(first - again) == []
 
 
 def test_a_gateway_whose_agent_is_openai_loads_httpx_at_start_only(tmp_path: Path) -> None:

@@ -40,8 +40,8 @@ def test_migrations_run_once(tmp_path: Path) -> None:
 def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     conn = open_db(tmp_path / "f.db")
 
-    def broken(db: Any) -> None:
-        db["half"].create({"id": int}, pk="id")
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half (id INTEGER PRIMARY KEY)")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -150,7 +150,10 @@ def test_sequence_numbers_continue_above_a_crashed_turns_reservation(tmp_path: P
     assert [m.content for m in history] == ["hi"]
     ev_db.append_events(conn, [ev_db.EventRow(s.id, 1003, t2, "turn_started", {}, 6)])
     msg_db.finish_turn(conn, t2, "completed", now_ms=7, result="again")
-    # A clean end gives the reservation back: the next life continues right after the last stored number.
+    # The reservation outlives the turn (the session's next turn may show events before its acceptance commits).
+    assert msg_db.seq_floor(conn, s.id) == 2000
+    # A clean end of the session's life gives it back: the next life continues right after the last stored number.
+    msg_db.release_reservation(conn, s.id)
     assert msg_db.seq_floor(conn, s.id) == 1003
 
 

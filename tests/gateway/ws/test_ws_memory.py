@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -94,3 +95,78 @@ async def test_an_idle_connection_keeps_no_task_of_its_own(nursery: trio.Nursery
             await until(lambda: _connection_tasks() == 0)
             await c.send_message("again")
             assert deltas(await until_frame(c, "result")) == "again"
+
+
+def _session_tasks() -> int:
+    """Tasks running a session actor's own code (its serve loop, runner or flusher)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found, todo = 0, [root]
+    while todo:
+        task = todo.pop()
+        code = getattr(task.coro, "cr_code", None)
+        if code is not None and code.co_filename.endswith(str(Path("actors", "session.py"))):
+            found += 1
+        todo.extend(child for n in task.child_nurseries for child in n.child_tasks)
+    return found
+
+
+async def test_an_idle_connection_keeps_no_session_actor(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Issue 17: a session idle while its /ws client listens is parked (no actor, no task, no mailbox: the router
+    keeps its subscriber and its numbering); the next message wakes it and the stream goes on where it was."""
+    config, paths = make_config(tmp_path, sessions={"subscribed_idle_timeout": 0.2})
+    gw = await start_gateway(nursery, config, paths)
+    router = gw.runtime.router
+    with trio.fail_after(30):
+        async with client(gw, chat_id=7) as c:
+            await c.send_message("hello " + "word " * 20)
+            first = await until_frame(c, "result")
+            await until(lambda: router.live_sessions == 0 and router.parked_sessions == 1)
+            assert _session_tasks() == 0
+            # Events published while parked still reach the client: a turn from another connection on the chat.
+            async with client(gw, chat_id=7) as other:
+                await other.send_message("from the other one")
+                assert deltas(await until_frame(other, "result")) == "from the other one"
+            second = await until_frame(c, "result")
+            assert deltas(second) == "from the other one"
+            # Numbered on from where the parked session was, not from past its reservation (100 000 further on).
+            assert first[-1]["seq"] < second[-1]["seq"] < first[-1]["seq"] + 20
+            await until(lambda: router.live_sessions == 0 and router.parked_sessions == 1)
+            await c.send_message("again")
+            assert deltas(await until_frame(c, "result")) == "again"
+        # The client left: the parked session forgets it (and with no listener left, the key altogether).
+        await until(lambda: router.parked_sessions == 0)
+
+
+def _frames_of(task: trio.lowlevel.Task) -> list[str]:
+    """The files of the coroutine frames a task is suspended in, outermost first."""
+    files: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None:
+            files.append(code.co_filename)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return files
+
+
+async def test_an_idle_socket_holds_no_middleware_frames(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Issue 17: `/ws` is served ahead of Starlette's middleware and routing, whose ten frames would otherwise stay
+    suspended on every idle socket's task (~3 KB each)."""
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        async with client(gw, chat_id=8) as c:
+            await c.send_message("hello")
+            await until_frame(c, "result")
+            root = trio.lowlevel.current_root_task()
+            assert root is not None
+            sockets, todo = [], [root]
+            while todo:
+                task = todo.pop()
+                files = _frames_of(task)
+                if any(f.endswith(str(Path("gateway", "ws", "connection.py"))) for f in files):
+                    sockets.append(files)
+                todo.extend(child for n in task.child_nurseries for child in n.child_tasks)
+            assert len(sockets) == 1
+            assert not [f for f in sockets[0] if "starlette" in f], sockets[0]
