@@ -306,8 +306,11 @@ class InFlight:
         app = self.app
         if self.websocket is not None and scope["type"] == "websocket" and scope["path"] == "/ws":
             app = self.websocket
+        if self.active == 0:
+            # A new event only when going from idle to busy: `wait_idle` may be waiting on this one, and a request
+            # that starts beside another must not swap it for one nobody sets (a stop that never ended).
+            self._idle = trio.Event()
         self.active += 1
-        self._idle = trio.Event()
         try:
             await app(scope, receive, send)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import sqlite_utils  # noqa: F401  # see below
 import trio
 from xdist.scheduler import LoadScopeScheduling
 
@@ -168,6 +170,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         rank[item.path] = min(rank.get(item.path, 3), _rank(item))
     items.sort(key=lambda item: rank[item.path])
+
+
+# storage/schema.py forgets the libraries its migrations imported (sqlite-utils and what it brings) and runs
+# gc.collect(), so that a gateway's first start weighs what later ones do. The suite migrates hundreds of databases
+# in its processes: with sqlite-utils imported here once (a library loaded before stays loaded) and the objects of
+# the suite's own imports frozen out of the collector, an in-process gateway's start and stop take 0.03 s of CPU
+# instead of 0.12 s. What a test creates is collected as before.
+def pytest_collection_finish() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_sessionfinish() -> None:

@@ -157,9 +157,40 @@ chromium = _SharedChromium()
 _trio_token = threading.local()
 
 
+# A call from the page's thread into trio runs in trio's system nursery, outside the test's `fail_after`: bounded
+# here, or a gateway that never stops would hold the test (and every later browser test of the worker) for ever.
+TO_TRIO_TIMEOUT = 60
+
+
+def task_tree() -> str:
+    """Every task of this trio run with where it waits, indented by nursery: what a stuck call waits on."""
+    lines: list[str] = []
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        frames = list(task.iter_await_frames())
+        where = f"{frames[-1][0].f_code.co_filename}:{frames[-1][1]}" if frames else "?"
+        lines.append(f"{'  ' * depth}{task.name} @ {where}")
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    root = trio.lowlevel.current_root_task()
+    if root is not None:
+        walk(root, 0)
+    return "\n".join(lines)
+
+
 def to_trio(afn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """From a scenario: run `afn(*args)` in the test's trio run (the gateway's side) and return its result."""
-    return trio.from_thread.run(afn, *args, trio_token=_trio_token.value)
+
+    async def bounded() -> T:
+        try:
+            with trio.fail_after(TO_TRIO_TIMEOUT):
+                return await afn(*args)
+        except trio.TooSlowError:
+            raise AssertionError(f"{afn} did not return in {TO_TRIO_TIMEOUT} s; tasks:\n{task_tree()}") from None
+
+    return trio.from_thread.run(bounded, trio_token=_trio_token.value)
 
 
 def to_trio_sync(fn: Callable[..., T], *args: Any) -> T:

@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from gateway import __version__
+from gateway.runtime import InFlight
 from storage import events as ev_db
 from storage.events import EventRow
 from tests.conftest import RunningGateway, make_config, start_gateway
@@ -215,3 +217,37 @@ async def test_api_enabled_false_turns_off_the_e2e_api_only(nursery: trio.Nurser
             async with trio_websocket.open_websocket_url(gw.ws_url + "/ws"):
                 pass
         await gw.stop()
+
+
+async def test_the_drain_ends_when_overlapping_requests_have_all_ended() -> None:
+    # A stop waits for the requests in flight. Two that overlap (the second starts while the first runs, and ends
+    # after it) once left the wait on an event that nobody set: the stop hung for ever (a browser test found it).
+    release = {name: trio.Event() for name in ("a", "b")}
+    started: list[str] = []
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        started.append(scope["path"])
+        await release[scope["path"]].wait()
+
+    inflight = InFlight(app)
+    drained = trio.Event()
+
+    async def drain() -> None:
+        await inflight.wait_idle()
+        drained.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inflight, {"type": "http", "path": "a"}, None, None)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(drain)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(inflight, {"type": "http", "path": "b"}, None, None)
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == ["a", "b"] and inflight.active == 2
+            release["a"].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not drained.is_set() and inflight.active == 1
+            release["b"].set()
+            await drained.wait()
+    assert inflight.active == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,22 @@ json_values = st.recursive(
 )
 
 
+@pytest.fixture(scope="module")
+def memory_db() -> sqlite3.Connection:
+    """One migrated database for the examples below: migrating one per example took nearly all their time."""
+    return open_db(":memory:")
+
+
+_chats = itertools.count()
+
+
 @settings(max_examples=60, deadline=None)
 @given(payloads=st.lists(st.dictionaries(st.text(max_size=10), json_values, max_size=5), min_size=1, max_size=20))
-def test_events_round_trip_in_order(payloads: list[dict[str, Any]]) -> None:
-    conn = open_db(":memory:")
-    s = sess_db.get_or_create_session(conn, "api", "1", "", now_ms=1)
+def test_events_round_trip_in_order(memory_db: sqlite3.Connection, payloads: list[dict[str, Any]]) -> None:
+    conn = memory_db
+    # Each example in a session of its own: what the others stored is in another session's sequence.
+    s = sess_db.get_or_create_session(conn, "api", str(next(_chats)), "", now_ms=1)
+    assert ev_db.last_seq(conn, s.id) == 0
     rows = [ev_db.EventRow(s.id, i + 1, None, "text_delta", p, 10 + i) for i, p in enumerate(payloads)]
     ev_db.append_events(conn, rows)
     assert ev_db.events_after(conn, s.id, 0) == rows

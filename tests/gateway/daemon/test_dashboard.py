@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from storage.clock import now_ms
-from tests.gateway.browser import ARGS, CHROMIUM, DESKTOP, Console, require_chromium
+from tests.gateway.browser import DESKTOP, Console, chromium, require_chromium
 from tests.gateway.harness import Site
 
 
@@ -27,20 +27,24 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 def _open(url: str, scenario: Callable[[Page], None]) -> Console:
-    """A fresh Chromium profile (nothing stored) opening `url` itself, as a click on the printed link does."""
-    console = Console()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    """A fresh browser context (no cookies, no storage: a profile that never saw the gateway) opening `url` itself,
+    as a click on the printed link does; in the test process's shared Chromium, as the other web UI tests do."""
+
+    def job(browser: Browser) -> Console:
+        console = Console()
+        context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
         try:
-            page = browser.new_context(viewport=DESKTOP).new_page()  # type: ignore[arg-type]
+            page = context.new_page()
             page.set_default_timeout(15_000)
             page.on("console", console.on_message)
             page.on("pageerror", console.on_page_error)
             page.goto(url)
             scenario(page)
         finally:
-            browser.close()
-    return console
+            context.close()
+        return console
+
+    return chromium.run(job)
 
 
 def _links(site: Site) -> dict[str, int]:
