@@ -8,6 +8,8 @@ from typing import Generic, TypeVar
 
 import trio
 
+from actors.messages import Sink
+
 T = TypeVar("T")
 
 
@@ -16,7 +18,7 @@ class Broadcast(Generic[T]):
 
     def __init__(self, *, buffer: int = 256) -> None:
         self._buffer = buffer
-        self._subscribers: set[trio.MemorySendChannel[T]] = set()
+        self._subscribers: set[Sink[T]] = set()
 
     def publish(self, item: T) -> int:
         """Send `item` to every subscriber now; return how many got it. A full subscriber is closed."""
@@ -43,6 +45,13 @@ class Broadcast(Generic[T]):
         finally:
             self._subscribers.discard(send)
             send.close()
+
+    def add(self, sink: Sink[T]) -> None:
+        """Push every item published from now on into `sink` (closed when it is full) until `discard`."""
+        self._subscribers.add(sink)
+
+    def discard(self, sink: Sink[T]) -> None:
+        self._subscribers.discard(sink)
 
     def __len__(self) -> int:
         return len(self._subscribers)

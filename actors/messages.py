@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import trio
+from typing import Protocol, TypeVar
 
 from actors.base import Reply, Stop
 from storage.events import EventRow
@@ -27,6 +26,29 @@ class SessionKey:
     def __str__(self) -> str:
         base = f"{self.transport}:{self.chat_id}"
         return f"{base}:{self.topic_id}" if self.topic_id else base
+
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Receivers(Protocol):
+    @property
+    def open_receive_channels(self) -> int: ...
+
+
+class Sink(Protocol[T_contra]):
+    """Where a publisher pushes items without waiting: a trio memory channel's sending side, or anything that
+    answers the same three calls (a `/ws` connection keeps its session's events in its own deque).
+
+    `send_nowait` raises trio.WouldBlock when full (the publisher then closes it: the subscriber resumes later) and
+    trio.BrokenResourceError or trio.ClosedResourceError once the subscriber is gone.
+    """
+
+    def send_nowait(self, value: T_contra, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def statistics(self) -> Receivers: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +84,7 @@ class Subscribe:
     """Stream this session's events into `channel`; replay everything after `after_seq` first (None: live)."""
 
     key: SessionKey
-    channel: trio.MemorySendChannel[EventRow]
+    channel: Sink[EventRow]
     after_seq: int | None
     reply: Reply[Subscription]
 
@@ -70,7 +92,7 @@ class Subscribe:
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     key: SessionKey
-    channel: trio.MemorySendChannel[EventRow]
+    channel: Sink[EventRow]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import msgspec
 import trio
 import trio.lowlevel
 
+from actors import events as evs
 from actors.base import ActorError, Address, BusyError, DeadActorError, Reply, Stop
 from actors.choice import NO_PIN, Choose, Pin
 from actors.messages import (
@@ -22,6 +24,7 @@ from actors.messages import (
     RouterMsg,
     SessionKey,
     SessionMsg,
+    Sink,
     Submit,
     Subscribe,
     Subscription,
@@ -46,6 +49,7 @@ from storage import sessions as sess_db
 from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
+from storage.ids import new_id
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -76,6 +80,9 @@ class _QueuedTurn:
     prompt: str
     history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
     pin: Pin = NO_PIN  # read with `history`
+    # Started while its acceptance commits: set once that commit is over, `refused` when it failed.
+    accepted: trio.Event | None = None
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -121,6 +128,14 @@ def _capped(
         return fn(conn, *args, **kwargs)
 
     return both
+
+
+def _cap_history_pin(
+    conn: Any, session_id: str, owner: str | None, caps: usage_db.CapPolicy, history_limit: int
+) -> tuple[list[msg_db.MessageRow], Pin]:
+    """A read: refuse (UsageCapReachedError) when `owner`'s cap is reached, else the history and the pin."""
+    usage_db.check_cap(conn, owner, caps, now_ms=now_ms())
+    return msg_db.history(conn, session_id, limit=history_limit), sess_db.pin_of(conn, session_id)
 
 
 def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> None:
@@ -206,7 +221,7 @@ class _SessionLife:
         # The events shown since the last turn's end was stored, so a subscriber joins a live stream without a gap;
         # created on first use and let go once everything shown is stored (a subscriber then reads storage).
         self.recent: deque[EventRow] | None = None
-        self.subscribers: list[trio.MemorySendChannel[EventRow]] = []
+        self.subscribers: list[Sink[EventRow]] = []
         self.queue: list[_QueuedTurn] = []  # at most `max_queue`
         self.running: _RunningTurn | None = None
         self.last_activity = trio.current_time()
@@ -343,34 +358,62 @@ class _SessionLife:
             msg.reply.fail(BusyError(f"session {self.a.key} already has {len(self.queue)} turns queued"))
             return
         ahead = len(self.queue) + (1 if self.running else 0)
-        history: list[msg_db.MessageRow] | None = None
-        pin: Pin = NO_PIN
-        caps = self.cfg.caps
+        if ahead == 0:
+            await self._accept_started(msg)
+            return
         try:
-            if ahead == 0:
-                # Idle: accept and start in one commit, so the provider starts one fsync sooner.
-                self.reserved = self.seq + SEQ_RESERVE
-                (turn_id, history), pin = await self.a.store.call(
-                    _capped(_with(msg.also, _pinned(msg_db.accept_and_begin, self.session_id)), self.owner, caps),
-                    self.session_id,
-                    msg.text,
-                    now_ms=now_ms(),
-                    reserve_to=self.reserved,
-                    history_limit=self.cfg.history_limit,
-                )
-            else:
-                turn_id = await self.a.store.call(
-                    _capped(_with(msg.also, msg_db.create_turn), self.owner, caps),
-                    self.session_id,
-                    msg.text,
-                    now_ms=now_ms(),
-                )
+            turn_id = await self.a.store.call(
+                _capped(_with(msg.also, msg_db.create_turn), self.owner, self.cfg.caps),
+                self.session_id,
+                msg.text,
+                now_ms=now_ms(),
+            )
         except Exception as exc:
             msg.reply.fail(exc)
             return
-        self.queue.append(_QueuedTurn(turn_id, msg.text, history, pin))
+        self.queue.append(_QueuedTurn(turn_id, msg.text))
         self._kick_runner()
         msg.reply.set(TurnAccepted(self.session_id, turn_id, ahead))
+
+    async def _accept_started(self, msg: Submit) -> None:
+        """Idle: check the cap and read the history (a read, no commit), then start the turn while its acceptance
+        commits, so its first delta does not wait for an fsync. Its end (and so its result) is recorded and shown
+        only after that commit; a commit that fails (storage refusing writes, or the cap reached meanwhile) cuts
+        the turn off, and the asker is told nothing was stored."""
+        caps = self.cfg.caps
+        try:
+            history, pin = await self.a.store.read(
+                _cap_history_pin, self.session_id, self.owner, caps, self.cfg.history_limit
+            )
+        except Exception as exc:
+            msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
+            return
+        accepted = trio.Event()
+        turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted)
+        self.reserved = self.seq + SEQ_RESERVE
+        self.queue.append(turn)
+        self._kick_runner()
+        try:
+            await self.a.store.call(
+                _capped(_with(msg.also, msg_db.accept_and_begin), self.owner, caps),
+                self.session_id,
+                msg.text,
+                now_ms=now_ms(),
+                reserve_to=self.reserved,
+                history_limit=0,
+                turn_id=turn.turn_id,
+            )
+        except Exception as exc:
+            turn.refused = True
+            if turn in self.queue:
+                self.queue.remove(turn)
+            elif self.running is not None and self.running.turn_id == turn.turn_id:
+                self.running.scope.cancel()
+            msg.reply.fail(exc)
+            return
+        finally:
+            accepted.set()
+        msg.reply.set(TurnAccepted(self.session_id, turn.turn_id, 0))
 
     async def _subscribe(self, msg: Subscribe) -> None:
         if msg.after_seq is None or msg.after_seq >= self.shown:
@@ -408,7 +451,7 @@ class _SessionLife:
         self.subscribers.append(msg.channel)
         msg.reply.set(Subscription(self.session_id, replay, self.shown))
 
-    def _drop_subscriber(self, channel: trio.MemorySendChannel[EventRow]) -> None:
+    def _drop_subscriber(self, channel: Sink[EventRow]) -> None:
         if channel in self.subscribers:
             self.subscribers.remove(channel)
             channel.close()
@@ -425,12 +468,7 @@ class _SessionLife:
                 # turn_ended, so whoever waits for it learns it.
                 ts = now_ms()
                 ending = [
-                    self.emit(
-                        t.turn_id,
-                        "turn_ended",
-                        {"turn_id": t.turn_id, "state": "aborted", "started": False},
-                        show=False,
-                    )
+                    self.emit(t.turn_id, evs.TurnEnded(t.turn_id, "aborted", started=False), show=False)
                     for t in dropped
                 ]
                 batch, self.pending = self.pending, []
@@ -459,11 +497,11 @@ class _SessionLife:
 
     # ---- events ----
 
-    def emit(self, turn_id: str | None, type_: str, data: dict[str, Any], *, show: bool = True) -> EventRow:
+    def emit(self, turn_id: str | None, typed: evs.SessionEvent, *, show: bool = True) -> EventRow:
         """Give the event the next sequence number and queue it for storage; with `show`, send it to every
         subscriber now (else the caller calls `show` once it is committed)."""
         self.seq += 1
-        event = EventRow(self.session_id, self.seq, turn_id, type_, data, now_ms())
+        event = EventRow(self.session_id, self.seq, turn_id, evs.kind_of(typed), evs.payload(typed), now_ms())
         self.pending.append(event)
         if not self.flusher_on:
             self._kick_flusher()
@@ -494,7 +532,7 @@ class _SessionLife:
         if self.recent is None:
             self.recent = deque(maxlen=self.cfg.recent_events)
         self.recent.append(event)
-        gone: list[trio.MemorySendChannel[EventRow]] | None = None
+        gone: list[Sink[EventRow]] | None = None
         for ch in self.subscribers:
             try:
                 ch.send_nowait(event)
@@ -616,7 +654,7 @@ class _SessionLife:
                 model = chosen.model or self.cfg.model
                 provider_name = provider.name
                 model_name = model or provider.info().default_model or ""
-                self.emit(turn.turn_id, "turn_started", {"turn_id": turn.turn_id, "text": turn.prompt})
+                self.emit(turn.turn_id, evs.TurnStarted(turn.turn_id, turn.prompt))
                 request = TurnRequest(
                     session_id=self.session_id,
                     key=self.a.key,
@@ -635,11 +673,11 @@ class _SessionLife:
                             match item:
                                 case TextDelta():
                                     deltas.append(item.text)
-                                    self.emit(turn.turn_id, "text_delta", {"data": item.text})
+                                    self.emit(turn.turn_id, evs.TextDelta(item.text))
                                 case ToolActivity():
-                                    self.emit(turn.turn_id, "tool_activity", {"data": item.name})
+                                    self.emit(turn.turn_id, evs.ToolActivity(item.name))
                                 case SystemStatus():
-                                    self.emit(turn.turn_id, "system_status", {"data": item.text})
+                                    self.emit(turn.turn_id, evs.SystemStatus(item.text))
                                 case FinalText():
                                     final = item.text
                                 case Usage():
@@ -650,37 +688,39 @@ class _SessionLife:
             except trio.Cancelled as exc:
                 cut_off = exc
                 state, error = "interrupted", "gateway stopped during the turn"
+            if turn.accepted is not None:
+                # Started while its acceptance committed: nothing of its end is recorded or shown before that.
+                with trio.CancelScope(shield=True):
+                    await turn.accepted.wait()
+                if turn.refused:
+                    # Not stored, so there is no turn to end in storage: its subscribers learn it ended, and its
+                    # events are stored once storage takes writes again (their numbers were shown).
+                    self.emit(turn.turn_id, evs.TurnEnded(turn.turn_id, "failed"))
+                    if cut_off is not None:
+                        raise cut_off
+                    return
             if cut_off is None and (running.scope.cancelled_caught or running.aborted):
                 state, error = "aborted", "aborted by the user"
             text = final if final is not None else "".join(deltas)
-            usage: dict[str, Any] | None = None
+            usage: evs.TurnUsage | None = None
             if request is not None and (reported is not None or text or state == "completed"):
                 # A turn that reached its provider and got something back: counted, by estimate if it said nothing.
                 got = reported if reported is not None else estimate_usage(request, text)
-                usage = {
-                    "input_tokens": got.input_tokens,
-                    "output_tokens": got.output_tokens,
-                    "total_tokens": got.input_tokens + got.output_tokens,
-                    "estimated": reported is None,
-                    "model": model_name,
-                }
+                total = got.input_tokens + got.output_tokens
+                usage = evs.TurnUsage(got.input_tokens, got.output_tokens, total, reported is None, model_name)
+            told: evs.TurnUsage | msgspec.UnsetType = msgspec.UNSET if usage is None else usage
             # The turn's outcome is shown only once committed (below): a client that saw a `result` can rely on
             # it surviving a crash. Deltas are shown at once (a crash may lose some; their numbers are reserved).
             ending: list[EventRow] = []
             if state == "completed":
-                data = {"text": text, "stream_fallback": final is not None and not deltas, "files": []}
-                if usage is not None:
-                    data["usage"] = usage
-                ending.append(self.emit(turn.turn_id, "result", data, show=False))
+                result = evs.Result(text, stream_fallback=final is not None and not deltas, usage=told)
+                ending.append(self.emit(turn.turn_id, result, show=False))
             elif state == "failed":
-                ending.append(self.emit(turn.turn_id, "error", {"code": "AGENT_ERROR", "message": error}, show=False))
+                ending.append(self.emit(turn.turn_id, evs.Error("AGENT_ERROR", str(error)), show=False))
             elif state == "interrupted":  # the same end as a restart gives a turn a crash cut off
-                data = {"code": "INTERRUPTED", "message": msg_db.INTERRUPTED_MESSAGE}
-                ending.append(self.emit(turn.turn_id, "error", data, show=False))
-            ended: dict[str, Any] = {"turn_id": turn.turn_id, "state": state}
-            if usage is not None:
-                ended["usage"] = usage
-            ending.append(self.emit(turn.turn_id, "turn_ended", ended, show=False))
+                cut = evs.Error("INTERRUPTED", msg_db.INTERRUPTED_MESSAGE)
+                ending.append(self.emit(turn.turn_id, cut, show=False))
+            ending.append(self.emit(turn.turn_id, evs.TurnEnded(turn.turn_id, state, usage=told), show=False))
             # The remaining events go in the same transaction as the turn's end state.
             batch, self.pending = self.pending, []
             ts = now_ms()
@@ -704,9 +744,9 @@ class _SessionLife:
                         owner=self.owner,
                         provider=provider_name,
                         model=model_name,
-                        input_tokens=usage["input_tokens"],
-                        output_tokens=usage["output_tokens"],
-                        estimated=usage["estimated"],
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                        estimated=usage.estimated,
                         now_ms=ts,
                     )
 

@@ -19,6 +19,7 @@ import trio
 from actors.base import Address
 from actors.broadcast import Broadcast
 from actors.choice import AgentChoice
+from actors.events import TurnOutcomes
 from actors.mcp import McpHub
 from actors.messages import RouterMsg
 from actors.providers.base import Provider
@@ -89,6 +90,8 @@ class Runtime:
     listening: trio.Event = field(default_factory=trio.Event)
     # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
     event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
+    # Each turn's outcome, fed every session event before `event_listeners` (which read it at a turn's end).
+    outcomes: TurnOutcomes = field(default_factory=TurnOutcomes)
     notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
     # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
     status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
+from actors.events import TurnOutcome
 from actors.messages import SessionKey
 from gateway.core import Runtime
+from storage import messages as msg_db
 from storage import notifications as notes_db
 from storage.clock import now_ms
 from storage.events import EventRow
@@ -42,26 +43,33 @@ CHAT_QUIET = 60.0
 
 
 class BackgroundTurns:
-    """Turns nobody is streaming (async messages, cron runs): when one ends, a notification says how."""
+    """Turns nobody is streaming (async messages, cron runs): when one ends, a notification says how.
+
+    How it ended is read from `runtime.outcomes`, the one place a turn's outcome is kept.
+    """
 
     def __init__(self, runtime: Runtime, *, remember: int = 1024) -> None:
         self.runtime = runtime
         self._watched: dict[str, Watched] = {}
-        self._results: OrderedDict[str, str] = OrderedDict()
-        # Turns that ended before anyone watched them: a fast turn can end before `watch()` is called
-        # (the caller learns the turn id only after Submit returns). Bounded, oldest forgotten first.
-        self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._remember = remember
         self._told: OrderedDict[str, float] = OrderedDict()  # chat -> when it was last told (trio clock)
         self._send, self._receive = trio.open_memory_channel[tuple[Watched, str, str]](1024)
+        self._check, self._to_check = trio.open_memory_channel[str](1024)
 
     def watch(self, turn_id: str, *, title: str, source: str, owner: str | None, chat: str | None = None) -> None:
         watched = Watched(title, source, owner, chat)
-        ended = self._ended.pop(turn_id, None)
+        # A fast turn can end before `watch()` is called (the caller learns the turn id only after Submit returns).
+        ended = self.runtime.outcomes.get(turn_id)
         if ended is not None:
-            self._queue(watched, *ended)
-        else:
-            self._watched[turn_id] = watched
+            self._queue(watched, ended.state, _told_text(ended))
+            return
+        self._watched[turn_id] = watched
+        try:
+            # Ended so long ago that the outcomes forgot it (many turns ended since)? Storage says; else its
+            # entry here would wait for a turn_ended already gone.
+            self._check.send_nowait(turn_id)
+        except trio.WouldBlock:
+            log.warning("cannot check turn %s in storage now; it is told when its end is seen", turn_id)
 
     def watch_ingress(self, key: SessionKey, turn_id: str) -> None:
         """A turn fed by a connector's ingress (`source` `connector`, or `webhook` for an http connector): its reply
@@ -90,29 +98,36 @@ class BackgroundTurns:
         except trio.WouldBlock:
             log.warning("notification queue full; dropped %r", watched.title)
 
-    def _remember_bounded(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
-        table[key] = value
-        while len(table) > self._remember:
-            table.popitem(last=False)
-
     def on_event(self, event: EventRow) -> None:
-        """An event listener (synchronous, cheap): remember results, queue a notification at the turn's end."""
-        if event.turn_id is None:
+        """An event listener (synchronous, cheap): queue a notification when a watched turn ends."""
+        if event.type != "turn_ended" or event.turn_id is None:
             return
-        if event.type == "result":
-            self._remember_bounded(self._results, event.turn_id, str(event.data.get("text", "")))
-        elif event.type == "error":
-            self._remember_bounded(self._results, event.turn_id, "error: " + str(event.data.get("message", "")))
-        elif event.type == "turn_ended":
-            text = self._results.pop(event.turn_id, "")
-            state = str(event.data.get("state", ""))
-            watched = self._watched.pop(event.turn_id, None)
-            if watched is None:
-                self._remember_bounded(self._ended, event.turn_id, (state, text))
-            else:
-                self._queue(watched, state, text)
+        watched = self._watched.pop(event.turn_id, None)
+        outcome = self.runtime.outcomes.get(event.turn_id)
+        if watched is not None and outcome is not None:
+            self._queue(watched, outcome.state, _told_text(outcome))
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._checker)
+            await self._notifier()
+
+    async def _checker(self) -> None:
+        async for turn_id in self._to_check:
+            try:
+                row = await self.runtime.store.call(msg_db.get_turn, turn_id)
+            except Exception as exc:
+                log.warning("cannot read turn %s: %r", turn_id, exc)
+                continue
+            if row is None or row.state in ("queued", "running"):
+                continue  # its turn_ended is still to come
+            watched = self._watched.pop(turn_id, None)
+            if watched is not None:
+                done = row.state == "completed"
+                text = (row.result or "") if done else "error: " + (row.error or row.state)
+                self._queue(watched, row.state, text)
+
+    async def _notifier(self) -> None:
         async for watched, state, text in self._receive:
             body = text if len(text) <= 500 else text[:497] + "..."
             try:
@@ -125,3 +140,10 @@ class BackgroundTurns:
                 )
             except Exception:
                 log.exception("cannot store a notification")
+
+
+def _told_text(outcome: TurnOutcome) -> str:
+    """A notification's body: the reply, or what went wrong."""
+    if outcome.error is not None:
+        return "error: " + outcome.error
+    return outcome.text

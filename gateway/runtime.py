@@ -17,6 +17,7 @@ from hypercorn.trio import serve
 
 from actors.base import Address
 from actors.choice import AgentChoice
+from actors.events import TurnOutcomes
 from actors.mcp import McpHub, McpToolBox
 from actors.messages import Resolve, RouterMsg, SessionKey
 from actors.providers.base import Provider
@@ -185,8 +186,10 @@ async def run(
                 (await infra.start(store_spec)).address, timeout=st.timeout, stats=store_actor.stats, reader=reader
             )
             listeners: list[Callable[[EventRow], None]] = []
+            outcomes = TurnOutcomes()
 
             def on_event(event: EventRow) -> None:
+                outcomes.on_event(event)  # first: a listener told of a turn's end reads its outcome there
                 for listener in listeners:
                     try:
                         listener(event)
@@ -220,6 +223,7 @@ async def run(
                     shutdown=shutdown,
                     choice=choice,
                     event_listeners=listeners,  # the same list `on_event` walks, so features can add to it
+                    outcomes=outcomes,
                     outbound=outbound,
                 )
                 # Live (in memory) vs hibernated sessions, for `GET /api/status` and the memory benchmark.
@@ -381,6 +385,7 @@ async def _start_connectors(runtime: Runtime, core: Supervisor) -> None:
             timeout=cfg.outbox.timeout,
         ),
         outbound=runtime.outbound,
+        outcomes=runtime.outcomes,
     )
     runtime.connectors = connectors
     runtime.event_listeners.append(connectors.on_event)

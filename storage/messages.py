@@ -30,9 +30,11 @@ class MessageRow:
     created_at: int
 
 
-def create_turn(conn: sqlite3.Connection, session_id: str, prompt: str, *, now_ms: int) -> str:
-    """Record a queued turn and its user message; return the turn id."""
-    turn_id = new_id()
+def create_turn(
+    conn: sqlite3.Connection, session_id: str, prompt: str, *, now_ms: int, turn_id: str | None = None
+) -> str:
+    """Record a queued turn and its user message; return the turn id (`turn_id` when given, else a new one)."""
+    turn_id = turn_id or new_id()
     conn.execute(
         "INSERT INTO turns (id, session_id, state, prompt, created_at) VALUES (?, ?, 'queued', ?, ?)",
         (turn_id, session_id, prompt, now_ms),
@@ -69,10 +71,17 @@ def begin_turn(
 
 
 def accept_and_begin(
-    conn: sqlite3.Connection, session_id: str, prompt: str, *, now_ms: int, reserve_to: int, history_limit: int
+    conn: sqlite3.Connection,
+    session_id: str,
+    prompt: str,
+    *,
+    now_ms: int,
+    reserve_to: int,
+    history_limit: int,
+    turn_id: str | None = None,
 ) -> tuple[str, list[MessageRow]]:
     """For an idle session: record the turn and start it in one transaction (one fsync before the provider)."""
-    turn_id = create_turn(conn, session_id, prompt, now_ms=now_ms)
+    turn_id = create_turn(conn, session_id, prompt, now_ms=now_ms, turn_id=turn_id)
     return turn_id, begin_turn(
         conn, turn_id, session_id, now_ms=now_ms, reserve_to=reserve_to, history_limit=history_limit
     )

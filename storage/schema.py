@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -307,6 +309,14 @@ def run_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) ->
     pending = [(name, fn) for name, fn in migrations if name not in done]
     if not pending:
         return []
+    loaded = set(sys.modules)
+    try:
+        return _apply(conn, pending)
+    finally:
+        _unload({name for name in set(sys.modules) - loaded if name.split(".")[0] in _MIGRATION_ONLY})
+
+
+def _apply(conn: sqlite3.Connection, pending: Sequence[Migration]) -> list[str]:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
@@ -322,3 +332,16 @@ def run_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) ->
         conn.execute("COMMIT")
         applied.append(name)
     return applied
+
+
+# What sqlite-utils brings, used by nothing else at start-up (dateutil is croniter's too: it imports it again).
+_MIGRATION_ONLY = {"sqlite_utils", "sqlite_fts4", "click", "pluggy", "dateutil"}
+
+
+def _unload(names: set[str]) -> None:
+    """Forget the libraries the migrations imported (several MiB), so that a gateway's first start stays close to
+    the next ones: nothing holds them once the migrations are done, and whoever needs one later imports it
+    again (only those this run imported: a library already loaded before stays as it was)."""
+    for name in names:
+        sys.modules.pop(name, None)
+    gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+from xdist.scheduler import LoadScopeScheduling
 
 from gateway.config.file import Config, Paths, parse_config, paths_for
 from gateway.core import Runtime
@@ -110,3 +112,66 @@ async def store(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Any]:
     actor = StoreActor(conn)
     spec: ChildSpec[Any] = ChildSpec("store", actor.run, capacity=1024)
     yield Store(await nursery.start(partial(supervise, spec)))
+
+
+# Modules whose tests run on one pytest-xdist worker, one after the other (scripts/test spreads the rest test by
+# test). pytest-xdist's own `xdist_group` mark cannot say it under pytest 9 (the node id it appends to is gone).
+ONE_WORKER = {
+    "tests/test_zipapp.py": "builds the zipapp once, in a module fixture",
+    "tests/gateway/test_bad_input.py": "its tests share one gateway process, a module fixture",
+    "tests/gateway/test_disk_faults.py": "loop devices, mounts and fsfreeze are the machine's: these take turns",
+}
+
+
+# Modules that need the machine to themselves: they go last, and the other workers stop once they have finished
+# what they hold (at most two short tests run beside the start). The load test's 1000 connections meet the
+# gateway's 10 s ask timeouts when another worker takes half the CPU (found so in a full run).
+ALONE = {"tests/gateway/test_load.py"}
+
+
+class _ModuleGroups(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types
+    """A test is a unit of work of its own, or its module is when listed in ONE_WORKER or ALONE; units go out in
+    collection order (see pytest_collection_modifyitems), to whichever worker is free."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return module if module in ONE_WORKER or module in ALONE else nodeid
+
+    def _assign_work_unit(self, node: Any) -> None:
+        if next(iter(self.workqueue)) in ALONE:
+            for other in self.nodes:
+                if other is not node and not other.shutting_down:
+                    other.shutdown()  # it runs what it holds, then exits: the rest of the machine is this unit's
+        super()._assign_work_unit(node)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    if config.getoption("dist") != "loadgroup":
+        return None
+    config.option.loadscopereorder = False  # the order is pytest_collection_modifyitems's, longest first
+    return _ModuleGroups(config, log)
+
+
+def _rank(item: pytest.Item) -> int:
+    if str(item.path.relative_to(item.config.rootpath)) in ALONE:
+        return 3
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    return 1 if item.path.name.startswith("test_webui") else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest first, so no worker starts a two-minute test while the other has nothing left to do: modules
+    with a test marked slow, then the web UI's (each test in Chromium), then the rest, and ALONE's last. A module's
+    tests stay together and in their order, so a module fixture is set up once."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        rank[item.path] = min(rank.get(item.path, 3), _rank(item))
+    items.sort(key=lambda item: rank[item.path])
+
+
+def pytest_sessionfinish() -> None:
+    # The shared Chromium of tests/gateway/browser.py, where a test used it: closed with the session.
+    browser = sys.modules.get("tests.gateway.browser")
+    if browser is not None:
+        browser.chromium.stop()

@@ -22,6 +22,7 @@ from actors.connector import (
     DeliveryResult,
     IngressDispatcher,
 )
+from actors.events import TurnOutcomes
 from actors.messages import RouterMsg
 from actors.outbox import OutboxActor, OutboxMsg, OutboxPolicy, TurnFinished, send_kick
 from actors.store import StorageUnavailableError, Store
@@ -99,8 +100,10 @@ class ConnectorService:
         outbox_policy: OutboxPolicy | None = None,
         restart_policy: RestartPolicy | None = None,
         outbound: OutboundPolicy | None = None,
+        outcomes: TurnOutcomes,
     ) -> None:
         self.store = store
+        self.outcomes = outcomes  # the runtime's: each turn's reply, read at its end
         self.outbound = outbound or OutboundPolicy()
         self.files = files
         self.files_dir = files_dir
@@ -115,7 +118,6 @@ class ConnectorService:
         self.outbox: OutboxActor | None = None
         self.daemon: dict[str, ConnectorConfig] = {}
         self.contexts: dict[str, Context] = {}
-        self._results: dict[str, str] = {}
         self._pending: dict[str, int] = {}
 
     # ---- lifecycle ----
@@ -370,17 +372,16 @@ class ConnectorService:
     # ---- outbox and status ----
 
     def on_event(self, event: EventRow) -> None:
-        """Session event listener: hand each finished turn's final text to the outbox (never blocks)."""
-        if event.type == "result" and event.turn_id:
-            self._results[event.turn_id] = str(event.data.get("text", ""))
-        elif event.type == "turn_ended" and event.turn_id:
-            text = self._results.pop(event.turn_id, None)
-            if event.data.get("state") == "completed" and text is not None and self.outbox_address is not None:
-                try:
-                    self.outbox_address.send_nowait(TurnFinished(event.session_id, event.turn_id, text))
-                except (BusyError, DeadActorError):
-                    # Not lost: the outbox rescans finished turns without planned deliveries.
-                    log.warning("outbox busy; turn %s will be picked up by the next rescan", event.turn_id)
+        """Session event listener: hand each completed turn's final text to the outbox (never blocks)."""
+        if event.type != "turn_ended" or not event.turn_id:
+            return
+        outcome = self.outcomes.get(event.turn_id)
+        if outcome is not None and outcome.state == "completed" and self.outbox_address is not None:
+            try:
+                self.outbox_address.send_nowait(TurnFinished(event.session_id, event.turn_id, outcome.text))
+            except (BusyError, DeadActorError):
+                # Not lost: the outbox rescans finished turns without planned deliveries.
+                log.warning("outbox busy; turn %s will be picked up by the next rescan", event.turn_id)
 
     async def deliver(self, ref: str, request: DeliveryRequest) -> DeliveryResult:
         address = self.actors.address_of(ref)

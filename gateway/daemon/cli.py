@@ -374,7 +374,9 @@ _TIMEOUT_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, full: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; `full=False` leaves out the commands that import their own modules to describe
+    their arguments (`user`, `dashboard`, `onboard`, `completion`): `serve` starts without loading them."""
     parser = argparse.ArgumentParser(prog="gateway", description="A self-hosted agent gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -472,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print what was done as JSON for scripts")
     p = add("doctor", cmd_doctor, "check config, port, file modes, disk, database, provider, connectors, clock, limits")
     p.add_argument("--json", action="store_true", help="print the checks as JSON for scripts")
+    if not full:
+        return parser
     from gateway.daemon.useradmin import add_arguments
 
     add_arguments(add("user", cmd_user, "manage accounts: add, list, role, ban, unban, delete, passwd, invite"))
@@ -507,8 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+_SERVE = ("serve", "start")
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(full=not (words and words[0] in _SERVE))
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     fn: Command | None = getattr(args, "fn", None)

@@ -288,10 +288,13 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     return view
 
 
-def routes() -> list[Route]:
-    """Starlette routes for every registered endpoint (`gateway.http.routes.register()` imports them all)."""
+def routes(module: str | None = None) -> list[Route]:
+    """Starlette routes for every registered endpoint (`gateway.http.routes.register()` imports them all), or for
+    those of one module only."""
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
+        if module is not None and ep.handler.__module__ != module:
+            continue
         by_path.setdefault(ep.path, []).append(ep)
     out: list[Route] = []
     for path, eps in by_path.items():

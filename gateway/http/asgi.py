@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
+from starlette.datastructures import URLPath
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, WebSocketRoute
 
 from gateway.core import Runtime
 from gateway.errors import PayloadTooLargeError, RequestTimeoutError
@@ -23,6 +25,8 @@ from gateway.http.responses import JSON, error_response, exception_handlers
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("gateway.access")
+# Part headers and boundaries around an uploaded file: allowed beyond the file limit before the body is refused.
+MULTIPART_SLACK = 64 * 1024  # room for part headers and small fields (a caption) beside the file
 
 
 async def health(request: Request) -> Response:
@@ -40,18 +44,90 @@ async def health(request: Request) -> Response:
     return JSON(body)
 
 
-def all_routes() -> list[BaseRoute]:
+class RouteGroup(BaseRoute):
+    """The routes of one module, built by `load` on the first request under one of `prefixes`.
+
+    A gateway serves without importing its REST features: each module's code (and what it imports) is loaded
+    by the first request that may be for it. Once loaded, it matches exactly as its routes would in its place.
+    """
+
+    def __init__(self, name: str, prefixes: tuple[str, ...], load: Callable[[], list[BaseRoute]]) -> None:
+        self.name = name
+        self.prefixes = prefixes
+        self._load = load
+        self._routes: list[BaseRoute] | None = None
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        if self._routes is None:
+            self._routes = self._load()
+        return self._routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(self.prefixes):
+            return Match.NONE, {}
+        partial: tuple[Scope, BaseRoute] | None = None
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return match, {**child, _MATCHED: route}
+            if match is Match.PARTIAL and partial is None:
+                partial = (child, route)
+        if partial is not None:
+            return Match.PARTIAL, {**partial[0], _MATCHED: partial[1]}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: BaseRoute = scope[_MATCHED]
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        for route in self.routes:
+            try:
+                return route.url_path_for(name, **path_params)
+            except NoMatchFound:
+                pass
+        raise NoMatchFound(name, path_params)
+
+
+_MATCHED = "gateway.route"  # the scope key a RouteGroup leaves the route it matched under, for its handle()
+
+
+def _rest_group(name: str, prefixes: tuple[str, ...]) -> RouteGroup:
+    def load() -> list[BaseRoute]:
+        from gateway.http import api
+        from gateway.http import routes as rest
+
+        return list(api.routes(rest.load(name)))
+
+    return RouteGroup(name, prefixes, load)
+
+
+def _openapi_routes() -> list[BaseRoute]:
+    from gateway.http import openapi
+
+    return openapi.routes()
+
+
+def all_routes(*, lazy: bool = False) -> list[BaseRoute]:
     """Every route of the gateway. Each REST feature lives in one module of `gateway.http.routes`, listed in its
-    `register()`."""
-    from gateway.http import api, openapi, webui
+    `MODULES`. `lazy`: each module (and the OpenAPI documents) as a `RouteGroup` imported on first use, as the
+    app serves them; otherwise all imported and listed."""
     from gateway.http import routes as rest
+    from gateway.http import webui
     from gateway.ws.connection import websocket_app
 
-    rest.register()
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes.append(WebSocketRoute("/ws", websocket_app))
-    routes.extend(api.routes())  # the connector routes, `/files` and `/upload` included
-    routes.extend(openapi.routes())
+    # The connector routes, `/files` and `/upload` included.
+    groups = [_rest_group(name, prefixes) for name, prefixes in rest.MODULES.items()]
+    groups.append(RouteGroup("openapi", ("/openapi.json", "/docs", "/redoc"), _openapi_routes))
+    if lazy:
+        routes.extend(groups)
+    else:
+        rest.register()
+        for group in groups:
+            routes.extend(group.routes)
     routes.extend(webui.routes())  # only `/` and `/assets/*`: the SPA routes by URL hash, so it shadows nothing
     return routes
 
@@ -148,14 +224,21 @@ class AccessLog:
             access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, ms)
 
 
+def _methods(routes: list[BaseRoute]) -> set[str]:
+    """Every method the routes answer (loading the lazy groups: a CORS gateway imports its routes at start)."""
+    out: set[str] = set()
+    for route in routes:
+        for r in route.routes if isinstance(route, RouteGroup) else [route]:
+            out.update(getattr(r, "methods", None) or ())
+    return out
+
+
 def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """Build the app for a running gateway."""
-    from gateway.http.routes.files import MULTIPART_SLACK
-
     config = runtime.config
-    routes = all_routes()
+    routes = all_routes(lazy=True)
     if not config.api.enabled:  # the E2E API seed's `api.enabled = false`: no /ws, /files, /upload
-        routes = [r for r in routes if getattr(r, "path", None) not in ("/ws", "/files", "/upload")]
+        routes = [r for r in routes if getattr(r, "path", None) != "/ws" and getattr(r, "name", None) != "files"]
     routes.extend(extra_routes or [])
     middleware = [
         Middleware(
@@ -181,7 +264,7 @@ def build_app(runtime: Runtime, extra_routes: list[BaseRoute] | None = None) -> 
                 allow_origins=config.cors.origins,
                 allow_credentials=config.cors.credentials,
                 # Every method a route answers (PATCH /api/models-json included), so no preflight is refused.
-                allow_methods=sorted({m for r in routes for m in getattr(r, "methods", None) or ()} | {"OPTIONS"}),
+                allow_methods=sorted(_methods(routes) | {"OPTIONS"}),
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Session-Id"],
                 expose_headers=["Retry-After", "Content-Disposition"],
             ),

@@ -7,15 +7,17 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import trio
 
 from actors.base import ActorError, BusyError, DeadActorError, ask
+from actors.events import TurnUsage
 from actors.messages import Abort, Retire, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from gateway.core import Runtime
 from gateway.errors import TurnTimeoutError, UnavailableError
+from storage import messages as msg_db
 from storage import sessions as sess_db
+from storage import usage as usage_db
 from storage.clock import now_ms
 from storage.events import EventRow
 from storage.sessions import SessionRow
@@ -25,11 +27,13 @@ ASK_TIMEOUT = 10.0
 
 @dataclass(frozen=True, slots=True)
 class TurnOutcome:
+    """A turn run for an HTTP caller: what was accepted, and how it ended (read from `runtime.outcomes`)."""
+
     accepted: TurnAccepted
-    state: str  # completed | failed | aborted
+    state: str  # completed | failed | aborted | interrupted
     text: str
     error: str | None
-    usage: dict[str, Any] | None = None  # the turn_ended's `usage`: tokens in and out, `estimated` when guessed
+    usage: TurnUsage | None = None  # tokens in and out, `estimated` when guessed
 
 
 async def ensure_session(runtime: Runtime, key: SessionKey, owner: str | None) -> SessionRow:
@@ -169,24 +173,31 @@ async def start_and_follow(
     return accepted, events()
 
 
+def _turn_and_usage(conn: sqlite3.Connection, turn_id: str) -> tuple[msg_db.TurnRow | None, usage_db.TurnUsage | None]:
+    return msg_db.get_turn(conn, turn_id), usage_db.of_turn(conn, turn_id)
+
+
 async def run_turn(runtime: Runtime, key: SessionKey, text: str, *, timeout: float = math.inf) -> TurnOutcome:
     """Submit a turn and wait for its end; raise 504 after `timeout` seconds (the turn goes on)."""
     accepted, events = await start_and_follow(runtime, key, text)
-    state, result = "failed", ""
-    error: str | None = "the session was deleted before the turn ended"
-    error_text: str | None = None
-    usage: dict[str, Any] | None = None
+    ended = False
     with trio.move_on_after(timeout) as scope:
         async for event in events:
-            if event.type == "result":
-                result = str(event.data.get("text", ""))
-            elif event.type == "error":
-                error_text = str(event.data.get("message", ""))
-            elif event.type == "turn_ended":
-                state = str(event.data.get("state", "failed"))
-                error = error_text
-                got = event.data.get("usage")
-                usage = got if isinstance(got, dict) else None
+            ended = event.type == "turn_ended"
     if scope.cancelled_caught:
         raise TurnTimeoutError(f"no reply within {timeout:g} s; the turn goes on (turn {accepted.turn_id})")
-    return TurnOutcome(accepted, state, result, error, usage)
+    outcome = runtime.outcomes.get(accepted.turn_id) if ended else None
+    if outcome is not None:
+        return TurnOutcome(accepted, outcome.state, outcome.text, outcome.error, outcome.usage)
+    if ended:
+        # Forgotten already (thousands of turns ended since): storage has the same end.
+        row, used = await runtime.store.call(_turn_and_usage, accepted.turn_id)
+        if row is not None:
+            done = row.state == "completed"
+            usage = None
+            if used is not None:
+                tokens = (used.input_tokens, used.output_tokens, used.input_tokens + used.output_tokens)
+                usage = TurnUsage(*tokens, used.estimated, used.model)
+            text = (row.result or "") if done else ""
+            return TurnOutcome(accepted, row.state, text, None if done else row.error, usage)
+    return TurnOutcome(accepted, "failed", "", "the session was deleted before the turn ended")

@@ -73,11 +73,25 @@ def content_security_policy(host: str | None) -> str:
 
 
 class WebUI:
-    """The two routes, over the assets scanned once at start-up."""
+    """The two routes, over the assets scanned once, on the first request for the web UI (an idle gateway, or
+    one only used through its API, keeps the ~330 KB out of memory)."""
 
     def __init__(self, root: Path = ROOT) -> None:
-        self.index = _load(root / "index.html")
-        self.assets = scan(root)
+        self.root = root
+        self._index: Asset | None = None
+        self._assets: dict[str, Asset] | None = None
+
+    @property
+    def index(self) -> Asset:
+        if self._index is None:
+            self._index = _load(self.root / "index.html")
+        return self._index
+
+    @property
+    def assets(self) -> dict[str, Asset]:
+        if self._assets is None:
+            self._assets = scan(self.root)
+        return self._assets
 
     def _send(self, request: Request, asset: Asset, *, cache: str) -> Response:
         headers = {"ETag": asset.etag, "Cache-Control": cache, **_COMMON_HEADERS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -13,6 +14,7 @@ import msgspec
 import trio
 from nacl.public import PrivateKey
 
+from actors import events as evs
 from actors.base import ActorError, ask
 from actors.messages import Abort, SessionKey, Submit, Subscribe, Subscription, TurnAccepted
 from actors.store import StorageUnavailableError
@@ -38,6 +40,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 SUBSCRIBER_BUFFER = 1024
+NOTIFICATION_BUFFER = 256  # as the notification hub's own channels
 ASK_TIMEOUT = 10.0
 FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
 _numbers = itertools.count(1)
@@ -50,31 +53,31 @@ def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
     unknown types); a failed turn becomes an encrypted `internal_error`, an interrupted one (stop or crash) an
     `interrupted` error; an aborted or interrupted turn then a `system_status`.
     """
-    t, d = event.type, event.data
-    if t in ("text_delta", "tool_activity", "system_status"):
-        return {"type": t, "data": d.get("data"), "seq": event.seq}
-    if t == "result":
-        text = d.get("text") or ""
-        files = d.get("files") or parse_file_tags(text)
-        frame: dict[str, Any] = {
-            "type": "result",
-            "text": text,
-            "stream_fallback": bool(d.get("stream_fallback")),
-            "files": files,
-            "seq": event.seq,
-        }
-        if "usage" in d:  # an extra field, which every client ignores unless it knows it
-            frame["usage"] = d["usage"]
-        return frame
-    if t == "error":
-        # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
-        code = "interrupted" if d.get("code") == "INTERRUPTED" else "internal_error"
-        return {"type": "error", "code": code, "message": str(d.get("message")), "seq": event.seq}
+    typed = evs.typed(event)
+    match typed:
+        case evs.TextDelta() | evs.ToolActivity() | evs.SystemStatus():
+            return {"type": event.type, "data": typed.data, "seq": event.seq}
+        case evs.Result():
+            frame: dict[str, Any] = {
+                "type": "result",
+                "text": typed.text,
+                "stream_fallback": typed.stream_fallback,
+                "files": typed.files or parse_file_tags(typed.text),
+                "seq": event.seq,
+            }
+            if typed.usage is not msgspec.UNSET:  # an extra field, which every client ignores unless it knows it
+                frame["usage"] = typed.usage
+            return frame
+        case evs.Error():
+            # A turn a stop or crash cut off ends with `interrupted`; every other failure is the agent's.
+            code = "interrupted" if typed.code == "INTERRUPTED" else "internal_error"
+            return {"type": "error", "code": code, "message": typed.message, "seq": event.seq}
     if version >= 2:
-        return {"type": t, **d, "turn_id": event.turn_id, "seq": event.seq}
+        # turn_started, turn_ended, and any kind a newer gateway stored: its fields as they are.
+        return {"type": event.type, **event.data, "turn_id": event.turn_id, "seq": event.seq}
     # A queued turn dropped before it started (`started: false`) streamed nothing a v1 client could clear.
-    if t == "turn_ended" and d.get("state") in ("aborted", "interrupted") and d.get("started", True):
-        return {"type": "system_status", "data": d.get("state"), "seq": event.seq}
+    if isinstance(typed, evs.TurnEnded) and typed.state in ("aborted", "interrupted") and typed.started is not False:
+        return {"type": "system_status", "data": typed.state, "seq": event.seq}
     return None
 
 
@@ -118,7 +121,10 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     runtime.connections += 1
     try:
         client = scope.get("client")
-        await _serve(runtime, wire, str(client[0]) if client else "unknown")
+        auth = await _authenticate(runtime, wire, str(client[0]) if client else "unknown")
+        if auth is not None:
+            # Here, not in _authenticate: its frame (the throttle, its closures) is gone while the socket idles.
+            await Connection(runtime, wire, auth).run()
     except Disconnected:
         pass
     except Exception:
@@ -137,7 +143,8 @@ def _plain_error(code: str, message: str, *, retry_after: int | None = None) -> 
     return redactor.redact_bytes(msgspec.json.encode(error)).decode()
 
 
-async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
+async def _authenticate(runtime: Runtime, wire: AsgiTransport, address: str) -> Authenticated | None:
+    """The auth phase: the client's Authenticated, or None once it was refused (and told why)."""
     try:
         identity = _identity(runtime)
     except OSError as exc:
@@ -145,7 +152,7 @@ async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
         message = f"storage cannot take writes right now ({exc.strerror}): the server key cannot be created; retry"
         await wire.send_text(_plain_error("internal_error", message))
         await wire.close(CLOSE_INTERNAL)
-        return
+        return None
     rest = runtime.services.rest
     throttle: FailedAuthThrottle | None = rest.throttle if rest is not None else None
 
@@ -168,15 +175,15 @@ async def _serve(runtime: Runtime, wire: AsgiTransport, address: str) -> None:
                 throttle.failed(address)
             await wire.send_text(_plain_error(exc.code, exc.message, retry_after=exc.retry_after))
             await wire.close(CLOSE_TRY_AGAIN_LATER if exc.code == "rate_limited" else CLOSE_POLICY)
-            return
+            return None
     if auth is not None and throttle is not None:
         throttle.succeeded(address)
     if auth is None:
         message = f"no auth frame within {runtime.config.ws.auth_timeout:g} s"
         await wire.send_text(_plain_error("auth_timeout", message))
         await wire.close(CLOSE_POLICY)
-        return
-    await Connection(runtime, wire, auth).run()
+        return None
+    return auth
 
 
 _identities: dict[str, PrivateKey] = {}
@@ -191,8 +198,80 @@ def _identity(runtime: Runtime) -> PrivateKey:
     return key
 
 
+class _Feed:
+    """One subscription of a connection (its session's events, or the gateway's notifications): the publisher
+    pushes into the connection's one deque without waiting, as into a memory channel's sending side; the items are
+    sent by a task that exists only while there is something to send.
+
+    Full (`limit` items not sent yet): WouldBlock, and the publisher closes it (it pushes itself as the last item),
+    which makes the connection subscribe again. Once the connection ends it refuses everything (Broken).
+    """
+
+    __slots__ = ("closed", "conn", "limit", "waiting")
+
+    def __init__(self, conn: Connection, limit: int) -> None:
+        self.conn: Connection | None = conn
+        self.limit = limit
+        self.waiting = 0
+        self.closed = False
+
+    def send_nowait(self, value: Any, /) -> None:
+        conn = self.conn
+        if conn is None:
+            raise trio.BrokenResourceError
+        if self.closed:
+            raise trio.ClosedResourceError
+        if self.waiting >= self.limit:
+            raise trio.WouldBlock
+        self.waiting += 1
+        conn.push(value)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.conn is not None:
+            self.conn.push(self)  # after everything it carried: the sender resubscribes there
+
+    def statistics(self) -> _Feed:
+        return self
+
+    @property
+    def open_receive_channels(self) -> int:
+        return 0 if self.conn is None else 1
+
+    def end(self) -> None:
+        self.conn = None
+
+
 class Connection:
-    """The connection actor: a reader, the session's event stream and notifications, one send lock."""
+    """The connection actor: one task reading the socket; a sender task exists only while its session's events
+    or notifications wait to be sent (an idle connection is one task, and keeps no channel)."""
+
+    # Slots: thousands of idle connections each keep one of these (a __dict__ of 23 fields is ~1 KB more).
+    __slots__ = (
+        "_events",
+        "_failures",
+        "_frame_stamps",
+        "_going",
+        "_lock",
+        "_notes",
+        "_nursery",
+        "_own_turns",
+        "_queue",
+        "_replaying",
+        "_sending",
+        "_stamps",
+        "_streaming",
+        "_wake",
+        "auth",
+        "cfg",
+        "key",
+        "last_seq",
+        "name",
+        "rt",
+        "wire",
+    )
 
     def __init__(self, runtime: Runtime, wire: AsgiTransport, auth: Authenticated) -> None:
         self.rt = runtime
@@ -201,29 +280,59 @@ class Connection:
         topic = str(auth.channel_id) if auth.channel_id else ""
         self.key = SessionKey("api", str(auth.chat_id), topic)
         self.cfg = runtime.config.ws
-        self._lock = trio.Lock()
+        self._lock: trio.Lock | None = None  # created by the first send
         self._own_turns: set[str] = set()
-        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used).
-        self._stamps: deque[float] | None = None
-        self._frame_stamps: deque[float] | None = None
+        # The rate windows, created by the first frame (an idle connection keeps no buffers it never used); lists,
+        # not deques: an empty deque is a 64-slot block (~760 B), and these are pruned in bulk.
+        self._stamps: list[float] | None = None
+        self._frame_stamps: list[float] | None = None
         self._failures = 0
         self.last_seq = 0
         self._nursery: trio.Nursery | None = None
         self._going = False  # the gateway is stopping: close with 1001
-        self._events: trio.MemoryReceiveChannel[EventRow] | None = None
+        self._events: _Feed | None = None  # the session's events
+        self._notes: _Feed | None = None  # the gateway's notifications
+        # What waits to be sent, in arrival order: EventRows, notifications (dicts) and closed feeds; created by
+        # the first item and dropped once sent.
+        self._queue: deque[Any] | None = None
+        self._sending = False
+        # While a turn streams, the sender waits here for the next deltas instead of ending after each burst.
+        self._streaming = False
+        self._wake: trio.Event | None = None
+        self._replaying = 0  # how many items at the head of the queue are a subscription's replay
         # Listed in the runtime's registry while it runs: `connection:<n>:<session key>`.
         self.name = f"connection:{next(_numbers)}:{self.key}"
 
     def backlog(self) -> int:
         """Session events waiting to be sent to this client (the registry's view of the connection's inbox)."""
         events = self._events
-        return events.statistics().current_buffer_used if events is not None else 0
+        return events.waiting if events is not None else 0
+
+    def push(self, item: Any) -> None:
+        """Queue an item for the client (called by the feeds, from the publisher's task: never waits)."""
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+        if self._wake is not None:
+            self._wake.set()
+        else:
+            self._kick()
+
+    def _kick(self) -> None:
+        if not self._sending and self._queue and self._nursery is not None:
+            self._sending = True
+            self._nursery.start_soon(self._guard, self._sender)
 
     async def send(self, obj: dict[str, Any]) -> None:
         """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
         plain = redactor.redact_bytes(msgspec.json.encode(obj))
-        async with self._lock:
+        async with self._send_lock():
             await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+
+    def _send_lock(self) -> trio.Lock:
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
@@ -232,20 +341,46 @@ class Connection:
         """Serve the socket until either side leaves; listed in `runtime.registry` meanwhile."""
         # Plain try/finally, not a context manager: this stays a few hundred bytes per idle connection.
         info = self.rt.registry.register(self.name, self, state="running")
+        sub_taken = False
         try:
-            await self._run()
+            sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
+            sub_taken = sub is not None
+            if sub is not None:
+                await self._greet(sub)
+                del sub  # its replay is queued: an idle connection keeps none of it
+                await self._serve()
         finally:
-            self.rt.registry.unregister(self.name, info)
+            try:
+                if sub_taken:
+                    await self._left()
+            finally:
+                self.rt.registry.unregister(self.name, info)
 
-    async def _run(self) -> None:
-        sub = await self._subscribe(self.auth.resume_from, before_auth_ok=True)
-        if sub is None:
-            return
+    async def _left(self) -> None:
+        """The connection ended: let go of its subscriptions, and abort the turns its client left running."""
+        if self._notes is not None:
+            self.rt.notifications.discard(self._notes)
+            self._notes.end()
+        if self._events is not None:
+            self._events.end()  # the session drops it at its next event or idle check
+        self._queue = None
+        if self._own_turns:
+            # The client left mid-turn: abort its turns, running or queued, and only those (another
+            # connection on the key keeps its own). Shielded: the cancel above must not skip it.
+            own = frozenset(self._own_turns)
+            with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
+                try:
+                    await ask(self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT)
+                except ActorError as exc:
+                    log.warning("abort on disconnect of %s failed: %r", self.key, exc)
+
+    async def _greet(self, sub: Subscription) -> None:
+        """Send auth_ok, subscribed to notifications first; queue the subscription's replay."""
         rt = self.rt
         # This chat's provider and model: its own pin where it has one (`PUT /api/chat/sessions/{id}`), else the
         # gateway default, which is also sent so a client can show both.
         try:
-            pin = await rt.store.call(sess_db.pin_of, sub[0].session_id)
+            pin = await rt.store.call(sess_db.pin_of, sub.session_id)
         except (ActorError, StorageUnavailableError) as exc:
             log.warning("auth_ok for %s: cannot read the session's pin (%r); reporting the default", self.key, exc)
             pin = (None, None)
@@ -260,39 +395,41 @@ class Connection:
             "active_model": model,
             "default_provider": rt.choice.provider,
             "default_model": rt.active_model(),
-            "session_id": sub[0].session_id,
-            "last_seq": sub[0].last_seq,
+            "session_id": sub.session_id,
+            "last_seq": sub.last_seq,
         }
         # Subscribed before auth_ok: a client that has auth_ok gets every notification published after it.
-        with self.rt.notifications.subscribe() as notes:
-            if self.auth.version == 1:
-                await self.wire.send_text(msgspec.json.encode(hello).decode())  # v1: the last plaintext frame
-            else:
-                await self.send(hello)
+        self._notes = _Feed(self, NOTIFICATION_BUFFER)
+        self.rt.notifications.add(self._notes)
+        resume = self.auth.resume_from
+        # Live: what came before is history. Resuming: a seq past the session's end (another database) is clamped.
+        self.last_seq = sub.last_seq if resume is None else min(resume, sub.last_seq)
+        if sub.replay:
+            # Sent first, ahead of any live event that arrived meanwhile.
+            self._queue = deque([*sub.replay, *(self._queue or ())])
+            self._replaying = len(sub.replay)
+        if self.auth.version == 1:
+            await self.wire.send_text(msgspec.json.encode(hello).decode())  # v1: the last plaintext frame
+        else:
+            await self.send(hello)
+
+    async def _serve(self) -> None:
+        """Read the socket in this task; a sender starts beside it whenever something waits to be sent."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
+                self._going = True
+                nursery.cancel_scope.cancel()
+            self._kick()
             try:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
-                        self._going = True
-                        nursery.cancel_scope.cancel()
-                    nursery.start_soon(self._guard, self._stream, sub)
-                    nursery.start_soon(self._guard, self._notifications, notes)
-                    await self._guard(self._read)
-                    nursery.cancel_scope.cancel()
-                if self._going:
-                    await self.wire.close(CLOSE_GOING_AWAY)
+                await self._read()
+            except Disconnected:
+                self.wire.closed = True
             finally:
-                if self._own_turns:
-                    # The client left mid-turn: abort its turns, running or queued, and only those (another
-                    # connection on the key keeps its own). Shielded: the cancel above must not skip it.
-                    own = frozenset(self._own_turns)
-                    with trio.CancelScope(shield=True), trio.move_on_after(ASK_TIMEOUT):
-                        try:
-                            await ask(
-                                self.rt.router_address, lambda r: Abort(self.key, r, only=own), timeout=ASK_TIMEOUT
-                            )
-                        except ActorError as exc:
-                            log.warning("abort on disconnect of %s failed: %r", self.key, exc)
+                self._nursery = None  # no sender starts from here on
+            nursery.cancel_scope.cancel()
+        if self._going:
+            await self.wire.close(CLOSE_GOING_AWAY)
 
     def going_away(self) -> None:
         """At shutdown (called by the gateway's one shutdown watcher), tell the client at once (1001) instead of
@@ -314,15 +451,14 @@ class Connection:
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
 
-    async def _subscribe(
-        self, after: int | None, *, before_auth_ok: bool = False
-    ) -> tuple[Subscription, trio.MemoryReceiveChannel[EventRow]] | None:
-        send, receive = trio.open_memory_channel[EventRow](SUBSCRIBER_BUFFER)
+    async def _subscribe(self, after: int | None, *, before_auth_ok: bool = False) -> Subscription | None:
+        feed = _Feed(self, SUBSCRIBER_BUFFER)
         try:
             sub: Subscription = await ask(
-                self.rt.router_address, lambda r: Subscribe(self.key, send, after, r), timeout=ASK_TIMEOUT
+                self.rt.router_address, lambda r: Subscribe(self.key, feed, after, r), timeout=ASK_TIMEOUT
             )
         except (ActorError, StorageUnavailableError) as exc:
+            feed.end()
             message = f"the session is not available ({exc}); reconnect later"
             if isinstance(exc, StorageUnavailableError):
                 # A new chat needs a stored session row: said at once, not after the ask's timeout.
@@ -334,8 +470,8 @@ class Connection:
             else:
                 await self.error("internal_error", message)
             return None
-        self._events = receive
-        return sub, receive
+        self._events = feed
+        return sub
 
     async def _deliver(self, events: list[EventRow]) -> None:
         """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
@@ -349,7 +485,8 @@ class Connection:
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
-            if event.type == "text_delta":
+            if event.type in ("text_delta", "turn_started"):
+                self._streaming = True
                 data = event.data.get("data")
                 if isinstance(data, str):
                     if delta and (delta_turn != event.turn_id or delta_seq != event.seq - 1):
@@ -363,57 +500,84 @@ class Connection:
                 delta = []
             if event.type == "turn_ended":
                 self._own_turns.discard(str(event.data.get("turn_id")))
+                self._streaming = False
             frame = event_frame(event, self.auth.version)
             if frame is not None:
                 frames.append(redactor.redact_bytes(msgspec.json.encode(frame)))
         if delta:
             frames.append(_delta_frame(delta, delta_seq))
         if frames:
-            async with self._lock:
+            async with self._send_lock():
                 for plain in frames:
                     await self.wire.send_frame(self.auth.channel.seal_frame(plain))
 
-    async def _stream(self, first: tuple[Subscription, trio.MemoryReceiveChannel[EventRow]]) -> None:
-        sub, receive = first
-        resume = self.auth.resume_from
-        # Live: what came before is history. Resuming: a seq past the session's end (another database) is clamped.
-        self.last_seq = sub.last_seq if resume is None else min(resume, sub.last_seq)
-        while True:
-            for start in range(0, len(sub.replay), 256):
-                await self._deliver(sub.replay[start : start + 256])
-            async with receive:
-                async for event in receive:
-                    batch = [event]
-                    while len(batch) < 256:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await self._deliver(batch)
-            # The session cut us off (we were too slow) or restarted: resume from the last event we sent.
-            again = await self._subscribe(self.last_seq)
-            if again is None:
-                # No stream to give: close, so the client reconnects (with resume_from) rather than wait forever.
-                await self.wire.close(CLOSE_INTERNAL)
-                raise Disconnected()
-            sub, receive = again
+    async def _sender(self) -> None:
+        """Send what waits, then end (`push` starts it again); while a turn streams it waits for the next deltas
+        instead, so that a reply is one task, not one per burst."""
+        try:
+            queue = self._queue
+            while queue:
+                await self._send_queued(queue)
+                if self._streaming and self._nursery is not None:
+                    self._wake = trio.Event()
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._wake = None
+            self._queue = None  # an idle connection keeps no deque
+        finally:
+            self._sending = False
+        self._kick()  # something arrived as the loop ended
 
-    async def _notifications(self, first: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
-        channel = first
-        while True:
-            async for item in channel:
-                await self.send({"type": "notification", "notification": item})
-            # Cut off for being slow: subscribe again (notifications are persisted; the REST API has them all).
-            with self.rt.notifications.subscribe() as channel:
-                async for item in channel:
-                    await self.send({"type": "notification", "notification": item})
+    async def _send_queued(self, queue: deque[Any]) -> None:
+        """Send everything queued, in order: consecutive session events as one batch."""
+        while queue:
+            item = queue[0]
+            if isinstance(item, EventRow):
+                batch: list[EventRow] = []
+                while queue and len(batch) < 256 and isinstance(queue[0], EventRow):
+                    batch.append(queue.popleft())
+                # The replay at the head of the queue came with the subscription, not through the feed.
+                replayed = min(self._replaying, len(batch))
+                self._replaying -= replayed
+                if self._events is not None:
+                    self._events.waiting = max(0, self._events.waiting - (len(batch) - replayed))
+                await self._deliver(batch)
+                continue
+            queue.popleft()
+            if isinstance(item, _Feed):
+                if item is self._notes:
+                    # Cut off for being slow: subscribe again (notifications are persisted; the REST API has them
+                    # all).
+                    self.rt.notifications.discard(item)
+                    item.end()
+                    self._notes = _Feed(self, NOTIFICATION_BUFFER)
+                    self.rt.notifications.add(self._notes)
+                elif item is self._events:
+                    # The session cut us off (we were too slow) or restarted: resume from the last event sent.
+                    item.end()
+                    self._events = None
+                    self._streaming = False  # its turn's end may never come through this feed
+                    again = await self._subscribe(self.last_seq)
+                    if again is None:
+                        # No stream to give: close, so the client reconnects (with resume_from) rather than wait
+                        # forever.
+                        await self.wire.close(CLOSE_INTERNAL)
+                        raise Disconnected()
+                    if again.replay:
+                        queue.extendleft(reversed(again.replay))
+                        self._replaying = len(again.replay)
+                continue
+            if self._notes is not None:
+                self._notes.waiting = max(0, self._notes.waiting - 1)
+            await self.send({"type": "notification", "notification": item})
 
     @staticmethod
-    def _window_ok(stamps: deque[float], limit: int) -> bool:
+    def _window_ok(stamps: list[float], limit: int) -> bool:
         """A sliding one-minute window: True (and counted) while fewer than `limit` entries are in it."""
         now = trio.current_time()
-        while stamps and now - stamps[0] >= 60.0:
-            stamps.popleft()
+        if stamps and now - stamps[0] >= 60.0:
+            del stamps[: bisect.bisect_right(stamps, now - 60.0)]
         if len(stamps) >= limit:
             return False
         stamps.append(now)
@@ -429,7 +593,7 @@ class Connection:
             # Every frame (aborts and junk too) counts here, before any crypto work: this bounds the CPU a client
             # can cost and the v1 replay set (one nonce per accepted frame) of a long-lived connection.
             if self._frame_stamps is None:
-                self._frame_stamps = deque()
+                self._frame_stamps = []
             if not self._window_ok(self._frame_stamps, FRAMES_PER_MESSAGE * self.cfg.messages_per_minute):
                 if self.auth.version >= 2:
                     # A v2 frame left unopened puts the counters out of step: the connection cannot go on.
@@ -472,8 +636,8 @@ class Connection:
             else:
                 await self.error("unknown_type", f"unknown message type {kind!r}")
 
-    def _new_stamps(self) -> deque[float]:
-        self._stamps = deque()
+    def _new_stamps(self) -> list[float]:
+        self._stamps = []
         return self._stamps
 
     async def _refuse_unopened(self, code: str, message: str, *, close: int) -> None:

@@ -1,23 +1,27 @@
 """A real headless Chromium (Debian's /usr/bin/chromium, never a downloaded one) driven by Playwright's sync API.
 
-The gateway runs in the trio test; the browser runs in a worker thread (`trio.to_thread.run_sync`), and a scenario
-that must act on the gateway meanwhile calls back with `trio.from_thread.run`. Every Playwright wait has a timeout,
-so a stuck page fails the test instead of hanging the thread.
+The gateway runs in the trio test; one Chromium per test process runs on a thread of its own, each test in a fresh
+context, and a scenario that must act on the gateway meanwhile calls back with `to_trio` / `to_trio_sync`. Every
+Playwright wait has a timeout, so a stuck page fails the test instead of hanging the thread.
 """
 
 from __future__ import annotations
 
+import queue
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
-from playwright.sync_api import ConsoleMessage, Page, Response, WebSocket, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Response, WebSocket, sync_playwright
 
 from tests.gateway.harness import require_program
 
+T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -82,36 +86,113 @@ def beside_an_outage(errors: list[str], base_url: str) -> list[str]:
     return out
 
 
+def _open_page(
+    browser: Browser,
+    base_url: str,
+    scenario: Callable[[Page], None],
+    viewport: dict[str, int] | None,
+    before_load: Callable[[Page], None] | None,
+) -> Console:
+    """A fresh context (its own cookies, storage and cache) and page on `browser`, closed after `scenario`."""
+    console = Console()
+    context = browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("console", console.on_message)
+        page.on("pageerror", console.on_page_error)
+        if before_load is not None:
+            before_load(page)
+        page.goto(base_url + "/")
+        scenario(page)
+    finally:
+        context.close()
+    return console
+
+
+class _SharedChromium:
+    """One Chromium for the whole test process, launched on first use: each launch costs a second or two, and
+    some forty tests open a page. Playwright's sync API works only on the thread that started it, so one thread
+    owns it and runs each test's page in turn; `stop()` (at the end of the session) closes the browser."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[Browser], Any], Future[Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[Browser], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="chromium", daemon=True)
+                self._thread.start()
+        done: Future[T] = Future()
+        self._jobs.put((job, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        with sync_playwright() as pw:
+            browser: Browser | None = None
+            try:
+                while (item := self._jobs.get()) is not None:
+                    job, done = item
+                    try:
+                        if browser is None or not browser.is_connected():  # a crashed browser is replaced
+                            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                        done.set_result(job(browser))
+                    except BaseException as exc:  # the test's own failure, raised in its thread
+                        done.set_exception(exc)
+            finally:
+                if browser is not None:
+                    browser.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join(timeout=30)
+                self._thread = None
+
+
+chromium = _SharedChromium()
+_trio_token = threading.local()
+
+
+def to_trio(afn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """From a scenario: run `afn(*args)` in the test's trio run (the gateway's side) and return its result."""
+    return trio.from_thread.run(afn, *args, trio_token=_trio_token.value)
+
+
+def to_trio_sync(fn: Callable[..., T], *args: Any) -> T:
+    """From a scenario: call `fn(*args)` in the test's trio thread."""
+    return trio.from_thread.run_sync(fn, *args, trio_token=_trio_token.value)
+
+
 def run_browser(
     base_url: str,
     scenario: Callable[[Page], None],
     *,
+    token: trio.lowlevel.TrioToken,
     viewport: dict[str, int] | None = None,
     before_load: Callable[[Page], None] | None = None,
 ) -> Console:
-    """Launch Chromium, open a page on `base_url` and run `scenario(page)`; return what the console reported.
+    """Open a page on `base_url` in the shared Chromium and run `scenario(page)`; return what the console reported.
     `before_load(page)` runs before the page is opened (e.g. `page.clock.install()`, the page's clock)."""
-    console = Console()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+
+    def job(browser: Browser) -> Console:
+        _trio_token.value = token
         try:
-            context = browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.on("console", console.on_message)
-            page.on("pageerror", console.on_page_error)
-            if before_load is not None:
-                before_load(page)
-            page.goto(base_url + "/")
-            scenario(page)
+            return _open_page(browser, base_url, scenario, viewport, before_load)
         finally:
-            browser.close()
-    return console
+            _trio_token.value = None
+
+    return chromium.run(job)
 
 
 async def in_browser(base_url: str, scenario: Callable[[Page], None], **kw: Any) -> Console:
-    """Run a browser scenario in a worker thread while the trio test (and its gateway) keeps running."""
-    return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, **kw))
+    """Run a browser scenario off the trio thread while the trio test (and its gateway) keeps running; the scenario
+    acts on the trio side with `to_trio` / `to_trio_sync`."""
+    token = trio.lowlevel.current_trio_token()
+    return await trio.to_thread.run_sync(lambda: run_browser(base_url, scenario, token=token, **kw))
 
 
 # Responses that last as long as the page does: the notification stream (notifications only, never a secret).
@@ -163,7 +244,7 @@ def chat_then_a_notification(page: Page, text: str, trigger: Callable[[], Any]) 
     page.fill("#composer-input", text)
     page.press("#composer-input", "Enter")
     page.wait_for_selector(".msg.assistant.done")
-    trio.from_thread.run(trigger)
+    to_trio(trigger)
     page.wait_for_selector(".toast.note")
     page.wait_for_selector("#bell .badge:not([hidden])")
     return {

@@ -19,6 +19,7 @@ from gateway import __version__
 from storage import events as ev_db
 from storage.events import EventRow
 from tests.conftest import RunningGateway, make_config, start_gateway
+from tests.gateway.harness import CLI_TIMEOUT
 
 
 async def test_health_over_a_real_socket(gateway: RunningGateway) -> None:
@@ -95,7 +96,7 @@ def test_serve_as_a_process_generates_a_token_and_stops_on_sigterm(tmp_path: Pat
         r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         assert r.status_code == 200
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
     finally:
         proc.kill()
         proc.wait()
@@ -114,7 +115,7 @@ def test_serve_as_a_process_generates_a_token_and_stops_on_sigterm(tmp_path: Pat
         shown = _read_until(proc, r"token:\s+(\S+)\s+\(from", lines).group(1)
         _read_until(proc, r"listening on", lines)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
     finally:
         proc.kill()
         proc.wait()

@@ -22,8 +22,6 @@ from gateway.http.api import Ctx, endpoint
 _CHUNK = 256 * 1024
 _BAD_NAME_CHARS = '/\\<>:"|?*\x00'
 MAX_NAME = 120
-# Part headers and boundaries around the file: allowed beyond the file limit before the body is refused.
-MULTIPART_SLACK = 64 * 1024  # room for part headers and small fields (a caption) beside the file
 
 
 def allowed_root(runtime: Runtime) -> Path:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from actors.events import TurnUsage
 from actors.messages import SessionKey
 from gateway.core import started
 from gateway.errors import AgentError, ForbiddenError, NotFoundError, ValidationFailedError
@@ -56,7 +57,7 @@ class AgentResponse(msgspec.Struct, kw_only=True):
     session: str
     session_id: str
     # {input_tokens, output_tokens, total_tokens, estimated, model}: `estimated` when the provider reported none
-    usage: dict[str, Any] | None = None
+    usage: TurnUsage | None = None
 
 
 def connector_transport(ctx: Ctx, channel: str, account: str | None = None) -> str:

@@ -8,11 +8,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from actors import events as evs
 from actors.messages import SessionKey
 from gateway.errors import AgentError, ValidationFailedError
 from gateway.http.api import Ctx, endpoint
 from gateway.http.sse import SSEResponse, sse_event
 from gateway.http.turns import ensure_session, run_turn, start_and_follow
+from storage.events import EventRow
 
 SessionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
@@ -79,10 +81,10 @@ class Chunk(msgspec.Struct, kw_only=True):
     usage: Usage | msgspec.UnsetType | None = msgspec.UNSET
 
 
-def _usage(got: dict[str, Any] | None) -> Usage:
+def _usage(got: evs.TurnUsage | None) -> Usage:
     """The turn's usage as OpenAI counts it (what its provider reported, or the gateway's estimate)."""
-    tokens_in = int((got or {}).get("input_tokens", 0))
-    tokens_out = int((got or {}).get("output_tokens", 0))
+    tokens_in = got.input_tokens if got is not None else 0
+    tokens_out = got.output_tokens if got is not None else 0
     return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
 
 
@@ -93,6 +95,42 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     model: str
     choices: list[Choice]
     usage: Usage
+
+
+class ChunkStream:
+    """One turn's session events as `chat.completion.chunk` SSE events, ending with `[DONE]`."""
+
+    def __init__(self, cid: str, created: int, model: str, *, include_usage: bool) -> None:
+        self.cid, self.created, self.model, self.include_usage = cid, created, model, include_usage
+
+    def chunk(self, delta: Delta, finish: str | None = None) -> bytes:
+        body = Chunk(
+            id=self.cid,
+            created=self.created,
+            model=self.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+            usage=None if self.include_usage else msgspec.UNSET,
+        )
+        return sse_event(body)
+
+    async def chunks(self, events: AsyncIterator[EventRow]) -> AsyncIterator[bytes]:
+        streamed = False
+        ended: evs.TurnEnded | None = None
+        async for row in events:
+            match evs.typed(row):
+                case evs.TextDelta(data=text):
+                    streamed = True
+                    yield self.chunk(Delta(content=text))
+                case evs.Result(text=text) if not streamed:
+                    yield self.chunk(Delta(content=text))
+                case evs.Error(message=message):
+                    yield sse_event({"error": {"code": "AGENT_ERROR", "message": message}})
+                case evs.TurnEnded() as ended:
+                    yield self.chunk(Delta(), "stop" if ended.state == "completed" else "error")
+        if self.include_usage and ended is not None:
+            usage = _usage(ended.usage if isinstance(ended.usage, evs.TurnUsage) else None)
+            yield sse_event(Chunk(id=self.cid, created=self.created, model=self.model, choices=[], usage=usage))
+        yield sse_event("[DONE]")
 
 
 def _text(message: ChatMessage) -> str:
@@ -156,45 +194,16 @@ async def chat_completions(ctx: Ctx) -> Any:
     cid = f"chatcmpl-{accepted.turn_id}"
 
     include_usage = req.stream_options is not None and req.stream_options.include_usage
-
-    def chunk(delta: Delta, finish: str | None = None) -> bytes:
-        body = Chunk(
-            id=cid,
-            created=created,
-            model=req.model,
-            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
-            usage=None if include_usage else msgspec.UNSET,
-        )
-        return sse_event(body)
-
-    async def source() -> AsyncIterator[bytes]:
-        streamed = False
-        ended: dict[str, Any] | None = None
-        async for event in events:
-            if event.type == "text_delta":
-                streamed = True
-                yield chunk(Delta(content=str(event.data.get("data", ""))))
-            elif event.type == "result" and not streamed:
-                yield chunk(Delta(content=str(event.data.get("text", ""))))
-            elif event.type == "error":
-                yield sse_event({"error": {"code": "AGENT_ERROR", "message": str(event.data.get("message", ""))}})
-            elif event.type == "turn_ended":
-                ended = event.data
-                yield chunk(Delta(), "stop" if event.data.get("state") == "completed" else "error")
-        if include_usage and ended is not None:
-            got = ended.get("usage")
-            usage = _usage(got if isinstance(got, dict) else None)
-            yield sse_event(Chunk(id=cid, created=created, model=req.model, choices=[], usage=usage))
-        yield sse_event("[DONE]")
+    stream = ChunkStream(cid, created, req.model, include_usage=include_usage)
 
     # Cut short by shutdown: an error chunk and no `[DONE]`, so the client knows the answer is incomplete.
     farewell = sse_event(
         {"error": {"code": "SHUTTING_DOWN", "message": "the gateway is restarting; the turn was interrupted"}}
     )
     return SSEResponse(
-        source(),
+        stream.chunks(events),
         on_close=lambda: streams.release(who),
-        head=chunk(Delta(role="assistant", content="")),
+        head=stream.chunk(Delta(role="assistant", content="")),
         shutdown=ctx.runtime.shutdown,
         farewell=farewell,
     )

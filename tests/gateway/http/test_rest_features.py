@@ -223,6 +223,9 @@ async def test_status_logs_providers_models(gateway: RunningGateway) -> None:
             # Only through our handler: if an earlier test configured the `gateway` logger, propagation
             # would hand the record to the same memory handler a second time.
             logger.propagate = False
+            # The ring is the process's: records other tests left in it (a web UI test logs "disk nearly full"
+            # too) would be counted below.
+            memory_handler.records.clear()
             try:
                 logger.warning("%s disk nearly full on %s, token %s", mark, "sda1", gateway.token)
                 logger.info("%s quiet info line", mark)
@@ -294,3 +297,27 @@ async def test_openapi_and_docs_viewer(gateway: RunningGateway) -> None:
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), text[:200]
     for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
         assert asset.startswith("/"), asset
+
+
+async def test_a_turn_the_outcomes_forgot_is_still_answered_and_told(gateway: RunningGateway) -> None:
+    """`runtime.outcomes` keeps few ended turns: a reader too late for one reads the turn's row instead."""
+    from storage import events as ev_db
+
+    runtime = gateway.runtime
+    runtime.outcomes.keep = 0  # every ended turn forgotten at once
+    with trio.fail_after(30):
+        async with admin_client(gateway) as client:
+            r = await client.post("/api/agent", json={"message": "late reader", "session": "forgot"})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+        assert answer["reply"] == "late reader"  # the echo provider
+        assert answer["usage"]["total_tokens"] == answer["usage"]["input_tokens"] + answer["usage"]["output_tokens"]
+        assert len(runtime.outcomes) == 0
+        events = await runtime.store.call(ev_db.events_after, answer["session_id"], 0)
+        turn_id = next(e.turn_id for e in events if e.type == "turn_ended")
+        background = runtime.services.background
+        assert background is not None
+        with runtime.notifications.subscribe() as pushed:
+            background.watch(turn_id or "", title="Late", source="api", owner=None)
+            note = await pushed.receive()
+        assert (note["title"], note["body"]) == ("Late: completed", "late reader")

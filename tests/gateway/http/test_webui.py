@@ -32,6 +32,8 @@ from tests.gateway.browser import (
     login_with_token,
     require_chromium,
     texts,
+    to_trio,
+    to_trio_sync,
 )
 from tests.gateway.connectors.helpers import wait_for
 from tests.gateway.http.test_skills_rest import GOOD, skill_folder
@@ -174,7 +176,7 @@ async def test_sessions_create_rename_delete_unread_and_channels(gateway: Runnin
         page.wait_for_selector(".msg.assistant.done")
         seen["channel"] = page.input_value("#channel-select")
         # Unread: a reply in another session while we look elsewhere shows as a count on it.
-        trio.from_thread.run(reply_elsewhere)
+        to_trio(reply_elsewhere)
         page.click("#nav a[data-route=sessions]")
         row = page.locator(f"li[data-session='{other['session_id']}']")
         seen["unread"] = row.locator(".badge").inner_text()
@@ -195,7 +197,7 @@ async def test_sessions_create_rename_delete_unread_and_channels(gateway: Runnin
         page.wait_for_selector("li.session:has-text('Renamed in the browser')", state="detached")
         row.locator(".session-open").click()  # opening it marks it read
         page.wait_for_selector(".msg.assistant.done")
-        trio.from_thread.run(wait_read)
+        to_trio(wait_read)
         page.click("#nav a[data-route=sessions]")
         page.locator(f"li[data-session='{other['session_id']}']").wait_for()
         seen["unread_after"] = page.locator(f"li[data-session='{other['session_id']}'] .badge").count()
@@ -242,7 +244,7 @@ async def test_a_refused_token_then_the_right_one_leaves_nothing_over_the_compos
         seen["toasts"] = texts(page, ".toast")
         seen["over_send"] = covering(page, "#send")
         # A notice that arrives while chatting (a cron run, pushed over /ws) is not put over the composer either.
-        trio.from_thread.run(trigger)
+        to_trio(trigger)
         page.wait_for_selector(".toast.note")
         seen["over_send_with_note"] = covering(page, "#send")
         seen["over_input_with_note"] = covering(page, "#composer-input")
@@ -458,9 +460,9 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
         page.wait_for_selector(".msg.assistant.done")
         # What the page does after a reply (mark it read, then redraw the list) is done: the list says so.
         page.wait_for_selector(".chat-side li.session.active:has-text('first reply'):not(:has(.badge))")
-        trio.from_thread.run(gw.stop)  # the gateway goes away: the socket drops
+        to_trio(gw.stop)  # the gateway goes away: the socket drops
         page.wait_for_selector("#conn-state.reconnecting")
-        trio.from_thread.run(restart_and_run_a_turn_elsewhere)
+        to_trio(restart_and_run_a_turn_elsewhere)
         page.wait_for_selector("#conn-state.live", timeout=30_000)
         page.wait_for_function("() => document.querySelectorAll('.msg.assistant.done').length >= 2")
         box["users"] = texts(page, ".msg.user")
@@ -769,7 +771,7 @@ async def test_the_log_viewer_filters_by_level_and_text_and_follows_live_on_a_ph
             page.select_option("#log-level", "warning")
             page.wait_for_function(rows, arg=1)
             seen["warning"] = texts(page, "#log-lines .log")
-            trio.from_thread.run_sync(log.error, "webui-probe live record")  # the viewer polls: it shows up
+            to_trio_sync(log.error, "webui-probe live record")  # the viewer polls: it shows up
             page.wait_for_function(rows, arg=2)
             seen["live"] = texts(page, "#log-lines .log .msgtext")
             page.fill("#log-q", "no-such-record-anywhere")

@@ -11,7 +11,14 @@ import trio
 from playwright.sync_api import Page
 
 from tests.conftest import TOKEN, RunningGateway, make_config, start_gateway
-from tests.gateway.browser import failed_loads, in_browser, login_with_account, login_with_token, require_chromium
+from tests.gateway.browser import (
+    failed_loads,
+    in_browser,
+    login_with_account,
+    login_with_token,
+    require_chromium,
+    to_trio,
+)
 from tests.gateway.rest import admin_client, register
 
 ERIN = "erins long password"
@@ -108,7 +115,7 @@ async def test_an_admin_account_manages_users_and_is_offered_no_owner_only_actio
         seen["root"], seen["ada"], seen["erin"] = (controls(page, n) for n in ("root", "ada", "erin"))
         row(page, "erin").locator("button", has_text="Ban").click()
         page.wait_for_selector(".card.user[data-user='erin'] .pill.status-banned")
-        seen["banned"] = trio.from_thread.run(_users, gw)["erin"]["status"]
+        seen["banned"] = to_trio(_users, gw)["erin"]["status"]
         row(page, "erin").locator("button", has_text="Unban").click()
         page.wait_for_selector(".card.user[data-user='erin'] .pill.status-active")
         seen["admin_option"] = page.is_disabled("#new-role option[value=super_admin]")

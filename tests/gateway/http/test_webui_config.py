@@ -21,6 +21,7 @@ from tests.gateway.browser import (
     login_with_token,
     require_chromium,
     sign_out,
+    to_trio,
 )
 from tests.gateway.http.test_skills_rest import GOOD, skill_folder
 from tests.gateway.http.test_tool_servers_rest import SERVER
@@ -205,7 +206,7 @@ async def test_mcp_screen_adds_a_stdio_server_lists_its_tools_toggles_and_delete
         # The gateway token's own switch: off for the chats no account owns.
         page.click(".my-tool[data-tool=calc] input.switch")
         page.wait_for_selector(".my-tool[data-tool=calc] >> text=off in my chats")
-        seen["pref"] = trio.from_thread.run(my_pref)
+        seen["pref"] = to_trio(my_pref)
         page.locator(f"{card} button", has_text="Delete").click()
         page.locator(f"{card} button", has_text="Really delete?").click()
         page.wait_for_selector("#mcp-servers >> text=No MCP servers.")
@@ -306,10 +307,10 @@ async def test_skills_screen_installs_from_a_folder_toggles_sets_the_policy_and_
         seen["error_left"] = page.locator("#skill-error").count()
         page.click(f"{card} input.switch")
         page.wait_for_selector(f"{card} >> text=disabled")
-        seen["enabled"] = [s["enabled"] for s in trio.from_thread.run(api, "/api/v2/skills")["skills"]]
+        seen["enabled"] = [s["enabled"] for s in to_trio(api, "/api/v2/skills")["skills"]]
         page.select_option("#skills-policy", "enforce_confirmation")
         page.wait_for_selector(".toast:has-text('now need confirmation')")
-        seen["policy"] = trio.from_thread.run(api, "/api/v2/skills/policy")
+        seen["policy"] = to_trio(api, "/api/v2/skills/policy")
         # A skill with a script under the policy: the reasons, then one click to install it anyway.
         page.fill("#skill-ref", str(risky))
         page.click("#skill-form button[type=submit]")

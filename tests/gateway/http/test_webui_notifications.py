@@ -10,7 +10,7 @@ import trio
 from playwright.sync_api import Page, Request
 
 from tests.conftest import make_config, start_gateway
-from tests.gateway.browser import in_browser, login_with_account, require_chromium
+from tests.gateway.browser import in_browser, login_with_account, require_chromium, to_trio
 from tests.gateway.http.test_notifications_stream import cron_run
 from tests.gateway.rest import register
 
@@ -33,7 +33,7 @@ async def test_an_account_sees_a_new_notification_pushed_without_polling(nursery
         login_with_account(page, "erin", "erins long password")
         page.wait_for_selector("#bell[data-push=live]")
         seen["before"] = list(asked)
-        trio.from_thread.run(cron_run, erin, "evening digest")
+        to_trio(cron_run, erin, "evening digest")
         seen["toast"] = page.locator(".toast.note").first.inner_text()
         page.wait_for_selector("#bell .badge:not([hidden])")
         seen["badge"] = page.inner_text("#bell .badge")

@@ -25,6 +25,7 @@ from tests.gateway.browser import (
     login_with_token,
     require_chromium,
     texts,
+    to_trio,
 )
 from tests.gateway.rest import admin_client
 
@@ -188,7 +189,7 @@ async def test_a_changed_server_key_is_refused_until_the_new_fingerprint_is_pinn
         page.fill("#composer-input", "before the swap")
         page.press("#composer-input", "Enter")
         page.wait_for_selector(".msg.assistant.done")
-        trio.from_thread.run(swap)  # the socket drops; the page reconnects to the other gateway
+        to_trio(swap)  # the socket drops; the page reconnects to the other gateway
         page.wait_for_selector("#pin-error", timeout=30_000)
         seen["banner"] = page.inner_text("#pin-error")
         seen["state"] = page.inner_text("#conn-state")

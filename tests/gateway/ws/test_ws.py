@@ -221,7 +221,7 @@ async def test_shutdown_closes_connections_with_going_away(nursery: trio.Nursery
     gw = await start_gateway(nursery, config, paths)
     with trio.fail_after(10):
         async with client(gw) as c:
-            with trio.fail_after(5):  # far below the graceful timeout: the connection did not hold it up
+            with trio.fail_after(15):  # far below the graceful timeout (30 s): the connection did not hold it up
                 await gw.stop()
             with pytest.raises(ConnectionClosed):
                 await c.ws.get_message()
@@ -237,7 +237,7 @@ async def test_shutdown_with_pings_does_not_wait_out_the_ping_interval(nursery: 
         async with client(gw) as c:
             await c.send_message("hi")
             await until(c, "result")
-            with trio.fail_after(5):  # far below both the ping interval and the graceful timeout
+            with trio.fail_after(15):  # below both the ping interval (20 s) and the graceful timeout (30 s)
                 await gw.stop()
             with pytest.raises(ConnectionClosed):
                 await c.ws.get_message()

@@ -62,3 +62,35 @@ async def test_rounds_of_connections_leave_no_objects_behind(nursery: trio.Nurse
     ours, blocks = [h[0] for h in held], [h[1] for h in held]
     assert ours[-1] - ours[1] < 2 * PER_ROUND, f"our objects after each round: {ours}"
     assert max(blocks[1:]) - blocks[1] < 0.005 * blocks[1], f"allocated blocks after each round: {blocks}"
+
+
+def _connection_tasks() -> int:
+    """Tasks whose own coroutine is the connection actor's (its main task is the server's, which runs the app)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found, todo = 0, [root]
+    while todo:
+        task = todo.pop()
+        code = getattr(task.coro, "cr_code", None)
+        if code is not None and code.co_filename.endswith(str(Path("gateway", "ws", "connection.py"))):
+            found += 1
+        todo.extend(child for n in task.child_nurseries for child in n.child_tasks)
+    return found
+
+
+async def test_an_idle_connection_keeps_no_task_of_its_own(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Issue 17: an idle connection is the server's task reading the socket; the task that sends its session's
+    events and notifications exists only while something is being sent (it was three tasks, with two channels)."""
+    config, paths = make_config(tmp_path)
+    gw = await start_gateway(nursery, config, paths)
+    with trio.fail_after(30):
+        async with client(gw, chat_id=7) as c:
+            await c.send_message("hello " + "word " * 50)
+            assert deltas(await until_frame(c, "result")).startswith("hello")
+            await until(lambda: _connection_tasks() == 0)
+            gw.runtime.notifications.publish({"kind": "test", "text": "pushed"})
+            pushed = await until_frame(c, "notification")
+            assert pushed[-1]["notification"]["text"] == "pushed"
+            await until(lambda: _connection_tasks() == 0)
+            await c.send_message("again")
+            assert deltas(await until_frame(c, "result")) == "again"
