@@ -243,6 +243,10 @@ class _SessionLife:
         self.flushed: trio.Event | None = None  # set (and dropped) at each commit of events, when someone waits
         self.ends = 0  # turns' end records being committed (see _record_end)
         self.ends_stored: trio.Event | None = None  # set (and dropped) once none is, when someone waits
+        # Those commits' waits for the store, and until when they may go on: no limit, until this life is cancelled
+        # (shutdown) or crashes; then `end_shown_after` more, so a frozen disk never holds the stop.
+        self.end_calls: set[trio.CancelScope] = set()
+        self.wind_down_at = math.inf
         self.stopping = False
 
     # ---- lifecycle ----
@@ -267,27 +271,41 @@ class _SessionLife:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                self._kick_runner()
-                await self._serve(inbox, nursery)
-                # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
-                while self.running is not None or self.queue:
-                    if self.running is not None:
-                        await self.running.finished.wait()
-                    else:
-                        await trio.lowlevel.checkpoint()
-                while self.ends:  # a turn's end still being stored (slow disk): the actor exits after it
-                    if self.ends_stored is None:
-                        self.ends_stored = trio.Event()
-                    await self.ends_stored.wait()
-                await self._wait_flushed(self.seq)
-                leaving = self.a.leaving
-                if isinstance(leaving, Retire) and leaving.then is not None:
-                    await self.a.store.call(leaving.then)  # the last act: no successor has started yet
-                nursery.cancel_scope.cancel()
+                try:
+                    await self._live(inbox, nursery)
+                finally:
+                    self._wind_down()
         finally:
             for ch in self.subscribers:
                 ch.close()
             self.subscribers.clear()
+
+    async def _live(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
+        """Serve until told to stop, then finish what is queued and stored, and end the nursery."""
+        self._kick_runner()
+        await self._serve(inbox, nursery)
+        # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
+        while self.running is not None or self.queue:
+            if self.running is not None:
+                await self.running.finished.wait()
+            else:
+                await trio.lowlevel.checkpoint()
+        while self.ends:  # a turn's end still being stored (slow disk): the actor exits after it
+            if self.ends_stored is None:
+                self.ends_stored = trio.Event()
+            await self.ends_stored.wait()
+        await self._wait_flushed(self.seq)
+        leaving = self.a.leaving
+        if isinstance(leaving, Retire) and leaving.then is not None:
+            await self.a.store.call(leaving.then)  # the last act: no successor has started yet
+        nursery.cancel_scope.cancel()
+
+    def _wind_down(self) -> None:
+        """This life is over (stopped, cancelled at shutdown, or crashed): a turn's end still being committed is
+        waited for `end_shown_after` more at most, so a frozen disk never holds the stop."""
+        self.wind_down_at = trio.current_time() + self.cfg.end_shown_after
+        for call in self.end_calls:
+            call.deadline = min(call.deadline, self.wind_down_at)
 
     def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
         """This life cannot start (storage down): answer what waits for it with the reason at once rather than
@@ -772,7 +790,8 @@ class _SessionLife:
     ) -> None:
         """Store turns' last events with their end state (`fn`, one transaction), then show `ending`.
 
-        Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them. The
+        Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them (its
+        commit is waited for at most `end_shown_after` once they begin). The
         commit runs in a task of its own, waited for here at most `end_shown_after`: one that takes longer still
         marks its events stored when it returns, which a session told to stop waits for before it exits. Were the
         commit abandoned with the wait, nothing would ever mark them: the actor would never exit, and the next
@@ -787,10 +806,16 @@ class _SessionLife:
                 backoff = 0.05
                 while True:
                     try:
-                        # Shielded: a commit under way is seen through even at shutdown; the wait between tries is
-                        # not (a restart marks a turn left `running` interrupted).
-                        with trio.CancelScope(shield=True):
-                            await self.a.store.call(fn)
+                        # Shielded: a commit under way is seen through even at shutdown (for a bounded time, see
+                        # `wind_down_at`); the wait between tries is not (a restart ends a turn left `running`).
+                        with trio.CancelScope(shield=True, deadline=self.wind_down_at) as call:
+                            self.end_calls.add(call)
+                            try:
+                                await self.a.store.call(fn)
+                            finally:
+                                self.end_calls.discard(call)
+                        if call.cancelled_caught:
+                            return  # wound down: the store commits it if it holds it, else the restart ends it
                         break
                     except StorageUnavailableError as exc:
                         refused = True

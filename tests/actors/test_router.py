@@ -7,17 +7,24 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from actors.base import Reply
-from actors.messages import Idle, Resolve, SessionKey
+from actors.base import Reply, ask
+from actors.messages import Idle, Resolve, SessionKey, Submit, Subscribe
 from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
 from actors.providers.echo import EchoProvider
+from actors.router import Router, start_router
+from actors.session import SessionConfig
+from actors.store import Store, StoreActor, StoreMsg
+from actors.supervisor import ChildSpec, supervise
 from storage import messages as msg_db
+from storage.db import open_db
+from storage.events import EventRow
 from tests.actors.harness import harness, until_turn_ends
 from tests.conftest import until
 
@@ -355,3 +362,41 @@ async def test_a_session_over_its_restart_budget_is_forgotten_then_revived(
         assert (await until_turn_ends(live_a))[-1].data["state"] == "completed"
         history = await h.store.call(msg_db.history, accepted.session_id)
         assert [m.content for m in history if m.role == "user"] == ["first", "revived"]
+
+
+async def test_a_turn_end_stuck_on_a_frozen_disk_holds_a_cancelled_session_a_bounded_time(tmp_path: Path) -> None:
+    # A turn's end commit is seen through even at shutdown, but only `end_shown_after` longer once its session is
+    # cancelled: a frozen disk must not hold the gateway's stop.
+    gate = GateProvider()
+    disk, entered = threading.Event(), threading.Event()
+
+    def stuck(conn: sqlite3.Connection) -> None:
+        entered.set()
+        disk.wait(30)
+
+    conn = open_db(tmp_path / "actors.db", synchronous="normal")
+    try:
+        async with trio.open_nursery() as infra:
+            spec: ChildSpec[StoreMsg] = ChildSpec("store", StoreActor(conn, inline=False).run, capacity=64)
+            store = Store(await infra.start(partial(supervise, spec)))
+            with trio.fail_after(20):
+                async with trio.open_nursery() as core:
+                    router = Router(
+                        store=store, provider=lambda: gate, session_config=SessionConfig(end_shown_after=0.2)
+                    )
+                    address = await start_router(core, router)
+                    send, live = trio.open_memory_channel[EventRow](100)
+                    await ask(address, lambda r: Subscribe(A, send, None, r), timeout=5)
+                    await ask(address, lambda r: Submit(A, "one", r), timeout=5)
+                    await until(lambda: gate.started == ["one"])
+                    infra.start_soon(store.call, stuck)
+                    await until(entered.is_set)
+                    gate.gates["one"].set()
+                    await until_turn_ends(live)  # shown after 0.2 s; its commit still waits behind the frozen disk
+                    core.cancel_scope.cancel()  # shutdown
+                assert not disk.is_set()  # the session ended while its end commit was still stuck
+            disk.set()
+            infra.cancel_scope.cancel()
+    finally:
+        disk.set()
+        conn.close()
