@@ -72,6 +72,8 @@ class SessionConfig:
     commit_interval: float = 0.2
     model: str | None = None  # when the session pins none (None: the provider's own default)
     caps: usage_db.CapPolicy = field(default_factory=usage_db.CapPolicy)  # where an account has no cap of its own
+    # A turn's outcome is shown once committed, or after this long if its commit is still queued (a slow disk).
+    end_shown_after: float = 5.0
 
 
 # Sequence numbers reserved ahead of what is stored; see storage.messages.reserve_seq.
@@ -176,6 +178,13 @@ def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> No
         msg_db.reserve_seq(conn, batch[0].session_id, reserve_to)
 
 
+def _open_session(conn: Any, key: SessionKey, now: int) -> tuple[sess_db.SessionRow, int, list[msg_db.TurnRow]]:
+    """What a new life of the session starts from: its row (created if new), where its numbering continues, and
+    its turns still queued."""
+    row = sess_db.get_or_create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
+    return row, msg_db.seq_floor(conn, row.id), msg_db.queued_turns(conn, row.id)
+
+
 def _added(a: Usage, b: Usage) -> Usage:
     return Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)
 
@@ -259,6 +268,9 @@ class _SessionLife:
     __slots__ = (
         "a",
         "cfg",
+        "end_calls",
+        "ends",
+        "ends_stored",
         "flushed",
         "flushed_seq",
         "flusher_on",
@@ -284,6 +296,7 @@ class _SessionLife:
         "unsent",
         "urgent",
         "waiting",
+        "wind_down_at",
     )
 
     def __init__(self, actor: SessionActor) -> None:
@@ -319,6 +332,12 @@ class _SessionLife:
         self.flusher_on = False
         self.urgent: trio.Event | None = None  # the flusher's wait, cut short when many events wait
         self.flushed: trio.Event | None = None  # set (and dropped) at each commit of events, when someone waits
+        self.ends = 0  # turns' end records being committed (see _record_end)
+        self.ends_stored: trio.Event | None = None  # set (and dropped) once none is, when someone waits
+        # Those commits' waits for the store, and until when they may go on: no limit, until this life is cancelled
+        # (shutdown) or crashes; then `end_shown_after` more, so a frozen disk never holds the stop.
+        self.end_calls: set[trio.CancelScope] = set()
+        self.wind_down_at = math.inf
         self.stopping = False
         self.waiting: trio.CancelScope | None = None  # the serve loop's wait for a message, until its idle deadline
 
@@ -339,19 +358,14 @@ class _SessionLife:
             for ch in woken.subscribers:
                 ch.close()  # not handed over (its actor crashed on the way out): they subscribe again
         try:
-            row = await self.a.store.call(
-                sess_db.get_or_create_session,
-                key.transport,
-                key.chat_id,
-                key.topic_id,
-                now_ms=now_ms(),
-            )
+            # One store round trip, not three: under load each waits for a whole commit, and the requests that
+            # woke this actor (a first Submit, a Subscribe) wait for all of it.
+            row, floor, queued = await self.a.store.call(_open_session, key, now_ms())
             self.session_id = row.id
             self.owner = row.owner
-            self.seq = self.flushed_seq = self.shown = await self.a.store.call(msg_db.seq_floor, row.id)
+            self.seq = self.flushed_seq = self.shown = floor
             self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
             self.reserved = self.safe = self.seq
-            queued = await self.a.store.call(msg_db.queued_turns, row.id)
         except Exception as exc:
             if self._refuse_waiting(inbox, exc):
                 return  # retired meanwhile: nothing to restart
@@ -364,28 +378,10 @@ class _SessionLife:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                self._kick_runner()
-                await self._serve(inbox, nursery)
-                # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
-                while self.running is not None or self.queue:
-                    if self.running is not None:
-                        await self.running.finished.wait()
-                    else:
-                        await trio.lowlevel.checkpoint()
-                await self._wait_flushed(self.seq)
-                leaving = self.a.leaving
-                if isinstance(leaving, Retire) and leaving.then is not None:
-                    await self.a.store.call(leaving.then)  # the last act: no successor has started yet
-                parking = self.a.parking
-                if isinstance(leaving, Stop) and parking is not None:
-                    # Parked: the subscribers stay open, kept by the router for the key's next actor.
-                    parking.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels]
-                    parking.session_id, parking.owner = self.session_id, self.owner
-                    # What storage holds reserved (not `reserved`, which a refused commit may have raised).
-                    parking.seq, parking.reserved = self.seq, self.safe
-                    parking.ready = True
-                    self.subscribers = []
-                nursery.cancel_scope.cancel()
+                try:
+                    await self._until_stopped(inbox, nursery)
+                finally:
+                    self._wind_down()
         finally:
             for ch in self.subscribers:
                 ch.close()
@@ -401,6 +397,43 @@ class _SessionLife:
                         await self.a.store.call(msg_db.release_reservation, self.session_id)
                     except Exception as exc:
                         log.warning("session %s: sequence reservation kept (%r)", self.a.key, exc)
+
+    async def _until_stopped(self, inbox: trio.MemoryReceiveChannel[SessionMsg], nursery: trio.Nursery) -> None:
+        """Serve until told to stop, then finish what is queued and stored (parked: hand over the subscribers),
+        and end the nursery."""
+        self._kick_runner()
+        await self._serve(inbox, nursery)
+        # Stop or Retire: let the running turn and the queue finish, then flush what they wrote.
+        while self.running is not None or self.queue:
+            if self.running is not None:
+                await self.running.finished.wait()
+            else:
+                await trio.lowlevel.checkpoint()
+        while self.ends:  # a turn's end still being stored (slow disk): the actor exits after it
+            if self.ends_stored is None:
+                self.ends_stored = trio.Event()
+            await self.ends_stored.wait()
+        await self._wait_flushed(self.seq)
+        leaving = self.a.leaving
+        if isinstance(leaving, Retire) and leaving.then is not None:
+            await self.a.store.call(leaving.then)  # the last act: no successor has started yet
+        parking = self.a.parking
+        if isinstance(leaving, Stop) and parking is not None:
+            # Parked: the subscribers stay open, kept by the router for the key's next actor.
+            parking.subscribers = [ch for ch in self.subscribers if ch.statistics().open_receive_channels]
+            parking.session_id, parking.owner = self.session_id, self.owner
+            # What storage holds reserved (not `reserved`, which a refused commit may have raised).
+            parking.seq, parking.reserved = self.seq, self.safe
+            parking.ready = True
+            self.subscribers = []
+        nursery.cancel_scope.cancel()
+
+    def _wind_down(self) -> None:
+        """This life is over (stopped, cancelled at shutdown, or crashed): a turn's end still being committed is
+        waited for `end_shown_after` more at most, so a frozen disk never holds the stop."""
+        self.wind_down_at = trio.current_time() + self.cfg.end_shown_after
+        for call in self.end_calls:
+            call.deadline = min(call.deadline, self.wind_down_at)
 
     def _refuse_waiting(self, inbox: trio.MemoryReceiveChannel[SessionMsg], exc: Exception) -> bool:
         """This life cannot start (storage down): answer what waits for it with the reason at once rather than
@@ -932,31 +965,82 @@ class _SessionLife:
     ) -> None:
         """Store turns' last events with their end state (`fn`, one transaction), then show `ending`.
 
-        Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them.
+        Shielded and bounded: the end is recorded even during shutdown or a crash, and never hangs them (its
+        commit is waited for at most `end_shown_after` once they begin). The
+        commit runs in a task of its own, waited for here at most `end_shown_after`: one that takes longer still
+        marks its events stored when it returns, which a session told to stop waits for before it exits. Were the
+        commit abandoned with the wait, nothing would ever mark them: the actor would never exit, and the next
+        actor of its key, which waits for that, would leave every request for the key unanswered.
         """
-        with trio.CancelScope(shield=True), trio.move_on_after(5) as waited:
+        stored = trio.Event()
+        shown = refused = False
+
+        async def commit() -> None:
+            nonlocal shown, refused
             try:
-                await self.a.store.call(fn)
-                if batch:
-                    self._flushed_to(batch[-1].seq)
-                    self._cover(batch[-1].seq)  # stored
+                backoff = 0.05
+                while True:
+                    try:
+                        # Shielded: a commit under way is seen through even at shutdown (for a bounded time, see
+                        # `wind_down_at`); the wait between tries is not (a restart ends a turn left `running`).
+                        with trio.CancelScope(shield=True, deadline=self.wind_down_at) as call:
+                            self.end_calls.add(call)
+                            try:
+                                await self.a.store.call(fn)
+                            finally:
+                                self.end_calls.discard(call)
+                        if call.cancelled_caught:
+                            return  # wound down: the store commits it if it holds it, else the restart ends it
+                        break
+                    except StorageUnavailableError as exc:
+                        refused = True
+                        # Nothing of it was stored (a withdrawn or failed commit): the turn's end state must be, or
+                        # it stays `running` in storage with no actor to end it. Try it whole again.
+                        log.error("session %s: cannot record the end of %s (%s); retrying", self.a.key, what, exc)
+                        await trio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
             except Exception as exc:
                 log.error("session %s: cannot record the end of %s: %r", self.a.key, what, exc)
                 # Not stored: the flusher keeps trying (events are never dropped) and shows them once stored.
                 self.pending[:0] = batch
-                self.held.extend(ending)
+                if not shown:
+                    self.held.extend(ending)
                 self._kick_flusher()
             else:
-                for event in ending:
-                    self.show(event)
+                if batch:
+                    self._flushed_to(batch[-1].seq)
+                    self._cover(batch[-1].seq)  # stored
+                if not shown:
+                    shown = True
+                    for event in ending:
+                        self.show(event)
                 if self.flushed_seq >= self.shown and not self.pending:
                     # Everything shown is stored: a subscriber joining now reads it from storage. A long reply's
                     # deltas would otherwise stay in memory until the session hibernates.
                     self.recent = None
                     if not self.unsent:
                         self.unsent = None
-        if waited.cancelled_caught:
+            finally:
+                self.ends -= 1
+                stored.set()
+                if not self.ends and self.ends_stored is not None:
+                    self.ends_stored.set()
+                    self.ends_stored = None
+
+        assert self.nursery is not None  # turns and aborts run in it
+        self.ends += 1
+        self.nursery.start_soon(commit)
+        with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.end_shown_after):
+            await stored.wait()
+        if not stored.is_set() and not refused:
             # Still queued in the store, which will commit it: show it now rather than hold back every later event.
-            log.warning("session %s: storing the end of %s takes over 5 s; showing it meanwhile", self.a.key, what)
+            # (One storage refused stays unshown until a retry stores it: a client that saw it may rely on it.)
+            log.warning(
+                "session %s: storing the end of %s takes over %g s; showing it meanwhile",
+                self.a.key,
+                what,
+                self.cfg.end_shown_after,
+            )
+            shown = True
             for event in ending:
                 self.show(event)

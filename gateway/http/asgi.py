@@ -149,17 +149,31 @@ class BodyLimit:
             return
         rule = self.larger.get(scope["path"], self.default)
         limit = rule.size + rule.slack
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                if not value.isdigit():
-                    await error_response(400, "INVALID_REQUEST", "bad Content-Length header")(scope, receive, send)
-                    return
-                if int(value) > limit:
-                    too_big = rule.too_large()
-                    await error_response(too_big.status, too_big.code, too_big.message)(scope, receive, send)
-                    return
         seen = 0
         complete = False
+        has_body = False
+
+        async def closing(message: Message) -> None:
+            # Answered before the whole body came in (refused, or a handler that never read it): hypercorn then
+            # closes the connection, so say so. Without `Connection: close` a client reuses it for its next request,
+            # which fails with "server disconnected" whenever the close wins the race (a loaded machine).
+            if message["type"] == "http.response.start" and has_body and not complete:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        for name, value in scope.get("headers", []):
+            if name == b"transfer-encoding":
+                has_body = True
+            elif name == b"content-length":
+                if not value.isdigit():
+                    has_body = True
+                    await error_response(400, "INVALID_REQUEST", "bad Content-Length header")(scope, receive, closing)
+                    return
+                has_body = has_body or int(value) > 0
+                if int(value) > limit:
+                    too_big = rule.too_large()
+                    await error_response(too_big.status, too_big.code, too_big.message)(scope, receive, closing)
+                    return
 
         async def counted() -> Message:
             nonlocal seen, complete
@@ -179,7 +193,7 @@ class BodyLimit:
                 return message
             raise RequestTimeoutError(f"the request body stalled for {self.body_timeout:g} s; send it without pauses")
 
-        await self.app(scope, counted, send)
+        await self.app(scope, counted, closing if has_body else send)
 
 
 def websocket_ahead(app: ASGIApp) -> WebSocketAhead | None:

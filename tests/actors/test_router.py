@@ -3,19 +3,30 @@ hibernation and revival, crash isolation."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from actors.messages import Idle, SessionKey, Unsubscribe
+from actors.base import Reply, ask
+from actors.messages import Idle, Resolve, SessionKey, Submit, Subscribe, Unsubscribe
 from actors.providers.base import ProviderEvent, ProviderInfo, TextDelta, TurnRequest
 from actors.providers.echo import EchoProvider
+from actors.router import Router, start_router
+from actors.session import SessionConfig
+from actors.store import Store, StoreActor, StoreMsg
+from actors.supervisor import ChildSpec, supervise
 from storage import messages as msg_db
+from storage.db import open_db
+from storage.events import EventRow
 from tests.actors.harness import harness, until_turn_ends
+from tests.conftest import until
 
 A = SessionKey("api", "1")
 A2 = SessionKey("api", "1", "77")
@@ -83,6 +94,56 @@ async def test_turns_serialize_per_key_and_run_concurrently_across_keys(tmp_path
         # Sequence numbers are contiguous per session.
         seqs = [e.seq for e in first + second]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_a_session_whose_turn_end_was_slow_to_store_still_exits_and_its_key_answers_again(
+    tmp_path: Path,
+) -> None:
+    # The bug: past `end_shown_after` the turn's end was shown and its commit's wait abandoned, so nothing marked
+    # those events stored once the commit came. Told to stop, the session waited for that forever; the next actor of
+    # its key waits for the old one to exit, so every request for the key then went unanswered ("router did not
+    # answer").
+    gate = GateProvider()
+    disk, entered = threading.Event(), threading.Event()
+
+    def stuck(conn: sqlite3.Connection) -> None:
+        entered.set()
+        disk.wait(30)  # a slow disk, in miniature: every commit queued behind this one waits
+
+    async with harness(tmp_path, lambda: gate, inline=False, timeout=30, idle_timeout=0.5, end_shown_after=0.2) as h:
+        _, live, _ = await h.subscribe(A)
+        await h.submit(A, "one")
+        await until(lambda: gate.started == ["one"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.store.call, stuck)
+            await until(entered.is_set)
+            gate.gates["one"].set()
+            events = await until_turn_ends(live)  # shown after 0.2 s, while its commit still waits
+            assert [e.type for e in events][-2:] == ["result", "turn_ended"]
+            disk.set()
+        live.close()  # idle now: the router retires it once its end is stored
+        await until(lambda: h.router.statistics().retired == 1)
+        gate.gates["two"] = trio.Event()
+        gate.gates["two"].set()
+        _, again, _ = await h.subscribe(A)  # a new actor of the key, started once the old one exited
+        await h.submit(A, "two")
+        assert [e.data.get("text") for e in await until_turn_ends(again) if e.type == "result"] == ["two"]
+
+
+async def test_the_router_routes_a_burst_waiting_in_its_mailbox_in_one_scheduler_pass(tmp_path: Path) -> None:
+    # Each message used to cost the router at least one scheduler pass (the checkpoint in `receive()`, and a wait
+    # for each new session's first run): with 1000 busy connections on a loaded machine that was a few dozen
+    # messages a second, and asks queued behind a burst timed out ("router did not answer within 10 s").
+    async with harness(tmp_path, lambda: EchoProvider()) as h:
+        await trio.testing.wait_all_tasks_blocked()
+        replies: list[Reply[str]] = [Reply() for _ in range(200)]
+        for i, reply in enumerate(replies):
+            h.address.send_nowait(Resolve(SessionKey("api", f"burst-{i}"), reply))
+        for _ in range(2):  # the router is woken by the first message: it runs within two passes
+            await trio.lowlevel.checkpoint()
+        assert h.router.statistics().started == 200
+        ids = {await reply.wait() for reply in replies}
+        assert len(ids) == 200
 
 
 async def test_every_subscriber_sees_the_same_stream(tmp_path: Path) -> None:
@@ -328,3 +389,41 @@ async def test_a_session_over_its_restart_budget_is_forgotten_then_revived(
         assert (await until_turn_ends(live_a))[-1].data["state"] == "completed"
         history = await h.store.call(msg_db.history, accepted.session_id)
         assert [m.content for m in history if m.role == "user"] == ["first", "revived"]
+
+
+async def test_a_turn_end_stuck_on_a_frozen_disk_holds_a_cancelled_session_a_bounded_time(tmp_path: Path) -> None:
+    # A turn's end commit is seen through even at shutdown, but only `end_shown_after` longer once its session is
+    # cancelled: a frozen disk must not hold the gateway's stop.
+    gate = GateProvider()
+    disk, entered = threading.Event(), threading.Event()
+
+    def stuck(conn: sqlite3.Connection) -> None:
+        entered.set()
+        disk.wait(30)
+
+    conn = open_db(tmp_path / "actors.db", synchronous="normal")
+    try:
+        async with trio.open_nursery() as infra:
+            spec: ChildSpec[StoreMsg] = ChildSpec("store", StoreActor(conn, inline=False).run, capacity=64)
+            store = Store(await infra.start(partial(supervise, spec)))
+            with trio.fail_after(20):
+                async with trio.open_nursery() as core:
+                    router = Router(
+                        store=store, provider=lambda: gate, session_config=SessionConfig(end_shown_after=0.2)
+                    )
+                    address = await start_router(core, router)
+                    send, live = trio.open_memory_channel[EventRow](100)
+                    await ask(address, lambda r: Subscribe(A, send, None, r), timeout=5)
+                    await ask(address, lambda r: Submit(A, "one", r), timeout=5)
+                    await until(lambda: gate.started == ["one"])
+                    infra.start_soon(store.call, stuck)
+                    await until(entered.is_set)
+                    gate.gates["one"].set()
+                    await until_turn_ends(live)  # shown after 0.2 s; its commit still waits behind the frozen disk
+                    core.cancel_scope.cancel()  # shutdown
+                assert not disk.is_set()  # the session ended while its end commit was still stuck
+            disk.set()
+            infra.cancel_scope.cancel()
+    finally:
+        disk.set()
+        conn.close()

@@ -51,7 +51,8 @@ async def test_every_request_meets_one_limit_said_one_way(nursery: trio.Nursery,
             )
             upload = await rest.post("/api/files", files={"file": ("a.bin", b"x" * (5 * limit))})
             workspace_upload = await rest.post("/upload", files={"file": ("a.bin", b"x" * (3 * limit))})
-        async with httpx.AsyncClient(base_url=gw.base_url, headers={"Authorization": f"Bearer {SHARED}"}) as ext:
+        ext_headers = {"Authorization": f"Bearer {SHARED}"}
+        async with httpx.AsyncClient(base_url=gw.base_url, headers=ext_headers, timeout=30) as ext:
             # The connector's ingress has the same limit as any other body (it had its own, of 2 MiB + 64 KiB).
             under = await ext.post(BATCH, content=batch_of(limit), headers={"content-type": "application/json"})
             over = await ext.post(BATCH, content=batch_of(limit + 1), headers={"content-type": "application/json"})
@@ -65,6 +66,11 @@ async def test_every_request_meets_one_limit_said_one_way(nursery: trio.Nursery,
     assert workspace_upload.status_code == 413 and error_of(workspace_upload)["message"] == (
         f"the upload is larger than {2 * limit} bytes; send less, or raise `files.max_upload_bytes`"
     )
+    # Refused before its body was read: the server closes that connection, and says so, so that no client sends
+    # its next request down it (that failed as "server disconnected without sending a response" under load).
+    for r in (over_json, streamed, upload, workspace_upload, over):
+        assert r.headers.get("connection") == "close", (r.request.url, r.headers)
+    assert "connection" not in under.headers  # a body read whole keeps its connection
 
 
 async def test_a_larger_limit_lets_a_connector_take_larger_batches(nursery: trio.Nursery, tmp_path: Path) -> None:
