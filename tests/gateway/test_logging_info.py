@@ -36,7 +36,7 @@ async def test_info_logs_requests_cron_users_and_connectors(nursery: trio.Nurser
                 assert (await admin.delete("/v1/runtime/connectors/telegram/tg1")).status_code == 204
         finally:
             await gw.stop()
-        text = log_file.read_text()
+    text = log_file.read_text()  # after the block: closing the file's handler wrote every queued line
     assert re.search(r"info +gateway\.access: GET /api/sessions 200 \d+\.\dms", text), text
     assert re.search(r"gateway\.access: GET /api/sessions/nope 404 ", text)
     assert re.search(r"gateway\.access: POST /api/admin/users 201 ", text)
@@ -57,5 +57,5 @@ async def test_the_request_log_can_be_turned_off(nursery: trio.Nursery, tmp_path
                 assert (await anon.get("/health")).status_code == 200
         finally:
             await gw.stop()
-        text = log_file.read_text()
+    text = log_file.read_text()
     assert "listening on" in text and "gateway.access" not in text
