@@ -178,11 +178,16 @@ def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> No
         msg_db.reserve_seq(conn, batch[0].session_id, reserve_to)
 
 
-def _open_session(conn: Any, key: SessionKey, now: int) -> tuple[sess_db.SessionRow, int, list[msg_db.TurnRow]]:
+def _open_session(
+    conn: Any, key: SessionKey, now: int, reserve: int = 0
+) -> tuple[sess_db.SessionRow, int, list[msg_db.TurnRow]]:
     """What a new life of the session starts from: its row (created if new), where its numbering continues, and
-    its turns still queued."""
+    its turns still queued; with `reserve`, that many numbers above it reserved in the same transaction."""
     row = sess_db.get_or_create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
-    return row, msg_db.seq_floor(conn, row.id), msg_db.queued_turns(conn, row.id)
+    floor = msg_db.seq_floor(conn, row.id)
+    if reserve:
+        msg_db.reserve_seq(conn, row.id, floor + reserve)
+    return row, floor, msg_db.queued_turns(conn, row.id)
 
 
 def _added(a: Usage, b: Usage) -> Usage:
@@ -360,12 +365,20 @@ class _SessionLife:
         try:
             # One store round trip, not three: under load each waits for a whole commit, and the requests that
             # woke this actor (a first Submit, a Subscribe) wait for all of it.
-            row, floor, queued = await self.a.store.call(_open_session, key, now_ms())
+            # Numbers are reserved here, when the actor wakes (a client's connect), so a first turn's first
+            # delta does not wait for a commit to show: its acceptance commits alongside. Refused (a disk gone
+            # read-only), the life starts without: its events then wait for the commit that covers them.
+            try:
+                row, floor, queued = await self.a.store.call(_open_session, key, now_ms(), SEQ_RESERVE)
+                reserved = floor + SEQ_RESERVE
+            except StorageUnavailableError:
+                row, floor, queued = await self.a.store.call(_open_session, key, now_ms())
+                reserved = floor
             self.session_id = row.id
             self.owner = row.owner
             self.seq = self.flushed_seq = self.shown = floor
             self.life_floor = self.seq  # numbers up to here belong to earlier lives of this session
-            self.reserved = self.safe = self.seq
+            self.reserved = self.safe = reserved
         except Exception as exc:
             if self._refuse_waiting(inbox, exc):
                 return  # retired meanwhile: nothing to restart

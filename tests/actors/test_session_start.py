@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.base import ask
+from actors.base import Reply, ask
 from actors.messages import SessionKey, Submit, TurnAccepted
 from actors.providers.base import ProviderEvent, TurnRequest
 from actors.providers.echo import EchoProvider, EchoTurn
@@ -83,9 +83,10 @@ class _Watched(EchoProvider):
         return Turn(request.prompt, 0.0)
 
 
-async def test_no_event_is_shown_before_a_commit_covers_its_number(tmp_path: Path) -> None:
-    # A new session has nothing reserved: were its first turn's deltas shown while the acceptance commits, a crash
-    # in between would hand their numbers out again in the next life (a resuming client sees one seq twice).
+async def test_no_number_is_shown_that_a_crash_could_hand_out_again(tmp_path: Path) -> None:
+    # A turn's events are shown while its acceptance commits: each number shown must already be reserved (or stored)
+    # in storage, or a crash in between lets the next life hand it out again (a resuming client sees one seq twice).
+    # Checked for a session's first turn and for a later one (a turn's end once gave the reservation back).
     provider = _Watched()
     release = threading.Event()
 
@@ -94,15 +95,27 @@ async def test_no_event_is_shown_before_a_commit_covers_its_number(tmp_path: Pat
 
     async with harness(tmp_path, lambda: provider, inline=False) as h:
         _, events, _ = await h.subscribe(KEY)
-        async with trio.open_nursery() as nursery:
-            submit = partial(ask, h.address, lambda r: Submit(KEY, "one two three four five", r, also=slow_commit))
-            nursery.start_soon(partial(submit, timeout=10))
-            await provider.produced.wait()
-            assert events.statistics().current_buffer_used == 0  # streamed, but nothing shown: nothing reserved
-            release.set()
-        seen = await until_turn_ends(events)
-    assert [e.type for e in seen][:2] == ["turn_started", "text_delta"]
-    assert [e.data["text"] for e in seen if e.type == "result"] == ["one two three four five"]
+        for n in range(2):
+            provider.produced = trio.Event()
+            release.clear()
+            async with trio.open_nursery() as nursery:
+                text = f"turn {n} one two three four five"
+
+                def make(r: Reply[TurnAccepted], text: str = text) -> Submit:
+                    return Submit(KEY, text, r, also=slow_commit)
+
+                nursery.start_soon(partial(ask, h.address, make, timeout=10))
+                await provider.produced.wait()
+                shown = [events.receive_nowait().seq for _ in range(events.statistics().current_buffer_used)]
+                # Another connection, as the next life would read it: the acceptance is still uncommitted.
+                with sqlite3.connect(h.db_path) as conn:
+                    (session_id,) = conn.execute("SELECT id FROM sessions").fetchone()
+                    floor = msg_db.seq_floor(conn, session_id)
+                # Shown at once (the numbers were reserved when the actor woke), and every one of them safe.
+                assert len(shown) >= 2 and max(shown) <= floor, (shown, floor)
+                release.set()
+            seen = await until_turn_ends(events)
+            assert [e.data["text"] for e in seen if e.type == "result"] == [text]
 
 
 async def test_an_idle_sessions_acceptance_commits_after_its_first_delta_was_shown(tmp_path: Path) -> None:
