@@ -178,14 +178,16 @@ async def test_sessions_create_rename_delete_unread_and_channels(gateway: Runnin
         # Unread: a reply in another session while we look elsewhere shows as a count on it.
         to_trio(reply_elsewhere)
         page.click("#nav a[data-route=sessions]")
-        row = page.locator(f"li[data-session='{other['session_id']}']")
+        # Scoped to the sessions page: the chat screen's own compact list has the same rows, and until the route
+        # redraws, an unscoped locator would read that older list.
+        row = page.locator(f".session-page li[data-session='{other['session_id']}']")
         seen["unread"] = row.locator(".badge").inner_text()
         # Create, rename, delete.
         page.click(".panel-head button:has-text('+ New')")
         page.wait_for_selector("#composer-input")
         seen["new_hash"] = page.evaluate("location.hash")
         page.click("#nav a[data-route=sessions]")
-        fresh = page.locator(f"li.session[data-session='{seen['new_hash'].removeprefix('#/chat/')}']")
+        fresh = page.locator(f".session-page li.session[data-session='{seen['new_hash'].removeprefix('#/chat/')}']")
         seen["fresh_name"] = fresh.locator(".name").inner_text()  # no title and nothing said in it yet
         fresh.locator("button", has_text="Rename").click()
         page.fill(".rename-input", "Renamed in the browser")
@@ -199,8 +201,8 @@ async def test_sessions_create_rename_delete_unread_and_channels(gateway: Runnin
         page.wait_for_selector(".msg.assistant.done")
         to_trio(wait_read)
         page.click("#nav a[data-route=sessions]")
-        page.locator(f"li[data-session='{other['session_id']}']").wait_for()
-        seen["unread_after"] = page.locator(f"li[data-session='{other['session_id']}'] .badge").count()
+        row.wait_for()
+        seen["unread_after"] = row.locator(".badge").count()
 
     with trio.fail_after(90):
         console = await in_browser(gateway.base_url, scenario)
