@@ -419,7 +419,22 @@ def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool =
 
 if __name__ == "__main__":
     # --connections: only the per-connection rows (a minute or two), e.g. to take the median of three runs.
+    # --back: only "memory comes back" (its 10 rounds, a few minutes), printing the ratio.
     args = sys.argv[1:]
+    if "--back" in args:
+        quick = "--quick" in args
+        traced = "--tracemalloc" in args
+        n_back = 50 if quick else 1000
+        n_back = max(n_back // 5, 20) if traced else n_back
+        with tempfile.TemporaryDirectory(prefix="gw-bench-back-") as d:
+            back, stuck = _comes_back(Path(d), 2 if quick else 10, n_back, traced, 0.3 if quick else 1.0)
+        print(
+            f"memory comes back: {back[-1] / back[0]:.3f} x round 1; MiB per round: "
+            + ", ".join(f"{x / MIB:.1f}" for x in back)
+            + "".join(f"; {s}" for s in stuck)
+            + _refused(len(RETRIED))
+        )
+        sys.exit(0)
     for r in run(
         quick="--quick" in args, tracemalloc="--tracemalloc" in args, connections_only="--connections" in args
     ):

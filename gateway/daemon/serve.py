@@ -196,6 +196,7 @@ async def serve_once(
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
         outcome.serving = True
         tune_gc()
+        nursery.start_soon(collect_when_quiet)
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
         nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
@@ -213,6 +214,36 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# A full collection once the gateway goes quiet after at least this many young collections (30 000 new container
+# objects: some hundred connections' worth), read every QUIET_PERIOD seconds; quiet is at most one young
+# collection in the last period.
+QUIET_AFTER_YOUNG = 3
+QUIET_PERIOD = 1.0
+
+
+def _young_collections() -> int:
+    return int(gc.get_stats()[0]["collections"])
+
+
+async def collect_when_quiet(period: float = QUIET_PERIOD, after: int = QUIET_AFTER_YOUNG) -> None:
+    """Run a full collection when a burst of work is over, never during it.
+
+    With young collections every 10 000 new objects (tune_gc), garbage in reference cycles that lived as long as
+    a connection (hypercorn's per-connection server, protocol and h11 state, ~28 objects each, a cycle through
+    the bound `protocol_send`) reaches the oldest generation, whose collections are rare: after each burst of
+    connections their memory stayed taken, and the next burst's peak landed on top of it (RSS after 10 rounds of
+    1000 connections 1.23-1.35 x round 1; with this, about the default thresholds' figure). A collection while
+    traffic flows would pause every request; this one waits for a period with at most one young collection."""
+    seen = since_full = _young_collections()
+    while True:
+        await trio.sleep(period)
+        now = _young_collections()
+        if now - since_full >= after and now - seen <= 1:
+            gc.collect()
+            now = since_full = _young_collections()
+        seen = now
 
 
 def reread_token(rt: Runtime, config: Config, paths: Paths) -> None:
