@@ -13,6 +13,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 import trio
 
 from actors.base import Address, DeadActorError, Reply, TemporaryFailure
+from storage import events as ev_db
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -25,10 +26,15 @@ class StorageUnavailableError(TemporaryFailure):
 
 @dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
-    """One unit of work: `fn(conn)` runs inside the batch's transaction, under its own savepoint."""
+    """One unit of work: `fn(conn, *args, **kwargs)` runs inside the batch's transaction."""
 
-    fn: Callable[[sqlite3.Connection], T]
+    fn: Callable[..., T]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     reply: Reply[T]
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        return self.fn(conn, *self.args, **self.kwargs)
 
 
 StoreMsg = Op[Any]
@@ -123,21 +129,47 @@ def _begin(conn: sqlite3.Connection) -> StorageUnavailableError | None:
     return None
 
 
+# Writes whose calls may be merged: `fn(conn, a)` then `fn(conn, b)` does what one `fn(conn, [*a, *b])` does, and
+# returns None. Merged, many one-row writes from many callers cost one statement per commit instead of one each
+# (each statement releases and retakes the GIL in this thread).
+COMBINABLE: frozenset[Callable[..., None]] = frozenset({ev_db.append_events})
+
+
+def _runs(batch: list[Op[Any]]) -> list[tuple[int, int]]:
+    """The batch cut into [start, end) runs: consecutive combinable ops of one function together, others alone."""
+    runs: list[tuple[int, int]] = []
+    i, n = 0, len(batch)
+    while i < n:
+        fn = batch[i].fn
+        j = i + 1
+        if fn in COMBINABLE and len(batch[i].args) == 1 and not batch[i].kwargs:
+            while j < n and batch[j].fn is fn and len(batch[j].args) == 1 and not batch[j].kwargs:
+                j += 1
+        runs.append((i, j))
+        i = j
+    return runs
+
+
 def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
     """Run every op in one transaction; an op's own error rolls back only that op.
 
-    Optimistic: the batch first runs without savepoints (two statements fewer per op); only when an op
-    fails is the transaction rolled back and the batch run again with a savepoint around each op.
-    When the database itself refuses (disk full, I/O error), every op of the batch fails with
-    StorageUnavailableError: nothing of it is committed, so nothing of it may be acknowledged.
+    Optimistic: the batch first runs without savepoints (two statements fewer per op), consecutive combinable
+    ops merged into one call; only when a call fails is the transaction rolled back and the batch run again
+    op by op with a savepoint around each. When the database itself refuses (disk full, I/O error), every op
+    of the batch fails with StorageUnavailableError: nothing of it is committed, so nothing of it may be
+    acknowledged.
     """
     err = _begin(conn)
     if err is not None:
         return [(False, err)] * len(batch)
     results: list[tuple[bool, Any]] = []
-    for op in batch:
+    for start, end in _runs(batch):
         try:
-            results.append((True, op.fn(conn)))
+            if end - start == 1:
+                results.append((True, batch[start](conn)))
+            else:
+                batch[start].fn(conn, [row for op in batch[start:end] for row in op.args[0]])
+                results += [(True, None)] * (end - start)
         except Exception as exc:
             _rollback(conn)
             refused = unavailable(exc)
@@ -156,7 +188,7 @@ def _run_batch_isolated(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[
     for op in batch:
         try:
             conn.execute("SAVEPOINT op")
-            value = op.fn(conn)
+            value = op(conn)
         except Exception as exc:
             refused = unavailable(exc)
             if refused is not None or not conn.in_transaction:
@@ -364,7 +396,7 @@ class Store:
         if self.stats is not None and self.stats.stalled_for(trio.current_time()) >= self.timeout:
             raise StorageUnavailableError(self.degraded() or "storage is stalled")
         reply: Reply[T] = Reply()
-        op = Op(lambda conn: fn(conn, *args, **kwargs), reply)
+        op = Op(fn, args, kwargs, reply)
         with trio.move_on_after(self.timeout):
             try:
                 await self.address.send(op)
