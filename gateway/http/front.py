@@ -1,4 +1,4 @@
-"""What serves before the Starlette app exists: `/health`, the lifespan, `/ws`, and the access log they share."""
+"""What serves ahead of the Starlette app: `/health`, the lifespan, `/ws`, external event ingress, the access log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import msgspec
 
 from gateway.core import Runtime
 from gateway.http.forwarded import ForwardedFor
+from gateway.http.ingress import IngressAhead, ingress_action
 from gateway.logs import redactor
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,6 +113,12 @@ class LazyApp:
         if self._trusted:
             health = ForwardedFor(health, trusted=self._trusted)
         self._health_app = health
+        ingress: ASGIApp = IngressAhead(runtime)
+        if config.log.access:
+            ingress = AccessLog(ingress)
+        if self._trusted:
+            ingress = ForwardedFor(ingress, trusted=self._trusted)
+        self._ingress_app = ingress
 
     @property
     def built(self) -> bool:
@@ -133,6 +140,8 @@ class LazyApp:
         kind = scope["type"]
         if kind == "http" and scope["path"] == "/health" and scope["method"] == "GET" and not _has_body(scope):
             await self._health_app(scope, receive, send)
+        elif kind == "http" and ingress_action(scope) is not None:
+            await self._ingress_app(scope, receive, send)
         elif kind == "lifespan" and self._app is None:
             await _lifespan(receive, send)
         else:
