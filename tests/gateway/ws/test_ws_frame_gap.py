@@ -47,4 +47,3 @@ async def test_v2_turn_started_frame_does_not_hold_the_first_delta(gateway: Runn
     sent = delta_frames(frames)
     assert len(sent[0].split()) <= 2, sent[:3]  # the gap follows delta frames only
     assert len(sent) <= 3 and deltas(frames) == WORDS
-
