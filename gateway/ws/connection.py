@@ -45,7 +45,7 @@ ASK_TIMEOUT = 10.0
 FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
 _numbers = itertools.count(1)
 # While a turn streams, a connection sends its deltas at most one frame per this many seconds: what arrives in
-# between waits and leaves joined in the next frame. Each frame costs the gateway ~50 µs (JSON, NaCl, base64,
+# between waits and leaves joined in the next frame. Each frame costs the gateway ~40 µs (JSON, NaCl, base64,
 # hypercorn's send path, a sendto that wakes the client) and the client a decrypt, whatever its size; a model
 # streams a token every 10-50 ms, so only a burst (a fast provider, a socket that was behind) is ever joined,
 # and a reader cannot see a millisecond. A turn's first delta, and any delta after a pause, go at once.
