@@ -28,9 +28,10 @@ async def test_v1_first_delta_alone_then_the_burst_joined(gateway: RunningGatewa
         await c.send_message(WORDS)
         frames = await until(c, "result")
     sent = delta_frames(frames)
-    # The first delta leaves at once (the sender may find the second one queued beside it), the rest of the
-    # burst waits out the gap and leaves as one frame, or two if the provider outlasted a gap.
-    assert len(sent[0].split()) <= 2, sent[:3]
+    # The first delta leaves at once (with the few the provider added while the sender was being scheduled; held
+    # for the gap it would carry all 60), the rest of the burst waits out the gap and leaves as one frame, or two
+    # if the provider outlasted a gap.
+    assert len(sent[0].split()) < 20, sent[:3]
     assert 2 <= len(sent) <= 3, [len(s.split()) for s in sent]
     assert deltas(frames) == WORDS and frames[-1]["text"] == WORDS
     seqs = [f["seq"] for f in merged(frames)]
@@ -45,5 +46,7 @@ async def test_v2_turn_started_frame_does_not_hold_the_first_delta(gateway: Runn
         frames = await until(c, "turn_ended")
     assert frames[0]["type"] == "turn_started"
     sent = delta_frames(frames)
-    assert len(sent[0].split()) <= 2, sent[:3]  # the gap follows delta frames only
+    # The gap follows delta frames only: sending turn_started lets the provider add a few words (a scheduling
+    # round per await of the send path), but a first delta held for the gap would carry all 60.
+    assert len(sent[0].split()) < 20, sent[:3]
     assert len(sent) <= 3 and deltas(frames) == WORDS
