@@ -6,13 +6,15 @@ import errno
 import logging
 import math
 import sqlite3
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import trio
 
-from actors.base import Address, DeadActorError, Reply, TemporaryFailure
+from actors.base import Address, BusyError, DeadActorError, Reply, TemporaryFailure
+from storage import events as ev_db
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -25,13 +27,44 @@ class StorageUnavailableError(TemporaryFailure):
 
 @dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
-    """One unit of work: `fn(conn)` runs inside the batch's transaction, under its own savepoint."""
+    """One unit of work: `fn(conn, *args, **kwargs)` runs inside the batch's transaction."""
 
-    fn: Callable[[sqlite3.Connection], T]
+    fn: Callable[..., T]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     reply: Reply[T]
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        return self.fn(conn, *self.args, **self.kwargs)
 
 
 StoreMsg = Op[Any]
+
+
+class Pending:
+    """Requests sent to the actor and not yet started, oldest first, each with the time its caller gives up.
+
+    One timer task (`StoreActor._expire`) withdraws those not started in time, so that a call needs no cancel
+    scope and deadline of its own: those were a third of the event loop's work per one-row write (issue 17)."""
+
+    __slots__ = ("entries", "wake")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, float, Reply[Any]]] = deque()  # (deadline, timeout, reply)
+        self.wake = trio.Event()  # set when the first entry comes into an empty queue
+
+    def add(self, timeout: float, reply: Reply[Any]) -> None:
+        if not self.entries:
+            self.wake.set()
+        self.entries.append((trio.current_time() + timeout, timeout, reply))
+
+    def claim(self, reply: Reply[Any]) -> bool:
+        """The actor starts `reply`'s request (False: its caller already gave up). Requests are started in the
+        mailbox's order, which is the order they were added in, so a started one is the oldest left."""
+        entries = self.entries
+        if entries and entries[0][2] is reply:
+            entries.popleft()
+        return reply.claim()
 
 
 @dataclass(slots=True)
@@ -47,6 +80,7 @@ class StoreStats:
     # trio time at which the batch now in the worker thread was handed over (None: the thread is idle).
     busy_since: float | None = None
     reopened: int = 0  # connections replaced after the disk came back
+    pending: Pending = field(default_factory=Pending)  # shared with the `Store` handle (its deadlines)
 
     def stalled_for(self, now: float) -> float:
         """Seconds the current commit has been running (0 when none is)."""
@@ -123,21 +157,47 @@ def _begin(conn: sqlite3.Connection) -> StorageUnavailableError | None:
     return None
 
 
+# Writes whose calls may be merged: `fn(conn, a)` then `fn(conn, b)` does what one `fn(conn, [*a, *b])` does, and
+# returns None. Merged, many one-row writes from many callers cost one statement per commit instead of one each
+# (each statement releases and retakes the GIL in this thread).
+COMBINABLE: frozenset[Callable[..., None]] = frozenset({ev_db.append_events})
+
+
+def _runs(batch: list[Op[Any]]) -> list[tuple[int, int]]:
+    """The batch cut into [start, end) runs: consecutive combinable ops of one function together, others alone."""
+    runs: list[tuple[int, int]] = []
+    i, n = 0, len(batch)
+    while i < n:
+        fn = batch[i].fn
+        j = i + 1
+        if fn in COMBINABLE and len(batch[i].args) == 1 and not batch[i].kwargs:
+            while j < n and batch[j].fn is fn and len(batch[j].args) == 1 and not batch[j].kwargs:
+                j += 1
+        runs.append((i, j))
+        i = j
+    return runs
+
+
 def _run_batch(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[tuple[bool, Any]]:
     """Run every op in one transaction; an op's own error rolls back only that op.
 
-    Optimistic: the batch first runs without savepoints (two statements fewer per op); only when an op
-    fails is the transaction rolled back and the batch run again with a savepoint around each op.
-    When the database itself refuses (disk full, I/O error), every op of the batch fails with
-    StorageUnavailableError: nothing of it is committed, so nothing of it may be acknowledged.
+    Optimistic: the batch first runs without savepoints (two statements fewer per op), consecutive combinable
+    ops merged into one call; only when a call fails is the transaction rolled back and the batch run again
+    op by op with a savepoint around each. When the database itself refuses (disk full, I/O error), every op
+    of the batch fails with StorageUnavailableError: nothing of it is committed, so nothing of it may be
+    acknowledged.
     """
     err = _begin(conn)
     if err is not None:
         return [(False, err)] * len(batch)
     results: list[tuple[bool, Any]] = []
-    for op in batch:
+    for start, end in _runs(batch):
         try:
-            results.append((True, op.fn(conn)))
+            if end - start == 1:
+                results.append((True, batch[start](conn)))
+            else:
+                batch[start].fn(conn, [row for op in batch[start:end] for row in op.args[0]])
+                results += [(True, None)] * (end - start)
         except Exception as exc:
             _rollback(conn)
             refused = unavailable(exc)
@@ -156,7 +216,7 @@ def _run_batch_isolated(conn: sqlite3.Connection, batch: list[Op[Any]]) -> list[
     for op in batch:
         try:
             conn.execute("SAVEPOINT op")
-            value = op.fn(conn)
+            value = op(conn)
         except Exception as exc:
             refused = unavailable(exc)
             if refused is not None or not conn.in_transaction:
@@ -208,6 +268,29 @@ class StoreActor:
 
     async def run(self, inbox: trio.MemoryReceiveChannel[StoreMsg]) -> None:
         """Serve until cancelled. A batch already handed to the thread always finishes and is answered."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire)
+            await self._serve(inbox)
+
+    async def _expire(self) -> None:
+        """Withdraw each request its caller's deadline passed before the actor started it: it never runs, and its
+        caller learns that nothing was stored (even while the actor waits on a frozen disk)."""
+        pending = self.stats.pending
+        while True:
+            if not pending.entries:
+                pending.wake = trio.Event()
+                await pending.wake.wait()
+                continue
+            deadline, timeout, reply = pending.entries[0]
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue  # the actor may have started it meanwhile
+            pending.entries.popleft()
+            if reply.withdraw():
+                reply.fail(_not_started(timeout))
+
+    async def _serve(self, inbox: trio.MemoryReceiveChannel[StoreMsg]) -> None:
+        pending = self.stats.pending
         while True:
             first: Op[Any] | None = None
             if self.stats.failing and self.reopen is not None:
@@ -221,13 +304,13 @@ class StoreActor:
                 first = await inbox.receive()
             if first is None:
                 continue
-            batch: list[Op[Any]] = [first] if first.reply.claim() else []
+            batch: list[Op[Any]] = [first] if pending.claim(first.reply) else []
             while len(batch) < self.max_batch:
                 try:
                     op = inbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-                if op.reply.claim():  # else its caller's deadline passed first: it never runs
+                if pending.claim(op.reply):  # else its caller's deadline passed first: it never runs
                     batch.append(op)
             if batch:
                 await self._run(batch)
@@ -289,6 +372,13 @@ class StoreActor:
         self.stats.failing = False
         self.stats.reopened += 1
         log.warning("storage takes writes again: the database was reopened")
+
+
+def _not_started(timeout: float) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"storage did not start this request within {timeout:g} s (the disk may be frozen or very slow); "
+        "nothing was stored"
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -364,7 +454,19 @@ class Store:
         if self.stats is not None and self.stats.stalled_for(trio.current_time()) >= self.timeout:
             raise StorageUnavailableError(self.degraded() or "storage is stalled")
         reply: Reply[T] = Reply()
-        op = Op(lambda conn: fn(conn, *args, **kwargs), reply)
+        op = Op(fn, args, kwargs, reply)
+        if self.stats is not None:
+            # Room in the mailbox (the usual case): enqueued without a checkpoint of its own and without a cancel
+            # scope, the actor's timer task keeping the deadline; waiting for the reply is the call's checkpoint.
+            try:
+                self.address.send_nowait(op)
+            except BusyError:
+                pass
+            except DeadActorError as exc:
+                raise StorageUnavailableError(f"the storage actor has stopped: {exc}") from None
+            else:
+                self.stats.pending.add(self.timeout, reply)
+                return await reply.wait()
         with trio.move_on_after(self.timeout):
             try:
                 await self.address.send(op)
@@ -373,10 +475,7 @@ class Store:
             return await reply.wait()
         if not reply.withdraw():
             return await reply.wait()
-        raise StorageUnavailableError(
-            f"storage did not start this request within {self.timeout:g} s (the disk may be frozen or very slow); "
-            "nothing was stored"
-        )
+        raise _not_started(self.timeout)
 
     async def read(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Like `call` for a read-only `fn`: on the reader connection when there is one, so reads keep working

@@ -58,7 +58,7 @@ async def _actor_rate(tmp: Path, name: str, n: int, writers: int, rows_per_call:
     calls = [all_rows[i : i + rows_per_call] for i in range(0, n, rows_per_call)]
     async with trio.open_nursery() as nursery:
         spec: ChildSpec[StoreMsg] = ChildSpec("store", actor.run, capacity=8192)
-        store = Store(await nursery.start(partial(supervise, spec)))
+        store = Store(await nursery.start(partial(supervise, spec)), stats=actor.stats)  # as the gateway makes it
         t0 = time.perf_counter()
 
         async def writer(k: int) -> None:

@@ -249,7 +249,7 @@ async def _main(quick: bool) -> list[Row]:
             floor_name="bare hypercorn-trio + NaCl, one frame per delta",
             target="≥ 0.8 x floor",
             met=ratio >= 0.8,
-            note=f"{n_frames}-word turn, median of {reps}; the gateway joins deltas waiting for the socket",
+            note=f"{n_frames}-word turn, median of {reps}; the gateway joins a turn's deltas, one frame per ms at most",
         ),
         row(
             "bare Starlette WebSocket (context: why /ws is raw ASGI)",

@@ -73,7 +73,8 @@ SHIV_ROOT = Path(tempfile.gettempdir()) / "gw-bench-shiv"
 
 def _sources_digest() -> str:
     digest = hashlib.sha256()
-    files = [ROOT / "pyproject.toml", *(p for d in ("gateway", "actors", "storage") for p in (ROOT / d).rglob("*"))]
+    build = [ROOT / "pyproject.toml", ROOT / "scripts" / "build-zipapp", ROOT / "scripts" / "zipapp_main.py"]
+    files = [*build, *(p for d in ("gateway", "actors", "storage") for p in (ROOT / d).rglob("*"))]
     for path in sorted(f for f in files if f.is_file() and "__pycache__" not in f.parts):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

@@ -93,12 +93,13 @@ def forget_the_archive() -> None:
     """Under shiv, let go of what its bootstrap keeps of the .pyz once it has started us from the extracted folder.
 
     The archive's table of contents (~2,400 files) stays in memory twice, ~2 MiB in all: in the `zipfile.ZipFile`
-    that shiv's `bootstrap()` holds in a local variable for the whole run, and in zipimport's cache, as the .pyz
-    stays first on `sys.path`. Nothing is imported from the archive after the bootstrap (every module comes from
+    that shiv's `bootstrap()` holds in a local variable for the whole run (on a first start; a warm start goes
+    through scripts/zipapp_main.py, which opens none), and in zipimport's cache, as the .pyz stays first on
+    `sys.path`. Nothing is imported from the archive after the bootstrap (every module comes from
     the extracted site-packages), so both go: the closed ZipFile's lists are emptied and the .pyz leaves `sys.path`.
     """
     pyz = zipapp_path()
-    if pyz is None or "_bootstrap" not in sys.modules:
+    if pyz is None:
         return
     frame: FrameType | None = sys._getframe()
     while frame is not None:

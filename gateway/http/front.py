@@ -1,4 +1,5 @@
-"""What serves before the Starlette app exists: `/health`, the lifespan, `/ws`, and the access log they share."""
+"""What serves before (and without) the Starlette app: `/health`, `/api/status`, the lifespan, `/ws`, external event
+ingress, and the access log they share."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from gateway.core import Runtime
+from gateway.errors import GatewayError
 from gateway.http.forwarded import ForwardedFor
+from gateway.http.ingress import IngressAhead, ingress_action
 from gateway.logs import redactor
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,13 +94,15 @@ _SERVER_ERROR_HEADERS = [(b"content-length", b"21"), (b"content-type", b"text/pl
 
 
 class LazyApp:
-    """The gateway's app before anything but `/health`, `/ws` and the lifespan was asked of it.
+    """The gateway's app before anything but `/health`, `/api/status`, `/ws` and the lifespan was asked of it.
 
     Starlette's application, routing, requests and responses bring asyncio, http.client, email and
-    python_multipart (~4 MiB resident, issue 17): an idle gateway that is only monitored and holds WebSockets
-    never needs them. The Starlette app (`build`) is built by the first other request, synchronously, so that
-    concurrent first requests build it once. `/health` answers here exactly as its Starlette route did, through
-    the same address rewrite and access log (a gateway with CORS is built at start: it adds headers to `/health`).
+    python_multipart (~5.7 MiB resident, issue 17): an idle gateway that is only monitored (`/health`, and
+    `/api/status`, which `gateway status` asks too) and holds WebSockets never needs them. The Starlette app
+    (`build`) is built by the first other request, synchronously, so that concurrent first requests build it once.
+    `/health` and `GET /api/status` answer here, before it is built and after, exactly as their Starlette routes
+    do, through the same address rewrite, access log and error handling (a gateway with CORS is built at start: it
+    adds headers to every answer).
     """
 
     def __init__(self, runtime: Runtime, build: Callable[[], ASGIApp]) -> None:
@@ -112,6 +117,18 @@ class LazyApp:
         if self._trusted:
             health = ForwardedFor(health, trusted=self._trusted)
         self._health_app = health
+        ingress: ASGIApp = IngressAhead(runtime)
+        if config.log.access:
+            ingress = AccessLog(ingress)
+        if self._trusted:
+            ingress = ForwardedFor(ingress, trusted=self._trusted)
+        self._ingress_app = ingress
+        status: ASGIApp = _Handled(self._status)
+        if config.log.access:
+            status = AccessLog(status)
+        if self._trusted:
+            status = ForwardedFor(status, trusted=self._trusted)
+        self._status_app = _ServerError(status)
 
     @property
     def built(self) -> bool:
@@ -131,8 +148,10 @@ class LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"] == "/health" and scope["method"] == "GET" and not _has_body(scope):
-            await self._health_app(scope, receive, send)
+        if kind == "http" and scope["method"] == "GET" and scope["path"] in _AHEAD and not _has_body(scope):
+            await (self._health_app if scope["path"] == "/health" else self._status_app)(scope, receive, send)
+        elif kind == "http" and ingress_action(scope) is not None:
+            await self._ingress_app(scope, receive, send)
         elif kind == "lifespan" and self._app is None:
             await _lifespan(receive, send)
         else:
@@ -150,6 +169,120 @@ class LazyApp:
         headers = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+
+    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET /api/status` as its endpoint answers it (`gateway.http.api`): the caller authenticated (super_admin),
+        charged to the `api` rate limit, then the report."""
+        from gateway.errors import ForbiddenError
+        from gateway.http.principal import authenticate
+        from gateway.http.reststate import rest_of
+        from gateway.http.status import report
+
+        runtime: Runtime = self.state.runtime
+        rest = rest_of(runtime)
+        caller = _Caller.of(scope)
+        principal = await authenticate(
+            caller, gateway_token=runtime.token, issuer=rest.issuer, throttle=rest.throttle, store=runtime.store
+        )
+        if not principal.is_admin:
+            raise ForbiddenError("this needs the super_admin role")
+        if runtime.config.limits.enabled:
+            rest.limiter.hit("api", principal.user_id or "gateway-token")
+        status, body = await report(runtime)
+        await send_json(send, status, body)
+
+
+_AHEAD = ("/health", "/api/status")  # what LazyApp answers itself (GET, without a body)
+
+
+class _Peer(NamedTuple):
+    host: str
+
+
+class _Caller:
+    """A raw request as authentication reads it (`gateway.http.principal.Caller`), as Starlette's `Request` shows
+    it: the first value of each header by its name, the client address."""
+
+    __slots__ = ("client", "headers")
+
+    def __init__(self, headers: dict[str, str], client: _Peer | None) -> None:
+        self.headers = headers
+        self.client = client
+
+    @classmethod
+    def of(cls, scope: Scope) -> _Caller:
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        client = scope.get("client")
+        return cls(headers, None if client is None else _Peer(client[0]))
+
+
+async def send_json(send: Send, status: int, content: Any, headers: dict[str, str] | None = None) -> None:
+    """Send `content` as `gateway.http.responses.JSON` does (msgspec, redacted), with Starlette's headers."""
+    body = redactor.redact_bytes(msgspec.json.encode(content))
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    names = {name for name, _ in raw}
+    if b"content-length" not in names and not (status < 200 or status in (204, 304)):
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    if b"content-type" not in names:
+        raw.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Handled:
+    """The app's exception handlers (`gateway.http.responses.exception_handlers`) around a raw handler, as
+    Starlette's exception middleware applies them: a `GatewayError` answered here; the rarer ones by their own
+    handler (which imports Starlette); an error no handler but `Exception`'s takes goes on to `_ServerError`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except GatewayError as exc:  # as `responses.exception_handlers` answers one (no other handled class is one)
+            await send_json(send, exc.status, exc.body(), exc.headers)
+        except Exception as exc:
+            from starlette.requests import Request
+
+            from gateway.http.responses import exception_handlers
+
+            handlers = exception_handlers()
+            handler = next((handlers[t] for t in type(exc).__mro__ if t in handlers and t is not Exception), None)
+            if handler is None:
+                raise
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
+class _ServerError:
+    """Starlette's outermost `ServerErrorMiddleware` for a raw handler: an error no handler took is answered by
+    the app's `Exception` handler (a logged 500) unless an answer started, then raised for the server's log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sent(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        except Exception as exc:
+            from starlette.requests import Request
+
+            from gateway.http.responses import exception_handlers
+
+            response = await exception_handlers()[Exception](Request(scope), exc)
+            if not started:
+                await response(scope, receive, send)
+            raise
 
 
 def _has_body(scope: Scope) -> bool:

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from starlette.requests import HTTPConnection, Request
+from typing import TYPE_CHECKING, Protocol
 
 from actors.store import Store
 from gateway.errors import OwnerOnlyError, UnauthorizedError
 from gateway.http.credentials import TokenIssuer, issued_before, token_matches, unauthorized
 from gateway.http.ratelimit import FailedAuthThrottle
 from storage import users as users_db
+
+if TYPE_CHECKING:  # the layer in front of the Starlette app authenticates without importing it
+    from starlette.requests import HTTPConnection
+
+
+class Peer(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+class Caller(Protocol):
+    """What authentication reads of a request: its headers (by lower-case name) and its client. A Starlette
+    `Request` is one; so is `gateway.http.front`'s view of a raw ASGI scope."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def client(self) -> Peer | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +70,7 @@ def require_owner(principal: Principal, what: str) -> None:
         raise OwnerOnlyError(what)
 
 
-def bearer_token(conn: HTTPConnection) -> str | None:
+def bearer_token(conn: Caller) -> str | None:
     """Return the token of an `Authorization: Bearer …` header, or None."""
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -102,13 +121,13 @@ def missing_credentials() -> UnauthorizedError:
     )
 
 
-def client_address(conn: HTTPConnection) -> str:
+def client_address(conn: Caller) -> str:
     """The client's address: the peer's, or the one a trusted proxy reports (`server.trusted_proxies`)."""
     return conn.client.host if conn.client else "unknown"
 
 
 async def authenticate(
-    request: Request, *, gateway_token: str, issuer: TokenIssuer, throttle: FailedAuthThrottle | None, store: Store
+    request: Caller, *, gateway_token: str, issuer: TokenIssuer, throttle: FailedAuthThrottle | None, store: Store
 ) -> Principal:
     """Return the caller of `request`: the gateway token, or a valid access token of an active user.
 

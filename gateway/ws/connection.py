@@ -44,6 +44,13 @@ NOTIFICATION_BUFFER = 256  # as the notification hub's own channels
 ASK_TIMEOUT = 10.0
 FRAMES_PER_MESSAGE = 10  # all frames a minute may be this many times `ws.messages_per_minute`
 _numbers = itertools.count(1)
+# While a turn streams, a connection sends its deltas at most one frame per this many seconds: what arrives in
+# between waits and leaves joined in the next frame. Each frame costs the gateway ~40 µs (JSON, NaCl, base64,
+# hypercorn's send path, a sendto that wakes the client) and the client a decrypt, whatever its size; a model
+# streams a token every 10-50 ms, so only a burst (a fast provider, a socket that was behind) is ever joined,
+# and a reader cannot see a millisecond. A turn's first delta, and any delta after a pause, go at once.
+FRAME_GAP = 0.001
+MAX_BATCH = 256  # events joined into one delivery at most (a few KB of text)
 
 
 def event_frame(event: EventRow, version: int) -> dict[str, Any] | None:
@@ -478,8 +485,9 @@ class Connection:
         self._events = feed
         return sub
 
-    async def _deliver(self, events: list[EventRow]) -> None:
-        """Send a batch of events under one lock acquisition (one scheduling round, not one per frame)."""
+    async def _deliver(self, events: list[EventRow]) -> bool:
+        """Send a batch of events under one lock acquisition (one scheduling round, not one per frame); True when
+        a text_delta frame went out."""
         frames: list[bytes] = []
         # Consecutive text_deltas of one turn waiting here go out as one frame with the joined text and the last
         # seq: the client sees the same text, and a socket that is behind catches up with one frame, not many.
@@ -515,6 +523,7 @@ class Connection:
             async with self._send_lock():
                 for plain in frames:
                     await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+        return bool(delta)
 
     async def _sender(self) -> None:
         """Send what waits, then end (`push` starts it again); while a turn streams it waits for the next deltas
@@ -540,14 +549,17 @@ class Connection:
             item = queue[0]
             if isinstance(item, EventRow):
                 batch: list[EventRow] = []
-                while queue and len(batch) < 256 and isinstance(queue[0], EventRow):
+                while queue and len(batch) < MAX_BATCH and isinstance(queue[0], EventRow):
                     batch.append(queue.popleft())
                 # The replay at the head of the queue came with the subscription, not through the feed.
                 replayed = min(self._replaying, len(batch))
                 self._replaying -= replayed
                 if self._events is not None:
                     self._events.waiting = max(0, self._events.waiting - (len(batch) - replayed))
-                await self._deliver(batch)
+                began = trio.current_time()
+                if await self._deliver(batch) and self._streaming and len(queue) < MAX_BATCH:
+                    # Deltas went out: the next ones gather for the rest of FRAME_GAP (unless a batch waits).
+                    await trio.sleep_until(began + FRAME_GAP)
                 continue
             queue.popleft()
             if isinstance(item, _Feed):

@@ -12,7 +12,10 @@ import trio
 
 from actors.store import StorageUnavailableError, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, supervise
+from storage import events as ev_db
+from storage import sessions as sess_db
 from storage.db import open_db
+from storage.events import EventRow
 from tests.conftest import until
 
 
@@ -254,3 +257,38 @@ async def test_while_writes_fail_a_probe_reopens_the_database_once_the_disk_take
             assert actor.stats.reopened == 1 and actor.conn is not conn and store.degraded() is None
             assert await store.call(insert, "y") == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_one_row_event_writes_share_one_statement_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "m.db")
+    sid = sess_db.get_or_create_session(conn, "t", "1", "", now_ms=0).id
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    outcomes: dict[int, object] = {}
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            store, actor = await start_store(nursery, conn)
+
+            async def write(seq: int) -> None:
+                row = EventRow(sid, seq, None, "text_delta", {"text": str(seq)}, 0)
+                try:
+                    outcomes[seq] = await store.call(ev_db.append_events, [row])
+                except Exception as exc:
+                    outcomes[seq] = exc
+
+            async with trio.open_nursery() as writers:
+                for seq in range(1, 33):
+                    writers.start_soon(write, seq)
+            inserts = sum(s.startswith("INSERT INTO events") for s in statements)
+            assert actor.stats.largest_batch > 1 and inserts < 32  # merged: fewer statements than writes
+            # A repeated (session, seq) among merged writes: that write alone fails, the others commit.
+            async with trio.open_nursery() as writers:
+                for seq in (33, 5, 34):
+                    writers.start_soon(write, seq)
+            nursery.cancel_scope.cancel()
+    assert isinstance(outcomes[5], sqlite3.IntegrityError)
+    assert all(outcomes[s] is None for s in range(1, 35) if s != 5)
+    stored = [r[0] for r in conn.execute("SELECT seq FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+    assert stored == list(range(1, 35))
+    assert conn.execute("SELECT last_seq FROM sessions WHERE id = ?", (sid,)).fetchone()[0] == 34
+    conn.close()

@@ -268,15 +268,25 @@ async def retry_delivery(ctx: Ctx) -> Retried:
 async def _ingress(request: Request, kind: str, action: str) -> Response:
     svc = service_of(request)
     name = request.path_params["name"]
+    if svc.config_of(f"{kind}/{name}") is None:
+        raise NotFoundError(f"no {kind} connector named {name!r}")
+    body = await request.body()  # within `server.max_body_bytes`, like every body (asgi.BodyLimit)
+    return await ask_connector(svc, kind, name, action, {k.lower(): v for k, v in request.headers.items()}, body)
+
+
+async def ask_connector(
+    svc: ConnectorService, kind: str, name: str, action: str, headers: dict[str, str], body: bytes
+) -> Response:
+    """Hand one ingress request (its body read whole) to connector `kind/name`'s actor and render its answer.
+
+    Shared by the routes here and `gateway.http.ingress`, which serves external events ahead of the app."""
     ref = f"{kind}/{name}"
     if svc.config_of(ref) is None:
         raise NotFoundError(f"no {kind} connector named {name!r}")
     address = svc.actors.address_of(ref)
     if address is None:
         raise UnavailableError(f"connector {ref} is not running; see /api/status", headers={"Retry-After": "5"})
-    body = await request.body()  # within `server.max_body_bytes`, like every body (asgi.BodyLimit)
     check_depth(body)  # every connector's body is JSON: bounded here, before any of them parses it
-    headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         answer: Answer = await ask(address, lambda r: Inbound(action, headers, body, r), timeout=60)
     except BusyError:

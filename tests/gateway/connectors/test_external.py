@@ -229,3 +229,35 @@ async def test_the_same_event_spelled_otherwise_and_old_receipts_answer_duplicat
                     res = await send(c, spelled(event_id, "changed"))
                     assert "different payload" in (res.get("reason") or res["error"]["message"]), res
     await gw.stop()
+
+
+async def test_ingress_served_ahead_of_the_app_answers_as_the_app_does(nursery: trio.Nursery, tmp_path: Path) -> None:
+    gw = await _gateway(nursery, tmp_path)
+
+    async def streamed(data: bytes) -> Any:
+        for i in range(0, len(data), 700):
+            yield data[i : i + 700]
+
+    with trio.fail_after(30):
+        async with client(gw) as c:
+            body = msgspec.json.encode({"protocol_version": 2, "events": [ev(f"s{i}") for i in range(20)]})
+            r = await c.post(BATCH, content=streamed(body))  # chunked: no Content-Length
+            assert r.status_code == 200, r.text
+            assert [x["status"] for x in r.json()["results"]] == ["accepted"] * 20
+            r = await c.post(BATCH, content=b"[" * 200)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "JSON_TOO_DEEP"
+            r = await c.post(SINGLE, content=b"{nope")
+            assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_REQUEST"
+            r = await c.post("/v1/connectors/external/missing/events/batch", content=body)
+            assert r.status_code == 404 and "missing" in r.json()["error"]["message"]
+            r = await c.get(BATCH)  # not an ingress method: the app answers it
+            assert r.status_code == 405
+        async with client(gw, token="wrong-token-0123456789") as c:
+            r = await c.post(SINGLE, json=ev("w"))
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert r.json()["error"]["code"] == "UNAUTHORIZED"
+        over = b'{"events": ["' + b"x" * gw.runtime.config.server.max_body_bytes + b'"]}'
+        async with client(gw) as c:
+            r = await c.post(BATCH, content=over)
+            assert r.status_code == 413 and r.headers["connection"] == "close"
+            assert "server.max_body_bytes" in r.json()["error"]["message"]
