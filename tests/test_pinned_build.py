@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -78,3 +80,15 @@ def test_this_environment_holds_the_locked_versions() -> None:
         if installed != version:
             wrong[name] = (version, installed)
     assert not wrong, f"locked vs installed: {wrong}"
+
+
+def test_the_editable_install_builds_without_a_setuptools_warning(tmp_path: Path) -> None:
+    # What scripts/serve runs (`pip install -e .`, no build isolation) printed ~20 lines of setuptools warnings on
+    # its first run (`license = { text = ... }`, the editable mode): each warning is an error here (issue 15 item 19).
+    build = "import sys; from setuptools import build_meta; build_meta.build_editable(sys.argv[1])"
+    r = subprocess.run(
+        [sys.executable, "-W", "error", "-c", build, str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "arning" not in r.stderr, r.stderr
