@@ -20,6 +20,8 @@ CLIENTS = 4
 KILLS = 3
 TURNS_PER_LIFE = 6  # results the clients see between two kills
 WORDS = 40
+LONG = CLIENTS + 1  # a chat whose turn in each killed life lasts ~20 s: the kill lands while it runs
+LONG_WORDS = 10_000
 
 
 class Life:
@@ -28,7 +30,7 @@ class Life:
     def __init__(self) -> None:
         self.results = 0
         self.enough = trio.Event()  # TURNS_PER_LIFE results seen
-        self.delta_after_enough = trio.Event()  # then a delta of a turn in flight
+        self.long_running = trio.Event()  # the long chat's turn of this life has shown its first delta
 
 
 @pytest.mark.slow
@@ -44,8 +46,8 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
     )
     db = data / "gateway.db"
     rng = random.Random(9)
-    seen: dict[int, list[int]] = {c: [] for c in range(1, CLIENTS + 1)}  # chat -> every seq received, in order
-    results: dict[int, list[tuple[int, str]]] = {c: [] for c in range(1, CLIENTS + 1)}  # chat -> (seq, text)
+    seen: dict[int, list[int]] = {c: [] for c in range(1, LONG + 1)}  # chat -> every seq received, in order
+    results: dict[int, list[tuple[int, str]]] = {c: [] for c in range(1, LONG + 1)}  # chat -> (seq, text)
     session_of: dict[int, str] = {}
     last_seq: dict[int, int | None] = dict.fromkeys(seen)
     kills = 0
@@ -71,8 +73,6 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
                                     if isinstance(seq, int):
                                         seen[chat].append(seq)
                                         last_seq[chat] = seq
-                                    if frame["type"] == "text_delta" and life.enough.is_set():
-                                        life.delta_after_enough.set()
                                     if frame["type"] == "result":
                                         results[chat].append((int(frame["seq"]), str(frame["text"])))
                                         life.results += 1
@@ -82,14 +82,38 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
                     except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
                         return  # the gateway died under us: reconnect (with resume_from) after the restart
 
+                async def long_client(gw: Gateway, life: Life, mark: str) -> None:
+                    # One turn that outlasts the others' TURNS_PER_LIFE results by far: once its own first delta
+                    # (marked with this life's word, not one replayed from the turn the last kill cut off) has been
+                    # shown, the turn is running, and it still is when the kill comes.
+                    try:
+                        url = gw.base_url.replace("http://", "ws://") + "/ws"
+                        async with connect(url, TOKEN, chat_id=LONG, resume_from=last_seq[LONG]) as c:
+                            sid = str(c.auth_ok["session_id"])
+                            assert session_of.setdefault(LONG, sid) == sid
+                            await c.send_message(mark + " w" * LONG_WORDS)
+                            while True:
+                                frame = await c.receive()
+                                seq = frame.get("seq")
+                                if isinstance(seq, int):
+                                    seen[LONG].append(seq)
+                                    last_seq[LONG] = seq
+                                if frame["type"] == "text_delta" and mark in str(frame["data"]):
+                                    life.long_running.set()
+                                assert frame["type"] != "result", "the long turn ended before the kill"
+                    except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
+                        return
+
                 done = trio.Event()
                 killed = kills < KILLS
                 async with trio.open_nursery() as clients:
-                    for chat in seen:
+                    for chat in range(1, CLIENTS + 1):
                         clients.start_soon(client, chat, gw, life, done)
                     if killed:
-                        # Kill just after a delta was shown: at least that turn is running at that moment.
-                        await life.delta_after_enough.wait()
+                        clients.start_soon(long_client, gw, life, f"life{kills}")
+                        # Kill while the short turns stream and the long one surely runs.
+                        await life.enough.wait()
+                        await life.long_running.wait()
                         await trio.sleep(rng.uniform(0, 0.01))
                         gw.process.send_signal(signal.SIGKILL)
                         kills += 1
@@ -116,7 +140,7 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
     assert integrity(db) == "ok"
     states = dict(query(db, "SELECT state, count(*) FROM turns GROUP BY state"))
     assert "running" not in states and "queued" not in states, states
-    assert states.get("interrupted", 0) >= 1, states  # the kills really hit turns in flight
+    assert states.get("interrupted", 0) >= KILLS, states  # each kill cut off at least the long turn
     for chat, seqs in seen.items():
         # Across reconnects with resume_from: every event once, in order, never a number reissued.
         assert seqs == sorted(set(seqs)), (chat, seqs)
