@@ -74,7 +74,8 @@ SHIV_ROOT = Path(tempfile.gettempdir()) / "gw-bench-shiv"
 
 def _sources_digest() -> str:
     digest = hashlib.sha256()
-    build = [ROOT / "pyproject.toml", ROOT / "scripts" / "build-zipapp", ROOT / "scripts" / "zipapp_main.py"]
+    build = [ROOT / "pyproject.toml", ROOT / "requirements" / "run.lock"]
+    build += [ROOT / "scripts" / name for name in ("build-zipapp", "zipapp_main.py", "_venv.sh")]
     files = [*build, *(p for d in ("gateway", "actors", "storage") for p in (ROOT / d).rglob("*"))]
     for path in sorted(f for f in files if f.is_file() and "__pycache__" not in f.parts):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
