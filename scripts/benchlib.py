@@ -87,7 +87,7 @@ def ensure_zipapp() -> Path:
     stamp = PYZ.with_name(PYZ.name + ".sources")
     digest = _sources_digest()
     PYZ.parent.mkdir(parents=True, exist_ok=True)
-    # Two benchmarks may ask at once (the test suite runs tests/scripts/test_bench.py's tests on two workers):
+    # Two callers may ask at once (the suite's workers run tests/scripts/test_bench.py and tests/test_zipapp.py):
     # build-zipapp writes one build folder and one output, so the second waits for the first and then finds the
     # stamp matching instead of building into the same folder beside it.
     with open(PYZ.with_name(PYZ.name + ".lock"), "w") as lock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from gateway.ws.client import connect
+from gateway.ws.client import Client, connect
 from storage.clock import now_ms
 from tests.conftest import TOKEN, RunningGateway
 from tests.gateway.crashkit import Gateway, integrity, query, spawn
@@ -57,22 +59,33 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
             while True:
                 life = Life()
 
+                @asynccontextmanager
+                async def resumed(gw: Gateway, chat: int) -> AsyncIterator[Client]:
+                    """The chat's connection, resuming after the last number it saw, on the same session."""
+                    url = gw.base_url.replace("http://", "ws://") + "/ws"
+                    async with connect(url, TOKEN, chat_id=chat, resume_from=last_seq[chat]) as c:
+                        sid = str(c.auth_ok["session_id"])
+                        assert session_of.setdefault(chat, sid) == sid  # the same session after a restart
+                        yield c
+
+                async def receive(c: Client, chat: int) -> dict[str, Any]:
+                    """The next frame, its sequence number noted for the checks and the next resume."""
+                    frame = await c.receive()
+                    seq = frame.get("seq")
+                    if isinstance(seq, int):
+                        seen[chat].append(seq)
+                        last_seq[chat] = seq
+                    return frame
+
                 async def client(chat: int, gw: Gateway, life: Life, done: trio.Event) -> None:
                     try:
-                        url = gw.base_url.replace("http://", "ws://") + "/ws"
-                        async with connect(url, TOKEN, chat_id=chat, resume_from=last_seq[chat]) as c:
-                            sid = str(c.auth_ok["session_id"])
-                            assert session_of.setdefault(chat, sid) == sid  # the same session after a restart
+                        async with resumed(gw, chat) as c:
                             n = 0
                             while not done.is_set():
                                 n += 1
                                 await c.send_message(" ".join(f"c{chat}w{i}" for i in range(WORDS)) + f" n{n}")
                                 while True:
-                                    frame = await c.receive()
-                                    seq = frame.get("seq")
-                                    if isinstance(seq, int):
-                                        seen[chat].append(seq)
-                                        last_seq[chat] = seq
+                                    frame = await receive(c, chat)
                                     if frame["type"] == "result":
                                         results[chat].append((int(frame["seq"]), str(frame["text"])))
                                         life.results += 1
@@ -87,17 +100,10 @@ async def test_sigkill_during_ws_turns_leaves_no_running_turn_and_resume_loses_n
                     # (marked with this life's word, not one replayed from the turn the last kill cut off) has been
                     # shown, the turn is running, and it still is when the kill comes.
                     try:
-                        url = gw.base_url.replace("http://", "ws://") + "/ws"
-                        async with connect(url, TOKEN, chat_id=LONG, resume_from=last_seq[LONG]) as c:
-                            sid = str(c.auth_ok["session_id"])
-                            assert session_of.setdefault(LONG, sid) == sid
+                        async with resumed(gw, LONG) as c:
                             await c.send_message(mark + " w" * LONG_WORDS)
                             while True:
-                                frame = await c.receive()
-                                seq = frame.get("seq")
-                                if isinstance(seq, int):
-                                    seen[LONG].append(seq)
-                                    last_seq[LONG] = seq
+                                frame = await receive(c, LONG)
                                 if frame["type"] == "text_delta" and mark in str(frame["data"]):
                                     life.long_running.set()
                                 assert frame["type"] != "result", "the long turn ended before the kill"
