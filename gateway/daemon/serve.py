@@ -225,7 +225,16 @@ QUIET_PERIOD = 1.0
 
 
 def _young_collections() -> int:
-    return int(gc.get_stats()[0]["collections"])
+    """Young collections (of generation 0 or 1) the process has run so far."""
+    stats = gc.get_stats()
+    return int(stats[0]["collections"]) + int(stats[1]["collections"])
+
+
+def _young_since_full() -> int:
+    """Young collections since the last full one, whoever ran it (start-up, the interpreter on its own, this
+    collector): read from the interpreter's own counts, which a full collection zeroes."""
+    _, since_middle, middle_since_full = gc.get_count()
+    return middle_since_full * gc.get_threshold()[1] + since_middle
 
 
 async def collect_when_quiet(period: float = QUIET_PERIOD, after: int = QUIET_AFTER_YOUNG) -> None:
@@ -235,15 +244,16 @@ async def collect_when_quiet(period: float = QUIET_PERIOD, after: int = QUIET_AF
     a connection (hypercorn's per-connection server, protocol and h11 state, ~28 objects each, a cycle through
     the bound `protocol_send`) reaches the oldest generation, whose collections are rare: after each burst of
     connections their memory stayed taken, and the next burst's peak landed on top of it (RSS after 10 rounds of
-    1000 connections 1.23-1.35 x round 1; with this, about the default thresholds' figure). A collection while
+    1000 connections 1.23-1.35 x round 1; with this, about the default thresholds' figure). An idle process
+    allocates too little to trigger even a young collection, so a burst's last cycles wait too. A collection while
     traffic flows would pause every request; this one waits for a period with at most one young collection."""
-    seen = since_full = _young_collections()
+    seen = _young_collections()
     while True:
         await trio.sleep(period)
         now = _young_collections()
-        if now - since_full >= after and now - seen <= 1:
+        if _young_since_full() >= after and now - seen <= 1:
             gc.collect()
-            now = since_full = _young_collections()
+            now = _young_collections()
         seen = now
 
 

@@ -1,0 +1,74 @@
+"""The serving process's collector: a full collection once a burst of work is over, never during it."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from gateway.daemon.serve import GC_THRESHOLDS, collect_when_quiet
+
+
+def _full_collections() -> int:
+    return int(gc.get_stats()[2]["collections"])
+
+
+class _Junk:
+    pass
+
+
+def _one_young_collection() -> None:
+    """Allocate past the young generation's threshold, so the interpreter runs one young collection (instances,
+    not empty lists: a list reused from the interpreter's free list does not count as a new object)."""
+    young = gc.get_stats()[0]["collections"] + gc.get_stats()[1]["collections"]
+    junk = [_Junk() for _ in range(GC_THRESHOLDS[0] + 10)]
+    del junk
+    assert gc.get_stats()[0]["collections"] + gc.get_stats()[1]["collections"] == young + 1
+
+
+@pytest.fixture
+def serving_thresholds() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("serving_thresholds")
+async def test_no_full_collection_while_busy_then_one_once_quiet(autojump_clock: trio.testing.MockClock) -> None:
+    # Seven gen-1 collections at most: the interpreter's own full collections need more than ten.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect_when_quiet, 1.0, 3)
+        before = _full_collections()
+        for _ in range(60):
+            _one_young_collection()
+            await trio.sleep(0.4)
+        assert _full_collections() == before
+        await trio.sleep(2.5)
+        assert _full_collections() == before + 1
+        # Quiet with nothing new to collect: no more full collections.
+        await trio.sleep(30)
+        assert _full_collections() == before + 1
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.usefixtures("serving_thresholds")
+async def test_too_little_work_since_the_last_full_collection_runs_none(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect_when_quiet, 1.0, 3)
+        before = _full_collections()
+        _one_young_collection()
+        _one_young_collection()
+        await trio.sleep(30)
+        assert _full_collections() == before
+        # A third young collection since the last full one (the fixture's): one full collection follows.
+        _one_young_collection()
+        await trio.sleep(2.5)
+        assert _full_collections() == before + 1
+        nursery.cancel_scope.cancel()
