@@ -119,7 +119,6 @@ async def store(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Any]:
 # Modules whose tests run on one pytest-xdist worker, one after the other (scripts/test spreads the rest test by
 # test). pytest-xdist's own `xdist_group` mark cannot say it under pytest 9 (the node id it appends to is gone).
 ONE_WORKER = {
-    "tests/test_zipapp.py": "builds the zipapp once, in a module fixture",
     "tests/gateway/test_bad_input.py": "its tests share one gateway process, a module fixture",
     "tests/gateway/test_disk_faults.py": "loop devices, mounts and fsfreeze are the machine's: these take turns",
 }
@@ -165,13 +164,14 @@ def _rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest first, so no worker starts a two-minute test while the other has nothing left to do: modules
-    with a test marked slow, then the web UI's (each test in Chromium), then the rest, and ALONE's last. A module's
-    tests stay together and in their order, so a module fixture is set up once."""
+    """The longest first, so no worker starts a minute-long test while the others have nothing left to do: the
+    tests marked longest, then modules with a test marked slow, then the web UI's (each test in Chromium), then
+    the rest, and ALONE's last. Apart from the longest, a module's tests stay together and in their order, so a
+    module fixture is set up once per worker."""
     rank: dict[Path, int] = {}
     for item in items:
         rank[item.path] = min(rank.get(item.path, 3), _rank(item))
-    items.sort(key=lambda item: rank[item.path])
+    items.sort(key=lambda item: -1 if item.get_closest_marker("longest") is not None else rank[item.path])
 
 
 # storage/schema.py forgets the libraries its migrations imported (sqlite-utils and what it brings) and runs

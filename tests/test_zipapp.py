@@ -220,6 +220,7 @@ def test_the_zipapp_installs_a_unit_that_runs_itself(pyz: Path, tmp_path: Path) 
     assert f"Environment=SHIV_ROOT={tmp_path / 'shiv'}" in r.stdout
 
 
+@pytest.mark.longest
 def test_the_aarch64_build_holds_only_aarch64_extensions_and_no_pip(tmp_path: Path) -> None:
     out = tmp_path / "gateway-aarch64.pyz"
     r = subprocess.run(

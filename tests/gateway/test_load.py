@@ -122,6 +122,7 @@ async def _poster(gw: Gateway, k: int, rnd: Round, acked: set[str], rnd_no: int)
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 async def test_1000_streaming_connections_and_32_batch_posters_lose_nothing_and_do_not_leak(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * CONNECTIONS + 512  # the client's sockets here, and the gateway's (it inherits the limit)

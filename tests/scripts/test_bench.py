@@ -38,6 +38,7 @@ ROWS = {
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_bench_quick_runs_every_benchmark_and_prints_every_row() -> None:
     # The one CI smoke test of scripts/bench: it runs, and every row has a value and (where there is one) a floor.
     # No speed is asserted: targets are for scripts/bench to report, not for tests to enforce.

@@ -14,6 +14,7 @@ from tests.conftest import TOKEN, make_config, start_gateway
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
