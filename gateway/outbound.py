@@ -12,12 +12,12 @@ from urllib.parse import urlsplit
 
 import trio
 
+from gateway.config.networks import IPAddress, IPNetwork
+
 if TYPE_CHECKING:
     import httpx
     import httpx2
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Origin = tuple[str, int]
 
 # The instance metadata services of the big clouds (AWS, GCP, Azure, and AWS over IPv6): a fetch there hands out
@@ -26,17 +26,6 @@ METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_addr
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAME = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def parse_networks(entries: Iterable[str]) -> list[IPNetwork]:
-    """`server.trusted_proxies`: addresses or CIDR ranges. Raises ValueError naming a bad entry."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip().strip("[]"), strict=False))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or CIDR range (127.0.0.1, 10.0.0.0/8, ::1)") from None
-    return networks
 
 
 class OutboundRefusedError(Exception):

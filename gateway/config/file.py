@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.config.networks import parse_networks
 from gateway.config.seeds import SeedConfigError, fold_seed_tables
-from gateway.outbound import parse_networks
 
 ENV_PREFIX = "GATEWAY_"
 # Tokens people paste from examples; a gateway never runs with one of these.

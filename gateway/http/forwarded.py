@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from gateway.outbound import parse_networks
+from gateway.config.networks import parse_networks
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 
