@@ -30,6 +30,11 @@ def apply_pragmas(conn: sqlite3.Connection, *, synchronous: Synchronous = "full"
     conn.execute("PRAGMA cache_size=-8000")
 
 
+def release_cache(conn: sqlite3.Connection) -> None:
+    """Give the connection's page cache back (pages in use stay); later reads refill it from the OS's file cache."""
+    conn.execute("PRAGMA shrink_memory")
+
+
 class GatewayConnection(sqlite3.Connection):
     """A connection that carries the key of its sealed secrets (storage/sealing.py reads it with `sealer_of`)."""
 

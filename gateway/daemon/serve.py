@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import gc
 import hmac
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from actors.store import StorageUnavailableError
 from gateway import __version__
 from gateway.config.file import (
     Config,
@@ -34,6 +36,7 @@ from gateway.config.file import (
 from gateway.daemon.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.daemon.procs import free_port, terminate
 from gateway.logs import redactor, setup_logging
+from storage.db import release_cache
 from storage.sealing import SecretsKeyError
 
 if TYPE_CHECKING:
@@ -197,7 +200,7 @@ async def serve_once(
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
         outcome.serving = True
         tune_gc()
-        nursery.start_soon(collect_when_quiet)
+        nursery.start_soon(partial(collect_when_quiet, release=partial(give_memory_back, rt)))
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
         nursery.cancel_scope.deadline = trio.current_time() + config.server.graceful_timeout + 1.0
@@ -237,7 +240,30 @@ def _young_since_full() -> int:
     return middle_since_full * gc.get_threshold()[1] + since_middle
 
 
-async def collect_when_quiet(period: float = QUIET_PERIOD, after: int = QUIET_AFTER_YOUNG) -> None:
+async def give_memory_back(rt: Runtime) -> None:
+    """Once a burst is over: the store's SQLite page cache (up to 8 MB; it fills as the database grows) and the C
+    allocator's free pages go back to the system."""
+    try:
+        await rt.store.call(release_cache)
+    except StorageUnavailableError:
+        return  # a stalled disk: the cache stays until the next quiet period
+    trim_c_heap()
+
+
+def trim_c_heap() -> None:
+    """glibc's `malloc_trim(0)`: free pages inside the C heap go back to the system (a no-op where libc has none)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+async def collect_when_quiet(
+    period: float = QUIET_PERIOD,
+    after: int = QUIET_AFTER_YOUNG,
+    release: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Run a full collection when a burst of work is over, never during it.
 
     With young collections every 10 000 new objects (tune_gc), garbage in reference cycles that lived as long as
@@ -253,6 +279,8 @@ async def collect_when_quiet(period: float = QUIET_PERIOD, after: int = QUIET_AF
         now = _young_collections()
         if _young_since_full() >= after and now - seen <= 1:
             gc.collect()
+            if release is not None:
+                await release()
             now = _young_collections()
         seen = now
 
