@@ -1,4 +1,5 @@
-"""Addresses and CIDR ranges as the config names them (`server.trusted_proxies`, the outbound allow-list).
+"""Addresses and CIDR ranges as the config names them (`server.trusted_proxies`), and the address types the
+outbound policy uses too.
 
 Plain `ipaddress`, no trio: the config, and so every `gateway …` command, parses these without loading the event
 loop's library (0.1-0.3 s of a short command's start).
