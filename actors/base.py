@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import msgspec
 import trio
 
 M = TypeVar("M")
@@ -162,6 +162,5 @@ async def ask(address: Address[M], make: Callable[[Reply[T]], M], *, timeout: fl
     raise AskTimeoutError(f"{address.name} did not answer within {timeout:g} s")
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(msgspec.Struct, frozen=True):
     """Ask an actor to finish what is queued and exit normally."""

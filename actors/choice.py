@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from actors.providers.base import Provider
 
@@ -11,8 +12,7 @@ Pin = tuple[str | None, str | None]  # a session's own (provider, model); None: 
 NO_PIN: Pin = (None, None)
 
 
-@dataclass(frozen=True, slots=True)
-class Chosen:
+class Chosen(msgspec.Struct, frozen=True):
     """The outcome for one turn: the provider by name, and the model to ask for (None: the provider's own)."""
 
     name: str
@@ -28,8 +28,7 @@ class Chosen:
 Choose = Callable[[Pin], Chosen]
 
 
-@dataclass(slots=True)
-class AgentChoice:
+class AgentChoice(msgspec.Struct):
     """The gateway default (`provider`: the config file's, until `POST /api/app-config/llm`) and the providers.
 
     Every reader (the session actor at a turn's start, the REST views, `/ws`'s `auth_ok`) asks `resolve`, so

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
+import msgspec
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, Reply, ask
@@ -23,19 +23,17 @@ from storage.usage import UsageCapReachedError
 log = logging.getLogger("gateway.connectors")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     """An HTTP answer produced by a connector for an ingress request (the edge renders it)."""
 
     status: int
     body: Any
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     media_type: str = "application/json"
     redact: bool = True  # False only for a sidecar's credential answer, whose purpose is the secret
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(msgspec.Struct, frozen=True):
     """An ingress request handed from the HTTP edge to the connector's actor, raw body included."""
 
     action: str  # "" for the connector's root route, "events", "events/batch", "credentials/<key>"...
@@ -44,15 +42,13 @@ class Inbound:
     reply: Reply[Answer]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
+class DeliveryResult(msgspec.Struct, frozen=True):
     outcome: Literal["delivered", "retryable", "terminal"]
     error: str | None = None
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRequest:
+class DeliveryRequest(msgspec.Struct, frozen=True):
     delivery_id: str
     session_id: str
     turn_id: str
@@ -60,8 +56,7 @@ class DeliveryRequest:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(msgspec.Struct, frozen=True):
     request: DeliveryRequest
     reply: Reply[DeliveryResult]
 

@@ -6,9 +6,9 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import trio
 
 from actors.base import Address, Reply, ask
@@ -18,27 +18,24 @@ from storage.mcp import McpServerRow
 log = logging.getLogger("gateway.mcp")
 
 
-@dataclass(frozen=True, slots=True)
-class McpTool:
+class McpTool(msgspec.Struct, frozen=True):
     server: str
     name: str
     description: str
     input_schema: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class CallTool:
+class CallTool(msgspec.Struct, frozen=True):
     tool: str
     arguments: dict[str, Any]
     reply: Reply[str]
 
 
-@dataclass(slots=True)
-class ServerState:
+class ServerState(msgspec.Struct):
     state: str = "starting"  # starting | connected | error | failed | stopped
     last_error: str | None = None
     restarts: int = 0
-    tools: list[McpTool] = field(default_factory=list)
+    tools: list[McpTool] = msgspec.field(default_factory=list)
     child: Child[CallTool] | None = None
 
     @property

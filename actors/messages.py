@@ -1,18 +1,18 @@
-"""Every message the runtime's actors exchange: frozen dataclasses grouped by recipient."""
+"""Every message the runtime's actors exchange: frozen msgspec Structs grouped by recipient."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+import msgspec
 
 from actors.base import Reply, Stop
 from storage.events import EventRow
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class SessionKey:
+class SessionKey(msgspec.Struct, frozen=True, order=True):
     """Which conversation: the transport (`api`, `telegram`, …), its chat, and an optional topic/channel."""
 
     transport: str
@@ -51,15 +51,13 @@ class Sink(Protocol[T_contra]):
     def statistics(self) -> Receivers: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TurnAccepted:
+class TurnAccepted(msgspec.Struct, frozen=True):
     session_id: str
     turn_id: str
     queued_behind: int
 
 
-@dataclass(frozen=True, slots=True)
-class Subscription:
+class Subscription(msgspec.Struct, frozen=True):
     """Answer to Subscribe: events to deliver first, then the live channel carries seq > `last_seq`."""
 
     session_id: str
@@ -70,8 +68,7 @@ class Subscription:
 # ---- to the router, and forwarded by it to the key's session ----
 
 
-@dataclass(frozen=True, slots=True)
-class Submit:
+class Submit(msgspec.Struct, frozen=True):
     key: SessionKey
     text: str
     reply: Reply[TurnAccepted]
@@ -79,8 +76,7 @@ class Submit:
     also: Callable[[sqlite3.Connection], None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Subscribe:
+class Subscribe(msgspec.Struct, frozen=True):
     """Stream this session's events into `channel`; replay everything after `after_seq` first (None: live)."""
 
     key: SessionKey
@@ -89,14 +85,12 @@ class Subscribe:
     reply: Reply[Subscription]
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
+class Unsubscribe(msgspec.Struct, frozen=True):
     key: SessionKey
     channel: Sink[EventRow]
 
 
-@dataclass(frozen=True, slots=True)
-class Abort:
+class Abort(msgspec.Struct, frozen=True):
     """Stop the running turn and drop queued ones; answer how many processes were killed.
 
     With `only`, just the turns named there (a client that went away aborts its own turns, not another's).
@@ -107,16 +101,14 @@ class Abort:
     only: frozenset[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Resolve:
+class Resolve(msgspec.Struct, frozen=True):
     """Answer the session id bound to the key (creating the session if needed)."""
 
     key: SessionKey
     reply: Reply[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Retire:
+class Retire(msgspec.Struct, frozen=True):
     """Retire the key's session actor: it finishes its running and queued turns, stores their events, runs `then`
     in the store as its last act (e.g. deleting the session's rows), exits, and then answers `reply`.
 
@@ -132,8 +124,7 @@ class Retire:
 SessionRequest = Submit | Subscribe | Unsubscribe | Abort | Resolve
 
 
-@dataclass(frozen=True, slots=True)
-class Idle:
+class Idle(msgspec.Struct, frozen=True):
     """From a session to the router: nothing to do after `received` messages; retire me if that is all.
 
     `incarnation` names which actor of the key sent it (the router numbers them), so a late Idle from an actor

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+import msgspec
 import trio
 
 from actors.base import Address, BusyError, DeadActorError
@@ -17,15 +17,13 @@ from storage.clock import now_ms
 log = logging.getLogger("gateway.outbox")
 
 
-@dataclass(frozen=True, slots=True)
-class TurnFinished:
+class TurnFinished(msgspec.Struct, frozen=True):
     session_id: str
     turn_id: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Kick:
+class Kick(msgspec.Struct, frozen=True):
     """Look for due deliveries now (after a retry from the API, or a connector came back)."""
 
 
@@ -33,8 +31,7 @@ OutboxMsg = TurnFinished | Kick
 Deliverer = Callable[[str, DeliveryRequest], Awaitable[DeliveryResult]]
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxPolicy:
+class OutboxPolicy(msgspec.Struct, frozen=True):
     max_attempts: int = 8
     backoff: float = 1.0  # seconds before the second attempt, doubled after each failure
     max_backoff: float = 300.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
+import msgspec
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, Stop
@@ -24,8 +24,7 @@ log = logging.getLogger("gateway.router")
 DRAIN_PER_PASS = 256
 
 
-@dataclass(slots=True)
-class _Live:
+class _Live(msgspec.Struct):
     child: Child[SessionMsg]
     actor: SessionActor
     sent: int = 0
@@ -35,8 +34,7 @@ class _Live:
         return self.child.address
 
 
-@dataclass(frozen=True, slots=True)
-class RouterStats:
+class RouterStats(msgspec.Struct, frozen=True):
     live_sessions: int
     started: int
     retired: int

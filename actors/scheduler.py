@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from actors.base import ActorError, Address, ask
@@ -117,8 +117,7 @@ def next_slot(job: CronJob, after_ms: int) -> int:
     return job.created_at + (elapsed // step + 1) * step
 
 
-@dataclass(frozen=True, slots=True)
-class Fired:
+class Fired(msgspec.Struct, frozen=True):
     job: CronJob
     slot: int
     trigger: str

@@ -6,7 +6,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
@@ -56,8 +55,7 @@ P = ParamSpec("P")
 log = logging.getLogger("gateway.session")
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
+class SessionConfig(msgspec.Struct, frozen=True):
     idle_timeout: float = 300.0
     # Idle with subscribers listening (an open /ws connection): parked this much sooner. Its actor exits and the
     # router keeps only the subscribers and the numbering (a `Parked`); the next request wakes it without a store
@@ -71,7 +69,8 @@ class SessionConfig:
     # own commit): one commit per delta burst would cost the loop more than sending them.
     commit_interval: float = 0.2
     model: str | None = None  # when the session pins none (None: the provider's own default)
-    caps: usage_db.CapPolicy = field(default_factory=usage_db.CapPolicy)  # where an account has no cap of its own
+    # Where an account has no cap of its own.
+    caps: usage_db.CapPolicy = msgspec.field(default_factory=usage_db.CapPolicy)
     # A turn's outcome is shown once committed, or after this long if its commit is still queued (a slow disk).
     end_shown_after: float = 5.0
 
@@ -85,12 +84,11 @@ SEQ_RESERVE = 100_000
 FIRST_OUTPUT_WAIT = 0.005
 
 
-@dataclass(slots=True, eq=False)
-class Parked:
+class Parked(msgspec.Struct, eq=False):
     """A session asleep while subscribers still listen, as the router keeps it instead of its actor: filled by the
     actor as it exits (`ready`), handed to the key's next actor, which continues from it without reading storage."""
 
-    subscribers: list[Sink[EventRow]] = field(default_factory=list)
+    subscribers: list[Sink[EventRow]] = msgspec.field(default_factory=list)
     session_id: str = ""
     owner: str | None = None
     seq: int = 0
@@ -105,8 +103,7 @@ class Parked:
         return bool(self.subscribers)
 
 
-@dataclass(slots=True)
-class _QueuedTurn:
+class _QueuedTurn(msgspec.Struct):
     turn_id: str
     prompt: str
     history: list[msg_db.MessageRow] | None = None  # set when accepted and begun in one transaction
@@ -119,13 +116,12 @@ class _QueuedTurn:
     output: trio.Event | None = None
 
 
-@dataclass(slots=True)
-class _RunningTurn:
+class _RunningTurn(msgspec.Struct):
     turn_id: str
     scope: trio.CancelScope
     handle: ProviderTurn | None = None
     aborted: bool = False
-    finished: trio.Event = field(default_factory=trio.Event)
+    finished: trio.Event = msgspec.field(default_factory=trio.Event)
 
 
 def _with(also: Callable[[Any], None] | None, fn: Callable[Concatenate[Any, P], T]) -> Callable[Concatenate[Any, P], T]:

@@ -8,9 +8,9 @@ import math
 import sqlite3
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
+import msgspec
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, Reply, TemporaryFailure
@@ -25,8 +25,7 @@ class StorageUnavailableError(TemporaryFailure):
     """Storage refused the request (disk full, read-only, I/O error, frozen): nothing of it was stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class Op(Generic[T]):
+class Op(msgspec.Struct, Generic[T], frozen=True):
     """One unit of work: `fn(conn, *args, **kwargs)` runs inside the batch's transaction."""
 
     fn: Callable[..., T]
@@ -67,20 +66,19 @@ class Pending:
         return reply.claim()
 
 
-@dataclass(slots=True)
-class StoreStats:
+class StoreStats(msgspec.Struct):
     batches: int = 0
     ops: int = 0
     largest_batch: int = 0
     failed_commits: int = 0
-    last_error: str | None = field(default=None)
+    last_error: str | None = None
     # True from a batch that storage refused (disk full, I/O error) until a batch that writes commits again, or
     # a probe finds the disk writable again.
     failing: bool = False
     # trio time at which the batch now in the worker thread was handed over (None: the thread is idle).
     busy_since: float | None = None
     reopened: int = 0  # connections replaced after the disk came back
-    pending: Pending = field(default_factory=Pending)  # shared with the `Store` handle (its deadlines)
+    pending: Pending = msgspec.field(default_factory=Pending)  # shared with the `Store` handle (its deadlines)
 
     def stalled_for(self, now: float) -> float:
         """Seconds the current commit has been running (0 when none is)."""

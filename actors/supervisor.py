@@ -7,10 +7,10 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+import msgspec
 import trio
 
 from actors.base import Address, DeadActorError, Mailbox, Reply, TemporaryFailure
@@ -30,8 +30,7 @@ class Restart(enum.Enum):
     TEMPORARY = "temporary"  # never restarted
 
 
-@dataclass(frozen=True, slots=True)
-class RestartPolicy:
+class RestartPolicy(msgspec.Struct, frozen=True):
     mode: Restart = Restart.PERMANENT
     max_restarts: int = 5
     window: float = 60.0  # seconds on trio's clock, so MockClock drives it in tests
@@ -96,8 +95,7 @@ class Backlogged(Protocol):
     def backlog(self) -> int: ...
 
 
-@dataclass(slots=True)
-class ActorInfo:
+class ActorInfo(msgspec.Struct):
     """Live facts about one actor, as shown by `Registry.statistics()`; ~150 bytes, so every live one is listed."""
 
     name: str
@@ -105,7 +103,7 @@ class ActorInfo:
     restarts: int = 0
     last_error: str | None = None
     started_at: float = 0.0
-    address: Backlogged | None = field(default=None, repr=False)
+    address: Backlogged | None = None
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -184,8 +182,7 @@ class Registry:
         return len(self._actors)
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSpec(Generic[M]):
+class ChildSpec(msgspec.Struct, Generic[M], frozen=True):
     """How to run one actor: `run(inbox)` is called again on every restart with the same inbox."""
 
     name: str
@@ -322,14 +319,13 @@ def service(
     return ChildSpec(name, body, policy, capacity=1, registry=registry, ready=ready)
 
 
-@dataclass(eq=False, slots=True)
-class Child(Generic[M]):
+class Child(msgspec.Struct, Generic[M], eq=False):
     """One child of a Supervisor: its spec and address, and whether it has ended or failed for good."""
 
     spec: ChildSpec[M]
     address: Address[M]
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    done: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = msgspec.field(default_factory=trio.CancelScope)
+    done: trio.Event = msgspec.field(default_factory=trio.Event)
     error: str | None = None  # why it failed for good (a crash when its restart budget had run out)
 
     @property

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import trio
 
 from actors.base import Address
@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 
-@dataclass(slots=True)
-class Services:
+class Services(msgspec.Struct):
     """The features `start_services` starts beside the router, each None until started (tests may start fewer)."""
 
     rest: RestState | None = None  # auth state and rate limits of the REST API (gateway.features)
@@ -57,7 +56,7 @@ class Services:
     a2a: A2AAgents | None = None  # the registered A2A agents, offered to the model as tools (gateway.agent.a2a)
     sessions_feed: SessionsFeed | None = None  # made by the first session-list stream (gateway.http.session_feed)
     # `GET /api/status`'s database integrity check: one scan at a time, its verdict reused for a while.
-    integrity_lock: trio.Lock = field(default_factory=trio.Lock)
+    integrity_lock: trio.Lock = msgspec.field(default_factory=trio.Lock)
     integrity_verdict: tuple[float, str] | None = None
 
 
@@ -68,8 +67,7 @@ def started(service: S | None, what: str) -> S:
     return service
 
 
-@dataclass(slots=True)
-class Runtime:
+class Runtime(msgspec.Struct):
     """What the edges need from the running process; built by `run()` and handed to the ASGI app."""
 
     config: Config
@@ -82,27 +80,27 @@ class Runtime:
     providers: dict[str, Provider]
     shutdown: trio.Event
     choice: AgentChoice
-    started_wall: float = field(default_factory=time.time)
-    started_monotonic: float = field(default_factory=time.monotonic)
+    started_wall: float = msgspec.field(default_factory=time.time)
+    started_monotonic: float = msgspec.field(default_factory=time.monotonic)
     connections: int = 0
-    binds: list[str] = field(default_factory=list)
+    binds: list[str] = msgspec.field(default_factory=list)
     # Set once the edge listens on `binds`: what calls back into the gateway (sidecars) starts after it.
-    listening: trio.Event = field(default_factory=trio.Event)
+    listening: trio.Event = msgspec.field(default_factory=trio.Event)
     # Called for every session event, synchronously, right after it is sequenced (keep them cheap).
-    event_listeners: list[Callable[[EventRow], None]] = field(default_factory=list)
+    event_listeners: list[Callable[[EventRow], None]] = msgspec.field(default_factory=list)
     # Each turn's outcome, fed every session event before `event_listeners` (which read it at a turn's end).
-    outcomes: TurnOutcomes = field(default_factory=TurnOutcomes)
-    notifications: Broadcast[dict[str, Any]] = field(default_factory=Broadcast)
+    outcomes: TurnOutcomes = msgspec.field(default_factory=TurnOutcomes)
+    notifications: Broadcast[dict[str, Any]] = msgspec.field(default_factory=Broadcast)
     # name -> check returning {"status": "ok"|"error", "details": ...}; `GET /api/status` shows them all.
-    status_checks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    status_checks: dict[str, Callable[[], dict[str, Any]]] = msgspec.field(default_factory=dict)
     mcp: McpHub | None = None
-    skills: SkillCatalog = field(default_factory=SkillCatalog)
+    skills: SkillCatalog = msgspec.field(default_factory=SkillCatalog)
     # The connector service (issue 4), set by start_services.
     connectors: ConnectorService | None = None
     # The features started by `start_services`, one typed field each.
-    services: Services = field(default_factory=Services)
+    services: Services = msgspec.field(default_factory=Services)
     # Where requests made on someone's behalf may go ([outbound] allow); every outbound HTTP client comes from it.
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    outbound: OutboundPolicy = msgspec.field(default_factory=OutboundPolicy)
 
     @property
     def version(self) -> str:

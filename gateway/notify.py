@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 
+import msgspec
 import trio
 
 from actors.events import TurnOutcome
@@ -29,8 +29,7 @@ async def notify(runtime: Runtime, *, title: str, body: str, source: str, owner:
     return row
 
 
-@dataclass(frozen=True, slots=True)
-class Watched:
+class Watched(msgspec.Struct, frozen=True):
     title: str
     source: str
     owner: str | None

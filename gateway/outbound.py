@@ -6,10 +6,10 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import msgspec
 import trio
 
 from gateway.config.networks import IPAddress, IPNetwork
@@ -57,8 +57,7 @@ def refusal(ip: IPAddress) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class AllowRule:
+class AllowRule(msgspec.Struct, frozen=True):
     """One `[outbound] allow` entry: a host name (`*.` for a whole domain), an address or a CIDR, maybe a port."""
 
     name: str | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import sqlite3
@@ -11,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -231,7 +231,10 @@ async def run(
                 # `GET /api/status`, `gateway status` and the memory benchmark.
                 runtime.status_checks["sessions"] = lambda: {
                     "status": "ok",
-                    "details": {**dataclasses.asdict(router.statistics()), "parked_sessions": router.parked_sessions},
+                    "details": {
+                        **msgspec.structs.asdict(router.statistics()),
+                        "parked_sessions": router.parked_sessions,
+                    },
                 }
                 runtime.status_checks["actors"] = registry.status_check
                 await _resume_queued(store, router_address)

@@ -6,8 +6,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from storage.sealing import CHECK_TABLE, Sealer, SecretsKeyError, read_key
 
@@ -22,8 +23,7 @@ class BackupError(Exception):
     """A backup or a restore cannot be made; the message says why and what to do."""
 
 
-@dataclass(frozen=True, slots=True)
-class BackupResult:
+class BackupResult(msgspec.Struct, frozen=True):
     path: Path
     bytes: int
     pages: int

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorRow:
+class ConnectorRow(msgspec.Struct, frozen=True):
     kind: str
     name: str
     settings: dict[str, Any]

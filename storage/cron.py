@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from storage.ids import new_id
 
@@ -14,8 +15,7 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CronJob:
+class CronJob(msgspec.Struct, frozen=True):
     id: str
     owner: str | None
     name: str
@@ -37,8 +37,7 @@ class CronJob:
 RUN_STATUSES = ("running", "ok", "error", "skipped")
 
 
-@dataclass(frozen=True, slots=True)
-class CronRun:
+class CronRun(msgspec.Struct, frozen=True):
     id: int
     job_id: str
     slot_at: int  # the slot it ran for (a manual run: the trigger time)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import astuple, dataclass
+
+import msgspec
 
 _COLUMNS = "id, owner, session_id, filename, extension, mime_type, size, key, created_at"
 
 
-@dataclass(frozen=True, slots=True)
-class FileRow:
+class FileRow(msgspec.Struct, frozen=True):
     id: str
     owner: str | None
     session_id: str | None
@@ -22,7 +22,7 @@ class FileRow:
 
 
 def add_file(conn: sqlite3.Connection, row: FileRow) -> None:
-    conn.execute(f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(row))
+    conn.execute(f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", msgspec.structs.astuple(row))
 
 
 def get_file(conn: sqlite3.Connection, file_id: str) -> FileRow | None:

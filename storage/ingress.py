@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -16,8 +15,7 @@ Status = Literal["accepted", "duplicate", "rejected"]
 KeyTuple = tuple[str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSpec:
+class SessionSpec(msgspec.Struct, frozen=True):
     """How to find an event's session, in order: fixed id, given id, an existing candidate key, a new first key."""
 
     candidates: tuple[KeyTuple, ...] = ()
@@ -39,19 +37,17 @@ class IngressItem(msgspec.Struct, frozen=True, gc=False):
     reply_targets: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     status: Status
     session_id: str | None = None
     reason: str | None = None
     created: bool = False  # a new row was written (the dispatcher has work)
 
 
-@dataclass(slots=True)
-class _BatchCache:
-    keys: dict[KeyTuple, str | None] = field(default_factory=dict)  # None: no session has that key
-    ids: dict[str, bool] = field(default_factory=dict)
-    targets: dict[str, bytes | None] = field(default_factory=dict)
+class _BatchCache(msgspec.Struct):
+    keys: dict[KeyTuple, str | None] = msgspec.field(default_factory=dict)  # None: no session has that key
+    ids: dict[str, bool] = msgspec.field(default_factory=dict)
+    targets: dict[str, bytes | None] = msgspec.field(default_factory=dict)
 
 
 class _Reject(Exception):
@@ -303,8 +299,7 @@ def poll_offset(conn: sqlite3.Connection, connector: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(msgspec.Struct, frozen=True):
     id: int
     session_id: str
     transport: str

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from storage.sealing import sealer_of
 
 TRANSPORTS = ("stdio", "sse", "streamable_http")
 
 
-@dataclass(frozen=True, slots=True)
-class McpServerRow:
+class McpServerRow(msgspec.Struct, frozen=True):
     name: str
     transport: str
     enabled: bool
     description: str = ""
     command: str = ""
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
+    args: list[str] = msgspec.field(default_factory=list)
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
     url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
+    headers: dict[str, str] = msgspec.field(default_factory=dict)  # may hold secrets: sealed at rest, never listed
     url_by_owner: bool = False  # the owner (gateway token) set `url`: it may be a private address
 
 

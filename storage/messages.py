@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+
+import msgspec
 
 from storage.events import EventRow, append_events
 from storage.ids import new_id
@@ -11,8 +12,7 @@ from storage.ids import new_id
 TURN_STATES = ("queued", "running", "completed", "aborted", "failed", "interrupted")
 
 
-@dataclass(frozen=True, slots=True)
-class TurnRow:
+class TurnRow(msgspec.Struct, frozen=True):
     id: str
     session_id: str
     state: str
@@ -22,8 +22,7 @@ class TurnRow:
     created_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRow:
+class MessageRow(msgspec.Struct, frozen=True):
     role: str
     content: str
     turn_id: str | None

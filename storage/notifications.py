@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+
+import msgspec
 
 from storage.ids import new_id
 
 _COLUMNS = "id, owner, title, body, source, read, created_at"
 
 
-@dataclass(frozen=True, slots=True)
-class NotificationRow:
+class NotificationRow(msgspec.Struct, frozen=True):
     id: str
     owner: str | None  # None: for the admins (gateway-wide events)
     title: str

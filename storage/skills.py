@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from storage.ids import new_id
 
 
-@dataclass(frozen=True, slots=True)
-class SkillRow:
+class SkillRow(msgspec.Struct, frozen=True):
     id: str
     slug: str
     name: str
@@ -49,18 +49,17 @@ class SkillRow:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class A2AServerRow:
+class A2AServerRow(msgspec.Struct, frozen=True):
     id: str
     base_url: str
     name: str
     description: str
-    input_modes: list[str] = field(default_factory=list)
-    output_modes: list[str] = field(default_factory=list)
+    input_modes: list[str] = msgspec.field(default_factory=list)
+    output_modes: list[str] = msgspec.field(default_factory=list)
     streaming: bool = False
     push_notifications: bool = False
     enabled: bool = True
-    card: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = msgspec.field(default_factory=dict)
     url_by_owner: bool = False  # registered by the owner (gateway token): its address may be private
 
     def view(self) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 DAY_MS = 86_400_000
 GROUPS = ("day", "model", "session", "user")
@@ -25,8 +26,7 @@ class UsageCapReachedError(Exception):
         self.resets_at_ms = resets_at_ms
 
 
-@dataclass(frozen=True, slots=True)
-class CapPolicy:
+class CapPolicy(msgspec.Struct, frozen=True):
     """The caps that apply where an account has none of its own: `default` for every account, `unowned` for turns
     of sessions no account owns (the gateway token's, connectors'). None: no cap."""
 
@@ -34,8 +34,7 @@ class CapPolicy:
     unowned: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
+class UsageRow(msgspec.Struct, frozen=True):
     key: str | None  # the day (YYYY-MM-DD), model, session id or user id; None: turns of no account
     turns: int
     input_tokens: int
@@ -47,8 +46,7 @@ class UsageRow:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(frozen=True, slots=True)
-class TurnUsage:
+class TurnUsage(msgspec.Struct, frozen=True):
     turn_id: str
     session_id: str
     owner: str | None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-from dataclasses import dataclass
+
+import msgspec
 
 from storage.ids import new_id
 
@@ -18,8 +19,7 @@ class DuplicateUserError(Exception):
     """The username or email is already taken."""
 
 
-@dataclass(frozen=True, slots=True)
-class UserRow:
+class UserRow(msgspec.Struct, frozen=True):
     id: str
     username: str | None
     email: str | None
@@ -126,8 +126,7 @@ def delete_user(conn: sqlite3.Connection, user_id: str) -> bool:
 # ---- refresh tokens: rotation with reuse detection (RFC 9700 §4.14.2) ----
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshRow:
+class RefreshRow(msgspec.Struct, frozen=True):
     id: str
     family: str
     user_id: str

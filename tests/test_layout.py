@@ -152,6 +152,17 @@ def test_storage_never_imports_trio() -> None:
     assert bad == []
 
 
+def test_records_are_msgspec_structs_not_dataclasses() -> None:
+    # A frozen slotted dataclass costs ~1.3 ms to define (its methods are compiled by exec at import) and ~1.8 µs to
+    # build; a frozen Struct ~0.03 ms and ~0.2 µs. With ~100 records, that was a fifth of a gateway's start.
+    bad = [
+        name
+        for name, path in modules(ROOT).items()
+        if "dataclasses" in imports_of(name, path, {"dataclasses"}, type_checking=True)
+    ]
+    assert bad == []
+
+
 def test_few_modules_sit_loose_at_the_top_of_gateway() -> None:
     top = sorted(p.name for p in (ROOT / "gateway").glob("*.py"))
     assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules at the top of gateway/ (at most {MAX_TOP_MODULES}): {top}"

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
 
 from actors.messages import SessionKey
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryMessage:
+class HistoryMessage(msgspec.Struct, frozen=True):
     role: str  # user | assistant | system
     content: str
 
 
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
+class TurnRequest(msgspec.Struct, frozen=True):
     session_id: str
     key: SessionKey
     prompt: str
@@ -26,30 +25,25 @@ class TurnRequest:
     owner: str | None = None  # the session's owner (None: the gateway token's or a connector's): picks tools
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
+class TextDelta(msgspec.Struct, frozen=True):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ToolActivity:
+class ToolActivity(msgspec.Struct, frozen=True):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class SystemStatus:
+class SystemStatus(msgspec.Struct, frozen=True):
     text: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class FinalText:
+class FinalText(msgspec.Struct, frozen=True):
     """The whole answer, when a provider knows it better than the concatenated deltas."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True):
     """Tokens the provider reports a turn (or one model call of it) used; several in one turn add up."""
 
     input_tokens: int
@@ -71,10 +65,9 @@ def estimate_usage(request: TurnRequest, output: str) -> Usage:
     return Usage(sum(estimate_tokens(t) + 4 for t in sent), estimate_tokens(output))
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
+class ProviderInfo(msgspec.Struct, frozen=True):
     name: str
-    models: list[str] = field(default_factory=list)
+    models: list[str] = msgspec.field(default_factory=list)
     default_model: str | None = None
     available: bool = True
     detail: str = ""
@@ -89,8 +82,7 @@ class ProviderInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
+class ProbeResult(msgspec.Struct, frozen=True):
     """What trying the provider found: `ok` (it answered as it should), `error` (it answered, with an error: a
     refused key, a wrong path) or `unreachable` (no answer: refused, no such host, timed out); `detail` says which."""
 

@@ -7,9 +7,9 @@ import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import msgspec
 import trio
 
 from actors.providers.base import (
@@ -33,8 +33,7 @@ log = logging.getLogger("gateway.provider.openai")
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
 
-@dataclass(frozen=True, slots=True)
-class OpenAISettings:
+class OpenAISettings(msgspec.Struct, frozen=True):
     base_url: str = "https://api.openai.com/v1"
     api_key: str = ""
     model: str = "gpt-4o-mini"
@@ -113,17 +112,15 @@ def build_messages(
     return [*head, *kept, {"role": "user", "content": prompt}]
 
 
-@dataclass(slots=True)
-class _ToolCall:
+class _ToolCall(msgspec.Struct):
     id: str = ""
     name: str = ""
     arguments: str = ""
 
 
-@dataclass(slots=True)
-class _Round:
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, _ToolCall] = field(default_factory=dict)
+class _Round(msgspec.Struct):
+    text: list[str] = msgspec.field(default_factory=list)
+    calls: dict[int, _ToolCall] = msgspec.field(default_factory=dict)
     finish_reason: str | None = None
     usage: Usage | None = None  # the round's own report (`usage` of the last chunk, or of a whole JSON answer)
 

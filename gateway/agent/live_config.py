@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -47,16 +46,15 @@ def openai_of(runtime: Runtime) -> OpenAIProvider | None:
     return provider if isinstance(provider, OpenAIProvider) else None
 
 
-@dataclasses.dataclass(slots=True)
-class LiveConfig:
+class LiveConfig(msgspec.Struct):
     """The stored overrides, kept in memory; the `openai` provider's settings are rebuilt from them on change."""
 
     baseline: OpenAISettings | None  # from the config file, before any override
     default_provider: str
-    llm: LlmSettings = dataclasses.field(default_factory=LlmSettings)
+    llm: LlmSettings = msgspec.field(default_factory=LlmSettings)
     api_key: str = ""
     agent: AgentSettings | None = None
-    models_json: dict[str, Any] = dataclasses.field(default_factory=dict)
+    models_json: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def live_of(runtime: Runtime) -> LiveConfig:
@@ -114,7 +112,7 @@ def _rebuild(runtime: Runtime) -> None:
         if listed:
             changes["models"] = tuple(listed)
         # Turns read the settings when they start: the next turn uses these, a running one keeps its own.
-        openai.settings = dataclasses.replace(live.baseline, **changes)
+        openai.settings = msgspec.structs.replace(live.baseline, **changes)
     wanted = live.llm.provider or live.default_provider
     if wanted in runtime.providers:
         runtime.choice.provider = wanted

@@ -8,11 +8,11 @@ import shutil
 import stat
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
+import msgspec
 import trio
 
 from actors.store import Store
@@ -37,8 +37,7 @@ PolicyMode = Literal["off", "enforce_confirmation"]
 _GITHUB_TREE = re.compile(r"^https://github\.com/([\w.-]+)/([\w.-]+)/tree/([^/]+)(?:/(.*))?$")
 
 
-@dataclass(frozen=True, slots=True)
-class Bundle:
+class Bundle(msgspec.Struct, frozen=True):
     files: dict[str, bytes]  # relative posix path -> content
     executable: frozenset[str] = frozenset()
 

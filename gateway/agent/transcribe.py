@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import trio
 
 from gateway.errors import GatewayError, NoTranscriberError, TranscriptionFailedError
@@ -16,8 +16,7 @@ from gateway.outbound import OutboundPolicy
 log = logging.getLogger("gateway.transcribe")
 
 
-@dataclass(frozen=True, slots=True)
-class TranscribeSettings:
+class TranscribeSettings(msgspec.Struct, frozen=True):
     http_url: str = ""  # base of an OpenAI-compatible audio API, e.g. http://127.0.0.1:8080/v1
     http_api_key: str = ""
     http_model: str = "whisper-1"

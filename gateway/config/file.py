@@ -7,7 +7,6 @@ import re
 import secrets
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,8 +216,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     usage: UsageConfig = UsageConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(msgspec.Struct, frozen=True):
     """Where this gateway's files live, derived from the config path and settings."""
 
     config_file: Path

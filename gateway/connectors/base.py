@@ -8,7 +8,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -38,8 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.connectors")
 
 
-@dataclass(slots=True)
-class Context:
+class Context(msgspec.Struct):
     """Everything an adapter may use; built fresh for every life of the connector's actor."""
 
     config: ConnectorConfig
@@ -51,11 +49,11 @@ class Context:
     wait_listening: Callable[[], Awaitable[None]]  # returns once `gateway_url` answers (the edge listens)
     slot_value: Callable[[str], Awaitable[str | None]]
     sidecar_tokens: SidecarTokens
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
-    extra: dict[str, Any] = field(default_factory=dict)  # adapter status shown in /api/status
+    outbound: OutboundPolicy = msgspec.field(default_factory=OutboundPolicy)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # adapter status shown in /api/status
     # Every registered kind, to check the reply handles an event names (`check_reply_handle`): passed in, since a
     # kind's module cannot import the registry that imports it.
-    kinds: Mapping[str, ConnectorKind] = field(default_factory=dict)
+    kinds: Mapping[str, ConnectorKind] = msgspec.field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -66,8 +64,7 @@ class Context:
         return f"{self.config.kind}:{self.config.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorKind:
+class ConnectorKind(msgspec.Struct, frozen=True):
     """One connector kind, whole: each kind's module defines one, and `registry.KINDS` lists them.
 
     - `settings`: the kind's settings Struct (a `CommonSettings`); its `check` holds the kind's own rules, and its
@@ -89,12 +86,12 @@ class ConnectorKind:
     check_address: Callable[[str | dict[str, Any], str], None]
     chat_address: Callable[[str, str], dict[str, Any]] | None = None
     root_ingress: bool = True
-    ingress_security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    secret_fields: tuple[str, ...] = field(init=False)
+    ingress_security: Mapping[str, Mapping[str, str]] = msgspec.field(default_factory=dict)
+    secret_fields: tuple[str, ...] = ()  # computed from `settings`: any value given is replaced
 
     def __post_init__(self) -> None:
         secret = [f.name for f in msgspec.structs.fields(self.settings) if SecretMeta in get_args(f.type)]
-        object.__setattr__(self, "secret_fields", tuple(secret))
+        msgspec.structs.force_setattr(self, "secret_fields", tuple(secret))
 
 
 def check_reply_handle(h: ReplyHandle, what: str, kinds: Mapping[str, ConnectorKind]) -> None:
@@ -283,8 +280,7 @@ async def save_download(ctx: Context, client: httpx.AsyncClient, url: str, name:
     return target
 
 
-@dataclass(slots=True)
-class _Grant:
+class _Grant(msgspec.Struct):
     ref: str
     keys: dict[str, str]  # env key -> slot
     expires: float

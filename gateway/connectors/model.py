@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -96,8 +95,7 @@ class ChatSettings(CommonSettings, forbid_unknown_fields=True, kw_only=True):
         return self.additional_reply_targets
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorConfig:
+class ConnectorConfig(msgspec.Struct, frozen=True):
     """One connector as the runtime sees it: validated settings plus where it came from."""
 
     kind: str
@@ -105,7 +103,12 @@ class ConnectorConfig:
     source: Literal["file", "daemon"]
     settings: CommonSettings
     # File-declared `{value = "..."}` secrets are kept in memory only, never written to the database.
-    file_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    file_secrets: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The file's secrets stay out of every repr (a log line, a traceback's locals).
+        shown = f"kind={self.kind!r}, name={self.name!r}, source={self.source!r}, settings={self.settings!r}"
+        return f"ConnectorConfig({shown})"
 
     @property
     def ref(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sqlite3
@@ -11,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from actors.base import Address, BusyError, DeadActorError, ask
@@ -391,7 +391,7 @@ class ConnectorService:
         if result.error:
             # The error may quote the platform's answer, which may echo our request (a token, a token URL): it is
             # stored as the delivery's last_error and shown by the API, so it is redacted before either.
-            result = dataclasses.replace(result, error=redactor.redact(result.error))
+            result = msgspec.structs.replace(result, error=redactor.redact(result.error))
         return result
 
     def status(self) -> dict[str, Any]:

@@ -300,9 +300,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             msgspec.json.format(
                 msgspec.json.encode(
                     {
-                        "paths": {k: str(v) for k, v in paths.__dict__.items()}
-                        if hasattr(paths, "__dict__")
-                        else {f: str(getattr(paths, f)) for f in paths.__slots__},
+                        "paths": {f: str(getattr(paths, f)) for f in paths.__struct_fields__},
                         "config": shown,
                     }
                 )

@@ -11,29 +11,28 @@ import argparse
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 SHELLS = ("bash", "zsh", "fish")
 
 
-@dataclass
-class Option:
+class Option(msgspec.Struct):
     flags: list[str]
     help: str
     takes_value: bool
     choices: list[str]
 
 
-@dataclass
-class Node:
+class Node(msgspec.Struct):
     """A command (the root is `gateway`) with its options, positional choices and sub-commands."""
 
     path: str
     help: str = ""
-    aliases: list[str] = field(default_factory=list)  # the same command under another name (`gateway start`)
-    options: list[Option] = field(default_factory=list)
-    positional_choices: list[str] = field(default_factory=list)
-    children: dict[str, Node] = field(default_factory=dict)  # aliases included, sharing the node
+    aliases: list[str] = msgspec.field(default_factory=list)  # the same command under another name (`gateway start`)
+    options: list[Option] = msgspec.field(default_factory=list)
+    positional_choices: list[str] = msgspec.field(default_factory=list)
+    children: dict[str, Node] = msgspec.field(default_factory=dict)  # aliases included, sharing the node
 
     def walk(self) -> list[Node]:
         out, seen = [self], {id(self)}

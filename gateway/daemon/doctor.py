@@ -11,7 +11,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,16 +30,14 @@ _CLOCK_SKEW = 300.0  # seconds between our clock and a provider's Date header wo
 _FIRST_YEAR = 2025  # a clock before this (a Pi without its network time yet) breaks TLS and JWT expiry
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(msgspec.Struct, frozen=True):
     name: str
     status: Status
     detail: str
     fix: str = ""
 
 
-@dataclass(slots=True)
-class _Seen:
+class _Seen(msgspec.Struct):
     """What one check learned that a later one uses: the provider's clock, the running gateway."""
 
     server_date: float | None = None
@@ -55,7 +52,7 @@ def run(args: argparse.Namespace, load: Callable[[], tuple[Config, Paths]]) -> i
     checks = [Check(c.name, c.status, redactor.redact(c.detail), redactor.redact(c.fix)) for c in collect(load)]
     ok = all(c.status != "fail" for c in checks)
     if args.json:
-        data = {"ok": ok, "checks": [asdict(c) for c in checks]}
+        data = {"ok": ok, "checks": [msgspec.structs.asdict(c) for c in checks]}
         print(msgspec.json.format(msgspec.json.encode(data)).decode(), flush=True)
     else:
         _print(checks)
@@ -216,8 +213,7 @@ def check_database(paths: Paths) -> Check:
     return Check("database", "ok", f"{db} passes quick_check ({db.stat().st_size / (1024 * 1024):.1f} MiB)")
 
 
-@dataclass(frozen=True, slots=True)
-class _Llm:
+class _Llm(msgspec.Struct, frozen=True):
     """The provider a turn would use: the config file's, overridden by what `POST /api/app-config/llm` stored."""
 
     provider: str

@@ -12,7 +12,6 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import msgspec
@@ -29,13 +28,12 @@ _POLL = 0.2  # seconds between two looks at a quiet log file while following
 _FIRST_CHUNK = 64 * 1024
 
 
-@dataclass
-class Record:
+class Record(msgspec.Struct):
     """One log record: the lines it was written as, and its fields when its first line is one of ours."""
 
     lines: list[str]
     fields: dict[str, Any] | None = None
-    extra: list[str] = field(default_factory=list)  # lines after the first (a traceback)
+    extra: list[str] = msgspec.field(default_factory=list)  # lines after the first (a traceback)
 
     @property
     def level(self) -> int | None:

@@ -16,8 +16,9 @@ import shutil
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from gateway.config.file import (
     ENV_PREFIX,
@@ -47,8 +48,7 @@ class OnboardError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
-class Answers:
+class Answers(msgspec.Struct):
     provider: str = "echo"
     base_url: str = OpenAIProviderConfig().base_url
     model: str = OpenAIProviderConfig().model

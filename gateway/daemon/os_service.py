@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from gateway.daemon.serve import (
     ENV_ALLOW_SIGUSR1,
@@ -27,12 +28,11 @@ LAUNCHD_LABEL = "dev.agent-gateway"
 TASK_NAME = "Agent Gateway"
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
+class ServiceSpec(msgspec.Struct, frozen=True):
     """What a service runs: the command (the same zipapp or venv that installed it) and its environment."""
 
     command: list[str]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
     log_file: Path | None = None
     stop_timeout: float = 10.0
 

@@ -6,8 +6,9 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 PROC = Path("/proc")
 _TCP_LISTEN = "0A"  # the `st` column of /proc/net/tcp for a socket in LISTEN state
@@ -125,8 +126,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> set[int]:
     return left
 
 
-@dataclass(frozen=True, slots=True)
-class Stopped:
+class Stopped(msgspec.Struct, frozen=True):
     """What `terminate` did: the pids it signalled, those it had to SIGKILL, and any that survived even that."""
 
     signalled: frozenset[int]

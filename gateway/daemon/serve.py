@@ -13,12 +13,12 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 import trio
 
 from actors.store import StorageUnavailableError
@@ -153,8 +153,7 @@ def spawn_detached(argv: list[str], log_file: Path, env: Mapping[str, str] | Non
     return proc.pid
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(msgspec.Struct):
     """How one serving round ended: the signal that ended it (None if the server stopped by itself)."""
 
     signum: int | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -49,8 +48,7 @@ class Ok(msgspec.Struct, kw_only=True):
     status: Literal["ok"] = "ok"
 
 
-@dataclass(slots=True)
-class Ctx:
+class Ctx(msgspec.Struct):
     """One request as an endpoint sees it: the caller, the validated body and query, the path parameters."""
 
     request: Request
@@ -110,8 +108,7 @@ def runtime_of(request: Request) -> Runtime:
 Handler = Callable[[Ctx], Awaitable[Any]]
 
 
-@dataclass(slots=True)
-class Endpoint:
+class Endpoint(msgspec.Struct):
     method: str
     path: str
     handler: Handler
@@ -132,7 +129,7 @@ class Endpoint:
     params: type[Any] | None = None  # a Struct typing the path parameters (documentation; strings otherwise)
     example: Any = None  # a request body shown in the docs (and sent by the fuzzer's examples phase)
     form_fields: tuple[str, ...] = ()  # optional text fields of a multipart body beside `file`
-    also: dict[int, type[Any] | None] = field(default_factory=dict)  # other success statuses (201 on create)
+    also: dict[int, type[Any] | None] = msgspec.field(default_factory=dict)  # other success statuses (201 on create)
 
 
 ENDPOINTS: list[Endpoint] = []

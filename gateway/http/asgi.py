@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import trio
 from starlette.applications import Starlette
 from starlette.datastructures import URLPath
@@ -120,8 +120,7 @@ def all_routes(*, lazy: bool = False) -> list[BaseRoute]:
     return routes
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(msgspec.Struct, frozen=True):
     """A request body limit: the bytes it allows, the setting that sets it, and how its 413 names the body."""
 
     size: int

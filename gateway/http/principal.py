@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 from actors.store import Store
 from gateway.errors import OwnerOnlyError, UnauthorizedError
@@ -32,8 +33,7 @@ class Caller(Protocol):
     def client(self) -> Peer | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(msgspec.Struct, frozen=True):
     """The caller of a request: a user, or the gateway token acting as super admin (`user_id` None)."""
 
     user_id: str | None

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from gateway.errors import RateLimitedError
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
+class Rate(msgspec.Struct, frozen=True):
     per_minute: float
     burst: int
 
@@ -124,8 +124,7 @@ class StreamLimiter:
             self._open.pop(who, None)
 
 
-@dataclass(slots=True)
-class _Failures:
+class _Failures(msgspec.Struct):
     count: int
     last: float  # when the last failure happened
     until: float  # refused until then

@@ -3,15 +3,14 @@ it is built at start, and an idle gateway imports none of the REST plumbing (nor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from gateway.core import Runtime, started
 from gateway.http.credentials import PasswordHasher, TokenIssuer
 from gateway.http.ratelimit import FailedAuthThrottle, RateLimiter, StreamLimiter
 
 
-@dataclass(slots=True)
-class RestState:
+class RestState(msgspec.Struct):
     """What the REST routes share; built once by `start_services` and kept in `runtime.services.rest`."""
 
     issuer: TokenIssuer

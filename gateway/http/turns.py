@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from functools import partial
 
+import msgspec
 import trio
 
 from actors.base import ActorError, BusyError, DeadActorError, ask
@@ -25,8 +25,7 @@ from storage.sessions import SessionRow
 ASK_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class TurnOutcome:
+class TurnOutcome(msgspec.Struct, frozen=True):
     """A turn run for an HTTP caller: what was accepted, and how it ended (read from `runtime.outcomes`)."""
 
     accepted: TurnAccepted

@@ -7,8 +7,8 @@ import binascii
 import hmac
 import os
 import struct
-from dataclasses import dataclass
 
+import msgspec
 from nacl.bindings import (
     crypto_kx_client_session_keys,
     crypto_kx_server_session_keys,
@@ -174,8 +174,7 @@ def _derive(kx_key: bytes, static_dh: bytes, th: bytes, tkey: bytes, label: byte
     return _h(_lp(kx_key) + _lp(static_dh) + _lp(th), key=tkey, person=label)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionKeys:
+class SessionKeys(msgspec.Struct, frozen=True):
     send: bytes
     receive: bytes
 

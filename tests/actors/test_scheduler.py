@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -44,7 +44,7 @@ def make_job(
         connector="cron", chat_id="c1", prompt="tick", enabled=True, next_fire_at=None, last_fire_at=None,
         created_at=created, updated_at=created, timezone=timezone,
     )  # fmt: skip
-    return CronJob(**{**{f: getattr(job, f) for f in CronJob.__slots__}, "next_fire_at": next_slot(job, created)})
+    return msgspec.structs.replace(job, next_fire_at=next_slot(job, created))
 
 
 def test_next_slot_for_cron_and_interval() -> None:
@@ -167,7 +167,7 @@ async def test_a_missing_target_is_recorded_as_a_failed_run(
 ) -> None:
     async with harness(tmp_path, lambda: EchoProvider(), timeout=3600) as h:  # virtual seconds
         job = make_job(interval=60)
-        job = CronJob(**{**{f: getattr(job, f) for f in CronJob.__slots__}, "connector": None, "session_id": "gone"})
+        job = msgspec.structs.replace(job, connector=None, session_id="gone")
         await h.store.call(cron_db.create_job, job)
         fired: list[Fired] = []
         async with trio.open_nursery() as nursery:
@@ -263,7 +263,7 @@ async def test_a_slot_that_comes_while_the_last_run_runs_is_skipped(
 ) -> None:
     # Each turn takes 80 virtual seconds (two words, 40 s apart); the job comes every 60.
     async with harness(tmp_path, lambda: EchoProvider(delay=40), timeout=3600) as h:  # virtual seconds
-        job = dataclasses.replace(make_job(interval=60), prompt="tick tock")
+        job = msgspec.structs.replace(make_job(interval=60), prompt="tick tock")
         await h.store.call(cron_db.create_job, job)
         fired: list[Fired] = []
         async with trio.open_nursery() as nursery:

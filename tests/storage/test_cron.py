@@ -3,9 +3,10 @@ pages of runs, and migration 060 carrying the old run statuses over."""
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from pathlib import Path
+
+import msgspec
 
 from storage import cron as cron_db
 from storage import messages as msg_db
@@ -27,7 +28,7 @@ def _job(**fields: object) -> CronJob:
         connector="cron", chat_id="c", prompt="p", enabled=True, next_fire_at=T0 + 60_000, last_fire_at=None,
         created_at=T0, updated_at=T0,
     )  # fmt: skip
-    return dataclasses.replace(job, **fields)  # type: ignore[arg-type]
+    return msgspec.structs.replace(job, **fields)
 
 
 def _turn(conn: sqlite3.Connection, session_id: str) -> str:
@@ -39,7 +40,7 @@ def test_a_job_keeps_its_timezone_and_update_writes_every_editable_field(tmp_pat
     job = cron_db.create_job(conn, _job(cron="0 9 * * *", interval_seconds=None, timezone="Europe/Berlin"))
     assert cron_db.get_job(conn, job.id) == job
     assert cron_db.get_job(conn, job.id).timezone == "Europe/Berlin"  # type: ignore[union-attr]
-    edited = dataclasses.replace(
+    edited = msgspec.structs.replace(
         job, name="m", cron=None, interval_seconds=90, timezone="UTC", prompt="q", enabled=False,
         next_fire_at=None, updated_at=T0 + 5, session_id="s2", connector=None, chat_id=None,
     )  # fmt: skip

@@ -3,7 +3,6 @@ edit, toggle, trigger, and each job's run history."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -242,7 +241,7 @@ async def create_job(ctx: Ctx) -> CronJobOut:
     )  # fmt: skip
     scheduler = scheduler_of(ctx)
     if req.enabled:
-        job = dataclasses.replace(job, next_fire_at=next_slot(job, scheduler.now_ms()))
+        job = msgspec.structs.replace(job, next_fire_at=next_slot(job, scheduler.now_ms()))
     own = session_id is None and connector is None
     title = f"Cron: {req.name or req.prompt}"[:200]
 
@@ -252,7 +251,7 @@ async def create_job(ctx: Ctx) -> CronJobOut:
             # No target: the job gets a session of its own, its creator's, where its runs can be read.
             row = sess_db.get_or_create_session(conn, "cron", job_id, "", now_ms=ts, owner=ctx.user.owner)
             sess_db.rename_session(conn, row.id, title, now_ms=ts)
-            made = dataclasses.replace(job, session_id=row.id)
+            made = msgspec.structs.replace(job, session_id=row.id)
         return cron_db.create_job(conn, made)
 
     job = await ctx.store.call(txn)
@@ -285,15 +284,15 @@ async def update_job(ctx: Ctx) -> CronJobOut:
         changes.update(cron=None, interval_seconds=given["interval_seconds"])
     if "session_id" in given:
         changes.update(session_id=(await owned_session(ctx, given["session_id"])).id, connector=None, chat_id=None)
-    new = dataclasses.replace(job, **changes, updated_at=now_ms())
+    new = msgspec.structs.replace(job, **changes, updated_at=now_ms())
     _check_schedule(new.cron if "cron" in given else None, new.timezone)
     scheduler = scheduler_of(ctx)
     rescheduled = any(k in changes for k in ("cron", "interval_seconds", "timezone"))
     if not new.enabled:
-        new = dataclasses.replace(new, next_fire_at=None)
+        new = msgspec.structs.replace(new, next_fire_at=None)
     elif rescheduled or not job.enabled:
         try:
-            new = dataclasses.replace(new, next_fire_at=next_slot(new, scheduler.now_ms()))
+            new = msgspec.structs.replace(new, next_fire_at=next_slot(new, scheduler.now_ms()))
         except ScheduleError as exc:
             raise _invalid("cron", str(exc)) from None
     await ctx.store.call(cron_db.update_job, new)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -262,7 +261,7 @@ async def post_a2a(ctx: Ctx) -> A2AItem:
     async with ctx.runtime.outbound.client(trusted=trusted, timeout=A2A_TIMEOUT, follow_redirects=False) as client:
         row = await fetch_card(req.base_url, client=client)
     # Remembered for the calls a turn makes: only the owner's agent may sit at a private address.
-    row = dataclasses.replace(row, url_by_owner=ctx.user.is_owner)
+    row = msgspec.structs.replace(row, url_by_owner=ctx.user.is_owner)
     stored = await ctx.store.call(a2a_db.upsert_a2a, row, now_ms=now_ms())
     await reload_agents(ctx.runtime)
     return a2a_item(stored.view())
