@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,43 @@ def test_the_cli_and_the_config_load_no_heavy_library(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [], f"loaded: {r.stdout}"
+
+
+def test_a_command_builds_only_its_own_parser_and_its_help_is_whole() -> None:
+    # A run builds the parser of the command it was given: the four commands whose modules describe their own
+    # arguments (user, dashboard, onboard, completion) are not imported by another command's run (~35 ms).
+    code = (
+        "import sys\n"
+        "from gateway.daemon import cli\n"
+        "full = cli.build_parser()\n"
+        "mods = ('gateway.daemon.useradmin', 'gateway.daemon.dashboard', 'gateway.daemon.onboard',"
+        " 'gateway.daemon.completion')\n"
+        "for m in mods: sys.modules.pop(m, None)\n"
+        "one = cli.build_parser(only='status')\n"
+        "print(' '.join(m for m in mods if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [], f"loaded: {r.stdout}"
+    # Each command's --help is the same whether the run built all parsers or only its own.
+    from gateway.daemon.cli import _has_command, build_parser
+
+    full = build_parser()
+    commands = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) >= 20
+    for name, sub in commands.items():
+        one = build_parser(only=name)
+        assert _has_command(one, name)
+        mine = next(a for a in one._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        assert mine.format_help() == sub.format_help(), name
+    assert not _has_command(build_parser(only="nonsense"), "nonsense")
+
+
+def test_a_word_that_is_no_command_gets_argparse_error_listing_every_command() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "nonsense"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert r.returncode == 2
+    assert "invalid choice: 'nonsense'" in r.stderr
+    for name in ("serve", "status", "user", "dashboard", "onboard", "completion"):
+        assert f"'{name}'" in r.stderr, r.stderr
