@@ -198,7 +198,7 @@ async def serve_once(
         url = rt.binds[0] if rt.binds else ""
         lock.update(port=_port_of(url), url=url, sigusr1=allow_usr1, reload_token=True)
         outcome.serving = True
-        tune_gc()
+        nursery.start_soon(tune_gc_once_started)
         nursery.start_soon(partial(collect_when_quiet, release=partial(give_memory_back, rt)))
         await shutdown.wait()
         # Hypercorn drains within graceful_timeout; this bounds the whole stop so a stuck task cannot hold the lock.
@@ -207,6 +207,14 @@ async def serve_once(
 
 
 GC_THRESHOLDS = (10_000, 10, 10)
+# How long after the socket is bound the collector is tuned: its full collection (~15 ms with everything loaded)
+# would otherwise hold the first requests, and what start-up made is all there by then.
+GC_SETTLE = 1.0
+
+
+async def tune_gc_once_started(delay: float = GC_SETTLE) -> None:
+    await trio.sleep(delay)
+    tune_gc()
 
 
 def tune_gc() -> None:

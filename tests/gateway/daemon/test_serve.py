@@ -10,7 +10,14 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.daemon.serve import GC_THRESHOLDS, _young_collections, collect_when_quiet, give_memory_back
+from gateway.daemon.serve import (
+    GC_SETTLE,
+    GC_THRESHOLDS,
+    _young_collections,
+    collect_when_quiet,
+    give_memory_back,
+    tune_gc_once_started,
+)
 from tests.conftest import make_config, start_gateway
 
 
@@ -106,3 +113,24 @@ async def test_give_memory_back_goes_through_the_store_and_the_gateway_serves_on
         sessions = await gw.runtime.store.call(lambda conn: conn.execute("SELECT count(*) FROM sessions").fetchone())
         assert sessions is not None
         await gw.stop()
+
+
+async def test_the_collector_is_tuned_once_the_start_has_settled_not_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The full collection and freeze wait GC_SETTLE after the socket is bound, off the first requests' way.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        frozen = gc.get_freeze_count()
+        start_up_made = [_Junk() for _ in range(100)]  # lives as long as the process, like a route table
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tune_gc_once_started)
+            await trio.sleep(GC_SETTLE * 0.9)
+            assert gc.get_threshold() == (700, 10, 10)
+            assert gc.get_freeze_count() == frozen
+            await trio.sleep(GC_SETTLE * 0.2)
+            assert gc.get_threshold() == GC_THRESHOLDS
+            assert gc.get_freeze_count() >= frozen + len(start_up_made)
+    finally:
+        gc.set_threshold(*thresholds)
