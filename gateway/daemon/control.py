@@ -13,9 +13,7 @@ import httpx
 
 from gateway.config.file import Config, Paths, Server, secret_values, shorten_token
 from gateway.daemon.jsonout import print_json
-from gateway.daemon.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
-from gateway.daemon.procs import process_environ, terminate
-from gateway.daemon.serve import (
+from gateway.daemon.launch import (
     EXIT_FAILURE,
     EXIT_OK,
     SIGNAL_RELOAD_TOKEN,
@@ -23,6 +21,8 @@ from gateway.daemon.serve import (
     spawn_detached,
     stop_timeout,
 )
+from gateway.daemon.lock import LockInfo, live_lock, lock_path, read_lock, remove_if_stale
+from gateway.daemon.procs import process_environ, terminate
 from gateway.daemon.term import Term, human_duration
 from gateway.logs import redactor
 

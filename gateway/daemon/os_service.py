@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.daemon.serve import (
+from gateway.daemon.launch import (
     ENV_ALLOW_SIGUSR1,
     ENV_SERVICE_MARKER,
     EXIT_CONFIG,

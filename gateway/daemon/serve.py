@@ -9,7 +9,6 @@ import hmac
 import logging
 import os
 import signal
-import subprocess
 import sys
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +32,23 @@ from gateway.config.file import (
     make_private_dir,
     shorten_token,
 )
+from gateway.daemon.launch import (
+    ENV_ALLOW_SIGUSR1,
+    ENV_DETACHED,
+    ENV_NO_RESPAWN,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_RESTART,
+    FORCE_GRACE,
+    SIGNAL_RELOAD_TOKEN,
+    env_flag,
+    respawn_argv,
+    spawn_detached,
+    stop_timeout,
+    supervisor_name,
+    zipapp_path,
+)
 from gateway.daemon.lock import GatewayLock, LockHeldError, acquire, live_lock
 from gateway.daemon.procs import free_port, terminate
 from gateway.logs import redactor, setup_logging
@@ -46,50 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.daemon")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_RESTART = 75  # EX_TEMPFAIL: "restart me"; a service manager with Restart=on-failure starts us again
-EXIT_CONFIG = 78  # EX_CONFIG: bad config; the unit's RestartPreventExitStatus stops a restart loop
-
-# Environment variables of the run loop (documented in docs/cli.md).
-ENV_NO_RESPAWN = "GATEWAY_NO_RESPAWN"
-ENV_ALLOW_SIGUSR1 = "GATEWAY_ALLOW_SIGUSR1_RESTART"
-ENV_SERVICE_MARKER = "GATEWAY_SERVICE_MARKER"
-ENV_DETACHED = "GATEWAY_DETACHED"  # set by us on a respawned child: its stderr is the log file
-FORCE_GRACE = 0.7  # seconds between SIGTERM and SIGKILL for what else holds the port (`serve --force`)
-SIGNAL_RELOAD_TOKEN = signal.SIGUSR2  # "read the token file again"; the lock's `reloadToken` says it is understood
-
 Loader = Callable[[], tuple[Config, Paths]]
-
-
-def stop_timeout(graceful_timeout: float) -> float:
-    """Seconds to wait after SIGTERM before SIGKILL: the gateway's drain, its own 1 s bound for the rest, and margin.
-
-    `gateway stop` and the service units both use it, so SIGKILL never cuts a drain the gateway was asked to do.
-    """
-    return graceful_timeout + 5.0
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def supervisor_name(env: Mapping[str, str] | None = None) -> str | None:
-    """Which service manager restarts this process, if any: systemd sets INVOCATION_ID; our units set the marker."""
-    env = os.environ if env is None else env
-    if env.get(ENV_SERVICE_MARKER):
-        return env[ENV_SERVICE_MARKER]
-    if env.get("INVOCATION_ID"):
-        return "systemd"
-    return None
-
-
-def zipapp_path() -> Path | None:
-    """The .pyz this process runs from (shiv puts it in argv[0]), or None when running from a virtualenv."""
-    arg0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if arg0 is not None and arg0.is_file() and zipfile.is_zipfile(arg0):
-        return arg0.resolve()
-    return None
 
 
 def forget_the_archive() -> None:
@@ -120,37 +93,6 @@ def forget_the_archive() -> None:
     cache = getattr(zipimport, "_zip_directory_cache", {})
     for p in ours:
         cache.pop(p, None)
-
-
-def self_command() -> list[str]:
-    """The interpreter and program of this very process (zipapp or venv), to respawn or install it as a service."""
-    cmd = [sys.executable]
-    if sys.flags.no_site:
-        cmd.append("-S")  # keep the zipapp's isolation from system packages
-    pyz = zipapp_path()
-    return [*cmd, str(pyz)] if pyz is not None else [*cmd, "-m", "gateway"]
-
-
-def respawn_argv(args: list[str]) -> list[str]:
-    """This process's command line minus `--force`, which must not kill whatever took the port meanwhile."""
-    return self_command() + [a for a in args if a != "--force"]
-
-
-def spawn_detached(argv: list[str], log_file: Path, env: Mapping[str, str] | None = None) -> int:
-    """Start `argv` in its own session, detached from our terminal; its stdout/stderr append to `log_file`."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    child_env = {**(os.environ if env is None else env), ENV_DETACHED: "1"}
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=child_env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    return proc.pid
 
 
 class Outcome(msgspec.Struct):
@@ -405,8 +347,8 @@ def _check_data_dir(paths: Paths) -> int | None:
 def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[str, str] | None = None) -> int:
     """`gateway serve`: the run loop. Returns the process exit code; ConfigError propagates (exit 78 in the CLI)."""
     env = os.environ if env is None else env
-    allow_usr1 = _flag(env, ENV_ALLOW_SIGUSR1)
-    detached = _flag(env, ENV_DETACHED)
+    allow_usr1 = env_flag(env, ENV_ALLOW_SIGUSR1)
+    detached = env_flag(env, ENV_DETACHED)
     supervisor = supervisor_name(env)
     # Between two serving rounds (and while stopping) nobody listens for it: ignored, it cannot kill us then.
     signal.signal(SIGNAL_RELOAD_TOKEN, signal.SIG_IGN)
@@ -469,7 +411,7 @@ def serve(load: Loader, *, args: list[str], force: bool = False, env: Mapping[st
         if supervisor is not None:
             log.info("restart requested: exiting for %s to start us again", supervisor)
             return EXIT_RESTART
-        if not _flag(env, ENV_NO_RESPAWN):
+        if not env_flag(env, ENV_NO_RESPAWN):
             try:
                 pid = spawn_detached(respawn_argv(args), paths.log_file, env)
             except OSError as exc:

@@ -11,6 +11,13 @@ ROOT = Path(__file__).resolve().parents[3]
 HEAVY = ("trio", "httpx", "hypercorn", "starlette", "nacl")
 
 
+def loaded(code: str, *args: str) -> list[str]:
+    """What `code`, run in a fresh interpreter, prints: the names of the modules it found loaded."""
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
 def test_the_cli_and_the_config_load_no_heavy_library(tmp_path: Path) -> None:
     # What every command does before its own work: import the CLI, load and validate the config (trusted proxies
     # included, which parse addresses). trio alone was 0.1-0.3 s of each command's start.
@@ -24,9 +31,7 @@ def test_the_cli_and_the_config_load_no_heavy_library(tmp_path: Path) -> None:
         "load_config(Path(sys.argv[1]))\n"
         f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [], f"loaded: {r.stdout}"
+    assert loaded(code, str(config)) == []
 
 
 def test_a_command_builds_only_its_own_parser_and_its_help_is_whole() -> None:
@@ -42,9 +47,7 @@ def test_a_command_builds_only_its_own_parser_and_its_help_is_whole() -> None:
         "one = cli.build_parser(only='status')\n"
         "print(' '.join(m for m in mods if m in sys.modules))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [], f"loaded: {r.stdout}"
+    assert loaded(code) == []
     # Each command's --help is the same whether the run built all parsers or only its own.
     from gateway.daemon.cli import _has_command, build_parser
 
@@ -67,3 +70,15 @@ def test_a_word_that_is_no_command_gets_argparse_error_listing_every_command() -
     assert "invalid choice: 'nonsense'" in r.stderr
     for name in ("serve", "status", "user", "dashboard", "onboard", "completion"):
         assert f"'{name}'" in r.stderr, r.stderr
+
+
+def test_status_stop_and_restart_load_no_server_stack() -> None:
+    # `gateway status`, `stop`, `restart` and the service install need the run loop's exit codes and command line
+    # (gateway.daemon.launch), not the serve loop, which loads trio and the runtime (~0.15 s of each command).
+    code = (
+        "import sys\n"
+        "from gateway.daemon import control, os_service\n"
+        "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('trio', 'hypercorn', 'starlette', 'actors')"
+        " or m == 'gateway.daemon.serve'))\n"
+    )
+    assert loaded(code) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.daemon import os_service
-from gateway.daemon.serve import EXIT_CONFIG, self_command
+from gateway.daemon.launch import EXIT_CONFIG, self_command
 from tests.gateway.harness import CLI_TIMEOUT, Site
 
 
