@@ -399,18 +399,34 @@ class Reader:
         self.conn = open_conn()
         self._limiter = trio.CapacityLimiter(1)
         self.stuck = False  # the last read timed out (its thread may still hang in the kernel)
+        self._closing = False
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         """Run `fn(conn)` (which must not write) in the reader thread; StorageUnavailableError after `timeout`."""
         conn = self.conn
+
+        def run(conn: sqlite3.Connection) -> T:
+            try:
+                return fn(conn)
+            finally:
+                if self._closing:  # closed meanwhile (the gateway stopped): the last user closes it
+                    _close_quietly(conn)
+
         with trio.move_on_after(timeout):
-            # Abandoned on timeout: a read stuck in the kernel must not hold its caller; the next reads queue
-            # behind it on the limiter and time out the same way until the disk answers.
-            value = await trio.to_thread.run_sync(fn, conn, limiter=self._limiter, abandon_on_cancel=True)
+            # Abandoned on timeout or cancel: a read stuck in the kernel must not hold its caller; the next reads
+            # queue behind it on the limiter and time out the same way until the disk answers.
+            value = await trio.to_thread.run_sync(run, conn, limiter=self._limiter, abandon_on_cancel=True)
             self.stuck = False
             return value
         self.stuck = True
         raise StorageUnavailableError(f"storage did not answer a read within {timeout:g} s (the disk may be frozen)")
+
+    def close(self) -> None:
+        """Close the connection now if no read uses it; else the abandoned read's thread closes it when its query
+        returns. Closing it under a running query frees what SQLite is still reading: the process segfaults."""
+        self._closing = True
+        if self._limiter.borrowed_tokens == 0:
+            self.conn.close()
 
     async def reopen(self) -> None:
         """Take a fresh connection (the writer's was replaced); the old one closes once no read uses it."""

@@ -274,9 +274,11 @@ async def run(
                 core.cancel("gateway shutdown")
             infra.cancel("gateway shutdown")
     finally:
-        for db in (store_actor.conn, reader.conn):
+        # The writer's thread is never abandoned (a commit runs to its end), so it is idle here; a read may still
+        # run in an abandoned thread, and the reader closes its connection only once that read has returned.
+        for close in (store_actor.conn.close, reader.close):
             try:
-                db.close()
+                close()
             except sqlite3.Error as exc:  # a disk gone read-only: nothing left to write anyway
                 log.warning("closing the database: %s", exc)
         log.info("gateway stopped")

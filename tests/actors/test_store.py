@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.store import StorageUnavailableError, Store, StoreActor, StoreMsg
+from actors.store import Reader, StorageUnavailableError, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, supervise
 from storage import events as ev_db
 from storage import sessions as sess_db
-from storage.db import open_db
+from storage.db import open_db, open_reader
 from storage.events import EventRow
 from tests.conftest import until
 
@@ -292,3 +292,49 @@ async def test_one_row_event_writes_share_one_statement_and_a_bad_one_fails_alon
     assert stored == list(range(1, 35))
     assert conn.execute("SELECT last_seq FROM sessions WHERE id = ?", (sid,)).fetchone()[0] == 34
     conn.close()
+
+
+async def test_closing_the_reader_under_an_abandoned_read_leaves_the_connection_to_that_read(tmp_path: Path) -> None:
+    # A read abandoned by its caller (the gateway stopping) still runs in its thread; closing the connection under
+    # it would free what SQLite reads (a segfault in a full run). The read finishes on an open connection, and the
+    # connection is closed once it returns.
+    db = tmp_path / "gateway.db"
+    open_db(db).close()
+    reader = Reader(partial(open_reader, db))
+    conn = reader.conn
+    started, release = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def slow_read(c: sqlite3.Connection) -> int:
+        started.set()
+        release.wait(30)
+        try:
+            seen.append(int(c.execute("SELECT count(*) FROM settings").fetchone()[0]))
+        except sqlite3.Error as exc:
+            seen.append(exc)
+        return 0
+
+    with trio.fail_after(30):
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader.read, slow_read, 30.0)
+                await trio.to_thread.run_sync(started.wait, 30)
+                scope.cancel()  # the caller goes; the thread stays
+        reader.close()
+        conn.execute("SELECT 1")  # still open: the read owns it
+        release.set()
+        await until(lambda: seen != [])
+        assert isinstance(seen[0], int), seen
+        await until(lambda: reader._limiter.borrowed_tokens == 0)
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")  # closed by the read's thread once it returned
+
+
+async def test_closing_an_idle_reader_closes_its_connection_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "gateway.db"
+    open_db(db).close()
+    reader = Reader(partial(open_reader, db))
+    assert await reader.read(lambda c: int(c.execute("SELECT 1").fetchone()[0]), 5.0) == 1
+    reader.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        reader.conn.execute("SELECT 1")
