@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from gateway.daemon.cli import build_parser
+from gateway.daemon.cli import build_parser, commands
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 _WIDTH = "100"  # argparse wraps to $COLUMNS; fix it so the output is the same on every terminal
@@ -213,17 +212,14 @@ def render() -> str:
     try:
         parser = build_parser()
         parts = [INTRO, "\n```\n" + parser.format_help() + "```\n"]
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         seen: set[int] = set()
-        for name, p in sub.choices.items():
+        for name, p in commands(parser).items():
             if id(p) in seen:
                 continue  # an alias (`start`) shares its command's parser
             seen.add(id(p))
             parts.append(f"\n### gateway {name}\n\n```\n{p.format_help()}```\n")
-            for action in p._actions:  # `gateway user add`, `gateway user list`...
-                if isinstance(action, argparse._SubParsersAction):
-                    for sub_name, sub_p in action.choices.items():
-                        parts.append(f"\n#### gateway {name} {sub_name}\n\n```\n{sub_p.format_help()}```\n")
+            for sub_name, sub_p in commands(p).items():  # `gateway user add`, `gateway user list`...
+                parts.append(f"\n#### gateway {name} {sub_name}\n\n```\n{sub_p.format_help()}```\n")
         return "".join(parts)
     finally:
         if old is None:

@@ -149,7 +149,7 @@ async def serve_once(
 
 
 GC_THRESHOLDS = (10_000, 10, 10)
-# How long after the socket is bound the collector is tuned: its full collection (~15 ms with everything loaded)
+# How long after the socket is bound the collector is tuned: its full collection (~10 ms with everything loaded)
 # would otherwise hold the first requests, and what start-up made is all there by then.
 GC_SETTLE = 1.0
 

@@ -13,13 +13,11 @@ import pytest
 from gateway import __version__
 from gateway.config.file import Config
 from gateway.daemon import clidoc
-from gateway.daemon.cli import build_parser
+from gateway.daemon.cli import build_parser, commands
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+    return commands(build_parser())
 
 
 def test_every_command_and_option_is_documented() -> None:
