@@ -68,11 +68,12 @@ Loader = Callable[[], tuple[Config, Paths]]
 def forget_the_archive() -> None:
     """Under shiv, let go of what its bootstrap keeps of the .pyz once it has started us from the extracted folder.
 
-    The archive's table of contents (~2,400 files) stays in memory twice, ~2 MiB in all: in the `zipfile.ZipFile`
-    that shiv's `bootstrap()` holds in a local variable for the whole run (on a first start; a warm start goes
-    through scripts/zipapp_main.py, which opens none), and in zipimport's cache, as the .pyz stays first on
-    `sys.path`. Nothing is imported from the archive after the bootstrap (every module comes from
-    the extracted site-packages), so both go: the closed ZipFile's lists are emptied and the .pyz leaves `sys.path`.
+    Run under shiv's own bootstrap (a `SHIV_*` setting, see scripts/zipapp_main.py), shiv's archive's table of
+    contents (~2,400 files) stays in memory twice, ~2 MiB in all: in the `zipfile.ZipFile` that `bootstrap()` holds
+    in a local variable for the whole run, and in zipimport's cache, as the .pyz stays first on `sys.path`. Nothing
+    is imported from the archive after the bootstrap (every module comes from the extracted site-packages), so both
+    go: the closed ZipFile's lists are emptied and the .pyz leaves `sys.path`. (A plain start runs from an archive
+    of two entries, shiv's archive stored whole beside our `__main__.py`, and opens no ZipFile: little to let go.)
     """
     pyz = zipapp_path()
     if pyz is None:
