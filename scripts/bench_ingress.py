@@ -197,13 +197,14 @@ def _gateway_round(run: str, n_batch: int, n_single: int, clients: int) -> tuple
 def run(quick: bool) -> list[dict[str, Any]]:
     """Measure both hot paths and their floors in this run; return one row per comparison.
 
-    Interleaved: each of `ROUNDS` rounds measures raw SQLite, the bare HTTP server and a gateway started afresh,
-    in an order rotated every round, so a shared machine's drifting load falls on all three alike; each figure is
-    its events over its time summed across the rounds. The gateway is stopped while the floors run (its agent's
-    streamed turns never share their CPU) and the bare server idles while the gateway runs.
+    Interleaved: each of `ROUNDS` rounds (one with `quick`) measures raw SQLite, the bare HTTP server and a gateway
+    started afresh, in an order rotated every round, so a shared machine's drifting load falls on all three alike;
+    each figure is its events over its time summed across the rounds. The gateway is stopped while the floors run
+    (its agent's streamed turns never share their CPU) and the bare server idles while the gateway runs.
     """
     n_batch = 1_000 if quick else 10_000  # per round
     n_single = 70 if quick else 2_700
+    n_rounds = 1 if quick else ROUNDS  # --quick shows the rows work, not a figure to judge
     clients = 8
     singles_bare = [msgspec.json.encode(event(i, "bare")) for i in range(n_single)]
     batches_bare = _batches("bare", n_batch)
@@ -211,7 +212,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     rounds: list[float] = []  # each round's own ratio, for the note
     bare = Server([sys.executable, "-c", _BARE_SERVER])
     try:
-        for r in range(ROUNDS):
+        for r in range(n_rounds):
             rates: dict[str, float] = {}
             run_id = f"r{r}x{time.time_ns()}"
             steps = ["sqlite", "http", "gateway"]
@@ -228,11 +229,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rounds.append(rates["gateway"] * (1 / rates["http"] + 1 / rates["sqlite"]))
     finally:
         bare.stop()
-    floor_rows = ROUNDS * n_batch / time_of["sqlite"]
-    bare_batch = ROUNDS * n_batch / time_of["http"]
-    per_s = ROUNDS * n_batch / time_of["gateway"]
-    bare_rate = ROUNDS * n_single / time_of["http1"]
-    single_rate = ROUNDS * n_single / time_of["gateway1"]
+    floor_rows = n_rounds * n_batch / time_of["sqlite"]
+    bare_batch = n_rounds * n_batch / time_of["http"]
+    per_s = n_rounds * n_batch / time_of["gateway"]
+    bare_rate = n_rounds * n_single / time_of["http1"]
+    single_rate = n_rounds * n_single / time_of["gateway1"]
     # The pipeline floor: a server that must both take the bodies over HTTP and insert their rows can go no faster
     # than the two costs added up, 1 / (1/http + 1/sqlite) events/s.
     pipeline = 1 / (1 / bare_batch + 1 / floor_rows)

@@ -63,20 +63,37 @@ def check_contents(names: list[str], arch: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pyz() -> Path:
-    # scripts/build-zipapp's own output, dist/gateway.pyz, as scripts/benchlib.py keeps it: built unless it was built
-    # from exactly these sources (the gateway's, the build script's, the run lock), one build at a time. The
-    # benchmark smoke test (tests/scripts/test_bench.py) measures the same file, so the suite builds it once.
+def built() -> tuple[Path, Path]:
+    """(the zipapp, where the benchmarks extract it). scripts/build-zipapp's own output, dist/gateway.pyz, as
+    scripts/benchlib.py keeps it: built unless it was built from exactly these sources (the gateway's, the build
+    script's, the run lock), one build at a time. The benchmark smoke test (tests/scripts/test_bench.py) measures
+    the same file, so the suite builds it once."""
     started = time.monotonic()
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import benchlib; print(benchlib.ensure_zipapp())"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import benchlib\n"
+        "print(benchlib.ensure_zipapp()); print(benchlib.SHIV_ROOT)"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts")], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    out = Path(r.stdout.strip())
+    out, root = (Path(line) for line in r.stdout.split())
     print(f"{out} ready in {time.monotonic() - started:.1f} s: {out.stat().st_size / 2**20:.1f} MiB")
-    return out
+    return out, root
 
 
-def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pyz(built: tuple[Path, Path]) -> Path:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def shiv_root(built: tuple[Path, Path]) -> Path:
+    """The benchmarks' extraction folder, for the tests that need the zipapp extracted rather than a cold start: a
+    first start extracts ~2,400 files and compiles every module (~4 s of CPU), so every worker and the benchmark
+    smoke test share one (shiv's file lock orders the first). The serve test starts its own cold, then warm."""
+    return built[1]
+
+
+def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, shiv_root: Path) -> None:
     archive = payload(pyz)
     names = archive.namelist()
     assert any(n.startswith("site-packages/gateway/") for n in names)
@@ -95,7 +112,7 @@ def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> 
         "from actors.scheduler import check_timezone; import zoneinfo\n"
         "print(len(zoneinfo.TZPATH), check_timezone('America/New_York').key)\n"
     )
-    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1", "PYTHONTZPATH": ""}
+    env = {**os.environ, "SHIV_ROOT": str(shiv_root), "SHIV_INTERPRETER": "1", "PYTHONTZPATH": ""}
     r = subprocess.run(
         [sys.executable, "-S", str(pyz), "-c", probe], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
     )
@@ -104,7 +121,7 @@ def test_the_zipapp_holds_no_pip_and_imports_none(pyz: Path, tmp_path: Path) -> 
 
 
 async def test_the_zipapp_calls_mcp_tools_over_stdio_sse_and_streamable_http(
-    pyz: Path, tmp_path: Path, nursery: trio.Nursery
+    pyz: Path, shiv_root: Path, nursery: trio.Nursery
 ) -> None:
     # The gateway's MCP client path (actors.mcp, the SDK's three client transports) runs from the zipapp, which
     # lacks the SDK's server runner: each transport lists the fake calc server's tools and calls one. The servers
@@ -143,7 +160,7 @@ async def main():
 
 trio.run(main)
 """
-    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1"}
+    env = {**os.environ, "SHIV_ROOT": str(shiv_root), "SHIV_INTERPRETER": "1"}
     with trio.fail_after(CLI_TIMEOUT * 2):
         command = [sys.executable, "-S", str(pyz), "-c", probe]
         r = await trio.run_process(command, env=env, capture_stdout=True, capture_stderr=True, check=False)
@@ -200,12 +217,12 @@ def test_the_zipapp_serves_health_and_runs_start_status_stop(pyz: Path, tmp_path
         site.cleanup()
 
 
-def test_a_sigusr1_restart_respawns_the_same_zipapp(pyz: Path, tmp_path: Path) -> None:
+def test_a_sigusr1_restart_respawns_the_same_zipapp(pyz: Path, shiv_root: Path, tmp_path: Path) -> None:
     site = Site(
         tmp_path,
         command=[str(pyz)],
         port=free_port(),
-        SHIV_ROOT=str(tmp_path / "shiv"),
+        SHIV_ROOT=str(shiv_root),
         GATEWAY_ALLOW_SIGUSR1_RESTART="1",
     )
     site.env.pop("GATEWAY_NO_RESPAWN")
@@ -224,12 +241,12 @@ def test_a_sigusr1_restart_respawns_the_same_zipapp(pyz: Path, tmp_path: Path) -
         site.cleanup()
 
 
-def test_the_zipapp_installs_a_unit_that_runs_itself(pyz: Path, tmp_path: Path) -> None:
-    site = Site(tmp_path, command=[str(pyz)], SHIV_ROOT=str(tmp_path / "shiv"))
+def test_the_zipapp_installs_a_unit_that_runs_itself(pyz: Path, shiv_root: Path, tmp_path: Path) -> None:
+    site = Site(tmp_path, command=[str(pyz)], SHIV_ROOT=str(shiv_root))
     r = site.cli("install", "--print", "--platform", "linux")
     assert r.returncode == 0, r.stderr
     assert f" -S {pyz} serve --config {site.paths.config_file}" in r.stdout
-    assert f"Environment=SHIV_ROOT={tmp_path / 'shiv'}" in r.stdout
+    assert f"Environment=SHIV_ROOT={shiv_root}" in r.stdout
 
 
 @pytest.mark.longest
