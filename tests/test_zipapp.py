@@ -169,6 +169,30 @@ trio.run(main)
     assert out == {"results": {"stdio": "5", "http": "5", "sse": "5"}, "loaded": []}, out
 
 
+def test_a_first_start_extracts_and_keeps_nothing_of_the_payload(pyz: Path, tmp_path: Path) -> None:
+    # The cold path of scripts/zipapp_main.py, run in a process of its own: shiv's code extracts the packages from
+    # a copy of the payload; afterwards no copy is left and zipimport keeps no table of its ~2,400 entries.
+    probe = (
+        "import runpy, sys, zipimport\n"
+        "sys.argv = [sys.argv[1], '--version']\n"
+        "try:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        "print(sorted(zipimport._zip_directory_cache), [k for k in sys.path_importer_cache if 'payload' in k])\n"
+    )
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv")}
+    r = subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(pyz)], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
+    )
+    assert r.returncode == 0, r.stderr
+    version, caches = r.stdout.splitlines()
+    assert version.startswith("gateway ")
+    assert caches == f"[{str(pyz)!r}] []", caches
+    left = sorted(p.name for p in (tmp_path / "shiv").iterdir() if not p.name.startswith("."))
+    assert len(left) == 1 and left[0].startswith(f"{pyz.name}_") and not left[0].endswith(".tmp"), left
+
+
 def test_the_zipapp_serves_health_and_runs_start_status_stop(pyz: Path, tmp_path: Path) -> None:
     port = free_port()
     # Run the file itself, as a user would: its shebang picks python3 with -S.
