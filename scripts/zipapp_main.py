@@ -38,6 +38,11 @@ def _site() -> str:
     return os.path.join(_root(), f"{_name()}_{BUILD_ID}", "site-packages")
 
 
+def _payload_folder() -> str:
+    """Where copies of the payload go: beside this build's extraction, named after it."""
+    return os.path.join(_root(), f"{_name()}_{BUILD_ID}.payload")
+
+
 def _start(site: str) -> None:
     # Before the first site-packages already on the path (none under `python -S`: then last), as shiv orders it.
     stems = [os.path.splitext(os.path.basename(p))[0] for p in sys.path]
@@ -71,7 +76,7 @@ def _extract() -> None:
 
     os.makedirs(_root(), exist_ok=True)
     # A folder of its own: two first starts at once each copy and delete their own; shiv's lock orders the extraction.
-    inner = _copy_payload(tempfile.mkdtemp(prefix=f"{_name()}_{BUILD_ID}.payload-", dir=_root()))
+    inner = _copy_payload(tempfile.mkdtemp(prefix=os.path.basename(_payload_folder()) + "-", dir=_root()))
     sys.path.insert(0, inner)
     try:
         import _bootstrap  # type: ignore[import-not-found]
@@ -94,7 +99,7 @@ def _extract() -> None:
 
 
 def _shiv_bootstrap() -> None:
-    folder = os.path.join(_root(), f"{_name()}_{BUILD_ID}.payload")
+    folder = _payload_folder()
     os.makedirs(folder, exist_ok=True)
     inner = _copy_payload(folder)
     sys.argv[0] = inner
@@ -107,6 +112,7 @@ def _shiv_bootstrap() -> None:
 if any(name.startswith("SHIV_") and name != "SHIV_ROOT" for name in os.environ):
     _shiv_bootstrap()
 else:
-    if not os.path.exists(_site()):
+    _here = _site()
+    if not os.path.exists(_here):
         _extract()
-    _start(_site())
+    _start(_here)
