@@ -116,6 +116,16 @@ class _QueuedTurn(msgspec.Struct):
     output: trio.Event | None = None
 
 
+class _Fresh(msgspec.Struct, frozen=True):
+    """A session this life's open created, under no cap then: until this gateway writes anything more (a pin set
+    over the API, a turn's usage elsewhere), its history is empty, its pin none and its cap not reached, so its
+    first turn starts without the reader thread's round trip. A write from another process (a cap set by the CLI)
+    is not seen here; the acceptance's commit still checks the cap in its own transaction, as for any turn."""
+
+    mark: tuple[int, int]  # the store's mark after the open (`Store.mark`)
+    caps: usage_db.CapPolicy  # the policy checked then
+
+
 class _RunningTurn(msgspec.Struct):
     turn_id: str
     scope: trio.CancelScope
@@ -175,15 +185,27 @@ def _append_and_reserve(conn: Any, batch: list[EventRow], reserve_to: int) -> No
 
 
 def _open_session(
-    conn: Any, key: SessionKey, now: int, reserve: int = 0
-) -> tuple[sess_db.SessionRow, int, list[msg_db.TurnRow]]:
+    conn: Any, key: SessionKey, now: int, reserve: int = 0, caps: usage_db.CapPolicy | None = None
+) -> tuple[sess_db.SessionRow, int, list[msg_db.TurnRow], int | None]:
     """What a new life of the session starts from: its row (created if new), where its numbering continues, and
-    its turns still queued; with `reserve`, that many numbers above it reserved in the same transaction."""
-    row = sess_db.get_or_create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
+    its turns still queued; with `reserve`, that many numbers above it reserved in the same transaction.
+
+    Last, for a session this call created and whose owner is under no cap by `caps`: the writer's `total_changes`
+    at its end (see `_Fresh`), else None."""
+    found = sess_db.find_session(conn, key.transport, key.chat_id, key.topic_id)
+    row = found or sess_db.get_or_create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
     floor = msg_db.seq_floor(conn, row.id)
     if reserve:
         msg_db.reserve_seq(conn, row.id, floor + reserve)
-    return row, floor, msg_db.queued_turns(conn, row.id)
+    fresh: int | None = None
+    if found is None and caps is not None:
+        try:
+            usage_db.check_cap(conn, row.owner, caps, now_ms=now)
+        except usage_db.UsageCapReachedError:
+            pass
+        else:
+            fresh = conn.total_changes
+    return row, floor, msg_db.queued_turns(conn, row.id), fresh
 
 
 def _added(a: Usage, b: Usage) -> Usage:
@@ -275,6 +297,7 @@ class _SessionLife:
         "flushed",
         "flushed_seq",
         "flusher_on",
+        "fresh",
         "held",
         "idle_sent_at",
         "last_activity",
@@ -341,6 +364,8 @@ class _SessionLife:
         self.wind_down_at = math.inf
         self.stopping = False
         self.waiting: trio.CancelScope | None = None  # the serve loop's wait for a message, until its idle deadline
+        # Created by this life's open and nothing written since: its first turn needs no read (see `_Fresh`).
+        self.fresh: _Fresh | None = None
 
     # ---- lifecycle ----
 
@@ -364,12 +389,16 @@ class _SessionLife:
             # Numbers are reserved here, when the actor wakes (a client's connect), so a first turn's first
             # delta does not wait for a commit to show: its acceptance commits alongside. Refused (a disk gone
             # read-only), the life starts without: its events then wait for the commit that covers them.
+            store, caps = self.a.store, self.cfg.caps
             try:
-                row, floor, queued = await self.a.store.call(_open_session, key, now_ms(), SEQ_RESERVE)
+                row, floor, queued, changes = await store.call(_open_session, key, now_ms(), SEQ_RESERVE, caps)
                 reserved = floor + SEQ_RESERVE
             except StorageUnavailableError:
-                row, floor, queued = await self.a.store.call(_open_session, key, now_ms())
+                row, floor, queued, changes = await store.call(_open_session, key, now_ms(), 0, caps)
                 reserved = floor
+            mark = store.mark(changes) if changes is not None else None
+            if mark is not None:
+                self.fresh = _Fresh(mark, caps)
             self.session_id = row.id
             self.owner = row.owner
             self.seq = self.flushed_seq = self.shown = floor
@@ -565,13 +594,19 @@ class _SessionLife:
         only after that commit; a commit that fails (storage refusing writes, or the cap reached meanwhile) cuts
         the turn off, and the asker is told nothing was stored."""
         caps = self.cfg.caps
-        try:
-            history, pin = await self.a.store.read(
-                _cap_history_pin, self.session_id, self.owner, caps, self.cfg.history_limit
-            )
-        except Exception as exc:
-            msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
-            return
+        fresh, self.fresh = self.fresh, None
+        history: list[msg_db.MessageRow]
+        pin: Pin
+        if fresh is not None and fresh.caps is caps and self.a.store.unchanged(fresh.mark):
+            history, pin = [], NO_PIN  # what the read would find: see `_Fresh`
+        else:
+            try:
+                history, pin = await self.a.store.read(
+                    _cap_history_pin, self.session_id, self.owner, caps, self.cfg.history_limit
+                )
+            except Exception as exc:
+                msg.reply.fail(exc)  # the cap is reached, or storage cannot read: nothing was started
+                return
         accepted, output = trio.Event(), trio.Event()
         turn = _QueuedTurn(new_id(), msg.text, history, pin, accepted, output=output)
         reserve_to = self.seq + SEQ_RESERVE

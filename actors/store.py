@@ -78,6 +78,9 @@ class StoreStats(msgspec.Struct):
     # trio time at which the batch now in the worker thread was handed over (None: the thread is idle).
     busy_since: float | None = None
     reopened: int = 0  # connections replaced after the disk came back
+    # The writer connection's `total_changes` after the last batch: it moves with every row written (even rolled
+    # back), so an unchanged value with an unchanged `reopened` means nothing was written in between.
+    changes: int = 0
     pending: Pending = msgspec.field(default_factory=Pending)  # shared with the `Store` handle (its deadlines)
 
     def stalled_for(self, now: float) -> float:
@@ -338,6 +341,7 @@ class StoreActor:
             self.stats.failing = True
         elif self.conn.total_changes != changes:
             self.stats.failing = False  # a write committed: storage takes writes again
+        self.stats.changes = self.conn.total_changes
         self.stats.batches += 1
         self.stats.ops += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -399,11 +403,13 @@ class Reader:
         self.conn = open_conn()
         self._limiter = trio.CapacityLimiter(1)
         self.stuck = False  # the last read timed out (its thread may still hang in the kernel)
+        self.reads = 0  # reads asked for, over the gateway's life
         self._closing = False
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         """Run `fn(conn)` (which must not write) in the reader thread; StorageUnavailableError after `timeout`."""
         conn = self.conn
+        self.reads += 1
 
         def run(conn: sqlite3.Connection) -> T:
             try:
@@ -451,6 +457,20 @@ class Store:
         self.timeout = timeout
         self.stats = stats  # the actor's live counters, for health checks (None when not shared)
         self.reader = reader
+
+    def mark(self, changes: int) -> tuple[int, int] | None:
+        """Called as soon as a `call` returns whose `fn` ended with the writer's `total_changes` at `changes`: a mark
+        that `unchanged` holds to while this gateway writes nothing more, or None when it already has (later in the
+        same batch), or when this handle has no stats."""
+        stats = self.stats
+        if stats is None or stats.changes != changes:
+            return None
+        return stats.reopened, changes
+
+    def unchanged(self, mark: tuple[int, int]) -> bool:
+        """Whether this gateway has written nothing since `mark` (writes from other processes are not seen)."""
+        stats = self.stats
+        return stats is not None and (stats.reopened, stats.changes) == mark
 
     def degraded(self) -> str | None:
         """Why storage cannot take writes now (frozen, read-only, full, I/O errors), or None when it can."""

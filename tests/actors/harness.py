@@ -15,9 +15,9 @@ from actors.messages import Abort, RouterMsg, SessionKey, Submit, Subscribe, Sub
 from actors.providers.base import Provider
 from actors.router import Router, start_router
 from actors.session import SessionConfig
-from actors.store import Store, StoreActor, StoreMsg
+from actors.store import Reader, Store, StoreActor, StoreMsg
 from actors.supervisor import ChildSpec, supervise
-from storage.db import open_db
+from storage.db import open_db, open_reader
 from storage.events import EventRow
 
 
@@ -59,23 +59,32 @@ async def harness(
     *,
     inline: bool = True,
     timeout: float = 10,
+    reader: bool = False,
     **session: object,
 ) -> AsyncIterator[Harness]:
+    """`reader`: reads go to a reader connection, and the store handle sees the actor's stats, as in the runtime."""
     db_path = tmp_path / "actors.db"
     conn = open_db(db_path, synchronous="normal")
+    store: Store | None = None
     try:
         # Same nesting as the runtime: the store (infra) outlives the router and sessions (core).
         async with trio.open_nursery() as infra:
             actor = StoreActor(conn, inline=inline)
             spec: ChildSpec[StoreMsg] = ChildSpec("store", actor.run, capacity=4096)
-            store = Store(await infra.start(partial(supervise, spec)))
+            address = await infra.start(partial(supervise, spec))
+            if reader:
+                store = Store(address, stats=actor.stats, reader=Reader(partial(open_reader, db_path)))
+            else:
+                store = Store(address)
             async with trio.open_nursery() as core:
                 config = SessionConfig(**session)  # type: ignore[arg-type]
                 router = Router(store=store, provider=provider, session_config=config)
-                address = await start_router(core, router)
+                routed = await start_router(core, router)
                 with trio.fail_after(timeout):
-                    yield Harness(store, router, address, db_path)
+                    yield Harness(store, router, routed, db_path)
                 core.cancel_scope.cancel()
             infra.cancel_scope.cancel()
     finally:
+        if store is not None and store.reader is not None:
+            store.reader.close()
         conn.close()

@@ -113,7 +113,7 @@ async def test_a_session_whose_turn_end_was_slow_to_store_still_exits_and_its_ke
     # The idle timer armed while `live` still listened is the subscribed one: short too, or the retirement waits
     # its default 10 s after `live` closes.
     quick = {"idle_timeout": 0.5, "subscribed_idle_timeout": 0.5, "end_shown_after": 0.2}
-    async with harness(tmp_path, lambda: gate, inline=False, timeout=30, **quick) as h:
+    async with harness(tmp_path, lambda: gate, inline=False, timeout=30, **quick) as h:  # type: ignore[arg-type]
         _, live, _ = await h.subscribe(A)
         await h.submit(A, "one")
         await until(lambda: gate.started == ["one"])

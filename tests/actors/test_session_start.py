@@ -142,6 +142,28 @@ async def test_an_idle_sessions_acceptance_commits_after_its_first_delta_was_sho
         assert turn is not None and turn.state == "completed"
 
 
+async def test_a_new_sessions_first_turn_reads_nothing_while_nothing_was_written_since_it_was_created(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, EchoProvider, inline=False, reader=True) as h:
+        assert h.store.reader is not None
+        reader = h.store.reader
+        _, events, _ = await h.subscribe(KEY)  # creates the session
+        await h.submit(KEY, "first")
+        await until_turn_ends(events)
+        assert reader.reads == 0  # empty history, no pin, no cap: known from the open
+        await h.submit(KEY, "second")
+        assert [e.data["text"] for e in await until_turn_ends(events) if e.type == "result"] == ["second"]
+        assert reader.reads == 1  # it has a history now
+
+        other = SessionKey("api", "other")
+        _, others, _ = await h.subscribe(other)
+        await h.store.call(lambda conn: conn.execute("INSERT INTO settings (key, value) VALUES ('x', 'y')"))
+        await h.submit(other, "third")
+        await until_turn_ends(others)
+        assert reader.reads == 2  # something was written after it was created: read as any turn
+
+
 async def test_a_slow_first_output_does_not_hold_back_the_acceptance(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

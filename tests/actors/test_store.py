@@ -338,3 +338,40 @@ async def test_closing_an_idle_reader_closes_its_connection_at_once(tmp_path: Pa
     reader.close()
     with pytest.raises(sqlite3.ProgrammingError):
         reader.conn.execute("SELECT 1")
+
+
+def insert_and_count(conn: sqlite3.Connection, key: str) -> int:
+    insert(conn, key)
+    return int(conn.total_changes)
+
+
+async def test_a_mark_holds_until_anything_is_written_and_none_is_given_when_its_batch_wrote_after_it(
+    tmp_path: Path,
+) -> None:
+    conn = open_db(tmp_path / "m.db")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            actor = StoreActor(conn)
+            spec: ChildSpec[StoreMsg] = ChildSpec("store", actor.run, capacity=64)
+            store = Store(await nursery.start(partial(supervise, spec)), stats=actor.stats)
+            mark = store.mark(await store.call(insert_and_count, "a"))
+            assert mark is not None and store.unchanged(mark)
+            await store.call(lambda c: c.execute("SELECT count(*) FROM settings").fetchone())
+            assert store.unchanged(mark)  # a read writes nothing
+            await store.call(insert, "b")
+            assert not store.unchanged(mark)
+
+            # Two calls in one batch: the first one's mark is refused, the second's write came after it.
+            marks: list[tuple[int, int] | None] = []
+
+            async def marked(key: str) -> None:
+                marks.append(store.mark(await store.call(insert_and_count, key)))
+
+            async with trio.open_nursery() as both:
+                both.start_soon(marked, "c")
+                both.start_soon(marked, "d")
+            assert actor.stats.largest_batch >= 2
+            assert sorted(m is None for m in marks) == [False, True]
+            assert Store(store.address).mark(conn.total_changes) is None  # a handle without the actor's stats
+            nursery.cancel_scope.cancel()
+    conn.close()

@@ -74,6 +74,24 @@ async def test_a_pinned_chat_runs_on_its_provider_while_another_stays_on_the_def
         await gw.stop()
 
 
+async def test_a_new_chat_pinned_after_it_connected_runs_its_first_turn_on_the_pin(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # The connection creates the session; a new session's first turn skips the read of its pin while nothing was
+    # written since. The pin set here in between is such a write.
+    with trio.fail_after(60):
+        gw, fake = await _gateway_with_fake(nursery, tmp_path)
+        async with admin_client(gw) as admin, client(gw, chat_id=503) as c:
+            assert c.auth_ok["active_provider"] == "echo"
+            r = await admin.put("/api/chat/sessions/api:503", json={"provider": "openai", "model": "late-pin"})
+            assert r.status_code == 200, r.text
+            fake.scripts.append(Script(texts=["pinned ", "reply"]))
+            await c.send_message("first words")
+            assert deltas(await until(c, "result")) == "pinned reply"
+            assert [q["model"] for q in fake.requests] == ["late-pin"]
+        await gw.stop()
+
+
 async def test_pins_validation_ownership_and_the_default_moving_under_them(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
