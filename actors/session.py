@@ -60,7 +60,7 @@ class SessionConfig(msgspec.Struct, frozen=True):
     # Idle with subscribers listening (an open /ws connection): parked this much sooner. Its actor exits and the
     # router keeps only the subscribers and the numbering (a `Parked`); the next request wakes it without a store
     # round trip, so a short wait costs a turn nothing and saves a task, a mailbox and a nursery per connection.
-    subscribed_idle_timeout: float = 10.0
+    subscribed_idle_timeout: float = 0.25
     max_queue: int = 32
     history_limit: int = 50
     recent_events: int = 4096  # kept in memory so subscribers join a live stream without a gap

@@ -323,16 +323,13 @@ def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool =
     rounds, n_round = (2, 50) if quick else (10, 1000)
     n_hib = 100 if quick else 10_000
     settle = 0.3 if quick else 1.0  # seconds of RSS readings (and of rest before reading) per figure
-    # The per-connection rows read RSS once every session has parked, `subscribed_idle_timeout` after its turn:
-    # the quick run (the suite's smoke test) parks them after 1 s instead of waiting the default 10 s twice.
-    parked = "[sessions]\nsubscribed_idle_timeout = 1.0\n" if quick else ""
     floor_idle, floor_per = _floor_per_connection(counts[0], settle)
     floor_per_big = _floor_per_connection(counts[1], settle)[1]
     if connections_only:
         per: list[float] = []
         with tempfile.TemporaryDirectory(prefix="gw-bench-mem-") as d:
             for n, first_chat in zip(counts, (1, 1_000_000), strict=True):
-                gw = zipapp_gateway(Path(d), parked)  # one gateway each, as below
+                gw = zipapp_gateway(Path(d))  # one gateway each, as below
                 try:
                     per.append(_per_connection(n, first_chat, gw, settle))
                 finally:
@@ -341,7 +338,7 @@ def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool =
         retried = [len(RETRIED), 0]
         return _connection_rows(counts, (per_small, per_big), (floor_per, floor_per_big), retried)
     with tempfile.TemporaryDirectory(prefix="gw-bench-mem-") as d:
-        gw = zipapp_gateway(Path(d), parked)
+        gw = zipapp_gateway(Path(d))
         try:
             gw_idle = _idle_kib(gw.url, gw.pid, settle)
             per_small = _per_connection(counts[0], 1, gw, settle)
@@ -350,7 +347,7 @@ def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool =
             gw.stop()
         # Every start after the first finds its migrations applied, so it never loads sqlite-utils: the idle
         # figure of a gateway that has been restarted (a reboot, an upgrade without a new migration).
-        gw = zipapp_gateway(Path(d), parked)
+        gw = zipapp_gateway(Path(d))
         try:
             restarted_idle = _idle_kib(gw.url, gw.pid, settle)
             per_big = _per_connection(counts[1], 1_000_000, gw, settle)

@@ -60,7 +60,7 @@ class Storage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 class Sessions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     idle_timeout: float = 300.0
-    subscribed_idle_timeout: float = 10.0
+    subscribed_idle_timeout: float = 0.25
     max_queue: int = 32
     history_limit: int = 50
 

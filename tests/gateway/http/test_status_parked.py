@@ -25,11 +25,13 @@ async def _sessions_until(http: httpx.AsyncClient, want: dict[str, int]) -> dict
         details: dict[str, Any] = next(s for s in r.json()["services"] if s["service"] == "sessions")["details"]
         if {k: details[k] for k in want} == want:
             return details
-        await trio.sleep(0.02)
+        await trio.sleep(0.15)  # polled over HTTP, under the API's rate limit (600 a minute)
 
 
 async def test_status_reports_a_parked_session(nursery: trio.Nursery, tmp_path: Path) -> None:
-    config, paths = make_config(tmp_path, sessions={"subscribed_idle_timeout": 0.2})
+    # The default configuration: a session a client listens to parks a quarter of a second after its turn (the
+    # bound below fails with the 10 s it used to wait, during which every such session stayed live).
+    config, paths = make_config(tmp_path)
     gw = await start_gateway(nursery, config, paths)
     headers = {"Authorization": f"Bearer {gw.token}"}
     async with httpx.AsyncClient(base_url=gw.base_url, headers=headers) as http:
@@ -37,7 +39,8 @@ async def test_status_reports_a_parked_session(nursery: trio.Nursery, tmp_path: 
             async with client(gw, chat_id=7) as c:
                 await c.send_message("hello")
                 assert deltas(await until_frame(c, "result")) == "hello"
-                details = await _sessions_until(http, {"live_sessions": 0, "parked_sessions": 1})
+                with trio.fail_after(5):
+                    details = await _sessions_until(http, {"live_sessions": 0, "parked_sessions": 1})
                 # The fields that were there before parked sessions are kept.
                 assert {"live_sessions", "started", "retired", "crashed"} <= details.keys()
                 assert details["started"] >= 1
@@ -58,7 +61,8 @@ async def test_status_reports_a_parked_session(nursery: trio.Nursery, tmp_path: 
                 # A new message wakes it; idle again, it parks again.
                 await c.send_message("again")
                 assert deltas(await until_frame(c, "result")) == "again"
-                await _sessions_until(http, {"live_sessions": 0, "parked_sessions": 1})
+                with trio.fail_after(5):
+                    await _sessions_until(http, {"live_sessions": 0, "parked_sessions": 1})
             # The client left: nothing listens, so the parked session is forgotten (hibernated, stored).
             await _sessions_until(http, {"live_sessions": 0, "parked_sessions": 0})
             await gw.stop()
