@@ -77,6 +77,9 @@ async def harness(
             else:
                 store = Store(address)
             async with trio.open_nursery() as core:
+                # A session a subscriber listens to stays live between turns here unless a test says otherwise
+                # (the product parks it after 0.25 s): these tests inspect the live actors on the real clock.
+                session.setdefault("subscribed_idle_timeout", 30.0)
                 config = SessionConfig(**session)  # type: ignore[arg-type]
                 router = Router(store=store, provider=provider, session_config=config)
                 routed = await start_router(core, router)

@@ -21,7 +21,8 @@ def _actors(status: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_sessions_and_connections_are_listed_while_live(nursery: trio.Nursery, tmp_path: Path) -> None:
-    config, paths = make_config(tmp_path, sessions={"idle_timeout": 0.5})
+    # Kept live while its client listens (the default parks it 0.25 s after a turn): this lists live actors.
+    config, paths = make_config(tmp_path, sessions={"idle_timeout": 0.5, "subscribed_idle_timeout": 60})
     gw = await start_gateway(nursery, config, paths)
     registry = gw.runtime.registry
     key = SessionKey("api", "77")

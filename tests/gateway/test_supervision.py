@@ -63,7 +63,13 @@ def _unowned(root: trio.lowlevel.Task) -> tuple[list[str], set[str]]:
 async def test_every_long_lived_task_of_a_running_gateway_is_owned_by_a_supervisor(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    config, paths = make_config(tmp_path, connectors={"external": {"ext": {"shared_token": {"value": SHARED}}}})
+    config, paths = make_config(
+        tmp_path,
+        connectors={"external": {"ext": {"shared_token": {"value": SHARED}}}},
+        # The session stays live while its client listens (the default parks it 0.25 s after the turn): its task
+        # is one of those walked below.
+        sessions={"subscribed_idle_timeout": 60},
+    )
 
     async def gateway_root(task_status: trio.TaskStatus[Runtime]) -> None:
         await run(config, paths, token=TOKEN, task_status=task_status)
