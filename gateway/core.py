@@ -95,6 +95,9 @@ class Runtime(msgspec.Struct):
     status_checks: dict[str, Callable[[], dict[str, Any]]] = msgspec.field(default_factory=dict)
     mcp: McpHub | None = None
     skills: SkillCatalog = msgspec.field(default_factory=SkillCatalog)
+    # Where /ws connections run their helper tasks (a sender, an abort), set by `run()` before the edge serves:
+    # one nursery for all of them, not one per socket (see gateway/ws/connection.py).
+    ws_tasks: trio.Nursery | None = None
     # The connector service (issue 4), set by start_services.
     connectors: ConnectorService | None = None
     # The features started by `start_services`, one typed field each.

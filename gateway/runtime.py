@@ -264,6 +264,7 @@ async def run(
                 hc.keep_alive_timeout = 5
                 inflight = InFlight(app, websocket)
                 async with trio.open_nursery() as edge:
+                    runtime.ws_tasks = await edge.start(_connection_helpers)
                     runtime.binds = await edge.start(
                         partial(serve, cast(Any, inflight), hc, shutdown_trigger=shutdown.wait)
                     )
@@ -282,6 +283,14 @@ async def run(
             except sqlite3.Error as exc:  # a disk gone read-only: nothing left to write anyway
                 log.warning("closing the database: %s", exc)
         log.info("gateway stopped")
+
+
+async def _connection_helpers(task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
+    """The nursery /ws connections start their helpers in; each connection ends its own before it returns, so it is
+    empty once the edge has drained, and the edge's cancellation ends it."""
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
 
 
 def _starlette_app(runtime: Runtime) -> Any:

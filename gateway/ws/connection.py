@@ -8,7 +8,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVarTuple
+from typing import Any
 
 import msgspec
 import trio
@@ -32,9 +32,10 @@ from storage.events import EventRow
 from storage.usage import UsageCapReachedError
 
 log = logging.getLogger("gateway.ws")
-Ts = TypeVarTuple("Ts")
 
 CLOSE_GOING_AWAY = 1001
+# How long a connection that ends waits for its helpers, cancelled, to finish (they end at their next checkpoint).
+HELPERS_END_WAIT = 5.0
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
@@ -261,11 +262,13 @@ class Connection:
         "_failures",
         "_frame_stamps",
         "_going",
+        "_helpers",
+        "_helpers_gone",
         "_lock",
         "_notes",
-        "_nursery",
         "_own_turns",
         "_queue",
+        "_reading",
         "_replaying",
         "_sending",
         "_stamps",
@@ -287,7 +290,7 @@ class Connection:
         topic = str(auth.channel_id) if auth.channel_id else ""
         self.key = SessionKey("api", str(auth.chat_id), topic)
         self.cfg = runtime.config.ws
-        self._lock: trio.Lock | None = None  # created by the first send
+        self._lock: trio.Lock | None = None  # created by a send, dropped once nobody holds or waits for it
         self._own_turns: set[str] = set()
         # The rate windows, created by the first frame (an idle connection keeps no buffers it never used); lists,
         # not deques: an empty deque is a 64-slot block (~760 B), and these are pruned in bulk.
@@ -295,7 +298,12 @@ class Connection:
         self._frame_stamps: list[float] | None = None
         self._failures = 0
         self.last_seq = 0
-        self._nursery: trio.Nursery | None = None
+        # The reader's scope while it reads: its helpers (the sender, an abort) start only then, and cancel it
+        # when the client has gone. They run in the gateway's nursery for connection helpers (`Runtime.ws_tasks`),
+        # each in a scope of its own listed here while it runs: a nursery per connection cost ~1.3 KB per socket.
+        self._reading: trio.CancelScope | None = None
+        self._helpers: list[trio.CancelScope] | None = None
+        self._helpers_gone: trio.Event | None = None  # set once the last helper is gone, when someone waits
         self._going = False  # the gateway is stopping: close with 1001
         self._events: _Feed | None = None  # the session's events
         self._notes: _Feed | None = None  # the gateway's notifications
@@ -326,20 +334,27 @@ class Connection:
             self._kick()
 
     def _kick(self) -> None:
-        if not self._sending and self._queue and self._nursery is not None:
+        if not self._sending and self._queue and self._reading is not None:
             self._sending = True
-            self._nursery.start_soon(self._guard, self._sender)
+            self._spawn(self._sender)
 
     async def send(self, obj: dict[str, Any]) -> None:
-        """Encrypt and send one frame; sealing under the lock keeps v2 counters in send order."""
-        plain = redactor.redact_bytes(msgspec.json.encode(obj))
-        async with self._send_lock():
-            await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+        """Encrypt and send one frame."""
+        await self._send_frames([redactor.redact_bytes(msgspec.json.encode(obj))])
 
-    def _send_lock(self) -> trio.Lock:
-        if self._lock is None:
-            self._lock = trio.Lock()
-        return self._lock
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        """Seal and send `frames` in order under the connection's lock, which keeps v2 counters in send order."""
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = trio.Lock()
+        try:
+            async with lock:
+                for plain in frames:
+                    await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+        finally:
+            # Released to another waiter, trio hands it over at once (still locked): only an unused lock goes.
+            if self._lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+                self._lock = None
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
@@ -427,21 +442,66 @@ class Connection:
 
     async def _serve(self) -> None:
         """Read the socket in this task; a sender starts beside it whenever something waits to be sent."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+        reading = self._reading = trio.CancelScope()
+        try:
             if self._going or self.rt.shutdown.is_set():  # authenticated while the gateway stops
                 self._going = True
-                nursery.cancel_scope.cancel()
+                reading.cancel()
             self._kick()
-            try:
+            with reading:
                 await self._read()
-            except Disconnected:
-                self.wire.closed = True
-            finally:
-                self._nursery = None  # no sender starts from here on
-            nursery.cancel_scope.cancel()
+        except Disconnected:
+            self.wire.closed = True
+        finally:
+            self._reading = None  # no helper starts from here on
+            await self._end_helpers()
         if self._going:
             await self.wire.close(CLOSE_GOING_AWAY)
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Start a helper beside the reader (only while it reads), in a scope the connection's end cancels."""
+        scope = trio.CancelScope()
+        if self._helpers is None:
+            self._helpers = []
+        self._helpers.append(scope)
+        tasks = self.rt.ws_tasks
+        assert tasks is not None  # set before the edge serves
+        tasks.start_soon(self._guard, scope, fn)
+
+    async def _guard(self, scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run one helper; the client going away ends the connection quietly, a bug ends it with a log line."""
+        try:
+            with scope:
+                await fn()
+        except Disconnected:
+            self.wire.closed = True
+            self._stop_reading()
+        except Exception:
+            log.exception("websocket connection %s failed", self.name)
+            self._stop_reading()
+        finally:
+            helpers = self._helpers
+            if helpers is not None:
+                helpers.remove(scope)
+                if not helpers:
+                    self._helpers = None
+                    if self._helpers_gone is not None:
+                        self._helpers_gone.set()
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def _end_helpers(self) -> None:
+        """Cancel the helpers still running and wait until they are gone: none may touch the socket after this
+        task hands it back. Shielded (this runs when the connection is cancelled too) and bounded."""
+        if not self._helpers:
+            return
+        for scope in self._helpers:
+            scope.cancel()
+        gone = self._helpers_gone = trio.Event()
+        with trio.CancelScope(shield=True), trio.move_on_after(HELPERS_END_WAIT):
+            await gone.wait()
 
     def going_away(self) -> None:
         """At shutdown (called by the gateway's one shutdown watcher), tell the client at once (1001) instead of
@@ -451,17 +511,7 @@ class Connection:
         """
         self._going = True
         self._own_turns.clear()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-
-    async def _guard(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
-        """Run one of the connection's tasks; the client going away ends them all, quietly."""
-        try:
-            await fn(*args)
-        except Disconnected:
-            self.wire.closed = True
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
+        self._stop_reading()
 
     async def _subscribe(self, after: int | None, *, before_auth_ok: bool = False) -> Subscription | None:
         feed = _Feed(self, SUBSCRIBER_BUFFER)
@@ -520,9 +570,7 @@ class Connection:
         if delta:
             frames.append(_delta_frame(delta, delta_seq))
         if frames:
-            async with self._send_lock():
-                for plain in frames:
-                    await self.wire.send_frame(self.auth.channel.seal_frame(plain))
+            await self._send_frames(frames)
         return bool(delta)
 
     async def _sender(self) -> None:
@@ -532,7 +580,7 @@ class Connection:
             queue = self._queue
             while queue:
                 await self._send_queued(queue)
-                if self._streaming and self._nursery is not None:
+                if self._streaming and self._reading is not None:
                     self._wake = trio.Event()
                     try:
                         await self._wake.wait()
@@ -641,8 +689,7 @@ class Connection:
             text = msg.get("text")
             limit = self.cfg.messages_per_minute
             if kind == "abort" or (kind == "message" and isinstance(text, str) and text.strip().lower() == "/stop"):
-                assert self._nursery is not None  # the reader runs in it
-                self._nursery.start_soon(self._guard, self._abort)  # the reader reads on while the abort runs
+                self._spawn(self._abort)  # the reader reads on while the abort runs
             elif kind == "message":
                 if not isinstance(text, str) or not text.strip():
                     await self.error("empty", "the message has no text")

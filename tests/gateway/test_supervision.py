@@ -3,7 +3,7 @@
 The convention (actors/supervisor.py, docs/architecture.md): a Supervisor runs each child in a task named
 `supervised:<child name>`, and a child's own tasks are its descendants (their crash is the child's crash, which the
 supervisor restarts). The runtime root owns only its structural nurseries: the two supervisors' and the edge's
-(hypercorn serving HTTP, whose per-connection tasks end with their sockets).
+(hypercorn serving HTTP, and the /ws connections' helpers, whose tasks end with their sockets).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.conftest import TOKEN, make_config
 from tests.gateway.connectors.helpers import wait_for
 
 SHARED = "supervision-shared-token-01"
-EDGE = ("hypercorn.trio.serve", "gateway.runtime._end_edge_when_drained")
+EDGE = ("hypercorn.trio.serve", "gateway.runtime._end_edge_when_drained", "gateway.runtime._connection_helpers")
 
 
 def _find(name: str) -> trio.lowlevel.Task:

@@ -171,7 +171,7 @@ def _frames_of(task: trio.lowlevel.Task) -> list[str]:
 
 async def test_an_idle_socket_holds_no_middleware_frames(nursery: trio.Nursery, tmp_path: Path) -> None:
     """Issue 17: `/ws` is served ahead of Starlette's middleware and routing, whose ten frames would otherwise stay
-    suspended on every idle socket's task (~3 KB each)."""
+    suspended on every idle socket's task (~3 KB each), and the socket's task opens no nursery."""
     config, paths = make_config(tmp_path)
     gw = await start_gateway(nursery, config, paths)
     with trio.fail_after(30):
@@ -185,10 +185,13 @@ async def test_an_idle_socket_holds_no_middleware_frames(nursery: trio.Nursery, 
                 task = todo.pop()
                 files = _frames_of(task)
                 if any(f.endswith(str(Path("gateway", "ws", "connection.py"))) for f in files):
-                    sockets.append(files)
+                    sockets.append((task, files))
                 todo.extend(child for n in task.child_nurseries for child in n.child_tasks)
             assert len(sockets) == 1
-            assert not [f for f in sockets[0] if "starlette" in f], sockets[0]
+            task, files = sockets[0]
+            assert not [f for f in files if "starlette" in f], files
+            # Nor a nursery of its own (~1.3 KB each): its helpers start in the gateway's one (`Runtime.ws_tasks`).
+            assert task.child_nurseries == [], task.child_nurseries
 
 
 def _connection_objects() -> int:
