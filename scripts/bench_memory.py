@@ -310,7 +310,24 @@ def _connection_rows(
             + _refused(again),
         )
         for n, value, floor, again in zip(counts, values, floors, retried[:2], strict=True)
+    ] + [
+        row(
+            f"RSS per idle /ws connection added from {counts[0]} to {counts[1]} open (context)",
+            round(_added(counts, values) * kb, 1),
+            "KB",
+            floor=round(_added(counts, floors) * kb, 1),
+            floor_name="the floor's rows, the same way",
+            target="context: without the one-time cost",
+            note=f"(RSS growth at {counts[1]} - at {counts[0]}) / {counts[1] - counts[0]}, from the two rows above; "
+            "what a connection costs once the first ones have paid what is loaded and cached on first use",
+        )
     ]
+
+
+def _added(counts: tuple[int, int], per: tuple[float, float]) -> float:
+    """KiB per connection between the two counts, from the per-connection figures measured at each."""
+    (small, big), (at_small, at_big) = counts, per
+    return (at_big * big - at_small * small) / (big - small)
 
 
 def run(quick: bool = False, tracemalloc: bool = False, connections_only: bool = False) -> list[Row]:
