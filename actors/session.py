@@ -193,7 +193,7 @@ def _open_session(
     Last, for a session this call created and whose owner is under no cap by `caps`: the writer's `total_changes`
     at its end (see `_Fresh`), else None."""
     found = sess_db.find_session(conn, key.transport, key.chat_id, key.topic_id)
-    row = found or sess_db.get_or_create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
+    row = found or sess_db.create_session(conn, key.transport, key.chat_id, key.topic_id, now_ms=now)
     floor = msg_db.seq_floor(conn, row.id)
     if reserve:
         msg_db.reserve_seq(conn, row.id, floor + reserve)

@@ -98,6 +98,23 @@ def get_or_create_session(
     found = find_session(conn, transport, chat_id, topic_id)
     if found is not None:
         return found
+    return create_session(
+        conn, transport, chat_id, topic_id, now_ms=now_ms, provider=provider, model=model, owner=owner
+    )
+
+
+def create_session(
+    conn: sqlite3.Connection,
+    transport: str,
+    chat_id: str,
+    topic_id: str,
+    *,
+    now_ms: int,
+    provider: str | None = None,
+    model: str | None = None,
+    owner: str | None = None,
+) -> SessionRow:
+    """Create the session for this key (status `pending`); the caller has found none."""
     session_id = new_id()
     conn.execute(
         "INSERT INTO sessions (id, transport, chat_id, topic_id, title, status, provider, model, owner, "
